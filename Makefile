@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "triggerd needs Python 3.11 or newer (PYTHON=$(PYTHON) is older)")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# The main job on the embedded default: runs the example workflow `simple` locally.
+run: $(STAMP)
+	$(VENV)/bin/triggerctl run simple
+
+# The whole test suite, as CI runs it.
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check triggerd tests workflows benchmarks
+	$(VENV)/bin/python ../shared/tools/check_layers.py triggerd
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/local_executor.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,68 @@
+"""Helpers shared by tests: event capture, run outcomes, an executor on a temp store."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from triggerd.engine.codec import Codec
+from triggerd.engine.local import LocalExecutor, RunResult
+from triggerd.eventlog.schema import LogEvent
+from triggerd.store.sqlite import SqliteDataStore
+
+REPO = Path(__file__).resolve().parent.parent
+WORKFLOWS = REPO / "workflows"
+TEST_KEY = b"triggerd-test-key-0123456789abcdef"
+
+
+class EventCollector:
+    """An event sink that keeps every event, by run id (like structlog's capture_logs)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_run: dict[str, list[LogEvent]] = collections.defaultdict(list)
+
+    def __call__(self, event: LogEvent) -> None:
+        with self._lock:
+            self.by_run[event.run or ""].append(event)
+
+    def of(self, run_id: str) -> list[LogEvent]:
+        with self._lock:
+            return list(self.by_run.get(run_id, []))
+
+
+@dataclass
+class Outcome:
+    """What a test sees of a finished run."""
+
+    result: RunResult
+    store: dict[str, Any]  # {"meta": {...}, "data": {...}}, decoded
+    events: list[LogEvent] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.result.status
+
+    def states(self, dag: str) -> dict[str, str]:
+        return self.result.tasks[dag]
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+
+def make_executor(tmp: Path, workflows: list[Path], collector: EventCollector, **kwargs: Any) -> tuple[LocalExecutor, SqliteDataStore]:
+    codec = Codec(TEST_KEY)
+    store = SqliteDataStore(tmp / "store.sqlite", codec).open()
+    executor = LocalExecutor(
+        workflows=workflows,
+        codec_key=TEST_KEY,
+        store=store,
+        store_path=tmp / "store.sqlite",
+        keep_data=True,
+        on_event=collector,
+        **kwargs,
+    )
+    return executor, store

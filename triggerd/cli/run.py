@@ -1,0 +1,106 @@
+"""``triggerctl run``: run one workflow here and now, on the embedded default."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from triggerd.eventlog.schema import LogEvent
+
+from .common import config_option, fail, json_option, obtain_settings, reports_errors
+
+__all__ = ["run"]
+
+_MARKS = {
+    "started": ("▶", None),
+    "succeeded": ("✓", "green"),
+    "skipped": ("·", "bright_black"),
+    "cancelled": ("·", "yellow"),
+    "stopped": ("■", "yellow"),
+    "aborted": ("✗", "red"),
+    "failed": ("✗", "red"),
+}
+
+
+def parse_assignments(pairs: tuple[str, ...]) -> dict[str, str]:
+    args: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{pair}' is not key=value", param_hint="ARGS")
+        args[key] = value
+    return args
+
+
+def _show(event: LogEvent) -> None:
+    """One progress line per task and DAG state change, readable in 80 columns."""
+    if not event.kind.startswith(("task.", "dag.")) or event.kind == "dag.started":
+        return
+    state = event.kind.split(".", 1)[1]
+    mark, colour = _MARKS.get(state, ("?", None))
+    where = f"{event.dag}/{event.task}" if event.task else f"{event.dag}"
+    extra = f"{event.data['duration']:.3f} s" if "duration" in event.data else ""
+    if state == "failed":
+        extra = event.message.split(" failed: ", 1)[-1]
+    click.secho(f"  {mark} {where:<38} {state:<9} {extra}".rstrip(), fg=colour)
+    traceback = event.data.get("traceback")
+    if traceback:
+        click.secho("    " + traceback.rstrip().replace("\n", "\n    "), fg="red", err=True)
+
+
+def _json_line(event: LogEvent) -> None:
+    click.echo(json.dumps(event.to_dict(), default=str))
+
+
+@click.command()
+@click.option(
+    "--workflows",
+    "workflow_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Also look for workflows here, before the configured directories (try a file before deploying it).",
+)
+@click.option("--keep-data", is_flag=True, help="Keep the run's data store document afterwards.")
+@config_option
+@json_option
+@click.argument("workflow")
+@click.argument("args", nargs=-1)
+@reports_errors
+def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], keep_data: bool, config_path: Path | None, as_json: bool) -> None:
+    """Run WORKFLOW with ARGS (key=value ...) on this machine and wait for it.
+
+    Shows each task as it ends; exits 0 when the run succeeded, 1 when it failed, was
+    aborted or stopped, 2 for bad input (unknown workflow, missing parameter).
+    """
+    from triggerd.engine.embedded import local_executor
+
+    arguments = parse_assignments(args)
+    settings = obtain_settings(config_path)
+    extra = [d.resolve() for d in workflow_dirs]
+    executor = local_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=_json_line if as_json else _show)
+    executor.start()
+    try:
+        handle = executor.submit(workflow, arguments)
+        if not as_json:
+            click.echo(f"run {handle.run_id} of '{workflow}'")
+        try:
+            result = handle.wait()
+        except KeyboardInterrupt:
+            click.secho("stopping the run (Ctrl-C again to leave at once)...", fg="yellow", err=True)
+            executor.stop_run(handle.run_id, "interrupted from the terminal")
+            result = handle.wait()
+    finally:
+        executor.close()
+    if not as_json:
+        colour = "green" if result.ok else "red"
+        click.secho(f"run {result.run_id} {result.status} in {result.ended - result.started:.3f} s", fg=colour, bold=True)
+        if result.error and not result.ok:
+            click.secho(f"  {result.error}", fg=colour)
+    sys.exit(0 if result.ok else 1)
+
+
+__all__ += ["parse_assignments"]
+del fail

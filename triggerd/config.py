@@ -1,0 +1,353 @@
+"""Typed settings of triggerd, loaded from TOML and validated with errors that blame.
+
+The CLI loads one frozen :class:`Settings` with :func:`load_settings` and passes it down;
+nothing reads configuration at import time. Relative paths are relative to where triggerd
+is started (the current working directory at load time), so every path of a loaded
+``Settings`` is absolute.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from triggerd.errors import ConfigError
+
+__all__ = [
+    "BUILTIN_SOURCE",
+    "CONFIG_ENV_VAR",
+    "SEARCH_PATHS",
+    "ExecutorSettings",
+    "LogSettings",
+    "PathsSettings",
+    "SecuritySettings",
+    "Settings",
+    "StoreSettings",
+    "find_config_file",
+    "load_settings",
+]
+
+CONFIG_ENV_VAR = "TRIGGERD_CONFIG"
+BUILTIN_SOURCE = "built-in defaults"
+OVERRIDE_SOURCE = "command line"
+# Looked at in order when neither --config nor $TRIGGERD_CONFIG names a file; relative
+# entries are relative to the current working directory.
+SEARCH_PATHS: tuple[Path, ...] = (
+    Path("triggerd.toml"),
+    Path("config/triggerd.toml"),
+    Path("/etc/triggerd/triggerd.toml"),
+)
+_MASK = "***"
+
+
+def _absolute(value: Path, info: ValidationInfo) -> Path:
+    value = value.expanduser()
+    if value.is_absolute():
+        return value
+    base = (info.context or {}).get("base") or Path.cwd()
+    return Path(base) / value
+
+
+AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
+
+
+class _Section(BaseModel):
+    # validate_default: the default relative paths are made absolute like the given ones.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class PathsSettings(_Section):
+    """Where triggerd keeps its state and finds workflows and trigger rules."""
+
+    state_dir: AbsolutePath = Path("var")
+    workflows: list[AbsolutePath] = [Path("workflows")]
+    triggers: list[AbsolutePath] = [Path("triggers")]
+
+
+class ExecutorSettings(_Section):
+    """How workflow runs are executed."""
+
+    kind: Literal["local", "celery"] = "local"
+    # strict: a TOML `true` must not quietly become one worker.
+    workers: Annotated[int, Field(ge=0, strict=True)] = 0
+    """Local worker processes; 0 means one per CPU."""
+    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
+
+
+class StoreSettings(_Section):
+    """The workflow data store backend."""
+
+    backend: Literal["sqlite", "mongodb"] = "sqlite"
+    path: AbsolutePath | None = None
+    """SQLite file; None means ``<state_dir>/store.sqlite`` (see ``Settings.store_path``)."""
+    url: str | None = None
+    keep_data: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url_for_mongodb(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None and info.data.get("backend") == "mongodb":
+            raise PydanticCustomError(
+                "triggerd_url_required",
+                "required when backend = 'mongodb' (e.g. \"mongodb://host:27017/triggerd\")",
+            )
+        if url is not None and not url.startswith(("mongodb://", "mongodb+srv://")):
+            raise PydanticCustomError(
+                "triggerd_url_scheme", "expected a URL starting with mongodb:// or mongodb+srv://"
+            )
+        return url
+
+
+class SecuritySettings(_Section):
+    """The HMAC key that signs task data travelling between daemon and workers."""
+
+    hmac_key_file: AbsolutePath | None = None
+    hmac_key: SecretStr | None = None
+
+
+class LogSettings(_Section):
+    """Log level and format (console on a TTY, JSON otherwise, when ``auto``)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+
+class Settings(_Section):
+    """All settings of triggerd; frozen, loaded once by the CLI and passed down.
+
+    Relative paths are relative to where triggerd is started, and are absolute once
+    loaded. ``source`` tells where the settings came from: a file path or
+    ``"built-in defaults"``.
+    """
+
+    # Factories, not instances: default paths resolve at load time, not at import time.
+    paths: PathsSettings = Field(default_factory=PathsSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    _source: str = PrivateAttr(default=BUILTIN_SOURCE)
+
+    @property
+    def source(self) -> str:
+        """The file these settings were loaded from, or ``"built-in defaults"``."""
+        return self._source
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite data store file: ``store.path`` or ``<state_dir>/store.sqlite``."""
+        return self.store.path or self.paths.state_dir / "store.sqlite"
+
+    @property
+    def hmac_key_path(self) -> Path:
+        """The HMAC key file: ``security.hmac_key_file`` or ``<state_dir>/hmac.key``."""
+        return self.security.hmac_key_file or self.paths.state_dir / "hmac.key"
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The effective settings as plain TOML-able data, for ``triggerd config show``.
+
+        Paths are strings, defaults of optional paths are filled in, unset values are left
+        out (TOML has no null), and secrets, including a password in the store URL, are
+        shown as ``***``.
+        """
+        data = self.model_dump(mode="json", exclude_none=True)
+        store = {**data["store"], "path": str(self.store_path)}
+        if self.store.url is not None:
+            store["url"] = _mask_url_password(self.store.url)
+        security = {**data["security"], "hmac_key_file": str(self.hmac_key_path)}
+        if self.security.hmac_key is not None:
+            security["hmac_key"] = _MASK
+        data["store"] = {key: store[key] for key in StoreSettings.model_fields if key in store}
+        data["security"] = {
+            key: security[key] for key in SecuritySettings.model_fields if key in security
+        }
+        return data
+
+
+def _mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:{_MASK}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    """The config file to load, or None to run on the built-in defaults.
+
+    Order: the explicit ``--config`` path, ``$TRIGGERD_CONFIG``, then :data:`SEARCH_PATHS`
+    (``./triggerd.toml``, ``./config/triggerd.toml``, ``/etc/triggerd/triggerd.toml``).
+    A file named explicitly or by the variable must exist.
+    """
+    if explicit is not None:
+        return _must_exist(Path(explicit), "given with --config")
+    from_env = os.environ.get(CONFIG_ENV_VAR)
+    if from_env:
+        return _must_exist(Path(from_env), f"{CONFIG_ENV_VAR} points to it")
+    for candidate in SEARCH_PATHS:
+        if candidate.is_file():
+            return candidate.absolute()
+    return None
+
+
+def _must_exist(path: Path, how: str) -> Path:
+    path = path.expanduser().absolute()
+    if not path.exists():
+        raise ConfigError(f"config file not found ({how})", source=str(path))
+    if not path.is_file():
+        raise ConfigError(f"config path is not a file ({how})", source=str(path))
+    return path
+
+
+def load_settings(
+    path: Path | None = None, *, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Load and validate settings from the file :func:`find_config_file` picks.
+
+    ``overrides`` is nested like the file (``{"log": {"level": "debug"}}``) and wins over
+    it; None values are ignored, so unset CLI options can be passed straight through.
+    Raises :class:`ConfigError` naming the file, the key and what was expected; all
+    validation problems are reported together.
+    """
+    config_file = find_config_file(path)
+    source = str(config_file) if config_file else BUILTIN_SOURCE
+    data = _read_toml(config_file) if config_file else {}
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        settings = Settings.model_validate(data, context={"base": Path.cwd()})
+    except ValidationError as exc:
+        raise _config_error(exc, source, overrides or {}) from None
+    settings._source = source
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fp:
+            return tomllib.load(fp)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc.reason}", source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            below = merged.get(key)
+            merged[key] = _merge(below if isinstance(below, Mapping) else {}, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# -- turning pydantic's errors into ones a beamline scientist can act on ------------------
+
+_EXPECTED = {
+    **dict.fromkeys(("int_type", "int_parsing"), "an integer"),
+    **dict.fromkeys(("bool_type", "bool_parsing"), "true or false"),
+    **dict.fromkeys(("model_type", "model_attributes_type", "dict_type"), "a table"),
+    "int_from_float": "a whole number",
+    "string_type": "a string",
+    "path_type": "a path (a string)",
+    "list_type": "a list",
+}
+
+
+def _config_error(exc: ValidationError, source: str, overrides: Mapping[str, Any]) -> ConfigError:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = err["loc"]
+        origin = OVERRIDE_SOURCE if _given_in(overrides, loc) else source
+        problems.append((origin, _dotted(loc), _explain(err)))
+    if len(problems) == 1:
+        origin, key, message = problems[0]
+        return ConfigError(message, source=origin, key=key)
+    lines = "\n".join(f"  {origin}: key '{key}': {message}" for origin, key, message in problems)
+    return ConfigError(f"{len(problems)} problems:\n{lines}", source=source)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
+def _given_in(overrides: Mapping[str, Any], loc: tuple[int | str, ...]) -> bool:
+    node: Any = overrides
+    for part in loc:
+        if isinstance(node, list):
+            return True  # the override gave the whole list
+        if not isinstance(node, Mapping) or node.get(part) is None:
+            return False
+        node = node[part]
+    return True
+
+
+def _explain(err: Any) -> str:
+    kind, ctx, loc = err["type"], err.get("ctx") or {}, err["loc"]
+    section = _section_at(loc[:-1])
+    if kind == "extra_forbidden":
+        allowed = ", ".join(section.model_fields) if section else ""
+        return f"unknown key (allowed: {allowed})" if allowed else "unknown key"
+    if kind.startswith("triggerd_"):  # raised by our validators, already in plain words
+        return err["msg"]
+    field = section.model_fields.get(str(loc[-1])) if section else None
+    secret = field is not None and SecretStr in (field.annotation, *get_args(field.annotation))
+    got = "" if secret else f", got {_describe(err.get('input'))}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "literal_error":
+        return f"expected {ctx['expected']}{got}"
+    if kind == "greater_than_equal":
+        return f"expected a value >= {ctx['ge']}{got}"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}{got}"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}{got}"
+
+
+def _section_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _describe(value: Any) -> str:
+    """The value as the user wrote it in TOML, never as a Python type name."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a table"
+    return "a list" if isinstance(value, list | tuple) else "a value of another type"

@@ -1,0 +1,156 @@
+"""Running one task, wherever it runs: the same code in a local pool process and on Celery.
+
+The task's code is never shipped: the worker resolves it by (workflow, DAG, task name)
+from its own workflows directory and refuses to run when its copy of the workflow file
+differs from the submitter's (content hash). Task data arrives and leaves as signed bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from triggerd.flow.context import TaskContext
+from triggerd.flow.exceptions import WorkflowImportError
+from triggerd.flow.signal import SignalChannel, TaskSignal
+from triggerd.flow.task_data import MultiTaskData, TaskData
+from triggerd.flow.workflow import Workflow, find_workflow_file, load_workflow
+
+from .codec import Codec, UnpicklableData
+
+__all__ = ["TaskJob", "TaskOutcome", "WorkflowCache", "WorkflowChanged", "execute_task"]
+
+
+@dataclass(frozen=True)
+class TaskJob:
+    """Everything a worker needs to run one task; small, and free of code."""
+
+    run_id: str
+    workflow: str
+    content_hash: str
+    dag: str  # running name, e.g. "main:1"
+    blueprint: str  # "main"
+    task: str
+    queue: str
+    inputs: tuple[tuple[str, tuple[str, ...], bytes], ...] | None  # (predecessor, aliases, data)
+    dag_data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """How a task ended; ``data`` is its signed output dataset."""
+
+    outcome: str  # succeeded | stopped | aborted | failed
+    limit: tuple[str, ...] | None = None
+    data: bytes | None = None
+    message: str = ""
+    traceback: str = ""
+    started: float = 0.0
+    ended: float = 0.0
+
+
+class WorkflowChanged(WorkflowImportError):
+    """The worker's copy of a workflow file is not the one the run was started with."""
+
+
+class WorkflowCache:
+    """Loaded workflows by name, reloaded when their file changes on disk."""
+
+    def __init__(self, dirs: Iterable[Path]):
+        self._dirs = [Path(d) for d in dirs]
+        self._cache: dict[str, tuple[tuple[str, int, int], Workflow]] = {}
+
+    def get(self, name: str, content_hash: str | None = None) -> Workflow:
+        path = find_workflow_file(name, self._dirs)
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        cached = self._cache.get(name)
+        if cached is None or cached[0] != key:
+            self._cache[name] = (key, load_workflow(name, self._dirs))
+        workflow = self._cache[name][1]
+        if content_hash and workflow.content_hash != content_hash:
+            raise WorkflowChanged(
+                f"this worker's copy of workflow '{name}' ({workflow.path}, sha256 "
+                f"{workflow.content_hash[:12]}) differs from the one the run was started with "
+                f"(sha256 {content_hash[:12]}): deploy the same file everywhere"
+            )
+        return workflow
+
+
+def _input_data(job: TaskJob, codec: Codec) -> MultiTaskData | None:
+    if job.inputs is None:
+        return codec.loads(job.dag_data) if job.dag_data is not None else None
+    data = MultiTaskData()
+    for name, aliases, blob in job.inputs:
+        data.add_dataset(name, codec.loads(blob), aliases=aliases)
+    return data
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without our own frames above the task's code."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = str(Path(__file__).resolve().parent.parent)
+    while frames and frames[0].filename.startswith(ours):
+        frames.pop(0)
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    return "".join(lines + traceback.format_exception_only(type(exc), exc))
+
+
+def execute_task(
+    job: TaskJob,
+    *,
+    workflows: WorkflowCache,
+    codec: Codec,
+    channel: SignalChannel,
+    store: Any = None,
+    hostname: str = "",
+) -> TaskOutcome:
+    """Run ``job`` and say how it ended. Never raises for a task's own errors."""
+    started = time.time()
+    meta_key = f"log.{job.dag}.tasks.{job.task}"
+    ended: list[tuple[str, str]] = []
+
+    def record(outcome: str, exc: BaseException | None = None) -> None:
+        ended.append((outcome, str(exc) if exc is not None else ""))
+
+    entry: dict[str, Any] = {"start_time": started, "worker": hostname, "queue": job.queue}
+    try:
+        task = workflows.get(job.workflow, job.content_hash).task(job.blueprint, job.task)
+        data = _input_data(job, codec)
+        if store is not None:
+            store.set(meta_key, entry, section="meta")
+        context = TaskContext(job.task, job.dag, job.workflow, job.run_id, hostname)
+        action = task._run(
+            data,
+            store,
+            TaskSignal(channel, job.dag),
+            context,
+            success_callback=lambda: record("succeeded"),
+            stop_callback=lambda exc: record("stopped", exc),
+            abort_callback=lambda exc: record("aborted", exc),
+        )
+        output = action.data.default_dataset if isinstance(action.data, MultiTaskData) and len(action.data) else TaskData()
+        blob = codec.dumps(output, what="data")
+        outcome, message = ended[-1] if ended else ("succeeded", "")
+        result = TaskOutcome(outcome, action.limit_names(), blob, message, "", started)
+    except UnpicklableData as exc:
+        result = _failed(f"task '{job.task}' returned data that cannot be pickled: {exc}", "", started)
+    except Exception as exc:  # noqa: BLE001 - a task may raise anything; it is recorded
+        result = _failed(f"{type(exc).__name__}: {exc}", _user_traceback(exc), started)
+    finished = time.time()
+    if store is not None:
+        store.set(meta_key, {**entry, "end_time": finished, "duration": finished - started}, section="meta")
+    return replace(result, ended=finished)
+
+
+def _failed(message: str, tb: str, started: float) -> TaskOutcome:
+    return TaskOutcome("failed", message=message, traceback=tb, started=started)
+
+
+def worker_hostname() -> str:
+    return f"local@{os.uname().nodename}"

@@ -1,0 +1,150 @@
+"""Worker processes of the local executor: one task at a time each, over a pipe.
+
+A task runs in a child process, so a task that segfaults, calls ``os._exit`` or leaks
+memory takes only its process down; the executor sees the pipe close and records the
+task as failed. Signals (start_dag, join_dags...) travel on the same pipe: the worker
+is sequential, so while a task waits for a reply, nothing else arrives on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .codec import Codec
+from .job import TaskJob, WorkflowCache, execute_task, worker_hostname
+
+__all__ = ["PoolWorker", "WorkerConfig", "spawn_worker"]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker process needs; sent once, at start."""
+
+    key: bytes
+    workflows: tuple[Path, ...]
+    store_path: Path | None
+
+
+@dataclass(eq=False)
+class PoolWorker:
+    """The executor's handle on one worker process."""
+
+    process: Any
+    conn: multiprocessing.connection.Connection
+    stop_flag: Any  # multiprocessing.Value('b'): set while the current task's DAG is stopped
+    job: TaskJob | None = None
+    run_id: str | None = None
+    waiting: set[str] = field(default_factory=set)  # signal requests awaiting a reply
+    joining: bool = False  # blocked in join_dags: does not count against the pool size
+
+    @property
+    def name(self) -> str:
+        return f"local-{self.process.pid}"
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Keep multiprocessing from re-importing the caller's ``__main__`` in a worker.
+
+    Workers need only triggerd; importing the main module of whoever embeds the executor
+    (a CLI script, pytest, a notebook) costs time and may run that program's code.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
+def spawn_worker(ctx: Any, config: WorkerConfig) -> PoolWorker:
+    parent, child = ctx.Pipe(duplex=True)
+    stop_flag = ctx.Value("b", 0, lock=False)
+    process = ctx.Process(
+        target=worker_main, args=(child, stop_flag, config), name="triggerd-task", daemon=True
+    )
+    with _main_module_hidden():
+        process.start()
+    child.close()
+    return PoolWorker(process, parent, stop_flag)
+
+
+class _PipeChannel:
+    """The worker side of the signal API."""
+
+    def __init__(self, conn: multiprocessing.connection.Connection, stop_flag: Any, codec: Codec):
+        self._conn = conn
+        self._stop_flag = stop_flag
+        self._codec = codec
+        self._ids = itertools.count(1)
+        # A task may signal from several threads (BashTask callbacks, user threads); the
+        # pipe carries one request and its reply at a time.
+        self._lock = threading.Lock()
+
+    def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if payload.get("data") is not None:
+            payload = {**payload, "data": self._codec.dumps(payload["data"], what="start_dag data")}
+        with self._lock:
+            request_id = f"{os.getpid()}-{next(self._ids)}"
+            self._conn.send(("signal", request_id, action, payload))
+            kind, reply_id, reply = self._conn.recv()
+        if kind != "reply" or reply_id != request_id:  # the protocol is strictly sequential
+            raise RuntimeError(f"unexpected message {kind!r} for signal request {request_id}")
+        return reply
+
+    def is_stopped(self, dag_name: str) -> bool:
+        return bool(self._stop_flag.value)
+
+
+def worker_main(conn: multiprocessing.connection.Connection, stop_flag: Any, config: WorkerConfig) -> None:
+    """Loop: receive a job, run it, send its outcome; a ``None`` job ends the process."""
+    # Ctrl-C is the executor's to handle. A no-op handler, not SIG_IGN: an ignored signal
+    # stays ignored across exec, and BashTask commands must still see SIGINT.
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    codec = Codec(config.key)
+    workflows = WorkflowCache(config.workflows)
+    channel = _PipeChannel(conn, stop_flag, codec)
+    store = None
+    if config.store_path is not None:
+        from triggerd.store.sqlite import SqliteDataStore
+
+        store = SqliteDataStore(config.store_path, codec)
+        store.open()
+    hostname = worker_hostname()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        document = store.get(job.run_id) if store is not None else None
+        outcome = execute_task(
+            job, workflows=workflows, codec=codec, channel=channel, store=document, hostname=hostname
+        )
+        conn.send(("done", outcome))
+
+
+def context(start_method: str) -> Any:
+    """A multiprocessing context; forkserver children preload the engine once."""
+    ctx = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload(["triggerd.engine.pool", "triggerd.store.sqlite"])
+    return ctx

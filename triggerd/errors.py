@@ -1,0 +1,49 @@
+"""The one root of triggerd's errors, and subclasses that say whose fault it is.
+
+This module is a leaf: every layer (including ``flow``) may import it, it imports nothing
+of ours.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailable",
+    "ConfigError",
+    "InternalError",
+    "TriggerdError",
+    "UserTaskError",
+]
+
+
+class TriggerdError(Exception):
+    """Root of every error triggerd raises on purpose."""
+
+
+class ConfigError(TriggerdError):
+    """The configuration, a rule or a workflow definition is wrong: the user's to fix.
+
+    ``source`` names the file (or workflow), ``key`` the setting, when known.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
+        self.source = source
+        self.key = key
+        self.reason = message
+        where = ": ".join(p for p in (source, f"key '{key}'" if key else None) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class UserTaskError(TriggerdError):
+    """A task of a workflow raised; ``traceback`` is the task's own, as text."""
+
+    def __init__(self, message: str, *, traceback: str = ""):
+        self.traceback = traceback
+        super().__init__(message)
+
+
+class BackendUnavailable(TriggerdError):
+    """A backend (Redis, MongoDB, a worker pool) cannot be reached; says what happens now."""
+
+
+class InternalError(TriggerdError):
+    """triggerd's own bug, e.g. an invalid state transition. Please report it."""

@@ -1,0 +1,251 @@
+"""A task that runs a shell command or a program, streaming its output to callbacks."""
+
+from __future__ import annotations
+
+import os
+import signal as _signals
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+from .action import Action
+from .task import BaseTask, TaskParameters
+
+__all__ = ["BashTask"]
+
+# How long a terminated process group gets to clean up before it is killed.
+_KILL_AFTER = 5.0
+
+
+class BashTask(BaseTask):
+    """Run ``command`` as Lightflow's ``BashTask`` does, without its sleep polling.
+
+    ``command`` as a *string* runs through ``/bin/sh`` (the workflow author wrote it, so
+    it is trusted). As a *list* of arguments it runs without a shell, and that is the
+    only safe way to hand a file name or any data to a command: never interpolate them
+    into a shell string (a name like ``x; rm -rf ~`` would run); pass them as list
+    items, or through ``env`` and reference ``"$VAR"`` (quoted) in the string.
+
+    Every parameter but the callbacks may be a callable ``(data, store) -> value``,
+    evaluated when the task runs. ``env`` replaces the whole environment (values must be
+    ``str``); ``user``/``group`` (names or ids) need the worker to have the privilege to
+    switch. Without ``stdin`` the child reads from ``/dev/null``, not the worker's stdin.
+
+    The line callbacks run on reader threads, one at a time, and see each line decoded
+    as UTF-8 with its newline. A callback (or ``callback_process``) that raises — e.g.
+    ``StopTask`` or ``AbortWorkflow`` — terminates the command, and the exception leaves
+    ``run`` once the command has exited. The command runs in its own process group,
+    which gets SIGTERM (then SIGKILL after 5 s) when the DAG is stopped, so the children
+    of a shell die with it. A non-zero exit code is not an error: check it in
+    ``callback_end(returncode, stdout_file, stderr_file, data, store, signal, context)``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        command: str | Sequence[str] | Callable[[Any, Any], Any],
+        cwd: Any = None,
+        env: Any = None,
+        user: Any = None,
+        group: Any = None,
+        stdin: Any = None,
+        refresh_time: Any = 0.1,
+        capture_stdout: Any = False,
+        capture_stderr: Any = False,
+        callback_process: Callable | None = None,
+        callback_end: Callable | None = None,
+        callback_stdout: Callable | None = None,
+        callback_stderr: Callable | None = None,
+        *,
+        queue: str = "task",
+        callback_init: Callable | None = None,
+        callback_finally: Callable | None = None,
+        force_run: bool = False,
+        propagate_skip: bool = True,
+    ):
+        super().__init__(
+            name,
+            queue=queue,
+            callback_init=callback_init,
+            callback_finally=callback_finally,
+            force_run=force_run,
+            propagate_skip=propagate_skip,
+        )
+        self.params = TaskParameters(
+            command=command,
+            cwd=cwd,
+            env=env,
+            user=user,
+            group=group,
+            stdin=stdin,
+            refresh_time=refresh_time,
+            capture_stdout=capture_stdout,
+            capture_stderr=capture_stderr,
+        )
+        self._callback_process = callback_process
+        self._callback_end = callback_end
+        self._callback_stdout = callback_stdout
+        self._callback_stderr = callback_stderr
+
+    def run(self, data: Any, store: Any, signal: Any, context: Any, **kwargs: Any) -> Action:
+        params = self.params.eval(data, store)
+        command = params.command
+        if not isinstance(command, str):
+            if not isinstance(command, (list, tuple)) or not command:
+                raise TypeError(f"task '{self.name}': command must be a str or a non-empty list")
+            command = list(command)
+        env = params.env
+        if env is not None:
+            bad = [key for key, value in env.items() if not isinstance(value, str)]
+            if bad:
+                raise TypeError(f"task '{self.name}': env values must be str, not for {bad}")
+        stdin = params.stdin
+        if isinstance(stdin, str):
+            stdin = stdin.encode()
+        elif stdin is not None and not isinstance(stdin, (bytes, bytearray, memoryview)):
+            raise TypeError(f"task '{self.name}': stdin must be str or bytes")
+        refresh = max(float(params.refresh_time or 0.1), 0.01)
+        args = (data, store, signal, context)
+
+        out_file = tempfile.TemporaryFile() if params.capture_stdout else None
+        err_file = tempfile.TemporaryFile() if params.capture_stderr else None
+        want_out = out_file is not None or self._callback_stdout is not None
+        want_err = err_file is not None or self._callback_stderr is not None
+        failures: list[BaseException] = []
+        lock = threading.Lock()  # the callbacks share data and the signal channel
+        readers: list[threading.Thread] = []
+        proc: subprocess.Popen | None = None
+        try:
+            proc = subprocess.Popen(
+                command,
+                shell=isinstance(command, str),
+                cwd=params.cwd,
+                env=env,
+                user=params.user,
+                group=params.group,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                stdout=subprocess.PIPE if want_out else None,
+                stderr=subprocess.PIPE if want_err else None,
+                start_new_session=True,
+            )
+            with lock:  # callback_process comes before any line callback
+                for pipe, callback, sink in (
+                    (proc.stdout, self._callback_stdout, out_file),
+                    (proc.stderr, self._callback_stderr, err_file),
+                ):
+                    if pipe is not None:
+                        readers.append(_start(_pump, pipe, callback, sink, args, failures, lock))
+                if proc.stdin is not None:
+                    _start(_feed, proc.stdin, bytes(stdin))
+                if self._callback_process is not None:
+                    try:
+                        self._callback_process(proc.pid, *args)
+                    except BaseException as exc:
+                        failures.append(exc)
+            returncode = _supervise(proc, readers, signal, failures, refresh)
+            if failures:
+                raise failures[0]
+            if self._callback_end is not None:
+                for file in (out_file, err_file):
+                    if file is not None:
+                        file.seek(0)
+                self._callback_end(returncode, out_file, err_file, *args)
+        finally:
+            if proc is not None and proc.poll() is None:  # we are leaving on an error
+                _signal_group(proc, _signals.SIGTERM)
+                try:
+                    proc.wait(timeout=_KILL_AFTER)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc, _signals.SIGKILL)
+                    proc.wait()
+            for reader in readers:
+                reader.join(timeout=_KILL_AFTER)
+            for file in (out_file, err_file):
+                if file is not None:
+                    file.close()
+        return Action(data)
+
+
+def _start(target: Callable[..., None], *args: Any) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def _pump(
+    pipe: IO[bytes],
+    callback: Callable | None,
+    sink: IO[bytes] | None,
+    args: tuple,
+    failures: list[BaseException],
+    lock: threading.Lock,
+) -> None:
+    """Read lines until EOF; after a callback failed, keep draining so the child never
+    blocks on a full pipe while it is being terminated."""
+    with pipe:
+        for raw in iter(pipe.readline, b""):
+            if sink is not None:
+                sink.write(raw)
+            if callback is None:
+                continue
+            with lock:
+                if failures:
+                    continue
+                try:
+                    callback(raw.decode("utf-8", errors="replace"), *args)
+                except BaseException as exc:
+                    failures.append(exc)
+
+
+def _feed(pipe: IO[bytes], payload: bytes) -> None:
+    """Write stdin on its own thread: a child that does not read must not block us."""
+    try:
+        with pipe:
+            pipe.write(payload)
+    except OSError:  # the child exited without reading everything (broken pipe)
+        pass
+
+
+def _supervise(
+    proc: subprocess.Popen,
+    readers: list[threading.Thread],
+    signal: Any,
+    failures: list[BaseException],
+    refresh: float,
+) -> int:
+    """Wait for the process and its output; terminate the group on a stop or a failure.
+
+    A background child may hold the pipes after the shell exited, so "done" means the
+    pipes are closed too, and a stop still reaches that child through the group.
+    """
+    terminated_at: float | None = None
+    killed = False
+    while True:
+        try:
+            proc.wait(timeout=refresh)
+        except subprocess.TimeoutExpired:
+            pass
+        else:
+            for reader in readers:
+                reader.join(timeout=refresh)
+            if not any(reader.is_alive() for reader in readers):
+                return proc.returncode
+        if terminated_at is None:
+            if failures or (signal is not None and signal.is_stopped):
+                _signal_group(proc, _signals.SIGTERM)
+                terminated_at = time.monotonic()
+        elif not killed and time.monotonic() - terminated_at >= _KILL_AFTER:
+            _signal_group(proc, _signals.SIGKILL)
+            killed = True
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    # The group id is the child's pid (start_new_session); it stays reserved while any
+    # member lives, so it cannot name someone else's group.
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
