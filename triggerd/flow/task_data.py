@@ -167,6 +167,10 @@ class MultiTaskData:
     def __call__(self, alias: str) -> TaskData:
         return self.get_by_alias(alias)
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """``get`` on the default dataset (an addition: Lightflow has only ``[]``)."""
+        return self.default_dataset.get(key, default) if self._datasets else default
+
     def __getitem__(self, key: str) -> Any:
         return self.default_dataset[key]
 
