@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from triggerd.eventlog.schema import LogEvent
+from triggerd.eventlog.schema import LogEvent, new_id
 
-from .common import config_option, fail, json_option, obtain_settings, reports_errors
+from .common import config_option, json_option, obtain_settings, reports_errors
 
-__all__ = ["run"]
+__all__ = ["parse_assignments", "run"]
 
 _MARKS = {
     "started": ("▶", None),
@@ -83,9 +83,10 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
     executor = local_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=_json_line if as_json else _show)
     executor.start()
     try:
-        handle = executor.submit(workflow, arguments)
-        if not as_json:
-            click.echo(f"run {handle.run_id} of '{workflow}'")
+        run_id = new_id()
+        if not as_json:  # before submitting: progress lines follow at once
+            click.echo(f"run {run_id} of '{workflow}'")
+        handle = executor.submit(workflow, arguments, run_id=run_id)
         try:
             result = handle.wait()
         except KeyboardInterrupt:
@@ -101,6 +102,3 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
             click.secho(f"  {result.error}", fg=colour)
     sys.exit(0 if result.ok else 1)
 
-
-__all__ += ["parse_assignments"]
-del fail

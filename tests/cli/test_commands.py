@@ -1,0 +1,141 @@
+"""triggerctl and triggerd as a user runs them: real subprocesses in a scratch directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from support import WORKFLOWS
+
+BIN = Path(sys.executable).parent
+
+
+def cli(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
+    return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A working directory with a config using the repo's workflows and a drafts folder."""
+    (tmp_path / "drafts").mkdir()
+    (tmp_path / "triggerd.toml").write_text(textwrap.dedent(f"""
+        [paths]
+        state_dir = "state"
+        workflows = ["{WORKFLOWS}"]
+        [executor]
+        workers = 2
+        [log]
+        format = "json"
+    """))
+    return tmp_path
+
+
+def draft(site: Path, name: str, body: str) -> None:
+    (site / "drafts" / f"{name}.py").write_text("from triggerd.flow import *\n" + textwrap.dedent(body))
+
+
+def test_run_prints_run_id_progress_and_exits_zero(site):
+    """`triggerctl run simple` shows the run id and each task, and exits 0 on success."""
+    done = cli(["triggerctl", "run", "simple"], site)
+    assert done.returncode == 0, done.stderr
+    assert "of 'simple'" in done.stdout.splitlines()[0]
+    assert "main_dag:1/put_value" in done.stdout and "main_dag:1/show_value" in done.stdout
+    assert "succeeded in" in done.stdout.splitlines()[-1]
+    assert (site / "state" / "hmac.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_run_failing_workflow_exits_one_with_traceback(site):
+    """A failing task makes `triggerctl run` exit 1 and print the task's traceback."""
+    draft(site, "fails", """
+        def boom(data, store, signal, context):
+            raise RuntimeError("detector offline")
+        d = Dag("d")
+        d.define({PythonTask("boom", boom): None})
+    """)
+    done = cli(["triggerctl", "run", "--workflows", "drafts", "fails"], site)
+    assert done.returncode == 1
+    assert "RuntimeError: detector offline" in done.stderr
+    assert "failed" in done.stdout.splitlines()[-1]
+
+
+def test_run_with_missing_parameter_exits_two_naming_it(site):
+    """A missing required parameter is bad input: exit 2, the option and its type named."""
+    done = cli(["triggerctl", "run", "parameters"], site)
+    assert done.returncode == 2
+    assert "filepath (str)" in done.stderr
+
+
+def test_run_json_prints_one_event_per_line(site):
+    """`--json` prints parseable events ending with run.succeeded."""
+    done = cli(["triggerctl", "run", "--json", "simple"], site)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "run.started" and kinds[-1] == "run.succeeded"
+    assert {e["run"] for e in events} == {events[0]["run"]}
+
+
+def test_draft_directory_shadows_the_configured_workflow(site):
+    """A file in --workflows DIR wins over the deployed workflow of the same name."""
+    draft(site, "simple", """
+        def mark(data, store, signal, context):
+            print("DRAFT VERSION")
+        d = Dag("draft")
+        d.define({PythonTask("mark", mark): None})
+    """)
+    done = cli(["triggerctl", "run", "--workflows", "drafts", "simple"], site)
+    assert done.returncode == 0, done.stderr
+    assert "DRAFT VERSION" in done.stdout and "draft:1/mark" in done.stdout
+
+
+def test_unknown_workflow_says_where_it_looked(site):
+    """An unknown workflow name exits 2 and lists the directories searched."""
+    done = cli(["triggerctl", "run", "nope"], site)
+    assert done.returncode == 2
+    assert "workflow 'nope' not found" in done.stderr and str(WORKFLOWS) in done.stderr
+
+
+def test_workflows_lists_summaries_parameters_and_broken_files(site):
+    """`triggerctl workflows` shows each workflow's summary and options, and a broken file's error."""
+    draft(site, "broken", "def (:\n")
+    (site / "drafts" / "ok.py").write_text('"""A draft that works."""\nfrom triggerd.flow import *\nd = Dag("d")\nd.define({PythonTask("t"): None})\n')
+    done = cli(["triggerctl", "workflows", "--workflows", "drafts"], site)
+    assert done.returncode == 0, done.stderr
+    assert "ok  A draft that works." in done.stdout
+    assert "broken  (does not load)" in done.stdout and "broken.py, line 2" in done.stdout
+    listed = json.loads(cli(["triggerctl", "workflows", "--json"], site).stdout)
+    params = next(w for w in listed if w["name"] == "parameters")["parameters"]
+    assert {"name": "filepath", "type": "str", "required": True} .items() <= params[0].items()
+
+
+def test_check_reports_every_broken_workflow_and_exits_one(site):
+    """`triggerd check` loads every workflow, names each broken one, and exits 1 if any."""
+    assert cli(["triggerd", "check"], site).returncode == 0
+    (site / "triggerd.toml").write_text((site / "triggerd.toml").read_text().replace(f'workflows = ["{WORKFLOWS}"]', f'workflows = ["{WORKFLOWS}", "drafts"]'))
+    draft(site, "cyclic", 'a, b = PythonTask("a"), PythonTask("b")\nd = Dag("loop")\nd.define({a: b, b: a})\n')
+    done = cli(["triggerd", "check"], site)
+    assert done.returncode == 1
+    assert "workflow cyclic:" in done.stdout and "cycle" in done.stdout and "workflow simple: ok" in done.stdout
+
+
+def test_config_show_names_its_source_and_masks_secrets(site):
+    """`triggerd config show` prints the file it loaded and never the inline HMAC key."""
+    (site / "triggerd.toml").write_text((site / "triggerd.toml").read_text() + '\n[security]\nhmac_key = "super-secret-value-123"\n')
+    done = cli(["triggerd", "config", "show"], site)
+    assert done.returncode == 0, done.stderr
+    assert f"# source: {site / 'triggerd.toml'}" in done.stdout
+    assert "super-secret" not in done.stdout and '"***"' in done.stdout
+
+
+def test_bad_config_exits_two_naming_file_and_key(site):
+    """A wrong value in the config is reported with the file and the dotted key, exit 2."""
+    (site / "triggerd.toml").write_text("[executor]\nworkers = \"many\"\n")
+    done = cli(["triggerctl", "run", "simple"], site)
+    assert done.returncode == 2
+    assert "triggerd.toml" in done.stderr and "executor.workers" in done.stderr
