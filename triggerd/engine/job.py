@@ -122,6 +122,8 @@ def execute_task(
     try:
         task = workflows.get(job.workflow, job.content_hash).task(job.blueprint, job.task)
         data = _input_data(job, codec)
+        if store is not None:  # as Lightflow: a running task can read its own entry
+            store.set(meta_key, entry, section="meta")
         context = TaskContext(job.task, job.dag, job.workflow, job.run_id, hostname)
         action = task._run(
             data,
@@ -142,8 +144,6 @@ def execute_task(
         result = _failed(f"{type(exc).__name__}: {exc}", _user_traceback(exc), started)
     finished = time.time()
     if store is not None:
-        # One write per task, at its end (Lightflow wrote at start and end): the start is
-        # in the event log as it happens; this halves the store's share of task overhead.
         store.set(meta_key, {**entry, "end_time": finished, "duration": finished - started}, section="meta")
     return replace(result, ended=finished)
 

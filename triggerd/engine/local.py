@@ -370,10 +370,10 @@ class LocalExecutor:
                     self._emit(active, "task.skipped", f"{task} skipped", dag=dag, task=task)
                 case r.CancelTask(dag=dag, task=task):
                     self._emit(active, "task.cancelled", f"{task} cancelled: its DAG was stopped", dag=dag, task=task, level="warning")
-                case r.DagStarted(dag=dag):
+                case r.DagStarted(dag=dag, queue=dag_queue):
                     active.dag_started[dag] = time.time()
                     self._meta(active, f"log.{dag}.start_time", active.dag_started[dag])
-                    self._emit(active, "dag.started", f"DAG {dag} started", dag=dag)
+                    self._emit(active, "dag.started", f"DAG {dag} started", dag=dag, data={"queue": dag_queue})
                 case r.DagFinished(dag=dag, status=status):
                     end = time.time()
                     self._meta(active, f"log.{dag}.end_time", end)
