@@ -58,8 +58,6 @@ class Option:
                     return False
                 raise ValueError(value)
             if kind in (int, float):
-                if isinstance(value, bool):
-                    raise ValueError(value)
                 return kind(value)
         except (TypeError, ValueError):
             expected = "a boolean (true/false, yes/no, 1/0)" if kind is bool else f"{kind.__name__}"

@@ -46,13 +46,23 @@ class TaskParameters(dict):
         except KeyError:
             raise AttributeError(key) from None
 
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def __delattr__(self, key: str) -> None:
+        try:
+            del self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
     def eval(self, data: Any, data_store: Any, *, exclude: Iterable[str] | None = None) -> TaskParameters:
-        """A copy with every callable (except ``exclude``) replaced by its value."""
+        """A copy with every callable replaced by its value; ``exclude`` keys are left out."""
         skip = set(exclude or ())
         return TaskParameters(
             {
-                key: value(data, data_store) if callable(value) and key not in skip else value
+                key: value(data, data_store) if callable(value) else value
                 for key, value in self.items()
+                if key not in skip
             }
         )
 

@@ -189,5 +189,9 @@ class MultiTaskData:
     def __len__(self) -> int:
         return len(self._datasets)
 
+    def __bool__(self) -> bool:
+        # An empty MultiTaskData is still data (truthy, as in Lightflow), not "no data".
+        return True
+
     def __repr__(self) -> str:
         return f"MultiTaskData({self._datasets!r}, aliases={self._aliases!r})"
