@@ -83,6 +83,7 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
     executor = local_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=_json_line if as_json else _show)
     executor.start()
     try:
+        executor.validate(workflow, arguments)  # bad input: exit 2 before a run id is shown
         run_id = new_id()
         if not as_json:  # before submitting: progress lines follow at once
             click.echo(f"run {run_id} of '{workflow}'")

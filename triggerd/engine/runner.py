@@ -428,9 +428,10 @@ class Run:
         if action == "is_stopped":
             return [Reply(event.request_id, {"stopped": self.is_stopped(event.dag)})]
         if action == "stop_workflow":
-            return [Reply(event.request_id, {"ok": True}), *self._stop_all("stopped", f"DAG '{event.dag}' stopped the workflow")]
+            # StopTasks before the Reply: once stop_workflow() returns, is_stopped is true.
+            return [*self._stop_all("stopped", f"DAG '{event.dag}' stopped the workflow"), Reply(event.request_id, {"ok": True})]
         if action == "stop_dag":
-            return [Reply(event.request_id, {"ok": True}), *self._stop_dag(payload.get("name") or event.dag)]
+            return [*self._stop_dag(payload.get("name") or event.dag), Reply(event.request_id, {"ok": True})]
         if action == "start_dag":
             return self._signal_start_dag(event)
         if action == "join_dags":
