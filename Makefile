@@ -12,9 +12,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-# The main job on the embedded default: runs the example workflow `simple` locally.
+# The main job on the embedded default: the daemon, watching var/incoming/ with the
+# example rule triggers/incoming.toml (workflow workflows/file_info.py). Ctrl-C stops it.
 run: $(STAMP)
-	$(VENV)/bin/triggerctl run simple
+	@mkdir -p var/incoming
+	@echo "triggerd: drop a file into var/incoming/, then: $(VENV)/bin/triggerctl runs"
+	$(VENV)/bin/triggerd run
 
 # The whole test suite, as CI runs it.
 test: $(STAMP)

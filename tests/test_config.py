@@ -167,7 +167,7 @@ def test_unknown_key_lists_allowed_keys(isolated: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert str(info.value) == (
-        f"{path}: key 'executor.worker': unknown key (allowed: kind, workers, start_method)"
+        f"{path}: key 'executor.worker': unknown key (allowed: kind, workers, start_method, stop_grace)"
     )
 
 

@@ -33,6 +33,7 @@ from triggerd.errors import ConfigError
 __all__ = [
     "BUILTIN_SOURCE",
     "CONFIG_ENV_VAR",
+    "DaemonSettings",
     "SEARCH_PATHS",
     "ExecutorSettings",
     "LogSettings",
@@ -89,6 +90,8 @@ class ExecutorSettings(_Section):
     workers: Annotated[int, Field(ge=0, strict=True)] = 0
     """Local worker processes; 0 means one per CPU."""
     start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
+    stop_grace: Annotated[float, Field(ge=0)] = 10.0
+    """Seconds a stopped run's tasks may go on before their processes are terminated."""
 
 
 class StoreSettings(_Section):
@@ -122,6 +125,33 @@ class SecuritySettings(_Section):
     hmac_key: SecretStr | None = None
 
 
+class DaemonSettings(_Section):
+    """The daemon's control API and shutdown behaviour."""
+
+    socket: AbsolutePath | None = None
+    """Unix socket of the control API; None means ``<state_dir>/triggerd.sock``."""
+    socket_mode: Annotated[int, Field(ge=0, le=0o777, strict=True)] = 0o660
+    """Permissions of the socket: who may control the daemon (owner and group by default)."""
+    token_file: AbsolutePath | None = None
+    """File holding the bearer token TCP clients must send."""
+    tcp: str | None = None
+    """Also serve the API on TCP, e.g. "127.0.0.1:8765"; requires ``token_file``."""
+    drain_timeout: Annotated[float, Field(ge=0)] = 30.0
+    """On SIGTERM, seconds to let running runs finish; unfinished ones run again at the next start."""
+
+    @field_validator("tcp")
+    @classmethod
+    def _tcp_address(cls, tcp: str | None, info: ValidationInfo) -> str | None:
+        if tcp is None:
+            return None
+        host, sep, port = tcp.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise PydanticCustomError("triggerd_tcp", 'expected "host:port", e.g. "127.0.0.1:8765"')
+        if info.data.get("token_file") is None:
+            raise PydanticCustomError("triggerd_tcp_token", "a TCP control API needs daemon.token_file (a bearer token)")
+        return tcp
+
+
 class LogSettings(_Section):
     """Log level and format (console on a TTY, JSON otherwise, when ``auto``)."""
 
@@ -143,6 +173,7 @@ class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
 
     _source: str = PrivateAttr(default=BUILTIN_SOURCE)
 
@@ -160,6 +191,16 @@ class Settings(_Section):
     def hmac_key_path(self) -> Path:
         """The HMAC key file: ``security.hmac_key_file`` or ``<state_dir>/hmac.key``."""
         return self.security.hmac_key_file or self.paths.state_dir / "hmac.key"
+
+    @property
+    def socket_path(self) -> Path:
+        """The control API's unix socket: ``daemon.socket`` or ``<state_dir>/triggerd.sock``."""
+        return self.daemon.socket or self.paths.state_dir / "triggerd.sock"
+
+    @property
+    def state_db_path(self) -> Path:
+        """The daemon's own state (outbox, ledger): ``<state_dir>/state.sqlite``."""
+        return self.paths.state_dir / "state.sqlite"
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The effective settings as plain TOML-able data, for ``triggerd config show``.
@@ -179,6 +220,8 @@ class Settings(_Section):
         data["security"] = {
             key: security[key] for key in SecuritySettings.model_fields if key in security
         }
+        daemon = {**data["daemon"], "socket": str(self.socket_path)}
+        data["daemon"] = {key: daemon[key] for key in DaemonSettings.model_fields if key in daemon}
         return data
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,17 @@ from triggerd.config import Settings, load_settings
 from triggerd.errors import TriggerdError
 from triggerd.log import configure_logging
 
-__all__ = ["config_option", "fail", "json_option", "obtain_settings", "reports_errors"]
+__all__ = [
+    "ago",
+    "config_option",
+    "fail",
+    "json_option",
+    "obtain_settings",
+    "open_client",
+    "print_json",
+    "print_table",
+    "reports_errors",
+]
 
 config_option = click.option(
     "--config",
@@ -49,3 +60,48 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc))
 
     return wrapper
+
+
+def open_client(config_path: Path | None) -> Any:
+    """A control API client for the daemon these settings describe (its unix socket)."""
+    from triggerd.daemon.client import ControlClient
+
+    settings = obtain_settings(config_path)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+    return ControlClient(settings.socket_path)
+
+
+def print_json(data: Any) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> None:
+    """A table that stays readable in 80 columns: long cells are cut with an ellipsis."""
+    from rich.console import Console
+    from rich.table import Table
+
+    cells = [["" if cell is None else str(cell).replace("\n", "\\n") for cell in row] for row in rows]
+    table = Table(*columns, title=title, box=None, header_style="bold", pad_edge=False, title_justify="left")
+    for index, column in enumerate(table.columns):
+        column.no_wrap = True
+        column.overflow = "ellipsis"
+        if index < len(columns) - 1:  # every column keeps its width; the last one gives way
+            column.min_width = max([len(columns[index]), *(len(row[index]) for row in cells)])
+    for row in cells:
+        table.add_row(*row)
+    Console(width=max(80, click.get_terminal_size()[0]) if sys.stdout.isatty() else 100).print(table)
+
+
+def ago(timestamp: float | None) -> str:
+    """'3s ago', '5m ago', '2h ago', '4d ago'; '-' for never."""
+    import time
+
+    if not timestamp:
+        return "-"
+    seconds = max(0.0, time.time() - timestamp)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"

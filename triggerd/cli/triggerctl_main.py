@@ -6,7 +6,12 @@ import click
 
 from triggerd import __version__
 
+from .daemonctl import drain, reload
+from .files import explain, test_trigger
+from .rules import pause, resume, rules
 from .run import run
+from .runs import replay, runs, start, stop
+from .status import status
 from .workflows import workflows
 
 __all__ = ["cli", "main"]
@@ -18,8 +23,8 @@ def cli() -> None:
     """Operate triggerd: runs, workflows, rules and sources."""
 
 
-cli.add_command(run)
-cli.add_command(workflows)
+for command in (status, rules, runs, start, stop, replay, test_trigger, explain, pause, resume, drain, reload, run, workflows):
+    cli.add_command(command)
 
 
 def main() -> None:

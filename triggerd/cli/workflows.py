@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
-
-from triggerd.flow.workflow import Workflow, discover_workflows
 
 from .common import config_option, json_option, obtain_settings, reports_errors
 
 __all__ = ["workflows"]
 
 
-def _describe(name: str, item: Workflow | Exception) -> dict:
+def _describe(name: str, item: Any) -> dict:
     if isinstance(item, Exception):
         return {"name": name, "ok": False, "error": str(item)}
     return {
@@ -38,6 +37,8 @@ def workflows(workflow_dirs: tuple[Path, ...], config_path: Path | None, as_json
 
     A workflow file that does not load is listed with its error; the others still are.
     """
+    from triggerd.flow.workflow import discover_workflows  # networkx: only when needed
+
     settings = obtain_settings(config_path)
     dirs = list(workflow_dirs) or list(settings.paths.workflows)
     found = [_describe(name, item) for name, item in discover_workflows(dirs)]

@@ -40,5 +40,6 @@ def local_executor(
         workers=settings.executor.workers,
         start_method=settings.executor.start_method,
         keep_data=settings.store.keep_data if keep_data is None else keep_data,
+        stop_grace=settings.executor.stop_grace,
         on_event=on_event,
     )

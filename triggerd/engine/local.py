@@ -99,6 +99,7 @@ class LocalExecutor:
         workers: int = 0,
         start_method: str = "forkserver",
         keep_data: bool = False,
+        stop_grace: float | None = 10.0,
         on_event: EventSink | None = None,
     ):
         self._dirs = [Path(d) for d in workflows]
@@ -108,6 +109,7 @@ class LocalExecutor:
         self._size = workers or os.cpu_count() or 2
         self._start_method = start_method
         self._keep_data = keep_data
+        self._stop_grace = stop_grace
         self._sinks: list[EventSink] = [on_event] if on_event else []
         self._workflows = WorkflowCache(self._dirs)
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -177,16 +179,34 @@ class LocalExecutor:
         handle = RunHandle(run_id or new_id(), workflow)
         keep = self._keep_data if keep_data is None else keep_data
         if self._store is not None:
+            if self._store.exists(handle.run_id):
+                # The same run submitted again (the daemon died while it ran): it starts over.
+                self._store.remove(handle.run_id)
             self._store.add(handle.run_id, {"name": workflow, "queue": "workflow", "start_time": time.time()})
-            document = self._store.get(handle.run_id)
-            for key, value in params.items():
-                document.set(key, value)
+            if params:
+                self._store.get(handle.run_id).set_many(params)
         active = _ActiveRun(handle, loaded, r.Run(shapes), keep, rule)
         self._call(lambda: self._begin(active, params))
         return handle
 
+    def validate(self, workflow: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Load ``workflow`` and check ``args``; raises what ``submit`` would raise."""
+        return self._workflows.get(workflow).parameters.validate(args or {})
+
     def stop_run(self, run_id: str, reason: str = "stop requested") -> None:
+        """Stop a run: no new tasks start, running ones are told (``signal.is_stopped``);
+        tasks still running ``stop_grace`` seconds later are terminated."""
         self._call(lambda: self._feed(run_id, r.StopRequested(reason)))
+        if self._stop_grace is not None:
+            timer = threading.Timer(self._stop_grace, lambda: self._call(lambda: self._terminate(run_id)))
+            timer.daemon = True
+            timer.start()
+
+    def _terminate(self, run_id: str) -> None:
+        for worker in list(self._busy.values()):
+            if worker.run_id == run_id and not worker.terminated:
+                worker.terminated = True
+                worker.process.kill()
 
     def active_runs(self) -> list[str]:
         return list(self._runs)
@@ -298,9 +318,14 @@ class LocalExecutor:
         job, run_id = worker.job, worker.run_id
         if job is None or run_id is None or run_id not in self._runs:
             return
+        active = self._runs[run_id]
+        if worker.terminated:
+            message = f"terminated: still running {self._stop_grace:g} s after its run was stopped"
+            self._emit(active, "task.stopped", f"{job.task} {message}", dag=job.dag, task=job.task, level="warning")
+            self._feed(run_id, r.TaskFinished(job.dag, job.task, "stopped", (), None, message))
+            return
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         message = f"the worker process running the task died ({how})"
-        active = self._runs[run_id]
         active.failures.append({"dag": job.dag, "task": job.task, "error": message, "traceback": ""})
         self._emit(active, "task.failed", f"{job.task} failed: {message}", dag=job.dag, task=job.task, level="error")
         self._feed(run_id, r.TaskFailed(job.dag, job.task, message))
@@ -372,12 +397,11 @@ class LocalExecutor:
                     self._emit(active, "task.cancelled", f"{task} cancelled: its DAG was stopped", dag=dag, task=task, level="warning")
                 case r.DagStarted(dag=dag, queue=dag_queue):
                     active.dag_started[dag] = time.time()
-                    self._meta(active, f"log.{dag}.start_time", active.dag_started[dag])
+                    self._meta(active, {f"log.{dag}.start_time": active.dag_started[dag]})
                     self._emit(active, "dag.started", f"DAG {dag} started", dag=dag, data={"queue": dag_queue})
                 case r.DagFinished(dag=dag, status=status):
                     end = time.time()
-                    self._meta(active, f"log.{dag}.end_time", end)
-                    self._meta(active, f"log.{dag}.duration", end - active.dag_started.get(dag, end))
+                    self._meta(active, {f"log.{dag}.end_time": end, f"log.{dag}.duration": end - active.dag_started.get(dag, end)})
                     self._emit(active, f"dag.{status}", f"DAG {dag} {status}", dag=dag, level="info" if status == "succeeded" else "warning")
                 case r.RunFinished():
                     self._finish(active, command)
@@ -389,8 +413,8 @@ class LocalExecutor:
     def _finish(self, active: _ActiveRun, command: r.RunFinished) -> None:
         run_id = active.handle.run_id
         ended = time.time()
-        self._meta(active, "end_time", ended)
-        self._meta(active, "duration", ended - active.started)
+        if active.keep_data:  # a document about to be removed needs no end time
+            self._meta(active, {"end_time": ended, "duration": ended - active.started})
         level = "info" if command.status == "succeeded" else "error"
         message = f"run of '{active.workflow.name}' {command.status} in {ended - active.started:.3f} s"
         self._emit(active, f"run.{command.status}", message + (f": {command.error}" if command.error else ""), level=level, data={"duration": ended - active.started, "error": command.error})
@@ -400,9 +424,9 @@ class LocalExecutor:
         del self._runs[run_id]
         active.handle._finish(RunResult(run_id, active.workflow.name, command.status, command.error, tasks, active.failures, active.started, ended))
 
-    def _meta(self, active: _ActiveRun, key: str, value: Any) -> None:
+    def _meta(self, active: _ActiveRun, values: Mapping[str, Any]) -> None:
         if self._store is not None:
-            self._store.get(active.handle.run_id).set(key, value, section="meta")
+            self._store.get(active.handle.run_id).set_many(values, section="meta")
 
     def _emit(self, active: _ActiveRun, kind: str, message: str, **fields: Any) -> None:
         event = LogEvent(kind, message, run=active.handle.run_id, workflow=active.workflow.name, rule=active.rule, **fields)

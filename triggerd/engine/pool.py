@@ -47,6 +47,7 @@ class PoolWorker:
     run_id: str | None = None
     waiting: set[str] = field(default_factory=set)  # signal requests awaiting a reply
     joining: bool = False  # blocked in join_dags: does not count against the pool size
+    terminated: bool = False  # killed by the executor because its run was stopped
 
     @property
     def name(self) -> str:

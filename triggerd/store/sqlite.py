@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -347,6 +347,21 @@ class SqliteDocument:
             container, index, old = _slot(tree, parts, key)
             container[index] = encoded
             return list(_blob_ids(old))
+
+        return self._store._update(self.run_id, section, change, encode.blobs)
+
+    def set_many(self, values: Mapping[str, Any], *, section: str = _DATA) -> bool:
+        """``set`` of every ``key: value`` in one transaction (the engine's bookkeeping)."""
+        section, encode = _check_section(section), _Encoder(self._store._codec)
+        encoded = [(_split(k), k, encode(v, f"store {section}.{k}")) for k, v in values.items()]
+
+        def change(tree: dict) -> list[str]:
+            orphans: list[str] = []
+            for parts, key, value in encoded:
+                container, index, old = _slot(tree, parts, key)
+                container[index] = value
+                orphans += _blob_ids(old)
+            return orphans
 
         return self._store._update(self.run_id, section, change, encode.blobs)
 

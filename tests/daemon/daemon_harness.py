@@ -1,0 +1,166 @@
+"""A real triggerd daemon as a subprocess in a scratch directory, and triggerctl to talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+RECORD_WORKFLOW = '''
+"""Record which file triggered the run (a marker per run id, so a re-run overwrites it)."""
+import os
+from triggerd.flow import Dag, Option, Parameters, PythonTask
+
+parameters = Parameters([Option("path"), Option("out"), Option("hold", default=0.0, type=float)])
+
+
+def record(data, store, signal, context):
+    import time
+    time.sleep(store.get("hold"))
+    marker = os.path.join(store.get("out"), context.workflow_id)
+    with open(marker, "w", encoding="utf-8", errors="surrogateescape") as fh:
+        fh.write(store.get("path"))
+
+
+main = Dag("main")
+main.define({PythonTask("record", record): None})
+'''
+
+
+class Daemon:
+    """``with Daemon(tmp) as d:`` starts triggerd in ``tmp`` and stops it at the end."""
+
+    def __init__(self, root: Path, *, rules: str | None = None, extra_config: str = "", hold: float = 0.0):
+        self.root = root
+        self.incoming = root / "incoming"
+        self.out = root / "out"
+        for d in (self.incoming, self.out, root / "workflows", root / "triggers"):
+            d.mkdir(parents=True, exist_ok=True)
+        (root / "workflows" / "record.py").write_text(RECORD_WORKFLOW)
+        self.write_rules(rules or self.default_rules(hold=hold))
+        (root / "triggerd.toml").write_text(textwrap.dedent(f"""
+            [paths]
+            state_dir = "{root / 'var'}"
+            workflows = ["{root / 'workflows'}"]
+            triggers = ["{root / 'triggers'}"]
+            [executor]
+            workers = 2
+            stop_grace = 1.0
+            [log]
+            format = "json"
+            level = "info"
+            [daemon]
+            drain_timeout = 5.0
+        """) + extra_config)
+        self.proc: subprocess.Popen | None = None
+        self.log = root / "daemon.log"
+
+    def default_rules(self, *, hold: float = 0.0, name: str = "record", catch_up: str = "missed", extra: str = "") -> str:
+        return textwrap.dedent(f"""
+            [[rule]]
+            name = "{name}"
+            workflow = "record"
+            params = {{ path = "{{path}}", out = "{self.out}", hold = {hold} }}
+            {extra}
+            [rule.files]
+            roots = ["{self.incoming}"]
+            glob = "**/*"
+            ignore = ["*.tmp", ".*"]
+            catch_up = "{catch_up}"
+        """)
+
+    def write_rules(self, text: str, name: str = "rules.toml") -> None:
+        (self.root / "triggers" / name).write_text(text)
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "var" / "triggerd.sock"
+
+    def start(self, timeout: float = 20) -> Daemon:
+        env = {k: v for k, v in os.environ.items() if k not in ("TRIGGERD_CONFIG", "NOTIFY_SOCKET")}
+        self.proc = subprocess.Popen(
+            [str(BIN / "triggerd"), "run", "--config", str(self.root / "triggerd.toml")],
+            cwd=self.root, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            if self.socket.exists() and self.ctl("status", check=False).returncode == 0:
+                return self
+            if time.monotonic() > deadline:
+                raise AssertionError(f"daemon not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.proc = None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None
+        # the worker processes of a killed daemon die with their pipes; give them a moment
+        time.sleep(0.2)
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.stop()
+
+    def ctl(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
+        done = subprocess.run(
+            [str(BIN / "triggerctl"), *args, "--config", str(self.root / "triggerd.toml")],
+            cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"triggerctl {' '.join(args)} exited {done.returncode}: {done.stderr}")
+        return done
+
+    def ctl_json(self, *args: str) -> Any:
+        return json.loads(self.ctl(*args, "--json").stdout)
+
+    def runs_db(self) -> list[dict[str, Any]]:
+        """Every run row, straight from the state file (works with the daemon down too)."""
+        conn = sqlite3.connect(self.root / "var" / "state.sqlite")
+        try:
+            rows = conn.execute("SELECT run_id, rule, state, trigger FROM runs ORDER BY seq").fetchall()
+        finally:
+            conn.close()
+        return [{"run_id": r[0], "rule": r[1], "state": r[2], "trigger": json.loads(r[3])} for r in rows]
+
+    def markers(self) -> dict[str, str]:
+        """run id -> the path it recorded."""
+        return {p.name: p.read_bytes().decode("utf-8", "surrogateescape") for p in self.out.iterdir()}
+
+    def wait_for(self, predicate, timeout: float = 20, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log.read_text()[-3000:]}")
+
+
+def write_file(path: Path, data: bytes = b"x") -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)

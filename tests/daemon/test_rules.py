@@ -1,0 +1,515 @@
+"""Trigger rules: loading with errors that blame, and matching/rendering as pure functions."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from triggerd.daemon.rules import (
+    FileRule,
+    Limits,
+    Rule,
+    RulesError,
+    RuleSet,
+    glob_match,
+    load_rules,
+)
+from triggerd.errors import ConfigError
+from triggerd.sources.events import FileEvent, ManualEvent
+
+REPO = Path(__file__).resolve().parents[2]
+MTIME_NS = 1_764_096_917_123_456_789  # 2025-11-25T18:55:17.123456789Z
+
+
+def event(path: str, root: str = "/data/mx1", *, size: int = 1234, inode: int = 42) -> FileEvent:
+    """A complete file as a source would report it."""
+    return FileEvent(path=path, root=root, size=size, mtime_ns=MTIME_NS, inode=inode)
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    """Write a rule file ``name`` into ``directory``, creating it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def load_one(tmp_path: Path, text: str) -> Rule:
+    """The single rule of a rule file holding ``text``."""
+    (rule,) = load_rules([write(tmp_path / "triggers", "r.toml", text).parent]).rules
+    return rule
+
+
+def load_error(tmp_path: Path, *texts: str, **kwargs) -> RulesError:
+    """The error of loading rule files a.toml, b.toml, ... holding ``texts``."""
+    for number, text in enumerate(texts):
+        write(tmp_path / "triggers", f"{chr(ord('a') + number)}.toml", text)
+    with pytest.raises(RulesError) as caught:
+        load_rules([tmp_path / "triggers"], **kwargs)
+    return caught.value
+
+
+def file_rule(params: dict | None = None, **files) -> Rule:
+    """A hand-built file rule under /data/mx1 unless ``roots`` says otherwise."""
+    files.setdefault("roots", ("/data/mx1",))
+    return Rule(name="r", workflow="w", params=params or {}, files=FileRule(**files))
+
+
+MX = """
+[[rule]]
+name = "compress-dataset"
+workflow = "squashfs_compress"
+params = { dataset = "{dir}", visit = "{match[visit]}", file = "{path}" }
+limits = { concurrent = 2, debounce = "5s", batch = 10, batch_window = "30s", rate = "10/min" }
+
+[rule.files]
+roots = ["/data/mx1"]
+pattern = '(?P<visit>[^/]+)/raw/.+\\.h5$'
+ignore = ["*.tmp", ".*"]
+"""
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+
+def test_every_file_placeholder_renders():
+    """Each file placeholder renders the event's value; mtime is ISO 8601 UTC."""
+    names = ["path", "name", "stem", "suffix", "dir", "relative", "root", "mtime"]
+    params = {n: f"<{{{n}}}>" for n in names} | {"size": "s={size}", "inode": "i={inode}",
+              "count": "c={count}", "group": "{match[visit]}-{match[1]}-{match[0]}"}  # fmt: skip
+    rule = file_rule(params, pattern=r"(?P<visit>[^/]+)/raw/")
+    match = rule.match(event("/data/mx1/v42/raw/scan_001.h5"))
+    assert match is not None
+    assert match.params == {
+        "path": "</data/mx1/v42/raw/scan_001.h5>",
+        "name": "<scan_001.h5>",
+        "stem": "<scan_001>",
+        "suffix": "<.h5>",
+        "dir": "</data/mx1/v42/raw>",
+        "relative": "<v42/raw/scan_001.h5>",
+        "root": "</data/mx1>",
+        "mtime": "<2025-11-25T18:55:17.123456Z>",
+        "size": "s=1234",
+        "inode": "i=42",
+        "count": "c=1",
+        "group": "v42-v42-v42/raw/",
+    }
+    assert match.groups == {"visit": "v42", "0": "v42/raw/", "1": "v42"}
+
+
+def test_a_value_that_is_one_placeholder_keeps_its_type():
+    """ "{size}" is an int, "{files}" a list, "{path}" a str; anything more is a string."""
+    params = {"size": "{size}", "inode": "{inode}", "count": "{count}", "files": "{files}",
+              "path": "{path}", "padded": "{size:>6}", "text": "{size} B", "repr": "{name!r}"}  # fmt: skip
+    params = file_rule(params).match(event("/data/mx1/a.h5")).params
+    assert params == {
+        "size": 1234, "inode": 42, "count": 1, "files": ["/data/mx1/a.h5"],
+        "path": "/data/mx1/a.h5", "padded": "  1234", "text": "1234 B", "repr": "'a.h5'",
+    }  # fmt: skip
+
+
+def test_non_string_params_and_escaped_braces_pass_through():
+    """Ints, bools, lists and tables are not rendered; '{{' renders a literal brace."""
+    params = {
+        "n": 3,
+        "on": True,
+        "names": ["{path}"],
+        "table": {"x": "{name}"},
+        "json": '{{"a": "{name}"}}',
+    }
+    rendered = file_rule(params).match(event("/data/mx1/a.h5")).params
+    assert rendered == {
+        "n": 3,
+        "on": True,
+        "names": ["{path}"],
+        "table": {"x": "{name}"},
+        "json": '{"a": "a.h5"}',
+    }
+
+
+def test_batch_render_lists_every_file_and_takes_the_rest_from_the_first():
+    """render() of three events gives {files} of all three, {count} 3, and the first one's name."""
+    rule = file_rule({"files": "{files}", "count": "{count}", "first": "{name}", "visit": "{match[v]}"},
+                     pattern=r"(?P<v>\w+)/")  # fmt: skip
+    events = [event(f"/data/mx1/{v}/f{n}.h5") for n, v in enumerate(["a", "b", "c"])]
+    assert rule.render(events) == {
+        "files": ["/data/mx1/a/f0.h5", "/data/mx1/b/f1.h5", "/data/mx1/c/f2.h5"],
+        "count": 3,
+        "first": "f0.h5",
+        "visit": "a",
+    }
+    with pytest.raises(ValueError, match="at least one"):
+        rule.render([])
+    with pytest.raises(ValueError, match="not under roots"):
+        rule.render([event("/elsewhere/x.h5")])
+
+
+def test_hostile_file_names_render_verbatim():
+    """Spaces, quotes, ';', '$()', newlines and undecodable bytes reach params unchanged."""
+    rule = file_rule({"path": "{path}", "name": "{name}", "msg": "file {name} done"})
+    for name in ["a b.h5", "it's \"q\".h5", "x; rm -rf ~.h5", "$(reboot).h5", "two\nlines.h5",
+                 os.fsdecode(b"caf\xe9.h5"), "{path}.h5", "%s.h5"]:  # fmt: skip
+        params = rule.match(event(f"/data/mx1/{name}")).params
+        assert params == {"path": f"/data/mx1/{name}", "name": name, "msg": f"file {name} done"}
+
+
+# -- matching ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("glob", "relative", "matches"),
+    [("**/*.h5", "a.h5", True), ("**/*.h5", "x/y/a.h5", True), ("**/*.h5", "x/a.h5x", False),
+     ("*.h5", "a.h5", True), ("*.h5", "x/a.h5", False), ("raw/**/*.h5", "raw/a.h5", True),
+     ("raw/**/*.h5", "raw/1/2/a.h5", True), ("raw/**/*.h5", "cooked/a.h5", False),
+     ("**", "x/y/z", True), ("scan_??.h5", "scan_01.h5", True), ("scan_[0-9]*", "scan_x", False)],
+)  # fmt: skip
+def test_glob_double_star_spans_directories(glob, relative, matches):
+    """A glob matches the whole path under the root; only '**' crosses '/'."""
+    assert glob_match(glob, relative.split("/")) is matches
+    rule = file_rule(glob=glob)
+    assert (rule.match(event(f"/data/mx1/{relative}")) is not None) is matches
+
+
+def test_pattern_is_searched_in_the_relative_path_with_named_groups():
+    """The regex sees the path under the root, not the root, and yields its groups."""
+    rule = file_rule(
+        {"visit": "{match[visit]}"}, pattern=r"^(?P<visit>[^/]+)/raw/.+\.h5$", roots=("/data",)
+    )
+    assert rule.match(event("/data/mx1-123/raw/x/a.h5", "/data")).params == {"visit": "mx1-123"}
+    assert rule.match(event("/data/raw/a.h5", "/data")) is None
+    assert (
+        rule.explain(event("/data/v/processed/a.h5", "/data"))
+        == "pattern does not match 'v/processed/a.h5'"
+    )
+
+
+def test_ignore_applies_to_the_name_and_each_directory_under_the_root():
+    """'.*' skips hidden files and everything in hidden directories, but not a hidden root."""
+    rule = file_rule(ignore=("*.tmp", ".*"), roots=("/data/.hidden-root",))
+    root = "/data/.hidden-root"
+    assert rule.match(event(f"{root}/a/b.h5", root)) is not None
+    assert rule.explain(event(f"{root}/a/b.tmp", root)) == "ignored by '*.tmp'"
+    assert rule.explain(event(f"{root}/.a.h5", root)) == "ignored by '.*'"
+    assert (
+        rule.explain(event(f"{root}/x/.cache/y/b.h5", root))
+        == "ignored by '.*' (directory '.cache')"
+    )
+
+
+def test_ignore_with_a_slash_matches_the_relative_path():
+    """An ignore entry with '/' is a glob on the whole relative path."""
+    rule = file_rule(ignore=("scratch/**",))
+    assert rule.explain(event("/data/mx1/scratch/x/a.h5")) == "ignored by 'scratch/**'"
+    assert rule.match(event("/data/mx1/keep/scratch/a.h5")) is not None
+
+
+def test_non_recursive_rule_sees_only_files_directly_in_the_root():
+    """recursive = false matches /root/a.h5 but not /root/sub/a.h5."""
+    rule = file_rule(recursive=False)
+    assert rule.match(event("/data/mx1/a.h5")) is not None
+    assert rule.match(event("/data/mx1/sub/a.h5")) is None
+    assert "recursive = false" in rule.explain(event("/data/mx1/sub/a.h5"))
+
+
+def test_a_file_outside_the_roots_does_not_match():
+    """Paths are compared as text: a sibling with the root as prefix is not under it."""
+    rule = file_rule(roots=("/data/mx1/",))
+    for path in ["/data/mx10/a.h5", "/data/mx1", "/other/a.h5"]:
+        assert rule.match(event(path)) is None
+        assert rule.explain(event(path)) == "not under roots '/data/mx1'"
+    assert rule.match(event("/data/mx1/a.h5", "/data/mx1/")) is not None
+
+
+def test_nested_roots_prefer_the_events_root_then_the_deepest():
+    """{root}/{relative} come from the root the event was seen under, else the deepest one."""
+    rule = file_rule({"root": "{root}", "rel": "{relative}"}, roots=("/data", "/data/mx1"))
+    assert rule.match(event("/data/mx1/a.h5", "/data")).params == {
+        "root": "/data",
+        "rel": "mx1/a.h5",
+    }
+    assert rule.match(event("/data/mx1/a.h5", "/elsewhere")).params == {
+        "root": "/data/mx1",
+        "rel": "a.h5",
+    }
+
+
+def test_explain_says_matches_or_why_not():
+    """explain gives one line per outcome, and match agrees with it."""
+    rule = file_rule(
+        {"visit": "{match[visit]}"}, pattern=r"(?P<visit>[^/]+)/raw/.+\.h5$", ignore=("*.tmp",)
+    )
+    cases = {
+        "/data/mx1/v1/raw/a.h5": "matches",
+        "/data/mx2/v1/raw/a.h5": "not under roots '/data/mx1'",
+        "/data/mx1/v1/raw/a.tmp": "ignored by '*.tmp'",
+        "/data/mx1/v1/raw/a.cbf": "pattern does not match 'v1/raw/a.cbf'",
+    }
+    for path, why in cases.items():
+        assert rule.explain(event(path)) == why
+        assert (rule.match(event(path)) is not None) is (why == "matches")
+    manual = Rule(name="m", workflow="w")
+    assert "manual-only" in manual.explain(event("/data/mx1/a.h5"))
+    assert rule.match(ManualEvent("w")) is None
+
+
+def test_ruleset_matches_every_rule_in_file_order_paused_or_not(tmp_path):
+    """Two files' rules that match the same event come back in file order, disabled ones too."""
+    second = MX.replace("compress-dataset", "second").replace(
+        "[rule.files]", "enabled = false\n\n[rule.files]"
+    )
+    write(tmp_path / "t", "b.toml", MX)
+    write(tmp_path / "t", "a.toml", second)
+    rules = load_rules([tmp_path / "t"])
+    assert [m.rule.name for m in rules.match(event("/data/mx1/v1/raw/a.h5"))] == [
+        "second",
+        "compress-dataset",
+    ]
+    assert rules.by_name("second").enabled is False
+    assert rules.files == (str(tmp_path / "t" / "a.toml"), str(tmp_path / "t" / "b.toml"))
+    with pytest.raises(KeyError, match="compress-dataset"):
+        rules.by_name("nope")
+
+
+# -- loading -----------------------------------------------------------------------------
+
+
+def test_the_design_example_loads_with_typed_limits(tmp_path):
+    """The DESIGN.md rule loads: durations in seconds, rate as (count, per seconds)."""
+    rule = load_one(tmp_path, MX)
+    assert rule.limits == Limits(
+        concurrent=2, debounce=5.0, batch=10, batch_window=30.0, rate=(10, 60.0)
+    )
+    assert rule.files.pattern.pattern == r"(?P<visit>[^/]+)/raw/.+\.h5$"
+    assert (rule.files.complete, rule.files.catch_up, rule.files.recursive) == (
+        "closed",
+        "missed",
+        True,
+    )
+    assert (rule.source, rule.index, rule.enabled) == (
+        str(tmp_path / "triggers" / "r.toml"),
+        0,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [('"250ms"', 0.25), ('"5s"', 5.0), ('"2m"', 120.0), ('"1h"', 3600.0), ("1.5", 1.5), ("3", 3.0)],
+)
+def test_durations_take_a_unit_or_plain_seconds(tmp_path, text, seconds):
+    """debounce accepts ms, s, m, h and plain numbers of seconds."""
+    rule = load_one(
+        tmp_path, f'[[rule]]\nname = "r"\nworkflow = "w"\nlimits = {{ debounce = {text} }}\n'
+    )
+    assert rule.limits.debounce == seconds
+
+
+def test_rates_per_second_minute_and_hour(tmp_path):
+    """'N/s', 'N/min' and 'N/h' become (N, 1), (N, 60) and (N, 3600)."""
+    for text, rate in [("5/s", (5, 1.0)), ("10/min", (10, 60.0)), ("2/h", (2, 3600.0))]:
+        rule = load_one(
+            tmp_path, f'[[rule]]\nname = "r"\nworkflow = "w"\nlimits = {{ rate = "{text}" }}\n'
+        )
+        assert rule.limits.rate == rate
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path):
+    """A TOML syntax error gives the file and the line tomllib found it on."""
+    err = load_error(tmp_path, '[[rule]]\nname = "r"\nworkflow = w\n')
+    assert str(err).startswith(f"{tmp_path / 'triggers' / 'a.toml'}: line 3: invalid TOML")
+    assert err.source == str(tmp_path / "triggers" / "a.toml")
+
+
+def test_unknown_key_lists_the_allowed_ones(tmp_path):
+    """A misspelt key is reported with its line and the keys that are allowed there."""
+    err = load_error(tmp_path, MX.replace("ignore =", "ignores ="))
+    (problem,) = err.problems
+    assert problem.key == "rule[0].files.ignores"
+    assert problem.line == 11
+    assert (
+        "unknown key (allowed: roots, pattern, glob, recursive, ignore, complete" in problem.message
+    )
+
+
+def test_bad_duration_names_key_line_and_value(tmp_path):
+    """debounce = 'soon' is reported as '<file>: line N: key ...: expected a duration ..., got 'soon''."""
+    err = load_error(tmp_path, MX.replace('"5s"', '"soon"'))
+    expected = f"{tmp_path / 'triggers' / 'a.toml'}: line 6: key 'rule[0].limits.debounce': expected a duration like '5s'"
+    assert str(err).startswith(expected)
+    assert str(err).endswith("got 'soon'")
+    assert err.key == "rule[0].limits.debounce"
+
+
+def test_unknown_placeholder_names_rule_key_and_allowed_names(tmp_path):
+    """'{dirname}' is refused at load with the key rule[2].params.dataset and the allowed names."""
+    text = "".join(
+        f'[[rule]]\nname = "r{n}"\nworkflow = "w"\n[rule.files]\nroots = ["/d"]\n' for n in range(2)
+    )
+    text += '[[rule]]\nname = "r2"\nworkflow = "w"\nparams = { dataset = "{dirname}" }\n[rule.files]\nroots = ["/d"]\n'
+    (problem,) = load_error(tmp_path, text).problems
+    assert (problem.key, problem.line) == ("rule[2].params.dataset", 14)
+    assert "unknown placeholder '{dirname}'" in problem.message
+    assert "{path}" in problem.message and "{match[...]}" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("{path.__class__}", "attribute access is not allowed"), ("{match[v].upper}", "attribute access"),
+     ("{path[0]}", "only {match[group]} may be indexed"), ("{match}", "name a group"),
+     ("{}", "positional"), ("{0}", "positional"), ("{name", "expected '}'"),
+     ("{files}.txt", "must be the whole value"), ("{size:d}{name:d}", "bad format spec"),
+     ("{size:{name}}", "inside a format spec"), ("{path!x}", "unknown conversion")],
+)  # fmt: skip
+def test_dangerous_or_malformed_placeholders_are_refused_at_load(tmp_path, value, why):
+    """Attribute access, other indexing, positional fields and bad specs never reach rendering."""
+    text = MX.replace('file = "{path}"', f"file = '{value}'")
+    (problem,) = load_error(tmp_path, text).problems
+    assert problem.key == "rule[0].params.file"
+    assert why in problem.message
+
+
+def test_unknown_match_group_is_refused(tmp_path):
+    """{match[run]} with a pattern that has no group 'run' (or a glob) fails at load."""
+    err = load_error(tmp_path, MX.replace("{match[visit]}", "{match[run]}"))
+    assert "no group 'run' (named groups: 'visit')" in err.problems[0].message
+    err = load_error(tmp_path, MX.replace("pattern =", "glob = '**/*.h5'\n# pattern ="))
+    assert "has no pattern" in err.problems[0].message
+    err = load_error(tmp_path, MX.replace("{match[visit]}", "{match[2]}"))
+    assert "the pattern has 1 group(s)" in err.problems[0].message
+
+
+def test_duplicate_rule_names_across_files_name_both_files(tmp_path):
+    """The same name in a.toml and b.toml is an error naming both files."""
+    err = load_error(tmp_path, MX, MX)
+    (problem,) = err.problems
+    assert problem.source == str(tmp_path / "triggers" / "b.toml")
+    assert str(tmp_path / "triggers" / "a.toml") in problem.message
+    assert "'compress-dataset' is already used" in problem.message
+
+
+def test_unknown_workflow_is_reported_when_workflows_are_known(tmp_path):
+    """known_workflows returning False gives "rule 'x': workflow 'y' not found in workflows dirs"."""
+    err = load_error(tmp_path, MX, known_workflows=lambda name: name == "other")
+    assert err.problems[0].key == "rule[0].workflow"
+    assert (
+        "rule 'compress-dataset': workflow 'squashfs_compress' not found in workflows dirs"
+        in str(err)
+    )
+    assert len(load_rules([tmp_path / "triggers"], known_workflows=lambda name: True)) == 1
+
+
+def test_pattern_and_glob_together_are_refused(tmp_path):
+    """A files table with both pattern and glob is an error."""
+    (problem,) = load_error(tmp_path, MX.replace("ignore =", "glob = '*.h5'\nignore =")).problems
+    assert problem.key == "rule[0].files"
+    assert "pattern" in problem.message and "glob" in problem.message
+
+
+def test_all_problems_of_all_files_come_in_one_report(tmp_path):
+    """Problems of four files (values, placeholder, syntax, [rule] for [[rule]], no rules) come
+    in one report, in file order."""
+    bad = (
+        MX.replace('"5s"', '"soon"')
+        .replace("concurrent = 2", "concurrent = 0")
+        .replace("{dir}", "{folder}")
+    )
+    bad += '[rule.pv]\nname = "X"\n'
+    err = load_error(tmp_path, bad, "[[rule]\n", '[rule]\nname = "x"\n', "")
+    text = str(err)
+    assert text.startswith("7 problems in trigger rules:\n")
+    keys = [(Path(p.source).name, p.key) for p in err.problems]
+    assert keys == [
+        ("a.toml", "rule[0]"),
+        ("a.toml", "rule[0].params.dataset"),
+        ("a.toml", "rule[0].limits.concurrent"),
+        ("a.toml", "rule[0].limits.debounce"),
+        ("b.toml", None),
+        ("c.toml", "rule"),
+        ("d.toml", None),
+    ]
+    assert "not both" in err.problems[0].message
+    assert "invalid TOML" in err.problems[4].message
+    assert "double brackets" in err.problems[5].message
+    assert "no [[rule]] tables" in err.problems[6].message
+    assert all(line.startswith(f"  {tmp_path}") for line in text.splitlines()[1:])
+    assert isinstance(err, ConfigError) and err.source is None
+
+
+def test_missing_required_keys_and_wrong_types(tmp_path):
+    """A rule without name/workflow or with a non-table params is reported key by key."""
+    err = load_error(
+        tmp_path, '[[rule]]\nparams = "x"\nenabled = "yes"\n[rule.files]\nroots = []\n'
+    )
+    messages = {p.key: p.message for p in err.problems}
+    assert messages == {
+        "rule[0].name": "required key is missing",
+        "rule[0].workflow": "required key is missing",
+        "rule[0].params": "expected a table, got 'x'",
+        "rule[0].enabled": "expected true or false, got 'yes'",
+        "rule[0].files.roots": "expected at least one directory, got a list",
+    }
+
+
+def test_rule_without_files_table_is_manual_only(tmp_path):
+    """No [rule.files]: the rule loads, never matches a file, renders literal params, and may not
+    use placeholders; a [rule.pv] table is kept as written."""
+    rule = load_one(
+        tmp_path, '[[rule]]\nname = "m"\nworkflow = "w"\nparams = { mode = "full {{x}}", n = 1 }\n'
+    )
+    assert rule.files is None and rule.pv is None
+    assert rule.match(event("/data/mx1/a.h5")) is None
+    assert rule.render([]) == {"mode": "full {x}", "n": 1}
+    text = '[[rule]]\nname = "m"\nworkflow = "w"\nparams = { p = "{path}" }\n'
+    (problem,) = load_error(tmp_path / "bad", text).problems
+    assert "no [rule.files] table" in problem.message
+    pv = load_one(tmp_path / "pv", '[[rule]]\nname = "p"\nworkflow = "w"\nparams = { f = "{pv[A:B]}" }\n'
+                            '[rule.pv]\nname = "A:B"\nwhen = "falling"\n')  # fmt: skip
+    assert pv.pv == {"name": "A:B", "when": "falling"}
+    assert pv.params == {"f": "{pv[A:B]}"}
+
+
+def test_relative_roots_are_resolved_against_the_working_directory(tmp_path, monkeypatch):
+    """roots = ["incoming", "../x/"] become absolute, normalised paths under the cwd at load."""
+    monkeypatch.chdir(tmp_path)
+    rule = load_one(
+        tmp_path,
+        '[[rule]]\nname = "r"\nworkflow = "w"\n[rule.files]\nroots = ["incoming", "../x/"]\n',
+    )
+    assert rule.files.roots == (str(tmp_path / "incoming"), str(tmp_path.parent / "x"))
+    assert (
+        rule.match(event(str(tmp_path / "incoming" / "a.dat"), str(tmp_path / "incoming")))
+        is not None
+    )
+
+
+def test_missing_triggers_dir_is_empty_but_a_file_is_an_error(tmp_path):
+    """A triggers dir that does not exist holds no rules; a file given as the dir is refused."""
+    assert load_rules([tmp_path / "absent"]) == RuleSet()
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(RulesError, match="not a directory"):
+        load_rules([tmp_path / "plain"])
+
+
+def test_hand_built_rule_checks_its_templates():
+    """Building a Rule in code refuses an unknown placeholder like loading does."""
+    with pytest.raises(ConfigError, match=re.escape("unknown placeholder '{nope}'")):
+        file_rule({"x": "{nope}"})
+
+
+def test_example_rule_file_loads_and_matches(tmp_path, monkeypatch):
+    """triggers/incoming.toml loads against workflows/, matches var/incoming/x.dat, not x.tmp."""
+    monkeypatch.chdir(tmp_path)
+    rules = load_rules(
+        [REPO / "triggers"], known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file()
+    )
+    rule = rules.by_name("file-info")
+    root = str(tmp_path / "var" / "incoming")
+    assert rule.files.roots == (root,)
+    match = rule.match(event(f"{root}/sub/x.dat", root, size=5))
+    assert match is not None
+    assert match.params == {"path": f"{root}/sub/x.dat", "name": "x.dat", "size": 5}
+    assert rule.match(event(f"{root}/x.tmp", root)) is None
+    assert rule.explain(event(f"{root}/x.tmp", root)) == "ignored by '*.tmp'"

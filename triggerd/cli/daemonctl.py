@@ -1,0 +1,41 @@
+"""``triggerctl drain | reload``: change what the running daemon does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import config_option, fail, json_option, open_client, print_json, reports_errors
+
+__all__ = ["drain", "reload"]
+
+
+@click.command()
+@config_option
+@json_option
+@reports_errors
+def drain(config_path: Path | None, as_json: bool) -> None:
+    """Stop taking new triggers; queued and running runs finish. Restart to undo."""
+    with open_client(config_path) as client:
+        data = client.post("/drain")
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(f"draining: {data['running']} running and {data['queued']} queued runs will finish")
+
+
+@click.command()
+@config_option
+@json_option
+@reports_errors
+def reload(config_path: Path | None, as_json: bool) -> None:
+    """Re-read config and rules (like SIGHUP); invalid new ones are refused, old ones kept."""
+    with open_client(config_path) as client:
+        data = client.post("/reload")
+    if as_json:
+        print_json(data)
+    elif data["ok"]:
+        click.echo(f"reloaded: {len(data['rules'])} rules")
+    else:
+        fail(f"reload refused, the daemon keeps its current rules:\n{data['error']}", code=1)

@@ -1,0 +1,61 @@
+"""``triggerctl rules | pause RULE | resume RULE``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import (
+    ago,
+    config_option,
+    json_option,
+    open_client,
+    print_json,
+    print_table,
+    reports_errors,
+)
+
+__all__ = ["pause", "resume", "rules"]
+
+
+@click.command()
+@config_option
+@json_option
+@reports_errors
+def rules(config_path: Path | None, as_json: bool) -> None:
+    """The loaded trigger rules: what each watches, the workflow it starts, how often it fired."""
+    with open_client(config_path) as client:
+        data = client.get("/rules")
+    if as_json:
+        print_json(data)
+        return
+    print_table(
+        ["rule", "workflow", "watches", "state", "fired", "last fired"],
+        [[r["name"], r["workflow"], ", ".join(r["roots"]) or r["source"], "paused" if r["paused"] else "active", r["fired"], ago(r["last_fired"])] for r in data],
+    )
+
+
+def _toggle(action: str):
+    @click.command(name=action)
+    @click.argument("rule")
+    @config_option
+    @json_option
+    @reports_errors
+    def command(rule: str, config_path: Path | None, as_json: bool) -> None:
+        with open_client(config_path) as client:
+            data = client.post(f"/rules/{rule}/{action}")
+        if as_json:
+            print_json(data)
+        else:
+            click.echo(f"rule {rule}: {'paused' if data['paused'] else 'active'}")
+
+    command.__doc__ = {
+        "pause": "Stop RULE from firing (files arriving meanwhile are skipped and logged).",
+        "resume": "Let a paused RULE fire again.",
+    }[action]
+    return command
+
+
+pause = _toggle("pause")
+resume = _toggle("resume")

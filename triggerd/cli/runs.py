@@ -1,0 +1,104 @@
+"""``triggerctl runs | start WORKFLOW k=v | stop RUN | replay RUN``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from .common import (
+    ago,
+    config_option,
+    json_option,
+    open_client,
+    print_json,
+    print_table,
+    reports_errors,
+)
+from .run import parse_assignments
+
+__all__ = ["replay", "runs", "start", "stop"]
+
+_SINCE = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(text: str | None) -> float | None:
+    if not text:
+        return None
+    unit = text[-1]
+    if unit not in _SINCE or not text[:-1].replace(".", "", 1).isdigit():
+        raise click.BadParameter(f"'{text}' is not a duration like 30m, 2h or 1d", param_hint="--since")
+    return time.time() - float(text[:-1]) * _SINCE[unit]
+
+
+def _took(row: dict) -> str:
+    if row.get("started_at") and row.get("ended_at"):
+        return f"{row['ended_at'] - row['started_at']:.1f}s"
+    return ""
+
+
+@click.command()
+@click.option("--failed", is_flag=True, help="Only failed runs.")
+@click.option("--state", help="Only runs in these states (comma-separated: queued,running,succeeded,...).")
+@click.option("--rule", help="Only runs of this rule.")
+@click.option("--since", help="Only runs queued in the last 30m, 2h, 1d...")
+@click.option("--limit", default=30, show_default=True)
+@config_option
+@json_option
+@reports_errors
+def runs(failed: bool, state: str | None, rule: str | None, since: str | None, limit: int, config_path: Path | None, as_json: bool) -> None:
+    """Recent runs, newest first: state, workflow, rule, what triggered them."""
+    with open_client(config_path) as client:
+        data = client.get("/runs", state="failed" if failed else state, rule=rule, since=_since(since), limit=limit)
+    if as_json:
+        print_json(data)
+        return
+    if not data:
+        click.echo("no runs yet")
+        return
+    rows = []
+    for r in data:
+        trigger = r["trigger"][0] if r["trigger"] else {}
+        what = trigger.get("path") or ("replay of " + r["replay_of"] if r.get("replay_of") else trigger.get("type", ""))
+        if len(r["trigger"]) > 1:
+            what = f"{len(r['trigger'])} files"
+        rows.append([r["run_id"], r["state"], r["workflow"], r["rule"] or "-", ago(r["queued_at"]), _took(r), what])
+    print_table(["run", "state", "workflow", "rule", "queued", "took", "trigger"], rows)
+
+
+@click.command()
+@click.argument("workflow")
+@click.argument("args", nargs=-1)
+@config_option
+@json_option
+@reports_errors
+def start(workflow: str, args: tuple[str, ...], config_path: Path | None, as_json: bool) -> None:
+    """Start WORKFLOW on the daemon with ARGS (key=value ...); prints the run id."""
+    with open_client(config_path) as client:
+        data = client.post("/runs", {"workflow": workflow, "params": parse_assignments(args)})
+    print_json(data) if as_json else click.echo(data["run_id"])
+
+
+@click.command()
+@click.argument("run_id")
+@config_option
+@json_option
+@reports_errors
+def stop(run_id: str, config_path: Path | None, as_json: bool) -> None:
+    """Stop a run: queued ones never start, running ones stop (Bash tasks are terminated)."""
+    with open_client(config_path) as client:
+        data = client.post(f"/runs/{run_id}/stop")
+    print_json(data) if as_json else click.echo(f"run {run_id}: {data['state']}")
+
+
+@click.command()
+@click.argument("run_id")
+@config_option
+@json_option
+@reports_errors
+def replay(run_id: str, config_path: Path | None, as_json: bool) -> None:
+    """Fire a past trigger again: a new run with the same workflow, parameters and trigger."""
+    with open_client(config_path) as client:
+        data = client.post(f"/runs/{run_id}/replay")
+    print_json(data) if as_json else click.echo(f"{data['run_id']} (replay of {run_id})")

@@ -1,0 +1,56 @@
+"""``triggerctl status``: is the daemon well, what does it watch, what is it doing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import (
+    ago,
+    config_option,
+    json_option,
+    open_client,
+    print_json,
+    print_table,
+    reports_errors,
+)
+
+__all__ = ["status"]
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
+
+
+@click.command()
+@config_option
+@json_option
+@reports_errors
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Daemon uptime and config, sources and their health, rules, runs and the outbox."""
+    with open_client(config_path) as client:
+        data = client.get("/status")
+    if as_json:
+        print_json(data)
+        return
+    runs = data["runs"]
+    click.echo(f"triggerd pid {data['pid']}, up {_duration(data['uptime'])}, config {data['config']}")
+    state = "DRAINING (no new triggers)" if data["draining"] else "taking triggers"
+    click.echo(f"{state}; runs: {runs['running']} running, {runs['queued']} queued (outbox), "
+               f"{runs['held']} files held (debounce/batch), {runs['failed']} failed, {runs['succeeded']} succeeded")
+    if data["sources"]:
+        print_table(
+            ["source", "mode", "state", "dirs", "events", "last event"],
+            [[s["root"], s["complete"], s["state"], s.get("watched_dirs", ""), s.get("events", ""), ago(s.get("last_event"))] for s in data["sources"]],
+        )
+        for s in data["sources"]:
+            if s["state"] != "watching" and s.get("message"):
+                click.secho(f"  {s['root']}: {s['message']}", fg="yellow" if s["state"] == "waiting" else "red")
+    print_table(
+        ["rule", "workflow", "source", "state", "fired", "last fired"],
+        [[r["name"], r["workflow"], r["source"], "paused" if r["paused"] else "active", r["fired"], ago(r["last_fired"])] for r in data["rules"]],
+    )

@@ -1,0 +1,242 @@
+"""From matched events to run requests in the outbox, and from the outbox to the executor.
+
+Each stage is a small hook, called in order, that may let an event through, skip it
+(with a reason that goes to the event log) or hold it back:
+
+* before the outbox: paused/draining rules skip; the ledger skips file versions already
+  dispatched; debounce and batching hold events back and release them as one run;
+* into the outbox: one transaction writes the run request and its files' ledger rows,
+  keyed by an idempotency key, so a duplicate is impossible;
+* out of the outbox: per-rule concurrency and rate limits hold runs in the queue (never
+  drop them) until the executor may take them.
+
+Everything here runs on the daemon's event loop thread; time is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from triggerd.eventlog.schema import new_id
+from triggerd.sources.events import FileEvent
+
+from .rules import Match, Rule, RuleSet
+from .state import RunRow, StateDB
+
+__all__ = ["Dispatcher", "idempotency_key"]
+
+Notify = Callable[..., None]  # notify(kind, message, **fields) -> event log
+
+
+def idempotency_key(rule: str, events: Sequence[FileEvent]) -> str:
+    """The same rule and the same file versions always give the same key."""
+    digest = hashlib.sha256(rule.encode())
+    for identity in sorted(e.identity for e in events):
+        digest.update(b"\0" + json.dumps(identity, ensure_ascii=True).encode())
+    return "file:" + digest.hexdigest()[:40]
+
+
+@dataclass
+class _Group:
+    """Events held back by debounce or batching, released together as one run."""
+
+    rule: Rule
+    events: list[FileEvent] = field(default_factory=list)
+    first: float = 0.0
+    last: float = 0.0
+
+    def due(self) -> float:
+        limits = self.rule.limits
+        if limits.batch or limits.batch_window:
+            return self.first + (limits.batch_window or float("inf"))
+        return self.last + (limits.debounce or 0.0)
+
+
+class Dispatcher:
+    def __init__(self, state: StateDB, rules: RuleSet, *, submit: Callable[[RunRow], None], notify: Notify):
+        self._state = state
+        self._rules = rules
+        self._submit = submit
+        self._notify = notify
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._active: dict[str, int] = defaultdict(int)  # rule -> runs submitted, not ended
+        self._recent: dict[str, deque[float]] = defaultdict(deque)  # rule -> submit times (rate)
+        self._active_runs: dict[str, str | None] = {}  # run_id -> rule
+        # The outbox in memory, per rule (None: manual runs): a rule at its concurrency
+        # limit never holds up the runs of another. Loaded from the state file at start.
+        self._queues: dict[str | None, deque[RunRow]] = defaultdict(deque)
+        for row in state.queued():
+            self._queues[row.rule].append(row)
+        self.paused: set[str] = {r.name for r in rules.rules if not r.enabled}
+        self.draining = False
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    def replace_rules(self, rules: RuleSet) -> None:
+        """Swap in reloaded rules; held-back groups of rules that still exist are kept."""
+        names = {r.name for r in rules.rules}
+        self._groups = {k: g for k, g in self._groups.items() if k[0] in names}
+        for group in self._groups.values():
+            group.rule = rules.by_name(group.rule.name)
+        self.paused = {n for n in self.paused if n in names} | {r.name for r in rules.rules if not r.enabled}
+        self._rules = rules
+
+    def held(self) -> int:
+        return sum(len(g.events) for g in self._groups.values())
+
+    # -- events in ------------------------------------------------------------------------
+
+    def on_file(self, event: FileEvent, now: float) -> list[str]:
+        """Dispatch a complete file to every rule that matches; returns queued run ids."""
+        queued = []
+        for match in self._rules.match(event):
+            run_id = self._admit(match, now)
+            if run_id:
+                queued.append(run_id)
+        return queued
+
+    def _admit(self, match: Match, now: float) -> str | None:
+        rule, event = match.rule, match.event
+        reason = self._skip_reason(rule, event)
+        if reason:
+            self._notify("trigger.skipped", f"{rule.name}: {event.path}: {reason}", rule=rule.name, data={"reason": reason, "event": event.to_dict()})
+            return None
+        limits = rule.limits
+        if limits.batch or limits.batch_window or limits.debounce:
+            group_key = json.dumps(match.params, sort_keys=True, default=str) if not (limits.batch or limits.batch_window) else ""
+            group = self._groups.setdefault((rule.name, group_key), _Group(rule, first=now))
+            if all(e.identity != event.identity for e in group.events):
+                group.events.append(event)
+            group.last = now
+            if limits.batch and len(group.events) >= limits.batch:
+                return self._release((rule.name, group_key))
+            return None
+        return self._fire(rule, [event], dict(match.params))
+
+    def _skip_reason(self, rule: Rule, event: FileEvent) -> str | None:
+        if self.draining:
+            return "draining: no new triggers are taken"
+        if rule.name in self.paused:
+            return "rule is paused"
+        if self._state.dispatched(rule.name, event.identity):
+            return "this version of the file was already dispatched"
+        return None
+
+    def tick(self, now: float) -> float | None:
+        """Release held-back groups that are due; returns when the next one is due."""
+        for key in [k for k, g in self._groups.items() if g.due() <= now]:
+            self._release(key)
+        return min((g.due() for g in self._groups.values()), default=None)
+
+    def _release(self, key: tuple[str, str]) -> str | None:
+        group = self._groups.pop(key)
+        events = [e for e in group.events if not self._state.dispatched(group.rule.name, e.identity)]
+        if not events:
+            return None
+        return self._fire(group.rule, events, group.rule.render(events))
+
+    def _fire(self, rule: Rule, events: list[FileEvent], params: dict[str, Any]) -> str | None:
+        run_id = new_id()
+        key = idempotency_key(rule.name, events)
+        added = self._state.enqueue(
+            run_id=run_id, key=key, rule=rule.name, workflow=rule.workflow, params=params,
+            trigger=[e.to_dict() for e in events], files=[e.identity for e in events],
+        )
+        if not added:
+            self._notify("trigger.skipped", f"{rule.name}: duplicate trigger (key {key})", rule=rule.name, data={"reason": "duplicate", "key": key})
+            return None
+        self._queue(run_id)
+        what = events[0].path if len(events) == 1 else f"{len(events)} files"
+        self._notify("trigger.fired", f"{rule.name}: {what} -> {rule.workflow}", rule=rule.name, run=run_id, workflow=rule.workflow, data={"key": key, "params": params, "files": len(events)})
+        self.pump(now=events[-1].seen_at)
+        return run_id
+
+    def start_manual(self, workflow: str, params: dict[str, Any], *, rule: str | None = None, replay_of: str | None = None, trigger: list[dict[str, Any]] | None = None, now: float = 0.0) -> str:
+        """A run asked for by an operator; it goes through the outbox like any other."""
+        run_id = new_id()
+        prefix = "replay" if replay_of else "manual"
+        self._state.enqueue(
+            run_id=run_id, key=f"{prefix}:{run_id}", rule=rule, workflow=workflow, params=params,
+            trigger=trigger or [{"type": "manual"}], replay_of=replay_of,
+        )
+        self._queue(run_id)
+        self._notify("trigger.fired", f"{prefix} start of {workflow}", rule=rule, run=run_id, workflow=workflow, data={"params": params, "replay_of": replay_of})
+        self.pump(now=now)
+        return run_id
+
+    # -- outbox to executor ---------------------------------------------------------------------
+
+    def _queue(self, run_id: str) -> None:
+        row = self._state.run(run_id)
+        assert row is not None
+        self._queues[row.rule].append(row)
+
+    def drop(self, run_id: str) -> bool:
+        """Take a queued run out of the queue (an operator stopped it before it started)."""
+        for queue in self._queues.values():
+            for row in queue:
+                if row.run_id == run_id:
+                    queue.remove(row)
+                    return True
+        return False
+
+    def queued(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def pump(self, now: float) -> None:
+        """Submit queued runs, oldest first per rule, as far as the limits allow."""
+        for name, queue in self._queues.items():
+            rule = self._rule_or_none(name)
+            while queue and (rule is None or self._may_start(rule, now)):
+                row = queue.popleft()
+                self._active_runs[row.run_id] = row.rule
+                if row.rule:
+                    self._active[row.rule] += 1
+                    self._recent[row.rule].append(now)
+                self._submit(row)
+
+    def _may_start(self, rule: Rule, now: float) -> bool:
+        limits = rule.limits
+        if limits.concurrent is not None and self._active[rule.name] >= limits.concurrent:
+            return False
+        if limits.rate is not None:
+            count, per = limits.rate
+            recent = self._recent[rule.name]
+            while recent and recent[0] <= now - per:
+                recent.popleft()
+            if len(recent) >= count:
+                return False
+        return True
+
+    def next_rate_slot(self, now: float) -> float | None:
+        """When a rate-limited queued run may start (so the loop can wake up then)."""
+        slots = []
+        for rule in self._rules.rules:
+            if rule.limits.rate and self._recent[rule.name]:
+                slots.append(self._recent[rule.name][0] + rule.limits.rate[1])
+        return min(slots, default=None)
+
+    def finished(self, run_id: str, now: float) -> None:
+        """A run ended (or was rejected): its slot frees up for the next queued one."""
+        rule = self._active_runs.pop(run_id, None)
+        if rule:
+            self._active[rule] = max(0, self._active[rule] - 1)
+        self.pump(now)
+
+    def running(self) -> int:
+        return len(self._active_runs)
+
+    def _rule_or_none(self, name: str | None) -> Rule | None:
+        if name is None:
+            return None
+        try:
+            return self._rules.by_name(name)
+        except KeyError:
+            return None

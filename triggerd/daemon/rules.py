@@ -1,0 +1,318 @@
+"""Trigger rules: which file events start which workflow, with which parameters.
+
+Rules live in ``triggers/*.toml`` as ``[[rule]]`` tables and are loaded, all at once,
+by :func:`load_rules`; every problem of every file is reported in one
+:class:`RulesError` that names the file, the line and the key. Matching is a pure
+function of a rule and a hand-buildable :class:`~triggerd.sources.events.FileEvent`:
+no filesystem, no clock. Paths are compared as text, so the daemon passes the same
+absolute spelling of a root to its watchers as the rule has after loading.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from triggerd.errors import ConfigError
+from triggerd.sources.events import FileEvent
+
+from ._render import FILE_PLACEHOLDERS, Template, batch_values, file_values, param_templates
+from ._rulefile import CATCH_UP_MODES, COMPLETE_MODES, RuleProblem, RulesError, read_rule_specs
+
+__all__ = [
+    "CATCH_UP_MODES",
+    "COMPLETE_MODES",
+    "PLACEHOLDERS",
+    "FileRule",
+    "Limits",
+    "Match",
+    "Rule",
+    "RuleProblem",
+    "RuleSet",
+    "RulesError",
+    "glob_match",
+    "load_rules",
+]
+
+PLACEHOLDERS: tuple[str, ...] = tuple(FILE_PLACEHOLDERS)
+
+
+def glob_match(glob: str, parts: Sequence[str]) -> bool:
+    """Whether the '/'-separated ``parts`` of a relative path match ``glob`` as a whole.
+
+    Each glob segment is matched against one path segment with :func:`fnmatch.fnmatchcase`
+    (``*`` never crosses '/'); a ``**`` segment matches any number of directories,
+    none included, so ``**/*.h5`` matches both ``a.h5`` and ``x/y/a.h5``.
+    """
+    pats = glob.split("/")
+
+    def closure(states: set[int]) -> set[int]:
+        out = set(states)
+        for i in sorted(states):
+            while i < len(pats) and pats[i] == "**":
+                i += 1
+                out.add(i)
+        return out
+
+    states = {0}
+    for part in parts:
+        states = {
+            i if pats[i] == "**" else i + 1
+            for i in closure(states)
+            if i < len(pats) and (pats[i] == "**" or fnmatchcase(part, pats[i]))
+        }
+        if not states:
+            return False
+    return len(pats) in closure(states)
+
+
+def _under(path: str, root: str) -> str | None:
+    prefix = root if root.endswith("/") else root + "/"
+    if path.startswith(prefix) and len(path) > len(prefix):
+        return path[len(prefix) :]
+    return None
+
+
+@dataclass(frozen=True)
+class FileRule:
+    """The ``[rule.files]`` table: where to look and which files count.
+
+    ``roots`` are absolute after loading. ``pattern`` is searched in the path relative
+    to the root ('/' separators); ``glob`` must match all of it; neither means every file.
+    A string given as ``pattern`` is compiled, so hand-built rules stay short.
+    """
+
+    roots: tuple[str, ...]
+    pattern: re.Pattern[str] | None = None
+    glob: str | None = None
+    recursive: bool = True
+    ignore: tuple[str, ...] = ()
+    complete: str = "closed"
+    settle: float = 2.0
+    poll: float = 1.0
+    marker_suffix: str = ".done"
+    catch_up: str = "missed"
+
+    def __post_init__(self) -> None:
+        roots = tuple(r.rstrip("/") or "/" for r in self.roots)
+        object.__setattr__(self, "roots", roots)
+        object.__setattr__(self, "ignore", tuple(self.ignore))
+        if isinstance(self.pattern, str):
+            object.__setattr__(self, "pattern", re.compile(self.pattern))
+
+    def locate(self, event: FileEvent) -> tuple[str, str] | None:
+        """``(root, relative path)`` of the event under one of the roots, or None.
+
+        The event's own root wins when it is one of ours; otherwise the longest root that
+        holds the path, so nested roots give the shortest relative path.
+        """
+        event_root = event.root.rstrip("/") or "/"
+        for root in sorted(self.roots, key=lambda r: (r != event_root, -len(r))):
+            relative = _under(event.path, root)
+            if relative is not None:
+                return root, relative
+        return None
+
+    def check(self, event: FileEvent) -> tuple[str, tuple[str, str, dict[str, str]] | None]:
+        """Why the event does or does not count: ``("matches", (root, relative, groups))``
+        or ``(reason, None)``."""
+        located = self.locate(event)
+        if located is None:
+            return "not under roots " + ", ".join(repr(r) for r in self.roots), None
+        root, relative = located
+        parts = relative.split("/")
+        if not self.recursive and len(parts) > 1:
+            return f"'{relative}' is in a subdirectory and recursive = false", None
+        for ignore in self.ignore:
+            if "/" in ignore:
+                if glob_match(ignore, parts):
+                    return f"ignored by '{ignore}'", None
+                continue
+            if fnmatchcase(parts[-1], ignore):
+                return f"ignored by '{ignore}'", None
+            for part in parts[:-1]:
+                if fnmatchcase(part, ignore):
+                    return f"ignored by '{ignore}' (directory '{part}')", None
+        groups: dict[str, str] = {}
+        if self.pattern is not None:
+            found = self.pattern.search(relative)
+            if found is None:
+                return f"pattern does not match '{relative}'", None
+            groups = {name: value or "" for name, value in found.groupdict().items()}
+            groups["0"] = found[0]
+            groups.update((str(n), found[n] or "") for n in range(1, self.pattern.groups + 1))
+        elif self.glob is not None and not glob_match(self.glob, parts):
+            return f"glob '{self.glob}' does not match '{relative}'", None
+        return "matches", (root, relative, groups)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How often and how many: enforced by the dispatcher, only carried here.
+
+    ``rate`` is ``(count, per_seconds)``: "10/min" is ``(10, 60.0)``.
+    """
+
+    concurrent: int | None = None
+    debounce: float | None = None
+    batch: int | None = None
+    batch_window: float | None = None
+    rate: tuple[int, float] | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    """A rule matched an event: the regex groups and the workflow parameters rendered.
+
+    ``groups`` holds what ``{match[...]}`` can name: named groups, and the numbered ones
+    as "0" (the whole match), "1", ...; a group that took no part is "".
+    """
+
+    rule: Rule
+    event: FileEvent
+    groups: Mapping[str, str]
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``[[rule]]``: the workflow to start, its parameter templates, limits and source.
+
+    ``files`` None and ``pv`` None make a manual-only rule (triggerctl start / replay).
+    ``pv`` is kept as written until PV rules are supported. ``source`` and ``index``
+    say where the rule was written (``index`` counts from 0 within its file).
+    A rule built by hand checks its parameter templates like :func:`load_rules` does.
+    """
+
+    name: str
+    workflow: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    limits: Limits = Limits()
+    files: FileRule | None = None
+    pv: Mapping[str, Any] | None = None
+    enabled: bool = True
+    description: str = ""
+    source: str = ""
+    index: int = 0
+    templates: Mapping[str, Template] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pattern = self.files.pattern if self.files is not None else None
+        templates, errors = param_templates(self.params, _kind(self.files, self.pv), pattern)
+        if errors:
+            key, message = errors[0]
+            raise ConfigError(message, source=self.source or None, key=f"rule[{self.index}].{key}")
+        object.__setattr__(self, "templates", templates)
+
+    def __hash__(self) -> int:  # by identity of definition; params may hold lists
+        return hash((self.name, self.source, self.index))
+
+    def _check(self, event: object) -> tuple[str, tuple[str, str, dict[str, str]] | None]:
+        if self.files is None:
+            kind = "a PV rule" if self.pv is not None else "manual-only (no [rule.files] table)"
+            return f"the rule is {kind}", None
+        if not isinstance(event, FileEvent):
+            return f"not a file event ({type(event).__name__})", None
+        return self.files.check(event)
+
+    def match(self, event: FileEvent) -> Match | None:
+        """The match of ``event`` with its rendered params, or None. ``enabled`` is not
+        looked at: whether a paused rule fires is the dispatcher's decision."""
+        _, found = self._check(event)
+        if found is None:
+            return None
+        root, relative, groups = found
+        params = self._render(file_values(event, root, relative, groups))
+        return Match(rule=self, event=event, groups=groups, params=params)
+
+    def explain(self, event: FileEvent) -> str:
+        """One line: "matches", or why not ("not under roots ...", "ignored by '*.tmp'", ...)."""
+        return self._check(event)[0]
+
+    def render(self, events: Sequence[FileEvent]) -> dict[str, Any]:
+        """Params for a batch: ``{files}`` and ``{count}`` cover all events, every other
+        placeholder takes the first event's value. A manual-only rule renders its literal
+        params (``events`` may be empty). Raises ValueError when the first event does not
+        match this rule."""
+        if self.files is None:
+            if self.pv is not None:
+                raise ValueError(f"rule '{self.name}': PV rules are rendered from PV events")
+            return self._render({})
+        if not events:
+            raise ValueError(f"rule '{self.name}': a batch needs at least one file event")
+        reason, found = self._check(events[0])
+        if found is None:
+            raise ValueError(f"rule '{self.name}' does not match {events[0].path!r}: {reason}")
+        return self._render(batch_values(file_values(events[0], *found), events))
+
+    def _render(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.params.items():
+            template = self.templates.get(key)
+            out[key] = template.render(values) if template is not None else copy.deepcopy(value)
+        return out
+
+
+def _kind(files: FileRule | None, pv: Mapping[str, Any] | None) -> str:
+    return "files" if files is not None else ("pv" if pv is not None else "manual")
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """The loaded rules, in file order, and the files they came from."""
+
+    rules: tuple[Rule, ...] = ()
+    files: tuple[str, ...] = ()
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def by_name(self, name: str) -> Rule:
+        """The rule called ``name``; KeyError naming the known rules otherwise."""
+        for rule in self.rules:
+            if rule.name == name:
+                return rule
+        known = ", ".join(repr(r.name) for r in self.rules) or "none"
+        raise KeyError(f"no rule named {name!r} (rules: {known})")
+
+    def match(self, event: FileEvent) -> list[Match]:
+        """Every rule that matches ``event``, in file order, paused (enabled = false) or not:
+        pausing is the dispatcher's business."""
+        matches = (rule.match(event) for rule in self.rules)
+        return [m for m in matches if m is not None]
+
+    def explain(self, event: FileEvent) -> dict[str, str]:
+        """Rule name -> :meth:`Rule.explain` of ``event``, for every rule."""
+        return {rule.name: rule.explain(event) for rule in self.rules}
+
+
+def load_rules(
+    dirs: Iterable[Path], *, known_workflows: Callable[[str], bool] | None = None
+) -> RuleSet:
+    """Read every ``*.toml`` in each directory (sorted; dot files skipped) into a RuleSet.
+
+    A missing directory holds no rules; a path that is not a directory is a problem.
+    All problems of all files (TOML syntax, unknown keys, bad values, placeholders,
+    duplicate names across files, workflows ``known_workflows`` does not know) are
+    raised together as one :class:`RulesError`. Relative roots are resolved against the
+    current working directory, as settings paths are.
+    """
+    specs, files = read_rule_specs(dirs, known_workflows)
+    return RuleSet(tuple(_build(spec) for spec in specs), tuple(files))
+
+
+def _build(spec: Mapping[str, Any]) -> Rule:
+    fields = dict(spec)
+    files = fields.pop("files")
+    limits = fields.pop("limits")
+    return Rule(
+        files=FileRule(**files) if files is not None else None, limits=Limits(**limits), **fields
+    )

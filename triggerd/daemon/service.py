@@ -1,0 +1,328 @@
+"""The daemon: sources in, dispatcher, outbox, executor out, and the control API beside.
+
+One asyncio loop owns the dispatcher and the state file. Sources (watchdog threads) and
+the executor (its own thread) hand their events to the loop with
+``call_soon_threadsafe``; nothing else crosses threads. Signals: SIGTERM/SIGINT drain and
+stop, SIGHUP reloads config and rules (keeping the old ones if the new are invalid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from triggerd.config import Settings, load_settings
+from triggerd.engine.embedded import local_executor
+from triggerd.engine.local import LocalExecutor
+from triggerd.errors import TriggerdError
+from triggerd.eventlog.schema import LogEvent
+from triggerd.flow.workflow import find_workflow_file
+from triggerd.log import get_logger
+from triggerd.sources.events import FileEvent
+from triggerd.sources.files import FileSource, FileWatch
+
+from .api import ControlServer
+from .dispatcher import Dispatcher
+from .notify import SystemdNotifier
+from .rules import RuleSet, load_rules
+from .state import StateDB
+
+__all__ = ["Daemon", "load_rules_for", "watches_for"]
+
+log = get_logger("triggerd.daemon")
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+def load_rules_for(settings: Settings) -> RuleSet:
+    """The rules of ``settings``; a rule naming a workflow that is not there is an error."""
+
+    def known(name: str) -> bool:
+        try:
+            find_workflow_file(name, settings.paths.workflows)
+        except TriggerdError:
+            return False
+        return True
+
+    return load_rules(settings.paths.triggers, known_workflows=known)
+
+
+def watches_for(rules: RuleSet) -> list[FileWatch]:
+    """One watch per (root, completion settings); rules sharing them share the watch."""
+    seen: dict[FileWatch, None] = {}
+    for rule in rules.rules:
+        if rule.files is None:
+            continue
+        f = rule.files
+        for root in f.roots:
+            seen[FileWatch(root, f.recursive, f.complete, f.settle, f.poll, f.marker_suffix, tuple(f.ignore))] = None
+    return list(seen)
+
+
+class Daemon:
+    """The running service. ``await run()`` until a stop signal; the API calls the rest."""
+
+    def __init__(self, settings: Settings, *, config_path: Path | None = None, notifier: SystemdNotifier | None = None):
+        self.settings = settings
+        self.config_path = config_path
+        self.notifier = notifier or SystemdNotifier()
+        self.started = time.time()
+        self.state = StateDB(settings.state_db_path)
+        self.recent: collections.deque[LogEvent] = collections.deque(maxlen=2000)
+        self.observed: collections.OrderedDict[str, list[dict[str, Any]]] = collections.OrderedDict()
+        self.health: dict[str, dict[str, Any]] = {}
+        self.reloads = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+        self._executor: LocalExecutor | None = None
+        self._source: FileSource | None = None
+        self.dispatcher: Dispatcher | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._sinks: list[Callable[[LogEvent], None]] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start everything, serve until SIGTERM/SIGINT, then drain and stop. Returns 0."""
+        self._loop = asyncio.get_running_loop()
+        rules = load_rules_for(self.settings)  # invalid rules at start-up: refuse to start
+        self.state.open()
+        requeued = self.state.requeue_unfinished()
+        self._executor = local_executor(self.settings, on_event=self._from_executor)
+        self._executor.start()
+        self.dispatcher = Dispatcher(self.state, rules, submit=self._submit, notify=self.notify)
+        self._source = FileSource(watches_for(rules), self._from_source, on_health=self._on_health)
+        self._source.start()
+        server = ControlServer(self)
+        await server.start()
+        for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop), (signal.SIGHUP, self.request_reload)):
+            self._loop.add_signal_handler(sig, handler)
+        self.notify("daemon.started", f"triggerd started: {len(rules.rules)} rules, {requeued} runs resumed from the outbox", data={"pid": os.getpid(), "config": self.settings.source})
+        self._catch_up(rules, first=True)
+        self.dispatcher.pump(time.time())
+        self.notifier.ready(self.summary())
+        watchdog = asyncio.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(server)
+            if watchdog:
+                watchdog.cancel()
+        return 0
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def _shutdown(self, server: Any) -> None:
+        self.notifier.stopping()
+        assert self.dispatcher is not None and self._executor is not None
+        self.dispatcher.draining = True
+        if self._source:
+            self._source.stop()
+        deadline = time.monotonic() + self.settings.daemon.drain_timeout
+        while self._executor.active_runs() and time.monotonic() < deadline:
+            self.notifier.status(f"draining: {len(self._executor.active_runs())} runs still running")
+            await asyncio.sleep(0.1)  # waiting for runs of other threads; a bounded wait
+        unfinished = self._executor.active_runs()
+        self._sinks_detached = True  # runs stopped by close() stay unfinished in the outbox
+        self.notify("daemon.stopped", f"triggerd stopped; {len(unfinished)} unfinished runs will run again at the next start", data={"unfinished": unfinished})
+        self._executor.close(timeout=5)
+        await server.stop()
+        self.state.close()
+
+    _sinks_detached = False
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval or 1.0
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def summary(self) -> str:
+        d = self.dispatcher
+        if d is None:
+            return "starting"
+        counts = self.state.counts()
+        return (
+            f"{len(d.rules.rules)} rules, {d.running()} running, {d.queued()} queued, "
+            f"{counts.get('failed', 0)} failed"
+        )
+
+    # -- reload ---------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        assert self._loop is not None
+        self._loop.create_task(self.reload())
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read config and rules; on any error keep the running ones and say why."""
+        self.notifier.reloading()
+        try:
+            settings = load_settings(self.config_path)
+            rules = load_rules_for(settings)
+        except TriggerdError as exc:
+            self.notify("daemon.reload_failed", f"reload failed, keeping the running config and rules: {exc}", level="error")
+            self.notifier.ready(self.summary())
+            return {"ok": False, "error": str(exc)}
+        assert self.dispatcher is not None and self._source is not None
+        old = {r.name for r in self.dispatcher.rules.rules}
+        self.dispatcher.replace_rules(rules)
+        self._source.update(watches_for(rules))
+        self.settings = settings if settings.paths.state_dir == self.settings.paths.state_dir else self.settings
+        self.reloads += 1
+        new = {r.name for r in rules.rules}
+        self.notify("daemon.reloaded", f"reloaded: {len(new)} rules ({len(new - old)} added, {len(old - new)} removed)")
+        self._catch_up(RuleSet(tuple(r for r in rules.rules if r.name in new - old), rules.files), first=False)
+        self.dispatcher.pump(time.time())
+        self.notifier.ready(self.summary())
+        return {"ok": True, "rules": sorted(new)}
+
+    # -- events in ---------------------------------------------------------------------------------
+
+    def _from_source(self, event: FileEvent) -> None:
+        """Called on a watchdog thread: hop to the loop."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._on_file, event)
+
+    def _on_file(self, event: FileEvent) -> None:
+        assert self.dispatcher is not None
+        now = time.time()
+        if not event.seen_at:
+            event = FileEvent(event.path, event.root, event.size, event.mtime_ns, event.inode, event.kind, now)
+        self._observe(event.path, {"at": now, "what": f"complete ({event.kind})", "size": event.size, "inode": event.inode, "mtime_ns": event.mtime_ns})
+        for run_id in self.dispatcher.on_file(event, now):
+            self._observe(event.path, {"at": now, "what": "triggered", "run": run_id})
+        self._arm_tick()
+
+    def _observe(self, path: str, entry: dict[str, Any]) -> None:
+        seen = self.observed.setdefault(path, [])
+        seen.append(entry)
+        del seen[:-20]
+        self.observed.move_to_end(path)
+        while len(self.observed) > 10_000:
+            self.observed.popitem(last=False)
+
+    def _arm_tick(self) -> None:
+        """Wake up exactly when the next debounce/batch group or rate slot is due."""
+        assert self.dispatcher is not None and self._loop is not None
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        due = [t for t in (self.dispatcher.tick(time.time()), self.dispatcher.next_rate_slot(time.time())) if t is not None]
+        if due:
+            delay = max(0.0, min(due) - time.time())
+            self._tick_handle = self._loop.call_later(delay, self._on_tick)
+
+    def _on_tick(self) -> None:
+        assert self.dispatcher is not None
+        self._tick_handle = None
+        self.dispatcher.pump(time.time())
+        self._arm_tick()
+
+    def _on_health(self, root: str, state: str, message: str) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._health_changed, root, state, message)
+
+    def _health_changed(self, root: str, state: str, message: str) -> None:
+        self.health[root] = {"state": state, "message": message, "since": time.time()}
+        level = "error" if state == "error" else "warning" if state in ("overflow", "waiting") else "info"
+        self.notify(f"source.{state}", f"{root}: {message or state}", level=level, data={"root": root})
+
+    def _catch_up(self, rules: RuleSet, *, first: bool) -> None:
+        """Scan for files that arrived while the daemon was down, on a thread; dedup by ledger."""
+        assert self._source is not None
+        now = time.time()
+        jobs = []
+        for rule in rules.rules:
+            if rule.files is None or rule.files.catch_up == "none":
+                continue
+            since, first_start = self.state.watermark(rule.name, now)
+            if rule.files.catch_up == "missed" and first_start:
+                continue  # first time this rule watches: nothing was missed yet
+            cutoff = since if rule.files.catch_up == "missed" else None
+            jobs += [(w, cutoff) for w in watches_for(RuleSet((rule,), ())) ]
+        if jobs:
+            threading.Thread(target=self._scan, args=(jobs,), name="triggerd-catch-up", daemon=True).start()
+
+    def _scan(self, jobs: list[tuple[FileWatch, float | None]]) -> None:
+        assert self._source is not None and self._loop is not None
+        found = 0
+        for watch, cutoff in jobs:
+            for event in self._source.scan(watch):
+                if cutoff is None or event.mtime >= cutoff:
+                    found += 1
+                    self._loop.call_soon_threadsafe(self._on_file, event)
+        self._loop.call_soon_threadsafe(self.notify, "source.caught_up", f"catch-up scan found {found} files", "info", None, None, None, None, {"files": found})
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def _submit(self, row: Any) -> None:
+        assert self._executor is not None and self._loop is not None and self.dispatcher is not None
+        try:
+            self._executor.submit(row.workflow, row.params, run_id=row.run_id, rule=row.rule)
+        except TriggerdError as exc:
+            self.state.set_state(row.run_id, "rejected", error=str(exc))
+            self.notify("run.rejected", f"run {row.run_id} of {row.workflow} refused: {exc}", level="error", run=row.run_id, workflow=row.workflow, rule=row.rule)
+            self._loop.call_soon(self.dispatcher.finished, row.run_id, time.time())
+            return
+        self.state.set_state(row.run_id, "submitted", attempt=True)
+
+    def _from_executor(self, event: LogEvent) -> None:
+        """Called on the executor's thread: hop to the loop."""
+        if self._loop is not None and not self._sinks_detached:
+            self._loop.call_soon_threadsafe(self._on_executor_event, event)
+
+    def _on_executor_event(self, event: LogEvent) -> None:
+        self._record(event)
+        if self._sinks_detached or event.run is None:
+            return
+        if event.kind == "run.started":
+            self.state.set_state(event.run, "running")
+        elif event.kind in ("run.succeeded", "run.failed", "run.aborted", "run.stopped"):
+            self.state.set_state(event.run, event.kind.split(".")[1], error=event.data.get("error"))
+            assert self.dispatcher is not None
+            self.dispatcher.finished(event.run, time.time())
+            self._arm_tick()
+
+    def validate_start(self, workflow: str, params: dict[str, Any]) -> None:
+        """Refuse an unknown workflow or bad parameters before anything is queued."""
+        assert self._executor is not None
+        self._executor.validate(workflow, params)
+
+    def stop_run(self, run_id: str) -> dict[str, Any]:
+        row = self.state.run(run_id)
+        if row is None:
+            return {"ok": False, "error": f"no run {run_id}"}
+        if row.state == "queued":
+            assert self.dispatcher is not None
+            self.dispatcher.drop(run_id)
+            self.state.set_state(run_id, "stopped", error="stopped before it started")
+            return {"ok": True, "state": "stopped"}
+        if row.state not in ("submitted", "running"):
+            return {"ok": False, "error": f"run {run_id} already ended ({row.state})"}
+        assert self._executor is not None
+        self._executor.stop_run(run_id, "stopped by an operator")
+        return {"ok": True, "state": "stopping"}
+
+    # -- the event log (issue 6 sends these to MongoDB; here: log and memory) ----------------
+
+    def notify(self, kind: str, message: str, level: str = "info", run: str | None = None, workflow: str | None = None, rule: str | None = None, dag: str | None = None, data: dict[str, Any] | None = None) -> None:
+        self._record(LogEvent(kind, message, run=run, workflow=workflow, rule=rule, dag=dag, level=level, data=data or {}))
+
+    def _record(self, event: LogEvent) -> None:
+        self.recent.append(event)
+        level = _LEVELS.get(event.level, 20)
+        if event.kind.startswith(("task.", "dag.")) and level <= 20:
+            level = 10  # per-task progress is the event log's; the daemon log keeps to runs
+        if log.isEnabledFor(level):
+            log.log(level, event.message, kind=event.kind, run=event.run, rule=event.rule)
+        for sink in self._sinks:
+            sink(event)
+
+    def add_sink(self, sink: Callable[[LogEvent], None]) -> None:
+        self._sinks.append(sink)

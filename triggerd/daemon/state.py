@@ -1,0 +1,254 @@
+"""The daemon's durable state in one SQLite file (WAL): runs (the outbox), the file ledger.
+
+Runs and the ledger share one file so that dispatching a trigger is one transaction: the
+ledger rows of its files and its run request are written together, or not at all. A
+crash can never leave a file marked as dispatched without the run that was to follow.
+
+A run row is the outbox entry while its state is ``queued``; it stays as history after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ACTIVE", "FINAL", "LedgerEntry", "RunRow", "StateDB"]
+
+ACTIVE = ("queued", "submitted", "running")
+FINAL = ("succeeded", "failed", "aborted", "stopped", "rejected")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      TEXT NOT NULL UNIQUE,
+    key         TEXT NOT NULL UNIQUE,      -- idempotency key: one run per (rule, file versions)
+    rule        TEXT,
+    workflow    TEXT NOT NULL,
+    params      TEXT NOT NULL,             -- JSON
+    trigger     TEXT NOT NULL,             -- JSON: the source events
+    state       TEXT NOT NULL,             -- queued | submitted | running | succeeded | ...
+    error       TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    queued_at   REAL NOT NULL,
+    started_at  REAL,
+    ended_at    REAL,
+    replay_of   TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_state ON runs(state, seq);
+CREATE INDEX IF NOT EXISTS runs_rule ON runs(rule, seq);
+CREATE TABLE IF NOT EXISTS ledger (
+    rule        TEXT NOT NULL,
+    path        BLOB NOT NULL,             -- os.fsencode: file names need not be UTF-8
+    inode       INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    run_id      TEXT NOT NULL,
+    at          REAL NOT NULL,
+    PRIMARY KEY (rule, path, inode, size, mtime_ns)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ledger_path ON ledger(path);
+CREATE TABLE IF NOT EXISTS watermarks (
+    rule        TEXT PRIMARY KEY,
+    since       REAL NOT NULL              -- when the rule first watched: catch_up='missed' looks back to here
+);
+"""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    key: str
+    rule: str | None
+    workflow: str
+    params: dict[str, Any]
+    trigger: list[dict[str, Any]]
+    state: str
+    error: str | None
+    attempts: int
+    queued_at: float
+    started_at: float | None
+    ended_at: float | None
+    replay_of: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    rule: str
+    path: str
+    inode: int
+    size: int
+    mtime_ns: int
+    run_id: str
+    at: float
+
+
+def _dumps(value: Any) -> str:
+    # ensure_ascii escapes lone surrogates (non-UTF-8 file names) instead of failing
+    return json.dumps(value, ensure_ascii=True, default=str)
+
+
+class StateDB:
+    """Thread-safe access to the state file; open in ``open()``, close in ``close()``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    def open(self) -> StateDB:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash or
+        # power loss may lose the last commits.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise RuntimeError("state database is not open")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            assert self._conn is not None, "state database is not open"
+            return self._conn.execute(sql, args).fetchall()
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        *,
+        run_id: str,
+        key: str,
+        rule: str | None,
+        workflow: str,
+        params: dict[str, Any],
+        trigger: list[dict[str, Any]],
+        files: Iterable[tuple[str, int, int, int]] = (),
+        replay_of: str | None = None,
+    ) -> bool:
+        """Write a run request and its files' ledger rows in one transaction.
+
+        Returns False (and writes nothing) when the key is already known: a duplicate.
+        """
+        now = time.time()
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    "INSERT INTO runs (run_id, key, rule, workflow, params, trigger, state, queued_at, replay_of)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                    (run_id, key, rule, workflow, _dumps(params), _dumps(trigger), now, replay_of),
+                )
+                if rule is not None:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(rule, os.fsencode(p), ino, size, mt, run_id, now) for p, ino, size, mt in files],
+                    )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def set_state(self, run_id: str, state: str, *, error: str | None = None, attempt: bool = False) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE runs SET state = ?, error = COALESCE(?, error),"
+                " attempts = attempts + ?,"
+                " started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?) ELSE started_at END,"
+                " ended_at = CASE WHEN ? IN ('succeeded','failed','aborted','stopped','rejected') THEN ? ELSE ended_at END"
+                " WHERE run_id = ?",
+                (state, error, 1 if attempt else 0, state, now, state, now, run_id),
+            )
+
+    def requeue_unfinished(self) -> int:
+        """At start-up: runs submitted or running when the daemon died go back to the queue."""
+        with self._tx() as conn:
+            return conn.execute("UPDATE runs SET state = 'queued' WHERE state IN ('submitted', 'running')").rowcount
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def queued(self) -> list[RunRow]:
+        return self._rows("WHERE state = 'queued' ORDER BY seq")
+
+    def run(self, run_id: str) -> RunRow | None:
+        rows = self._rows("WHERE run_id = ?", (run_id,))
+        return rows[0] if rows else None
+
+    def runs(self, *, states: Sequence[str] = (), rule: str | None = None, since: float | None = None, limit: int = 50) -> list[RunRow]:
+        where, args = [], []
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += list(states)
+        if rule:
+            where.append("rule = ?")
+            args.append(rule)
+        if since is not None:
+            where.append("queued_at >= ?")
+            args.append(since)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        return self._rows(f"{clause} ORDER BY seq DESC LIMIT ?", (*args, limit))
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._query("SELECT state, COUNT(*) FROM runs GROUP BY state"))
+
+    def rule_stats(self) -> dict[str, dict[str, Any]]:
+        rows = self._query("SELECT rule, COUNT(*), MAX(queued_at) FROM runs WHERE rule IS NOT NULL GROUP BY rule")
+        return {rule: {"fired": count, "last_fired": last} for rule, count, last in rows}
+
+    def _rows(self, clause: str, args: Sequence[Any] = ()) -> list[RunRow]:
+        cols = "run_id, key, rule, workflow, params, trigger, state, error, attempts, queued_at, started_at, ended_at, replay_of"
+        return [
+            RunRow(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), *r[6:])
+            for r in self._query(f"SELECT {cols} FROM runs {clause}", args)
+        ]
+
+    # -- ledger -----------------------------------------------------------------------------
+
+    def dispatched(self, rule: str, identity: tuple[str, int, int, int]) -> bool:
+        path, inode, size, mtime_ns = identity
+        return bool(self._query(
+            "SELECT 1 FROM ledger WHERE rule = ? AND path = ? AND inode = ? AND size = ? AND mtime_ns = ?",
+            (rule, os.fsencode(path), inode, size, mtime_ns),
+        ))
+
+    def ledger_for(self, path: str) -> list[LedgerEntry]:
+        rows = self._query("SELECT * FROM ledger WHERE path = ? ORDER BY at", (os.fsencode(path),))
+        return [LedgerEntry(r[0], os.fsdecode(r[1]), *r[2:]) for r in rows]
+
+    def watermark(self, rule: str, now: float) -> tuple[float, bool]:
+        """When ``rule`` first watched, and whether that is now (its very first start)."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT since FROM watermarks WHERE rule = ?", (rule,)).fetchone()
+            if row is not None:
+                return row[0], False
+            conn.execute("INSERT INTO watermarks VALUES (?, ?)", (rule, now))
+            return now, True

@@ -1,0 +1,150 @@
+"""What the control API shows: status, rules, runs, dry runs and explanations, as plain data.
+
+Read-only views of a running :class:`~triggerd.daemon.service.Daemon`; the API turns
+them into JSON and triggerctl into tables.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from triggerd.sources.events import FileEvent
+
+from .rules import Rule
+
+if TYPE_CHECKING:
+    from .service import Daemon
+
+__all__ = ["explain", "rules_view", "status", "test_trigger"]
+
+
+def status(daemon: Daemon) -> dict[str, Any]:
+    d = daemon.dispatcher
+    assert d is not None
+    counts = daemon.state.counts()
+    health = daemon._source.health() if daemon._source else []
+    return {
+        "pid": os.getpid(),
+        "uptime": time.time() - daemon.started,
+        "config": daemon.settings.source,
+        "state_dir": str(daemon.settings.paths.state_dir),
+        "executor": daemon.settings.executor.kind,
+        "reloads": daemon.reloads,
+        "draining": d.draining,
+        "summary": daemon.summary(),
+        "sources": health,
+        "rules": rules_view(daemon),
+        "runs": {
+            "queued": d.queued(),
+            "running": d.running(),
+            "held": d.held(),
+            "failed": counts.get("failed", 0),
+            "succeeded": counts.get("succeeded", 0),
+            "by_state": counts,
+        },
+        "outbox": d.queued(),
+    }
+
+
+def rules_view(daemon: Daemon) -> list[dict[str, Any]]:
+    d = daemon.dispatcher
+    assert d is not None
+    stats = daemon.state.rule_stats()
+    out = []
+    for rule in d.rules.rules:
+        files = rule.files
+        out.append(
+            {
+                "name": rule.name,
+                "workflow": rule.workflow,
+                "source": "files" if files else "pv" if rule.pv else "manual",
+                "roots": list(files.roots) if files else [],
+                "complete": files.complete if files else None,
+                "paused": rule.name in d.paused,
+                "fired": stats.get(rule.name, {}).get("fired", 0),
+                "last_fired": stats.get(rule.name, {}).get("last_fired"),
+                "file": rule.source,
+                "description": rule.description,
+            }
+        )
+    return out
+
+
+def _candidate(rule: Rule, path: str) -> FileEvent | None:
+    """The event the source would emit for ``path`` under one of ``rule``'s roots."""
+    if rule.files is None:
+        return None
+    root = next((r for r in rule.files.roots if path == r or path.startswith(r.rstrip("/") + "/")), None)
+    if root is None:
+        root = rule.files.roots[0] if rule.files.roots else "/"
+    try:
+        st = os.stat(path)
+        return FileEvent(path, root, st.st_size, st.st_mtime_ns, st.st_ino, "closed", time.time())
+    except OSError:
+        return FileEvent(path, root, 0, 0, 0, "closed", time.time())
+
+
+def test_trigger(daemon: Daemon, path: str) -> dict[str, Any]:
+    """A dry run: which rules match this file and what parameters they would render."""
+    d = daemon.dispatcher
+    assert d is not None
+    path = os.path.abspath(path)
+    results = []
+    for rule in d.rules.rules:
+        event = _candidate(rule, path)
+        if event is None:
+            continue
+        match = rule.match(event)
+        results.append(
+            {
+                "rule": rule.name,
+                "workflow": rule.workflow,
+                "matches": match is not None,
+                "why": rule.explain(event),
+                "params": dict(match.params) if match else None,
+                "paused": rule.name in d.paused,
+            }
+        )
+    return {"path": path, "exists": os.path.exists(path), "rules": results}
+
+
+def explain(daemon: Daemon, path: str) -> dict[str, Any]:
+    """Why this file did or did not trigger: rules, what the source saw, ledger, runs."""
+    path = os.path.abspath(path)
+    dry = test_trigger(daemon, path)
+    ledger = []
+    for entry in daemon.state.ledger_for(path):
+        run = daemon.state.run(entry.run_id)
+        ledger.append(
+            {
+                "rule": entry.rule,
+                "inode": entry.inode,
+                "size": entry.size,
+                "mtime_ns": entry.mtime_ns,
+                "at": entry.at,
+                "run": entry.run_id,
+                "run_state": run.state if run else None,
+                "current_version": _is_current(path, entry.inode, entry.size, entry.mtime_ns),
+            }
+        )
+    skipped = [
+        {"at": e.time.timestamp(), "rule": e.rule, "reason": e.data.get("reason")}
+        for e in daemon.recent
+        if e.kind == "trigger.skipped" and e.data.get("event", {}).get("path") == path
+    ]
+    return {
+        **dry,
+        "observed": daemon.observed.get(path, []),
+        "ledger": ledger,
+        "skipped": skipped,
+    }
+
+
+def _is_current(path: str, inode: int, size: int, mtime_ns: int) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_ino, st.st_size, st.st_mtime_ns) == (inode, size, mtime_ns)

@@ -1,0 +1,144 @@
+"""Deciding when a file has stopped changing, for filesystems inotify cannot see (NFS, GPFS, Lustre).
+
+One thread for every settled watch. Candidates sit in a heap ordered by the time they are
+due for a check; the thread sleeps on a condition until the earliest one is due (no busy
+loop), re-stats it, and reports it once size, mtime and inode have not changed for the
+watch's settle time. A file that vanishes is dropped without a report.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from triggerd.log import get_logger
+from triggerd.sources._scan import regular_stat
+
+__all__ = ["Settler"]
+
+log = get_logger(__name__)
+
+Signature = tuple[int, int, int]
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass
+class _Candidate:
+    signature: Signature
+    since: float  # monotonic time the current signature was first seen
+    settle: float
+    token: int  # the heap entry that is current; older entries are stale
+
+
+class Settler:
+    """Report ``(owner, path, stat)`` through ``on_settled`` once a noted file stops changing."""
+
+    def __init__(self, on_settled: Callable[[Hashable, str, os.stat_result], None]) -> None:
+        self._on_settled = on_settled
+        self._cond = threading.Condition()
+        self._candidates: dict[tuple[Hashable, str], _Candidate] = {}
+        self._heap: list[tuple[float, int, tuple[Hashable, str]]] = []
+        self._tokens = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="triggerd-settle", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            thread, self._thread = self._thread, None
+            self._candidates.clear()
+            self._heap.clear()
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join()
+
+    def note(self, owner: Hashable, path: str, settle: float) -> None:
+        """A change to ``path`` was seen (or it was found young by a scan): watch it settle."""
+        st = regular_stat(path)
+        key = (owner, path)
+        with self._cond:
+            if st is None:
+                self._candidates.pop(key, None)
+                return
+            now = time.monotonic()
+            candidate = self._candidates.get(key)
+            if candidate is None:
+                candidate = _Candidate(_signature(st), now, settle, 0)
+                self._candidates[key] = candidate
+                self._push(key, candidate, now + settle)
+            elif _signature(st) != candidate.signature:
+                candidate.signature, candidate.since = _signature(st), now
+
+    def forget(self, owner: Hashable, path: str) -> None:
+        with self._cond:
+            self._candidates.pop((owner, path), None)
+
+    def drop(self, owner: Hashable) -> None:
+        """Forget every candidate of ``owner`` (its watch stopped)."""
+        with self._cond:
+            for key in [k for k in self._candidates if k[0] is owner]:
+                del self._candidates[key]
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._candidates)
+
+    def _push(self, key: tuple[Hashable, str], candidate: _Candidate, due: float) -> None:
+        self._tokens += 1
+        candidate.token = self._tokens
+        heapq.heappush(self._heap, (due, self._tokens, key))
+        self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not (self._heap and self._heap[0][0] <= time.monotonic()):
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                if self._stopping:
+                    return
+                due = []
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    _, token, key = heapq.heappop(self._heap)
+                    candidate = self._candidates.get(key)
+                    if candidate is not None and candidate.token == token:
+                        due.append((key, token))
+            # stat() outside the lock: on a network filesystem it can take a while
+            checked = [(key, token, regular_stat(key[1])) for key, token in due]
+            ready = []
+            with self._cond:
+                now = time.monotonic()
+                for key, token, st in checked:
+                    candidate = self._candidates.get(key)
+                    if candidate is None or candidate.token != token:
+                        continue
+                    if st is None:  # deleted before it settled: no report
+                        del self._candidates[key]
+                    elif _signature(st) != candidate.signature:
+                        candidate.signature, candidate.since = _signature(st), now
+                        self._push(key, candidate, now + candidate.settle)
+                    elif now - candidate.since >= candidate.settle:
+                        del self._candidates[key]
+                        ready.append((key, st))
+                    else:
+                        self._push(key, candidate, candidate.since + candidate.settle)
+            for (owner, path), st in ready:
+                try:
+                    self._on_settled(owner, path, st)
+                except Exception:
+                    log.exception("settled file could not be reported", path=path)
