@@ -85,8 +85,9 @@ class Daemon:
     def socket(self) -> Path:
         return self.root / "var" / "triggerd.sock"
 
-    def start(self, timeout: float = 20) -> Daemon:
+    def start(self, timeout: float = 20, env_extra: dict[str, str] | None = None) -> Daemon:
         env = {k: v for k, v in os.environ.items() if k not in ("TRIGGERD_CONFIG", "NOTIFY_SOCKET")}
+        env.update(env_extra or {})
         self.proc = subprocess.Popen(
             [str(BIN / "triggerd"), "run", "--config", str(self.root / "triggerd.toml")],
             cwd=self.root, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,

@@ -233,6 +233,9 @@ class Dispatcher:
     def running(self) -> int:
         return len(self._active_runs)
 
+    def active_run_ids(self) -> list[str]:
+        return list(self._active_runs)
+
     def _rule_or_none(self, name: str | None) -> Rule | None:
         if name is None:
             return None

@@ -85,6 +85,10 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._sinks: list[Callable[[LogEvent], None]] = []
+        # Set at shutdown: runs the executor stops while closing are not recorded as
+        # stopped, so they stay unfinished in the outbox and run again at the next start.
+        self._detached = False
+        self._idle = asyncio.Event()  # set whenever no run is active (for draining)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -125,18 +129,19 @@ class Daemon:
         self.dispatcher.draining = True
         if self._source:
             self._source.stop()
-        deadline = time.monotonic() + self.settings.daemon.drain_timeout
-        while self._executor.active_runs() and time.monotonic() < deadline:
-            self.notifier.status(f"draining: {len(self._executor.active_runs())} runs still running")
-            await asyncio.sleep(0.1)  # waiting for runs of other threads; a bounded wait
-        unfinished = self._executor.active_runs()
-        self._sinks_detached = True  # runs stopped by close() stay unfinished in the outbox
+        if self.dispatcher.running():
+            self.notifier.status(f"draining: {self.dispatcher.running()} runs still running")
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), self.settings.daemon.drain_timeout)
+            except TimeoutError:
+                pass
+        unfinished = self.dispatcher.active_run_ids()
+        self._detached = True
         self.notify("daemon.stopped", f"triggerd stopped; {len(unfinished)} unfinished runs will run again at the next start", data={"unfinished": unfinished})
         self._executor.close(timeout=5)
         await server.stop()
         self.state.close()
-
-    _sinks_detached = False
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval or 1.0
@@ -245,7 +250,7 @@ class Daemon:
             if rule.files.catch_up == "missed" and first_start:
                 continue  # first time this rule watches: nothing was missed yet
             cutoff = since if rule.files.catch_up == "missed" else None
-            jobs += [(w, cutoff) for w in watches_for(RuleSet((rule,), ())) ]
+            jobs += [(w, cutoff) for w in watches_for(RuleSet((rule,), ()))]
         if jobs:
             threading.Thread(target=self._scan, args=(jobs,), name="triggerd-catch-up", daemon=True).start()
 
@@ -257,7 +262,8 @@ class Daemon:
                 if cutoff is None or event.mtime >= cutoff:
                     found += 1
                     self._loop.call_soon_threadsafe(self._on_file, event)
-        self._loop.call_soon_threadsafe(self.notify, "source.caught_up", f"catch-up scan found {found} files", "info", None, None, None, None, {"files": found})
+        message = f"catch-up scan found {found} files"
+        self._loop.call_soon_threadsafe(lambda: self.notify("source.caught_up", message, data={"files": found}))
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -274,12 +280,12 @@ class Daemon:
 
     def _from_executor(self, event: LogEvent) -> None:
         """Called on the executor's thread: hop to the loop."""
-        if self._loop is not None and not self._sinks_detached:
+        if self._loop is not None and not self._detached:
             self._loop.call_soon_threadsafe(self._on_executor_event, event)
 
     def _on_executor_event(self, event: LogEvent) -> None:
         self._record(event)
-        if self._sinks_detached or event.run is None:
+        if self._detached or event.run is None:
             return
         if event.kind == "run.started":
             self.state.set_state(event.run, "running")
@@ -287,6 +293,8 @@ class Daemon:
             self.state.set_state(event.run, event.kind.split(".")[1], error=event.data.get("error"))
             assert self.dispatcher is not None
             self.dispatcher.finished(event.run, time.time())
+            if not self.dispatcher.running():
+                self._idle.set()
             self._arm_tick()
 
     def validate_start(self, workflow: str, params: dict[str, Any]) -> None:
