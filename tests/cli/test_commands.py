@@ -139,3 +139,15 @@ def test_bad_config_exits_two_naming_file_and_key(site):
     done = cli(["triggerctl", "run", "simple"], site)
     assert done.returncode == 2
     assert "triggerd.toml" in done.stderr and "executor.workers" in done.stderr
+
+
+def test_check_reports_a_rule_naming_an_unknown_workflow_with_file_and_key(site):
+    """`triggerd check` fails on a rule whose workflow does not exist, naming file, line and key."""
+    (site / "triggers").mkdir()
+    rule_file = site / "triggers" / "bad.toml"
+    rule_file.write_text('[[rule]]\nname = "x"\nworkflow = "no_such_flow"\n[rule.files]\nroots = ["/tmp"]\ncomplete = "eventually"\n')
+    (site / "triggerd.toml").write_text((site / "triggerd.toml").read_text().replace("[executor]", f'triggers = ["{site / "triggers"}"]\n[executor]'))
+    done = cli(["triggerd", "check"], site)
+    assert done.returncode == 1
+    assert str(rule_file) in done.stdout
+    assert "no_such_flow" in done.stdout and "complete" in done.stdout and "line" in done.stdout

@@ -18,6 +18,7 @@ from triggerd.log import configure_logging
 __all__ = [
     "ago",
     "config_option",
+    "daemon_command",
     "fail",
     "json_option",
     "obtain_settings",
@@ -60,6 +61,11 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc))
 
     return wrapper
+
+
+def daemon_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What every command that talks to the daemon takes: --config, --json, readable errors."""
+    return config_option(json_option(reports_errors(fn)))
 
 
 def open_client(config_path: Path | None) -> Any:

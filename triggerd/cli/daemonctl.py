@@ -6,15 +6,13 @@ from pathlib import Path
 
 import click
 
-from .common import config_option, fail, json_option, open_client, print_json, reports_errors
+from .common import daemon_command, fail, open_client, print_json
 
 __all__ = ["drain", "reload"]
 
 
 @click.command()
-@config_option
-@json_option
-@reports_errors
+@daemon_command
 def drain(config_path: Path | None, as_json: bool) -> None:
     """Stop taking new triggers; queued and running runs finish. Restart to undo."""
     with open_client(config_path) as client:
@@ -26,9 +24,7 @@ def drain(config_path: Path | None, as_json: bool) -> None:
 
 
 @click.command()
-@config_option
-@json_option
-@reports_errors
+@daemon_command
 def reload(config_path: Path | None, as_json: bool) -> None:
     """Re-read config and rules (like SIGHUP); invalid new ones are refused, old ones kept."""
     with open_client(config_path) as client:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import config_option, json_option, open_client, print_json, reports_errors
+from .common import daemon_command, open_client, print_json
 
 __all__ = ["explain", "test_trigger"]
 
@@ -31,9 +31,7 @@ def _show_rules(data: dict) -> None:
 
 @click.command("test-trigger")
 @click.argument("path", type=click.Path(path_type=Path))
-@config_option
-@json_option
-@reports_errors
+@daemon_command
 def test_trigger(path: Path, config_path: Path | None, as_json: bool) -> None:
     """Dry run: which rules match PATH and the parameters they would render. Starts nothing."""
     with open_client(config_path) as client:
@@ -47,9 +45,7 @@ def test_trigger(path: Path, config_path: Path | None, as_json: bool) -> None:
 
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@config_option
-@json_option
-@reports_errors
+@daemon_command
 def explain(path: Path, config_path: Path | None, as_json: bool) -> None:
     """Why PATH did or did not trigger: rules, what the watcher saw, the ledger, the runs."""
     with open_client(config_path) as client:

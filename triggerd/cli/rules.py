@@ -6,23 +6,13 @@ from pathlib import Path
 
 import click
 
-from .common import (
-    ago,
-    config_option,
-    json_option,
-    open_client,
-    print_json,
-    print_table,
-    reports_errors,
-)
+from .common import ago, daemon_command, open_client, print_json, print_table
 
 __all__ = ["pause", "resume", "rules"]
 
 
 @click.command()
-@config_option
-@json_option
-@reports_errors
+@daemon_command
 def rules(config_path: Path | None, as_json: bool) -> None:
     """The loaded trigger rules: what each watches, the workflow it starts, how often it fired."""
     with open_client(config_path) as client:
@@ -39,9 +29,7 @@ def rules(config_path: Path | None, as_json: bool) -> None:
 def _toggle(action: str):
     @click.command(name=action)
     @click.argument("rule")
-    @config_option
-    @json_option
-    @reports_errors
+    @daemon_command
     def command(rule: str, config_path: Path | None, as_json: bool) -> None:
         with open_client(config_path) as client:
             data = client.post(f"/rules/{rule}/{action}")

@@ -7,15 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import (
-    ago,
-    config_option,
-    json_option,
-    open_client,
-    print_json,
-    print_table,
-    reports_errors,
-)
+from .common import ago, daemon_command, open_client, print_json, print_table
 from .run import parse_assignments
 
 __all__ = ["replay", "runs", "start", "stop"]
@@ -44,9 +36,7 @@ def _took(row: dict) -> str:
 @click.option("--rule", help="Only runs of this rule.")
 @click.option("--since", help="Only runs queued in the last 30m, 2h, 1d...")
 @click.option("--limit", default=30, show_default=True)
-@config_option
-@json_option
-@reports_errors
+@daemon_command
 def runs(failed: bool, state: str | None, rule: str | None, since: str | None, limit: int, config_path: Path | None, as_json: bool) -> None:
     """Recent runs, newest first: state, workflow, rule, what triggered them."""
     with open_client(config_path) as client:
@@ -70,9 +60,7 @@ def runs(failed: bool, state: str | None, rule: str | None, since: str | None, l
 @click.command()
 @click.argument("workflow")
 @click.argument("args", nargs=-1)
-@config_option
-@json_option
-@reports_errors
+@daemon_command
 def start(workflow: str, args: tuple[str, ...], config_path: Path | None, as_json: bool) -> None:
     """Start WORKFLOW on the daemon with ARGS (key=value ...); prints the run id."""
     with open_client(config_path) as client:
@@ -82,9 +70,7 @@ def start(workflow: str, args: tuple[str, ...], config_path: Path | None, as_jso
 
 @click.command()
 @click.argument("run_id")
-@config_option
-@json_option
-@reports_errors
+@daemon_command
 def stop(run_id: str, config_path: Path | None, as_json: bool) -> None:
     """Stop a run: queued ones never start, running ones stop (Bash tasks are terminated)."""
     with open_client(config_path) as client:
@@ -94,9 +80,7 @@ def stop(run_id: str, config_path: Path | None, as_json: bool) -> None:
 
 @click.command()
 @click.argument("run_id")
-@config_option
-@json_option
-@reports_errors
+@daemon_command
 def replay(run_id: str, config_path: Path | None, as_json: bool) -> None:
     """Fire a past trigger again: a new run with the same workflow, parameters and trigger."""
     with open_client(config_path) as client:

@@ -6,15 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import (
-    ago,
-    config_option,
-    json_option,
-    open_client,
-    print_json,
-    print_table,
-    reports_errors,
-)
+from .common import ago, daemon_command, open_client, print_json, print_table
 
 __all__ = ["status"]
 
@@ -27,9 +19,7 @@ def _duration(seconds: float) -> str:
 
 
 @click.command()
-@config_option
-@json_option
-@reports_errors
+@daemon_command
 def status(config_path: Path | None, as_json: bool) -> None:
     """Daemon uptime and config, sources and their health, rules, runs and the outbox."""
     with open_client(config_path) as client:
