@@ -111,13 +111,13 @@ class Daemon:
         self._catch_up(rules, first=True)
         self.dispatcher.pump(time.time())
         self.notifier.ready(self.summary())
-        watchdog = asyncio.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
+        heartbeat = asyncio.create_task(self._heartbeat()) if self.notifier.enabled else None
         try:
             await self._stop.wait()
         finally:
             await self._shutdown(server)
-            if watchdog:
-                watchdog.cancel()
+            if heartbeat:
+                heartbeat.cancel()
         return 0
 
     def request_stop(self) -> None:
@@ -143,10 +143,17 @@ class Daemon:
         await server.stop()
         self.state.close()
 
-    async def _watchdog(self) -> None:
-        interval = self.notifier.watchdog_interval or 1.0
+    async def _heartbeat(self) -> None:
+        """Under systemd: WATCHDOG pings (a hung loop gets restarted) and a fresh STATUS line."""
+        interval = min(self.notifier.watchdog_interval or 5.0, 5.0)
+        last = ""
         while True:
-            self.notifier.watchdog()
+            if self.notifier.watchdog_interval:
+                self.notifier.watchdog()
+            summary = self.summary()
+            if summary != last:
+                self.notifier.status(summary)
+                last = summary
             await asyncio.sleep(interval)
 
     def summary(self) -> str:
