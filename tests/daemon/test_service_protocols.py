@@ -74,3 +74,19 @@ def test_control_socket_is_not_world_accessible(tmp_path):
     """The unix socket gets daemon.socket_mode (0660): other users cannot control the daemon."""
     with Daemon(tmp_path) as d:
         assert d.socket.stat().st_mode & 0o777 == 0o660
+
+
+def test_second_daemon_on_the_same_state_directory_refuses_to_start(tmp_path):
+    """Two daemons must never share an outbox: the second exits 2 naming the first's pid."""
+    import subprocess
+
+    from daemon_harness import BIN
+
+    with Daemon(tmp_path) as first:
+        second = subprocess.run(
+            [str(BIN / "triggerd"), "run", "--config", str(tmp_path / "triggerd.toml")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        )
+        assert second.returncode == 2
+        assert f"another triggerd (pid {first.proc.pid})" in second.stderr
+        assert first.ctl_json("status")["pid"] == first.proc.pid  # the first one is unharmed

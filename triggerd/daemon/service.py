@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import fcntl
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from triggerd.config import Settings, load_settings
 from triggerd.engine.embedded import local_executor
 from triggerd.engine.local import LocalExecutor
-from triggerd.errors import TriggerdError
+from triggerd.errors import BackendUnavailable, TriggerdError
 from triggerd.eventlog.schema import LogEvent
 from triggerd.flow.workflow import find_workflow_file
 from triggerd.log import get_logger
@@ -38,6 +40,27 @@ __all__ = ["Daemon", "load_rules_for", "watches_for"]
 
 log = get_logger("triggerd.daemon")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+@contextlib.contextmanager
+def _single_instance(state_dir: Path) -> Iterator[None]:
+    """One daemon per state directory: two would share an outbox and run files twice."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "triggerd.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "?"
+            raise BackendUnavailable(
+                f"another triggerd (pid {owner}) is running with the state directory {state_dir}: "
+                "stop it first, or give this one its own paths.state_dir"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
 
 
 def load_rules_for(settings: Settings) -> RuleSet:
@@ -96,6 +119,11 @@ class Daemon:
         """Start everything, serve until SIGTERM/SIGINT, then drain and stop. Returns 0."""
         self._loop = asyncio.get_running_loop()
         rules = load_rules_for(self.settings)  # invalid rules at start-up: refuse to start
+        with _single_instance(self.settings.paths.state_dir):
+            return await self._run(rules)
+
+    async def _run(self, rules: RuleSet) -> int:
+        assert self._loop is not None
         self.state.open()
         requeued = self.state.requeue_unfinished()
         self._executor = local_executor(self.settings, on_event=self._from_executor)
