@@ -33,6 +33,17 @@ __all__ = ["Dispatcher", "idempotency_key"]
 Notify = Callable[..., None]  # notify(kind, message, **fields) -> event log
 
 
+def _debounce_key(match: Match) -> str:
+    """Events rendering the same parameters are one debounce group; {files}/{count}
+    differ per event until the group is released, so they do not count."""
+    templates = match.rule.params
+    kept = {
+        k: v for k, v in match.params.items()
+        if not (isinstance(templates.get(k), str) and ("{files}" in templates[k] or "{count}" in templates[k]))
+    }
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
 def idempotency_key(rule: str, events: Sequence[FileEvent]) -> str:
     """The same rule and the same file versions always give the same key."""
     digest = hashlib.sha256(rule.encode())
@@ -72,7 +83,8 @@ class Dispatcher:
         self._queues: dict[str | None, deque[RunRow]] = defaultdict(deque)
         for row in state.queued():
             self._queues[row.rule].append(row)
-        self.paused: set[str] = {r.name for r in rules.rules if not r.enabled}
+        self._disabled = {r.name for r in rules.rules if not r.enabled}  # enabled = false in its file
+        self.paused: set[str] = set(self._disabled)
         self.draining = False
 
     @property
@@ -85,7 +97,10 @@ class Dispatcher:
         self._groups = {k: g for k, g in self._groups.items() if k[0] in names}
         for group in self._groups.values():
             group.rule = rules.by_name(group.rule.name)
-        self.paused = {n for n in self.paused if n in names} | {r.name for r in rules.rules if not r.enabled}
+        disabled = {r.name for r in rules.rules if not r.enabled}
+        # An operator's pause survives a reload; a rule's own 'enabled' setting follows its file.
+        self.paused = ({n for n in self.paused if n in names} - (self._disabled - disabled)) | (disabled - self._disabled)
+        self._disabled = disabled
         self._rules = rules
 
     def held(self) -> int:
@@ -110,15 +125,15 @@ class Dispatcher:
             return None
         limits = rule.limits
         if limits.batch or limits.batch_window or limits.debounce:
-            group_key = json.dumps(match.params, sort_keys=True, default=str) if not (limits.batch or limits.batch_window) else ""
+            group_key = "" if (limits.batch or limits.batch_window) else _debounce_key(match)
             group = self._groups.setdefault((rule.name, group_key), _Group(rule, first=now))
             if all(e.identity != event.identity for e in group.events):
                 group.events.append(event)
             group.last = now
             if limits.batch and len(group.events) >= limits.batch:
-                return self._release((rule.name, group_key))
+                return self._release((rule.name, group_key), now)
             return None
-        return self._fire(rule, [event], dict(match.params))
+        return self._fire(rule, [event], dict(match.params), now)
 
     def _skip_reason(self, rule: Rule, event: FileEvent) -> str | None:
         if self.draining:
@@ -132,17 +147,21 @@ class Dispatcher:
     def tick(self, now: float) -> float | None:
         """Release held-back groups that are due; returns when the next one is due."""
         for key in [k for k, g in self._groups.items() if g.due() <= now]:
-            self._release(key)
+            self._release(key, now)
         return min((g.due() for g in self._groups.values()), default=None)
 
-    def _release(self, key: tuple[str, str]) -> str | None:
+    def _release(self, key: tuple[str, str], now: float) -> str | None:
         group = self._groups.pop(key)
         events = [e for e in group.events if not self._state.dispatched(group.rule.name, e.identity)]
         if not events:
             return None
-        return self._fire(group.rule, events, group.rule.render(events))
+        if self.draining or group.rule.name in self.paused:
+            reason = "draining" if self.draining else "rule is paused"
+            self._notify("trigger.skipped", f"{group.rule.name}: {len(events)} held files dropped: {reason}", rule=group.rule.name, data={"reason": reason, "files": [e.path for e in events]})
+            return None
+        return self._fire(group.rule, events, group.rule.render(events), now)
 
-    def _fire(self, rule: Rule, events: list[FileEvent], params: dict[str, Any]) -> str | None:
+    def _fire(self, rule: Rule, events: list[FileEvent], params: dict[str, Any], now: float) -> str | None:
         run_id = new_id()
         key = idempotency_key(rule.name, events)
         added = self._state.enqueue(
@@ -155,7 +174,7 @@ class Dispatcher:
         self._queue(run_id)
         what = events[0].path if len(events) == 1 else f"{len(events)} files"
         self._notify("trigger.fired", f"{rule.name}: {what} -> {rule.workflow}", rule=rule.name, run=run_id, workflow=rule.workflow, data={"key": key, "params": params, "files": len(events)})
-        self.pump(now=events[-1].seen_at)
+        self.pump(now)
         return run_id
 
     def start_manual(self, workflow: str, params: dict[str, Any], *, rule: str | None = None, replay_of: str | None = None, trigger: list[dict[str, Any]] | None = None, now: float = 0.0) -> str:
@@ -219,8 +238,13 @@ class Dispatcher:
         """When a rate-limited queued run may start (so the loop can wake up then)."""
         slots = []
         for rule in self._rules.rules:
-            if rule.limits.rate and self._recent[rule.name]:
-                slots.append(self._recent[rule.name][0] + rule.limits.rate[1])
+            if rule.limits.rate and self._queues.get(rule.name) and self._recent[rule.name]:
+                count, per = rule.limits.rate
+                recent = self._recent[rule.name]
+                while recent and recent[0] <= now - per:
+                    recent.popleft()
+                if len(recent) >= count:
+                    slots.append(recent[0] + per)
         return min(slots, default=None)
 
     def finished(self, run_id: str, now: float) -> None:

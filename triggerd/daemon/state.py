@@ -192,7 +192,9 @@ class StateDB:
     def requeue_unfinished(self) -> int:
         """At start-up: runs submitted or running when the daemon died go back to the queue."""
         with self._tx() as conn:
-            return conn.execute("UPDATE runs SET state = 'queued' WHERE state IN ('submitted', 'running')").rowcount
+            return conn.execute(
+                "UPDATE runs SET state = 'queued', started_at = NULL WHERE state IN ('submitted', 'running')"
+            ).rowcount
 
     # -- queries ----------------------------------------------------------------------------
 
