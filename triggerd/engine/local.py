@@ -114,12 +114,14 @@ class LocalExecutor:
         self._workflows = WorkflowCache(self._dirs)
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
+        self._wake_lock = threading.Lock()
         self._runs: dict[str, _ActiveRun] = {}
         self._jobs: collections.deque[tuple[str, r.StartTask]] = collections.deque()
         self._idle: list[PoolWorker] = []
         self._busy: dict[int, PoolWorker] = {}  # by connection fileno
         self._requests: dict[str, PoolWorker] = {}
         self._thread: threading.Thread | None = None
+        self._timers: list[threading.Timer] = []
         self._closing = False
         self._ctx: Any = None
 
@@ -136,19 +138,23 @@ class LocalExecutor:
         """Stop every run still going, then the workers; waits up to ``timeout`` seconds."""
         if self._thread is None:
             return
-        for run_id in list(self._runs):
+        for run_id in self.active_runs():
             self.stop_run(run_id, "executor shutting down")
         deadline = time.monotonic() + timeout
         for active in list(self._runs.values()):
             active.handle._done.wait(max(0.0, deadline - time.monotonic()))
+        for timer in self._timers:
+            timer.cancel()
         self._call(self._shutdown)
         self._thread.join(max(0.1, deadline - time.monotonic()))
         for worker in [*self._idle, *self._busy.values()]:
             worker.process.join(max(0.1, deadline - time.monotonic()))
             if worker.process.is_alive():
                 worker.process.kill()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._wake_lock:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
         self._thread = None
 
     def __enter__(self) -> LocalExecutor:
@@ -200,6 +206,7 @@ class LocalExecutor:
         if self._stop_grace is not None:
             timer = threading.Timer(self._stop_grace, lambda: self._call(lambda: self._terminate(run_id)))
             timer.daemon = True
+            self._timers.append(timer)
             timer.start()
 
     def _terminate(self, run_id: str) -> None:
@@ -209,13 +216,16 @@ class LocalExecutor:
                 worker.process.kill()
 
     def active_runs(self) -> list[str]:
-        return list(self._runs)
+        return list(self._runs.copy())  # dict.copy is atomic under the GIL; iteration is not
 
     # -- the executor thread ----------------------------------------------------------------
 
     def _call(self, fn: Callable[[], None]) -> None:
-        self._inbox.put(fn)
-        os.write(self._wake_w, b"x")
+        with self._wake_lock:
+            if self._wake_w < 0:
+                return  # closed (e.g. a stop timer firing after close): nothing left to do
+            self._inbox.put(fn)
+            os.write(self._wake_w, b"x")
 
     def _loop(self) -> None:
         while not self._closing:
