@@ -40,6 +40,14 @@ def ignored(rel: str, patterns: tuple[str, ...]) -> bool:
     return bool(patterns) and any(fnmatchcase(part, pat) for part in rel.split("/") for pat in patterns)
 
 
+Signature = tuple[int, int, int]
+
+
+def signature(st: os.stat_result) -> Signature:
+    """What changes when a file is written to, truncated or replaced."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def regular_stat(path: str) -> os.stat_result | None:
     """``stat()`` following symlinks; None if the file is gone or not a regular file."""
     try:

@@ -16,22 +16,16 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from triggerd.log import get_logger
+from triggerd.sources import _scan
 from triggerd.sources._scan import regular_stat
 
 __all__ = ["Settler"]
 
 log = get_logger(__name__)
 
-Signature = tuple[int, int, int]
-
-
-def _signature(st: os.stat_result) -> Signature:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
 @dataclass
 class _Candidate:
-    signature: Signature
+    signature: _scan.Signature
     since: float  # monotonic time the current signature was first seen
     settle: float
     token: int  # the heap entry that is current; older entries are stale
@@ -78,11 +72,11 @@ class Settler:
             now = time.monotonic()
             candidate = self._candidates.get(key)
             if candidate is None:
-                candidate = _Candidate(_signature(st), now, settle, 0)
+                candidate = _Candidate(_scan.signature(st), now, settle, 0)
                 self._candidates[key] = candidate
                 self._push(key, candidate, now + settle)
-            elif _signature(st) != candidate.signature:
-                candidate.signature, candidate.since = _signature(st), now
+            elif _scan.signature(st) != candidate.signature:
+                candidate.signature, candidate.since = _scan.signature(st), now
 
     def forget(self, owner: Hashable, path: str) -> None:
         with self._cond:
@@ -129,8 +123,8 @@ class Settler:
                         continue
                     if st is None:  # deleted before it settled: no report
                         del self._candidates[key]
-                    elif _signature(st) != candidate.signature:
-                        candidate.signature, candidate.since = _signature(st), now
+                    elif _scan.signature(st) != candidate.signature:
+                        candidate.signature, candidate.since = _scan.signature(st), now
                         self._push(key, candidate, now + candidate.settle)
                     elif now - candidate.since >= candidate.settle:
                         del self._candidates[key]

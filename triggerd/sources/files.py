@@ -373,9 +373,8 @@ class FileSource:
         if spec.complete == "marker":
             if path.endswith(spec.marker_suffix):
                 data = path[: -len(spec.marker_suffix)]
-                # A marker that beats its data file's close: that close will emit it.
-                if kind in ("created", "closed", "moved") and not _scan.open_for_writing(data):
-                    self._emit_path(live, data, "marker")
+                if kind in ("created", "closed", "moved"):
+                    self._emit_if_finished(live, data)
             elif kind in ("closed", "moved") and os.path.lexists(path + spec.marker_suffix):
                 self._emit_path(live, path, "marker")  # the marker came first
         elif kind == "moved":
@@ -394,6 +393,21 @@ class FileSource:
             st = _scan.regular_stat(path)
             if st is not None:  # None: deleted before it was complete, or a directory
                 self._deliver(live, _event(live.spec, path, st, kind))
+
+    def _emit_if_finished(self, live: _Live, path: str) -> None:
+        """Emit ``path`` for its marker unless its writer is still at work.
+
+        A marker may beat its data file's close, and the writer may create, fill or close
+        the file while we look. Stat, ask whether it is open for writing, stat again: only
+        a file that exists, is closed and did not change in between is emitted here;
+        otherwise its close event, queued after this one, emits it.
+        """
+        before = _scan.regular_stat(path)
+        if before is None or _scan.open_for_writing(path):
+            return
+        after = _scan.regular_stat(path)
+        if after is not None and _scan.signature(after) == _scan.signature(before) and self._wanted(live.spec, path):
+            self._deliver(live, _event(live.spec, path, after, "marker"))
 
     def _on_settled(self, owner: Hashable, path: str, st: os.stat_result) -> None:
         assert isinstance(owner, _Live)
