@@ -111,6 +111,24 @@ def test_first_start_with_missed_policy_ignores_old_files_but_all_policy_takes_t
         d.wait_for(lambda: succeeded_paths(d) == [str(d.incoming / "ancient.h5")], what="backfill")
 
 
+def test_catch_up_fires_only_the_rules_that_ask_and_summarises_known_files(tmp_path):
+    """A catch-up scan for one rule does not fire another rule (catch_up = 'none') on the
+    same files; files dispatched before are counted in one line, not logged one by one."""
+    d = Daemon(tmp_path)
+    d.write_rules(d.default_rules(name="backfill", catch_up="all") + d.default_rules(name="live_only", catch_up="none"))
+    write_file(d.incoming / "old_1.h5")
+    write_file(d.incoming / "old_2.h5")
+    with d:
+        d.wait_for(lambda: len(succeeded_paths(d)) == 2, what="the backfill of two files")
+        time.sleep(0.5)
+        assert {r["rule"] for r in d.runs_db()} == {"backfill"}
+    with d:
+        d.wait_for(lambda: "catch-up scan found 2 files, 2 of them dispatched before" in d.log.read_text(), what="the catch-up summary")
+        time.sleep(0.3)
+    assert len(d.runs_db()) == 2
+    assert "already dispatched" not in d.log.read_text()
+
+
 def test_kill_9_during_a_burst_then_restart_runs_every_file_exactly_once(tmp_path):
     """kill -9 mid-burst of 1000 files, restart: each file ran to success exactly once."""
     d = Daemon(tmp_path)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,10 +108,13 @@ class Dispatcher:
 
     # -- events in ------------------------------------------------------------------------
 
-    def on_file(self, event: FileEvent, now: float) -> list[str]:
-        """Dispatch a complete file to every rule that matches; returns queued run ids."""
+    def on_file(self, event: FileEvent, now: float, *, rules: Collection[str] | None = None) -> list[str]:
+        """Dispatch a complete file to every rule that matches (of ``rules``, if given:
+        a catch-up scan is for the rules that asked for it); returns queued run ids."""
         queued = []
         for match in self._rules.match(event):
+            if rules is not None and match.rule.name not in rules:
+                continue
             run_id = self._admit(match, now)
             if run_id:
                 queued.append(run_id)

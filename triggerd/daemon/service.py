@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,15 @@ __all__ = ["Daemon", "load_rules_for", "watches_for"]
 
 log = get_logger("triggerd.daemon")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_FILES_PER_TURN = 20  # live file events the loop takes before other callbacks get a turn
+_CATCH_UP_BATCH = 100  # new files handed from the catch-up thread to the loop at once
+
+
+@dataclass(frozen=True)
+class _CatchUp:
+    rule: str
+    watch: FileWatch
+    cutoff: float | None  # catch_up = "missed": only files modified since; "all": None
 
 
 @contextlib.contextmanager
@@ -112,6 +122,9 @@ class Daemon:
         # stopped, so they stay unfinished in the outbox and run again at the next start.
         self._detached = False
         self._idle = asyncio.Event()  # set whenever no run is active (for draining)
+        self._incoming: collections.deque[FileEvent] = collections.deque()  # watchdog -> loop
+        self._incoming_lock = threading.Lock()
+        self._drain_scheduled = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -226,9 +239,29 @@ class Daemon:
     # -- events in ---------------------------------------------------------------------------------
 
     def _from_source(self, event: FileEvent) -> None:
-        """Called on a watchdog thread: hop to the loop."""
+        """Called on a watchdog thread: queue for the loop, waking it if it is not yet due.
+
+        The loop takes the queue in slices (:meth:`_drain_files`), so that in a burst of
+        thousands of files the control API and timers still get their turns.
+        """
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._on_file, event)
+        with self._incoming_lock:
+            self._incoming.append(event)
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        self._loop.call_soon_threadsafe(self._drain_files)
+
+    def _drain_files(self) -> None:
+        for _ in range(_FILES_PER_TURN):
+            with self._incoming_lock:
+                if not self._incoming:
+                    self._drain_scheduled = False
+                    return
+                event = self._incoming.popleft()
+            self._on_file(event)
+        assert self._loop is not None
+        self._loop.call_soon(self._drain_files)  # behind whatever else is ready
 
     def _on_file(self, event: FileEvent) -> None:
         assert self.dispatcher is not None
@@ -285,20 +318,68 @@ class Daemon:
             if rule.files.catch_up == "missed" and first_start:
                 continue  # first time this rule watches: nothing was missed yet
             cutoff = since if rule.files.catch_up == "missed" else None
-            jobs += [(w, cutoff) for w in watches_for(RuleSet((rule,), ()))]
+            jobs += [_CatchUp(rule.name, w, cutoff) for w in watches_for(RuleSet((rule,), ()))]
         if jobs:
             threading.Thread(target=self._scan, args=(jobs,), name="triggerd-catch-up", daemon=True).start()
 
-    def _scan(self, jobs: list[tuple[FileWatch, float | None]]) -> None:
+    def _scan(self, jobs: list[_CatchUp]) -> None:
+        try:
+            self._scan_jobs(jobs)
+        except RuntimeError:
+            if self._loop is None or not self._loop.is_closed():
+                raise
+            # the daemon stopped during the scan: what was not handed over is caught up next start
+
+    def _scan_jobs(self, jobs: list[_CatchUp]) -> None:
+        """The catch-up thread: walk, drop what the ledger has, hand the rest over in batches.
+
+        Files already dispatched (after a restart, nearly all of them) never reach the
+        event loop and are counted, not logged one by one: a 100,000-file tree must not
+        keep the loop, and with it the control API and live triggers, busy for long.
+        The loop checks the ledger again (a live event may have raced the scan).
+        """
         assert self._source is not None and self._loop is not None
-        found = 0
-        for watch, cutoff in jobs:
-            for event in self._source.scan(watch):
-                if cutoff is None or event.mtime >= cutoff:
+        found = known = 0
+        # At most two batches wait for the loop: new files are read no faster than they
+        # are dispatched, and other callbacks (the control API, live events) get turns.
+        in_flight = threading.BoundedSemaphore(2)
+
+        def hand_over(rule: str, batch: list[FileEvent]) -> None:
+            assert self._loop is not None
+            in_flight.acquire()
+            self._loop.call_soon_threadsafe(self._on_caught_up, rule, batch, in_flight.release)
+
+        with self.state.ledger_reader() as dispatched:
+            for job in jobs:
+                batch: list[FileEvent] = []
+                for event in self._source.scan(job.watch):
+                    if job.cutoff is not None and event.mtime < job.cutoff:
+                        continue
                     found += 1
-                    self._loop.call_soon_threadsafe(self._on_file, event)
-        message = f"catch-up scan found {found} files"
-        self._loop.call_soon_threadsafe(lambda: self.notify("source.caught_up", message, data={"files": found}))
+                    if dispatched(job.rule, event.identity):
+                        known += 1
+                        continue
+                    batch.append(event)
+                    if len(batch) >= _CATCH_UP_BATCH:
+                        hand_over(job.rule, batch)
+                        batch = []
+                if batch:
+                    hand_over(job.rule, batch)
+        message = f"catch-up scan found {found} files, {known} of them dispatched before"
+        data = {"files": found, "dispatched_before": known, "rules": sorted({j.rule for j in jobs})}
+        self._loop.call_soon_threadsafe(lambda: self.notify("source.caught_up", message, data=data))
+
+    def _on_caught_up(self, rule: str, events: list[FileEvent], done: Callable[[], None]) -> None:
+        assert self.dispatcher is not None
+        try:
+            now = time.time()
+            for event in events:
+                self._observe(event.path, {"at": now, "what": f"found by the catch-up scan of rule {rule}", "size": event.size, "inode": event.inode, "mtime_ns": event.mtime_ns})
+                for run_id in self.dispatcher.on_file(event, now, rules=(rule,)):
+                    self._observe(event.path, {"at": now, "what": "triggered", "run": run_id})
+            self._arm_tick()
+        finally:
+            done()
 
     # -- runs ---------------------------------------------------------------------------------
 

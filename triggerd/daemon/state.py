@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS watermarks (
     since       REAL NOT NULL              -- when the rule first watched: catch_up='missed' looks back to here
 );
 """
+_DISPATCHED = "SELECT 1 FROM ledger WHERE rule = ? AND path = ? AND inode = ? AND size = ? AND mtime_ns = ?"
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,25 @@ class StateDB:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    @contextmanager
+    def ledger_reader(self) -> Iterator[Callable[[str, tuple[str, int, int, int]], bool]]:
+        """A ``dispatched(rule, identity)`` on a connection of its own, for one thread.
+
+        The catch-up scan asks it for every existing file; with its own read-only
+        connection (WAL lets readers run beside the writer) those queries neither hold
+        the lock nor run on the daemon's event loop.
+        """
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        try:
+            def dispatched(rule: str, identity: tuple[str, int, int, int]) -> bool:
+                path, inode, size, mtime_ns = identity
+                row = conn.execute(_DISPATCHED, (rule, os.fsencode(path), inode, size, mtime_ns)).fetchone()
+                return row is not None
+
+            yield dispatched
+        finally:
+            conn.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -237,10 +257,7 @@ class StateDB:
 
     def dispatched(self, rule: str, identity: tuple[str, int, int, int]) -> bool:
         path, inode, size, mtime_ns = identity
-        return bool(self._query(
-            "SELECT 1 FROM ledger WHERE rule = ? AND path = ? AND inode = ? AND size = ? AND mtime_ns = ?",
-            (rule, os.fsencode(path), inode, size, mtime_ns),
-        ))
+        return bool(self._query(_DISPATCHED, (rule, os.fsencode(path), inode, size, mtime_ns)))
 
     def ledger_for(self, path: str) -> list[LedgerEntry]:
         rows = self._query("SELECT * FROM ledger WHERE path = ? ORDER BY at", (os.fsencode(path),))
