@@ -19,8 +19,9 @@ run: $(STAMP)
 	@echo "triggerd: drop a file into var/incoming/, then: $(VENV)/bin/triggerctl runs"
 	$(VENV)/bin/triggerd run
 
-# The whole test suite, as CI runs it.
+# The whole test suite, as CI runs it (it needs redis-server: installed if missing).
 test: $(STAMP)
+	@bash .ci/ensure-redis-server
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

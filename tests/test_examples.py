@@ -1,4 +1,9 @@
-"""The example workflows of workflows/ run on the local executor and produce what they say."""
+"""The example workflows of workflows/ produce what they say, on both executors.
+
+Every test that runs a workflow runs twice: on the local executor and on a real Celery
+worker through a real Redis (tests/redis_fixture.py). Same workflows, same assertions:
+"works locally" means "works on the cluster".
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,12 @@ def task_log(out, dag: str = MAIN) -> dict:
 def events_of(out, kind: str) -> list:
     """The events of the run of ``out`` of one kind."""
     return [e for e in out.events if e.kind == kind]
+
+
+@pytest.fixture(params=["local", "celery"])
+def run_workflow(request, runner_for):
+    """``run_workflow(name, args=None)`` on the local executor, then on Celery."""
+    return runner_for(request.getfixturevalue("engine" if request.param == "local" else "celery_engine"))
 
 
 @pytest.fixture
@@ -205,6 +216,9 @@ def test_parameters_unconvertible_value_is_refused(run_workflow):
     assert "iterations" in message and "int" in message and "abc" in message
 
 
+# Local only: on Celery heavy_task needs a worker consuming 'high_memory'; that case is
+# tests/engine/test_celery.py::test_a_task_waits_for_a_worker_on_its_queue.
+@pytest.mark.parametrize("run_workflow", ["local"], indirect=True)
 def test_queues_are_recorded_per_task(run_ok):
     """heavy_task runs with queue 'high_memory', the others with 'task'; the DAG's is 'graph'."""
     out = run_ok("queues")

@@ -33,6 +33,8 @@ from triggerd.errors import ConfigError
 __all__ = [
     "BUILTIN_SOURCE",
     "CONFIG_ENV_VAR",
+    "CelerySettings",
+    "mask_url_password",
     "DaemonSettings",
     "SEARCH_PATHS",
     "ExecutorSettings",
@@ -92,6 +94,35 @@ class ExecutorSettings(_Section):
     start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
     stop_grace: Annotated[float, Field(ge=0)] = 10.0
     """Seconds a stopped run's tasks may go on before their processes are terminated."""
+
+
+class CelerySettings(_Section):
+    """The Celery executor (``executor.kind = "celery"``): broker, redelivery, timeouts.
+
+    Redis is both the broker and the channel that carries completions, signals and stop
+    flags between the runner and the workers, so ``broker_url`` must be a Redis URL.
+    """
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str | None = None
+    """Celery's result backend; None: none (completions reach the runner through Redis)."""
+    visibility_timeout: Annotated[float, Field(gt=0)] = 300.0
+    """Seconds before an unacknowledged job is delivered again (late ack): must exceed
+    the longest task, or a task still running is started a second time elsewhere."""
+    task_timeout: Annotated[float, Field(gt=0)] | None = None
+    """Hard time limit of one task on a worker (prefork pool); None: no limit."""
+    signal_timeout: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds a task waits for the runner to answer a signal before SignalTimeout."""
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://")):
+            raise PydanticCustomError(
+                "triggerd_url_scheme",
+                "expected a Redis URL starting with redis:// or rediss:// (e.g. \"redis://host:6379/0\")",
+            )
+        return url
 
 
 class StoreSettings(_Section):
@@ -170,6 +201,7 @@ class Settings(_Section):
     # Factories, not instances: default paths resolve at load time, not at import time.
     paths: PathsSettings = Field(default_factory=PathsSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    celery: CelerySettings = Field(default_factory=CelerySettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     log: LogSettings = Field(default_factory=LogSettings)
@@ -212,7 +244,7 @@ class Settings(_Section):
         data = self.model_dump(mode="json", exclude_none=True)
         store = {**data["store"], "path": str(self.store_path)}
         if self.store.url is not None:
-            store["url"] = _mask_url_password(self.store.url)
+            store["url"] = mask_url_password(self.store.url)
         security = {**data["security"], "hmac_key_file": str(self.hmac_key_path)}
         if self.security.hmac_key is not None:
             security["hmac_key"] = _MASK
@@ -220,12 +252,17 @@ class Settings(_Section):
         data["security"] = {
             key: security[key] for key in SecuritySettings.model_fields if key in security
         }
+        celery = data["celery"]
+        for key in ("broker_url", "result_backend"):
+            if celery.get(key) is not None:
+                celery[key] = mask_url_password(celery[key])
         daemon = {**data["daemon"], "socket": str(self.socket_path)}
         data["daemon"] = {key: daemon[key] for key in DaemonSettings.model_fields if key in daemon}
         return data
 
 
-def _mask_url_password(url: str) -> str:
+def mask_url_password(url: str) -> str:
+    """``url`` with its password, if any, replaced by a mask: for output and errors."""
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -70,17 +70,20 @@ def _json_line(event: LogEvent) -> None:
 @click.argument("args", nargs=-1)
 @reports_errors
 def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], keep_data: bool, config_path: Path | None, as_json: bool) -> None:
-    """Run WORKFLOW with ARGS (key=value ...) on this machine and wait for it.
+    """Run WORKFLOW with ARGS (key=value ...) and wait for it.
+
+    It runs on the configured executor: worker processes on this machine by default,
+    Celery workers when executor.kind = "celery".
 
     Shows each task as it ends; exits 0 when the run succeeded, 1 when it failed, was
     aborted or stopped, 2 for bad input (unknown workflow, missing parameter).
     """
-    from triggerd.engine.embedded import local_executor
+    from triggerd.engine.embedded import make_executor
 
     arguments = parse_assignments(args)
     settings = obtain_settings(config_path)
     extra = [d.resolve() for d in workflow_dirs]
-    executor = local_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=_json_line if as_json else _show)
+    executor = make_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=_json_line if as_json else _show)
     executor.start()
     try:
         executor.validate(workflow, arguments)  # bad input: exit 2 before a run id is shown

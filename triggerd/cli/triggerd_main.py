@@ -1,4 +1,4 @@
-"""``triggerd``: the daemon's own commands (config, check; the daemon and workers later)."""
+"""``triggerd``: the daemon's own commands: config, run (the daemon), worker, check."""
 
 from __future__ import annotations
 
@@ -58,6 +58,30 @@ def run_daemon(config_path: Path | None) -> None:
 
     settings = obtain_settings(config_path)
     sys.exit(asyncio.run(Daemon(settings, config_path=config_path).run()))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@config_option
+@click.option("-Q", "--queues", default="task,dag,workflow", show_default=True, help="Queues to consume, comma-separated (e.g. task,high_memory).")
+@click.option("-c", "--concurrency", type=int, default=None, help="Tasks run at once (default: Celery's, one per CPU).")
+@click.option("-n", "--hostname", "name", default=None, help="Worker name, e.g. gpu1@%h (Celery's -n).")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@reports_errors
+def worker(config_path: Path | None, queues: str, concurrency: int | None, name: str | None, celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker for workflows run with executor.kind = "celery".
+
+    It runs tasks from its own workflows directories (deploy the same files as the
+    daemon's) and needs the daemon's HMAC key and data store. Every other option goes to
+    `celery worker` unchanged, e.g. `triggerd worker -Q task -c 4 -P threads --without-mingle`.
+    """
+    from triggerd.engine.celery_worker import run_worker, worker_argv
+
+    settings = obtain_settings(config_path)
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    if not names:
+        raise click.BadParameter("name at least one queue", param_hint="-Q")
+    argv = worker_argv(names, concurrency=concurrency, name=name, loglevel=settings.log.level, extra=celery_args)
+    run_worker(settings, argv)
 
 
 @cli.command()

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from triggerd.config import Settings, load_settings
-from triggerd.engine.embedded import local_executor
-from triggerd.engine.local import LocalExecutor
+from triggerd.engine.base import Executor
+from triggerd.engine.embedded import make_executor
 from triggerd.errors import BackendUnavailable, TriggerdError
 from triggerd.eventlog.schema import LogEvent
 from triggerd.flow.workflow import find_workflow_file
@@ -113,7 +113,7 @@ class Daemon:
         self.reloads = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
-        self._executor: LocalExecutor | None = None
+        self._executor: Executor | None = None
         self._source: FileSource | None = None
         self.dispatcher: Dispatcher | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -139,7 +139,7 @@ class Daemon:
         assert self._loop is not None
         self.state.open()
         requeued = self.state.requeue_unfinished()
-        self._executor = local_executor(self.settings, on_event=self._from_executor)
+        self._executor = make_executor(self.settings, on_event=self._from_executor)
         self._executor.start()
         self.dispatcher = Dispatcher(self.state, rules, submit=self._submit, notify=self.notify)
         self._source = FileSource(watches_for(rules), self._from_source, on_health=self._on_health)

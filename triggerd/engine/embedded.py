@@ -1,17 +1,25 @@
-"""The embedded default: a local executor with the SQLite data store, from settings."""
+"""Executors from settings: the embedded default (a local pool) or Celery workers.
+
+Both use the SQLite data store for now; :func:`make_executor` picks by ``executor.kind``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from triggerd.config import Settings
 from triggerd.store.sqlite import SqliteDataStore
 
+from .base import EventSink, Executor
 from .codec import Codec, load_or_create_key
-from .local import EventSink, LocalExecutor
+from .local import LocalExecutor
 
-__all__ = ["hmac_key", "local_executor"]
+if TYPE_CHECKING:
+    from .celery_executor import CeleryExecutor
+
+__all__ = ["celery_executor", "hmac_key", "local_executor", "make_executor"]
 
 
 def hmac_key(settings: Settings) -> bytes:
@@ -43,3 +51,42 @@ def local_executor(
         stop_grace=settings.executor.stop_grace,
         on_event=on_event,
     )
+
+
+def celery_executor(
+    settings: Settings,
+    *,
+    extra_workflows: Sequence[Path] = (),
+    keep_data: bool | None = None,
+    on_event: EventSink | None = None,
+) -> CeleryExecutor:
+    """A not yet started Celery executor; workers must share the store and the HMAC key.
+
+    ``extra_workflows`` must hold the same files as the workers' directories: a worker
+    refuses a task whose workflow file differs from the submitter's.
+    """
+    from .celery_executor import CeleryExecutor  # Celery loads only when it is used
+
+    key = hmac_key(settings)  # the store signs its blobs; workers verify with the same key
+    settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteDataStore(settings.store_path, Codec(key)).open()
+    return CeleryExecutor(
+        workflows=[*extra_workflows, *settings.paths.workflows],
+        celery=settings.celery,
+        store=store,
+        keep_data=settings.store.keep_data if keep_data is None else keep_data,
+        stop_grace=settings.executor.stop_grace,
+        on_event=on_event,
+    )
+
+
+def make_executor(
+    settings: Settings,
+    *,
+    extra_workflows: Sequence[Path] = (),
+    keep_data: bool | None = None,
+    on_event: EventSink | None = None,
+) -> Executor:
+    """The executor ``executor.kind`` names ("local" or "celery"), not yet started."""
+    factory = celery_executor if settings.executor.kind == "celery" else local_executor
+    return factory(settings, extra_workflows=extra_workflows, keep_data=keep_data, on_event=on_event)

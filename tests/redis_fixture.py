@@ -1,0 +1,236 @@
+"""A real redis-server and real ``triggerd worker`` processes for the Celery tests.
+
+Started once per session (a worker takes ~2.6 s to answer): one Redis on a free port of
+127.0.0.1 without persistence, one worker (``-c 2``, prefork) consuming the default
+queues, over the repository's workflows/ plus a session directory for test workflows.
+Prefork, Celery's default, because that is what production runs: a task that dies takes
+only its pool child down, and a stop grace can terminate a child (threads cannot).
+
+Missing redis-server is a failure, never a skip: CI must not pass without the real part.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from support import TEST_KEY, WORKFLOWS, EventCollector
+
+from triggerd.config import CelerySettings
+from triggerd.engine.celery_executor import CeleryExecutor
+from triggerd.engine.celery_worker import celery_app
+from triggerd.engine.codec import Codec
+from triggerd.store.sqlite import SqliteDataStore
+
+__all__ = ["CeleryCluster", "RedisServer", "WorkerProcess", "celery_cluster", "celery_engine", "redis_server"]
+
+MAIN_WORKER = "main@triggerd-test"
+SIGNAL_TIMEOUT = 3.0  # short, so the test of an unanswered signal stays quick
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until(check: Any, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+            pytest.fail(f"{what} within {timeout:g} s\n{tail}")
+        time.sleep(0.05)
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1 only, nothing saved to disk."""
+
+    def __init__(self, workdir: Path):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(
+                "redis-server is not installed: the Celery tests need a real Redis "
+                "(apt-get install redis-server; .ci/run should install it)",
+                pytrace=False,
+            )
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = workdir / "redis.log"
+        self.process = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--logfile", str(self.log), "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.client = redis.Redis(port=self.port)
+        _wait_until(self._up, 10, "redis-server did not accept connections", self.log)
+
+    def _up(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"redis-server exited with {self.process.returncode}:\n{self.log.read_text()[-2000:]}")
+        try:
+            return bool(self.client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class WorkerProcess:
+    """``triggerd worker`` as a subprocess (its own process group, like under systemd)."""
+
+    def __init__(self, config: Path, name: str, args: list[str], log: Path):
+        self.name = name
+        self.log = log
+        triggerd = Path(sys.executable).parent / "triggerd"
+        command = [str(triggerd), "worker", "--config", str(config), "-n", name, *args,
+                   "--without-mingle", "--without-gossip"]  # fmt: skip
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, cwd=config.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_ready(self, app: Any, timeout: float = 30) -> None:
+        """Until the worker answers a ping (it consumes its queues by then)."""
+
+        def answered() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"worker {self.name} exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            return bool(app.control.ping(destination=[self.name], timeout=0.5, limit=1))
+
+        _wait_until(answered, timeout, f"worker {self.name} did not answer a ping", self.log)
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM), then SIGKILL to its whole group if it lingers."""
+        self.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+
+
+@dataclass
+class CeleryCluster:
+    """Redis, the main worker, the shared data store and the test workflows directory."""
+
+    redis: RedisServer
+    root: Path
+    wf: Path  # test workflows, searched by the workers before the repository's
+    store: SqliteDataStore
+    config: Path
+    worker: WorkerProcess
+    app: Any
+    extra_workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def settings(self) -> CelerySettings:
+        return CelerySettings(broker_url=self.redis.url, signal_timeout=SIGNAL_TIMEOUT)
+
+    def write_workflow(self, name: str, body: str) -> Path:
+        path = self.wf / f"{name}.py"
+        path.write_text(textwrap.dedent(body))
+        return path
+
+    def executor(self, collector: EventCollector, *, workflows: list[Path] | None = None, stop_grace: float | None = 10.0) -> CeleryExecutor:
+        """A started executor over the same workflows as the workers (by default)."""
+        executor = CeleryExecutor(
+            workflows=workflows or [self.wf, WORKFLOWS],
+            celery=self.settings,
+            store=self.store,
+            keep_data=True,
+            stop_grace=stop_grace,
+            on_event=collector,
+        )
+        executor.start()
+        return executor
+
+    def start_worker(self, name: str, args: list[str]) -> WorkerProcess:
+        worker = WorkerProcess(self.config, name, args, self.root / f"{name.split('@')[0]}.log")
+        self.extra_workers.append(worker)
+        worker.wait_ready(self.app)
+        return worker
+
+
+def _worker_config(root: Path, redis_url: str, wf: Path, store: Path) -> Path:
+    path = root / "triggerd.toml"
+    path.write_text(textwrap.dedent(f"""\
+        [paths]
+        state_dir = "{root / 'state'}"
+        workflows = ["{wf}", "{WORKFLOWS}"]
+        [store]
+        path = "{store}"
+        [security]
+        hmac_key = "{TEST_KEY.decode()}"
+        [celery]
+        broker_url = "{redis_url}"
+        visibility_timeout = 60.0
+        signal_timeout = {SIGNAL_TIMEOUT}
+        [log]
+        level = "info"
+        format = "console"
+        """))
+    return path
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_cluster(tmp_path_factory, redis_server):
+    """The session's Redis, one worker on task,dag,workflow (-c 2) and the shared store."""
+    root = tmp_path_factory.mktemp("celery")
+    wf = root / "wf"
+    wf.mkdir()
+    store_path = root / "store.sqlite"
+    store = SqliteDataStore(store_path, Codec(TEST_KEY)).open()
+    config = _worker_config(root, redis_server.url, wf, store_path)
+    app = celery_app(CelerySettings(broker_url=redis_server.url), name="triggerd-tests")
+    worker = WorkerProcess(config, MAIN_WORKER, ["-c", "2"], root / "main.log")
+    cluster = CeleryCluster(redis_server, root, wf, store, config, worker, app)
+    try:
+        worker.wait_ready(app)
+        yield cluster
+    finally:
+        workers = [*cluster.extra_workers, worker]
+        for process in workers:  # all at once: each warm shutdown takes a moment
+            process.terminate()
+        for process in workers:
+            process.stop()
+        app.close()
+        store.close()
+
+
+@pytest.fixture(scope="session")
+def celery_engine(celery_cluster, events):
+    """A Celery executor over the repository's workflows/, for the example tests."""
+    executor = celery_cluster.executor(events, workflows=[WORKFLOWS])
+    yield executor, celery_cluster.store
+    executor.close()
+

@@ -1,0 +1,239 @@
+"""The Celery app of triggerd and the one task its workers run: ``triggerd.execute_task``.
+
+The submitter (daemon or ``triggerctl run``) and the workers build the same app from
+settings. A job message is JSON (never pickle: a broker writer must not reach an
+unpickler) naming the workflow, DAG and task; the worker resolves the code from its own
+workflows directory and runs :func:`~triggerd.engine.job.execute_task`, the very
+function the local pool runs, so "works locally" means "works on the cluster". Task
+data inside a job stays the codec's signed bytes until ``execute_task`` verifies it.
+
+Jobs are acknowledged late and rejected when their worker is lost, so Celery delivers
+them again after ``celery.visibility_timeout``; the runner ignores the second completion.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from celery import Celery
+
+from triggerd.config import CelerySettings, Settings
+from triggerd.errors import ConfigError
+from triggerd.log import get_logger
+
+from .codec import Codec, PayloadRejected
+from .job import TaskJob, TaskOutcome, WorkflowCache, execute_task, worker_hostname
+from .redis_channel import RedisChannel, b64, connect, push_done, push_started, unb64
+
+__all__ = [
+    "DEFAULT_QUEUES",
+    "MESSAGE_VERSION",
+    "TASK_NAME",
+    "WorkerSide",
+    "celery_app",
+    "job_message",
+    "parse_job",
+    "run_worker",
+    "worker_app",
+    "worker_argv",
+]
+
+TASK_NAME = "triggerd.execute_task"
+# Lightflow's queues. The runner lives in the submitting process, so only 'task' (and
+# the queues tasks name themselves) carry jobs; a worker still consumes all three, so a
+# deployment written for Lightflow keeps working unchanged.
+DEFAULT_QUEUES = ("task", "dag", "workflow")
+MESSAGE_VERSION = 1
+
+_log = get_logger(__name__)
+
+
+def celery_app(celery: CelerySettings, *, name: str = "triggerd") -> Celery:
+    """An app configured for triggerd; connects to nothing until used."""
+    app = Celery(name, set_as_current=False)
+    app.conf.update(
+        broker_url=celery.broker_url,
+        result_backend=celery.result_backend,
+        task_ignore_result=celery.result_backend is None,
+        # JSON only: the worker must never unpickle what a broker writer put there.
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # A job is acknowledged when it has ended, and given back if its worker dies, so
+        # a lost worker means a repeated task, never a lost one.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": celery.visibility_timeout},
+        task_time_limit=celery.task_timeout,
+        task_default_queue=DEFAULT_QUEUES[0],
+        # Flower and `celery events` need these.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        # triggerd's logging (structlog, JSON or console) formats Celery's records too,
+        # and a task's print() is information, not a warning.
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts_level="INFO",
+    )
+    return app
+
+
+def job_message(job: TaskJob, inbox: str) -> dict[str, Any]:
+    """The JSON body of a job: names, not code; data as signed bytes in base64."""
+    inputs = None
+    if job.inputs is not None:
+        inputs = [[name, list(aliases), b64(blob)] for name, aliases, blob in job.inputs]
+    return {
+        "v": MESSAGE_VERSION, "run_id": job.run_id, "workflow": job.workflow,
+        "content_hash": job.content_hash, "dag": job.dag, "blueprint": job.blueprint,
+        "task": job.task, "queue": job.queue, "inputs": inputs,
+        "dag_data": b64(job.dag_data), "reply_to": inbox,
+    }  # fmt: skip
+
+
+def parse_job(message: Any) -> tuple[TaskJob, str]:
+    """The job and the runner's inbox of a message; :class:`PayloadRejected` if malformed."""
+    try:
+        if message.get("v") != MESSAGE_VERSION:
+            raise ValueError(f"unknown message version {message.get('v')!r} (this worker reads {MESSAGE_VERSION})")
+        inputs = None
+        if message["inputs"] is not None:
+            inputs = tuple(
+                (str(name), tuple(str(a) for a in aliases), unb64(blob) or b"")
+                for name, aliases, blob in message["inputs"]
+            )
+        job = TaskJob(
+            str(message["run_id"]), str(message["workflow"]), str(message["content_hash"]),
+            str(message["dag"]), str(message["blueprint"]), str(message["task"]),
+            str(message["queue"]), inputs, unb64(message.get("dag_data")),
+        )  # fmt: skip
+        inbox = str(message["reply_to"])
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise PayloadRejected(f"malformed triggerd job message, refused: {type(exc).__name__}: {exc}") from None
+    return job, inbox
+
+
+class WorkerSide:
+    """What a worker process keeps between tasks, opened on its first task.
+
+    Lazily and per process id: prefork children are forked from the main worker process,
+    and neither a SQLite connection nor a Redis socket may cross a fork.
+    """
+
+    def __init__(self, settings: Settings):
+        if settings.store.backend != "sqlite":
+            raise ConfigError(
+                "Celery workers support only the SQLite data store for now (shared by the "
+                "workers and the submitter on one machine)", key="store.backend"
+            )
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._codec = Codec(_hmac_key(settings))
+        self._workflows: WorkflowCache | None = None
+        self._store: Any = None
+        self._redis: redis.Redis | None = None
+
+    def _open(self) -> tuple[WorkflowCache, Any, redis.Redis]:
+        with self._lock:
+            if self._pid != os.getpid():
+                from triggerd.store.sqlite import SqliteDataStore
+
+                self._workflows = WorkflowCache(self._settings.paths.workflows)
+                self._store = SqliteDataStore(self._settings.store_path, self._codec).open()
+                self._redis = connect(self._settings.celery.broker_url)
+                self._pid = os.getpid()
+            assert self._workflows is not None and self._redis is not None
+            return self._workflows, self._store, self._redis
+
+    def execute(self, message: Any, hostname: str) -> str:
+        """Run one job and push its outcome to the runner; returns the outcome's name."""
+        workflows, store, client = self._open()
+        job, inbox = parse_job(message)
+        channel = RedisChannel(
+            client, run_id=job.run_id, dag=job.dag, inbox=inbox, codec=self._codec,
+            timeout=self._settings.celery.signal_timeout,
+        )  # fmt: skip
+        if channel.is_stopped(job.dag):
+            # Stopped while queued, or a redelivery of a job whose run has ended.
+            now = time.time()
+            outcome = TaskOutcome("stopped", (), None, "stopped before it started", started=now, ended=now)
+        else:
+            push_started(client, inbox, job, hostname)
+            outcome = self._run(job, workflows, store, channel, hostname)
+        push_done(client, inbox, job, outcome, hostname)
+        _log.debug("task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome)
+        return outcome.outcome
+
+    def _run(self, job: TaskJob, workflows: WorkflowCache, store: Any, channel: RedisChannel, hostname: str) -> TaskOutcome:
+        from triggerd.store.sqlite import DocumentMissing
+
+        try:
+            document = store.get(job.run_id)
+        except DocumentMissing as exc:
+            now = time.time()
+            message = (
+                f"{exc} (this worker's data store is {self._settings.store_path}: the worker "
+                "and the process that started the run must share one data store)"
+            )
+            return TaskOutcome("failed", message=message, started=now, ended=now)
+        return execute_task(job, workflows=workflows, codec=self._codec, channel=channel, store=document, hostname=hostname)
+
+
+def _hmac_key(settings: Settings) -> bytes:
+    """The daemon's key. Unlike the daemon, a worker never creates one: a key of its own
+    would make it refuse every job as tampered."""
+    from .embedded import hmac_key  # embedded imports the local executor: only when needed
+
+    if settings.security.hmac_key is None and not settings.hmac_key_path.exists():
+        raise ConfigError(
+            "the HMAC key file does not exist: a worker signs and verifies task data with "
+            "the daemon's key, so copy the daemon's key file here (mode 0600) or set "
+            "security.hmac_key_file",
+            source=str(settings.hmac_key_path),
+        )
+    return hmac_key(settings)
+
+
+def worker_app(settings: Settings) -> Celery:
+    """The app a worker runs: :func:`celery_app` plus the ``triggerd.execute_task`` task."""
+    app = celery_app(settings.celery)
+    side = WorkerSide(settings)
+
+    @app.task(name=TASK_NAME, bind=True)
+    def execute(self: Any, message: dict[str, Any]) -> str:
+        return side.execute(message, self.request.hostname or worker_hostname())
+
+    return app
+
+
+def worker_argv(
+    queues: Sequence[str],
+    *,
+    concurrency: int | None = None,
+    name: str | None = None,
+    loglevel: str = "info",
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The ``celery worker`` command line; ``extra`` goes through untouched (any Celery option)."""
+    argv = ["worker", "-Q", ",".join(queues)]
+    if concurrency is not None:
+        argv += ["-c", str(concurrency)]
+    if name is not None:
+        argv += ["-n", name]
+    if not any(arg in ("-l", "--loglevel") or arg.startswith("--loglevel=") for arg in extra):
+        argv += ["--loglevel", loglevel.upper()]
+    return [*argv, *extra]
+
+
+def run_worker(settings: Settings, argv: Sequence[str]) -> None:
+    """Run a Celery worker in this process until it is told to stop (SIGTERM, Ctrl-C)."""
+    worker_app(settings).worker_main(list(argv))

@@ -1,0 +1,204 @@
+"""The Redis side of the Celery executor: completions, signals and stop flags.
+
+Celery carries task jobs to workers; everything that goes the other way travels here,
+as JSON on Redis lists, so the runner *blocks* on it instead of polling Celery results:
+
+- each executor instance owns an inbox list (:func:`inbox_key`); workers ``RPUSH``
+  ``started``/``done``/``signal`` messages onto it and the executor ``BLPOP``\\ s it;
+- a signal request names a reply list of its own (:func:`reply_key`); the runner's answer
+  is ``RPUSH``\\ ed there and the task ``BLPOP``\\ s it with a timeout;
+- a stopped DAG (or a whole run, DAG ``*``) is a key (:func:`stop_key`) that a task's
+  ``signal.is_stopped`` reads with one ``MGET``.
+
+Task data never appears in the clear: it is the codec's signed bytes, base64 in JSON, and
+the receiver verifies the signature before unpickling (``Codec.loads``). Control messages
+are plain JSON, so nothing here ever unpickles.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from triggerd.flow.exceptions import SignalTimeout
+
+from .codec import Codec
+from .job import TaskJob, TaskOutcome
+
+__all__ = [
+    "KEY_TTL",
+    "RUN_WIDE",
+    "RedisChannel",
+    "b64",
+    "connect",
+    "decode_outcome",
+    "inbox_key",
+    "mark_stopped",
+    "push",
+    "push_done",
+    "push_started",
+    "reply_key",
+    "stop_key",
+    "unb64",
+]
+
+# Every key we create expires: an executor that died leaves nothing behind for long.
+KEY_TTL = 86_400
+RUN_WIDE = "*"  # the "DAG" of a stop flag that covers every DAG of a run
+_PREFIX = "triggerd"
+
+
+def inbox_key(executor_id: str) -> str:
+    """The list an executor reads its workers' messages from."""
+    return f"{_PREFIX}:inbox:{executor_id}"
+
+
+def reply_key(request_id: str) -> str:
+    """The list the answer to one signal request is pushed onto."""
+    return f"{_PREFIX}:reply:{request_id}"
+
+
+def stop_key(run_id: str, dag: str) -> str:
+    """Set when ``dag`` of ``run_id`` is stopped; ``dag`` :data:`RUN_WIDE` for the run."""
+    return f"{_PREFIX}:stop:{run_id}:{dag}"
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that rides out short outages (a Redis restart) by retrying with back-off.
+
+    No socket timeout: ``BLPOP`` blocks by design, and its own timeout bounds the wait.
+    """
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), 8)
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=5.0,
+        health_check_interval=30,
+        retry=retry,
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+def b64(blob: bytes | None) -> str | None:
+    return None if blob is None else base64.b64encode(blob).decode("ascii")
+
+
+def unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def push(client: redis.Redis, key: str, message: dict[str, Any]) -> None:
+    """Append one JSON message to a list that expires if nobody ever reads it."""
+    pipe = client.pipeline(transaction=False)
+    pipe.rpush(key, json.dumps(message))
+    pipe.expire(key, KEY_TTL)
+    pipe.execute()
+
+
+def push_started(client: redis.Redis, inbox: str, job: TaskJob, worker: str) -> None:
+    """Tell the runner a worker took the job (the moment ``task.started`` is true)."""
+    push(client, inbox, {"type": "started", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker})
+
+
+def push_done(client: redis.Redis, inbox: str, job: TaskJob, outcome: TaskOutcome, worker: str) -> None:
+    """Tell the runner how the task ended; its output data stays signed."""
+    fields = asdict(outcome)
+    fields["data"] = b64(outcome.data)
+    fields["limit"] = list(outcome.limit) if outcome.limit is not None else None
+    message = {"type": "done", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker, "outcome": fields}
+    push(client, inbox, message)
+
+
+def decode_outcome(fields: dict[str, Any]) -> TaskOutcome:
+    """The :class:`TaskOutcome` of a ``done`` message; raises ValueError/TypeError if malformed."""
+    limit = fields.get("limit")
+    return TaskOutcome(
+        outcome=str(fields["outcome"]),
+        limit=tuple(str(name) for name in limit) if limit is not None else None,
+        data=unb64(fields.get("data")),
+        message=str(fields.get("message", "")),
+        traceback=str(fields.get("traceback", "")),
+        started=float(fields.get("started", 0.0)),
+        ended=float(fields.get("ended", 0.0)),
+    )
+
+
+class RedisChannel:
+    """The worker side of the signal API for one task job (a :class:`SignalChannel`).
+
+    ``request`` pushes a signal onto the runner's inbox and blocks on a reply list of its
+    own. Thread-safe without a lock: every request has its own reply key, and redis-py
+    hands each concurrent command a connection of its own.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        run_id: str,
+        dag: str,
+        inbox: str,
+        codec: Codec,
+        timeout: float,
+    ):
+        self._client = client
+        self._run_id = run_id
+        self._dag = dag
+        self._inbox = inbox
+        self._codec = codec
+        self._timeout = timeout
+
+    def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send ``action`` to the runner; raises :class:`SignalTimeout` when unanswered.
+
+        ``join_dags`` waits as long as the DAGs run; it gives up only once the run has
+        been stopped (or has ended) and still no answer came for another period.
+        """
+        if payload.get("data") is not None:
+            payload = {**payload, "data": b64(self._codec.dumps(payload["data"], what="start_dag data"))}
+        request_id = uuid.uuid4().hex
+        answer_to = reply_key(request_id)
+        message = {
+            "type": "signal", "request_id": request_id, "run_id": self._run_id, "dag": self._dag,
+            "action": action, "payload": payload, "reply_to": answer_to,
+        }  # fmt: skip
+        push(self._client, self._inbox, message)
+        stop_seen = False
+        while True:
+            popped = self._client.blpop([answer_to], timeout=self._timeout)
+            if popped is not None:
+                return json.loads(popped[1])
+            if action != "join_dags":
+                raise SignalTimeout(
+                    f"no answer to {action} from the run's runner within {self._timeout:g} s "
+                    "(is the daemon or triggerctl that started the run still running?)"
+                )
+            if self._run_stopped():
+                if stop_seen:
+                    raise SignalTimeout(
+                        f"join_dags got no answer within {self._timeout:g} s of its run being stopped"
+                    )
+                stop_seen = True
+
+    def is_stopped(self, dag_name: str) -> bool:
+        flags = self._client.mget([stop_key(self._run_id, dag_name), stop_key(self._run_id, RUN_WIDE)])
+        return any(flag is not None for flag in flags)
+
+    def _run_stopped(self) -> bool:
+        return self._client.exists(stop_key(self._run_id, RUN_WIDE)) > 0
+
+
+def mark_stopped(client: redis.Redis, run_id: str, dags: tuple[str, ...]) -> None:
+    """Set the stop flags of ``dags`` (:data:`RUN_WIDE` for the whole run)."""
+    pipe = client.pipeline(transaction=False)
+    for dag in dags:
+        pipe.set(stop_key(run_id, dag), str(time.time()), ex=KEY_TTL)
+    pipe.execute()
+
