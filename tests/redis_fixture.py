@@ -11,6 +11,7 @@ Missing redis-server is a failure, never a skip: CI must not pass without the re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from triggerd.engine.celery_worker import celery_app
 from triggerd.engine.codec import Codec
 from triggerd.store.sqlite import SqliteDataStore
 
-__all__ = ["CeleryCluster", "RedisServer", "WorkerProcess", "celery_cluster", "celery_engine", "redis_server"]
+__all__ = ["CeleryCluster", "RedisServer", "WorkerProcess", "celery_cluster", "celery_engine", "cluster", "redis_server"]
 
 MAIN_WORKER = "main@triggerd-test"
 SIGNAL_TIMEOUT = 3.0  # short, so the test of an unanswered signal stays quick
@@ -65,16 +67,29 @@ class RedisServer:
                 "(apt-get install redis-server; .ci/run should install it)",
                 pytrace=False,
             )
+        self.binary = binary
+        self.workdir = workdir
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = workdir / "redis.log"
+        self.client = redis.Redis(port=self.port)
+        self._start()
+
+    def _start(self) -> None:
         self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--logfile", str(self.log), "--dir", str(workdir)],
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--logfile", str(self.log), "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        self.client = redis.Redis(port=self.port)
         _wait_until(self._up, 10, "redis-server did not accept connections", self.log)
+
+    def restart(self, down: float = 0.0) -> None:
+        """Kill it (SIGKILL: no persistence, everything in it is lost), stay down
+        ``down`` seconds, start it again on the same port."""
+        self.process.kill()
+        self.process.wait()
+        time.sleep(down)
+        self._start()
 
     def _up(self) -> bool:
         if self.process.poll() is not None:
@@ -174,7 +189,7 @@ class CeleryCluster:
         return worker
 
 
-def _worker_config(root: Path, redis_url: str, wf: Path, store: Path) -> Path:
+def _worker_config(root: Path, redis_url: str, wf: Path, store: Path, visibility_timeout: float) -> Path:
     path = root / "triggerd.toml"
     path.write_text(textwrap.dedent(f"""\
         [paths]
@@ -186,7 +201,7 @@ def _worker_config(root: Path, redis_url: str, wf: Path, store: Path) -> Path:
         hmac_key = "{TEST_KEY.decode()}"
         [celery]
         broker_url = "{redis_url}"
-        visibility_timeout = 60.0
+        visibility_timeout = {visibility_timeout}
         signal_timeout = {SIGNAL_TIMEOUT}
         [log]
         level = "info"
@@ -202,29 +217,35 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def celery_cluster(tmp_path_factory, redis_server):
-    """The session's Redis, one worker on task,dag,workflow (-c 2) and the shared store."""
-    root = tmp_path_factory.mktemp("celery")
+@contextlib.contextmanager
+def cluster(root: Path, redis_server: RedisServer, *, worker_args: list[str], visibility_timeout: float = 60.0) -> Iterator[CeleryCluster]:
+    """A worker (named MAIN_WORKER) over ``redis_server``, with its store and config in ``root``."""
     wf = root / "wf"
     wf.mkdir()
     store_path = root / "store.sqlite"
     store = SqliteDataStore(store_path, Codec(TEST_KEY)).open()
-    config = _worker_config(root, redis_server.url, wf, store_path)
+    config = _worker_config(root, redis_server.url, wf, store_path, visibility_timeout)
     app = celery_app(CelerySettings(broker_url=redis_server.url), name="triggerd-tests")
-    worker = WorkerProcess(config, MAIN_WORKER, ["-c", "2"], root / "main.log")
-    cluster = CeleryCluster(redis_server, root, wf, store, config, worker, app)
+    worker = WorkerProcess(config, MAIN_WORKER, worker_args, root / "main.log")
+    running = CeleryCluster(redis_server, root, wf, store, config, worker, app)
     try:
         worker.wait_ready(app)
-        yield cluster
+        yield running
     finally:
-        workers = [*cluster.extra_workers, worker]
+        workers = [*running.extra_workers, worker]
         for process in workers:  # all at once: each warm shutdown takes a moment
             process.terminate()
         for process in workers:
             process.stop()
         app.close()
         store.close()
+
+
+@pytest.fixture(scope="session")
+def celery_cluster(tmp_path_factory, redis_server):
+    """The session's Redis, one worker on task,dag,workflow (-c 2) and the shared store."""
+    with cluster(tmp_path_factory.mktemp("celery"), redis_server, worker_args=["-c", "2"]) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -107,8 +107,9 @@ class CelerySettings(_Section):
     result_backend: str | None = None
     """Celery's result backend; None: none (completions reach the runner through Redis)."""
     visibility_timeout: Annotated[float, Field(gt=0)] = 300.0
-    """Seconds before an unacknowledged job is delivered again (late ack): must exceed
-    the longest task, or a task still running is started a second time elsewhere."""
+    """Seconds before an unacknowledged job (its worker was lost) is delivered again.
+    A copy of a job that is still running (a task longer than this) is dropped by the
+    worker that receives it, which recognises the running one's heartbeat."""
     task_timeout: Annotated[float, Field(gt=0)] | None = None
     """Hard time limit of one task on a worker (prefork pool); None: no limit."""
     signal_timeout: Annotated[float, Field(gt=0)] = 30.0

@@ -31,9 +31,21 @@ from triggerd.log import get_logger
 
 from . import runner as r
 from .base import ActiveRun, EventSink, Executor, RunHandle, RunResult
-from .celery_worker import TASK_NAME, celery_app, job_message
+from .celery_worker import TASK_NAME, celery_app, job_message, restore_interval
 from .job import TaskOutcome
-from .redis_channel import RUN_WIDE, connect, decode_outcome, inbox_key, mark_stopped, push, unb64
+from .redis_channel import (
+    HEARTBEAT_TTL,
+    KEY_TTL,
+    RUN_WIDE,
+    alive,
+    connect,
+    decode_outcome,
+    inbox_key,
+    mark_stopped,
+    presence_key,
+    push,
+    unb64,
+)
 
 __all__ = ["CeleryExecutor", "RunHandle", "RunResult"]
 
@@ -63,8 +75,14 @@ class CeleryExecutor(Executor):
         self._settings = celery
         self._id = uuid.uuid4().hex
         self._inbox_key = inbox_key(self._id)
+        self._presence_key = presence_key(self._id)
         self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._running: dict[_Key, str] = {}  # job -> Celery task id
+        self._started: set[_Key] = set()  # jobs a worker said it started
+        self._silent: dict[_Key, float] = {}  # started jobs without a heartbeat: since when
+        # A lost worker's job comes back within the visibility timeout plus a sweep; a job
+        # silent for longer than that will not come back: it has failed.
+        self._lost_after = celery.visibility_timeout + restore_interval(celery.visibility_timeout) + HEARTBEAT_TTL + 5.0
         self._requests: dict[str, str] = {}  # signal request id -> reply key
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
@@ -78,7 +96,7 @@ class CeleryExecutor(Executor):
         self._app = celery_app(self._settings, name=f"triggerd-runner-{self._id[:8]}")
         self._redis = connect(self._settings.broker_url)
         try:
-            self._redis.ping()
+            self._redis.set(self._presence_key, "1", ex=KEY_TTL)
         except redis.RedisError as exc:
             raise BackendUnavailable(
                 f"cannot reach Redis at {mask_url_password(self._settings.broker_url)} ({exc}): "
@@ -107,7 +125,7 @@ class CeleryExecutor(Executor):
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
         try:
-            self._redis.delete(self._inbox_key)
+            self._redis.delete(self._inbox_key, self._presence_key)
         except redis.RedisError:
             pass
         self._redis.close()
@@ -129,10 +147,23 @@ class CeleryExecutor(Executor):
                 _log.exception("celery executor: error while handling a message")
 
     def _listen(self) -> None:
-        """Block on the inbox; hand every message to the executor thread."""
+        """Block on the inbox; hand every message to the executor thread.
+
+        Once a second at most (and whenever the inbox was quiet for ``_BLPOP_TIMEOUT``) it
+        also renews this executor's presence key. Finding it gone means Redis restarted
+        without its data (no persistence): queued jobs and unread completions are lost,
+        so the tasks still outstanding fail instead of being waited for forever.
+        """
         assert self._redis is not None
+        next_check = 0.0
         while not self._closing.is_set():
             try:
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 1.0
+                    if not self._redis.expire(self._presence_key, KEY_TTL):
+                        self._redis.set(self._presence_key, "1", ex=KEY_TTL)
+                        self._call(self._broker_lost)
+                    self._call(self._check_workers)
                 popped = self._redis.blpop([self._inbox_key], timeout=_BLPOP_TIMEOUT)
             except redis.RedisError as exc:
                 _log.warning("celery executor: Redis unreachable, retrying", error=str(exc))
@@ -157,7 +188,14 @@ class CeleryExecutor(Executor):
         active = self._runs.get(run_id)
         if kind == "started":
             if active is not None and (run_id, dag, task) in self._running:
-                self._emit(active, "task.started", f"{task} started on {message['worker']}", dag=dag, task=task, data={"worker": message["worker"]})
+                self._started.add((run_id, dag, task))
+                self._silent.pop((run_id, dag, task), None)
+                worker = message["worker"]
+                if message.get("redelivered"):
+                    text = f"{task} started again on {worker}: the worker that had it was lost mid-task"
+                    self._emit(active, "task.retried", text, dag=dag, task=task, level="warning", data={"worker": worker})
+                else:
+                    self._emit(active, "task.started", f"{task} started on {worker}", dag=dag, task=task, data={"worker": worker})
         elif kind == "done":
             self._task_done(run_id, dag, task, decode_outcome(message["outcome"]))
         elif kind == "signal":
@@ -182,6 +220,44 @@ class CeleryExecutor(Executor):
             self._emit(active, "run.ignored", f"late or duplicate completion of {dag}/{task}", level="warning")
             return
         self._outcome(active, dag, task, outcome)
+
+    def _check_workers(self) -> None:
+        """Fail started jobs whose worker has gone silent for longer than a redelivery takes."""
+        self._started &= self._running.keys()
+        for key in [k for k in self._silent if k not in self._started]:
+            del self._silent[key]
+        keys = list(self._started)
+        try:
+            flags = alive(self._redis, [self._running[k] for k in keys])  # type: ignore[arg-type]
+        except redis.RedisError:
+            return  # the listener reports the outage
+        now = time.monotonic()
+        for key, running in zip(keys, flags, strict=True):
+            if running:
+                self._silent.pop(key, None)
+            elif now - self._silent.setdefault(key, now) > self._lost_after:
+                del self._running[key]
+                self._started.discard(key)
+                del self._silent[key]
+                active = self._runs.get(key[0])
+                if active is not None:
+                    message = f"its worker was lost and the job was not delivered again within {self._lost_after:g} s"
+                    self._lost_task(active, key[1], key[2], message)
+
+    def _broker_lost(self) -> None:
+        """Redis came back empty: every job sent and not yet done may be gone."""
+        message = (
+            "Redis restarted without its data (no persistence) while the task was queued or "
+            "running: its job or its completion is lost (run Redis with appendonly yes to "
+            "keep queued work across a restart)"
+        )
+        lost = list(self._running)
+        _log.error("celery executor: Redis lost its data", outstanding_tasks=len(lost))
+        for key in lost:
+            del self._running[key]
+            active = self._runs.get(key[0])
+            if active is not None:
+                self._lost_task(active, key[1], key[2], message)
 
     def _terminate(self, run_id: str) -> None:
         """The stop grace is over: revoke the run's jobs and count them as stopped."""

@@ -28,7 +28,19 @@ from triggerd.log import get_logger
 
 from .codec import Codec, PayloadRejected
 from .job import TaskJob, TaskOutcome, WorkflowCache, execute_task, worker_hostname
-from .redis_channel import RedisChannel, b64, connect, push_done, push_started, unb64
+from .redis_channel import (
+    Heartbeat,
+    RedisChannel,
+    b64,
+    claim_delivery,
+    connect,
+    delivery_done,
+    finish_delivery,
+    push_done,
+    push_started,
+    still_running,
+    unb64,
+)
 
 __all__ = [
     "DEFAULT_QUEUES",
@@ -38,6 +50,7 @@ __all__ = [
     "celery_app",
     "job_message",
     "parse_job",
+    "restore_interval",
     "run_worker",
     "worker_app",
     "worker_argv",
@@ -71,7 +84,14 @@ def celery_app(celery: CelerySettings, *, name: str = "triggerd") -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": celery.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": celery.visibility_timeout,
+            # How often workers look for jobs of lost workers to deliver again. Kombu's
+            # default sweeps every 10 s x 10 (throttle) = 100 s; this makes a lost job come
+            # back within visibility_timeout plus at most 10 s.
+            "unacked_restore_interval": restore_interval(celery.visibility_timeout),
+            "unacked_restore_throttle": 1,
+        },
         task_time_limit=celery.task_timeout,
         task_default_queue=DEFAULT_QUEUES[0],
         # Flower and `celery events` need these.
@@ -84,6 +104,11 @@ def celery_app(celery: CelerySettings, *, name: str = "triggerd") -> Celery:
         worker_redirect_stdouts_level="INFO",
     )
     return app
+
+
+def restore_interval(visibility_timeout: float) -> int:
+    """Seconds between sweeps for lost jobs: a fraction of the timeout, 1 to 10 s."""
+    return max(1, min(10, int(visibility_timeout / 2)))
 
 
 def job_message(job: TaskJob, inbox: str) -> dict[str, Any]:
@@ -154,22 +179,48 @@ class WorkerSide:
             assert self._workflows is not None and self._redis is not None
             return self._workflows, self._store, self._redis
 
-    def execute(self, message: Any, hostname: str) -> str:
-        """Run one job and push its outcome to the runner; returns the outcome's name."""
+    def execute(self, message: Any, hostname: str, delivery_id: str) -> str:
+        """Run one job and push its outcome to the runner; returns the outcome's name.
+
+        ``delivery_id`` is Celery's task id, the same for every delivery of one job: a
+        second delivery means the worker that had it was lost mid-task.
+        """
         workflows, store, client = self._open()
         job, inbox = parse_job(message)
         channel = RedisChannel(
             client, run_id=job.run_id, dag=job.dag, inbox=inbox, codec=self._codec,
             timeout=self._settings.celery.signal_timeout,
         )  # fmt: skip
+        now = time.time()
+        claim = claim_delivery(client, delivery_id)
+        if claim == "again" and (still_running(client, delivery_id) or delivery_done(client, delivery_id)):
+            claim = "done"  # another worker is at it, or finished while we watched
+        if claim == "done":
+            # Celery gives a job out again once it is unacknowledged for
+            # celery.visibility_timeout, even while its worker is busy with it. Running
+            # it twice would be wrong; the worker that has it reports it.
+            _log.warning(
+                "a job already finished or still running elsewhere was delivered again: "
+                "dropped (does the task run longer than celery.visibility_timeout?)",
+                run=job.run_id, dag=job.dag, task=job.task,
+            )  # fmt: skip
+            return "duplicate"
+        first = claim == "first"
         if channel.is_stopped(job.dag):
             # Stopped while queued, or a redelivery of a job whose run has ended.
-            now = time.time()
             outcome = TaskOutcome("stopped", (), None, "stopped before it started", started=now, ended=now)
+        elif not first and not _idempotent(workflows, job):
+            message = (
+                f"the worker running task '{job.task}' was lost mid-task, and the task is not "
+                "idempotent (idempotent=False), so it was not run again"
+            )
+            outcome = TaskOutcome("failed", message=message, started=now, ended=now)
         else:
-            push_started(client, inbox, job, hostname)
-            outcome = self._run(job, workflows, store, channel, hostname)
+            with Heartbeat(client, delivery_id):
+                push_started(client, inbox, job, hostname, redelivered=not first)
+                outcome = self._run(job, workflows, store, channel, hostname)
         push_done(client, inbox, job, outcome, hostname)
+        finish_delivery(client, delivery_id)
         _log.debug("task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome)
         return outcome.outcome
 
@@ -186,6 +237,14 @@ class WorkerSide:
             )
             return TaskOutcome("failed", message=message, started=now, ended=now)
         return execute_task(job, workflows=workflows, codec=self._codec, channel=channel, store=document, hostname=hostname)
+
+
+def _idempotent(workflows: WorkflowCache, job: TaskJob) -> bool:
+    """The task's ``idempotent`` flag; True if it cannot be looked up (running it reports why)."""
+    try:
+        return bool(workflows.get(job.workflow, job.content_hash).task(job.blueprint, job.task).idempotent)
+    except Exception:  # noqa: BLE001 - execute_task reports the lookup's error properly
+        return True
 
 
 def _hmac_key(settings: Settings) -> bytes:
@@ -210,7 +269,7 @@ def worker_app(settings: Settings) -> Celery:
 
     @app.task(name=TASK_NAME, bind=True)
     def execute(self: Any, message: dict[str, Any]) -> str:
-        return side.execute(message, self.request.hostname or worker_hostname())
+        return side.execute(message, self.request.hostname or worker_hostname(), self.request.id)
 
     return app
 

@@ -18,7 +18,9 @@ are plain JSON, so nothing here ever unpickles.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import threading
 import time
 import uuid
 from dataclasses import asdict
@@ -34,18 +36,29 @@ from .codec import Codec
 from .job import TaskJob, TaskOutcome
 
 __all__ = [
+    "HEARTBEAT_PERIOD",
+    "HEARTBEAT_TTL",
     "KEY_TTL",
+    "Heartbeat",
     "RUN_WIDE",
     "RedisChannel",
+    "alive",
+    "alive_key",
     "b64",
     "connect",
     "decode_outcome",
+    "delivery_done",
+    "delivery_key",
+    "claim_delivery",
+    "finish_delivery",
     "inbox_key",
     "mark_stopped",
+    "presence_key",
     "push",
     "push_done",
     "push_started",
     "reply_key",
+    "still_running",
     "stop_key",
     "unb64",
 ]
@@ -59,6 +72,11 @@ _PREFIX = "triggerd"
 def inbox_key(executor_id: str) -> str:
     """The list an executor reads its workers' messages from."""
     return f"{_PREFIX}:inbox:{executor_id}"
+
+
+def presence_key(executor_id: str) -> str:
+    """Renewed by a running executor; its absence means Redis lost its data."""
+    return f"{_PREFIX}:executor:{executor_id}"
 
 
 def reply_key(request_id: str) -> str:
@@ -102,9 +120,96 @@ def push(client: redis.Redis, key: str, message: dict[str, Any]) -> None:
     pipe.execute()
 
 
-def push_started(client: redis.Redis, inbox: str, job: TaskJob, worker: str) -> None:
-    """Tell the runner a worker took the job (the moment ``task.started`` is true)."""
-    push(client, inbox, {"type": "started", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker})
+def delivery_key(delivery_id: str) -> str:
+    """Set when a worker first takes the job with Celery task id ``delivery_id``."""
+    return f"{_PREFIX}:delivered:{delivery_id}"
+
+
+def claim_delivery(client: redis.Redis, delivery_id: str) -> str:
+    """Record that a worker takes this job. ``"first"``: nobody had it before;
+    ``"again"``: a worker had it and did not finish (lost, or still at it);
+    ``"done"``: a worker finished it (:func:`finish_delivery`) and this is a stale copy."""
+    key = delivery_key(delivery_id)
+    if client.set(key, "running", nx=True, ex=KEY_TTL):
+        return "first"
+    return "done" if delivery_done(client, delivery_id) else "again"
+
+
+def delivery_done(client: redis.Redis, delivery_id: str) -> bool:
+    return client.get(delivery_key(delivery_id)) == b"done"
+
+
+def finish_delivery(client: redis.Redis, delivery_id: str) -> None:
+    """Mark the job finished: later copies of it are dropped unrun."""
+    client.set(delivery_key(delivery_id), "done", ex=KEY_TTL)
+
+
+HEARTBEAT_PERIOD = 2.0  # seconds between a running job's heartbeats
+HEARTBEAT_TTL = 3 * HEARTBEAT_PERIOD  # a heartbeat key older than this: its worker is gone
+
+
+def alive_key(delivery_id: str) -> str:
+    """Exists while a worker runs the job with Celery task id ``delivery_id``."""
+    return f"{_PREFIX}:alive:{delivery_id}"
+
+
+class Heartbeat:
+    """While the ``with`` block runs, keep :func:`alive_key` alive from a thread.
+
+    It tells a second delivery of a job (Celery redelivers jobs that run longer than the
+    visibility timeout) that the first is still running, and the runner that the worker
+    running it has not vanished. Redis errors are ridden out: a missed beat or two does
+    no harm, the TTL is three periods.
+    """
+
+    def __init__(self, client: redis.Redis, delivery_id: str):
+        self._client = client
+        self._key = alive_key(delivery_id)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="triggerd-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._client.set(self._key, repr(time.time()), px=int(HEARTBEAT_TTL * 1000))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(redis.RedisError):
+            self._client.delete(self._key)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_PERIOD):
+            with contextlib.suppress(redis.RedisError):
+                self._client.set(self._key, repr(time.time()), px=int(HEARTBEAT_TTL * 1000))
+
+
+def still_running(client: redis.Redis, delivery_id: str) -> bool:
+    """Whether another worker is running this job now: its heartbeat changes within
+    1.5 periods. A worker killed a moment ago leaves a key that has not expired yet
+    but no longer changes. Takes up to 3 s (only ever on a redelivery)."""
+    key = alive_key(delivery_id)
+    before = client.get(key)
+    if before is None:
+        return False
+    time.sleep(1.5 * HEARTBEAT_PERIOD)
+    after = client.get(key)
+    return after is not None and after != before
+
+
+def alive(client: redis.Redis, delivery_ids: list[str]) -> list[bool]:
+    """For each job, whether a worker is running it now (its heartbeat is fresh)."""
+    if not delivery_ids:
+        return []
+    return [value is not None for value in client.mget([alive_key(d) for d in delivery_ids])]
+
+
+def push_started(client: redis.Redis, inbox: str, job: TaskJob, worker: str, *, redelivered: bool = False) -> None:
+    """Tell the runner a worker took the job (the moment ``task.started`` is true);
+    ``redelivered``: a worker had it before and was lost."""
+    message = {"type": "started", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker, "redelivered": redelivered}
+    push(client, inbox, message)
 
 
 def push_done(client: redis.Redis, inbox: str, job: TaskJob, outcome: TaskOutcome, worker: str) -> None:

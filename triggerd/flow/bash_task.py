@@ -65,6 +65,7 @@ class BashTask(BaseTask):
         callback_finally: Callable | None = None,
         force_run: bool = False,
         propagate_skip: bool = True,
+        idempotent: bool = True,
     ):
         super().__init__(
             name,
@@ -73,6 +74,7 @@ class BashTask(BaseTask):
             callback_finally=callback_finally,
             force_run=force_run,
             propagate_skip=propagate_skip,
+            idempotent=idempotent,
         )
         self.params = TaskParameters(
             command=command,

@@ -24,6 +24,7 @@ class PythonTask(BaseTask):
         callback_finally: Callable | None = None,
         force_run: bool = False,
         propagate_skip: bool = True,
+        idempotent: bool = True,
     ):
         super().__init__(
             name,
@@ -32,6 +33,7 @@ class PythonTask(BaseTask):
             callback_finally=callback_finally,
             force_run=force_run,
             propagate_skip=propagate_skip,
+            idempotent=idempotent,
         )
         self._callback = callback
 

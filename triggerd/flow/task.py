@@ -85,6 +85,7 @@ class BaseTask:
         callback_finally: Callable | None = None,
         force_run: bool = False,
         propagate_skip: bool = True,
+        idempotent: bool = True,
     ):
         if not isinstance(name, str) or not name:
             raise ValueError(f"a task needs a non-empty string name, got {name!r}")
@@ -94,6 +95,7 @@ class BaseTask:
         self._callback_finally = callback_finally
         self._force_run = force_run
         self._propagate_skip = propagate_skip
+        self._idempotent = idempotent
         self.workflow_name: str | None = None
         self.dag_name: str | None = None
         self.state = TaskState.Init
@@ -114,6 +116,15 @@ class BaseTask:
     @property
     def propagate_skip(self) -> bool:
         return self._propagate_skip
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether running the task twice does no harm (triggerd, not Lightflow).
+
+        On Celery a task whose worker was lost mid-run is delivered again; a task with
+        ``idempotent=False`` is failed instead of being run a second time.
+        """
+        return self._idempotent
 
     def run(self, data: MultiTaskData, store: Any, signal: Any, context: Any, **kwargs: Any) -> Any:
         """Do the work; return None (pass the data on) or an :class:`Action`."""
