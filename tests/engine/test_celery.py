@@ -11,8 +11,11 @@ import base64
 import json
 import os
 import pickle
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from redis_fixture import MAIN_WORKER, SIGNAL_TIMEOUT, free_port
@@ -278,3 +281,53 @@ def test_an_unreachable_redis_is_a_clear_error_at_start(tmp_path):
     message = str(caught.value)
     assert f"redis://:***@127.0.0.1:{port}/0" in message and "pw" not in message
     assert "celery.broker_url" in message
+
+
+def triggerctl(*args: str, config) -> subprocess.CompletedProcess:
+    binary = Path(sys.executable).parent / "triggerctl"
+    return subprocess.run([str(binary), *args, "--config", str(config)], capture_output=True, text=True, timeout=60)
+
+
+def test_triggerctl_workers_lists_workers_and_the_tasks_they_run(celery_cluster, executor, collector, tmp_path):
+    """`triggerctl workers --json` names each worker with its pid, queues, concurrency
+    and the task it runs at this moment; the table shows the same."""
+    config = tmp_path / "ctl.toml"
+    config.write_text(f'[executor]\nkind = "celery"\n[celery]\nbroker_url = "{celery_cluster.redis.url}"\n')
+    celery_cluster.write_workflow("napping", HEADER + 'd = Dag("d")\nd.define({PythonTask("nap", lambda *a: time.sleep(6)): None})\n')
+    handle = executor.submit("napping")
+    wait_for(lambda: happened(collector, handle.run_id, "task.started", "nap"), what="the task to start")
+    done = triggerctl("workers", "--json", config=config)
+    assert done.returncode == 0, done.stderr
+    (main,) = [w for w in json.loads(done.stdout) if w["name"] == MAIN_WORKER]
+    assert main["pid"] == celery_cluster.worker.process.pid
+    assert main["queues"] == ["dag", "task", "workflow"] and main["concurrency"] == 2
+    (job,) = main["running"]
+    assert (job["run_id"], job["workflow"], job["dag"], job["task"]) == (handle.run_id, "napping", "d:1", "nap")
+    assert abs(job["started"] - time.time()) < 10
+    table = triggerctl("workers", config=config).stdout
+    assert MAIN_WORKER in table and "napping/d:1/nap" in table
+    assert handle.wait(30).status == "succeeded"
+
+
+def test_triggerctl_workers_stop_shuts_one_worker_down(celery_cluster, tmp_path):
+    """`triggerctl workers stop NAME` ends that worker's process (warm shutdown) and no
+    other; an unknown name is an error naming it; without a name or --all it refuses."""
+    config = tmp_path / "ctl.toml"
+    config.write_text(f'[executor]\nkind = "celery"\n[celery]\nbroker_url = "{celery_cluster.redis.url}"\n')
+    doomed = celery_cluster.start_worker("doomed@triggerd-test", ["-Q", "doomed", "-c", "1"])
+    done = triggerctl("workers", "stop", "doomed@triggerd-test", config=config)
+    assert done.returncode == 0, done.stderr
+    assert "doomed@triggerd-test: shutting down" in done.stdout
+    doomed.process.wait(20)
+    assert celery_cluster.worker.process.poll() is None
+    missing = triggerctl("workers", "stop", "ghost@nowhere", config=config)
+    assert missing.returncode == 1 and "ghost@nowhere" in missing.stderr
+    assert triggerctl("workers", "stop", config=config).returncode == 2
+
+
+def test_triggerctl_workers_says_when_the_executor_is_local(tmp_path):
+    """With the embedded default there are no workers to show: a clear error, exit 2."""
+    config = tmp_path / "local.toml"
+    config.write_text('[executor]\nkind = "local"\n')
+    done = triggerctl("workers", config=config)
+    assert done.returncode == 2 and 'executor.kind = "celery"' in done.stderr

@@ -12,6 +12,7 @@ from .rules import pause, resume, rules
 from .run import run
 from .runs import replay, runs, start, stop
 from .status import status
+from .workers import workers
 from .workflows import workflows
 
 __all__ = ["cli", "main"]
@@ -23,7 +24,7 @@ def cli() -> None:
     """Operate triggerd: runs, workflows, rules and sources."""
 
 
-for command in (status, rules, runs, start, stop, replay, test_trigger, explain, pause, resume, drain, reload, run, workflows):
+for command in (status, rules, runs, start, stop, replay, test_trigger, explain, pause, resume, drain, reload, run, workflows, workers):
     cli.add_command(command)
 
 
