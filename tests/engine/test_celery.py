@@ -28,7 +28,7 @@ from triggerd.engine.codec import Codec
 from triggerd.engine.embedded import make_executor
 from triggerd.engine.job import TaskJob
 from triggerd.engine.local import LocalExecutor
-from triggerd.engine.redis_channel import b64
+from triggerd.engine.redis_channel import b64, connect
 from triggerd.errors import BackendUnavailable, ConfigError
 from triggerd.flow import MultiTaskData, TaskData
 
@@ -331,3 +331,14 @@ def test_triggerctl_workers_says_when_the_executor_is_local(tmp_path):
     config.write_text('[executor]\nkind = "local"\n')
     done = triggerctl("workers", config=config)
     assert done.returncode == 2 and 'executor.kind = "celery"' in done.stderr
+
+
+def test_a_blocking_wait_longer_than_redis_py_socket_timeout_is_not_cut_short(redis_server):
+    """BLPOP waits as long as asked: 7 s here, past redis-py 8's default 5 s socket
+    timeout, which used to raise and retry (so join_dags on long sub-DAGs failed)."""
+    client = connect(redis_server.url)
+    key = f"test:{uuid.uuid4().hex}"
+    t0 = time.monotonic()
+    assert client.blpop([key], timeout=7) is None
+    assert 6.9 < time.monotonic() - t0 < 8
+    client.close()

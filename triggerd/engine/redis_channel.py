@@ -93,10 +93,15 @@ def connect(url: str) -> redis.Redis:
     """A client that rides out short outages (a Redis restart) by retrying with back-off.
 
     No socket timeout: ``BLPOP`` blocks by design, and its own timeout bounds the wait.
+    redis-py 8 defaults to a 5 s socket timeout, which cut every longer ``BLPOP`` short
+    (a ``join_dags`` waiting a minute failed after the retries ran out); keepalive and
+    the health check find a dead connection instead.
     """
     retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), 8)
     return redis.Redis.from_url(
         url,
+        socket_timeout=None,
+        socket_keepalive=True,
         socket_connect_timeout=5.0,
         health_check_interval=30,
         retry=retry,
