@@ -1,10 +1,12 @@
-"""``triggerctl run``: run one workflow here and now, on the embedded default."""
+"""``triggerctl run``: run one workflow now, on the configured executor, and wait for it."""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,6 +15,8 @@ from triggerd.eventlog.schema import LogEvent, new_id
 from .common import config_option, json_option, obtain_settings, reports_errors
 
 __all__ = ["parse_assignments", "run"]
+
+_HINT_AFTER = 10.0  # seconds without a started task before `run` suggests starting a worker
 
 _MARKS = {
     "started": ("▶", None),
@@ -51,6 +55,17 @@ def _show(event: LogEvent) -> None:
         click.secho("    " + traceback.rstrip().replace("\n", "\n    "), fg="red", err=True)
 
 
+def _wait(handle: Any, started: threading.Event, *, hint: bool) -> Any:
+    """Wait for the run; on Celery, say so if no worker has taken a task after a while."""
+    if hint and not started.wait(_HINT_AFTER) and not handle.done():
+        click.secho(
+            f"  no worker has started a task after {_HINT_AFTER:g} s: is one consuming the "
+            "task's queue? (`triggerctl workers`; start one with `triggerd worker -Q task,dag,workflow`)",
+            fg="yellow", err=True,
+        )  # fmt: skip
+    return handle.wait()
+
+
 def _json_line(event: LogEvent) -> None:
     click.echo(json.dumps(event.to_dict(), default=str))
 
@@ -83,7 +98,14 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
     arguments = parse_assignments(args)
     settings = obtain_settings(config_path)
     extra = [d.resolve() for d in workflow_dirs]
-    executor = make_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=_json_line if as_json else _show)
+    started = threading.Event()  # some task has started: workers are there
+
+    def on_event(event: LogEvent) -> None:
+        if event.kind in ("task.started", "task.retried"):
+            started.set()
+        (_json_line if as_json else _show)(event)
+
+    executor = make_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=on_event)
     executor.start()
     try:
         executor.validate(workflow, arguments)  # bad input: exit 2 before a run id is shown
@@ -92,7 +114,7 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
             click.echo(f"run {run_id} of '{workflow}'")
         handle = executor.submit(workflow, arguments, run_id=run_id)
         try:
-            result = handle.wait()
+            result = _wait(handle, started, hint=settings.executor.kind == "celery")
         except KeyboardInterrupt:
             click.secho("stopping the run (Ctrl-C again to leave at once)...", fg="yellow", err=True)
             executor.stop_run(handle.run_id, "interrupted from the terminal")
