@@ -9,6 +9,7 @@ import pytest
 
 # Fixtures of the Celery tests, imported here so every test module can ask for them;
 # nothing starts until a test does.
+from mongo_fixture import mongo_server  # noqa: F401
 from redis_fixture import celery_cluster, celery_engine, redis_server  # noqa: F401
 from support import WORKFLOWS, EventCollector, Outcome, make_executor
 
@@ -49,3 +50,9 @@ def runner_for(events):
 def run_workflow(engine, runner_for):
     """``run_workflow(name, args=None, timeout=60) -> Outcome`` on the session executor."""
     return runner_for(engine)
+
+
+@pytest.fixture
+def collector() -> EventCollector:
+    """A fresh event collector for one test."""
+    return EventCollector()

@@ -58,6 +58,11 @@ SEARCH_PATHS: tuple[Path, ...] = (
     Path("/etc/triggerd/triggerd.toml"),
 )
 _MASK = "***"
+# What MongoDB refuses in a database and a collection name, in characters and in words.
+_MONGODB_NAMES = {
+    "database": ('/\\. "$\x00', 'any of / \\ . " $, spaces or NUL'),
+    "collection": ("$\x00", "$ or NUL"),
+}
 
 
 def _absolute(value: Path, info: ValidationInfo) -> Path:
@@ -133,7 +138,21 @@ class StoreSettings(_Section):
     path: AbsolutePath | None = None
     """SQLite file; None means ``<state_dir>/store.sqlite`` (see ``Settings.store_path``)."""
     url: str | None = None
+    """MongoDB URL, required when ``backend = "mongodb"``; given to pymongo unchanged, so it
+    may carry credentials and options (tls, replicaSet, authSource, serverSelectionTimeoutMS)."""
+    database: str | None = None
+    """MongoDB database; None means the one the URL names, else "triggerd"."""
+    collection: str = "runs"
+    """MongoDB collection of run documents; blobs go to the GridFS bucket ``<collection>_blobs``."""
     keep_data: bool = False
+
+    @field_validator("database", "collection")
+    @classmethod
+    def _mongodb_name(cls, name: str | None, info: ValidationInfo) -> str | None:
+        forbidden, words = _MONGODB_NAMES[str(info.field_name)]
+        if name is not None and (not name or any(c in forbidden for c in name)):
+            raise PydanticCustomError("triggerd_mongodb_name", f"expected a non-empty name without {words}")
+        return name
 
     @field_validator("url")
     @classmethod

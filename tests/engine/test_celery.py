@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from redis_fixture import MAIN_WORKER, SIGNAL_TIMEOUT, free_port
-from support import TEST_KEY, WORKFLOWS, EventCollector
+from support import TEST_KEY, WORKFLOWS, EventCollector, wait_for
 
 from triggerd.config import CelerySettings, load_settings
 from triggerd.engine.celery_executor import CeleryExecutor
@@ -36,23 +36,11 @@ HEADER = "from triggerd.flow import *\nimport os, time\n"
 
 
 @pytest.fixture
-def collector() -> EventCollector:
-    return EventCollector()
-
-
-@pytest.fixture
 def executor(celery_cluster, collector):
     """An executor of its own over the test workflows and workflows/; stop grace 1 s."""
     ex = celery_cluster.executor(collector, stop_grace=1.0)
     yield ex
     ex.close()
-
-
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def happened(collector: EventCollector, run_id: str, kind: str, task: str) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from redis_fixture import RedisServer, cluster
-from support import EventCollector
+from support import wait_for
 
 HEADER = "from triggerd.flow import *\nimport os, time\n"
 SECOND_WORKER = "second@triggerd-test"
@@ -51,22 +51,10 @@ def faulty(tmp_path_factory):
 
 
 @pytest.fixture
-def collector() -> EventCollector:
-    return EventCollector()
-
-
-@pytest.fixture
 def executor(faulty, collector):
     ex = faulty.executor(collector, stop_grace=1.0)
     yield ex
     ex.close()
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def attempts(out: Path) -> list[tuple[int, int]]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import wait_for
 
 import triggerd.tasks as tasks
 from triggerd.flow import Action, LightflowException, MultiTaskData, TaskData
@@ -80,13 +81,6 @@ def write(path: Path, text: str = "x") -> Path:
     with open(path, "w") as file:
         file.write(text)
     return path
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 class Background:

@@ -25,6 +25,8 @@ from celery import Celery
 from triggerd.config import CelerySettings, Settings
 from triggerd.errors import ConfigError
 from triggerd.log import get_logger
+from triggerd.store import DocumentMissing
+from triggerd.store.factory import store_spec
 
 from .codec import Codec, PayloadRejected
 from .job import TaskJob, TaskOutcome, WorkflowCache, execute_task, worker_hostname
@@ -150,16 +152,12 @@ class WorkerSide:
     """What a worker process keeps between tasks, opened on its first task.
 
     Lazily and per process id: prefork children are forked from the main worker process,
-    and neither a SQLite connection nor a Redis socket may cross a fork.
+    and no SQLite connection, MongoClient or Redis socket may cross a fork.
     """
 
     def __init__(self, settings: Settings):
-        if settings.store.backend != "sqlite":
-            raise ConfigError(
-                "Celery workers support only the SQLite data store for now (shared by the "
-                "workers and the submitter on one machine)", key="store.backend"
-            )
         self._settings = settings
+        self._store_spec = store_spec(settings)
         self._lock = threading.Lock()
         self._pid = -1
         self._codec = Codec(_hmac_key(settings))
@@ -170,10 +168,8 @@ class WorkerSide:
     def _open(self) -> tuple[WorkflowCache, Any, redis.Redis]:
         with self._lock:
             if self._pid != os.getpid():
-                from triggerd.store.sqlite import SqliteDataStore
-
                 self._workflows = WorkflowCache(self._settings.paths.workflows)
-                self._store = SqliteDataStore(self._settings.store_path, self._codec).open()
+                self._store = self._store_spec.open(self._codec)
                 self._redis = connect(self._settings.celery.broker_url)
                 self._pid = os.getpid()
             assert self._workflows is not None and self._redis is not None
@@ -225,14 +221,12 @@ class WorkerSide:
         return outcome.outcome
 
     def _run(self, job: TaskJob, workflows: WorkflowCache, store: Any, channel: RedisChannel, hostname: str) -> TaskOutcome:
-        from triggerd.store.sqlite import DocumentMissing
-
         try:
             document = store.get(job.run_id)
         except DocumentMissing as exc:
             now = time.time()
             message = (
-                f"{exc} (this worker's data store is {self._settings.store_path}: the worker "
+                f"{exc} (this worker's data store is {self._store_spec.describe()}: the worker "
                 "and the process that started the run must share one data store)"
             )
             return TaskOutcome("failed", message=message, started=now, ended=now)

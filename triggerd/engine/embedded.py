@@ -1,6 +1,7 @@
 """Executors from settings: the embedded default (a local pool) or Celery workers.
 
-Both use the SQLite data store for now; :func:`make_executor` picks by ``executor.kind``.
+Both use the data store ``store.backend`` names (SQLite or MongoDB); :func:`make_executor`
+picks the executor by ``executor.kind``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from triggerd.config import Settings
-from triggerd.store.sqlite import SqliteDataStore
+from triggerd.store.factory import make_store, store_spec
 
 from .base import EventSink, Executor
 from .codec import Codec, load_or_create_key
@@ -39,12 +40,13 @@ def local_executor(
     """A not yet started executor; ``extra_workflows`` are searched before the configured ones."""
     key = hmac_key(settings)
     settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteDataStore(settings.store_path, Codec(key)).open()
+    spec = store_spec(settings)
+    store = spec.open(Codec(key))
     return LocalExecutor(
         workflows=[*extra_workflows, *settings.paths.workflows],
         codec_key=key,
         store=store,
-        store_path=settings.store_path,
+        store_spec=spec,
         workers=settings.executor.workers,
         start_method=settings.executor.start_method,
         keep_data=settings.store.keep_data if keep_data is None else keep_data,
@@ -69,7 +71,7 @@ def celery_executor(
 
     key = hmac_key(settings)  # the store signs its blobs; workers verify with the same key
     settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteDataStore(settings.store_path, Codec(key)).open()
+    store = make_store(settings, Codec(key))
     return CeleryExecutor(
         workflows=[*extra_workflows, *settings.paths.workflows],
         celery=settings.celery,

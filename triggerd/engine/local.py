@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from triggerd.errors import InternalError
+from triggerd.store.factory import StoreSpec
 
 from . import runner as r
 from .base import ActiveRun, EventSink, Executor, RunHandle, RunResult
@@ -37,6 +38,7 @@ class LocalExecutor(Executor):
         codec_key: bytes,
         store: Any = None,
         store_path: Path | None = None,
+        store_spec: StoreSpec | None = None,
         workers: int = 0,
         start_method: str = "forkserver",
         keep_data: bool = False,
@@ -44,7 +46,9 @@ class LocalExecutor(Executor):
         on_event: EventSink | None = None,
     ):
         super().__init__(workflows=workflows, store=store, keep_data=keep_data, stop_grace=stop_grace, on_event=on_event)
-        self._worker_config = WorkerConfig(codec_key, tuple(self._dirs), store_path)
+        if store_spec is None and store_path is not None:
+            store_spec = StoreSpec("sqlite", store_path)
+        self._worker_config = WorkerConfig(codec_key, tuple(self._dirs), store_spec)
         self._size = workers or os.cpu_count() or 2
         self._start_method = start_method
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()

@@ -19,10 +19,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .codec import Codec
 from .job import TaskJob, WorkflowCache, execute_task, worker_hostname
+
+if TYPE_CHECKING:
+    from triggerd.store.factory import StoreSpec
 
 __all__ = ["PoolWorker", "WorkerConfig", "spawn_worker"]
 
@@ -33,7 +36,7 @@ class WorkerConfig:
 
     key: bytes
     workflows: tuple[Path, ...]
-    store_path: Path | None
+    store: StoreSpec | None  # each worker process opens its own connection
 
 
 @dataclass(eq=False)
@@ -122,12 +125,7 @@ def worker_main(conn: multiprocessing.connection.Connection, stop_flag: Any, con
     codec = Codec(config.key)
     workflows = WorkflowCache(config.workflows)
     channel = _PipeChannel(conn, stop_flag, codec)
-    store = None
-    if config.store_path is not None:
-        from triggerd.store.sqlite import SqliteDataStore
-
-        store = SqliteDataStore(config.store_path, codec)
-        store.open()
+    store = config.store.open(codec) if config.store is not None else None
     hostname = worker_hostname()
     while True:
         try:
@@ -147,5 +145,5 @@ def context(start_method: str) -> Any:
     """A multiprocessing context; forkserver children preload the engine once."""
     ctx = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
-        ctx.set_forkserver_preload(["triggerd.engine.pool", "triggerd.store.sqlite"])
+        ctx.set_forkserver_preload(["triggerd.engine.pool", "triggerd.store.factory"])
     return ctx

@@ -1,4 +1,6 @@
-"""Backends of the workflow data store (the ``store`` a task sees): SQLite embedded."""
+"""Backends of the workflow data store (the ``store`` a task sees): SQLite embedded, and
+MongoDB + GridFS in :mod:`triggerd.store.mongodb` (imported on demand: it loads pymongo).
+:func:`triggerd.store.factory.make_store` opens the one the settings name."""
 
 from triggerd.store.sqlite import (
     BlobCodec,

@@ -9,9 +9,7 @@ serialise on SQLite's write lock instead of losing each other's updates.
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -20,9 +18,28 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from triggerd.errors import InternalError, TriggerdError
+from triggerd.errors import InternalError
+from triggerd.store._common import (
+    DATA,
+    MISSING,
+    SECTIONS,
+    BlobCodec,
+    BlobMissing,
+    DocumentBase,
+    DocumentExists,
+    DocumentMissing,
+    KeyConflict,
+    ValueEncoder,
+    check_appendable,
+    check_section,
+    decode_tree,
+    lookup,
+    markers,
+    slot,
+    split_key,
+)
 
 __all__ = [
     "BlobCodec",
@@ -34,15 +51,8 @@ __all__ = [
     "SqliteDocument",
 ]
 
-# The sections are also the column names, so they are spelled here rather than imported:
-# importing triggerd.flow.store would load the whole model (and networkx) into triggerctl.
-# They equal triggerd.flow.store.DataStoreDocumentSection.Meta/.Data; a test checks it.
-_DATA = "data"
-_SECTIONS = ("meta", _DATA)
-_INDEX = re.compile(r"[0-9]+")
-_FIELD = re.compile(r"[^$.][^.]*")  # what one dot-notation segment can name
+_SECTIONS = SECTIONS  # also the column names
 _KINDS = {"$blob": "pickled object", "$datetime": "datetime", "$float": "float"}
-_MISSING = object()
 _Blob = tuple[str, bytes]
 _Change = Callable[[dict], list[str]]  # edits a section in place, returns orphaned blob ids
 _SCHEMA = """
@@ -54,88 +64,34 @@ CREATE INDEX IF NOT EXISTS blobs_run_id ON blobs (run_id);
 """
 
 
-class DocumentExists(TriggerdError):
-    """``add`` was given a run id that already has a document (Lightflow's DataStoreIDExists)."""
-
-
-class DocumentMissing(TriggerdError):
-    """No document for this run id: never added, or removed when the run's store was cleared."""
-
-
-class KeyConflict(TriggerdError):
-    """A key runs into a value of the wrong shape: push onto a non-list, set through a scalar."""
-
-
-class BlobMissing(TriggerdError):
-    """A section references a blob row that is gone: the file was edited or damaged."""
-
-
-class BlobCodec(Protocol):
-    """What the store needs of ``triggerd.engine.codec.Codec``; injected to keep layering."""
-
-    def dumps(self, obj: Any, *, what: str) -> bytes: ...
-
-    def loads(self, blob: bytes) -> Any: ...
-
-
-def _split(key: str) -> list[str]:
-    """Dot notation to segments; ``$`` segments are refused so a key cannot forge a marker."""
-    parts = key.split(".") if isinstance(key, str) else [""]
-    if not all(_FIELD.fullmatch(p) for p in parts):
-        raise ValueError(f"invalid store key {key!r}: dot-separated, non-empty, no leading '$'")
-    return parts
-
-
-def _check_section(section: str) -> str:
-    if section not in _SECTIONS:
-        raise ValueError(f"section must be 'meta' or 'data', not {section!r}")
-    return section
-
-
-def _is_marker(node: Any) -> bool:
-    return isinstance(node, dict) and len(node) == 1 and next(iter(node)) in _KINDS
-
-
-def _kind(node: Any) -> str:
-    return _KINDS[next(iter(node))] if _is_marker(node) else type(node).__name__
+def _marker_kind(node: Any) -> str | None:
+    """Markers are one-key dicts ``{"$blob": id}``, ``{"$datetime": iso}``, ``{"$float": repr}``."""
+    if isinstance(node, dict) and len(node) == 1:
+        return _KINDS.get(next(iter(node)))
+    return None
 
 
 def _blob_ids(node: Any) -> Iterator[str]:
     """Blob rows an encoded value references, so replacing it can delete them."""
-    if isinstance(node, dict):
-        if _is_marker(node) and "$blob" in node:
-            yield node["$blob"]
-        else:
-            for child in node.values():
-                yield from _blob_ids(child)
-    elif isinstance(node, list):
-        for child in node:
-            yield from _blob_ids(child)
+    return (m["$blob"] for m in markers(node, _marker_kind) if "$blob" in m)
 
 
-class _Encoder:
+class _Encoder(ValueEncoder):
     """Turns a value into JSON, collecting the blob rows it needs for the same transaction."""
 
     def __init__(self, codec: BlobCodec):
-        self._codec = codec
+        super().__init__(codec)
         self.blobs: list[_Blob] = []
 
-    def __call__(self, value: Any, what: str) -> Any:
-        # Exact types, not isinstance: an IntEnum or np.float64 goes to a blob and comes
-        # back as itself instead of silently becoming a plain int or float.
-        kind = type(value)
-        if value is None or kind in (bool, int, str):
-            return value
-        if kind is float:
-            return value if math.isfinite(value) else {"$float": repr(value)}
-        if kind is datetime:
-            return {"$datetime": value.isoformat()}
-        if kind is list:
-            return [self(v, f"{what}[{i}]") for i, v in enumerate(value)]
-        if kind is dict and all(type(k) is str and _FIELD.fullmatch(k) for k in value):
-            return {k: self(v, f"{what}[{k!r}]") for k, v in value.items()}
+    def special_float(self, value: float) -> Any:
+        return {"$float": repr(value)}
+
+    def datetime(self, value: datetime) -> Any:
+        return {"$datetime": value.isoformat()}
+
+    def blob(self, value: Any, what: str) -> Any:
         blob_id = uuid.uuid4().hex
-        self.blobs.append((blob_id, self._codec.dumps(value, what=what)))
+        self.blobs.append((blob_id, self.codec.dumps(value, what=what)))
         return {"$blob": blob_id}
 
 
@@ -204,7 +160,7 @@ class SqliteDataStore:
         """Create the run's document ``{meta: meta, data: {}}``; returns ``run_id``."""
         encode = _Encoder(self._codec)
         encoded = encode(dict(meta or {}), "store meta")
-        if _is_marker(encoded):
+        if _marker_kind(encoded) is not None:
             raise ValueError("meta keys must be str, without '.' and without a leading '$'")
         name = (meta or {}).get("name")
         workflow, now = (name if isinstance(name, str) else None), time.time()
@@ -247,15 +203,8 @@ class SqliteDataStore:
             row = _row(conn, section, run_id)
             if row is None:
                 return default
-            node: Any = json.loads(row[0])
-            for part in parts:
-                if isinstance(node, dict) and not _is_marker(node) and part in node:
-                    node = node[part]
-                elif isinstance(node, list) and _INDEX.fullmatch(part) and int(part) < len(node):
-                    node = node[int(part)]
-                else:
-                    return default
-            return self._decode(conn, run_id, node)
+            node = lookup(json.loads(row[0]), parts, MISSING, _marker_kind)
+            return default if node is MISSING else self._decode(conn, run_id, node)
 
     def _update(self, run_id: str, section: str, change: _Change, blobs: list[_Blob]) -> bool:
         """One write transaction: ``change`` edits the section in place and names the blob
@@ -276,22 +225,19 @@ class SqliteDataStore:
         return True
 
     def _decode(self, conn: sqlite3.Connection, run_id: str, node: Any) -> Any:
-        if isinstance(node, list):
-            return [self._decode(conn, run_id, v) for v in node]
-        if not isinstance(node, dict):
-            return node
-        if not _is_marker(node):
-            return {k: self._decode(conn, run_id, v) for k, v in node.items()}
-        tag, value = next(iter(node.items()))
-        if tag == "$datetime":
-            return datetime.fromisoformat(value)
-        if tag == "$float":
-            return float(value)
-        query = "SELECT body FROM blobs WHERE id = ? AND run_id = ?"
-        row = conn.execute(query, (value, run_id)).fetchone()
-        if row is None:
-            raise BlobMissing(f"run {run_id}: blob {value} referenced by the store is missing")
-        return self._codec.loads(row[0])
+        def unmark(marker: dict) -> Any:
+            tag, value = next(iter(marker.items()))
+            if tag == "$datetime":
+                return datetime.fromisoformat(value)
+            if tag == "$float":
+                return float(value)
+            query = "SELECT body FROM blobs WHERE id = ? AND run_id = ?"
+            row = conn.execute(query, (value, run_id)).fetchone()
+            if row is None:
+                raise BlobMissing(f"run {run_id}: blob {value} referenced by the store is missing")
+            return self._codec.loads(row[0])
+
+        return decode_tree(node, _marker_kind, unmark)
 
 
 def _row(conn: sqlite3.Connection, columns: str, run_id: str) -> tuple | None:
@@ -306,88 +252,41 @@ def _dumps(tree: Any) -> str:
     return json.dumps(tree, allow_nan=False, separators=(",", ":"))
 
 
-def _slot(tree: dict, parts: list[str], key: str) -> tuple[dict | list, Any, Any]:
-    """Where a write lands: (container, index, current value or _MISSING). Intermediate
-    dicts are created, as Mongo's ``$set``/``$push`` do."""
-    node: Any = tree
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        if isinstance(node, dict) and not _is_marker(node):
-            if last:
-                return node, part, node.get(part, _MISSING)
-            node = node.setdefault(part, {})
-        elif isinstance(node, list) and _INDEX.fullmatch(part) and int(part) < len(node):
-            if last:
-                return node, int(part), node[int(part)]
-            node = node[int(part)]
-        else:
-            where = ".".join(parts[:depth])
-            has = f"a list without index {part}" if isinstance(node, list) else f"a {_kind(node)}"
-            raise KeyConflict(f"store key '{key}': '{where}' holds {has}, not a dict")
-    raise InternalError("a store key without segments got past _split")
+class SqliteDocument(DocumentBase):
+    """One run's document in the SQLite store."""
 
+    _store: SqliteDataStore
 
-class SqliteDocument:
-    """One run's document; implements :class:`triggerd.flow.store.DataStoreDocument`."""
-
-    def __init__(self, store: SqliteDataStore, run_id: str):
-        self._store = store
-        self.run_id = run_id
-
-    def get(self, key: str, default: Any = None, *, section: str = _DATA) -> Any:
+    def get(self, key: str, default: Any = None, *, section: str = DATA) -> Any:
         """The decoded value at ``key``, or ``default`` when any segment is missing."""
-        return self._store._read(self.run_id, _check_section(section), _split(key), default)
+        return self._store._read(self.run_id, check_section(section), split_key(key), default)
 
-    def set(self, key: str, value: Any, *, section: str = _DATA) -> bool:
-        """Store ``value`` at ``key``; blobs of the value it replaces are deleted."""
-        section, parts, encode = _check_section(section), _split(key), _Encoder(self._store._codec)
-        encoded = encode(value, f"store {section}.{key}")
-
-        def change(tree: dict) -> list[str]:
-            container, index, old = _slot(tree, parts, key)
-            container[index] = encoded
-            return list(_blob_ids(old))
-
-        return self._store._update(self.run_id, section, change, encode.blobs)
-
-    def set_many(self, values: Mapping[str, Any], *, section: str = _DATA) -> bool:
+    def set_many(self, values: Mapping[str, Any], *, section: str = DATA) -> bool:
         """``set`` of every ``key: value`` in one transaction (the engine's bookkeeping)."""
-        section, encode = _check_section(section), _Encoder(self._store._codec)
-        encoded = [(_split(k), k, encode(v, f"store {section}.{k}")) for k, v in values.items()]
+        section, encode = check_section(section), _Encoder(self._store._codec)
+        encoded = [(split_key(k), k, encode(v, f"store {section}.{k}")) for k, v in values.items()]
 
         def change(tree: dict) -> list[str]:
             orphans: list[str] = []
             for parts, key, value in encoded:
-                container, index, old = _slot(tree, parts, key)
+                container, index, old = slot(tree, parts, key, _marker_kind)
                 container[index] = value
                 orphans += _blob_ids(old)
             return orphans
 
         return self._store._update(self.run_id, section, change, encode.blobs)
 
-    def push(self, key: str, value: Any, *, section: str = _DATA) -> bool:
-        """Append ``value`` to the list at ``key``, creating the list when the key is missing."""
-        return self._append(key, [value], section)
-
-    def extend(self, key: str, values: list, *, section: str = _DATA) -> bool:
-        """Append each of ``values``; False (nothing written) unless it is a list or tuple."""
-        if not isinstance(values, (list, tuple)):
-            return False
-        return self._append(key, list(values), section)
-
     def _append(self, key: str, values: list, section: str) -> bool:
-        section, parts, encode = _check_section(section), _split(key), _Encoder(self._store._codec)
+        section, parts, encode = check_section(section), split_key(key), _Encoder(self._store._codec)
         encoded = [encode(v, f"store {section}.{key}[+{i}]") for i, v in enumerate(values)]
 
         def change(tree: dict) -> list[str]:
-            container, index, current = _slot(tree, parts, key)
-            if current is _MISSING:
+            container, index, current = slot(tree, parts, key, _marker_kind)
+            check_appendable(current, key, _marker_kind)
+            if current is MISSING:
                 container[index] = encoded
-            elif isinstance(current, list):
-                current.extend(encoded)
             else:
-                kind = _kind(current)
-                raise KeyConflict(f"store key '{key}' holds a {kind}, not a list: cannot push")
+                current.extend(encoded)
             return []
 
         return self._store._update(self.run_id, section, change, encode.blobs)
