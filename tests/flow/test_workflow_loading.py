@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import json
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -217,6 +218,31 @@ def test_cycle_in_workflow_is_a_definition_error_naming_file(tmp_path: Path) -> 
         load_workflow("tflcycle", [tmp_path])
     assert str(path.resolve()) in str(info.value)
     assert "loop" in str(info.value)
+
+
+def test_a_worker_loads_without_checking_what_the_submitter_checked(tmp_path: Path) -> None:
+    """validate=False (workers, which run only files whose hash the submitter validated)
+    skips the DAG checks and never imports networkx; the tasks are found all the same,
+    and the checks apply again to the next load with validation."""
+    _write(
+        tmp_path / "tfltrusted.py",
+        """
+        from triggerd.flow import Dag, PythonTask
+        a = PythonTask("a")
+        b = PythonTask("b")
+        d = Dag("loop")
+        d.define({a: {b: "slot"}, b: [a]})
+        """,
+    )
+    code = (
+        "import sys; from pathlib import Path; from triggerd.flow.workflow import load_workflow; "
+        f"w = load_workflow('tfltrusted', [Path({str(tmp_path)!r})], validate=False); "
+        "print(w.task('loop', 'b').name, w.task('loop', 'a').name, 'networkx' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["b", "a", "False"]
+    with pytest.raises(WorkflowDefinitionError, match="loop"):
+        load_workflow("tfltrusted", [tmp_path])
 
 
 def test_duplicate_task_names_refused_at_load(tmp_path: Path) -> None:

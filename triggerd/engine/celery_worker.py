@@ -168,7 +168,7 @@ class WorkerSide:
     def _open(self) -> tuple[WorkflowCache, Any, redis.Redis]:
         with self._lock:
             if self._pid != os.getpid():
-                self._workflows = WorkflowCache(self._settings.paths.workflows)
+                self._workflows = WorkflowCache(self._settings.paths.workflows, validate=False)
                 self._store = self._store_spec.open(self._codec)
                 self._redis = connect(self._settings.celery.broker_url)
                 self._pid = os.getpid()

@@ -59,10 +59,15 @@ class WorkflowChanged(WorkflowImportError):
 
 
 class WorkflowCache:
-    """Loaded workflows by name, reloaded when their file changes on disk."""
+    """Loaded workflows by name, reloaded when their file changes on disk.
 
-    def __init__(self, dirs: Iterable[Path]):
+    Workers pass ``validate=False``: every job names the content hash of the file the
+    submitter validated, and :meth:`get` refuses any other.
+    """
+
+    def __init__(self, dirs: Iterable[Path], *, validate: bool = True):
         self._dirs = [Path(d) for d in dirs]
+        self._validate = validate  # False in workers: see load_workflow
         self._cache: dict[str, tuple[tuple[str, int, int], Workflow]] = {}
 
     def get(self, name: str, content_hash: str | None = None) -> Workflow:
@@ -71,7 +76,7 @@ class WorkflowCache:
         key = (str(path), stat.st_mtime_ns, stat.st_size)
         cached = self._cache.get(name)
         if cached is None or cached[0] != key:
-            self._cache[name] = (key, load_workflow(name, self._dirs))
+            self._cache[name] = (key, load_workflow(name, self._dirs, validate=self._validate))
         workflow = self._cache[name][1]
         if content_hash and workflow.content_hash != content_hash:
             raise WorkflowChanged(

@@ -123,7 +123,7 @@ def worker_main(conn: multiprocessing.connection.Connection, stop_flag: Any, con
     # stays ignored across exec, and BashTask commands must still see SIGINT.
     signal.signal(signal.SIGINT, lambda signum, frame: None)
     codec = Codec(config.key)
-    workflows = WorkflowCache(config.workflows)
+    workflows = WorkflowCache(config.workflows, validate=False)
     channel = _PipeChannel(conn, stop_flag, codec)
     store = config.store.open(codec) if config.store is not None else None
     hostname = worker_hostname()
