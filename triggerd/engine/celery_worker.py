@@ -31,15 +31,14 @@ from triggerd.store.factory import store_spec
 from .codec import Codec, PayloadRejected
 from .job import TaskJob, TaskOutcome, WorkflowCache, execute_task, worker_hostname
 from .redis_channel import (
-    Heartbeat,
+    Heartbeats,
     RedisChannel,
     b64,
-    claim_delivery,
+    claim,
     connect,
     delivery_done,
-    finish_delivery,
-    push_done,
-    push_started,
+    finish,
+    start,
     still_running,
     unb64,
 )
@@ -164,16 +163,18 @@ class WorkerSide:
         self._workflows: WorkflowCache | None = None
         self._store: Any = None
         self._redis: redis.Redis | None = None
+        self._heartbeats: Heartbeats | None = None
 
-    def _open(self) -> tuple[WorkflowCache, Any, redis.Redis]:
+    def _open(self) -> tuple[WorkflowCache, Any, redis.Redis, Heartbeats]:
         with self._lock:
             if self._pid != os.getpid():
                 self._workflows = WorkflowCache(self._settings.paths.workflows, validate=False)
                 self._store = self._store_spec.open(self._codec)
                 self._redis = connect(self._settings.celery.broker_url)
+                self._heartbeats = Heartbeats(self._redis)
                 self._pid = os.getpid()
-            assert self._workflows is not None and self._redis is not None
-            return self._workflows, self._store, self._redis
+            assert self._workflows is not None and self._redis is not None and self._heartbeats is not None
+            return self._workflows, self._store, self._redis, self._heartbeats
 
     def execute(self, message: Any, hostname: str, delivery_id: str) -> str:
         """Run one job and push its outcome to the runner; returns the outcome's name.
@@ -181,17 +182,17 @@ class WorkerSide:
         ``delivery_id`` is Celery's task id, the same for every delivery of one job: a
         second delivery means the worker that had it was lost mid-task.
         """
-        workflows, store, client = self._open()
+        workflows, store, client, heartbeats = self._open()
         job, inbox = parse_job(message)
         channel = RedisChannel(
             client, run_id=job.run_id, dag=job.dag, inbox=inbox, codec=self._codec,
             timeout=self._settings.celery.signal_timeout,
         )  # fmt: skip
         now = time.time()
-        claim = claim_delivery(client, delivery_id)
-        if claim == "again" and (still_running(client, delivery_id) or delivery_done(client, delivery_id)):
-            claim = "done"  # another worker is at it, or finished while we watched
-        if claim == "done":
+        status, stopped = claim(client, delivery_id, job.run_id, job.dag)
+        if status == "again" and (still_running(client, delivery_id) or delivery_done(client, delivery_id)):
+            status = "done"  # another worker is at it, or finished while we watched
+        if status == "done":
             # Celery gives a job out again once it is unacknowledged for
             # celery.visibility_timeout, even while its worker is busy with it. Running
             # it twice would be wrong; the worker that has it reports it.
@@ -201,22 +202,20 @@ class WorkerSide:
                 run=job.run_id, dag=job.dag, task=job.task,
             )  # fmt: skip
             return "duplicate"
-        first = claim == "first"
-        if channel.is_stopped(job.dag):
+        if stopped:
             # Stopped while queued, or a redelivery of a job whose run has ended.
             outcome = TaskOutcome("stopped", (), None, "stopped before it started", started=now, ended=now)
-        elif not first and not _idempotent(workflows, job):
+        elif status == "again" and not _idempotent(workflows, job):
             message = (
                 f"the worker running task '{job.task}' was lost mid-task, and the task is not "
                 "idempotent (idempotent=False), so it was not run again"
             )
             outcome = TaskOutcome("failed", message=message, started=now, ended=now)
         else:
-            with Heartbeat(client, delivery_id):
-                push_started(client, inbox, job, hostname, redelivered=not first)
+            start(client, inbox, job, hostname, delivery_id, redelivered=status == "again")
+            with heartbeats.running(delivery_id):
                 outcome = self._run(job, workflows, store, channel, hostname)
-        push_done(client, inbox, job, outcome, hostname)
-        finish_delivery(client, delivery_id)
+        finish(client, inbox, job, outcome, hostname, delivery_id)
         _log.debug("task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome)
         return outcome.outcome
 

@@ -23,6 +23,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -39,25 +40,24 @@ __all__ = [
     "HEARTBEAT_PERIOD",
     "HEARTBEAT_TTL",
     "KEY_TTL",
-    "Heartbeat",
     "RUN_WIDE",
+    "Heartbeats",
     "RedisChannel",
     "alive",
     "alive_key",
     "b64",
+    "claim",
     "connect",
     "decode_outcome",
     "delivery_done",
     "delivery_key",
-    "claim_delivery",
-    "finish_delivery",
+    "finish",
     "inbox_key",
     "mark_stopped",
     "presence_key",
     "push",
-    "push_done",
-    "push_started",
     "reply_key",
+    "start",
     "still_running",
     "stop_key",
     "unb64",
@@ -120,33 +120,18 @@ def unb64(text: str | None) -> bytes | None:
 def push(client: redis.Redis, key: str, message: dict[str, Any]) -> None:
     """Append one JSON message to a list that expires if nobody ever reads it."""
     pipe = client.pipeline(transaction=False)
+    _push(pipe, key, message)
+    pipe.execute()
+
+
+def _push(pipe: Any, key: str, message: dict[str, Any]) -> None:
     pipe.rpush(key, json.dumps(message))
     pipe.expire(key, KEY_TTL)
-    pipe.execute()
 
 
 def delivery_key(delivery_id: str) -> str:
     """Set when a worker first takes the job with Celery task id ``delivery_id``."""
     return f"{_PREFIX}:delivered:{delivery_id}"
-
-
-def claim_delivery(client: redis.Redis, delivery_id: str) -> str:
-    """Record that a worker takes this job. ``"first"``: nobody had it before;
-    ``"again"``: a worker had it and did not finish (lost, or still at it);
-    ``"done"``: a worker finished it (:func:`finish_delivery`) and this is a stale copy."""
-    key = delivery_key(delivery_id)
-    if client.set(key, "running", nx=True, ex=KEY_TTL):
-        return "first"
-    return "done" if delivery_done(client, delivery_id) else "again"
-
-
-def delivery_done(client: redis.Redis, delivery_id: str) -> bool:
-    return client.get(delivery_key(delivery_id)) == b"done"
-
-
-def finish_delivery(client: redis.Redis, delivery_id: str) -> None:
-    """Mark the job finished: later copies of it are dropped unrun."""
-    client.set(delivery_key(delivery_id), "done", ex=KEY_TTL)
 
 
 HEARTBEAT_PERIOD = 2.0  # seconds between a running job's heartbeats
@@ -158,36 +143,52 @@ def alive_key(delivery_id: str) -> str:
     return f"{_PREFIX}:alive:{delivery_id}"
 
 
-class Heartbeat:
-    """While the ``with`` block runs, keep :func:`alive_key` alive from a thread.
+# -- a worker's side of one job: three round trips (claim, start, end) ---------------------
 
-    It tells a second delivery of a job (Celery redelivers jobs that run longer than the
-    visibility timeout) that the first is still running, and the runner that the worker
-    running it has not vanished. Redis errors are ridden out: a missed beat or two does
-    no harm, the TTL is three periods.
+
+def claim(client: redis.Redis, delivery_id: str, run_id: str, dag: str) -> tuple[str, bool]:
+    """Record that a worker takes this job, and read the DAG's stop flags, in one round trip.
+
+    The claim is ``"first"`` (nobody had the job before), ``"again"`` (a worker had it and
+    did not finish: lost, or still at it) or ``"done"`` (a worker finished it, this is a
+    stale copy); the flag says whether the job's DAG or run has been stopped.
     """
+    key = delivery_key(delivery_id)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(key, "running", nx=True, ex=KEY_TTL)
+    pipe.get(key)
+    pipe.mget([stop_key(run_id, dag), stop_key(run_id, RUN_WIDE)])
+    claimed, state, flags = pipe.execute()
+    status = "first" if claimed else "done" if state == b"done" else "again"
+    return status, any(flag is not None for flag in flags)
 
-    def __init__(self, client: redis.Redis, delivery_id: str):
-        self._client = client
-        self._key = alive_key(delivery_id)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="triggerd-heartbeat", daemon=True)
 
-    def __enter__(self) -> Heartbeat:
-        self._client.set(self._key, repr(time.time()), px=int(HEARTBEAT_TTL * 1000))
-        self._thread.start()
-        return self
+def start(client: redis.Redis, inbox: str, job: TaskJob, worker: str, delivery_id: str, *, redelivered: bool) -> None:
+    """The job's first heartbeat and the runner's ``started`` message (the moment
+    ``task.started`` is true); ``redelivered``: a worker had it before and was lost."""
+    message = {"type": "started", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker, "redelivered": redelivered}
+    pipe = client.pipeline(transaction=False)
+    pipe.set(alive_key(delivery_id), repr(time.time()), px=int(HEARTBEAT_TTL * 1000))
+    _push(pipe, inbox, message)
+    pipe.execute()
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        with contextlib.suppress(redis.RedisError):
-            self._client.delete(self._key)
 
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_PERIOD):
-            with contextlib.suppress(redis.RedisError):
-                self._client.set(self._key, repr(time.time()), px=int(HEARTBEAT_TTL * 1000))
+def finish(client: redis.Redis, inbox: str, job: TaskJob, outcome: TaskOutcome, worker: str, delivery_id: str) -> None:
+    """Tell the runner how the task ended (its output stays signed), end its heartbeat
+    and mark the job finished, so that later copies of it are dropped unrun."""
+    fields = asdict(outcome)
+    fields["data"] = b64(outcome.data)
+    fields["limit"] = list(outcome.limit) if outcome.limit is not None else None
+    message = {"type": "done", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker, "outcome": fields}
+    pipe = client.pipeline(transaction=False)
+    _push(pipe, inbox, message)
+    pipe.delete(alive_key(delivery_id))
+    pipe.set(delivery_key(delivery_id), "done", ex=KEY_TTL)
+    pipe.execute()
+
+
+def delivery_done(client: redis.Redis, delivery_id: str) -> bool:
+    return client.get(delivery_key(delivery_id)) == b"done"
 
 
 def still_running(client: redis.Redis, delivery_id: str) -> bool:
@@ -203,27 +204,55 @@ def still_running(client: redis.Redis, delivery_id: str) -> bool:
     return after is not None and after != before
 
 
+class Heartbeats:
+    """One thread per process renewing the heartbeat keys of the jobs it runs now.
+
+    A heartbeat tells a second delivery of a job (Celery redelivers jobs that run longer
+    than the visibility timeout) that the first is still running, and the runner that the
+    worker running it has not vanished. :func:`start` sets the first beat and
+    :func:`finish` deletes the key; in between, :meth:`running` keeps it fresh. Redis
+    errors are ridden out: a missed beat or two does no harm, the TTL is three periods.
+    """
+
+    def __init__(self, client: redis.Redis):
+        self._client = client
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def running(self, delivery_id: str) -> Iterator[None]:
+        key = alive_key(delivery_id)
+        with self._lock:
+            self._keys.add(key)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._beat, name="triggerd-heartbeats", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._keys.discard(key)
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_PERIOD)
+            with self._lock:
+                keys = list(self._keys)
+            if not keys:
+                continue
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, repr(time.time()), px=int(HEARTBEAT_TTL * 1000))
+            with contextlib.suppress(redis.RedisError):
+                pipe.execute()
+
+
 def alive(client: redis.Redis, delivery_ids: list[str]) -> list[bool]:
     """For each job, whether a worker is running it now (its heartbeat is fresh)."""
     if not delivery_ids:
         return []
     return [value is not None for value in client.mget([alive_key(d) for d in delivery_ids])]
-
-
-def push_started(client: redis.Redis, inbox: str, job: TaskJob, worker: str, *, redelivered: bool = False) -> None:
-    """Tell the runner a worker took the job (the moment ``task.started`` is true);
-    ``redelivered``: a worker had it before and was lost."""
-    message = {"type": "started", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker, "redelivered": redelivered}
-    push(client, inbox, message)
-
-
-def push_done(client: redis.Redis, inbox: str, job: TaskJob, outcome: TaskOutcome, worker: str) -> None:
-    """Tell the runner how the task ended; its output data stays signed."""
-    fields = asdict(outcome)
-    fields["data"] = b64(outcome.data)
-    fields["limit"] = list(outcome.limit) if outcome.limit is not None else None
-    message = {"type": "done", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker, "outcome": fields}
-    push(client, inbox, message)
 
 
 def decode_outcome(fields: dict[str, Any]) -> TaskOutcome:
