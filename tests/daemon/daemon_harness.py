@@ -39,7 +39,7 @@ main.define({PythonTask("record", record): None})
 class Daemon:
     """``with Daemon(tmp) as d:`` starts triggerd in ``tmp`` and stops it at the end."""
 
-    def __init__(self, root: Path, *, rules: str | None = None, extra_config: str = "", hold: float = 0.0):
+    def __init__(self, root: Path, *, rules: str | None = None, extra_config: str = "", hold: float = 0.0, executor: str = "local"):
         self.root = root
         self.incoming = root / "incoming"
         self.out = root / "out"
@@ -53,6 +53,7 @@ class Daemon:
             workflows = ["{root / 'workflows'}"]
             triggers = ["{root / 'triggers'}"]
             [executor]
+            kind = "{executor}"
             workers = 2
             stop_grace = 1.0
             [log]

@@ -1,0 +1,54 @@
+"""The daemon with executor.kind = "celery": file triggers run on a real triggerd worker.
+
+Same daemon, same rules, same workflow as tests/daemon/test_daemon.py; only the
+executor differs. The worker shares the daemon's config file (workflows, HMAC key,
+SQLite data store on this machine) and the session's redis-server.
+"""
+
+from __future__ import annotations
+
+import time
+
+from daemon_harness import Daemon, write_file
+from redis_fixture import WorkerProcess
+from support import wait_for
+
+from triggerd.daemon.client import ControlClient
+
+WORKER = "daemon-worker@triggerd-test"
+
+
+def started_on(d: Daemon, run_id: str) -> set[str]:
+    """The workers the run's tasks started on, from the daemon's recent events."""
+    with ControlClient(d.socket) as client:
+        events = client.get("/events", run=run_id, limit=1000)
+    return {e["data"]["worker"] for e in events if e["kind"] == "task.started"}
+
+
+def test_a_file_trigger_runs_on_a_celery_worker_and_triggerctl_stop_reaches_it(tmp_path, redis_server, celery_cluster):
+    """A closed file starts its run on the worker (not in a local pool); a second, long
+    run is stopped with `triggerctl stop` and ends 'stopped' within seconds."""
+    d = Daemon(tmp_path, executor="celery", extra_config=f'[celery]\nbroker_url = "{redis_server.url}"\n')
+    with d:
+        worker = WorkerProcess(tmp_path / "triggerd.toml", WORKER, ["-Q", "task", "-c", "1"], tmp_path / "worker.log")
+        try:
+            worker.wait_ready(celery_cluster.app)
+            target = d.incoming / "scan_001.h5"
+            write_file(target, b"data")
+            wait_for(lambda: [r["state"] for r in d.runs_db()] == ["succeeded"], 30, "the run on the worker")
+            (run,) = d.runs_db()
+            assert list(d.markers().values()) == [str(target)]
+            assert started_on(d, run["run_id"]) == {WORKER}
+
+            d.write_rules(d.default_rules(hold=30.0))
+            assert d.ctl_json("reload")["ok"]
+            write_file(d.incoming / "scan_002.h5", b"more")
+            wait_for(lambda: any(r["state"] == "running" for r in d.runs_db()), 30, "the long run to start")
+            long_run = next(r for r in d.runs_db() if r["state"] == "running")
+            wait_for(lambda: started_on(d, long_run["run_id"]), 30, "its task to start on the worker")
+            t0 = time.monotonic()
+            d.ctl("stop", long_run["run_id"])
+            wait_for(lambda: next(r for r in d.runs_db() if r["run_id"] == long_run["run_id"])["state"] == "stopped", 15, "the stop")
+            assert time.monotonic() - t0 < 10
+        finally:
+            worker.stop()
