@@ -13,7 +13,9 @@ from daemon_harness import Daemon, write_file
 from redis_fixture import WorkerProcess
 from support import wait_for
 
+from triggerd.config import CelerySettings
 from triggerd.daemon.client import ControlClient
+from triggerd.engine.celery_worker import celery_app
 
 WORKER = "daemon-worker@triggerd-test"
 
@@ -25,14 +27,17 @@ def started_on(d: Daemon, run_id: str) -> set[str]:
     return {e["data"]["worker"] for e in events if e["kind"] == "task.started"}
 
 
-def test_a_file_trigger_runs_on_a_celery_worker_and_triggerctl_stop_reaches_it(tmp_path, redis_server, celery_cluster):
+def test_a_file_trigger_runs_on_a_celery_worker_and_triggerctl_stop_reaches_it(tmp_path, redis_server):
     """A closed file starts its run on the worker (not in a local pool); a second, long
     run is stopped with `triggerctl stop` and ends 'stopped' within seconds."""
-    d = Daemon(tmp_path, executor="celery", extra_config=f'[celery]\nbroker_url = "{redis_server.url}"\n')
+    # Redis database 1: the session's other workers consume queue 'task' of database 0.
+    broker = redis_server.url.rsplit("/", 1)[0] + "/1"
+    d = Daemon(tmp_path, executor="celery", extra_config=f'[celery]\nbroker_url = "{broker}"\n')
+    app = celery_app(CelerySettings(broker_url=broker), name="triggerd-daemon-test")
     with d:
         worker = WorkerProcess(tmp_path / "triggerd.toml", WORKER, ["-Q", "task", "-c", "1"], tmp_path / "worker.log")
         try:
-            worker.wait_ready(celery_cluster.app)
+            worker.wait_ready(app)
             target = d.incoming / "scan_001.h5"
             write_file(target, b"data")
             wait_for(lambda: [r["state"] for r in d.runs_db()] == ["succeeded"], 30, "the run on the worker")
@@ -52,3 +57,4 @@ def test_a_file_trigger_runs_on_a_celery_worker_and_triggerctl_stop_reaches_it(t
             assert time.monotonic() - t0 < 10
         finally:
             worker.stop()
+            app.close()
