@@ -9,6 +9,10 @@ data inside a job stays the codec's signed bytes until ``execute_task`` verifies
 
 Jobs are acknowledged late and rejected when their worker is lost, so Celery delivers
 them again after ``celery.visibility_timeout``; the runner ignores the second completion.
+
+What a task prints and logs becomes its events (:mod:`triggerd.engine.capture`),
+appended in batches to the Redis events stream, the last of them before the task's
+``done`` message, so a reader of the stream sees a task's output before its end.
 """
 
 from __future__ import annotations
@@ -28,9 +32,12 @@ from triggerd.log import get_logger
 from triggerd.store import DocumentMissing
 from triggerd.store.factory import store_spec
 
+from .capture import EventBatcher, let_task_records_through
 from .codec import Codec, PayloadRejected
 from .job import TaskJob, TaskOutcome, WorkflowCache, execute_task, worker_hostname
 from .redis_channel import (
+    EVENTS_MAXLEN,
+    EventStream,
     Heartbeats,
     RedisChannel,
     b64,
@@ -152,10 +159,12 @@ class WorkerSide:
 
     Lazily and per process id: prefork children are forked from the main worker process,
     and no SQLite connection, MongoClient or Redis socket may cross a fork.
+    ``events_maxlen`` bounds the Redis events stream (see :class:`EventStream`).
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, events_maxlen: int = EVENTS_MAXLEN):
         self._settings = settings
+        self._events_maxlen = events_maxlen
         self._store_spec = store_spec(settings)
         self._lock = threading.Lock()
         self._pid = -1
@@ -164,17 +173,21 @@ class WorkerSide:
         self._store: Any = None
         self._redis: redis.Redis | None = None
         self._heartbeats: Heartbeats | None = None
+        self._events: EventBatcher | None = None
 
-    def _open(self) -> tuple[WorkflowCache, Any, redis.Redis, Heartbeats]:
+    def _open(self) -> tuple[WorkflowCache, Any, redis.Redis, Heartbeats, EventBatcher]:
         with self._lock:
             if self._pid != os.getpid():
                 self._workflows = WorkflowCache(self._settings.paths.workflows, validate=False)
                 self._store = self._store_spec.open(self._codec)
                 self._redis = connect(self._settings.celery.broker_url)
                 self._heartbeats = Heartbeats(self._redis)
+                self._events = EventBatcher(EventStream(self._redis, maxlen=self._events_maxlen).append)
+                let_task_records_through()
                 self._pid = os.getpid()
-            assert self._workflows is not None and self._redis is not None and self._heartbeats is not None
-            return self._workflows, self._store, self._redis, self._heartbeats
+            assert self._workflows is not None and self._redis is not None
+            assert self._heartbeats is not None and self._events is not None
+            return self._workflows, self._store, self._redis, self._heartbeats, self._events
 
     def execute(self, message: Any, hostname: str, delivery_id: str) -> str:
         """Run one job and push its outcome to the runner; returns the outcome's name.
@@ -182,7 +195,7 @@ class WorkerSide:
         ``delivery_id`` is Celery's task id, the same for every delivery of one job: a
         second delivery means the worker that had it was lost mid-task.
         """
-        workflows, store, client, heartbeats = self._open()
+        workflows, store, client, heartbeats, events = self._open()
         job, inbox = parse_job(message)
         channel = RedisChannel(
             client, run_id=job.run_id, dag=job.dag, inbox=inbox, codec=self._codec,
@@ -214,12 +227,15 @@ class WorkerSide:
         else:
             start(client, inbox, job, hostname, delivery_id, redelivered=status == "again")
             with heartbeats.running(delivery_id):
-                outcome = self._run(job, workflows, store, channel, hostname)
+                outcome = self._run(job, workflows, store, channel, hostname, events)
+            events.flush()  # a reader of the stream sees the task's output before its end
         finish(client, inbox, job, outcome, hostname, delivery_id)
         _log.debug("task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome)
         return outcome.outcome
 
-    def _run(self, job: TaskJob, workflows: WorkflowCache, store: Any, channel: RedisChannel, hostname: str) -> TaskOutcome:
+    def _run(
+        self, job: TaskJob, workflows: WorkflowCache, store: Any, channel: RedisChannel, hostname: str, events: EventBatcher
+    ) -> TaskOutcome:
         try:
             document = store.get(job.run_id)
         except DocumentMissing as exc:
@@ -229,7 +245,9 @@ class WorkerSide:
                 "and the process that started the run must share one data store)"
             )
             return TaskOutcome("failed", message=message, started=now, ended=now)
-        return execute_task(job, workflows=workflows, codec=self._codec, channel=channel, store=document, hostname=hostname)
+        return execute_task(
+            job, workflows=workflows, codec=self._codec, channel=channel, store=document, hostname=hostname, emit=events
+        )
 
 
 def _idempotent(workflows: WorkflowCache, job: TaskJob) -> bool:

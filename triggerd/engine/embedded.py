@@ -49,6 +49,8 @@ def local_executor(
         store_spec=spec,
         workers=settings.executor.workers,
         start_method=settings.executor.start_method,
+        log_level=settings.log.level,
+        log_format=settings.log.format,
         keep_data=settings.store.keep_data if keep_data is None else keep_data,
         stop_grace=settings.executor.stop_grace,
         on_event=on_event,

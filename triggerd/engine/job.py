@@ -7,20 +7,23 @@ differs from the submitter's (content hash). Task data arrives and leaves as sig
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from triggerd.eventlog.schema import LogEvent
 from triggerd.flow.context import TaskContext
 from triggerd.flow.exceptions import WorkflowImportError
 from triggerd.flow.signal import SignalChannel, TaskSignal
 from triggerd.flow.task_data import MultiTaskData, TaskData
 from triggerd.flow.workflow import Workflow, find_workflow_file, load_workflow
 
+from .capture import capture_task
 from .codec import Codec, UnpicklableData
 
 __all__ = ["TaskJob", "TaskOutcome", "WorkflowCache", "WorkflowChanged", "execute_task"]
@@ -114,8 +117,16 @@ def execute_task(
     channel: SignalChannel,
     store: Any = None,
     hostname: str = "",
+    emit: Callable[[LogEvent], None] | None = None,
+    worker: str | None = None,
 ) -> TaskOutcome:
-    """Run ``job`` and say how it ended. Never raises for a task's own errors."""
+    """Run ``job`` and say how it ended. Never raises for a task's own errors.
+
+    With ``emit``, what the task prints and logs meanwhile becomes its ``output`` and
+    ``log`` events (see :mod:`triggerd.engine.capture`), handed to ``emit`` as they
+    happen; the last of them before this returns. Their ``worker`` is ``worker``
+    (default: ``hostname``).
+    """
     started = time.time()
     meta_key = f"log.{job.dag}.tasks.{job.task}"
     ended: list[tuple[str, str]] = []
@@ -124,29 +135,35 @@ def execute_task(
         ended.append((outcome, str(exc) if exc is not None else ""))
 
     entry: dict[str, Any] = {"start_time": started, "worker": hostname, "queue": job.queue}
-    try:
-        task = workflows.get(job.workflow, job.content_hash).task(job.blueprint, job.task)
-        data = _input_data(job, codec)
-        if store is not None:  # as Lightflow: a running task can read its own entry
-            store.set(meta_key, entry, section="meta")
-        context = TaskContext(job.task, job.dag, job.workflow, job.run_id, hostname)
-        action = task._run(
-            data,
-            store,
-            TaskSignal(channel, job.dag),
-            context,
-            success_callback=lambda: record("succeeded"),
-            stop_callback=lambda exc: record("stopped", exc),
-            abort_callback=lambda exc: record("aborted", exc),
-        )
-        output = action.data.default_dataset if isinstance(action.data, MultiTaskData) and len(action.data) else TaskData()
-        blob = codec.dumps(output, what="data")
-        outcome, message = ended[-1] if ended else ("succeeded", "")
-        result = TaskOutcome(outcome, action.limit_names(), blob, message, "", started)
-    except UnpicklableData as exc:
-        result = _failed(f"task '{job.task}' returned data that cannot be pickled: {exc}", "", started)
-    except Exception as exc:  # noqa: BLE001 - a task may raise anything; it is recorded
-        result = _failed(f"{type(exc).__name__}: {exc}", _user_traceback(exc), started)
+    capturing = (
+        capture_task(emit, run=job.run_id, workflow=job.workflow, dag=job.dag, task=job.task, worker=worker or hostname)
+        if emit is not None
+        else contextlib.nullcontext()
+    )
+    with capturing:
+        try:
+            task = workflows.get(job.workflow, job.content_hash).task(job.blueprint, job.task)
+            data = _input_data(job, codec)
+            if store is not None:  # as Lightflow: a running task can read its own entry
+                store.set(meta_key, entry, section="meta")
+            context = TaskContext(job.task, job.dag, job.workflow, job.run_id, hostname)
+            action = task._run(
+                data,
+                store,
+                TaskSignal(channel, job.dag),
+                context,
+                success_callback=lambda: record("succeeded"),
+                stop_callback=lambda exc: record("stopped", exc),
+                abort_callback=lambda exc: record("aborted", exc),
+            )
+            output = action.data.default_dataset if isinstance(action.data, MultiTaskData) and len(action.data) else TaskData()
+            blob = codec.dumps(output, what="data")
+            outcome, message = ended[-1] if ended else ("succeeded", "")
+            result = TaskOutcome(outcome, action.limit_names(), blob, message, "", started)
+        except UnpicklableData as exc:
+            result = _failed(f"task '{job.task}' returned data that cannot be pickled: {exc}", "", started)
+        except Exception as exc:  # noqa: BLE001 - a task may raise anything; it is recorded
+            result = _failed(f"{type(exc).__name__}: {exc}", _user_traceback(exc), started)
     finished = time.time()
     if store is not None:
         store.set(meta_key, {**entry, "end_time": finished, "duration": finished - started}, section="meta")

@@ -3,21 +3,25 @@
 One thread turns the crank of every run: it waits (never sleeps) on the workers' pipes
 and a wake-up pipe, feeds task completions and signals to each run's
 :class:`~triggerd.engine.runner.Run`, and performs the commands it returns. Tasks run in
-child processes, so a crashing task cannot take the runner down.
+child processes, so a crashing task cannot take the runner down. What tasks print and log
+arrives as events (made in the worker) and goes to the executor's sinks as it comes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import multiprocessing.connection as mpc
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from triggerd.errors import InternalError
+from triggerd.eventlog.schema import LogEvent
 from triggerd.store.factory import StoreSpec
 
 from . import runner as r
@@ -44,11 +48,16 @@ class LocalExecutor(Executor):
         keep_data: bool = False,
         stop_grace: float | None = 10.0,
         on_event: EventSink | None = None,
+        log_level: str | None = None,
+        log_format: str = "auto",
     ):
+        """``log_level``/``log_format``: how worker processes log (as ``log.level`` and
+        ``log.format``); by default the level this process's root logger has."""
         super().__init__(workflows=workflows, store=store, keep_data=keep_data, stop_grace=stop_grace, on_event=on_event)
         if store_spec is None and store_path is not None:
             store_spec = StoreSpec("sqlite", store_path)
-        self._worker_config = WorkerConfig(codec_key, tuple(self._dirs), store_spec)
+        level = log_level or logging.getLogger().getEffectiveLevel()
+        self._worker_config = WorkerConfig(codec_key, tuple(self._dirs), store_spec, level, log_format)
         self._size = workers or os.cpu_count() or 2
         self._start_method = start_method
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -142,10 +151,23 @@ class LocalExecutor(Executor):
             self._requests[request_id] = worker
             assert worker.job is not None and worker.run_id is not None
             self._feed(worker.run_id, r.SignalReceived(request_id, worker.job.dag, action, payload))
+        elif message[0] == "events":
+            self._task_events(message[1])
         elif message[0] == "done":
             self._task_done(worker, message[1])
         else:
             raise InternalError(f"unknown message from worker {worker.name}: {message[0]!r}")
+
+    def _task_events(self, docs: list[Mapping[str, Any]]) -> None:
+        """What a task printed and logged: made in its worker, bound to it already; the
+        executor adds only the rule that started the run."""
+        for doc in docs:
+            event = LogEvent.from_dict(doc)
+            active = self._runs.get(event.run or "")
+            if active is not None and active.rule is not None and event.rule is None:
+                event = dataclasses.replace(event, rule=active.rule)
+            for sink in self._sinks:
+                sink(event)
 
     def _task_done(self, worker: PoolWorker, outcome: TaskOutcome) -> None:
         job, run_id = worker.job, worker.run_id

@@ -4,6 +4,10 @@ A task runs in a child process, so a task that segfaults, calls ``os._exit`` or 
 memory takes only its process down; the executor sees the pipe close and records the
 task as failed. Signals (start_dag, join_dags...) travel on the same pipe: the worker
 is sequential, so while a task waits for a reply, nothing else arrives on it.
+
+The other way, besides signal requests and the final ``done``, go the task's output and
+log events, in batches (``("events", [dict, ...])``) at most 20 ms apart, the last
+before ``done``. They need no reply, so a task blocked in ``join_dags`` still sends them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .capture import EventBatcher, configure_worker_logging
 from .codec import Codec
 from .job import TaskJob, WorkflowCache, execute_task, worker_hostname
 
@@ -37,6 +42,8 @@ class WorkerConfig:
     key: bytes
     workflows: tuple[Path, ...]
     store: StoreSpec | None  # each worker process opens its own connection
+    log_level: str | int = "info"  # as the executor's process logs (a name or a number)
+    log_format: str = "auto"
 
 
 @dataclass(eq=False)
@@ -91,7 +98,7 @@ def spawn_worker(ctx: Any, config: WorkerConfig) -> PoolWorker:
 
 
 class _PipeChannel:
-    """The worker side of the signal API."""
+    """The worker side of the signal API, and the one way to send on the pipe."""
 
     def __init__(self, conn: multiprocessing.connection.Connection, stop_flag: Any, codec: Codec):
         self._conn = conn
@@ -100,14 +107,20 @@ class _PipeChannel:
         self._ids = itertools.count(1)
         # A task may signal from several threads (BashTask callbacks, user threads); the
         # pipe carries one request and its reply at a time.
-        self._lock = threading.Lock()
+        self._request_lock = threading.Lock()
+        # Every message sent: events go out while a request waits for its reply.
+        self._send_lock = threading.Lock()
+
+    def send(self, message: Any) -> None:
+        with self._send_lock:
+            self._conn.send(message)
 
     def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         if payload.get("data") is not None:
             payload = {**payload, "data": self._codec.dumps(payload["data"], what="start_dag data")}
-        with self._lock:
+        with self._request_lock:
             request_id = f"{os.getpid()}-{next(self._ids)}"
-            self._conn.send(("signal", request_id, action, payload))
+            self.send(("signal", request_id, action, payload))
             kind, reply_id, reply = self._conn.recv()
         if kind != "reply" or reply_id != request_id:  # the protocol is strictly sequential
             raise RuntimeError(f"unexpected message {kind!r} for signal request {request_id}")
@@ -122,9 +135,11 @@ def worker_main(conn: multiprocessing.connection.Connection, stop_flag: Any, con
     # Ctrl-C is the executor's to handle. A no-op handler, not SIG_IGN: an ignored signal
     # stays ignored across exec, and BashTask commands must still see SIGINT.
     signal.signal(signal.SIGINT, lambda signum, frame: None)
+    configure_worker_logging(config.log_level, config.log_format)
     codec = Codec(config.key)
     workflows = WorkflowCache(config.workflows, validate=False)
     channel = _PipeChannel(conn, stop_flag, codec)
+    events = EventBatcher(lambda batch: channel.send(("events", [event.to_dict() for event in batch])))
     store = config.store.open(codec) if config.store is not None else None
     hostname = worker_hostname()
     while True:
@@ -136,9 +151,11 @@ def worker_main(conn: multiprocessing.connection.Connection, stop_flag: Any, con
             return
         document = store.get(job.run_id) if store is not None else None
         outcome = execute_task(
-            job, workflows=workflows, codec=codec, channel=channel, store=document, hostname=hostname
+            job, workflows=workflows, codec=codec, channel=channel, store=document, hostname=hostname,
+            emit=events, worker=f"local-{os.getpid()}",
         )
-        conn.send(("done", outcome))
+        events.flush()  # the executor sees a task's output before its end
+        channel.send(("done", outcome))
 
 
 def context(start_method: str) -> Any:

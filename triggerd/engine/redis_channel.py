@@ -8,7 +8,9 @@ as JSON on Redis lists, so the runner *blocks* on it instead of polling Celery r
 - a signal request names a reply list of its own (:func:`reply_key`); the runner's answer
   is ``RPUSH``\\ ed there and the task ``BLPOP``\\ s it with a timeout;
 - a stopped DAG (or a whole run, DAG ``*``) is a key (:func:`stop_key`) that a task's
-  ``signal.is_stopped`` reads with one ``MGET``.
+  ``signal.is_stopped`` reads with one ``MGET``;
+- what tasks print and log, as events, is appended to one stream for every worker
+  (:func:`events_stream_key`, :class:`EventStream`), which the daemon's forwarder reads.
 
 Task data never appears in the clear: it is the codec's signed bytes, base64 in JSON, and
 the receiver verifies the signature before unpickling (``Codec.loads``). Control messages
@@ -31,16 +33,19 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from triggerd.eventlog.schema import LogEvent
 from triggerd.flow.exceptions import SignalTimeout
 
 from .codec import Codec
 from .job import TaskJob, TaskOutcome
 
 __all__ = [
+    "EVENTS_MAXLEN",
     "HEARTBEAT_PERIOD",
     "HEARTBEAT_TTL",
     "KEY_TTL",
     "RUN_WIDE",
+    "EventStream",
     "Heartbeats",
     "RedisChannel",
     "alive",
@@ -51,6 +56,7 @@ __all__ = [
     "decode_outcome",
     "delivery_done",
     "delivery_key",
+    "events_stream_key",
     "finish",
     "inbox_key",
     "mark_stopped",
@@ -87,6 +93,38 @@ def reply_key(request_id: str) -> str:
 def stop_key(run_id: str, dag: str) -> str:
     """Set when ``dag`` of ``run_id`` is stopped; ``dag`` :data:`RUN_WIDE` for the run."""
     return f"{_PREFIX}:stop:{run_id}:{dag}"
+
+
+def events_stream_key() -> str:
+    """The stream workers append events to (one JSON document a message, field ``e``)."""
+    return f"{_PREFIX}:events"
+
+
+# Entries the events stream keeps at most (approximately: ``MAXLEN ~``); about 0.5 KiB
+# each. The oldest go first, read or not: a forwarder down for long loses the oldest.
+EVENTS_MAXLEN = 1_000_000
+
+
+class EventStream:
+    """Appends events to :func:`events_stream_key`, a batch in one round trip.
+
+    The stream has no expiry (it is the event log's inbox); ``maxlen`` bounds it.
+    """
+
+    def __init__(self, client: redis.Redis, *, maxlen: int = EVENTS_MAXLEN):
+        self._client = client
+        self._maxlen = maxlen
+
+    def append(self, events: list[LogEvent]) -> None:
+        """Append ``events`` in order."""
+        if not events:
+            return
+        key = events_stream_key()
+        pipe = self._client.pipeline(transaction=False)
+        for event in events:
+            document = json.dumps(event.to_dict(), default=repr)
+            pipe.xadd(key, {"e": document}, maxlen=self._maxlen, approximate=True)
+        pipe.execute()
 
 
 def connect(url: str) -> redis.Redis:

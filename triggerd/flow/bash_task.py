@@ -12,12 +12,19 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from .action import Action
+from .context import OutputWriter, current_output
 from .task import BaseTask, TaskParameters
 
 __all__ = ["BashTask"]
 
 # How long a terminated process group gets to clean up before it is killed.
 _KILL_AFTER = 5.0
+# The longest piece read at once from a stream no callback wants whole lines of: a
+# command printing a gigabyte without a newline must not make the worker hold it all.
+_READ_LIMIT = 64 * 1024
+# How long a stream read only for events may stay open once the command has exited: a
+# background child holding it (``daemon &``) did not delay the task before it was read.
+_EVENTS_GRACE = 0.5
 
 
 class BashTask(BaseTask):
@@ -41,6 +48,11 @@ class BashTask(BaseTask):
     which gets SIGTERM (then SIGKILL after 5 s) when the DAG is stopped, so the children
     of a shell die with it. A non-zero exit code is not an error: check it in
     ``callback_end(returncode, stdout_file, stderr_file, data, store, signal, context)``.
+
+    Run by triggerd's engine, every output line also becomes an ``output`` event of the
+    task (with the command's pid), with or without callbacks. A stream that has neither a
+    callback nor a capture still reaches the worker's own stdout/stderr, as it did when
+    the command wrote there directly.
     """
 
     def __init__(
@@ -114,11 +126,15 @@ class BashTask(BaseTask):
 
         out_file = tempfile.TemporaryFile() if params.capture_stdout else None
         err_file = tempfile.TemporaryFile() if params.capture_stderr else None
-        want_out = out_file is not None or self._callback_stdout is not None
-        want_err = err_file is not None or self._callback_stderr is not None
+        opener = current_output()  # here: the task's thread holds its context
+        asked_out = out_file is not None or self._callback_stdout is not None
+        asked_err = err_file is not None or self._callback_stderr is not None
+        want_out = asked_out or opener is not None
+        want_err = asked_err or opener is not None
         failures: list[BaseException] = []
         lock = threading.Lock()  # the callbacks share data and the signal channel
-        readers: list[threading.Thread] = []
+        readers: list[threading.Thread] = []  # the task waits for these: callbacks, captures
+        extra: list[threading.Thread] = []  # read for events only
         proc: subprocess.Popen | None = None
         try:
             proc = subprocess.Popen(
@@ -134,12 +150,15 @@ class BashTask(BaseTask):
                 start_new_session=True,
             )
             with lock:  # callback_process comes before any line callback
-                for pipe, callback, sink in (
-                    (proc.stdout, self._callback_stdout, out_file),
-                    (proc.stderr, self._callback_stderr, err_file),
+                for pipe, callback, sink, name, asked, fd in (
+                    (proc.stdout, self._callback_stdout, out_file, "stdout", asked_out, 1),
+                    (proc.stderr, self._callback_stderr, err_file, "stderr", asked_err, 2),
                 ):
                     if pipe is not None:
-                        readers.append(_start(_pump, pipe, callback, sink, args, failures, lock))
+                        events = opener(name, proc.pid) if opener is not None else None
+                        echo = None if asked else fd  # where the command wrote before we read it
+                        reader = _start(_pump, pipe, callback, sink, args, failures, lock, events, echo)
+                        (readers if asked else extra).append(reader)
                 if proc.stdin is not None:
                     _start(_feed, proc.stdin, bytes(stdin))
                 if self._callback_process is not None:
@@ -165,6 +184,7 @@ class BashTask(BaseTask):
                     proc.wait()
             for reader in readers:
                 reader.join(timeout=_KILL_AFTER)
+            _join(extra, _EVENTS_GRACE)
             for file in (out_file, err_file):
                 if file is not None:
                     file.close()
@@ -184,22 +204,52 @@ def _pump(
     args: tuple,
     failures: list[BaseException],
     lock: threading.Lock,
+    events: OutputWriter | None = None,
+    echo: int | None = None,
 ) -> None:
     """Read lines until EOF; after a callback failed, keep draining so the child never
-    blocks on a full pipe while it is being terminated."""
-    with pipe:
-        for raw in iter(pipe.readline, b""):
-            if sink is not None:
-                sink.write(raw)
-            if callback is None:
-                continue
-            with lock:
-                if failures:
+    blocks on a full pipe while it is being terminated. Without a callback nothing needs
+    whole lines, so reads are bounded (the event writer joins the pieces)."""
+    read = pipe.readline if callback is not None else lambda: pipe.readline(_READ_LIMIT)
+    try:
+        with pipe:
+            for raw in iter(read, b""):
+                if sink is not None:
+                    sink.write(raw)
+                if echo is not None:
+                    echo = _echo(echo, raw)
+                if events is not None:
+                    events.write(raw)
+                if callback is None:
                     continue
-                try:
-                    callback(raw.decode("utf-8", errors="replace"), *args)
-                except BaseException as exc:
-                    failures.append(exc)
+                with lock:
+                    if failures:
+                        continue
+                    try:
+                        callback(raw.decode("utf-8", errors="replace"), *args)
+                    except BaseException as exc:
+                        failures.append(exc)
+    finally:
+        if events is not None:
+            events.close()
+
+
+def _echo(fd: int, raw: bytes) -> int | None:
+    """Write ``raw`` to the worker's own ``fd``; None (no more echo) once that fails."""
+    view = memoryview(raw)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:  # closed or broken: the events still have every line
+        return None
+    return fd
+
+
+def _join(threads: list[threading.Thread], timeout: float) -> None:
+    """Join ``threads`` within ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _feed(pipe: IO[bytes], payload: bytes) -> None:
