@@ -36,6 +36,7 @@ __all__ = [
     "CelerySettings",
     "mask_url_password",
     "DaemonSettings",
+    "EventLogSettings",
     "SEARCH_PATHS",
     "ExecutorSettings",
     "LogSettings",
@@ -176,6 +177,30 @@ class SecuritySettings(_Section):
     hmac_key: SecretStr | None = None
 
 
+class EventLogSettings(_Section):
+    """Where the event log is kept: SQLite under the state directory, or MongoDB."""
+
+    url: str | None = None
+    """MongoDB URL of the event log; None: ``<state_dir>/events.sqlite``. It goes to pymongo
+    unchanged (credentials, TLS, replicaSet); a standalone server will do."""
+    database: str | None = None
+    """MongoDB database; None means the one the URL names, else "triggerd"."""
+    retention_days: Annotated[float, Field(gt=0)] | None = None
+    """Events older than this are deleted (MongoDB: a TTL index); None keeps them all."""
+    backlog_bound: Annotated[int, Field(gt=0)] = 100_000
+    """On Celery, events the Redis stream may hold while the store is down; beyond, the
+    daemon moves them to a spool file under the state directory (forwarded later)."""
+
+    @field_validator("url")
+    @classmethod
+    def _mongodb_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("mongodb://", "mongodb+srv://")):
+            raise PydanticCustomError(
+                "triggerd_url_scheme", 'expected a MongoDB URL starting with mongodb:// (e.g. "mongodb://host:27017/triggerd")'
+            )
+        return url
+
+
 class DaemonSettings(_Section):
     """The daemon's control API and shutdown behaviour."""
 
@@ -226,6 +251,7 @@ class Settings(_Section):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     log: LogSettings = Field(default_factory=LogSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    eventlog: EventLogSettings = Field(default_factory=EventLogSettings)
 
     _source: str = PrivateAttr(default=BUILTIN_SOURCE)
 
@@ -248,6 +274,11 @@ class Settings(_Section):
     def socket_path(self) -> Path:
         """The control API's unix socket: ``daemon.socket`` or ``<state_dir>/triggerd.sock``."""
         return self.daemon.socket or self.paths.state_dir / "triggerd.sock"
+
+    @property
+    def eventlog_target(self) -> str:
+        """The event log: ``eventlog.url``, or the SQLite file ``<state_dir>/events.sqlite``."""
+        return self.eventlog.url or str(self.paths.state_dir / "events.sqlite")
 
     @property
     def state_db_path(self) -> Path:
@@ -276,6 +307,8 @@ class Settings(_Section):
         for key in ("broker_url", "result_backend"):
             if celery.get(key) is not None:
                 celery[key] = mask_url_password(celery[key])
+        if self.eventlog.url is not None:
+            data["eventlog"]["url"] = mask_url_password(self.eventlog.url)
         daemon = {**data["daemon"], "socket": str(self.socket_path)}
         data["daemon"] = {key: daemon[key] for key in DaemonSettings.model_fields if key in daemon}
         return data

@@ -29,6 +29,7 @@ def record(data, store, signal, context):
     marker = os.path.join(store.get("out"), context.workflow_id)
     with open(marker, "w", encoding="utf-8", errors="surrogateescape") as fh:
         fh.write(store.get("path"))
+    print("recorded", store.get("path"))
 
 
 main = Dag("main")

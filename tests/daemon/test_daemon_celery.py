@@ -28,8 +28,9 @@ def started_on(d: Daemon, run_id: str) -> set[str]:
 
 
 def test_a_file_trigger_runs_on_a_celery_worker_and_triggerctl_stop_reaches_it(tmp_path, redis_server):
-    """A closed file starts its run on the worker (not in a local pool); a second, long
-    run is stopped with `triggerctl stop` and ends 'stopped' within seconds."""
+    """A closed file starts its run on the worker (not in a local pool) and what the task
+    printed there reaches `triggerctl logs`; a second, long run is stopped with
+    `triggerctl stop` and ends 'stopped' within seconds."""
     # Redis database 1: the session's other workers consume queue 'task' of database 0.
     broker = redis_server.url.rsplit("/", 1)[0] + "/1"
     d = Daemon(tmp_path, executor="celery", extra_config=f'[celery]\nbroker_url = "{broker}"\n')
@@ -44,6 +45,10 @@ def test_a_file_trigger_runs_on_a_celery_worker_and_triggerctl_stop_reaches_it(t
             (run,) = d.runs_db()
             assert list(d.markers().values()) == [str(target)]
             assert started_on(d, run["run_id"]) == {WORKER}
+            # what the task printed on the worker came through the Redis stream and the forwarder
+            wait_for(lambda: any(e["kind"] == "output" for e in d.ctl_json("logs", run["run_id"])), 20, "the task's output in the event log")
+            (line,) = [e for e in d.ctl_json("logs", run["run_id"]) if e["kind"] == "output"]
+            assert line["message"] == f"recorded {target}" and line["worker"] == WORKER and line["task"] == "record"
 
             d.write_rules(d.default_rules(hold=30.0))
             assert d.ctl_json("reload")["ok"]

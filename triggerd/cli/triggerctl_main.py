@@ -7,6 +7,7 @@ import click
 from triggerd import __version__
 
 from .daemonctl import drain, reload
+from .events import events, logs, show
 from .files import explain, test_trigger
 from .rules import pause, resume, rules
 from .run import run
@@ -24,7 +25,7 @@ def cli() -> None:
     """Operate triggerd: runs, workflows, rules and sources."""
 
 
-for command in (status, rules, runs, start, stop, replay, test_trigger, explain, pause, resume, drain, reload, run, workflows, workers):
+for command in (status, rules, runs, start, stop, replay, test_trigger, explain, pause, resume, drain, reload, run, workflows, workers, events, logs, show):
     cli.add_command(command)
 
 

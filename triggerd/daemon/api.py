@@ -13,17 +13,18 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from triggerd import __version__
 from triggerd.errors import TriggerdError
 
 from . import views
+from .events import parse_since
 
 if TYPE_CHECKING:
     from .service import Daemon
@@ -132,10 +133,53 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
     async def reload() -> dict[str, Any]:
         return await daemon.reload()
 
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> str:
+        """Prometheus text format."""
+        return daemon.metrics.render(daemon)
+
     @app.get("/events")
-    async def events(limit: int = 100, run: str | None = None) -> list[dict[str, Any]]:
-        chosen = [e for e in daemon.recent if run is None or e.run == run]
-        return [e.to_dict() for e in chosen[-limit:]]
+    async def events(
+        run: str | None = None,
+        workflow: str | None = None,
+        rule: str | None = None,
+        kind: Annotated[list[str] | None, Query()] = None,
+        since: str | None = None,
+        level: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+        newest: bool = False,
+        wait: float = 0.0,
+    ) -> list[dict[str, Any]]:
+        """The event log, filtered (see ``EventStore.find``); ``after`` an id and ``wait``
+        seconds: long polling, for following (``triggerctl logs -f``)."""
+        if daemon.eventlog is None:
+            raise HTTPException(503, "the daemon is still starting")
+        try:
+            query = {"run": run, "workflow": workflow, "rule": rule, "kinds": kind, "since": parse_since(since),
+                     "level": level, "after_id": after, "limit": limit, "newest_first": newest}  # fmt: skip
+            found = await daemon.eventlog.find(wait=min(max(wait, 0.0), 60.0), **query)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return [e.to_dict() for e in found]
+
+    @app.get("/eventlog/runs")
+    async def event_runs(failed: bool = False, since: str | None = None, workflow: str | None = None, rule: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if daemon.eventlog is None:
+            raise HTTPException(503, "the daemon is still starting")
+        try:
+            return await daemon.eventlog.runs(failed=failed, since=parse_since(since), workflow=workflow, rule=rule, limit=limit)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+
+    @app.get("/eventlog/runs/{run_id}")
+    async def event_run(run_id: str) -> dict[str, Any]:
+        if daemon.eventlog is None:
+            raise HTTPException(503, "the daemon is still starting")
+        found = await daemon.eventlog.run(run_id)
+        if found is None:
+            raise HTTPException(404, f"no events of run {run_id} in the event log")
+        return found
 
     return app
 

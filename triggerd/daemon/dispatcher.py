@@ -176,7 +176,8 @@ class Dispatcher:
             return None
         self._queue(run_id)
         what = events[0].path if len(events) == 1 else f"{len(events)} files"
-        self._notify("trigger.fired", f"{rule.name}: {what} -> {rule.workflow}", rule=rule.name, run=run_id, workflow=rule.workflow, data={"key": key, "params": params, "files": len(events)})
+        source = events[0].to_dict() if len(events) == 1 else {"files": [e.to_dict() for e in events]}
+        self._notify("trigger.fired", f"{rule.name}: {what} -> {rule.workflow}", rule=rule.name, run=run_id, workflow=rule.workflow, data={"key": key, "params": params, "files": len(events)}, source=source)
         self.pump(now)
         return run_id
 

@@ -33,6 +33,8 @@ from triggerd.sources.files import FileSource, FileWatch
 
 from .api import ControlServer
 from .dispatcher import Dispatcher
+from .events import DaemonEventLog
+from .metrics import Metrics
 from .notify import SystemdNotifier
 from .rules import RuleSet, load_rules
 from .state import StateDB
@@ -40,7 +42,7 @@ from .state import StateDB
 __all__ = ["Daemon", "load_rules_for", "watches_for"]
 
 log = get_logger("triggerd.daemon")
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _FILES_PER_TURN = 20  # live file events the loop takes before other callbacks get a turn
 _CATCH_UP_BATCH = 100  # new files handed from the catch-up thread to the loop at once
 
@@ -114,6 +116,8 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._executor: Executor | None = None
+        self.eventlog: DaemonEventLog | None = None
+        self.metrics = Metrics()
         self._source: FileSource | None = None
         self.dispatcher: Dispatcher | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -139,6 +143,9 @@ class Daemon:
         assert self._loop is not None
         self.state.open()
         requeued = self.state.requeue_unfinished()
+        self.eventlog = DaemonEventLog(self.settings, self._loop)
+        self.eventlog.start()
+        self.add_sink(self.eventlog.record)
         self._executor = make_executor(self.settings, on_event=self._from_executor)
         self._executor.start()
         self.dispatcher = Dispatcher(self.state, rules, submit=self._submit, notify=self.notify)
@@ -182,6 +189,8 @@ class Daemon:
         self.notify("daemon.stopped", f"triggerd stopped; {len(unfinished)} unfinished runs will run again at the next start", data={"unfinished": unfinished})
         self._executor.close(timeout=5)
         await server.stop()
+        if self.eventlog is not None:
+            await asyncio.to_thread(self.eventlog.close)  # writes what is queued
         self.state.close()
 
     async def _heartbeat(self) -> None:
@@ -426,6 +435,8 @@ class Daemon:
             assert self.dispatcher is not None
             self.dispatcher.drop(run_id)
             self.state.set_state(run_id, "stopped", error="stopped before it started")
+            self.notify("run.stopped", f"run {run_id} of '{row.workflow}' stopped before it started", level="warning",
+                        run=run_id, workflow=row.workflow, rule=row.rule, data={"error": "stopped before it started"})  # fmt: skip
             return {"ok": True, "state": "stopped"}
         if row.state not in ("submitted", "running"):
             return {"ok": False, "error": f"run {run_id} already ended ({row.state})"}
@@ -435,14 +446,17 @@ class Daemon:
 
     # -- the event log (issue 6 sends these to MongoDB; here: log and memory) ----------------
 
-    def notify(self, kind: str, message: str, level: str = "info", run: str | None = None, workflow: str | None = None, rule: str | None = None, dag: str | None = None, data: dict[str, Any] | None = None) -> None:
-        self._record(LogEvent(kind, message, run=run, workflow=workflow, rule=rule, dag=dag, level=level, data=data or {}))
+    def notify(self, kind: str, message: str, level: str = "info", run: str | None = None, workflow: str | None = None, rule: str | None = None, dag: str | None = None, data: dict[str, Any] | None = None, source: dict[str, Any] | None = None) -> None:
+        self._record(LogEvent(kind, message, run=run, workflow=workflow, rule=rule, dag=dag, level=level, data=data or {}, source=source))
 
     def _record(self, event: LogEvent) -> None:
         self.recent.append(event)
+        self.metrics.observe(event)
         level = _LEVELS.get(event.level, 20)
         if event.kind.startswith(("task.", "dag.")) and level <= 20:
             level = 10  # per-task progress is the event log's; the daemon log keeps to runs
+        elif event.kind in ("log", "output"):
+            level = 10  # what tasks print and log: the event log has it (triggerctl logs)
         if log.isEnabledFor(level):
             log.log(level, event.message, kind=event.kind, run=event.run, rule=event.rule)
         for sink in self._sinks:

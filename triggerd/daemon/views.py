@@ -45,6 +45,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
             "by_state": counts,
         },
         "outbox": d.queued(),
+        "eventlog": daemon.eventlog.status() if daemon.eventlog is not None else None,
     }
 
 

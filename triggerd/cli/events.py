@@ -1,0 +1,248 @@
+"""``triggerctl events | logs RUN | show RUN``: the event log, from the daemon or the store.
+
+The daemon answers when it runs (and streams new events as it stores them, for ``-f``);
+when it does not, the commands read the event store the config names directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .common import (
+    config_option,
+    json_option,
+    obtain_settings,
+    print_json,
+    print_table,
+    reports_errors,
+)
+
+__all__ = ["events", "logs", "show"]
+
+_FOLLOW_WAIT = 10.0  # seconds one long poll may wait for new events
+_ENDS = ("run.succeeded", "run.failed", "run.aborted", "run.stopped", "run.rejected")
+
+
+class _Source:
+    """Events from the daemon's API, or from the store when no daemon answers."""
+
+    def __init__(self, config_path: Path | None):
+        from triggerd.daemon.client import ControlClient, DaemonNotRunning
+
+        self.settings = obtain_settings(config_path)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+        self._client: Any = ControlClient(self.settings.socket_path, timeout=_FOLLOW_WAIT + 20)
+        self._store: Any = None
+        try:
+            self._client.get("/status")
+        except DaemonNotRunning:
+            from triggerd.daemon.events import event_store_for
+
+            self._client.close()
+            self._client = None
+            self._store = event_store_for(self.settings).open()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._store is not None:
+            self._store.close()
+
+    @property
+    def live(self) -> bool:
+        return self._client is not None
+
+    def find(self, *, wait: float = 0.0, **query: Any) -> list[dict[str, Any]]:
+        if self._client is not None:
+            params = {"run": query.get("run"), "workflow": query.get("workflow"), "rule": query.get("rule"),
+                      "kind": list(query.get("kinds") or []) or None, "since": query.get("since"),
+                      "level": query.get("level"), "after": query.get("after_id"), "limit": query.get("limit", 100),
+                      "newest": query.get("newest_first", False), "wait": wait}  # fmt: skip
+            return self._client.get("/events", **params)
+        from triggerd.daemon.events import parse_since
+
+        if wait:
+            time.sleep(min(wait, 0.2))  # no daemon to wait on: read the store again shortly
+        store_query = {**query, "since": parse_since(query.get("since"))}
+        return [e.to_dict() for e in self._store.find(**store_query)]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        if self._client is not None:
+            from triggerd.daemon.client import ApiError
+
+            try:
+                return self._client.get(f"/eventlog/runs/{run_id}")
+            except ApiError as exc:
+                if exc.status == 404:
+                    return None
+                raise
+        return self._store.run(run_id)
+
+
+@contextlib.contextmanager
+def _source(config_path: Path | None) -> Iterator[_Source]:
+    source = _Source(config_path)
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+def _line(event: dict[str, Any]) -> str:
+    """One event as a line: time, level, kind, where, message."""
+    when = event["time"][11:23]
+    where = "/".join(p for p in (event.get("dag"), event.get("task")) if p) or event.get("rule") or ""
+    run = (event.get("run") or "")[-8:]
+    return f"{when} {event['level'][:4]:<4} {event['kind']:<16} {run:<8} {where:<24} {event['message']}"
+
+
+def _json_line(event: dict[str, Any]) -> None:
+    """Following with --json: one compact JSON document a line."""
+    import json
+
+    click.echo(json.dumps(event, default=str))
+
+
+def _follow(source: _Source, query: dict[str, Any], show: Any, *, until_run_ends: str | None = None) -> None:
+    """Print matching events as they are stored, until Ctrl-C (or the run's end)."""
+    last: str | None = query.pop("after_id", None)
+    try:
+        while True:
+            batch = source.find(wait=_FOLLOW_WAIT, **query, after_id=last, limit=1000)
+            for event in batch:
+                show(event)
+            if batch:
+                last = batch[-1]["id"]
+            if until_run_ends and source.find(run=until_run_ends, kinds=list(_ENDS), limit=1):
+                # the run is over: what it printed before its end event is stored by now
+                for event in source.find(**query, after_id=last, limit=100_000):
+                    show(event)
+                return
+    except KeyboardInterrupt:
+        return
+
+
+@click.command()
+@click.option("--run", help="Only events of this run.")
+@click.option("--workflow", help="Only events of this workflow.")
+@click.option("--rule", help="Only events of this rule.")
+@click.option("--kind", "kinds", multiple=True, help="Only this kind (task.failed) or family (task); repeatable.")
+@click.option("--since", help="Only events of the last 30m, 2h, 1d... (or after an ISO time).")
+@click.option("--level", type=click.Choice(["debug", "info", "warning", "error", "critical"]), help="This level and more severe.")
+@click.option("--limit", default=50, show_default=True, help="At most this many (the newest, without --since).")
+@click.option("-f", "--follow", is_flag=True, help="Then print new events as they come (Ctrl-C ends); with --json one per line.")
+@config_option
+@json_option
+@reports_errors
+def events(run: str | None, workflow: str | None, rule: str | None, kinds: tuple[str, ...], since: str | None,
+           level: str | None, limit: int, follow: bool, config_path: Path | None, as_json: bool) -> None:  # fmt: skip
+    """The event log: triggers, runs, DAGs, tasks, signals, log and output lines."""
+    query: dict[str, Any] = {"run": run, "workflow": workflow, "rule": rule, "kinds": kinds or None, "since": since, "level": level}
+    with _source(config_path) as source:
+        found = source.find(**query, limit=limit, newest_first=since is None)
+        if since is None:
+            found.reverse()  # the newest N, shown oldest first
+        show = _json_line if as_json else (lambda e: click.echo(_line(e)))
+        if as_json and not follow:
+            print_json(found)
+            return
+        for event in found:
+            show(event)
+        if follow:
+            if found:
+                query["after_id"] = found[-1]["id"]
+            elif not source.live:
+                query["after_id"] = None
+            _follow(source, query, show)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends (Ctrl-C leaves).")
+@click.option("--all", "everything", is_flag=True, help="Task and DAG state changes too, not only output and logs.")
+@config_option
+@json_option
+@reports_errors
+def logs(run_id: str, follow: bool, everything: bool, config_path: Path | None, as_json: bool) -> None:
+    """What RUN's tasks printed and logged, in order, with the task each line came from."""
+    kinds = None if everything else ["output", "log", "task.failed"]
+    query: dict[str, Any] = {"run": run_id, "kinds": kinds}
+
+    def show(event: dict[str, Any]) -> None:
+        if as_json:
+            _json_line(event)
+            return
+        where = "/".join(p for p in (event.get("dag"), event.get("task")) if p)
+        if event["kind"] == "task.failed":
+            tb = (event.get("data") or {}).get("traceback") or ""
+            click.secho(f"{where}: {event['message']}" + (f"\n{tb.rstrip()}" if tb else ""), fg="red")
+        elif event["kind"] == "output":
+            stream = (event.get("data") or {}).get("stream", "stdout")
+            click.echo(f"{where} {'|' if stream == 'stdout' else '!'} {event['message']}", err=False)
+        else:
+            click.echo(f"{where} {event['level'].upper()}: {event['message']}")
+
+    with _source(config_path) as source:
+        found = source.find(**query, limit=100_000)
+        if not found and not follow and not source.find(run=run_id, limit=1):
+            click.secho(f"error: no events of run {run_id} in the event log", fg="red", err=True)
+            sys.exit(1)
+        if as_json and not follow:
+            print_json(found)
+            return
+        for event in found:
+            show(event)
+        if follow:
+            if found:
+                query["after_id"] = found[-1]["id"]
+            if not source.find(run=run_id, kinds=list(_ENDS), limit=1):
+                _follow(source, query, show, until_run_ends=run_id)
+
+
+@click.command()
+@click.argument("run_id")
+@config_option
+@json_option
+@reports_errors
+def show(run_id: str, config_path: Path | None, as_json: bool) -> None:
+    """One run: its state, trigger, parameters, DAGs and tasks (state, host, duration), error."""
+    with _source(config_path) as source:
+        summary = source.run(run_id)
+    if summary is None:
+        click.secho(f"error: no events of run {run_id} in the event log", fg="red", err=True)
+        sys.exit(1)
+    if as_json:
+        print_json(summary)
+        return
+    click.echo(f"run {run_id}: {summary.get('status')}, workflow {summary.get('workflow')}, rule {summary.get('rule') or '-'}")
+    for key in ("queued", "started", "ended"):
+        if summary.get(key):
+            click.echo(f"  {key:<8} {summary[key]}")
+    if summary.get("duration") is not None:
+        click.echo(f"  took     {summary['duration']:.3f} s")
+    trigger = summary.get("trigger") or {}
+    if trigger:
+        source = trigger.get("source") or {}
+        click.echo(f"  trigger  {trigger.get('message') or source.get('path') or trigger.get('event')}")
+    if summary.get("params"):
+        click.echo(f"  params   {summary['params']}")
+    rows = []
+    for dag, info in (summary.get("dags") or {}).items():
+        for task, t in (info.get("tasks") or {}).items():
+            duration = t.get("duration")
+            rows.append([dag, task, t.get("state"), t.get("worker") or t.get("host") or "",
+                         f"{duration:.3f}s" if isinstance(duration, (int, float)) else ""])  # fmt: skip
+    if rows:
+        print_table(["dag", "task", "state", "where", "took"], rows)
+    if summary.get("error"):
+        click.secho(f"error: {summary['error']}", fg="red")
+        if summary.get("traceback"):
+            click.secho(summary["traceback"].rstrip(), fg="red")

@@ -1,0 +1,117 @@
+"""Prometheus metrics of the daemon, served as text on the control API's ``/metrics``.
+
+Counters grow from the events the daemon records (runs by outcome, task durations);
+gauges are read from the daemon when scraped (queue depths, source health, the event
+log's backlog). The text exposition format is simple enough to write directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from triggerd.eventlog.schema import LogEvent
+
+if TYPE_CHECKING:
+    from .service import Daemon
+
+__all__ = ["Metrics"]
+
+# Seconds: from quick Python tasks to long beamline processing.
+_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
+_RUN_ENDS = ("run.succeeded", "run.failed", "run.aborted", "run.stopped", "run.rejected")
+
+
+class Metrics:
+    """Fed every recorded event (:meth:`observe`); :meth:`render` gives the exposition text."""
+
+    def __init__(self) -> None:
+        self.runs_ended: Counter[tuple[str, str]] = Counter()  # (workflow, outcome)
+        self.tasks_ended: Counter[tuple[str, str]] = Counter()  # (workflow, outcome)
+        self._task_buckets: Counter[tuple[str, float]] = Counter()  # (workflow, le)
+        self._task_sum: Counter[str] = Counter()
+        self._task_count: Counter[str] = Counter()
+
+    def observe(self, event: LogEvent) -> None:
+        kind = event.kind
+        if kind in _RUN_ENDS:
+            self.runs_ended[(event.workflow or "", kind.split(".", 1)[1])] += 1
+        elif kind.startswith("task.") and kind not in ("task.started", "task.retried"):
+            workflow = event.workflow or ""
+            self.tasks_ended[(workflow, kind.split(".", 1)[1])] += 1
+            duration = event.data.get("duration") if isinstance(event.data, dict) else None
+            if isinstance(duration, (int, float)):
+                self._task_sum[workflow] += duration
+                self._task_count[workflow] += 1
+                for le in _BUCKETS:
+                    if duration <= le:
+                        self._task_buckets[(workflow, le)] += 1
+
+    def render(self, daemon: Daemon) -> str:
+        out = _Writer()
+        out.metric("triggerd_uptime_seconds", "gauge", "Seconds since the daemon started.", [({}, time.time() - daemon.started)])
+        d = daemon.dispatcher
+        if d is not None:
+            stats = daemon.state.rule_stats()
+            out.metric("triggerd_triggers_fired_total", "counter", "Runs each rule has fired (all time, from the state file).",
+                       [({"rule": r.name}, stats.get(r.name, {}).get("fired", 0)) for r in d.rules.rules])  # fmt: skip
+            out.metric("triggerd_outbox_depth", "gauge", "Runs queued in the outbox, not yet handed to the executor.", [({}, d.queued())])
+            out.metric("triggerd_runs_running", "gauge", "Runs the executor is running now.", [({}, d.running())])
+            out.metric("triggerd_files_held", "gauge", "Files held back by debounce or batching.", [({}, d.held())])
+            out.metric("triggerd_runs", "gauge", "Runs in the state file by state.",
+                       [({"state": state}, n) for state, n in sorted(daemon.state.counts().items())])  # fmt: skip
+        out.metric("triggerd_runs_ended_total", "counter", "Runs ended since the daemon started, by outcome.",
+                   [({"workflow": w, "outcome": o}, n) for (w, o), n in sorted(self.runs_ended.items())])  # fmt: skip
+        out.metric("triggerd_tasks_ended_total", "counter", "Tasks ended since the daemon started, by outcome.",
+                   [({"workflow": w, "outcome": o}, n) for (w, o), n in sorted(self.tasks_ended.items())])  # fmt: skip
+        histogram = []
+        for workflow in sorted(self._task_count):
+            for le in _BUCKETS:
+                histogram.append(("_bucket", {"workflow": workflow, "le": f"{le:g}"}, self._task_buckets[(workflow, le)]))
+            histogram.append(("_bucket", {"workflow": workflow, "le": "+Inf"}, self._task_count[workflow]))
+            histogram.append(("_sum", {"workflow": workflow}, self._task_sum[workflow]))
+            histogram.append(("_count", {"workflow": workflow}, self._task_count[workflow]))
+        out.histogram("triggerd_task_duration_seconds", "Task run times by workflow.", histogram)
+        if daemon._source is not None:
+            out.metric("triggerd_source_up", "gauge", "1 if a watched root is being watched, 0 if waiting or in error.",
+                       [({"root": h["root"], "state": h["state"]}, 1 if h["state"] == "watching" else 0)
+                        for h in daemon._source.health()])  # fmt: skip
+        if daemon.eventlog is not None:
+            status = daemon.eventlog.status()
+            writer, forwarder = status["writer"], status.get("forwarder") or {}
+            backlog = writer["queued"] + writer["spooled"] + (forwarder.get("spooled") or 0)
+            backlog += (forwarder.get("stream_lag") or 0) + (forwarder.get("stream_pending") or 0)
+            out.metric("triggerd_eventlog_backlog", "gauge", "Events not yet in the event store (queue, stream, spool files).", [({}, backlog)])
+            out.metric("triggerd_eventlog_store_up", "gauge", "1 if the event store took the last batch.",
+                       [({}, 1 if writer["store_ok"] and forwarder.get("store_ok", True) else 0)])  # fmt: skip
+            out.metric("triggerd_eventlog_events_total", "counter", "Events stored since the daemon started.",
+                       [({"path": "daemon"}, writer["written"]), ({"path": "stream"}, forwarder.get("forwarded", 0))])  # fmt: skip
+        return out.text()
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def metric(self, name: str, kind: str, help_text: str, samples: list[tuple[dict[str, Any], float]]) -> None:
+        self._lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        self._lines += [f"{name}{_labels(labels)} {_number(value)}" for labels, value in samples]
+
+    def histogram(self, name: str, help_text: str, samples: list[tuple[str, dict[str, Any], float]]) -> None:
+        self._lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        self._lines += [f"{name}{suffix}{_labels(labels)} {_number(value)}" for suffix, labels, value in samples]
+
+    def text(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+
+def _labels(labels: dict[str, Any]) -> str:
+    if not labels:
+        return ""
+    escaped = (f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), chr(92) + "n")}"' for k, v in labels.items())
+    return "{" + ",".join(escaped) + "}"
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,338 @@
+"""Getting events into the event store without losing or doubling any.
+
+Two ways in, one store:
+
+- :class:`StreamForwarder` (Celery): workers append events to a Redis stream; the
+  daemon reads it as a consumer group, inserts each batch into the store and
+  acknowledges the batch only after the insert. A daemon killed between the two reads
+  the same entries again at its next start (they are still pending for its consumer),
+  and the store ignores ids it has (inserts are idempotent).
+- :class:`EventWriter` (the daemon's own events, and the local executor's): a queue and
+  a thread that inserts in batches.
+
+Both ride out a store that is down (MongoDB restarting, say). The forwarder leaves the
+events in the stream while fewer than ``backlog_bound`` wait there; past it, and the
+writer at once (its queue is memory), they go to a :class:`Spool`: an append-only file
+that is forwarded, in order, before anything newer once the store answers again. The
+status (:meth:`StreamForwarder.status`) shows the backlog in the stream and the spool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from triggerd.log import get_logger
+
+from .schema import LogEvent
+from .store import EventStore
+
+__all__ = ["EventWriter", "Spool", "StreamForwarder"]
+
+_log = get_logger(__name__)
+
+Listener = Callable[[list[LogEvent]], None]
+_RETRY = 1.0  # seconds between attempts while the store is down
+
+
+class Spool:
+    """Events that could not be stored yet, in a file, oldest first (JSON lines).
+
+    Appends are flushed and fsynced before the events they hold are acknowledged
+    elsewhere, so a crash loses nothing that left the stream. ``drain`` hands the
+    events to ``insert`` in batches and empties the file when all went in.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._count = self._lines()
+
+    def _lines(self) -> int:
+        try:
+            with self.path.open("rb") as f:
+                return sum(1 for _ in f)
+        except FileNotFoundError:
+            return 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append(self, events: Iterable[LogEvent]) -> None:
+        lines = [json.dumps(e.to_dict(), default=repr) + "\n" for e in events]
+        if not lines:
+            return
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.writelines(lines)
+                f.flush()
+                os.fsync(f.fileno())
+            self._count += len(lines)
+
+    def drain(self, insert: Callable[[list[LogEvent]], Any], batch: int = 1000) -> int:
+        """Insert everything spooled; raises what ``insert`` raises (the file stays)."""
+        with self._lock:
+            if not self._count:
+                return 0
+            with self.path.open(encoding="utf-8") as f:
+                events = [LogEvent.from_dict(json.loads(line)) for line in f if line.strip()]
+            for start in range(0, len(events), batch):
+                insert(events[start : start + batch])  # idempotent: a retry after a failure is harmless
+            self.path.unlink()
+            self._count = 0
+            return len(events)
+
+
+class StreamForwarder:
+    """Reads the events stream as a consumer group and inserts into ``store``.
+
+    ``listeners`` see every batch once it is stored (``triggerctl logs -f`` follows the
+    log this way). Run :meth:`run` on a thread; set ``stop`` to end it.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: EventStore,
+        *,
+        stream: str,
+        spool: Spool,
+        group: str = "triggerd-forwarder",
+        consumer: str = "daemon",
+        batch: int = 1000,
+        block: float = 1.0,
+        backlog_bound: int = 100_000,
+    ):
+        self._client = client
+        self._store = store
+        self._stream = stream
+        self._spool = spool
+        self._group = group
+        self._consumer = consumer
+        self._batch = batch
+        self._block_ms = int(block * 1000)
+        self._bound = backlog_bound
+        self.listeners: list[Listener] = []
+        self.forwarded = 0
+        self.store_ok = True
+        self.redis_ok = True
+        self.last_error = ""
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Backlog in the stream (entries not yet read plus read and not acknowledged),
+        in the spool, and whether the store and Redis answer."""
+        lag = pending = None
+        try:
+            for group in self._client.xinfo_groups(self._stream):
+                if group["name"] in (self._group, self._group.encode()):
+                    lag, pending = group.get("lag"), group.get("pending")
+        except redis.RedisError:
+            pass
+        return {
+            "forwarded": self.forwarded, "stream_lag": lag, "stream_pending": pending,
+            "spooled": len(self._spool), "store_ok": self.store_ok, "redis_ok": self.redis_ok,
+            "last_error": self.last_error,
+        }  # fmt: skip
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        self._ensure_group(stop)
+        resume = True  # first what this consumer read and did not acknowledge before a crash
+        while not stop.is_set():
+            try:
+                if len(self._spool) and not self._drain_spool():
+                    if not self._over_bound():
+                        stop.wait(_RETRY)
+                        continue
+                entries = self._read(resume)
+                self.redis_ok = True
+            except redis.RedisError as exc:
+                self._trouble("Redis", exc)
+                self.redis_ok = False
+                stop.wait(_RETRY)
+                continue
+            if resume and not entries:
+                resume = False
+                continue
+            if entries:
+                self._forward(entries, stop)
+
+    def _ensure_group(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self._client.xgroup_create(self._stream, self._group, id="0", mkstream=True)
+                return
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" in str(exc):
+                    return
+                raise
+            except redis.RedisError as exc:
+                self._trouble("Redis", exc)
+                stop.wait(_RETRY)
+
+    def _read(self, resume: bool) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        reply = self._client.xreadgroup(
+            self._group, self._consumer, {self._stream: "0" if resume else ">"},
+            count=self._batch, block=None if resume else self._block_ms,
+        )  # fmt: skip
+        return reply[0][1] if reply else []
+
+    def _forward(self, entries: list[tuple[bytes, dict[bytes, bytes]]], stop: threading.Event) -> None:
+        ids = [entry_id for entry_id, _fields in entries]
+        events = [_decode(entry_id, fields) for entry_id, fields in entries]
+        while not stop.is_set():
+            if len(self._spool) == 0 and self._insert(events):
+                break
+            if len(self._spool) or self._over_bound():
+                self._spool.append(events)  # fsynced: safe to acknowledge
+                break
+            stop.wait(_RETRY)  # the store is down and the stream may hold more: wait there
+        else:
+            return  # stopping: unacknowledged, they are read again at the next start
+        self._client.xack(self._stream, self._group, *ids)
+        self._client.xdel(self._stream, *ids)  # read and stored: the stream need not keep them
+
+    def _insert(self, events: list[LogEvent]) -> bool:
+        try:
+            self._store.open().insert(events)  # open: a no-op once open; a store down at start opens late
+        except Exception as exc:  # noqa: BLE001 - any store failure: keep the events, retry
+            self._trouble("the event store", exc)
+            self.store_ok = False
+            return False
+        if not self.store_ok:
+            _log.info("event store answers again: forwarding resumes")
+        self.store_ok = True
+        self.forwarded += len(events)
+        for listener in self.listeners:
+            listener(events)
+        return True
+
+    def _drain_spool(self) -> bool:
+        try:
+            drained = self._spool.drain(self._store.open().insert, self._batch)
+        except Exception as exc:  # noqa: BLE001
+            self._trouble("the event store", exc)
+            self.store_ok = False
+            return False
+        _log.info("forwarded the spooled events", events=drained)
+        self.store_ok = True
+        self.forwarded += drained
+        return True
+
+    def _over_bound(self) -> bool:
+        """More than ``backlog_bound`` entries wait in the stream: spool, do not wait."""
+        try:
+            groups = self._client.xinfo_groups(self._stream)
+        except redis.RedisError:
+            return False
+        lag = next((g.get("lag") for g in groups if g["name"] in (self._group, self._group.encode())), None)
+        return lag is None or lag > self._bound  # None: Redis could not tell (trimmed): be safe
+
+    def _trouble(self, what: str, exc: Exception) -> None:
+        message = f"{what}: {type(exc).__name__}: {exc}"
+        if message != self.last_error:
+            _log.warning("event forwarding held up", error=message)
+        self.last_error = message
+
+
+def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> LogEvent:
+    """The event of a stream entry; a malformed one becomes an error event, not a crash."""
+    try:
+        return LogEvent.from_dict(json.loads(fields[b"e"]))
+    except Exception as exc:  # noqa: BLE001 - a writer may have put anything there
+        raw = repr(fields)[:2000]
+        return LogEvent("eventlog.malformed", f"stream entry {entry_id.decode()} is not an event: {exc}", level="error", data={"entry": raw})
+
+
+class EventWriter:
+    """The daemon's own events into ``store``, in batches, from a thread of its own.
+
+    ``put`` never blocks and never raises. While the store is down, queued events go
+    to the spool (the queue is memory, and a daemon may be stopped meanwhile).
+    """
+
+    def __init__(self, store: EventStore, *, spool: Spool, batch: int = 1000, delay: float = 0.02):
+        self._store = store
+        self._spool = spool
+        self._batch = batch
+        self._delay = delay
+        self._queue: queue.SimpleQueue[LogEvent | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.listeners: list[Listener] = []
+        self.written = 0
+        self.store_ok = True
+        self.last_error = ""
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="triggerd-event-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, event: LogEvent) -> None:
+        self._queue.put(event)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def status(self) -> dict[str, Any]:
+        return {"written": self.written, "queued": self._queue.qsize(), "spooled": len(self._spool),
+                "store_ok": self.store_ok, "last_error": self.last_error}  # fmt: skip
+
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            try:  # with events spooled, try the store again now and then even when idle
+                first = self._queue.get(timeout=_RETRY if len(self._spool) else None)
+            except queue.Empty:
+                self._write([])
+                continue
+            if first is None:
+                closing = True
+                batch: list[LogEvent] = []
+            else:
+                batch = [first]
+                time.sleep(self._delay)  # let a burst gather into one insert
+            while len(batch) < self._batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    closing = True
+                    break
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: Sequence[LogEvent]) -> None:
+        try:
+            store = self._store.open()  # a no-op once open; a store down at start opens late
+            if len(self._spool):
+                self._spool.drain(store.insert, self._batch)
+            if batch:
+                store.insert(list(batch))
+        except Exception as exc:  # noqa: BLE001 - any store failure: keep the events
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self.last_error:
+                _log.warning("event store unavailable: events spooled", error=message)
+            self.last_error, self.store_ok = message, False
+            self._spool.append(batch)
+            return
+        self.store_ok = True
+        self.written += len(batch)
+        for listener in self.listeners:
+            listener(list(batch))
