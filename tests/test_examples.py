@@ -148,6 +148,9 @@ def test_sub_dag_runs_five_copies_with_their_numpy_data(run_ok):
         {"dag": f"sub_dag:{i + 1}", "index": i, "shape": [4, 4], "sum": 2 * i * 16} for i in range(5)
     ]
     assert data["joined"] == 5  # every copy had finished when join_dags returned
+    signals = [e for e in out.events if e.kind.startswith("signal.")]
+    assert [(e.kind, e.data.get("name")) for e in signals if e.kind == "signal.start_dag"] == [("signal.start_dag", "sub_dag")] * 5
+    assert {e.task for e in signals} == {"start_copies"} and any(e.kind == "signal.join_dags" for e in signals)
 
 
 def test_data_store_set_push_extend_and_get(run_ok):

@@ -230,6 +230,19 @@ class Executor(ABC):
         if active is not None:
             self._perform(active, active.run.handle(event))
 
+    def _signal(self, run_id: str, request_id: str, dag: str, action: str, payload: dict[str, Any], task: str | None = None) -> None:
+        """A task's signal (start_dag, join_dags, stop_dag, stop_workflow): record it as a
+        ``signal.<action>`` event, then hand it to the runner."""
+        active = self._runs.get(run_id)
+        if active is not None:
+            data: dict[str, Any] = {k: v for k, v in payload.items() if k in ("name", "names")}
+            if action == "start_dag":
+                data["with_data"] = payload.get("data") is not None
+            target = payload.get("name") or ", ".join(payload.get("names") or []) or ("every other DAG" if action == "join_dags" else "")
+            message = f"{task or dag} asks to {action.replace('_', ' ')}" + (f" {target}" if target else "")
+            self._emit(active, f"signal.{action}", message, dag=dag, task=task, data=data)
+        self._feed(run_id, r.SignalReceived(request_id, dag, action, payload))
+
     def _outcome(self, active: ActiveRun, dag: str, task: str, outcome: TaskOutcome) -> None:
         """A task came back from a worker: record it and feed it to the runner."""
         duration = outcome.ended - outcome.started

@@ -207,7 +207,7 @@ class CeleryExecutor(Executor):
             if isinstance(payload.get("data"), str):
                 payload["data"] = unb64(payload["data"])  # signed bytes, opaque to the runner
             self._requests[message["request_id"]] = message["reply_to"]
-            self._feed(run_id, r.SignalReceived(message["request_id"], dag, message["action"], payload))
+            self._signal(run_id, message["request_id"], dag, message["action"], payload, task=task or None)
         else:
             raise InternalError(f"unknown message on the executor's inbox: {kind!r}")
 

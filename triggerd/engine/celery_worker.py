@@ -199,7 +199,7 @@ class WorkerSide:
         job, inbox = parse_job(message)
         channel = RedisChannel(
             client, run_id=job.run_id, dag=job.dag, inbox=inbox, codec=self._codec,
-            timeout=self._settings.celery.signal_timeout,
+            timeout=self._settings.celery.signal_timeout, task=job.task,
         )  # fmt: skip
         now = time.time()
         status, stopped = claim(client, delivery_id, job.run_id, job.dag)

@@ -150,7 +150,7 @@ class LocalExecutor(Executor):
             worker.joining = action == "join_dags"
             self._requests[request_id] = worker
             assert worker.job is not None and worker.run_id is not None
-            self._feed(worker.run_id, r.SignalReceived(request_id, worker.job.dag, action, payload))
+            self._signal(worker.run_id, request_id, worker.job.dag, action, payload, task=worker.job.task)
         elif message[0] == "events":
             self._task_events(message[1])
         elif message[0] == "done":

@@ -324,10 +324,12 @@ class RedisChannel:
         inbox: str,
         codec: Codec,
         timeout: float,
+        task: str = "",
     ):
         self._client = client
         self._run_id = run_id
         self._dag = dag
+        self._task = task
         self._inbox = inbox
         self._codec = codec
         self._timeout = timeout
@@ -343,7 +345,7 @@ class RedisChannel:
         request_id = uuid.uuid4().hex
         answer_to = reply_key(request_id)
         message = {
-            "type": "signal", "request_id": request_id, "run_id": self._run_id, "dag": self._dag,
+            "type": "signal", "request_id": request_id, "run_id": self._run_id, "dag": self._dag, "task": self._task,
             "action": action, "payload": payload, "reply_to": answer_to,
         }  # fmt: skip
         push(self._client, self._inbox, message)
