@@ -26,35 +26,31 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from pymongo import ASCENDING, DESCENDING, MongoClient, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import (
     BulkWriteError,
     ConfigurationError,
-    ConnectionFailure,
     OperationFailure,
     PyMongoError,
 )
 
 from triggerd.config import mask_url_password
-from triggerd.errors import BackendUnavailable, ConfigError, InternalError
+from triggerd.errors import ConfigError, InternalError
 from triggerd.eventlog.safe import sanitize
 from triggerd.eventlog.schema import LogEvent, format_time
 from triggerd.eventlog.store import EventQuery, EventStore
 from triggerd.eventlog.summary import FAILED_STATUSES, RunDelta, deltas, public
-from triggerd.store.mongodb import DEFAULT_DATABASE, SERVER_SELECTION_TIMEOUT_MS
+from triggerd.mongodb import DEFAULT_DATABASE, client_for, reports_unavailable
 
 __all__ = ["MongoEventStore"]
 
 _DUPLICATE_KEY = 11000
 # What MongoClient gets unless the URL sets it (URL options are passed on unchanged).
-_CLIENT_DEFAULTS = {"serverSelectionTimeoutMS": SERVER_SELECTION_TIMEOUT_MS, "appName": "triggerd"}
 _EVENT_INDEXES = {"run_id": "run", "workflow_id": "workflow", "rule_id": "rule", "kind_id": "kind"}
 _RUN_INDEXES = {"first_id": [], "status_first_id": ["status"], "workflow_first_id": ["workflow"],
                 "rule_first_id": ["rule"]}  # fmt: skip
@@ -159,10 +155,8 @@ class MongoEventStore(EventStore):
     def open(self) -> MongoEventStore:
         with self._lock:
             if self._client is None:
-                given = {k.lower() for k, _ in parse_qsl(urlsplit(self.url).query)}
-                defaults = {k: v for k, v in _CLIENT_DEFAULTS.items() if k.lower() not in given}
                 try:
-                    client: MongoClient = MongoClient(self.url, tz_aware=True, **defaults)
+                    client: MongoClient = client_for(self.url, tz_aware=True)
                 except (ConfigurationError, ValueError) as exc:  # an unparsable URL or option
                     raise ConfigError(f"{exc} ({mask_url_password(self.url)})", key="eventlog.url") from exc
                 try:
@@ -198,18 +192,8 @@ class MongoEventStore(EventStore):
                 self._client.close()
                 self._client = self._events = self._summaries = None
 
-    @contextmanager
-    def _available(self, doing: str, outcome: str) -> Iterator[None]:
-        """pymongo's connection errors as BackendUnavailable: which server, what now."""
-        try:
-            yield
-        except ConnectionFailure as exc:  # also ServerSelectionTimeoutError, AutoReconnect
-            reason = str(exc).split(", Timeout:")[0]
-            raise BackendUnavailable(
-                f"the MongoDB event log at {mask_url_password(self.url)} did not answer while "
-                f"{doing} ({reason}): {outcome}. Check that the server runs and that the URL "
-                "(host, port, credentials, TLS options) is right."
-            ) from exc
+    def _available(self, doing: str, outcome: str) -> Any:
+        return reports_unavailable("event log", self.url, "eventlog.url", doing, outcome)
 
     def _use(self) -> tuple[Collection, Collection]:
         # A MongoClient must not cross a fork (its sockets and threads would be shared).

@@ -38,7 +38,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import bson
 from bson import Binary, ObjectId
@@ -46,14 +45,14 @@ from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import (
     ConfigurationError,
-    ConnectionFailure,
     DuplicateKeyError,
     OperationFailure,
     PyMongoError,
 )
 
 from triggerd.config import mask_url_password
-from triggerd.errors import BackendUnavailable, ConfigError, InternalError
+from triggerd.errors import ConfigError, InternalError
+from triggerd.mongodb import DEFAULT_DATABASE, client_for, reports_unavailable
 from triggerd.store._common import (
     DATA,
     INDEX,
@@ -78,17 +77,13 @@ __all__ = [
     "DEFAULT_COLLECTION",
     "DEFAULT_DATABASE",
     "GRIDFS_THRESHOLD",
-    "SERVER_SELECTION_TIMEOUT_MS",
     "MongoDataStore",
     "MongoDocument",
 ]
 
-DEFAULT_DATABASE = "triggerd"
 DEFAULT_COLLECTION = "runs"
 GRIDFS_THRESHOLD = 1 << 20
-SERVER_SELECTION_TIMEOUT_MS = 5000  # unless the URL says otherwise; pymongo's own is 30 s
 # What MongoClient gets unless the URL sets it (URL options are passed on unchanged).
-_CLIENT_DEFAULTS = {"serverSelectionTimeoutMS": SERVER_SELECTION_TIMEOUT_MS, "appName": "triggerd"}
 _DATETIME = 0x80  # a binary subtype of the user-defined range
 _INT64 = range(-(2**63), 2**63)
 _ATTEMPTS = 3  # of a write racing a change of shape, of a read racing a replacement
@@ -196,10 +191,8 @@ class MongoDataStore:
     def open(self) -> MongoDataStore:
         with self._lock:
             if self._client is None:
-                given = {k.lower() for k, _ in parse_qsl(urlsplit(self.url).query)}
-                extra = {k: v for k, v in _CLIENT_DEFAULTS.items() if k.lower() not in given}
                 try:
-                    client: MongoClient = MongoClient(self.url, **extra)
+                    client: MongoClient = client_for(self.url)
                 except (ConfigurationError, ValueError) as exc:  # an unparsable URL or option
                     raise ConfigError(f"{exc} ({mask_url_password(self.url)})", key="store.url") from exc
                 try:
@@ -235,18 +228,8 @@ class MongoDataStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _available(self, doing: str, outcome: str) -> Iterator[None]:
-        """pymongo's connection errors as BackendUnavailable: which server, what now."""
-        try:
-            yield
-        except ConnectionFailure as exc:  # also ServerSelectionTimeoutError, AutoReconnect
-            reason = str(exc).split(", Timeout:")[0]
-            raise BackendUnavailable(
-                f"the MongoDB data store at {mask_url_password(self.url)} did not answer while "
-                f"{doing} ({reason}): {outcome}. Check that the server runs and that store.url "
-                "(host, port, credentials, TLS options) is right."
-            ) from exc
+    def _available(self, doing: str, outcome: str) -> Any:
+        return reports_unavailable("data store", self.url, "store.url", doing, outcome)
 
     def _use(self) -> _Handles:
         # A MongoClient must not cross a fork (its sockets and threads would be shared).
