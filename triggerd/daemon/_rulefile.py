@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from triggerd.config import _describe, _dotted
+from triggerd.durations import parse_duration, parse_rate
 from triggerd.errors import ConfigError
 
-from ._durations import parse_duration, parse_rate
 from ._render import param_templates
 
 __all__ = ["FILES_KEYS", "LIMITS_KEYS", "RULE_KEYS", "RuleProblem", "RulesError", "read_rule_specs"]

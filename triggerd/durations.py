@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["parse_duration", "parse_rate"]
@@ -19,7 +20,7 @@ def parse_duration(value: object) -> float:
     Raises ValueError with a message for the user (what was expected).
     """
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if value < 0:
+        if value < 0 or not math.isfinite(value):
             raise ValueError("expected a duration >= 0")
         return float(value)
     if isinstance(value, str):
