@@ -9,6 +9,7 @@ import pytest
 
 # Fixtures of the Celery tests, imported here so every test module can ask for them;
 # nothing starts until a test does.
+from ioc_fixture import soft_ioc  # noqa: F401
 from mongo_fixture import mongo_server  # noqa: F401
 from redis_fixture import celery_cluster, celery_engine, redis_server  # noqa: F401
 from support import WORKFLOWS, EventCollector, Outcome, make_executor

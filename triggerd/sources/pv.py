@@ -1,0 +1,346 @@
+"""The PV source: Channel Access monitors (pyepics) feeding each rule's condition.
+
+One pyepics ``PV`` per distinct PV name (``auto_monitor``, ``form="time"`` for the IOC's
+timestamp and the alarm severity) and one :class:`PvRuleState` per watch. pyepics calls
+back on its Channel Access threads; those callbacks only convert the value to plain
+Python data and put it on one queue. One thread of the source takes the queue oldest
+first, so a rule's state is only ever touched there, in the order CA reported. It blocks
+on the queue until the nearest pending settle (``Decision.check_at``) or connection
+deadline: no polling loop. That thread never calls into CA, so it needs no CA context.
+
+Values reach the conditions and the events as plain data: numbers as Python numbers, an
+enum as its index, a DBR_STRING as text, a CHAR array (a waveform of CHAR such as
+areaDetector's ``FullFileName_RBV``, a long string record) as text up to its first NUL
+(UTF-8), other arrays as lists. A value the condition cannot compare (text under
+``above``) is reported through ``on_health(pv, "error", ...)`` once per rule until a good
+value comes, and the source keeps going.
+
+Connection states, reported through ``on_health(pv, state, message)`` and
+:meth:`PvSource.health`: ``connecting`` (just started), ``connected``, ``disconnected``
+(lost, CA keeps searching), ``never connected`` (no IOC answered within
+``connection_timeout``; CA keeps searching and a late connect becomes ``connected``).
+No pyepics object leaves this module: the outside sees PvEvents and health dicts.
+
+Measured trap: a process that also loads epicscorelibs (``import softioc``) has two
+libCom/libca copies, and CA callbacks then stall until exit. Run IOCs in their own process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from triggerd.log import get_logger
+from triggerd.sources.pv_conditions import Condition, Decision, PvRuleState
+
+__all__ = ["HEALTH_STATES", "PvEvent", "PvSource", "PvWatch"]
+
+HEALTH_STATES = ("connecting", "connected", "disconnected", "never connected")
+
+log = get_logger(__name__)
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class PvEvent:
+    """A PV rule that fired: ``value`` made it fire, ``old_value`` is what it was compared with.
+
+    ``timestamp`` is the IOC's time stamp of the value, ``seen_at`` the daemon's clock when
+    the source decided; ``severity`` is the alarm severity (0 NO_ALARM .. 3 INVALID).
+    Values are JSON-friendly (numbers, text, lists; None for "no previous value").
+    """
+
+    rule: str
+    pv: str
+    value: Any
+    old_value: Any
+    timestamp: float
+    severity: int
+    reason: str
+    seen_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "pv",
+            "rule": self.rule,
+            "pv": self.pv,
+            "value": self.value,
+            "old_value": self.old_value,
+            "timestamp": self.timestamp,
+            "severity": self.severity,
+            "reason": self.reason,
+            "seen_at": self.seen_at,
+        }
+
+
+@dataclass(frozen=True)
+class PvWatch:
+    """One rule's condition on one PV."""
+
+    rule: str
+    pv: str
+    condition: Condition
+
+
+@dataclass
+class _Channel:
+    """A PV at run time: its state, the watches on it, and the pyepics object."""
+
+    name: str
+    rules: list[tuple[PvWatch, PvRuleState]]
+    state: str = "connecting"
+    since: float = field(default_factory=time.time)
+    message: str = ""
+    ever_connected: bool = False
+    deadline: float = 0.0  # monotonic time after which "connecting" becomes "never connected"
+    last_value: Any = None
+    timestamp: float | None = None
+    severity: int | None = None
+    updates: int = 0
+    errors: dict[str, str] = field(default_factory=dict)  # rule -> the error last reported
+    pv: Any = None
+
+
+class PvSource:
+    """Monitors every watch's PV and calls ``emit(PvEvent)`` each time a rule fires.
+
+    ``emit`` and ``on_health(pv, state, message)`` are called from the source's one
+    thread, in the order Channel Access reported; they must be cheap and thread-safe.
+    ``state`` is one of :data:`HEALTH_STATES` or ``"error"`` (a value a rule could not
+    evaluate; the PV's connection state is unchanged). ``connection_timeout`` is how long
+    a PV may take to connect at start before it is reported ``never connected``.
+    """
+
+    def __init__(self, watches: Iterable[PvWatch], emit: Callable[[PvEvent], None], *,
+                 on_health: Callable[[str, str, str], None] | None = None,
+                 connection_timeout: float = 5.0) -> None:
+        self._watches = list(dict.fromkeys(watches))
+        self._emit = emit
+        self._on_health = on_health
+        self._connection_timeout = connection_timeout
+        self._lock = threading.Lock()  # the channels' health fields (read by health())
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._channels: dict[str, _Channel] = {}
+        self._thread: threading.Thread | None = None
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the monitors and the source's thread; an absent IOC is never fatal."""
+        if self._started:
+            return
+        import epics  # here, not at import: CA reads its EPICS_CA_* environment on first use
+
+        self._started = True
+        self._queue = queue.SimpleQueue()
+        by_name: dict[str, list[tuple[PvWatch, PvRuleState]]] = {}
+        for watch in self._watches:
+            by_name.setdefault(watch.pv, []).append((watch, PvRuleState(watch.condition)))
+        deadline = time.monotonic() + self._connection_timeout
+        self._channels = {name: _Channel(name, rules, deadline=deadline) for name, rules in by_name.items()}
+        # The thread first: a channel already connected in this process calls back at once.
+        self._thread = threading.Thread(target=self._run, name="triggerd-pv", daemon=True)
+        self._thread.start()
+        for name, channel in self._channels.items():
+            channel.pv = epics.PV(
+                name,
+                form="time",
+                auto_monitor=True,
+                callback=self._on_value,
+                connection_callback=self._on_connection,
+                connection_timeout=self._connection_timeout,
+            )
+        epics.ca.flush_io()  # send the subscriptions of channels already connected now
+
+    def stop(self) -> None:
+        """Drop the monitors and callbacks, and end the thread (pending settles are dropped)."""
+        if not self._started:
+            return
+        for channel in self._channels.values():
+            pv, channel.pv = channel.pv, None
+            if pv is None:
+                continue
+            try:
+                pv.clear_callbacks(with_connect_callback=True)
+                # Not ca.clear_channel: pyepics shares one CA channel per name in a
+                # process, and other PV objects (a caput, another source) may use it.
+                pv.disconnect()
+            except Exception:
+                log.exception("disconnecting a PV failed", pv=channel.name)
+        self._queue.put(_STOP)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        self._started = False
+
+    def health(self) -> list[dict[str, Any]]:
+        """Per PV: name, state, since (epoch s), message, last_value, timestamp, severity,
+        updates (values received), rules (the rules watching it)."""
+        with self._lock:
+            return [
+                {"name": c.name, "state": c.state, "since": c.since, "message": c.message,
+                 "last_value": c.last_value, "timestamp": c.timestamp, "severity": c.severity,
+                 "updates": c.updates, "rules": [w.rule for w, _ in c.rules]}
+                for c in self._channels.values()
+            ]
+
+    # -- pyepics callbacks (CA threads): convert and queue, nothing else ------------------------
+
+    def _on_connection(self, pvname: str | None = None, conn: bool = False, **_: Any) -> None:
+        self._queue.put(("connection", pvname, bool(conn)))
+
+    def _on_value(self, pvname: str | None = None, value: Any = None, **kw: Any) -> None:
+        try:
+            plain = _plain(value, _is_char(kw.get("ftype"), kw.get("nelm")))
+        except Exception:  # never raise into libca
+            log.exception("could not convert a PV value", pv=pvname)
+            return
+        timestamp = kw.get("timestamp")
+        severity = kw.get("severity")
+        self._queue.put(("value", pvname, plain, float(timestamp) if timestamp is not None else time.time(),
+                         int(severity) if severity is not None else 0))
+
+    # -- the source's thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self._wait())
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            try:
+                if item is not None:
+                    self._handle(item)
+                self._tick(time.monotonic())
+            except Exception:
+                log.exception("PV source failed to handle an event", item=repr(item)[:200])
+
+    def _wait(self) -> float | None:
+        """Seconds until the nearest settle or connection deadline (None: nothing due)."""
+        due = [s.check_at for c in self._channels.values() for _, s in c.rules if s.check_at is not None]
+        due += [c.deadline for c in self._channels.values() if c.state == "connecting"]
+        if not due:
+            return None
+        return max(0.0, min(due) - time.monotonic())
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        kind, name = item[0], item[1]
+        channel = self._channels.get(name)
+        if channel is None:
+            return
+        now = time.monotonic()
+        if kind == "connection":
+            up = item[2]
+            if up:
+                again = channel.ever_connected
+                channel.ever_connected = True
+                self._set(channel, "connected", "reconnected" if again else "connected")
+                for watch, state in channel.rules:
+                    self._decided(channel, watch, state.connected(now), None, None)
+            elif channel.state != "disconnected":
+                self._set(channel, "disconnected", "connection lost; Channel Access keeps searching")
+                for watch, state in channel.rules:
+                    self._decided(channel, watch, state.disconnected(now), None, None)
+            return
+        _, _, value, timestamp, severity = item
+        with self._lock:
+            channel.last_value, channel.timestamp, channel.severity = value, timestamp, severity
+            channel.updates += 1
+        for watch, state in channel.rules:
+            decision = state.update(value, timestamp=timestamp, severity=severity, now=now)
+            self._decided(channel, watch, decision, timestamp, severity)
+
+    def _tick(self, now: float) -> None:
+        for channel in self._channels.values():
+            if channel.state == "connecting" and now >= channel.deadline:
+                self._set(channel, "never connected",
+                          f"no IOC answered within {self._connection_timeout:g} s; still searching")
+            for watch, state in channel.rules:
+                if state.check_at is not None and now >= state.check_at:
+                    self._decided(channel, watch, state.tick(now), channel.timestamp, channel.severity)
+
+    def _decided(self, channel: _Channel, watch: PvWatch, decision: Decision,
+                 timestamp: float | None, severity: int | None) -> None:
+        if decision.error is not None:
+            if watch.rule not in channel.errors:  # once, not per update, until a good value
+                channel.errors[watch.rule] = decision.error
+                self._report(channel.name, "error", f"rule {watch.rule!r}: {decision.error}")
+            return
+        if decision.value is not None:
+            channel.errors.pop(watch.rule, None)
+        if not decision.fire:
+            return
+        event = PvEvent(
+            rule=watch.rule,
+            pv=channel.name,
+            value=_jsonable(decision.value),
+            old_value=_jsonable(decision.old_value),
+            timestamp=timestamp if timestamp is not None else time.time(),
+            severity=severity if severity is not None else 0,
+            reason=decision.reason,
+            seen_at=time.time(),
+        )
+        try:
+            self._emit(event)
+        except Exception:
+            log.exception("PV event consumer failed", rule=watch.rule, pv=channel.name)
+
+    def _set(self, channel: _Channel, state: str, message: str) -> None:
+        with self._lock:
+            if channel.state == state:
+                return
+            channel.state, channel.message, channel.since = state, message, time.time()
+        self._report(channel.name, state, message)
+
+    def _report(self, pv: str, state: str, message: str) -> None:
+        level = logging.INFO if state == "connected" else logging.WARNING
+        log.log(level, "PV " + state, pv=pv, message=message)
+        if self._on_health is not None:
+            try:
+                self._on_health(pv, state, message)
+            except Exception:
+                log.exception("health consumer failed", pv=pv)
+
+
+# ------------------------------------------------------------------------------- values
+
+
+def _is_char(ftype: Any, nelm: Any) -> bool:
+    """A CHAR array (text); a single CHAR (NELM 1) stays a number."""
+    if ftype is None or not isinstance(nelm, int) or nelm <= 1:
+        return False
+    from epics import dbr
+
+    return dbr.native_type(ftype) == dbr.CHAR
+
+
+def _plain(value: Any, char: bool) -> Any:
+    """A pyepics value as plain Python data; a CHAR array becomes text (see the module doc)."""
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy scalar or array
+        value = value.tolist()
+    elif isinstance(value, ctypes.Array):  # what pyepics gives for an empty or 1-element array
+        value = list(value)
+    if char and isinstance(value, int):
+        value = [value]
+    if char and isinstance(value, list):
+        raw = bytes(c & 0xFF for c in value)
+        return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    if isinstance(value, bytes):
+        return value.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
