@@ -419,21 +419,23 @@ def test_all_problems_of_all_files_come_in_one_report(tmp_path):
     bad += '[rule.pv]\nname = "X"\n'
     err = load_error(tmp_path, bad, "[[rule]\n", '[rule]\nname = "x"\n', "")
     text = str(err)
-    assert text.startswith("7 problems in trigger rules:\n")
+    assert text.startswith("8 problems in trigger rules:\n")
     keys = [(Path(p.source).name, p.key) for p in err.problems]
     assert keys == [
         ("a.toml", "rule[0]"),
         ("a.toml", "rule[0].params.dataset"),
         ("a.toml", "rule[0].limits.concurrent"),
         ("a.toml", "rule[0].limits.debounce"),
+        ("a.toml", "rule[0].pv.when"),
         ("b.toml", None),
         ("c.toml", "rule"),
         ("d.toml", None),
     ]
     assert "not both" in err.problems[0].message
-    assert "invalid TOML" in err.problems[4].message
-    assert "double brackets" in err.problems[5].message
-    assert "no [[rule]] tables" in err.problems[6].message
+    assert "missing: expected one of change, rising" in err.problems[4].message
+    assert "invalid TOML" in err.problems[5].message
+    assert "double brackets" in err.problems[6].message
+    assert "no [[rule]] tables" in err.problems[7].message
     assert all(line.startswith(f"  {tmp_path}") for line in text.splitlines()[1:])
     assert isinstance(err, ConfigError) and err.source is None
 
@@ -513,3 +515,24 @@ def test_example_rule_file_loads_and_matches(tmp_path, monkeypatch):
     assert match.params == {"path": f"{root}/sub/x.dat", "name": "x.dat", "size": 5}
     assert rule.match(event(f"{root}/x.tmp", root)) is None
     assert rule.explain(event(f"{root}/x.tmp", root)) == "ignored by '*.tmp'"
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "words"),
+    [
+        ('when = "falling"\n', "rule[0].pv.name", "required key is missing"),
+        ('name = "A B"\nwhen = "falling"\n', "rule[0].pv.name", "without spaces"),
+        ('name = "A:B"\nwhen = "sometimes"\n', "rule[0].pv.when", "unknown condition 'sometimes'"),
+        ('name = "A:B"\nwhen = "above"\n', "rule[0].pv.threshold", ""),
+        ('name = "A:B"\nwhen = "regex"\npattern = "(unclosed"\n', "rule[0].pv.pattern", ""),
+        ('name = "A:B"\nwhen = "above"\nthreshold = 1\nlow = 0\n', "rule[0].pv.low", "not used by when = 'above'"),
+        ('name = "A:B"\nwhen = "falling"\nsettle = "soon"\n', "rule[0].pv.settle", ""),
+        ('name = "A:B"\nwhen = "falling"\nsnapshots = []\n', "rule[0].pv.snapshots", "unknown key"),
+    ],
+    ids=["no-name", "spaces", "kind", "no-threshold", "bad-regex", "foreign-key", "bad-settle", "unknown"],
+)
+def test_a_bad_pv_rule_names_its_key(tmp_path, table, key, words):
+    """[rule.pv] is checked at load as the PV source will read it: each problem names the key."""
+    text = '[[rule]]\nname = "p"\nworkflow = "w"\n[rule.pv]\n' + table
+    (problem,) = load_error(tmp_path, text).problems
+    assert problem.key == key and words in problem.message

@@ -18,6 +18,7 @@ from typing import Any
 from triggerd.config import _describe, _dotted
 from triggerd.durations import parse_duration, parse_rate
 from triggerd.errors import ConfigError
+from triggerd.sources.pv_conditions import CONDITION_KEYS, Condition
 
 from ._render import param_templates
 
@@ -106,6 +107,34 @@ def _bool(value: Any) -> bool:
 def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("expected a whole number >= 1")
+    return value
+
+
+# [rule.pv] keys beside the condition's own (pv_conditions.CONDITION_KEYS)
+PV_KEYS = ("name",)
+
+
+def _pv(f: Any, table: Mapping[str, Any], loc: tuple[str | int, ...]) -> Any:
+    """The ``[rule.pv]`` table, its PV name and its condition checked (as the PV source
+    will parse it), every problem reported with its key."""
+    pv = f.get(table, loc, "pv", _table)
+    if pv is None or pv is _BAD:
+        return pv
+    where = (*loc, "pv")
+    f.get(pv, where, "name", _pv_name, _REQUIRED)
+    for key in sorted(set(pv) - CONDITION_KEYS - set(PV_KEYS)):
+        f.problem((*where, key), f"unknown key (a PV rule takes name and {', '.join(sorted(CONDITION_KEYS))})")
+    try:
+        Condition.parse({k: v for k, v in pv.items() if k in CONDITION_KEYS}, where=f.source)
+    except ConfigError as exc:
+        f.problem((*where, exc.key) if exc.key else where, exc.reason)
+        return _BAD
+    return pv
+
+
+def _pv_name(value: Any) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ValueError("expected a PV name without spaces, e.g. \"BL1:DET:Capture_RBV\"")
     return value
 
 
@@ -283,7 +312,7 @@ def _rule(f: _RuleFile, table: Any, index: int) -> dict[str, Any] | None:
         "params": f.get(table, loc, "params", _table, {}),
         "limits": _limits(f, table, loc),
         "files": _files(f, table, loc),
-        "pv": f.get(table, loc, "pv", _table),
+        "pv": _pv(f, table, loc),
         "enabled": f.get(table, loc, "enabled", _bool, True),
         "description": f.get(table, loc, "description", _string, ""),
         "source": f.source,

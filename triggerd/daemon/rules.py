@@ -184,7 +184,7 @@ class Rule:
     """One ``[[rule]]``: the workflow to start, its parameter templates, limits and source.
 
     ``files`` None and ``pv`` None make a manual-only rule (triggerctl start / replay).
-    ``pv`` is kept as written until PV rules are supported. ``source`` and ``index``
+    ``pv`` is the checked ``[rule.pv]`` table (the daemon does not watch PVs yet). ``source`` and ``index``
     say where the rule was written (``index`` counts from 0 within its file).
     A rule built by hand checks its parameter templates like :func:`load_rules` does.
     """
