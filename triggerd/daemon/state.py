@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from triggerd.sqlite import connect_wal
+
 __all__ = ["ACTIVE", "FINAL", "LedgerEntry", "RunRow", "StateDB"]
 
 ACTIVE = ("queued", "submitted", "running")
@@ -108,14 +110,7 @@ class StateDB:
         self._lock = threading.RLock()
 
     def open(self) -> StateDB:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash or
-        # power loss may lose the last commits.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(_SCHEMA)
-        self._conn = conn
+        self._conn = connect_wal(self.path, _SCHEMA)
         return self
 
     def close(self) -> None:

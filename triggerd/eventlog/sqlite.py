@@ -35,6 +35,7 @@ from triggerd.eventlog.safe import sanitize
 from triggerd.eventlog.schema import LogEvent, format_time
 from triggerd.eventlog.store import EventQuery, EventStore
 from triggerd.eventlog.summary import FAILED_STATUSES, apply, deltas, public
+from triggerd.sqlite import connect_wal
 
 __all__ = ["SqliteEventStore"]
 
@@ -120,16 +121,7 @@ class SqliteEventStore(EventStore):
     def open(self) -> SqliteEventStore:
         with self._lock:
             if self._conn is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                # isolation_level=None: we issue BEGIN ourselves, IMMEDIATE for writes.
-                conn = sqlite3.connect(self.path, 30, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA busy_timeout = 30000")
-                conn.execute("PRAGMA journal_mode = WAL")
-                # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash
-                # or power loss may lose the last commits.
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.executescript(_SCHEMA)
-                self._conn, self._pid = conn, os.getpid()
+                self._conn, self._pid = connect_wal(self.path, _SCHEMA), os.getpid()
                 self._prune()
         return self
 

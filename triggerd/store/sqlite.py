@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from triggerd.errors import InternalError
+from triggerd.sqlite import connect_wal
 from triggerd.store._common import (
     DATA,
     MISSING,
@@ -113,14 +114,7 @@ class SqliteDataStore:
     def open(self) -> SqliteDataStore:
         with self._lock:
             if self._conn is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                # isolation_level=None: we issue BEGIN ourselves, IMMEDIATE for writes.
-                conn = sqlite3.connect(self.path, 30, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA busy_timeout = 30000")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.executescript(_SCHEMA)
-                self._conn, self._pid = conn, os.getpid()
+                self._conn, self._pid = connect_wal(self.path, _SCHEMA), os.getpid()
         return self
 
     def close(self) -> None:
