@@ -76,3 +76,26 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
     while not predicate():
         assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
         time.sleep(0.02)
+
+
+def overlapping_pair(queue: str) -> str:
+    """A workflow body (after a header importing triggerd.flow, logging, os and time):
+    tasks 'left' and 'right' on ``queue`` wait for each other to start (files in the
+    ``rendezvous`` directory), then each prints and logs 30 lines, so they overlap."""
+    return f'''
+parameters = Parameters([Option("rendezvous")])
+def chat(data, store, signal, context):
+    me = context.task_name
+    other = "right" if me == "left" else "left"
+    os.close(os.open(os.path.join(store.get("rendezvous"), me), os.O_CREAT))
+    deadline = time.monotonic() + 20
+    while not os.path.exists(os.path.join(store.get("rendezvous"), other)):
+        assert time.monotonic() < deadline, "the other task never started"
+        time.sleep(0.01)
+    for i in range(30):
+        print(me, i)
+        logging.getLogger(me).warning("%s logged %d", me, i)
+        time.sleep(0.005)
+d = Dag("d")
+d.define({{PythonTask("left", chat, queue={queue!r}): None, PythonTask("right", chat, queue={queue!r}): None}})
+'''

@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from support import EventCollector, make_executor, wait_for
+from support import EventCollector, make_executor, overlapping_pair, wait_for
 
 from triggerd.engine.capture import MAX_LINE, EventBatcher, capture_task
 from triggerd.eventlog.schema import LogEvent
@@ -168,23 +168,7 @@ d.define({{with_callbacks: BashTask("plain", CMD)}})
 def test_two_tasks_running_at_once_keep_their_own_events(workdir, executor2):
     """Two tasks in two pool processes, overlapping in time (each waits for the other to
     start), print and log: every event is bound to the task that made it, in its order."""
-    write(workdir, "pair", HEADER + """
-parameters = Parameters([Option("rendezvous")])
-def chat(data, store, signal, context):
-    me = context.task_name
-    other = "right" if me == "left" else "left"
-    os.close(os.open(os.path.join(store.get("rendezvous"), me), os.O_CREAT))
-    deadline = time.monotonic() + 20
-    while not os.path.exists(os.path.join(store.get("rendezvous"), other)):
-        assert time.monotonic() < deadline, "the other task never started"
-        time.sleep(0.01)
-    for i in range(30):
-        print(me, i)
-        logging.getLogger(me).warning("%s logged %d", me, i)
-        time.sleep(0.005)
-d = Dag("d")
-d.define({PythonTask("left", chat): None, PythonTask("right", chat): None})
-""")
+    write(workdir, "pair", HEADER + overlapping_pair("task"))
     (workdir / "meet").mkdir()
     result = executor2.submit("pair", {"rendezvous": str(workdir / "meet")}).wait(60)
     assert result.status == "succeeded", result.error

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 from redis_fixture import MAIN_WORKER, SIGNAL_TIMEOUT
-from support import TEST_KEY
+from support import TEST_KEY, overlapping_pair
 
 from triggerd.engine.celery_worker import TASK_NAME, job_message
 from triggerd.engine.codec import Codec
@@ -101,23 +101,7 @@ def test_tasks_running_at_once_in_one_threads_worker_do_not_mix(celery_cluster, 
     """A worker with -P threads runs two tasks at once in one process: each one's prints
     and records are its own events, none attributed to the other."""
     celery_cluster.start_worker("threads@triggerd-test", ["-Q", "threaded", "-P", "threads", "-c", "2"])
-    celery_cluster.write_workflow("pair_threads", HEADER + """
-parameters = Parameters([Option("rendezvous")])
-def chat(data, store, signal, context):
-    me = context.task_name
-    other = "right" if me == "left" else "left"
-    os.close(os.open(os.path.join(store.get("rendezvous"), me), os.O_CREAT))
-    deadline = time.monotonic() + 20
-    while not os.path.exists(os.path.join(store.get("rendezvous"), other)):
-        assert time.monotonic() < deadline, "the other task never started"
-        time.sleep(0.01)
-    for i in range(30):
-        print(me, i)
-        logging.getLogger(me).warning("%s logged %d", me, i)
-        time.sleep(0.005)
-d = Dag("d")
-d.define({PythonTask("left", chat, queue="threaded"): None, PythonTask("right", chat, queue="threaded"): None})
-""")
+    celery_cluster.write_workflow("pair_threads", HEADER + overlapping_pair("threaded"))
     result = executor.submit("pair_threads", {"rendezvous": str(tmp_path)}).wait(60)
     assert result.status == "succeeded", result.error
     docs = stream_events(celery_cluster.redis.client, result.run_id)
