@@ -132,13 +132,11 @@ class StreamForwarder:
     def status(self) -> dict[str, Any]:
         """Backlog in the stream (entries not yet read plus read and not acknowledged),
         in the spool, and whether the store and Redis answer."""
-        lag = pending = None
         try:
-            for group in self._client.xinfo_groups(self._stream):
-                if group["name"] in (self._group, self._group.encode()):
-                    lag, pending = group.get("lag"), group.get("pending")
+            group = self._group_info()
         except redis.RedisError:
-            pass
+            group = {}
+        lag, pending = group.get("lag"), group.get("pending")
         return {
             "forwarded": self.forwarded, "stream_lag": lag, "stream_pending": pending,
             "spooled": len(self._spool), "store_ok": self.store_ok, "redis_ok": self.redis_ok,
@@ -234,11 +232,15 @@ class StreamForwarder:
     def _over_bound(self) -> bool:
         """More than ``backlog_bound`` entries wait in the stream: spool, do not wait."""
         try:
-            groups = self._client.xinfo_groups(self._stream)
+            lag = self._group_info().get("lag")
         except redis.RedisError:
             return False
-        lag = next((g.get("lag") for g in groups if g["name"] in (self._group, self._group.encode())), None)
         return lag is None or lag > self._bound  # None: Redis could not tell (trimmed): be safe
+
+    def _group_info(self) -> dict[str, Any]:
+        """Redis's XINFO GROUPS entry of this forwarder's group ({} if there is none)."""
+        groups = self._client.xinfo_groups(self._stream)
+        return next((g for g in groups if g["name"] in (self._group, self._group.encode())), {})
 
     def _trouble(self, what: str, exc: Exception) -> None:
         message = f"{what}: {type(exc).__name__}: {exc}"
