@@ -14,11 +14,13 @@ from triggerd.daemon.rules import (
     Rule,
     RulesError,
     RuleSet,
+    TriggerFailed,
     glob_match,
     load_rules,
 )
 from triggerd.errors import ConfigError
 from triggerd.sources.events import FileEvent, ManualEvent
+from triggerd.sources.pv import PvEvent
 
 REPO = Path(__file__).resolve().parents[2]
 MTIME_NS = 1_764_096_917_123_456_789  # 2025-11-25T18:55:17.123456789Z
@@ -457,7 +459,7 @@ def test_missing_required_keys_and_wrong_types(tmp_path):
 
 def test_rule_without_files_table_is_manual_only(tmp_path):
     """No [rule.files]: the rule loads, never matches a file, renders literal params, and may not
-    use placeholders; a [rule.pv] table is kept as written."""
+    use placeholders."""
     rule = load_one(
         tmp_path, '[[rule]]\nname = "m"\nworkflow = "w"\nparams = { mode = "full {{x}}", n = 1 }\n'
     )
@@ -467,10 +469,101 @@ def test_rule_without_files_table_is_manual_only(tmp_path):
     text = '[[rule]]\nname = "m"\nworkflow = "w"\nparams = { p = "{path}" }\n'
     (problem,) = load_error(tmp_path / "bad", text).problems
     assert "no [rule.files] table" in problem.message
-    pv = load_one(tmp_path / "pv", '[[rule]]\nname = "p"\nworkflow = "w"\nparams = { f = "{pv[A:B]}" }\n'
-                            '[rule.pv]\nname = "A:B"\nwhen = "falling"\n')  # fmt: skip
-    assert pv.pv == {"name": "A:B", "when": "falling"}
-    assert pv.params == {"f": "{pv[A:B]}"}
+
+
+AD_RULE = """[[rule]]
+name = "scan"
+workflow = "w"
+[rule.params]
+file = "{pv[BL:HDF:FullFileName_RBV]}"
+sample = "{pv[BL:SAMPLE]}"
+at = "{timestamp}"
+capture = "{value}"
+was = "{old_value}"
+by = "{pvname}"
+all = "{snapshot}"
+label = "{pv[BL:SAMPLE]!s:>6}"
+[rule.pv]
+name = "BL:HDF:Capture_RBV"
+when = "falling"
+snapshot = ["BL:HDF:FullFileName_RBV", "BL:SAMPLE"]
+snapshot_defaults = { "BL:SAMPLE" = "unknown" }
+wait_for_file = "{pv[BL:HDF:FullFileName_RBV]}"
+file_timeout = "30s"
+"""
+
+
+def pv_event(snapshot, value=0, old_value=1, timestamp=1_700_000_000.5):
+    return PvEvent(rule="scan", pv="BL:HDF:Capture_RBV", value=value, old_value=old_value,
+                   timestamp=timestamp, severity=0, reason="falling", seen_at=timestamp, snapshot=snapshot)
+
+
+def taken(value, timestamp=1_700_000_000.25, connected=True):
+    return {"value": value, "timestamp": timestamp, "severity": 0, "connected": connected}
+
+
+def test_pv_rule_renders_its_event_and_snapshot(tmp_path):
+    """A PV rule's params take the PV that fired, {pv[NAME]} of the snapshot PVs (values keep
+    their type), {snapshot} with time stamps; wait_for_file is rendered the same way."""
+    rule = load_one(tmp_path, AD_RULE)
+    assert rule.pv.name == "BL:HDF:Capture_RBV" and rule.pv.condition.kind == "falling"
+    assert rule.pv.file_timeout == 30.0 and rule.pv.file_settle == 0.5
+    assert rule.match(event("/data/a.h5")) is None
+    found = rule.render_pv(pv_event({"BL:HDF:FullFileName_RBV": taken("/data/scan 1.h5"), "BL:SAMPLE": taken("lysozyme")}))
+    assert found.wait_for_file == "/data/scan 1.h5"
+    assert found.params == {
+        "file": "/data/scan 1.h5", "sample": "lysozyme", "at": "2023-11-14T22:13:20.500000Z",
+        "capture": 0, "was": 1, "by": "BL:HDF:Capture_RBV", "label": "lysozyme",
+        "all": {
+            "BL:HDF:FullFileName_RBV": {"value": "/data/scan 1.h5", "timestamp": "2023-11-14T22:13:20.250000Z", "severity": 0, "missing": False},
+            "BL:SAMPLE": {"value": "lysozyme", "timestamp": "2023-11-14T22:13:20.250000Z", "severity": 0, "missing": False},
+        },
+    }  # fmt: skip
+
+
+def test_pv_rule_snapshot_defaults_and_missing_values(tmp_path):
+    """A snapshot PV without a value (never seen, or disconnected) takes its default, marked
+    missing; one without a default fails the trigger, naming the PV and why."""
+    rule = load_one(tmp_path, AD_RULE)
+    found = rule.render_pv(pv_event({"BL:HDF:FullFileName_RBV": taken("/d/a.h5"), "BL:SAMPLE": taken("x", connected=False)}))
+    assert found.params["sample"] == "unknown"
+    assert found.params["all"]["BL:SAMPLE"] == {"value": "unknown", "timestamp": None, "severity": None, "missing": True}
+    with pytest.raises(TriggerFailed, match=r"BL:HDF:FullFileName_RBV \(no value yet\).*snapshot_defaults"):
+        rule.render_pv(pv_event({"BL:HDF:FullFileName_RBV": taken(None, timestamp=None, connected=False)}))
+    with pytest.raises(TriggerFailed, match=r"BL:HDF:FullFileName_RBV \(disconnected\)"):
+        rule.render_pv(pv_event({"BL:HDF:FullFileName_RBV": taken("/d/a.h5", connected=False)}))
+
+
+def test_pv_rule_value_its_format_cannot_take_fails_the_trigger(tmp_path):
+    """{value:.2f} on a text value is not a crash: the trigger fails with the value in the message."""
+    rule = load_one(tmp_path, '[[rule]]\nname = "t"\nworkflow = "w"\nparams = { v = "{value:.2f}" }\n'
+                              '[rule.pv]\nname = "A:B"\nwhen = "change"\n')  # fmt: skip
+    assert rule.render_pv(pv_event({}, value=2.5)).params == {"v": "2.50"}
+    with pytest.raises(TriggerFailed, match=r"A:B|Capture_RBV = 'text'"):
+        rule.render_pv(pv_event({}, value="text"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "words"),
+    [
+        (('"{pv[BL:SAMPLE]}"', '"{pv[BL:OTHER]}"'), "rule[0].params.sample", "'BL:OTHER' is neither the rule's PV nor in its snapshot list"),
+        (('"{pvname}"', '"{pv}"'), "rule[0].params.by", "name a PV, as in {pv[BL:DET:FileName_RBV]}"),
+        (('"{snapshot}"', '"x {snapshot}"'), "rule[0].params.all", "a table of PVs: it must be the whole value"),
+        (('"{timestamp}"', '"{path}"'), "rule[0].params.at", "unknown placeholder '{path}'"),
+        (('"BL:SAMPLE" = "unknown"', '"BL:NOPE" = 1'), "rule[0].pv.snapshot_defaults.BL:NOPE", "not in snapshot"),
+        (('wait_for_file = "{pv[BL:HDF:FullFileName_RBV]}"', 'wait_for_file = "{match[1]}"'), "rule[0].pv.wait_for_file", "unknown placeholder"),
+        (('file_timeout = "30s"', 'file_timeout = 0'), "rule[0].pv.file_timeout", "duration > 0"),
+        (('snapshot = ["BL:HDF:FullFileName_RBV", "BL:SAMPLE"]', 'snapshot = ["A", "A"]'), "rule[0].pv.snapshot", "each PV once"),
+        (('file_timeout = "30s"', '[rule.limits]\nbatch = 2'), "rule[0].limits.batch", "not for a PV rule"),
+    ],
+    ids=["unknown-pv", "bare-pv", "snapshot-in-text", "file-placeholder", "default-of-unknown", "wait-template", "timeout", "duplicate", "batch"],
+)
+def test_a_bad_pv_rule_placeholder_or_snapshot_names_its_key(tmp_path, edit, key, words):
+    """Snapshot, defaults, wait_for_file and the PV placeholders are checked at load, with the key."""
+    text = AD_RULE.replace(*edit)
+    assert text != AD_RULE
+    problems = load_error(tmp_path, text).problems
+    assert [(p.key, words in p.message) for p in problems][:1] == [(key, True)], problems
 
 
 def test_relative_roots_are_resolved_against_the_working_directory(tmp_path, monkeypatch):

@@ -18,6 +18,11 @@ def _duration(seconds: float) -> str:
     return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
 
 
+def _short(value: object, width: int = 40) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 @click.command()
 @daemon_command
 def status(config_path: Path | None, as_json: bool) -> None:
@@ -40,6 +45,16 @@ def status(config_path: Path | None, as_json: bool) -> None:
         for s in data["sources"]:
             if s["state"] != "watching" and s.get("message"):
                 click.secho(f"  {s['root']}: {s['message']}", fg="yellow" if s["state"] == "waiting" else "red")
+    if data.get("pvs"):
+        print_table(
+            ["pv", "state", "since", "value", "updates", "rules"],
+            [[p["name"], p["state"], ago(p["since"]), _short(p["last_value"]), p["updates"], ", ".join(p["rules"] + [f"{r} (snapshot)" for r in p.get("snapshot_of", [])])] for p in data["pvs"]],
+        )
+        for p in data["pvs"]:
+            if p["state"] != "connected" and p.get("message"):
+                click.secho(f"  {p['name']}: {p['message']}", fg="red" if p["state"] == "never connected" else "yellow")
+    if data.get("waiting_for_files"):
+        click.echo(f"{data['waiting_for_files']} PV triggers waiting for their file to be complete")
     print_table(
         ["rule", "workflow", "source", "state", "fired", "last fired"],
         [[r["name"], r["workflow"], r["source"], "paused" if r["paused"] else "active", r["fired"], ago(r["last_fired"])] for r in data["rules"]],

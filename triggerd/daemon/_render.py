@@ -12,7 +12,7 @@ from __future__ import annotations
 import posixpath
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,14 +21,17 @@ from triggerd.sources.events import FileEvent
 
 __all__ = [
     "FILE_PLACEHOLDERS",
+    "PV_PLACEHOLDERS",
     "Placeholder",
     "Template",
     "TemplateError",
     "batch_values",
     "compile_template",
     "file_values",
+    "iso_epoch",
     "iso_utc",
     "param_templates",
+    "pv_values",
 ]
 
 # name -> a sample value of its type, used to check format specs at load time.
@@ -36,8 +39,15 @@ FILE_PLACEHOLDERS: Mapping[str, Any] = {
     "path": "", "name": "", "stem": "", "suffix": "", "dir": "", "relative": "", "root": "",
     "size": 0, "mtime": "", "inode": 0, "match": "", "files": [], "count": 0,
 }  # fmt: skip
-INDEXED = "match"
-WHOLE_ONLY = "files"  # a list: it can be a whole value, never part of a string
+# A PV rule: the PV that fired (name, value, the value it was compared with, the IOC's
+# time stamp in ISO 8601 UTC, alarm severity), {pv[NAME]} the value of the trigger PV or a
+# snapshot PV, {snapshot} every snapshot PV with its time stamp and severity.
+PV_PLACEHOLDERS: Mapping[str, Any] = {
+    "pvname": "", "value": 0, "old_value": 0, "timestamp": "", "severity": 0, "pv": "", "snapshot": {},
+}  # fmt: skip
+INDEXED = ("match", "pv")  # the placeholders that take a [key]
+_INDEX_HINT = {"match": "{match[group]}", "pv": "{pv[NAME]}"}
+WHOLE_ONLY = ("files", "snapshot")  # a list or table: a whole value, never part of a string
 
 _FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([^\[\]]*)\])?")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -114,13 +124,15 @@ def compile_template(
     pattern: re.Pattern[str] | None = None,
     check_groups: bool = True,
     nothing_allowed: str = "",
+    pvs: Collection[str] | None = (),
 ) -> Template:
     """Parse ``text`` and check each placeholder against ``allowed`` (name -> sample value).
 
     ``{match[x]}`` must name a group of ``pattern`` (by name, or by number up to its group
     count, 0 being the whole match) unless ``check_groups`` is false (the pattern itself
-    is broken and already reported). ``nothing_allowed`` explains why, when ``allowed``
-    is empty. Raises :class:`TemplateError`.
+    is broken and already reported); ``{pv[NAME]}`` must name one of ``pvs`` (the PV that
+    fires and the snapshot PVs) unless ``pvs`` is None (the PV table is broken). ``nothing_allowed`` explains why, when ``allowed`` is
+    empty. Raises :class:`TemplateError`.
     """
     try:
         parsed = list(string.Formatter().parse(text))
@@ -133,24 +145,36 @@ def compile_template(
         if field is None:
             continue
         placeholder = _placeholder(field, conversion, spec or "", allowed, nothing_allowed)
-        if placeholder.name == INDEXED and check_groups:
+        if placeholder.name == "match" and check_groups:
             placeholder = _check_group(placeholder, pattern)
+        elif placeholder.name == "pv" and pvs is not None and placeholder.key not in pvs:
+            known = ", ".join(repr(p) for p in pvs)
+            raise TemplateError(
+                f"placeholder '{placeholder}': '{placeholder.key}' is neither the rule's PV nor "
+                f"in its snapshot list (known: {known}); add it to snapshot = [...]"
+            )
         pieces.append(placeholder)
     template = Template(text, tuple(pieces))
     for placeholder in template.placeholders:
-        if placeholder.name == WHOLE_ONLY and template.whole is None:
-            raise TemplateError(
-                "'{files}' is a list of paths: it must be the whole value "
-                '(e.g. files = "{files}"), not part of a string'
-            )
+        if placeholder.name in WHOLE_ONLY and template.whole is None:
+            raise TemplateError(_whole_only(placeholder.name))
     return template
+
+
+def _whole_only(name: str) -> str:
+    what = "a list of paths" if name == "files" else "a table of PVs"
+    return (
+        f"'{{{name}}}' is {what}: it must be the whole value "
+        f'(e.g. {name} = "{{{name}}}"), unformatted, not part of a string'
+    )
 
 
 def _placeholder(
     field: str, conversion: str | None, spec: str, allowed: Mapping[str, Any], nothing_allowed: str
 ) -> Placeholder:
     shown = f"{{{field}}}"
-    names = ", ".join(f"{{{n}[...]}}" if n == INDEXED else f"{{{n}}}" for n in allowed)
+    names = ", ".join(f"{{{n}[...]}}" if n in INDEXED else f"{{{n}}}" for n in allowed)
+    indexed = " or ".join(_INDEX_HINT[n] for n in INDEXED if n in allowed) or "no placeholder"
     found = _FIELD.fullmatch(field)
     if found is None:
         if field == "" or field.isdigit():
@@ -158,7 +182,7 @@ def _placeholder(
         elif "." in field.split("[", 1)[0] or "]." in field:
             why = "attribute access is not allowed"
         elif "[" in field:
-            why = f"only {{{INDEXED}[group]}} may be indexed, once"
+            why = f"only {indexed} may be indexed, once"
         else:
             why = "not a placeholder name"
         raise TemplateError(
@@ -169,12 +193,11 @@ def _placeholder(
         if not allowed:
             raise TemplateError(f"placeholder '{shown}': {nothing_allowed}")
         raise TemplateError(f"unknown placeholder '{shown}' (allowed: {names})")
-    if name == INDEXED and key is None:
-        raise TemplateError(
-            f"placeholder '{shown}': name a group, as in {{{INDEXED}[visit]}} or {{{INDEXED}[1]}}"
-        )
-    if name != INDEXED and key is not None:
-        raise TemplateError(f"placeholder '{shown}': only {{{INDEXED}[group]}} may be indexed")
+    if name in INDEXED and not key:
+        example = "{match[visit]} or {match[1]}" if name == "match" else "{pv[BL:DET:FileName_RBV]}"
+        raise TemplateError(f"placeholder '{shown}': name a {'group' if name == 'match' else 'PV'}, as in {example}")
+    if name not in INDEXED and key is not None:
+        raise TemplateError(f"placeholder '{shown}': only {indexed} may be indexed")
     if conversion is not None and conversion not in "rsa":
         raise TemplateError(
             f"placeholder '{shown}': unknown conversion '!{conversion}' (use !r, !s or !a)"
@@ -183,8 +206,8 @@ def _placeholder(
         raise TemplateError(
             f"placeholder '{shown}': placeholders inside a format spec are not allowed"
         )
-    if name == WHOLE_ONLY and (conversion or spec):
-        raise TemplateError("'{files}' is a list of paths: it must be the whole value, unformatted")
+    if name in WHOLE_ONLY and (conversion or spec):
+        raise TemplateError(_whole_only(name))
     if spec or conversion:
         try:
             _format(allowed[name], conversion, spec)
@@ -229,18 +252,17 @@ def param_templates(
     pattern: re.Pattern[str] | None = None,
     *,
     check_groups: bool = True,
+    pvs: Collection[str] | None = (),
 ) -> tuple[dict[str, Template], list[tuple[str, str]]]:
-    """Templates of the string params of a rule of ``kind`` ("files", "manual" or "pv"),
+    """Templates of the string params of a rule of ``kind`` ("files", "pv" or "manual"),
     and ``("params.<key>", message)`` for each value refused.
 
-    A manual-only rule may use no placeholder; params of a PV rule are kept as written
-    until PV rules are supported.
+    A manual-only rule may use no placeholder; a PV rule's ``{pv[NAME]}`` must name one
+    of ``pvs`` (its PV and its snapshot PVs).
     """
     templates: dict[str, Template] = {}
     errors: list[tuple[str, str]] = []
-    if kind == "pv":
-        return templates, errors
-    allowed = FILE_PLACEHOLDERS if kind == "files" else {}
+    allowed = {"files": FILE_PLACEHOLDERS, "pv": PV_PLACEHOLDERS}.get(kind, {})
     for key, value in params.items():
         if not isinstance(value, str):
             continue
@@ -251,10 +273,42 @@ def param_templates(
                 pattern=pattern,
                 check_groups=check_groups,
                 nothing_allowed=MANUAL_ONLY,
+                pvs=pvs,
             )
         except TemplateError as exc:
             errors.append((f"params.{key}", str(exc)))
     return templates, errors
+
+
+def iso_epoch(seconds: float | None) -> str | None:
+    """An epoch time (a PV's time stamp) as :func:`iso_utc` writes it; None stays None."""
+    return None if seconds is None else iso_utc(round(seconds * 1e6) * 1000)
+
+
+def pv_values(
+    pvname: str,
+    value: Any,
+    old_value: Any,
+    timestamp: float,
+    severity: int,
+    snapshot: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The placeholder values of a PV rule that fired; ``snapshot`` maps each snapshot PV
+    to ``{"value", "timestamp" (epoch s or None), "severity", "missing"}``, defaults
+    already applied."""
+    table = {
+        name: {**taken, "timestamp": iso_epoch(taken.get("timestamp"))}
+        for name, taken in snapshot.items()
+    }
+    return {
+        "pvname": pvname,
+        "value": value,
+        "old_value": old_value,
+        "timestamp": iso_epoch(timestamp),
+        "severity": severity,
+        "pv": {**{name: taken["value"] for name, taken in snapshot.items()}, pvname: value},
+        "snapshot": table,
+    }
 
 
 def iso_utc(mtime_ns: int) -> str:

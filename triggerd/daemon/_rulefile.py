@@ -111,25 +111,45 @@ def _count(value: Any) -> int:
 
 
 # [rule.pv] keys beside the condition's own (pv_conditions.CONDITION_KEYS)
-PV_KEYS = ("name",)
+PV_KEYS = ("name", "snapshot", "snapshot_defaults", "wait_for_file", "file_timeout", "file_settle")
 
 
 def _pv(f: Any, table: Mapping[str, Any], loc: tuple[str | int, ...]) -> Any:
-    """The ``[rule.pv]`` table, its PV name and its condition checked (as the PV source
-    will parse it), every problem reported with its key."""
+    """The ``[rule.pv]`` table as ``PvRule`` keywords: the PV name and condition checked
+    (as the PV source will parse them), snapshot PVs and their defaults, the file to wait
+    for; every problem reported with its key."""
     pv = f.get(table, loc, "pv", _table)
     if pv is None or pv is _BAD:
         return pv
     where = (*loc, "pv")
-    f.get(pv, where, "name", _pv_name, _REQUIRED)
+    before = len(f.problems)
     for key in sorted(set(pv) - CONDITION_KEYS - set(PV_KEYS)):
-        f.problem((*where, key), f"unknown key (a PV rule takes name and {', '.join(sorted(CONDITION_KEYS))})")
+        f.problem((*where, key), f"unknown key (a PV rule takes {', '.join(sorted(CONDITION_KEYS | set(PV_KEYS)))})")
+    spec = {
+        "name": f.get(pv, where, "name", _pv_name, _REQUIRED),
+        "snapshot": f.get(pv, where, "snapshot", _pv_names, ()),
+        "snapshot_defaults": f.get(pv, where, "snapshot_defaults", _table, {}),
+        "wait_for_file": f.get(pv, where, "wait_for_file", _string),
+        "file_timeout": f.get(pv, where, "file_timeout", _positive_duration, 60.0),
+        "file_settle": f.get(pv, where, "file_settle", parse_duration, 0.5),
+    }
+    if spec["snapshot"] is not _BAD and spec["snapshot_defaults"] is not _BAD:
+        for name in sorted(set(spec["snapshot_defaults"]) - set(spec["snapshot"])):
+            f.problem((*where, "snapshot_defaults", name), "a default for a PV that is not in snapshot = [...]")
     try:
-        Condition.parse({k: v for k, v in pv.items() if k in CONDITION_KEYS}, where=f.source)
+        spec["condition"] = Condition.parse({k: v for k, v in pv.items() if k in CONDITION_KEYS}, where=f.source)
     except ConfigError as exc:
         f.problem((*where, exc.key) if exc.key else where, exc.reason)
-        return _BAD
-    return pv
+    return spec if len(f.problems) == before else _BAD
+
+
+def _pv_names(value: Any) -> tuple[str, ...]:
+    names = tuple(_pv_name(v) for v in value) if isinstance(value, list) else None
+    if not names:
+        raise ValueError("expected a list of PV names, e.g. [\"BL1:DET:FullFileName_RBV\"]")
+    if len(set(names)) != len(names):
+        raise ValueError("expected each PV once")
+    return names
 
 
 def _pv_name(value: Any) -> str:
@@ -321,15 +341,24 @@ def _rule(f: _RuleFile, table: Any, index: int) -> dict[str, Any] | None:
     files, pv = spec["files"], spec["pv"]
     if files is not None and pv is not None:
         f.problem(loc, "a rule watches files ([rule.files]) or a PV ([rule.pv]), not both")
+    if pv is not None and files is None and isinstance(spec["limits"], dict):
+        for key in ("debounce", "batch", "batch_window"):
+            if spec["limits"].get(key) not in (None, _BAD):
+                f.problem((*loc, "limits", key), "not for a PV rule (its [rule.pv] table takes debounce and settle)")
+    pvs = (pv["name"], *pv["snapshot"]) if isinstance(pv, dict) else None if pv is _BAD else ()
     if spec["params"] is not _BAD:
         kind = "files" if files is not None else ("pv" if pv is not None else "manual")
         pattern = files.get("pattern") if isinstance(files, dict) else None
         broken = files is _BAD or pattern is _BAD
         _, errors = param_templates(
-            spec["params"], kind, None if broken else pattern, check_groups=not broken
+            spec["params"], kind, None if broken else pattern, check_groups=not broken, pvs=pvs
         )
         for key, message in errors:
             f.problem((*loc, *key.split(".", 1)), message)
+    if isinstance(pv, dict) and pv["wait_for_file"] is not None:
+        _, errors = param_templates({"wait_for_file": pv["wait_for_file"]}, "pv", pvs=pvs)
+        for _, message in errors:
+            f.problem((*loc, "pv", "wait_for_file"), message)
     return spec if len(f.problems) == before else None
 
 

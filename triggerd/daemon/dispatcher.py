@@ -4,7 +4,8 @@ Each stage is a small hook, called in order, that may let an event through, skip
 (with a reason that goes to the event log) or hold it back:
 
 * before the outbox: paused/draining rules skip; the ledger skips file versions already
-  dispatched; debounce and batching hold events back and release them as one run;
+  dispatched; debounce and batching hold events back and release them as one run; a PV
+  event whose snapshot or parameters cannot be rendered fails as a trigger (recorded);
 * into the outbox: one transaction writes the run request and its files' ledger rows,
   keyed by an idempotency key, so a duplicate is impossible;
 * out of the outbox: per-rule concurrency and rate limits hold runs in the queue (never
@@ -18,17 +19,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict, deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from triggerd.eventlog.schema import new_id
 from triggerd.sources.events import FileEvent
+from triggerd.sources.pv import PvEvent
 
-from .rules import Match, Rule, RuleSet
+from .rules import Match, PvMatch, Rule, RuleSet, TriggerFailed
 from .state import RunRow, StateDB
 
-__all__ = ["Dispatcher", "idempotency_key"]
+__all__ = ["Dispatcher", "idempotency_key", "pv_key"]
 
 Notify = Callable[..., None]  # notify(kind, message, **fields) -> event log
 
@@ -50,6 +52,12 @@ def idempotency_key(rule: str, events: Sequence[FileEvent]) -> str:
     for identity in sorted(e.identity for e in events):
         digest.update(b"\0" + json.dumps(identity, ensure_ascii=True).encode())
     return "file:" + digest.hexdigest()[:40]
+
+
+def pv_key(rule: str, event: PvEvent) -> str:
+    """The same rule, PV, IOC time stamp and value always give the same key."""
+    what = json.dumps([rule, event.pv, repr(event.timestamp), event.value], default=repr, ensure_ascii=True)
+    return "pv:" + hashlib.sha256(what.encode()).hexdigest()[:40]
 
 
 @dataclass
@@ -165,21 +173,69 @@ class Dispatcher:
         return self._fire(group.rule, events, group.rule.render(events), now)
 
     def _fire(self, rule: Rule, events: list[FileEvent], params: dict[str, Any], now: float) -> str | None:
+        what = events[0].path if len(events) == 1 else f"{len(events)} files"
+        source = events[0].to_dict() if len(events) == 1 else {"files": [e.to_dict() for e in events]}
+        return self._enqueue(
+            rule, idempotency_key(rule.name, events), params, now, what=what, source=source,
+            trigger=[e.to_dict() for e in events], files=[e.identity for e in events],
+            data={"files": len(events)},
+        )  # fmt: skip
+
+    def _enqueue(self, rule: Rule, key: str, params: dict[str, Any], now: float, *, what: str,
+                 source: dict[str, Any], trigger: list[dict[str, Any]],
+                 files: Iterable[tuple[str, int, int, int]] = (), data: dict[str, Any] | None = None) -> str | None:  # fmt: skip
+        """One run request into the outbox (with its files' ledger rows); None for a duplicate."""
         run_id = new_id()
-        key = idempotency_key(rule.name, events)
         added = self._state.enqueue(
             run_id=run_id, key=key, rule=rule.name, workflow=rule.workflow, params=params,
-            trigger=[e.to_dict() for e in events], files=[e.identity for e in events],
+            trigger=trigger, files=list(files),
         )
         if not added:
             self._notify("trigger.skipped", f"{rule.name}: duplicate trigger (key {key})", rule=rule.name, data={"reason": "duplicate", "key": key})
             return None
         self._queue(run_id)
-        what = events[0].path if len(events) == 1 else f"{len(events)} files"
-        source = events[0].to_dict() if len(events) == 1 else {"files": [e.to_dict() for e in events]}
-        self._notify("trigger.fired", f"{rule.name}: {what} -> {rule.workflow}", rule=rule.name, run=run_id, workflow=rule.workflow, data={"key": key, "params": params, "files": len(events)}, source=source)
+        self._notify("trigger.fired", f"{rule.name}: {what} -> {rule.workflow}", rule=rule.name, run=run_id, workflow=rule.workflow, data={"key": key, "params": params, **(data or {})}, source=source)
         self.pump(now)
         return run_id
+
+    # -- PV events ------------------------------------------------------------------------
+
+    def on_pv(self, event: PvEvent) -> PvMatch | None:
+        """A PV rule fired: its params and snapshot rendered, or None when the event is
+        skipped (paused, draining, a rule reloaded away) or fails (recorded either way).
+        The caller fires the match with :meth:`fire_pv`, at once or once its file is complete."""
+        try:
+            rule = self._rules.by_name(event.rule)
+        except KeyError:
+            return None  # removed by a reload while the event was on its way
+        if self.draining or rule.name in self.paused:
+            reason = "draining: no new triggers are taken" if self.draining else "rule is paused"
+            self._notify("trigger.skipped", f"{rule.name}: {event.pv} = {event.value!r}: {reason}", rule=rule.name, data={"reason": reason}, source=event.to_dict())
+            return None
+        try:
+            return rule.render_pv(event)
+        except TriggerFailed as exc:
+            self.failed(rule, event, str(exc))
+            return None
+
+    def failed(self, rule: Rule, event: PvEvent, reason: str, data: dict[str, Any] | None = None) -> None:
+        """A PV trigger that cannot start its run (snapshot, parameters, its file never came)."""
+        self._notify("trigger.failed", f"{rule.name}: {event.pv} = {event.value!r}: {reason}", level="error", rule=rule.name, workflow=rule.workflow, data={"reason": reason, **(data or {})}, source=event.to_dict())
+
+    def fire_pv(self, match: PvMatch, now: float, *, file: dict[str, Any] | None = None) -> str | None:
+        """Queue the run of a PV match; ``file`` describes the file it waited for."""
+        rule, event = match.rule, match.event
+        if self.draining or rule.name in self.paused:
+            reason = "draining: no new triggers are taken" if self.draining else "rule is paused"
+            self._notify("trigger.skipped", f"{rule.name}: {event.pv} = {event.value!r}: {reason}", rule=rule.name, data={"reason": reason}, source=event.to_dict())
+            return None
+        source = {**event.to_dict(), "snapshot": {k: dict(v) for k, v in match.snapshot.items()}}
+        if file is not None:
+            source["file"] = file
+        return self._enqueue(
+            rule, pv_key(rule.name, event), dict(match.params), now, what=f"{event.pv} = {event.value!r} ({event.reason})",
+            source=source, trigger=[source],
+        )  # fmt: skip
 
     def start_manual(self, workflow: str, params: dict[str, Any], *, rule: str | None = None, replay_of: str | None = None, trigger: list[dict[str, Any]] | None = None, now: float = 0.0) -> str:
         """A run asked for by an operator; it goes through the outbox like any other."""

@@ -20,8 +20,18 @@ from typing import Any
 
 from triggerd.errors import ConfigError
 from triggerd.sources.events import FileEvent
+from triggerd.sources.pv import PvEvent
+from triggerd.sources.pv_conditions import Condition
 
-from ._render import FILE_PLACEHOLDERS, Template, batch_values, file_values, param_templates
+from ._render import (
+    FILE_PLACEHOLDERS,
+    PV_PLACEHOLDERS,
+    Template,
+    batch_values,
+    file_values,
+    param_templates,
+    pv_values,
+)
 from ._rulefile import CATCH_UP_MODES, COMPLETE_MODES, RuleProblem, RulesError, read_rule_specs
 
 __all__ = [
@@ -31,15 +41,25 @@ __all__ = [
     "FileRule",
     "Limits",
     "Match",
+    "PvMatch",
+    "PvRule",
     "Rule",
     "RuleProblem",
     "RuleSet",
     "RulesError",
+    "TriggerFailed",
     "glob_match",
     "load_rules",
 ]
 
 PLACEHOLDERS: tuple[str, ...] = tuple(FILE_PLACEHOLDERS)
+PV_RULE_PLACEHOLDERS: tuple[str, ...] = tuple(PV_PLACEHOLDERS)
+
+
+class TriggerFailed(ValueError):
+    """A PV rule fired but no run can start: a snapshot PV without a value and without a
+    default, or a parameter that cannot be formatted. The message says which; the daemon
+    records it as ``trigger.failed``."""
 
 
 def glob_match(glob: str, parts: Sequence[str]) -> bool:
@@ -152,6 +172,70 @@ class FileRule:
 
 
 @dataclass(frozen=True)
+class PvRule:
+    """The ``[rule.pv]`` table: the PV, its condition, the PVs to snapshot when it fires.
+
+    ``snapshot_defaults`` gives a value to a snapshot PV that has none (never connected,
+    disconnected); a snapshot PV without a default and without a value fails the trigger.
+    ``wait_for_file`` (a template, as params) names a file the run waits for: it starts
+    once the file exists and has not changed for ``file_settle`` seconds, and fails as a
+    trigger after ``file_timeout`` seconds.
+    """
+
+    name: str
+    condition: Condition
+    snapshot: tuple[str, ...] = ()
+    snapshot_defaults: Mapping[str, Any] = field(default_factory=dict)
+    wait_for_file: str | None = None
+    file_timeout: float = 60.0
+    file_settle: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "snapshot", tuple(self.snapshot))
+
+    @property
+    def pvs(self) -> tuple[str, ...]:
+        """Every PV the rule reads: its own first, then the snapshot PVs."""
+        return (self.name, *(n for n in self.snapshot if n != self.name))
+
+    def resolve(self, taken: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The snapshot with defaults applied: name -> value, timestamp, severity, missing.
+
+        ``taken`` is what the PV source had (:attr:`PvEvent.snapshot`). Raises
+        :class:`TriggerFailed` naming every PV that has neither a value nor a default.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        missing = []
+        for name in self.snapshot:
+            seen = taken.get(name) or {}
+            if seen.get("connected") and seen.get("timestamp") is not None:
+                out[name] = {"value": seen.get("value"), "timestamp": seen["timestamp"],
+                             "severity": seen.get("severity", 0), "missing": False}
+            elif name in self.snapshot_defaults:
+                out[name] = {"value": copy.deepcopy(self.snapshot_defaults[name]), "timestamp": None,
+                             "severity": None, "missing": True}
+            else:
+                missing.append(f"{name} ({'disconnected' if seen.get('timestamp') is not None else 'no value yet'})")
+        if missing:
+            raise TriggerFailed(
+                "snapshot PV without a value and without a default: " + ", ".join(missing)
+                + " (give one in snapshot_defaults to start the run anyway)"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class PvMatch:
+    """A PV rule fired: the rendered params, the snapshot taken, the file to wait for."""
+
+    rule: Rule
+    event: PvEvent
+    params: Mapping[str, Any]
+    snapshot: Mapping[str, Mapping[str, Any]]
+    wait_for_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Limits:
     """How often and how many: enforced by the dispatcher, only carried here.
 
@@ -184,7 +268,7 @@ class Rule:
     """One ``[[rule]]``: the workflow to start, its parameter templates, limits and source.
 
     ``files`` None and ``pv`` None make a manual-only rule (triggerctl start / replay).
-    ``pv`` is the checked ``[rule.pv]`` table (the daemon does not watch PVs yet). ``source`` and ``index``
+    ``source`` and ``index``
     say where the rule was written (``index`` counts from 0 within its file).
     A rule built by hand checks its parameter templates like :func:`load_rules` does.
     """
@@ -194,20 +278,28 @@ class Rule:
     params: Mapping[str, Any] = field(default_factory=dict)
     limits: Limits = Limits()
     files: FileRule | None = None
-    pv: Mapping[str, Any] | None = None
+    pv: PvRule | None = None
     enabled: bool = True
     description: str = ""
     source: str = ""
     index: int = 0
     templates: Mapping[str, Template] = field(init=False, repr=False, compare=False)
+    wait_template: Template | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         pattern = self.files.pattern if self.files is not None else None
-        templates, errors = param_templates(self.params, _kind(self.files, self.pv), pattern)
+        pvs = self.pv.pvs if self.pv is not None else ()
+        templates, errors = param_templates(self.params, _kind(self.files, self.pv), pattern, pvs=pvs)
+        if self.pv is not None and self.pv.wait_for_file is not None:
+            waits, wait_errors = param_templates({"wait_for_file": self.pv.wait_for_file}, "pv", pvs=pvs)
+            errors += [("pv.wait_for_file", m) for _, m in wait_errors]
+        else:
+            waits = {}
         if errors:
             key, message = errors[0]
             raise ConfigError(message, source=self.source or None, key=f"rule[{self.index}].{key}")
         object.__setattr__(self, "templates", templates)
+        object.__setattr__(self, "wait_template", waits.get("wait_for_file"))
 
     def __hash__(self) -> int:  # by identity of definition; params may hold lists
         return hash((self.name, self.source, self.index))
@@ -250,6 +342,23 @@ class Rule:
             raise ValueError(f"rule '{self.name}' does not match {events[0].path!r}: {reason}")
         return self._render(batch_values(file_values(events[0], *found), events))
 
+    def render_pv(self, event: PvEvent) -> PvMatch:
+        """The run a PV event of this rule asks for: params rendered from the event and
+        the snapshot (defaults applied), and the file to wait for. Raises
+        :class:`TriggerFailed` (a snapshot PV without value or default, a value the
+        format spec cannot take) and ValueError when this is not a PV rule."""
+        if self.pv is None:
+            raise ValueError(f"rule '{self.name}' is not a PV rule")
+        snapshot = self.pv.resolve(event.snapshot)
+        values = pv_values(event.pv, event.value, event.old_value, event.timestamp, event.severity, snapshot)
+        try:
+            params = self._render(values)
+            wait = self.wait_template
+            path = str(wait.render(values)) if wait is not None else None
+        except (ValueError, TypeError) as exc:
+            raise TriggerFailed(f"cannot render the parameters from {event.pv} = {event.value!r}: {exc}") from None
+        return PvMatch(rule=self, event=event, params=params, snapshot=snapshot, wait_for_file=path)
+
     def _render(self, values: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in self.params.items():
@@ -258,7 +367,7 @@ class Rule:
         return out
 
 
-def _kind(files: FileRule | None, pv: Mapping[str, Any] | None) -> str:
+def _kind(files: FileRule | None, pv: PvRule | None) -> str:
     return "files" if files is not None else ("pv" if pv is not None else "manual")
 
 
@@ -313,6 +422,10 @@ def _build(spec: Mapping[str, Any]) -> Rule:
     fields = dict(spec)
     files = fields.pop("files")
     limits = fields.pop("limits")
+    pv = fields.pop("pv")
     return Rule(
-        files=FileRule(**files) if files is not None else None, limits=Limits(**limits), **fields
+        files=FileRule(**files) if files is not None else None,
+        pv=PvRule(**pv) if pv is not None else None,
+        limits=Limits(**limits),
+        **fields,
     )

@@ -1,8 +1,9 @@
 """The daemon: sources in, dispatcher, outbox, executor out, and the control API beside.
 
-One asyncio loop owns the dispatcher and the state file. Sources (watchdog threads) and
-the executor (its own thread) hand their events to the loop with
-``call_soon_threadsafe``; nothing else crosses threads. Signals: SIGTERM/SIGINT drain and
+One asyncio loop owns the dispatcher and the state file. Sources (watchdog threads, the
+PV source's thread) and the executor (its own thread) hand their events to the loop with
+``call_soon_threadsafe``; nothing else crosses threads. A PV rule with ``wait_for_file``
+waits on the loop (a stat in a worker thread every 0.1 s) until the file is complete. Signals: SIGTERM/SIGINT drain and
 stop, SIGHUP reloads config and rules (keeping the old ones if the new are invalid).
 """
 
@@ -30,21 +31,23 @@ from triggerd.flow.workflow import find_workflow_file
 from triggerd.log import get_logger
 from triggerd.sources.events import FileEvent
 from triggerd.sources.files import FileSource, FileWatch
+from triggerd.sources.pv import PvEvent, PvSource, PvWatch
 
 from .api import ControlServer
 from .dispatcher import Dispatcher
 from .events import DaemonEventLog
 from .metrics import Metrics
 from .notify import SystemdNotifier
-from .rules import RuleSet, load_rules
+from .rules import PvMatch, RuleSet, load_rules
 from .state import StateDB
 
-__all__ = ["Daemon", "load_rules_for", "watches_for"]
+__all__ = ["Daemon", "load_rules_for", "pv_watches_for", "watches_for"]
 
 log = get_logger("triggerd.daemon")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _FILES_PER_TURN = 20  # live file events the loop takes before other callbacks get a turn
 _CATCH_UP_BATCH = 100  # new files handed from the catch-up thread to the loop at once
+_FILE_POLL = 0.1  # seconds between two looks at a file a PV rule waits for
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,11 @@ def watches_for(rules: RuleSet) -> list[FileWatch]:
     return list(seen)
 
 
+def pv_watches_for(rules: RuleSet) -> list[PvWatch]:
+    """One watch per PV rule: its PV, its condition and the PVs it snapshots."""
+    return [PvWatch(r.name, r.pv.name, r.pv.condition, r.pv.snapshot) for r in rules.rules if r.pv is not None]
+
+
 class Daemon:
     """The running service. ``await run()`` until a stop signal; the API calls the rest."""
 
@@ -119,6 +127,9 @@ class Daemon:
         self.eventlog: DaemonEventLog | None = None
         self.metrics = Metrics()
         self._source: FileSource | None = None
+        self._pv_source: PvSource | None = None
+        self._pv_watches: list[PvWatch] = []
+        self._file_waits: set[asyncio.Task[None]] = set()
         self.dispatcher: Dispatcher | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._sinks: list[Callable[[LogEvent], None]] = []
@@ -151,6 +162,7 @@ class Daemon:
         self.dispatcher = Dispatcher(self.state, rules, submit=self._submit, notify=self.notify)
         self._source = FileSource(watches_for(rules), self._from_source, on_health=self._on_health)
         self._source.start()
+        self._start_pv(rules)
         server = ControlServer(self)
         await server.start()
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop), (signal.SIGHUP, self.request_reload)):
@@ -177,6 +189,9 @@ class Daemon:
         self.dispatcher.draining = True
         if self._source:
             self._source.stop()
+        self._stop_pv()
+        for wait in list(self._file_waits):
+            wait.cancel()
         if self.dispatcher.running():
             self.notifier.status(f"draining: {self.dispatcher.running()} runs still running")
             self._idle.clear()
@@ -236,6 +251,9 @@ class Daemon:
         old = {r.name for r in self.dispatcher.rules.rules}
         self.dispatcher.replace_rules(rules)
         self._source.update(watches_for(rules))
+        if pv_watches_for(rules) != self._pv_watches:
+            self._stop_pv()
+            self._start_pv(rules)
         self.settings = settings if settings.paths.state_dir == self.settings.paths.state_dir else self.settings
         self.reloads += 1
         new = {r.name for r in rules.rules}
@@ -314,6 +332,93 @@ class Daemon:
         self.health[root] = {"state": state, "message": message, "since": time.time()}
         level = "error" if state == "error" else "warning" if state in ("overflow", "waiting") else "info"
         self.notify(f"source.{state}", f"{root}: {message or state}", level=level, data={"root": root})
+
+    # -- PV events ---------------------------------------------------------------------------
+
+    def _start_pv(self, rules: RuleSet) -> None:
+        """Monitor the PVs of the PV rules (no rule: pyepics is never imported)."""
+        self._pv_watches = pv_watches_for(rules)
+        if self._pv_watches:
+            self._pv_source = PvSource(self._pv_watches, self._from_pv, on_health=self._on_pv_health)
+            self._pv_source.start()
+
+    def _stop_pv(self) -> None:
+        source, self._pv_source = self._pv_source, None
+        if source is not None:
+            source.stop()
+
+    def pv_health(self) -> list[dict[str, Any]]:
+        return self._pv_source.health() if self._pv_source is not None else []
+
+    def file_waits(self) -> int:
+        """PV triggers waiting for their file to be complete."""
+        return len(self._file_waits)
+
+    def _from_pv(self, event: PvEvent) -> None:
+        """Called on the PV source's thread: hop to the loop."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._on_pv, event)
+
+    def _on_pv(self, event: PvEvent) -> None:
+        assert self.dispatcher is not None and self._loop is not None
+        match = self.dispatcher.on_pv(event)
+        if match is None:
+            return
+        if match.wait_for_file is None:
+            self.dispatcher.fire_pv(match, time.time())
+            self._arm_tick()
+            return
+        wait = self._loop.create_task(self._wait_for_file(match))
+        self._file_waits.add(wait)
+        wait.add_done_callback(self._file_waits.discard)
+
+    async def _wait_for_file(self, match: PvMatch) -> None:
+        """Fire ``match`` once its file exists and has not changed for ``file_settle``
+        seconds; after ``file_timeout`` the trigger fails, saying what was seen."""
+        assert self.dispatcher is not None and self._loop is not None and match.rule.pv is not None
+        pv, path, event = match.rule.pv, match.wait_for_file or "", match.event
+        if not os.path.isabs(path):
+            self.dispatcher.failed(match.rule, event, f"wait_for_file must name an absolute path, got {path!r}", data={"file": path})
+            return
+        self.notify("trigger.waiting", f"{match.rule.name}: waiting for {path} to be complete", rule=match.rule.name, data={"file": path, "timeout": pv.file_timeout}, source=event.to_dict())
+        started = self._loop.time()
+        seen: tuple[int, int, int] | None = None
+        seen_since = started
+        problem = "it does not exist"
+        try:
+            while True:
+                try:
+                    st = await asyncio.to_thread(os.stat, path)  # a network file system may block
+                    now_seen: tuple[int, int, int] | None = (st.st_size, st.st_mtime_ns, st.st_ino)
+                    problem = "it was still changing"
+                except FileNotFoundError:
+                    now_seen, problem = None, "it does not exist"
+                except OSError as exc:
+                    now_seen, problem = None, f"it cannot be read: {exc.strerror}"
+                now = self._loop.time()
+                if now_seen != seen:
+                    seen, seen_since = now_seen, now
+                if seen is not None and now - seen_since >= pv.file_settle:
+                    size, mtime_ns, inode = seen
+                    file = {"path": path, "size": size, "mtime_ns": mtime_ns, "inode": inode, "waited": round(now - started, 3)}
+                    self.dispatcher.fire_pv(match, time.time(), file=file)
+                    self._arm_tick()
+                    return
+                if now - started >= pv.file_timeout:
+                    self.dispatcher.failed(match.rule, event, f"file {path} not complete after {pv.file_timeout:g} s: {problem}", data={"file": path})
+                    return
+                await asyncio.sleep(min(_FILE_POLL, max(pv.file_settle, 0.01)))
+        except asyncio.CancelledError:
+            self.notify("trigger.skipped", f"{match.rule.name}: the daemon stopped while waiting for {path}", level="warning", rule=match.rule.name, data={"reason": "stopped while waiting for the file", "file": path}, source=event.to_dict())
+            raise
+
+    def _on_pv_health(self, pv: str, state: str, message: str) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._pv_health_changed, pv, state, message)
+
+    def _pv_health_changed(self, pv: str, state: str, message: str) -> None:
+        level = "info" if state == "connected" else "error" if state == "error" else "warning"
+        self.notify("source." + state.replace(" ", "_"), f"{pv}: {message or state}", level=level, data={"pv": pv})
 
     def _catch_up(self, rules: RuleSet, *, first: bool) -> None:
         """Scan for files that arrived while the daemon was down, on a thread; dedup by ledger."""

@@ -35,6 +35,8 @@ def status(daemon: Daemon) -> dict[str, Any]:
         "draining": d.draining,
         "summary": daemon.summary(),
         "sources": health,
+        "pvs": daemon.pv_health(),
+        "waiting_for_files": daemon.file_waits(),
         "rules": rules_view(daemon),
         "runs": {
             "queued": d.queued(),
@@ -62,6 +64,8 @@ def rules_view(daemon: Daemon) -> list[dict[str, Any]]:
                 "workflow": rule.workflow,
                 "source": "files" if files else "pv" if rule.pv else "manual",
                 "roots": list(files.roots) if files else [],
+                "pv": rule.pv.name if rule.pv else None,
+                "condition": rule.pv.condition.describe() if rule.pv else None,
                 "complete": files.complete if files else None,
                 "paused": rule.name in d.paused,
                 "fired": stats.get(rule.name, {}).get("fired", 0),

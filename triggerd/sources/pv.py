@@ -32,7 +32,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,8 @@ class PvEvent:
     ``timestamp`` is the IOC's time stamp of the value, ``seen_at`` the daemon's clock when
     the source decided; ``severity`` is the alarm severity (0 NO_ALARM .. 3 INVALID).
     Values are JSON-friendly (numbers, text, lists; None for "no previous value").
+    ``snapshot`` holds the rule's snapshot PVs as the source had them when the rule fired:
+    name -> ``{"value", "timestamp", "severity", "connected"}`` (timestamp None: no value yet).
     """
 
     rule: str
@@ -65,6 +67,7 @@ class PvEvent:
     severity: int
     reason: str
     seen_at: float
+    snapshot: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,16 +80,18 @@ class PvEvent:
             "severity": self.severity,
             "reason": self.reason,
             "seen_at": self.seen_at,
+            "snapshot": {name: dict(taken) for name, taken in self.snapshot.items()},
         }
 
 
 @dataclass(frozen=True)
 class PvWatch:
-    """One rule's condition on one PV."""
+    """One rule's condition on one PV, and the PVs whose values it takes when it fires."""
 
     rule: str
     pv: str
     condition: Condition
+    snapshot: tuple[str, ...] = ()
 
 
 @dataclass
@@ -95,6 +100,7 @@ class _Channel:
 
     name: str
     rules: list[tuple[PvWatch, PvRuleState]]
+    readers: list[str] = field(default_factory=list)  # rules taking it into their snapshot
     state: str = "connecting"
     since: float = field(default_factory=time.time)
     message: str = ""
@@ -141,11 +147,15 @@ class PvSource:
 
         self._started = True
         self._queue = queue.SimpleQueue()
-        by_name: dict[str, list[tuple[PvWatch, PvRuleState]]] = {}
-        for watch in self._watches:
-            by_name.setdefault(watch.pv, []).append((watch, PvRuleState(watch.condition)))
         deadline = time.monotonic() + self._connection_timeout
-        self._channels = {name: _Channel(name, rules, deadline=deadline) for name, rules in by_name.items()}
+        channels: dict[str, _Channel] = {}
+        for watch in self._watches:
+            for name in (watch.pv, *watch.snapshot):
+                channels.setdefault(name, _Channel(name, [], deadline=deadline))
+            channels[watch.pv].rules.append((watch, PvRuleState(watch.condition)))
+            for name in watch.snapshot:
+                channels[name].readers.append(watch.rule)
+        self._channels = channels
         # The thread first: a channel already connected in this process calls back at once.
         self._thread = threading.Thread(target=self._run, name="triggerd-pv", daemon=True)
         self._thread.start()
@@ -183,12 +193,13 @@ class PvSource:
 
     def health(self) -> list[dict[str, Any]]:
         """Per PV: name, state, since (epoch s), message, last_value, timestamp, severity,
-        updates (values received), rules (the rules watching it)."""
+        updates (values received), rules (the rules watching it), snapshot_of (the rules
+        taking its value when they fire)."""
         with self._lock:
             return [
                 {"name": c.name, "state": c.state, "since": c.since, "message": c.message,
                  "last_value": c.last_value, "timestamp": c.timestamp, "severity": c.severity,
-                 "updates": c.updates, "rules": [w.rule for w, _ in c.rules]}
+                 "updates": c.updates, "rules": [w.rule for w, _ in c.rules], "snapshot_of": list(c.readers)}
                 for c in self._channels.values()
             ]
 
@@ -289,11 +300,18 @@ class PvSource:
             severity=severity if severity is not None else 0,
             reason=decision.reason,
             seen_at=time.time(),
+            snapshot={name: self._taken(self._channels[name]) for name in watch.snapshot},
         )
         try:
             self._emit(event)
         except Exception:
             log.exception("PV event consumer failed", rule=watch.rule, pv=channel.name)
+
+    @staticmethod
+    def _taken(channel: _Channel) -> dict[str, Any]:
+        """A snapshot PV as it is now (the source's thread is its only writer)."""
+        return {"value": _jsonable(channel.last_value), "timestamp": channel.timestamp,
+                "severity": channel.severity, "connected": channel.state == "connected"}
 
     def _set(self, channel: _Channel, state: str, message: str) -> None:
         with self._lock:

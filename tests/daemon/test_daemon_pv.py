@@ -1,0 +1,241 @@
+"""PV trigger rules through a real daemon and a real soft IOC (tests/ioc_fixture.py).
+
+The IOC serves ``TEST:ACQ`` (long), ``TEST:VAL`` (double, INVALID above 100) and
+``TEST:NAME`` (a CHAR waveform, as areaDetector's ``FullFileName_RBV``); the daemon
+subprocess inherits the loopback Channel Access environment. The workflow is the
+harness's ``record``: it writes the ``path`` parameter into a marker named by run id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import epics
+import pytest
+from daemon_harness import Daemon, write_file
+
+ACQ, VAL, NAME = "TEST:ACQ", "TEST:VAL", "TEST:NAME"
+
+
+def put(pv: str, value) -> None:
+    assert epics.caput(pv, value, wait=True, timeout=5, connection_timeout=5) == 1, f"caput {pv} failed"
+
+
+def pv_rule(d: Daemon, name: str, table: str, path: str = "{pv[TEST:NAME]}", extra: str = "") -> str:
+    return f"""
+[[rule]]
+name = "{name}"
+workflow = "record"
+params = {{ path = "{path}", out = "{d.out}", hold = 0 }}
+{extra}
+[rule.pv]
+{table}
+"""
+
+
+def events(d: Daemon, *kinds: str) -> list[dict]:
+    args = [a for k in kinds for a in ("--kind", k)]
+    return d.ctl_json("events", *args, "--limit", "500")
+
+
+def fired(d: Daemon, rule: str) -> list[dict]:
+    return [r for r in d.runs_db() if r["rule"] == rule]
+
+
+def pv_row(d: Daemon, name: str) -> dict:
+    return next(p for p in d.ctl_json("status")["pvs"] if p["name"] == name)
+
+
+def connected(d: Daemon, *names: str) -> None:
+    d.wait_for(lambda: all(pv_row(d, n)["state"] == "connected" and pv_row(d, n)["updates"] for n in names), 20, f"{names} connected")
+
+
+@pytest.fixture
+def reset(soft_ioc):
+    """The IOC's records at known values before a test (the IOC is shared by the session)."""
+    put(ACQ, 0)
+    put(VAL, 0.0)
+    put(NAME, "")
+    return soft_ioc
+
+
+def test_falling_edge_starts_the_workflow_with_the_snapshot_and_never_on_connect(tmp_path, reset):
+    """Capture 1 -> 0 starts one run whose params hold the snapshot PV's value; the value the
+    daemon finds at start does not fire; the trigger event carries values and time stamps."""
+    put(ACQ, 1)  # the value at start: satisfies "falling" on its own only if it fired on connect
+    d = Daemon(tmp_path)
+    d.write_rules(pv_rule(d, "scan", f'name = "{ACQ}"\nwhen = "falling"\nsnapshot = ["{NAME}"]'))
+    with d:
+        connected(d, ACQ, NAME)
+        time.sleep(0.3)
+        assert fired(d, "scan") == []
+        put(NAME, "/data/visit 1/scan_0001.h5")
+        put(ACQ, 0)
+        d.wait_for(lambda: len(d.markers()) == 1, 20, "one run")
+        assert list(d.markers().values()) == ["/data/visit 1/scan_0001.h5"]
+        put(ACQ, 1)
+        put(ACQ, 0)
+        d.wait_for(lambda: len(d.markers()) == 2, 20, "a second run")
+        (first, *_) = [e for e in events(d, "trigger.fired") if e["rule"] == "scan"]
+        source = first["source"]
+        assert source["pv"] == ACQ and source["value"] == 0 and source["old_value"] == 1
+        assert source["snapshot"][NAME]["value"] == "/data/visit 1/scan_0001.h5"
+        assert abs(source["snapshot"][NAME]["timestamp"] - time.time()) < 60
+        status = d.ctl_json("status")
+        assert {r["name"]: (r["source"], r["pv"]) for r in status["rules"]} == {"scan": ("pv", ACQ)}
+        assert pv_row(d, NAME)["snapshot_of"] == ["scan"]
+        assert "TEST:ACQ" in d.ctl("status").stdout
+
+
+def test_each_condition_kind_fires_through_the_daemon(tmp_path, reset):
+    """One daemon, one rule per kind; a scripted sequence of puts fires each the expected times."""
+    d = Daemon(tmp_path)
+    rules = [
+        ("rising", f'name = "{ACQ}"\nwhen = "rising"'),
+        ("equals", f'name = "{ACQ}"\nwhen = "equals"\nvalue = 2'),
+        ("transition", f'name = "{ACQ}"\nwhen = "transition"\nfrom = 2\nto = 3'),
+        ("above", f'name = "{VAL}"\nwhen = "above"\nthreshold = 10\nhysteresis = 1'),
+        ("in-range", f'name = "{VAL}"\nwhen = "enter_range"\nlow = 20\nhigh = 30'),
+        ("regex", f'name = "{NAME}"\nwhen = "regex"\npattern = "\\\\.h5$"'),
+        ("text", f'name = "{NAME}"\nwhen = "string_equals"\nvalue = "stop"'),
+        ("change", f'name = "{NAME}"\nwhen = "change"'),
+    ]
+    d.write_rules("".join(pv_rule(d, name, table, path="{pvname}={value}") for name, table in rules))
+    with d:
+        connected(d, ACQ, VAL, NAME)
+        for value in (1, 2, 3, 0):
+            put(ACQ, value)
+        for value in (10.5, 11.0, 9.5, 10.5, 25.0, 200.0, 25.0):  # 200 is INVALID: ignored
+            put(VAL, value)
+        for value in ("a.h5", "b.txt", "stop", "c.h5"):
+            put(NAME, value)
+        expected = {"rising": 1, "equals": 1, "transition": 1, "above": 1, "in-range": 1, "regex": 2, "text": 1, "change": 4}
+        d.wait_for(lambda: {n: len(fired(d, n)) for n in expected} == expected, 20, f"runs {expected}")
+        time.sleep(0.5)
+        assert {n: len(fired(d, n)) for n in expected} == expected
+        d.wait_for(lambda: len(d.markers()) == sum(expected.values()), 20, "every run done")
+        assert sorted(v for v in d.markers().values() if v.startswith(VAL)) == [f"{VAL}=10.5", f"{VAL}=25.0"]
+
+
+def test_debounce_and_paused_rules(tmp_path, reset):
+    """A fire inside the debounce hold-off is dropped; a paused rule records the skip."""
+    d = Daemon(tmp_path)
+    d.write_rules(pv_rule(d, "quiet", f'name = "{ACQ}"\nwhen = "rising"\ndebounce = "2s"', path="{value}"))
+    with d:
+        connected(d, ACQ)
+        for _ in range(3):
+            put(ACQ, 1)
+            put(ACQ, 0)
+        d.wait_for(lambda: len(fired(d, "quiet")) == 1, 20, "one run")
+        time.sleep(0.5)
+        assert len(fired(d, "quiet")) == 1
+        d.ctl("pause", "quiet")
+        time.sleep(2.0)  # past the hold-off
+        put(ACQ, 1)
+        d.wait_for(lambda: any(e["data"].get("reason") == "rule is paused" for e in events(d, "trigger.skipped")), 20, "skip")
+        assert len(fired(d, "quiet")) == 1
+
+
+def test_pv_and_file_rule_waits_for_the_file_or_fails_clearly(tmp_path, reset):
+    """The areaDetector pattern: Capture falls, the file name PV names the file; the run starts
+    only once the file is complete; a file that never comes fails the trigger after file_timeout."""
+    d = Daemon(tmp_path)
+    table = f'name = "{ACQ}"\nwhen = "falling"\nsnapshot = ["{NAME}"]\nwait_for_file = "{{pv[{NAME}]}}"\nfile_timeout = "2s"\nfile_settle = "0.3s"'
+    d.write_rules(pv_rule(d, "ad", table))
+    data = tmp_path / "data" / "scan 1.h5"
+    data.parent.mkdir()
+    with d:
+        connected(d, ACQ, NAME)
+        put(NAME, str(data))
+        put(ACQ, 1)
+        put(ACQ, 0)
+        d.wait_for(lambda: events(d, "trigger.waiting"), 10, "the wait to start")
+        time.sleep(0.5)
+        assert fired(d, "ad") == []
+        write_file(data, b"frames")
+        d.wait_for(lambda: len(d.markers()) == 1, 20, "the run after the file")
+        (run,) = fired(d, "ad")
+        assert run["trigger"][0]["file"]["path"] == str(data) and run["trigger"][0]["file"]["size"] == 6
+        missing = tmp_path / "data" / "never.h5"
+        put(NAME, str(missing))
+        put(ACQ, 1)
+        put(ACQ, 0)
+        (failure,) = d.wait_for(lambda: events(d, "trigger.failed"), 20, "the trigger to fail")
+        assert failure["level"] == "error" and failure["rule"] == "ad"
+        assert f"file {missing} not complete after 2 s: it does not exist" in failure["message"]
+        assert len(fired(d, "ad")) == 1
+
+
+def test_snapshot_without_value_fails_or_takes_its_default(tmp_path, reset):
+    """A snapshot PV that never connects: without a default the trigger fails (recorded, the
+    other rules keep working); with one, the run starts with the default. The PV shows as never
+    connected in status and in the event log."""
+    d = Daemon(tmp_path)
+    d.write_rules(
+        pv_rule(d, "strict", f'name = "{ACQ}"\nwhen = "rising"\nsnapshot = ["TEST:NOPE"]', path="{pv[TEST:NOPE]}")
+        + pv_rule(d, "lenient", f'name = "{ACQ}"\nwhen = "rising"\nsnapshot = ["TEST:NOPE"]\nsnapshot_defaults = {{ "TEST:NOPE" = "none" }}', path="{pv[TEST:NOPE]}")
+    )
+    with d:
+        connected(d, ACQ)
+        put(ACQ, 1)
+        d.wait_for(lambda: list(d.markers().values()) == ["none"], 20, "the lenient run")
+        (failure,) = d.wait_for(lambda: events(d, "trigger.failed"), 20, "the strict failure")
+        assert failure["rule"] == "strict" and "TEST:NOPE (no value yet)" in failure["message"]
+        assert fired(d, "strict") == []
+        d.wait_for(lambda: pv_row(d, "TEST:NOPE")["state"] == "never connected", 20, "never connected")
+        (never,) = events(d, "source.never_connected")
+        assert never["data"] == {"pv": "TEST:NOPE"} and never["level"] == "warning"
+        assert "TEST:NOPE" in d.ctl("status").stdout
+
+
+def test_a_value_of_the_wrong_type_is_an_error_for_that_rule_only(tmp_path, reset):
+    """'above' on a text PV reports an error naming the rule, once; a rule on another PV works."""
+    d = Daemon(tmp_path)
+    d.write_rules(pv_rule(d, "numeric", f'name = "{NAME}"\nwhen = "above"\nthreshold = 1')
+                  + pv_rule(d, "fine", f'name = "{ACQ}"\nwhen = "rising"', path="{value}"))  # fmt: skip
+    with d:
+        connected(d, ACQ, NAME)
+        put(NAME, "abc")
+        put(NAME, "def")
+        put(ACQ, 1)
+        d.wait_for(lambda: len(fired(d, "fine")) == 1, 20, "the other rule")
+        (error,) = d.wait_for(lambda: events(d, "source.error"), 20, "the error")
+        assert error["level"] == "error" and "rule 'numeric'" in error["message"] and NAME in error["message"]
+        assert fired(d, "numeric") == []
+
+
+def test_ioc_restart_is_recorded_and_fires_nothing(tmp_path, reset):
+    """The IOC dies and comes back with the same value: disconnect and reconnect are events, the
+    PV shows disconnected meanwhile, and no rule fires; a real change afterwards does."""
+    d = Daemon(tmp_path)
+    d.write_rules(pv_rule(d, "any", f'name = "{ACQ}"\nwhen = "change"', path="{value}"))
+    with d:
+        connected(d, ACQ)
+        reset.stop()
+        try:
+            d.wait_for(lambda: pv_row(d, ACQ)["state"] == "disconnected", 10, "disconnected")
+        finally:
+            reset.start()
+        d.wait_for(lambda: pv_row(d, ACQ)["state"] == "connected", 30, "reconnected")
+        time.sleep(0.5)
+        assert fired(d, "any") == []
+        kinds = [e["kind"] for e in reversed(events(d, "source"))]
+        assert kinds[-2:] == ["source.disconnected", "source.connected"], kinds
+        put(ACQ, 5)
+        d.wait_for(lambda: list(d.markers().values()) == ["5"], 20, "a run after the restart")
+
+
+def test_reload_starts_and_stops_pv_monitors(tmp_path, reset):
+    """A PV rule added by a reload fires; removed, its PV is no longer monitored."""
+    d = Daemon(tmp_path)
+    with d:
+        assert d.ctl_json("status")["pvs"] == []
+        d.write_rules(pv_rule(d, "late", f'name = "{ACQ}"\nwhen = "rising"', path="{value}"), name="pv.toml")
+        assert json.loads(d.ctl("reload", "--json").stdout)["ok"]
+        connected(d, ACQ)
+        put(ACQ, 1)
+        d.wait_for(lambda: len(fired(d, "late")) == 1, 20, "the reloaded rule's run")
+        (tmp_path / "triggers" / "pv.toml").unlink()
+        d.ctl("reload")
+        assert d.ctl_json("status")["pvs"] == []
