@@ -1,11 +1,13 @@
 """Tasks beyond the core model, for workflow files: ``from triggerd.tasks import ...``.
 
 The tasks and exceptions of lightflow-filesystem (a workflow file runs after
-``from lightflow_filesystem import X`` becomes ``from triggerd.tasks import X``), and
-triggerd's :class:`ChunkingTask`.
+``from lightflow_filesystem import X`` becomes ``from triggerd.tasks import X``), the
+:class:`PvTriggerTask` of lightflow-epics (likewise for ``from lightflow_epics import
+PvTriggerTask``), and triggerd's :class:`ChunkingTask`.
 
 This package builds only on :mod:`triggerd.flow` and :mod:`triggerd.errors` (and on
-watchdog for :class:`NotifyTriggerTask`).
+watchdog for :class:`NotifyTriggerTask`, and pyepics for :class:`PvTriggerTask`,
+imported when the task runs).
 """
 
 from .chunking import ChunkingTask
@@ -29,6 +31,7 @@ from .fileops import (
     RemoveTask,
     WalkTask,
 )
+from .pv_trigger import PvTriggerTask
 
 __all__ = [
     "ChmodTask",
@@ -49,6 +52,7 @@ __all__ = [
     "MoveTask",
     "NewLineTriggerTask",
     "NotifyTriggerTask",
+    "PvTriggerTask",
     "RemoveTask",
     "WalkTask",
 ]

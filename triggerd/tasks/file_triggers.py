@@ -52,13 +52,12 @@ def _aggregate(value: Any) -> int:
     return value
 
 
-def _wait(value: Any) -> float:
+def _wait(value: Any, error: type[Exception] = LightflowFilesystemConfigError) -> float:
+    """Seconds to wait for an event before looking at the stop flag again; raises ``error``."""
     if value is None:
         return DEFAULT_WAIT
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise LightflowFilesystemConfigError(
-            f"event_trigger_time must be None or a number of seconds >= 0, not {value!r}"
-        )
+        raise error(f"event_trigger_time must be None or a number of seconds >= 0, not {value!r}")
     return max(float(value), MIN_WAIT)
 
 
