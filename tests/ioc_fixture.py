@@ -46,8 +46,11 @@ def _free_port() -> int:
 
 CA_SERVER_PORT = _free_port()
 CA_REPEATER_PORT = _free_port()
+# A daemon's status PVs ([status_pvs] port): a second server on loopback needs its own
+# port, since a unicast search reaches only one of the sockets sharing a UDP port.
+STATUS_PV_PORT = _free_port()
 LOOPBACK_ENV = {
-    "EPICS_CA_ADDR_LIST": "127.0.0.1",
+    "EPICS_CA_ADDR_LIST": f"127.0.0.1 127.0.0.1:{STATUS_PV_PORT}",
     "EPICS_CA_AUTO_ADDR_LIST": "NO",
     "EPICS_CA_SERVER_PORT": str(CA_SERVER_PORT),
     "EPICS_CA_REPEATER_PORT": str(CA_REPEATER_PORT),

@@ -43,6 +43,7 @@ __all__ = [
     "PathsSettings",
     "SecuritySettings",
     "Settings",
+    "StatusPvSettings",
     "StoreSettings",
     "find_config_file",
     "load_settings",
@@ -201,6 +202,25 @@ class EventLogSettings(_Section):
         return url
 
 
+class StatusPvSettings(_Section):
+    """The daemon's own status as EPICS PVs (Channel Access, served by caproto); off unless a prefix is set."""
+
+    prefix: str | None = None
+    """PV name prefix, e.g. "BL13:TRIGGERD:"; None: no status PVs."""
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """Channel Access server port; None: EPICS_CA_SERVER_PORT (5064). Interfaces and
+    beacons follow EPICS_CAS_INTF_ADDR_LIST and EPICS_CAS_BEACON_ADDR_LIST."""
+    interval: Annotated[float, Field(gt=0)] = 1.0
+    """Seconds between two updates of the counters (triggers update at once)."""
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str | None) -> str | None:
+        if prefix is not None and (not prefix or any(c.isspace() or c in "\"'$" for c in prefix)):
+            raise PydanticCustomError("triggerd_pv_prefix", 'expected a PV name prefix without spaces or quotes, e.g. "BL13:TRIGGERD:"')
+        return prefix
+
+
 class DaemonSettings(_Section):
     """The daemon's control API and shutdown behaviour."""
 
@@ -252,6 +272,7 @@ class Settings(_Section):
     log: LogSettings = Field(default_factory=LogSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     eventlog: EventLogSettings = Field(default_factory=EventLogSettings)
+    status_pvs: StatusPvSettings = Field(default_factory=StatusPvSettings)
 
     _source: str = PrivateAttr(default=BUILTIN_SOURCE)
 

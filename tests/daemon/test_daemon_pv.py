@@ -14,6 +14,7 @@ import time
 import epics
 import pytest
 from daemon_harness import Daemon, write_file
+from ioc_fixture import STATUS_PV_PORT
 
 ACQ, VAL, NAME = "TEST:ACQ", "TEST:VAL", "TEST:NAME"
 
@@ -239,3 +240,39 @@ def test_reload_starts_and_stops_pv_monitors(tmp_path, reset):
         (tmp_path / "triggers" / "pv.toml").unlink()
         d.ctl("reload")
         assert d.ctl_json("status")["pvs"] == []
+
+
+def test_status_pvs_show_the_daemon_and_pause_a_rule(tmp_path, reset):
+    """[status_pvs]: RUNNING, counters and LAST_* over Channel Access; writing a rule's PAUSE
+    pauses it (recorded with the client's name), triggerctl resume shows in the PV; RUNNING
+    drops to 0 as the daemon stops."""
+    prefix = "TD1:"
+    d = Daemon(tmp_path, extra_config=f'\n[status_pvs]\nprefix = "{prefix}"\nport = {STATUS_PV_PORT}\ninterval = 0.2\n')
+    d.write_rules(pv_rule(d, "scan", f'name = "{ACQ}"\nwhen = "falling"', path="{value}"))
+
+    def get(name: str):
+        return epics.caget(prefix + name, connection_timeout=5, timeout=5, use_monitor=False)
+
+    with d:
+        connected(d, ACQ)
+        running: list = []
+        monitor = epics.PV(prefix + "RUNNING", callback=lambda value=None, **_: running.append(value), connection_timeout=5)
+        d.wait_for(lambda: get("RUNNING") == 1, 10, "RUNNING = 1")
+        assert get("scan:PAUSE") == 0 and get("LAST_RULE") == ""
+        put(ACQ, 1)
+        put(ACQ, 0)
+        d.wait_for(lambda: get("LAST_RULE") == "scan" and get("scan:FIRED") == 1, 10, "LAST_RULE and FIRED")
+        assert get("LAST_TRIGGER").endswith("Z") and get("RUNS_FAILED") == 0
+        assert epics.caput(prefix + "scan:PAUSE", 1, wait=True, timeout=5) == 1
+        assert [r["paused"] for r in d.ctl_json("rules")] == [True]
+        (paused,) = events(d, "rule.paused")
+        assert "by Channel Access client" in paused["message"] and paused["rule"] == "scan"
+        put(ACQ, 1)
+        put(ACQ, 0)
+        d.wait_for(lambda: any(e["data"].get("reason") == "rule is paused" for e in events(d, "trigger.skipped")), 10, "skip")
+        d.ctl("resume", "scan")
+        d.wait_for(lambda: get("scan:PAUSE") == 0, 10, "PAUSE follows triggerctl resume")
+        d.wait_for(lambda: running == [1], 10, "the RUNNING monitor")
+    d.wait_for(lambda: running[-1:] == [0], 10, "RUNNING = 0 at stop")
+    monitor.disconnect()
+    assert len(fired(d, "scan")) == 1

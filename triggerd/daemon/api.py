@@ -67,19 +67,13 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
 
     @app.post("/rules/{name}/{action}")
     async def pause_resume(name: str, action: str) -> dict[str, Any]:
-        d = _dispatcher(daemon)
+        if action not in ("pause", "resume"):
+            raise HTTPException(404, f"unknown action '{action}' (pause or resume)")
         try:
-            d.rules.by_name(name)
+            paused = daemon.set_paused(name, action == "pause", by="an operator")
         except KeyError:
             raise HTTPException(404, f"no rule '{name}' (see: triggerctl rules)") from None
-        if action == "pause":
-            d.paused.add(name)
-        elif action == "resume":
-            d.paused.discard(name)
-        else:
-            raise HTTPException(404, f"unknown action '{action}' (pause or resume)")
-        daemon.notify(f"rule.{action}d", f"rule {name} {action}d by an operator", rule=name)
-        return {"rule": name, "paused": name in d.paused}
+        return {"rule": name, "paused": paused}
 
     @app.get("/runs")
     async def get_runs(state: str | None = None, rule: str | None = None, since: float | None = None, limit: int = 50) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ from .metrics import Metrics
 from .notify import SystemdNotifier
 from .rules import PvMatch, RuleSet, load_rules
 from .state import StateDB
+from .status_pvs import StatusPvs
 
 __all__ = ["Daemon", "load_rules_for", "pv_watches_for", "watches_for"]
 
@@ -130,6 +131,7 @@ class Daemon:
         self._pv_source: PvSource | None = None
         self._pv_watches: list[PvWatch] = []
         self._file_waits: set[asyncio.Task[None]] = set()
+        self.status_pvs: StatusPvs | None = None
         self.dispatcher: Dispatcher | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._sinks: list[Callable[[LogEvent], None]] = []
@@ -165,6 +167,7 @@ class Daemon:
         self._start_pv(rules)
         server = ControlServer(self)
         await server.start()
+        await self._start_status_pvs()
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop), (signal.SIGHUP, self.request_reload)):
             self._loop.add_signal_handler(sig, handler)
         self.notify("daemon.started", f"triggerd started: {len(rules.rules)} rules, {requeued} runs resumed from the outbox", data={"pid": os.getpid(), "config": self.settings.source})
@@ -203,6 +206,8 @@ class Daemon:
         self._detached = True
         self.notify("daemon.stopped", f"triggerd stopped; {len(unfinished)} unfinished runs will run again at the next start", data={"unfinished": unfinished})
         self._executor.close(timeout=5)
+        if self.status_pvs is not None:
+            await self.status_pvs.stop()
         await server.stop()
         if self.eventlog is not None:
             await asyncio.to_thread(self.eventlog.close)  # writes what is queued
@@ -254,6 +259,8 @@ class Daemon:
         if pv_watches_for(rules) != self._pv_watches:
             self._stop_pv()
             self._start_pv(rules)
+        if self.status_pvs is not None:
+            self.status_pvs.rules_changed()
         self.settings = settings if settings.paths.state_dir == self.settings.paths.state_dir else self.settings
         self.reloads += 1
         new = {r.name for r in rules.rules}
@@ -335,6 +342,19 @@ class Daemon:
 
     # -- PV events ---------------------------------------------------------------------------
 
+    async def _start_status_pvs(self) -> None:
+        """Serve the status PVs when ``status_pvs.prefix`` is set; a failure is logged, not fatal."""
+        cfg = self.settings.status_pvs
+        if cfg.prefix is None:
+            return
+        status = StatusPvs(self, cfg.prefix, port=cfg.port, interval=cfg.interval)
+        try:
+            await status.start()
+        except Exception as exc:  # a port in use, caproto missing: the daemon's job goes on
+            self.notify("daemon.status_pvs_failed", f"status PVs under {cfg.prefix} not served: {exc}", level="error")
+            return
+        self.status_pvs = status
+
     def _start_pv(self, rules: RuleSet) -> None:
         """Monitor the PVs of the PV rules (no rule: pyepics is never imported)."""
         self._pv_watches = pv_watches_for(rules)
@@ -349,6 +369,10 @@ class Daemon:
 
     def pv_health(self) -> list[dict[str, Any]]:
         return self._pv_source.health() if self._pv_source is not None else []
+
+    def pv_backlog(self) -> int:
+        """PV updates received and not yet evaluated (a growing number: the source lags)."""
+        return self._pv_source.backlog() if self._pv_source is not None else 0
 
     def file_waits(self) -> int:
         """PV triggers waiting for their file to be complete."""
@@ -531,6 +555,16 @@ class Daemon:
         """Refuse an unknown workflow or bad parameters before anything is queued."""
         assert self._executor is not None
         self._executor.validate(workflow, params)
+
+    def set_paused(self, rule: str, paused: bool, *, by: str) -> bool:
+        """Pause or resume a rule (KeyError: no such rule); returns whether it is paused."""
+        assert self.dispatcher is not None
+        self.dispatcher.rules.by_name(rule)
+        if paused != (rule in self.dispatcher.paused):
+            (self.dispatcher.paused.add if paused else self.dispatcher.paused.discard)(rule)
+            action = "paused" if paused else "resumed"
+            self.notify(f"rule.{action}", f"rule {rule} {action} by {by}", rule=rule, data={"by": by})
+        return rule in self.dispatcher.paused
 
     def stop_run(self, run_id: str) -> dict[str, Any]:
         row = self.state.run(run_id)

@@ -36,6 +36,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
         "summary": daemon.summary(),
         "sources": health,
         "pvs": daemon.pv_health(),
+        "pv_backlog": daemon.pv_backlog(),
         "waiting_for_files": daemon.file_waits(),
         "rules": rules_view(daemon),
         "runs": {

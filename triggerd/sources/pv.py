@@ -191,6 +191,10 @@ class PvSource:
             thread.join()
         self._started = False
 
+    def backlog(self) -> int:
+        """Updates Channel Access delivered that the source's thread has not handled yet."""
+        return self._queue.qsize()
+
     def health(self) -> list[dict[str, Any]]:
         """Per PV: name, state, since (epoch s), message, last_value, timestamp, severity,
         updates (values received), rules (the rules watching it), snapshot_of (the rules
