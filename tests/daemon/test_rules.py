@@ -610,6 +610,23 @@ def test_example_rule_file_loads_and_matches(tmp_path, monkeypatch):
     assert rule.explain(event(f"{root}/x.tmp", root)) == "ignored by '*.tmp'"
 
 
+def test_example_pv_rule_file_loads_and_renders():
+    """triggers/examples/areadetector.toml (not read by the daemon: a subdirectory) loads
+    against workflows/ and renders file_info's parameters from a Capture_RBV event."""
+    rules = load_rules(
+        [REPO / "triggers" / "examples"], known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file()
+    )
+    rule = rules.by_name("ad-capture-done")
+    assert rule.pv.condition.kind == "falling" and rule.pv.condition.debounce == 1.0
+    event = PvEvent(rule=rule.name, pv="BL13:DET1:HDF1:Capture_RBV", value=0, old_value=1, timestamp=1.0,
+                    severity=0, reason="falling", seen_at=1.0,
+                    snapshot={"BL13:DET1:HDF1:FullFileName_RBV": taken("/data/a.h5")})  # fmt: skip
+    found = rule.render_pv(event)
+    assert found.params == {"path": "/data/a.h5", "name": "unknown"}
+    assert found.wait_for_file == "/data/a.h5"
+    assert load_rules([REPO / "triggers"]).by_name("file-info")  # the examples dir is not read
+
+
 @pytest.mark.parametrize(
     ("table", "key", "words"),
     [
