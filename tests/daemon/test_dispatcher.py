@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from triggerd.daemon.dispatcher import Dispatcher, idempotency_key
+from triggerd.daemon.dispatcher import Dispatcher, idempotency_key, pv_key
 from triggerd.daemon.rules import RuleSet, load_rules
 from triggerd.daemon.state import RunRow, StateDB
 from triggerd.sources.events import FileEvent
+from triggerd.sources.pv import PvEvent
 
 ROOT = "/data/mx1"
 MTIME_NS = 1_764_096_917_123_456_789
@@ -533,3 +534,58 @@ def test_outbox_survives_a_restart(tmp_path, load):
         assert "already dispatched" in second.of("trigger.skipped")[0][2]["data"]["reason"]
     finally:
         second_state.close()
+
+
+# -- PV events ---------------------------------------------------------------------------
+
+PV_RULE = """[[rule]]
+name = "scan"
+workflow = "reduce"
+params = { file = "{pv[BL:FILE]}", at = "{timestamp}" }
+limits = { concurrent = 1 }
+[rule.pv]
+name = "BL:ACQ"
+when = "falling"
+snapshot = ["BL:FILE"]
+"""
+
+
+def pv_ev(timestamp: float, *, file: str | None = "/d/a.h5") -> PvEvent:
+    seen = timestamp - 1 if file is not None else None  # None: never had a value
+    snapshot = {"BL:FILE": {"value": file, "timestamp": seen, "severity": 0, "connected": file is not None}}
+    return PvEvent(rule="scan", pv="BL:ACQ", value=0, old_value=1, timestamp=timestamp, severity=0,
+                   reason="falling", seen_at=timestamp, snapshot=snapshot)  # fmt: skip
+
+
+def test_pv_event_runs_once_through_the_outbox_with_limits(make, state):
+    """A PV match is queued with its snapshot in the trigger; the same event again (same rule,
+    PV, IOC time stamp and value) is a duplicate; concurrency holds the next one in the queue."""
+    h = make(PV_RULE)
+    match = h.d.on_pv(pv_ev(100.0))
+    run_id = h.d.fire_pv(match, 100.0)
+    (row,) = h.submitted
+    assert row.run_id == run_id and row.params == {"file": "/d/a.h5", "at": "1970-01-01T00:01:40.000000Z"}
+    assert row.key == pv_key("scan", pv_ev(100.0))
+    assert row.trigger[0]["snapshot"]["BL:FILE"]["value"] == "/d/a.h5" and row.trigger[0]["type"] == "pv"
+    assert h.d.fire_pv(h.d.on_pv(pv_ev(100.0)), 100.5) is None
+    assert h.of("trigger.skipped")[0][2]["data"]["reason"] == "duplicate"
+    second = h.d.fire_pv(h.d.on_pv(pv_ev(101.0)), 101.0)
+    assert second is not None and len(h.submitted) == 1 and h.d.queued() == 1
+    h.d.finished(run_id, 102.0)
+    assert h.ids == [run_id, second]
+
+
+def test_pv_event_of_a_paused_rule_or_with_a_missing_snapshot_starts_nothing(make):
+    """Paused: skipped with the reason; a snapshot PV without value: trigger.failed at error
+    level with the event as its source; a rule reloaded away: silently nothing."""
+    h = make(PV_RULE)
+    h.d.paused.add("scan")
+    assert h.d.on_pv(pv_ev(1.0)) is None
+    assert h.of("trigger.skipped")[0][2]["data"]["reason"] == "rule is paused"
+    h.d.paused.clear()
+    assert h.d.on_pv(pv_ev(2.0, file=None)) is None
+    ((_, message, fields),) = h.of("trigger.failed")
+    assert fields["level"] == "error" and "BL:FILE (no value yet)" in message
+    assert fields["source"]["pv"] == "BL:ACQ"
+    assert h.d.on_pv(PvEvent(rule="gone", pv="X", value=1, old_value=0, timestamp=3.0, severity=0, reason="", seen_at=3.0)) is None
+    assert h.submitted == []
