@@ -12,6 +12,7 @@ import json
 import time
 
 import epics
+import httpx
 import pytest
 from daemon_harness import Daemon, write_file
 from ioc_fixture import STATUS_PV_PORT
@@ -188,6 +189,11 @@ def test_snapshot_without_value_fails_or_takes_its_default(tmp_path, reset):
         (never,) = events(d, "source.never_connected")
         assert never["data"] == {"pv": "TEST:NOPE"} and never["level"] == "warning"
         assert "TEST:NOPE" in d.ctl("status").stdout
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(d.socket)), base_url="http://triggerd") as http:
+            metrics = http.get("/metrics").text
+        assert 'triggerd_pv_connected{pv="TEST:NOPE",state="never connected"} 0' in metrics
+        assert f'triggerd_pv_connected{{pv="{ACQ}",state="connected"}} 1' in metrics
+        assert "triggerd_pv_backlog 0" in metrics
 
 
 def test_a_value_of_the_wrong_type_is_an_error_for_that_rule_only(tmp_path, reset):
