@@ -1,4 +1,5 @@
-"""Helpers shared by tests: event capture, run outcomes, an executor on a temp store."""
+"""Helpers shared by tests: event capture, run outcomes, an executor on a temp store, a
+trigger task running on a thread with a stop flag the test flips."""
 
 from __future__ import annotations
 
@@ -99,3 +100,58 @@ def chat(data, store, signal, context):
 d = Dag("d")
 d.define({{PythonTask("left", chat, queue={queue!r}): None, PythonTask("right", chat, queue={queue!r}): None}})
 '''
+
+
+class FakeSignal:
+    """A task signal whose stop flag a test flips; records start_dag calls and stop checks."""
+
+    def __init__(self) -> None:
+        self._stopped = threading.Event()
+        self.checks = 0
+        self.started: list[tuple[str, object]] = []
+
+    @property
+    def is_stopped(self) -> bool:
+        self.checks += 1
+        return self._stopped.is_set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def start_dag(self, dag, *, data=None):
+        self.started.append((dag, data))
+        return f"{dag}:{len(self.started)}"
+
+
+def run_task(task, data=None, signal=None) -> Any:
+    """Run a task the way a worker does (``task._run``), without a store or context."""
+    return task._run(data=data, store=None, signal=signal or FakeSignal(), context=None)
+
+
+class Background:
+    """Run a trigger task on a thread; ready once it first looked at the stop flag."""
+
+    def __init__(self, task, data=None) -> None:
+        self.signal = FakeSignal()
+        self.error: BaseException | None = None
+        self.result: Any = None
+
+        def target() -> None:
+            try:
+                self.result = run_task(task, data, self.signal)
+            except BaseException as exc:  # re-raised in the test by stop()
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.signal.checks > 0 or not self.thread.is_alive())
+
+    def stop(self, within: float = 2.0) -> float:
+        """Flip the stop flag; return how long the task took to end (re-raises its error)."""
+        start = time.monotonic()
+        self.signal.stop()
+        self.thread.join(within)
+        assert not self.thread.is_alive(), f"task still running {within} s after the stop"
+        if self.error is not None:
+            raise self.error
+        return time.monotonic() - start

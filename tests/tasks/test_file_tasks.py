@@ -6,13 +6,12 @@ import inspect
 import os
 import re
 import stat
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import wait_for
+from support import Background, run_task, wait_for
 
 import triggerd.tasks as tasks
 from triggerd.flow import Action, LightflowException, MultiTaskData, TaskData
@@ -50,30 +49,9 @@ ERRORS = [
 NO_SUCH_USER = "triggerd-no-such-user-4711"
 
 
-class FakeSignal:
-    """A task signal whose stop flag a test flips; records start_dag calls and stop checks."""
-
-    def __init__(self) -> None:
-        self._stopped = threading.Event()
-        self.checks = 0
-        self.started: list[tuple[str, object]] = []
-
-    @property
-    def is_stopped(self) -> bool:
-        self.checks += 1
-        return self._stopped.is_set()
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    def start_dag(self, dag, *, data=None):
-        self.started.append((dag, data))
-        return f"{dag}:{len(self.started)}"
-
-
 def run(task, data=None, signal=None) -> Action:
     """Run a task the way a worker does, without a store or context."""
-    return task._run(data=data, store=None, signal=signal or FakeSignal(), context=None)
+    return run_task(task, data, signal)
 
 
 def write(path: Path, text: str = "x") -> Path:
@@ -81,35 +59,6 @@ def write(path: Path, text: str = "x") -> Path:
     with open(path, "w") as file:
         file.write(text)
     return path
-
-
-class Background:
-    """Run a trigger task on a thread; ready once it first looked at the stop flag."""
-
-    def __init__(self, task, data=None) -> None:
-        self.signal = FakeSignal()
-        self.error: BaseException | None = None
-        self.result: Action | None = None
-
-        def target() -> None:
-            try:
-                self.result = run(task, data, self.signal)
-            except BaseException as exc:  # re-raised in the test by stop()
-                self.error = exc
-
-        self.thread = threading.Thread(target=target, daemon=True)
-        self.thread.start()
-        wait_for(lambda: self.signal.checks > 0 or not self.thread.is_alive())
-
-    def stop(self, within: float = 2.0) -> float:
-        """Flip the stop flag; return how long the task took to end."""
-        start = time.monotonic()
-        self.signal.stop()
-        self.thread.join(within)
-        assert not self.thread.is_alive(), f"task still running {within} s after the stop"
-        if self.error is not None:
-            raise self.error
-        return time.monotonic() - start
 
 
 def collect() -> tuple[list, Callable]:

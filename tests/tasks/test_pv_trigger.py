@@ -18,56 +18,12 @@ from typing import Any
 
 import epics
 import pytest
-from support import EventCollector, make_executor, wait_for
+from support import Background, EventCollector, FakeSignal, make_executor, wait_for
 
-from triggerd.flow import Action, TaskStatus
+from triggerd.flow import TaskStatus
 from triggerd.tasks import PvTriggerTask, pv_trigger
 
 LOGGER = "triggerd.tasks.pv_trigger"
-
-
-class FakeSignal:
-    """A task signal whose stop flag a test flips; counts the looks at it."""
-
-    def __init__(self) -> None:
-        self._stopped = threading.Event()
-        self.checks = 0
-
-    @property
-    def is_stopped(self) -> bool:
-        self.checks += 1
-        return self._stopped.is_set()
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-
-class Running:
-    """A task run by ``_run`` on a thread, as a worker runs it."""
-
-    def __init__(self, task: PvTriggerTask) -> None:
-        self.signal = FakeSignal()
-        self.error: BaseException | None = None
-        self.result: Action | None = None
-        self.thread = threading.Thread(target=self._target, args=(task,), daemon=True)
-        self.thread.start()
-
-    def _target(self, task: PvTriggerTask) -> None:
-        try:
-            self.result = task._run(data=None, store=None, signal=self.signal, context=None)
-        except BaseException as exc:  # looked at by the test
-            self.error = exc
-
-    def stop(self, within: float = 2.0) -> float:
-        """Flip the stop flag; return how long the task took to end (re-raises its error)."""
-        start = time.monotonic()
-        self.signal.stop()
-        self.thread.join(within)
-        assert not self.thread.is_alive(), f"task still running {within} s after the stop"
-        if self.error is not None:
-            raise self.error
-        assert isinstance(self.result, Action)
-        return time.monotonic() - start
 
 
 class Calls:
@@ -105,7 +61,7 @@ def test_updates_arrive_oldest_first_with_pyepics_fields_as_keywords(soft_ioc):
     calls = Calls(hook=lambda event: event["value"] == 1 and gate.wait(5))
     seen: list[int] = []  # a monitor of the test's own: all updates have reached this process
     watcher = epics.PV(acq, callback=lambda value, **kw: seen.append(value))
-    run = Running(
+    run = Background(
         PvTriggerTask("watch", acq, calls, event_trigger_time=0.05, skip_initial_callback=False)
     )
     try:
@@ -139,7 +95,7 @@ def test_skip_initial_callback_drops_exactly_the_initial_value(soft_ioc, caplog)
     acq = soft_ioc.pv("ACQ")
     put(acq, 10)
     calls = Calls()
-    run = Running(PvTriggerTask("watch", acq, calls, event_trigger_time=0.05))
+    run = Background(PvTriggerTask("watch", acq, calls, event_trigger_time=0.05))
     try:
         wait_for(
             lambda: any("skipped the initial value" in r.getMessage() for r in caplog.records),
@@ -153,7 +109,7 @@ def test_skip_initial_callback_drops_exactly_the_initial_value(soft_ioc, caplog)
         run.stop()
 
     calls = Calls()
-    run = Running(PvTriggerTask("watch", acq, calls, skip_initial_callback=lambda d, s: False))
+    run = Background(PvTriggerTask("watch", acq, calls, skip_initial_callback=lambda d, s: False))
     try:
         calls.wait([12])
         put(acq, 13)
@@ -168,7 +124,7 @@ def test_a_one_element_array_is_a_numpy_array_like_a_longer_one(soft_ioc):
     name = soft_ioc.pv("NAME")
     put(name, [65])  # "A", without a terminating null: one element
     calls = Calls()
-    run = Running(PvTriggerTask("watch", name, calls, skip_initial_callback=False))
+    run = Background(PvTriggerTask("watch", name, calls, skip_initial_callback=False))
     try:
         wait_for(lambda: len(calls.events) == 1, what="the initial value")
         put(name, "/data/scan_0001.h5")
@@ -193,12 +149,12 @@ def test_stops_promptly_when_idle_and_while_the_pv_keeps_updating(soft_ioc):
     acq = soft_ioc.pv("ACQ")
     put(acq, 0)
     calls = Calls()
-    run = Running(PvTriggerTask("watch", acq, calls, skip_initial_callback=False))
+    run = Background(PvTriggerTask("watch", acq, calls, skip_initial_callback=False))
     calls.wait([0])
     assert run.stop() < 1.0
 
     calls = Calls(hook=lambda event: time.sleep(0.002))  # at most 500 updates a second
-    run = Running(PvTriggerTask("watch", acq, calls, event_trigger_time=0.1))
+    run = Background(PvTriggerTask("watch", acq, calls, event_trigger_time=0.1))
     done = threading.Event()
     produced = [0]
 
@@ -237,7 +193,7 @@ def test_a_callback_that_raises_fails_the_task(soft_ioc):
         if value == 7:
             raise RuntimeError(f"bad value {value}")
 
-    run = Running(
+    run = Background(
         PvTriggerTask(
             "watch",
             acq,
@@ -259,7 +215,7 @@ def test_a_pv_that_never_connects_warns_and_stops(monkeypatch, caplog):
     monkeypatch.setattr(pv_trigger, "CONNECT_WARNING", 0.2)
     caplog.set_level(logging.WARNING, logger=LOGGER)
     calls = Calls()
-    run = Running(PvTriggerTask("watch", "TEST:NO_SUCH_PV", calls, event_trigger_time=0.05))
+    run = Background(PvTriggerTask("watch", "TEST:NO_SUCH_PV", calls, event_trigger_time=0.05))
     wait_for(lambda: "not connected" in caplog.text, what="the warning")
     assert run.stop() < 0.5
     assert calls.events == []
