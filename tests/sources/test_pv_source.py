@@ -199,3 +199,29 @@ def test_ioc_restart_with_the_same_value_reports_health_and_does_not_fire(soft_i
         seen.wait(lambda: seen.events, what="a change after the restart")
         assert [(e.value, e.old_value) for e in seen.events] == [(1, 0)]
         assert reconnect < 20
+
+
+def test_settle_fires_only_once_the_value_held_and_a_snapshot_rides_along(soft_ioc):
+    """settle: a value that satisfies the condition fires only after holding for the settle
+    time (the source's thread wakes for it with no update arriving); one that leaves early
+    fires nothing. The fire carries the snapshot PV's current value and time stamp."""
+    val, name = soft_ioc.pv("VAL"), soft_ioc.pv("NAME")
+    put(val, 0.0)
+    put(name, "/data/a.h5")
+    settled = PvWatch("held", val, Condition.parse({"when": "above", "threshold": 5, "settle": 0.4}, where="held"), snapshot=(name,))
+    with running(settled) as (source, seen):
+        wait_initial(source, seen, val)
+        wait_initial(source, seen, name)
+        put(val, 10.0)
+        put(val, 1.0)  # left before the settle time: cancelled
+        time.sleep(0.6)
+        assert seen.events == []
+        start = time.monotonic()
+        put(val, 10.0)
+        seen.wait(lambda: seen.events, what="the settled fire")
+        assert 0.35 <= time.monotonic() - start < 2.0
+        (event,) = seen.events
+        assert (event.value, event.old_value) == (10.0, 1.0)
+        taken = event.snapshot[name]
+        assert taken["value"] == "/data/a.h5" and taken["connected"] and taken["timestamp"] > 0
+        assert next(r for r in source.health() if r["name"] == name)["snapshot_of"] == ["held"]
