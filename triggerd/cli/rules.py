@@ -22,8 +22,14 @@ def rules(config_path: Path | None, as_json: bool) -> None:
         return
     print_table(
         ["rule", "workflow", "watches", "state", "fired", "last fired"],
-        [[r["name"], r["workflow"], ", ".join(r["roots"]) or r["source"], "paused" if r["paused"] else "active", r["fired"], ago(r["last_fired"])] for r in data],
+        [[r["name"], r["workflow"], _watches(r), "paused" if r["paused"] else "active", r["fired"], ago(r["last_fired"])] for r in data],
     )
+
+
+def _watches(rule: dict) -> str:
+    if rule.get("pv"):
+        return f"{rule['pv']} ({rule['condition']})"
+    return ", ".join(rule["roots"]) or rule["source"]
 
 
 def _toggle(action: str):
