@@ -9,7 +9,8 @@ softioc's PV Access server binds every interface.
 
 Records (prefix ``TEST:``): ``ACQ`` (longOut, 0), ``VAL`` (aOut, 0.0; HIHI 100 with
 severity INVALID), ``NAME`` (longStringOut: a 256-element CHAR waveform, what
-areaDetector's ``FullFileName_RBV`` is). Tests set values with pyepics ``caput``.
+areaDetector's ``FullFileName_RBV`` is), ``CAPTURE`` (boolOut, an enum Done/Capture, as
+areaDetector's ``Capture_RBV``). Tests set values with pyepics ``caput``.
 ``stop()`` kills the IOC; ``start()`` starts it again on the same port with the initial
 values. Missing softioc is a failure, never a skip.
 """
@@ -75,6 +76,7 @@ _IOC_SCRIPT = textwrap.dedent(
     builder.longOut("ACQ", initial_value=0)
     builder.aOut("VAL", initial_value=0.0, HIHI=100, HHSV="INVALID")
     builder.longStringOut("NAME", initial_value="", length=256)
+    builder.boolOut("CAPTURE", ZNAM="Done", ONAM="Capture", initial_value=0)  # areaDetector's Capture_RBV
     builder.LoadDatabase()
     softioc.iocInit(dispatcher, enable_pva=False)  # PVA would bind every interface
     print("IOC READY", flush=True)
@@ -86,7 +88,7 @@ _IOC_SCRIPT = textwrap.dedent(
 class SoftIoc:
     """The IOC subprocess: ``prefix`` (``"TEST:"``), ``pv(name)``, ``stop()``, ``start()``."""
 
-    RECORDS = ("ACQ", "VAL", "NAME")
+    RECORDS = ("ACQ", "VAL", "NAME", "CAPTURE")
 
     def __init__(self, workdir: Path, prefix: str = "TEST") -> None:
         # find_spec, not import: softioc loads epicscorelibs' libCom and libca into this

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from triggerd.errors import ConfigError
-from triggerd.sources.pv_conditions import CONDITION_KEYS, KINDS, Condition, PvRuleState
+from triggerd.sources.pv_conditions import CONDITION_KEYS, KINDS, Condition, EnumValue, PvRuleState
 
 INVALID, MAJOR = 3, 2
 
@@ -389,3 +389,19 @@ def test_parse_reads_a_rule_table_and_leaves_other_keys_alone():
     assert cond.fire_on_connect is False and cond.across_disconnect == "compare"
     assert {"name", "snapshot"}.isdisjoint(CONDITION_KEYS)
     assert Condition.parse({"when": "above", "threshold": 2}, "r") == Condition("above", threshold=2.0)
+
+
+def test_enum_values_compare_as_index_or_as_state_name():
+    """An EnumValue is its index for number conditions and its label for text ones; without
+    a label a text condition reports why instead of comparing the index as text."""
+    numeric = PvRuleState(Condition.parse({"when": "falling"}, where="t"))
+    named = PvRuleState(Condition.parse({"when": "string_equals", "value": "Done"}, where="t"))
+    for state in (numeric, named):
+        state.connected(0.0)
+        state.update(EnumValue(1, "Capture"), timestamp=1.0, now=1.0)
+    assert numeric.update(EnumValue(0, "Done"), timestamp=2.0, now=2.0).fire
+    decision = named.update(EnumValue(0, "Done"), timestamp=2.0, now=2.0)
+    assert decision.fire and decision.value == "Done" and decision.old_value == "Capture"
+    unnamed = named.update(EnumValue(3), timestamp=3.0, now=3.0)
+    assert not unnamed.fire and "enum index (3) whose state name the IOC did not send" in unnamed.error
+    assert EnumValue(2, "x") == 2 and repr(EnumValue(2, "x")) == "2 ('x')"

@@ -225,3 +225,26 @@ def test_settle_fires_only_once_the_value_held_and_a_snapshot_rides_along(soft_i
         taken = event.snapshot[name]
         assert taken["value"] == "/data/a.h5" and taken["connected"] and taken["timestamp"] > 0
         assert next(r for r in source.health() if r["name"] == name)["snapshot_of"] == ["held"]
+
+
+def test_enum_pv_compares_by_index_or_state_name(soft_ioc):
+    """areaDetector's Capture_RBV is an enum (Done/Capture): 'falling' compares the index,
+    a transition or equals written with state names compares the names the IOC sends; events
+    and health carry the name."""
+    capture = soft_ioc.pv("CAPTURE")
+    put(capture, 0)
+    watches = (
+        watch("edge", capture, when="falling"),
+        watch("named", capture, when="transition", **{"from": "Capture", "to": "Done"}),
+        watch("started", capture, when="equals", value="Capture"),
+    )
+    with running(*watches) as (source, seen):
+        wait_initial(source, seen, capture)
+        put(capture, 1)
+        put(capture, "Done")
+        seen.wait(lambda: len(seen.events) == 3, what="three fires")
+        time.sleep(QUIET)
+        fired = sorted((e.rule, e.old_value, e.value) for e in seen.events)
+        assert fired == [("edge", "Capture", "Done"), ("named", "Capture", "Done"), ("started", "Done", "Capture")]
+        assert source.health()[0]["last_value"] == "Done"
+        assert not [h for h in seen.health if h[1] == "error"]

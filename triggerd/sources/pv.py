@@ -10,7 +10,8 @@ deadline (kept as one number, so an update costs the same with 5 PVs or 500): no
 polling loop. That thread never calls into CA, so it needs no CA context.
 
 Values reach the conditions and the events as plain data: numbers as Python numbers, an
-enum as its index, a DBR_STRING as text, a CHAR array (a waveform of CHAR such as
+enum as an :class:`EnumValue` (its index, and its state name fetched from the IOC once per
+connect; conditions compare either, events and snapshots carry the name), a DBR_STRING as text, a CHAR array (a waveform of CHAR such as
 areaDetector's ``FullFileName_RBV``, a long string record) as text up to its first NUL
 (UTF-8), other arrays as lists. A value the condition cannot compare (text under
 ``above``) is reported through ``on_health(pv, "error", ...)`` once per rule until a good
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from triggerd.log import get_logger
-from triggerd.sources.pv_conditions import Condition, Decision, PvRuleState
+from triggerd.sources.pv_conditions import Condition, Decision, EnumValue, PvRuleState
 
 __all__ = ["HEALTH_STATES", "PvEvent", "PvSource", "PvWatch"]
 
@@ -47,6 +48,7 @@ HEALTH_STATES = ("connecting", "connected", "disconnected", "never connected")
 log = get_logger(__name__)
 
 _STOP = object()
+_HELD_MAX = 1000  # enum values kept while their PV's state names are fetched
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ class _Channel:
     updates: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # rule -> the error last reported
     pv: Any = None
+    labels: tuple[str, ...] | None = None  # an enum PV's state names, once fetched
+    fetching: bool = False
+    held: list[tuple[Any, ...]] = field(default_factory=list)  # enum values waiting for labels
 
 
 class PvSource:
@@ -226,7 +231,7 @@ class PvSource:
         timestamp = kw.get("timestamp")
         severity = kw.get("severity")
         self._queue.put(("value", pvname, plain, float(timestamp) if timestamp is not None else time.time(),
-                         int(severity) if severity is not None else 0))
+                         int(severity) if severity is not None else 0, _is_enum(kw.get("ftype"))))
 
     # -- the source's thread ---------------------------------------------------------------
 
@@ -263,6 +268,7 @@ class PvSource:
             if up:
                 again = channel.ever_connected
                 channel.ever_connected = True
+                channel.labels = None  # an IOC restarted may name its states differently
                 self._set(channel, "connected", "reconnected" if again else "connected")
                 for watch, state in channel.rules:
                     self._decided(channel, watch, state.connected(now), None, None)
@@ -271,13 +277,52 @@ class PvSource:
                 for watch, state in channel.rules:
                     self._decided(channel, watch, state.disconnected(now), None, None)
             return
-        _, _, value, timestamp, severity = item
+        if kind == "labels":
+            channel.labels = item[2]
+            held, channel.held = channel.held, []
+            for value_item in held:
+                self._handle(value_item)
+            return
+        _, _, value, timestamp, severity, enum = item
+        if enum:
+            if channel.labels is None:  # the state names are on their way: keep the order
+                self._fetch_labels(channel)
+                channel.held.append(item)
+                del channel.held[:-_HELD_MAX]
+                return
+            labels = channel.labels
+            value = EnumValue(value, labels[value] if isinstance(value, int) and 0 <= value < len(labels) else None)
         with self._lock:
-            channel.last_value, channel.timestamp, channel.severity = value, timestamp, severity
+            plain = value.label if isinstance(value, EnumValue) and value.label is not None else value
+            channel.last_value, channel.timestamp, channel.severity = plain, timestamp, severity
             channel.updates += 1
         for watch, state in channel.rules:
             decision = state.update(value, timestamp=timestamp, severity=severity, now=now)
             self._decided(channel, watch, decision, timestamp, severity)
+
+    def _fetch_labels(self, channel: _Channel) -> None:
+        """Ask the IOC for an enum PV's state names on a short-lived thread (a CA get may
+        not run in a CA callback, and the source's thread stays out of CA); the answer
+        comes back through the queue, so values keep their order."""
+        if channel.fetching or channel.pv is None:
+            return
+        channel.fetching = True
+        pv = channel.pv
+
+        def fetch() -> None:
+            labels: tuple[str, ...] = ()
+            try:
+                ctrl = pv.get_ctrlvars(timeout=self._connection_timeout) or {}
+                labels = tuple(str(label) for label in ctrl.get("enum_strs") or ())
+            except Exception:
+                log.exception("could not read the state names of an enum PV", pv=channel.name)
+            finally:
+                channel.fetching = False
+            if not labels:
+                log.warning("enum PV without state names: text conditions cannot compare it", pv=channel.name)
+            self._queue.put(("labels", channel.name, labels))
+
+        threading.Thread(target=fetch, name="triggerd-pv-labels", daemon=True).start()
 
     def _tick(self, now: float) -> None:
         """Settles and connection deadlines that are due; then the next one.
@@ -363,6 +408,14 @@ def _is_char(ftype: Any, nelm: Any) -> bool:
     return dbr.native_type(ftype) == dbr.CHAR
 
 
+def _is_enum(ftype: Any) -> bool:
+    if ftype is None:
+        return False
+    from epics import dbr
+
+    return dbr.native_type(ftype) == dbr.ENUM
+
+
 def _plain(value: Any, char: bool) -> Any:
     """A pyepics value as plain Python data; a CHAR array becomes text (see the module doc)."""
     if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy scalar or array
@@ -382,4 +435,6 @@ def _plain(value: Any, char: bool) -> Any:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
+    if isinstance(value, EnumValue):  # what operator screens show; the index if unnamed
+        return value.label if value.label is not None else int(value)
     return value

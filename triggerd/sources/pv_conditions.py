@@ -29,6 +29,10 @@ The threshold kinds (rising, falling, above, below, enter_range, leave_range) fi
 the boundary is crossed, then re-arm only once the value is ``hysteresis`` beyond the
 boundary on the other side, so noise around the boundary cannot make them chatter.
 
+An enum PV (a ``bi``/``bo``/``mbbi`` record such as areaDetector's ``Capture_RBV``) gives an
+:class:`EnumValue`: its index for numbers (``falling``, ``equals = 0``), its state name
+for text (``equals = "Done"``, ``transition`` from ``"Capture"`` to ``"Done"``, ``regex``).
+
 String conditions accept ``str``, ``bytes`` and char arrays (a sequence of ints, e.g.
 pyepics' numpy array): the text up to the first NUL, decoded as UTF-8.
 
@@ -62,6 +66,7 @@ __all__ = [
     "SEVERITIES",
     "Condition",
     "Decision",
+    "EnumValue",
     "PvRuleState",
 ]
 
@@ -104,6 +109,24 @@ _COMMON_KEYS = frozenset({"when", "severity_max", "fire_on_connect", "across_dis
 #: Every key a condition may read; a rule loader can flag the others of ``[rule.pv]``.
 CONDITION_KEYS = _COMMON_KEYS.union(*_KIND_KEYS.values())
 
+
+
+class EnumValue(int):
+    """The value of an enum PV: its index (it is an int) and its state name, ``label``.
+
+    Number conditions compare the index, text conditions the label (None: the IOC's state
+    names are not known, and a text condition reports that instead of guessing).
+    """
+
+    label: str | None
+
+    def __new__(cls, index: int, label: str | None = None) -> EnumValue:
+        value = super().__new__(cls, index)
+        value.label = label
+        return value
+
+    def __repr__(self) -> str:
+        return f"{int(self)} ({self.label!r})" if self.label is not None else str(int(self))
 
 
 # --------------------------------------------------------------------------- the spec
@@ -529,6 +552,10 @@ def _convert(value: Any, domain: str) -> Any:
     if domain == "text":
         if isinstance(value, str):
             return value
+        if isinstance(value, EnumValue):
+            if value.label is None:
+                raise TypeError(f"an enum index ({int(value)}) whose state name the IOC did not send")
+            return value.label
         if isinstance(value, bytes | bytearray):
             return _text(bytes(value))
         if isinstance(value, list | tuple) and all(isinstance(c, int) and not isinstance(c, bool) for c in value):
