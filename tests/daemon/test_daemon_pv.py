@@ -89,6 +89,7 @@ def test_falling_edge_starts_the_workflow_with_the_snapshot_and_never_on_connect
         assert pv_row(d, NAME)["snapshot_of"] == ["scan"]
         assert "TEST:ACQ" in d.ctl("status").stdout
         assert f"{ACQ} (falling 0)" in d.ctl("rules").stdout
+        assert f"{ACQ} = 0" in d.ctl("runs").stdout
 
 
 def test_each_condition_kind_fires_through_the_daemon(tmp_path, reset):

@@ -51,6 +51,8 @@ def runs(failed: bool, state: str | None, rule: str | None, since: str | None, l
     for r in data:
         trigger = r["trigger"][0] if r["trigger"] else {}
         what = trigger.get("path") or ("replay of " + r["replay_of"] if r.get("replay_of") else trigger.get("type", ""))
+        if trigger.get("type") == "pv" and not r.get("replay_of"):
+            what = f"{trigger.get('pv')} = {trigger.get('value')!r}"
         if len(r["trigger"]) > 1:
             what = f"{len(r['trigger'])} files"
         rows.append([r["run_id"], r["state"], r["workflow"], r["rule"] or "-", ago(r["queued_at"]), _took(r), what])
