@@ -141,12 +141,20 @@ def test_debounce_and_paused_rules(tmp_path, reset):
         assert len(fired(d, "quiet")) == 1
 
 
+def state_of(d: Daemon, rule: str) -> list[str]:
+    return [r["state"] for r in fired(d, rule)]
+
+
+AD_TABLE = (f'name = "{ACQ}"\nwhen = "falling"\nsnapshot = ["{NAME}"]\nwait_for_file = "{{pv[{NAME}]}}"\n'
+            'file_timeout = "{timeout}"\nfile_settle = "0.3s"')  # fmt: skip
+
+
 def test_pv_and_file_rule_waits_for_the_file_or_fails_clearly(tmp_path, reset):
-    """The areaDetector pattern: Capture falls, the file name PV names the file; the run starts
-    only once the file is complete; a file that never comes fails the trigger after file_timeout."""
+    """The areaDetector pattern: Capture falls, the file name PV names the file; the run waits
+    in the outbox (state 'waiting') and starts only once the file is complete; a file that
+    never comes rejects the run after file_timeout, with a trigger.failed saying why."""
     d = Daemon(tmp_path)
-    table = f'name = "{ACQ}"\nwhen = "falling"\nsnapshot = ["{NAME}"]\nwait_for_file = "{{pv[{NAME}]}}"\nfile_timeout = "2s"\nfile_settle = "0.3s"'
-    d.write_rules(pv_rule(d, "ad", table))
+    d.write_rules(pv_rule(d, "ad", AD_TABLE.replace("{timeout}", "2s")))
     data = tmp_path / "data" / "scan 1.h5"
     data.parent.mkdir()
     with d:
@@ -154,9 +162,10 @@ def test_pv_and_file_rule_waits_for_the_file_or_fails_clearly(tmp_path, reset):
         put(NAME, str(data))
         put(ACQ, 1)
         put(ACQ, 0)
-        d.wait_for(lambda: events(d, "trigger.waiting"), 10, "the wait to start")
+        d.wait_for(lambda: state_of(d, "ad") == ["waiting"], 10, "a waiting run")
+        assert d.ctl_json("status")["waiting_for_files"] == 1
         time.sleep(0.5)
-        assert fired(d, "ad") == []
+        assert d.markers() == {}
         write_file(data, b"frames")
         d.wait_for(lambda: len(d.markers()) == 1, 20, "the run after the file")
         (run,) = fired(d, "ad")
@@ -166,9 +175,34 @@ def test_pv_and_file_rule_waits_for_the_file_or_fails_clearly(tmp_path, reset):
         put(ACQ, 1)
         put(ACQ, 0)
         (failure,) = d.wait_for(lambda: events(d, "trigger.failed"), 20, "the trigger to fail")
-        assert failure["level"] == "error" and failure["rule"] == "ad"
+        assert failure["level"] == "error" and failure["rule"] == "ad" and failure["run"]
         assert f"file {missing} not complete after 2 s: it does not exist" in failure["message"]
+        d.wait_for(lambda: state_of(d, "ad") == ["succeeded", "rejected"], 10, "the second run rejected")
+        assert len(d.markers()) == 1
+
+
+def test_a_run_waiting_for_its_file_survives_a_daemon_crash(tmp_path, reset):
+    """kill -9 while a run waits for its file: the next start waits on (the outbox has it), the
+    file arrives, the run starts exactly once."""
+    d = Daemon(tmp_path)
+    d.write_rules(pv_rule(d, "ad", AD_TABLE.replace("{timeout}", "60s")))
+    data = tmp_path / "scan_0002.h5"
+    d.start()
+    try:
+        connected(d, ACQ, NAME)
+        put(NAME, str(data))
+        put(ACQ, 1)
+        put(ACQ, 0)
+        d.wait_for(lambda: state_of(d, "ad") == ["waiting"], 10, "a waiting run")
+        d.kill()
+        write_file(data, b"written while the daemon was down")
+        d.start()
+        d.wait_for(lambda: state_of(d, "ad") == ["succeeded"], 20, "the run after the restart")
+        assert list(d.markers().values()) == [str(data)]
+        time.sleep(0.5)
         assert len(fired(d, "ad")) == 1
+    finally:
+        d.stop()
 
 
 def test_snapshot_without_value_fails_or_takes_its_default(tmp_path, reset):

@@ -589,3 +589,22 @@ def test_pv_event_of_a_paused_rule_or_with_a_missing_snapshot_starts_nothing(mak
     assert fields["source"]["pv"] == "BL:ACQ"
     assert h.d.on_pv(PvEvent(rule="gone", pv="X", value=1, old_value=0, timestamp=3.0, severity=0, reason="", seen_at=3.0)) is None
     assert h.submitted == []
+
+
+def test_pv_match_with_a_file_waits_in_the_outbox_until_ready_or_failed(make, state):
+    """wait_for_file: the run is written as 'waiting' (not submitted); file_ready queues it with
+    the file in its trigger; file_failed rejects it with the reason; both only once."""
+    h = make(PV_RULE + 'wait_for_file = "{pv[BL:FILE]}"\n')
+    first = h.d.fire_pv(h.d.on_pv(pv_ev(1.0)), 1.0)
+    second = h.d.fire_pv(h.d.on_pv(pv_ev(2.0, file="/d/b.h5")), 2.0)
+    assert [r.run_id for r in state.waiting()] == [first, second] and h.submitted == []
+    assert [n[2]["run"] for n in h.of("trigger.waiting")] == [first, second]
+    h.d.file_ready(first, {"path": "/d/a.h5", "size": 3}, 3.0)
+    (row,) = h.submitted
+    assert row.run_id == first and row.trigger[0]["file"] == {"path": "/d/a.h5", "size": 3}
+    assert row.trigger[0]["wait_for_file"] == "/d/a.h5"
+    h.d.file_failed(second, "file /d/b.h5 not complete after 60 s: it does not exist")
+    h.d.file_failed(second, "again")
+    h.d.file_ready(second, {"path": "/d/b.h5"}, 4.0)
+    assert state.run(second).state == "rejected" and "it does not exist" in state.run(second).error
+    assert len(h.of("trigger.failed")) == 1 and len(h.submitted) == 1

@@ -183,16 +183,22 @@ class Dispatcher:
 
     def _enqueue(self, rule: Rule, key: str, params: dict[str, Any], now: float, *, what: str,
                  source: dict[str, Any], trigger: list[dict[str, Any]],
-                 files: Iterable[tuple[str, int, int, int]] = (), data: dict[str, Any] | None = None) -> str | None:  # fmt: skip
-        """One run request into the outbox (with its files' ledger rows); None for a duplicate."""
+                 files: Iterable[tuple[str, int, int, int]] = (), data: dict[str, Any] | None = None,
+                 waiting: bool = False) -> str | None:  # fmt: skip
+        """One run request into the outbox (with its files' ledger rows); None for a
+        duplicate. ``waiting``: it waits for its file (:meth:`file_ready`) before the queue."""
         run_id = new_id()
         added = self._state.enqueue(
             run_id=run_id, key=key, rule=rule.name, workflow=rule.workflow, params=params,
-            trigger=trigger, files=list(files),
+            trigger=trigger, files=list(files), waiting=waiting,
         )
         if not added:
             self._notify("trigger.skipped", f"{rule.name}: duplicate trigger (key {key})", rule=rule.name, data={"reason": "duplicate", "key": key})
             return None
+        if waiting:
+            file = trigger[0]["wait_for_file"]
+            self._notify("trigger.waiting", f"{rule.name}: {what}: run {run_id} waits for {file} to be complete", rule=rule.name, run=run_id, workflow=rule.workflow, data={"key": key, "file": file}, source=source)
+            return run_id
         self._queue(run_id)
         self._notify("trigger.fired", f"{rule.name}: {what} -> {rule.workflow}", rule=rule.name, run=run_id, workflow=rule.workflow, data={"key": key, "params": params, **(data or {})}, source=source)
         self.pump(now)
@@ -219,23 +225,45 @@ class Dispatcher:
             return None
 
     def failed(self, rule: Rule, event: PvEvent, reason: str, data: dict[str, Any] | None = None) -> None:
-        """A PV trigger that cannot start its run (snapshot, parameters, its file never came)."""
+        """A PV trigger that cannot start its run (its snapshot or parameters)."""
         self._notify("trigger.failed", f"{rule.name}: {event.pv} = {event.value!r}: {reason}", level="error", rule=rule.name, workflow=rule.workflow, data={"reason": reason, **(data or {})}, source=event.to_dict())
 
-    def fire_pv(self, match: PvMatch, now: float, *, file: dict[str, Any] | None = None) -> str | None:
-        """Queue the run of a PV match; ``file`` describes the file it waited for."""
+    def fire_pv(self, match: PvMatch, now: float) -> str | None:
+        """Queue the run of a PV match; with ``wait_for_file`` it is written to the outbox
+        as ``waiting`` (it survives a restart) until :meth:`file_ready` or :meth:`file_failed`."""
         rule, event = match.rule, match.event
         if self.draining or rule.name in self.paused:
             reason = "draining: no new triggers are taken" if self.draining else "rule is paused"
             self._notify("trigger.skipped", f"{rule.name}: {event.pv} = {event.value!r}: {reason}", rule=rule.name, data={"reason": reason}, source=event.to_dict())
             return None
         source = {**event.to_dict(), "snapshot": {k: dict(v) for k, v in match.snapshot.items()}}
-        if file is not None:
-            source["file"] = file
+        if match.wait_for_file is not None:
+            source["wait_for_file"] = match.wait_for_file
         return self._enqueue(
             rule, pv_key(rule.name, event), dict(match.params), now, what=f"{event.pv} = {event.value!r} ({event.reason})",
-            source=source, trigger=[source],
+            source=source, trigger=[source], waiting=match.wait_for_file is not None,
         )  # fmt: skip
+
+    def file_ready(self, run_id: str, file: dict[str, Any], now: float) -> None:
+        """A waiting run's file is complete: it joins the queue (``file`` goes into its trigger)."""
+        row = self._state.run(run_id)
+        if row is None or row.state != "waiting":
+            return  # stopped by an operator meanwhile
+        trigger = [{**row.trigger[0], "file": file}, *row.trigger[1:]]
+        if not self._state.release(run_id, trigger):
+            return
+        self._queue(run_id)
+        self._notify("trigger.fired", f"{row.rule}: {file['path']} complete -> {row.workflow}", rule=row.rule, run=run_id, workflow=row.workflow, data={"key": row.key, "params": row.params, "file": file}, source=trigger[0])
+        self.pump(now)
+
+    def file_failed(self, run_id: str, reason: str) -> None:
+        """A waiting run's file never became complete: the run is rejected, the trigger failed."""
+        row = self._state.run(run_id)
+        if row is None or row.state != "waiting":
+            return
+        self._state.set_state(run_id, "rejected", error=reason)
+        source = row.trigger[0] if row.trigger else None
+        self._notify("trigger.failed", f"{row.rule}: run {run_id}: {reason}", level="error", rule=row.rule, run=run_id, workflow=row.workflow, data={"reason": reason, "file": (source or {}).get("wait_for_file")}, source=source)
 
     def start_manual(self, workflow: str, params: dict[str, Any], *, rule: str | None = None, replay_of: str | None = None, trigger: list[dict[str, Any]] | None = None, now: float = 0.0) -> str:
         """A run asked for by an operator; it goes through the outbox like any other."""

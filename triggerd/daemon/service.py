@@ -38,7 +38,7 @@ from .dispatcher import Dispatcher
 from .events import DaemonEventLog
 from .metrics import Metrics
 from .notify import SystemdNotifier
-from .rules import PvMatch, RuleSet, load_rules
+from .rules import Rule, RuleSet, load_rules
 from .state import StateDB
 from .status_pvs import StatusPvs
 
@@ -130,7 +130,7 @@ class Daemon:
         self._source: FileSource | None = None
         self._pv_source: PvSource | None = None
         self._pv_watches: list[PvWatch] = []
-        self._file_waits: set[asyncio.Task[None]] = set()
+        self._file_waits: dict[str, asyncio.Task[None]] = {}  # run id -> its wait for a file
         self.status_pvs: StatusPvs | None = None
         self.dispatcher: Dispatcher | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -165,6 +165,7 @@ class Daemon:
         self._source = FileSource(watches_for(rules), self._from_source, on_health=self._on_health)
         self._source.start()
         self._start_pv(rules)
+        self._resume_waits()
         server = ControlServer(self)
         await server.start()
         await self._start_status_pvs()
@@ -193,8 +194,8 @@ class Daemon:
         if self._source:
             self._source.stop()
         self._stop_pv()
-        for wait in list(self._file_waits):
-            wait.cancel()
+        for wait in list(self._file_waits.values()):
+            wait.cancel()  # the runs stay 'waiting' in the state file: the next start waits on
         if self.dispatcher.running():
             self.notifier.status(f"draining: {self.dispatcher.running()} runs still running")
             self._idle.clear()
@@ -384,57 +385,72 @@ class Daemon:
         self._loop.call_soon_threadsafe(self._on_pv, event)
 
     def _on_pv(self, event: PvEvent) -> None:
-        assert self.dispatcher is not None and self._loop is not None
+        assert self.dispatcher is not None
         match = self.dispatcher.on_pv(event)
         if match is None:
             return
-        if match.wait_for_file is None:
-            self.dispatcher.fire_pv(match, time.time())
-            self._arm_tick()
-            return
-        wait = self._loop.create_task(self._wait_for_file(match))
-        self._file_waits.add(wait)
-        wait.add_done_callback(self._file_waits.discard)
+        run_id = self.dispatcher.fire_pv(match, time.time())
+        if run_id is not None and match.wait_for_file is not None:
+            self._start_wait(run_id, match.rule, match.wait_for_file, started=time.time())
+        self._arm_tick()
 
-    async def _wait_for_file(self, match: PvMatch) -> None:
-        """Fire ``match`` once its file exists and has not changed for ``file_settle``
-        seconds; after ``file_timeout`` the trigger fails, saying what was seen."""
-        assert self.dispatcher is not None and self._loop is not None and match.rule.pv is not None
-        pv, path, event = match.rule.pv, match.wait_for_file or "", match.event
+    def _resume_waits(self) -> None:
+        """At start: runs that were waiting for their file when the daemon stopped wait on,
+        with the time they already waited counted."""
+        assert self.dispatcher is not None
+        for row in self.state.waiting():
+            path = (row.trigger[0] if row.trigger else {}).get("wait_for_file")
+            try:
+                rule = self.dispatcher.rules.by_name(row.rule or "")
+            except KeyError:
+                self.dispatcher.file_failed(row.run_id, f"its rule '{row.rule}' is gone (rules changed while the daemon was down)")
+                continue
+            if not isinstance(path, str) or rule.pv is None:
+                self.dispatcher.file_failed(row.run_id, f"rule '{rule.name}' no longer waits for a file")
+                continue
+            self._start_wait(row.run_id, rule, path, started=row.queued_at)
+
+    def _start_wait(self, run_id: str, rule: Rule, path: str, *, started: float) -> None:
+        assert self._loop is not None
+        wait = self._loop.create_task(self._wait_for_file(run_id, rule, path, started))
+        self._file_waits[run_id] = wait
+        wait.add_done_callback(lambda _: self._file_waits.pop(run_id, None))
+
+    async def _wait_for_file(self, run_id: str, rule: Rule, path: str, started: float) -> None:
+        """Release run ``run_id`` once ``path`` exists and has not changed for the rule's
+        ``file_settle`` seconds; after ``file_timeout`` (since ``started``, wall clock, so a
+        restart does not extend it) the run is rejected, saying what was seen. Cancelled
+        (at shutdown), the run stays waiting in the state file and waits on at the next start."""
+        assert self.dispatcher is not None and self._loop is not None and rule.pv is not None
+        settle, timeout = rule.pv.file_settle, rule.pv.file_timeout
         if not os.path.isabs(path):
-            self.dispatcher.failed(match.rule, event, f"wait_for_file must name an absolute path, got {path!r}", data={"file": path})
+            self.dispatcher.file_failed(run_id, f"wait_for_file must name an absolute path, got {path!r}")
             return
-        self.notify("trigger.waiting", f"{match.rule.name}: waiting for {path} to be complete", rule=match.rule.name, data={"file": path, "timeout": pv.file_timeout}, source=event.to_dict())
-        started = self._loop.time()
         seen: tuple[int, int, int] | None = None
-        seen_since = started
+        seen_since = self._loop.time()
         problem = "it does not exist"
-        try:
-            while True:
-                try:
-                    st = await asyncio.to_thread(os.stat, path)  # a network file system may block
-                    now_seen: tuple[int, int, int] | None = (st.st_size, st.st_mtime_ns, st.st_ino)
-                    problem = "it was still changing"
-                except FileNotFoundError:
-                    now_seen, problem = None, "it does not exist"
-                except OSError as exc:
-                    now_seen, problem = None, f"it cannot be read: {exc.strerror}"
-                now = self._loop.time()
-                if now_seen != seen:
-                    seen, seen_since = now_seen, now
-                if seen is not None and now - seen_since >= pv.file_settle:
-                    size, mtime_ns, inode = seen
-                    file = {"path": path, "size": size, "mtime_ns": mtime_ns, "inode": inode, "waited": round(now - started, 3)}
-                    self.dispatcher.fire_pv(match, time.time(), file=file)
-                    self._arm_tick()
-                    return
-                if now - started >= pv.file_timeout:
-                    self.dispatcher.failed(match.rule, event, f"file {path} not complete after {pv.file_timeout:g} s: {problem}", data={"file": path})
-                    return
-                await asyncio.sleep(min(_FILE_POLL, max(pv.file_settle, 0.01)))
-        except asyncio.CancelledError:
-            self.notify("trigger.skipped", f"{match.rule.name}: the daemon stopped while waiting for {path}", level="warning", rule=match.rule.name, data={"reason": "stopped while waiting for the file", "file": path}, source=event.to_dict())
-            raise
+        while True:
+            try:
+                st = await asyncio.to_thread(os.stat, path)  # a network file system may block
+                now_seen: tuple[int, int, int] | None = (st.st_size, st.st_mtime_ns, st.st_ino)
+                problem = "it was still changing"
+            except FileNotFoundError:
+                now_seen, problem = None, "it does not exist"
+            except OSError as exc:
+                now_seen, problem = None, f"it cannot be read: {exc.strerror}"
+            now = self._loop.time()
+            if now_seen != seen:
+                seen, seen_since = now_seen, now
+            if seen is not None and now - seen_since >= settle:
+                size, mtime_ns, inode = seen
+                file = {"path": path, "size": size, "mtime_ns": mtime_ns, "inode": inode, "waited": round(time.time() - started, 3)}
+                self.dispatcher.file_ready(run_id, file, time.time())
+                self._arm_tick()
+                return
+            if time.time() - started >= timeout:
+                self.dispatcher.file_failed(run_id, f"file {path} not complete after {timeout:g} s: {problem}")
+                return
+            await asyncio.sleep(min(_FILE_POLL, max(settle, 0.01)))
 
     def _on_pv_health(self, pv: str, state: str, message: str) -> None:
         assert self._loop is not None
@@ -570,7 +586,9 @@ class Daemon:
         row = self.state.run(run_id)
         if row is None:
             return {"ok": False, "error": f"no run {run_id}"}
-        if row.state == "queued":
+        if row.state == "waiting" and run_id in self._file_waits:
+            self._file_waits[run_id].cancel()
+        if row.state in ("queued", "waiting"):
             assert self.dispatcher is not None
             self.dispatcher.drop(run_id)
             self.state.set_state(run_id, "stopped", error="stopped before it started")

@@ -4,7 +4,8 @@ Runs and the ledger share one file so that dispatching a trigger is one transact
 ledger rows of its files and its run request are written together, or not at all. A
 crash can never leave a file marked as dispatched without the run that was to follow.
 
-A run row is the outbox entry while its state is ``queued``; it stays as history after.
+A run row is the outbox entry while its state is ``queued`` (or ``waiting``: a PV rule's
+run whose file is not complete yet); it stays as history after.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
     workflow    TEXT NOT NULL,
     params      TEXT NOT NULL,             -- JSON
     trigger     TEXT NOT NULL,             -- JSON: the source events
-    state       TEXT NOT NULL,             -- queued | submitted | running | succeeded | ...
+    state       TEXT NOT NULL,             -- waiting | queued | submitted | running | succeeded | ...
     error       TEXT,
     attempts    INTEGER NOT NULL DEFAULT 0,
     queued_at   REAL NOT NULL,
@@ -170,9 +171,12 @@ class StateDB:
         trigger: list[dict[str, Any]],
         files: Iterable[tuple[str, int, int, int]] = (),
         replay_of: str | None = None,
+        waiting: bool = False,
     ) -> bool:
         """Write a run request and its files' ledger rows in one transaction.
 
+        ``waiting``: the run waits for its file (a PV rule's ``wait_for_file``) in state
+        ``waiting`` until :meth:`release`; the wait resumes after a restart.
         Returns False (and writes nothing) when the key is already known: a duplicate.
         """
         now = time.time()
@@ -180,8 +184,8 @@ class StateDB:
             with self._tx() as conn:
                 conn.execute(
                     "INSERT INTO runs (run_id, key, rule, workflow, params, trigger, state, queued_at, replay_of)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-                    (run_id, key, rule, workflow, _dumps(params), _dumps(trigger), now, replay_of),
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, key, rule, workflow, _dumps(params), _dumps(trigger), "waiting" if waiting else "queued", now, replay_of),
                 )
                 if rule is not None:
                     conn.executemany(
@@ -204,6 +208,14 @@ class StateDB:
                 (state, error, 1 if attempt else 0, state, now, state, now, run_id),
             )
 
+    def release(self, run_id: str, trigger: list[dict[str, Any]]) -> bool:
+        """A waiting run's file is complete: it joins the queue, its trigger says which file."""
+        with self._tx() as conn:
+            return conn.execute(
+                "UPDATE runs SET state = 'queued', trigger = ? WHERE run_id = ? AND state = 'waiting'",
+                (_dumps(trigger), run_id),
+            ).rowcount == 1
+
     def requeue_unfinished(self) -> int:
         """At start-up: runs submitted or running when the daemon died go back to the queue."""
         with self._tx() as conn:
@@ -215,6 +227,10 @@ class StateDB:
 
     def queued(self) -> list[RunRow]:
         return self._rows("WHERE state = 'queued' ORDER BY seq")
+
+    def waiting(self) -> list[RunRow]:
+        """Runs of PV rules waiting for their file, oldest first."""
+        return self._rows("WHERE state = 'waiting' ORDER BY seq")
 
     def run(self, run_id: str) -> RunRow | None:
         rows = self._rows("WHERE run_id = ?", (run_id,))
