@@ -131,21 +131,8 @@ class DaemonProc:
             raise
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_daemon(self.proc, self.profile)
         self.proc = None
-        if self.profile and self.profile.exists():
-            import pstats
-
-            print(f"\nprofile of the daemon's main thread (event loop): {self.profile}", file=sys.stderr)
-            stats = pstats.Stats(str(self.profile), stream=sys.stderr).strip_dirs()
-            stats.sort_stats("tottime").print_stats(20)
-            stats.sort_stats("cumulative").print_stats(30)
 
     def status(self, timeout: float = 30) -> tuple[int, float]:
         """``triggerctl status``: its exit code (-1: timed out) and how long it took."""
@@ -221,6 +208,24 @@ def log_time(event: dict[str, Any]) -> float:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def stop_daemon(proc: subprocess.Popen | None, profile: Path | None) -> None:
+    """SIGTERM (drain), kill after 60 s; then print the top of its cProfile, if it had one."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    if profile and profile.exists():
+        import pstats
+
+        print(f"\nprofile of the daemon's main thread (event loop): {profile}", file=sys.stderr)
+        stats = pstats.Stats(str(profile), stream=sys.stderr).strip_dirs()
+        stats.sort_stats("tottime").print_stats(20)
+        stats.sort_stats("cumulative").print_stats(30)
 
 
 def loadavg() -> float:

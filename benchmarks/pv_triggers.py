@@ -121,7 +121,17 @@ from typing import Any  # noqa: E402
 from unittest import mock  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from file_triggers import _cpu_s, _descendants, _rss_kb, loadavg, pct, quiet, scratch, wait_for  # noqa: E402
+from file_triggers import (  # noqa: E402
+    _cpu_s,
+    _descendants,
+    _rss_kb,
+    loadavg,
+    pct,
+    quiet,
+    scratch,
+    stop_daemon,
+    wait_for,
+)
 
 from triggerd.daemon.client import ControlClient  # noqa: E402
 
@@ -444,23 +454,8 @@ class PvDaemon:
         if self.client is not None:
             self.client.close()
             self.client = None
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_daemon(self.proc, self.profile)
         self.proc = None
-        if self.profile and self.profile.exists():
-            import pstats
-
-            print(f"\nprofile of the daemon's main thread (event loop): {self.profile}", file=sys.stderr)
-            stats = pstats.Stats(str(self.profile), stream=sys.stderr).strip_dirs()
-            stats.sort_stats("tottime").print_stats(20)
-            stats.sort_stats("cumulative").print_stats(25)
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         conn = sqlite3.connect(f"file:{self.state_db}?mode=ro", uri=True, timeout=30)
