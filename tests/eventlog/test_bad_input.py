@@ -7,9 +7,12 @@ import os
 
 import numpy as np
 import pytest
+from support import wait_for
 
+from triggerd.eventlog.forwarder import EventWriter, Spool, insert_isolating
 from triggerd.eventlog.safe import MAX_PAYLOAD, MAX_TEXT
 from triggerd.eventlog.schema import LogEvent
+from triggerd.eventlog.sqlite import SqliteEventStore
 
 UNDECODABLE = os.fsdecode(b"/data/mx1/sample-\xe9\xff.h5")  # Latin-1 name on a UTF-8 system
 
@@ -96,3 +99,64 @@ def test_levels_are_stored_in_the_five_known_names(store, level):
     assert back.level in ("debug", "info", "warning", "error", "critical")
     assert back.level == {"INFO": "info", "warn": "warning", 40: "error", "fatal": "critical",
                           "nonsense": "info"}.get(level, level)  # fmt: skip
+
+
+class Refusing:
+    """A real SQLite event store that refuses some events as a server would refuse a
+    document (``refuse(event)`` true), or everything (a broken store)."""
+
+    def __init__(self, store, refuse):
+        self.store, self.refuse, self.calls = store, refuse, 0
+
+    def open(self):
+        return self
+
+    def insert(self, events):
+        self.calls += 1
+        if any(self.refuse(e) for e in events):
+            raise ValueError("document too large")
+        return self.store.insert(events)
+
+
+def test_an_event_the_store_refuses_does_not_hold_up_the_others(tmp_path):
+    """One poisoned event in a batch: the others are stored, a note with its id, kind, run and
+    the error takes its place, and the writer carries on with later batches."""
+    with SqliteEventStore(tmp_path / "events.sqlite") as sqlite:
+        store = Refusing(sqlite, lambda e: "POISON" in e.message)
+        writer = EventWriter(store, spool=Spool(tmp_path / "spool.jsonl"), delay=0.05)
+        events = [LogEvent("output", f"line {i}", run="r1") for i in range(20)]
+        events[7] = LogEvent("output", "POISON " + "x" * 100, run="r1", task="t")
+        writer.start()
+        for event in events:
+            writer.put(event)
+        later = LogEvent("trigger.fired", "after", rule="r")
+        writer.put(later)
+        wait_for(lambda: writer.written == 21, 10, "every event written")
+        writer.close()
+        stored = {e.id: e for e in sqlite.find(limit=100)}
+        assert set(stored) == {e.id for e in [*events, later]}
+        note = stored[events[7].id]
+        assert note.kind == "eventlog.refused" and note.level == "error" and note.task == "t"
+        assert note.data["kind"] == "output" and note.data["run"] == "r1"
+        assert "ValueError: document too large" in note.data["error"] and note.run is None
+        assert [e.message for e in sqlite.find(run="r1", limit=100)] == [f"line {i}" for i in range(20) if i != 7]
+
+
+def test_a_store_that_refuses_everything_keeps_the_events(tmp_path):
+    """A store that takes nothing (not even the small note) is a broken store, not a poisoned
+    event: the batch goes to the spool, nothing is dropped, and finding out costs a handful
+    of attempts, not one per event."""
+    with SqliteEventStore(tmp_path / "events.sqlite") as sqlite:
+        broken = Refusing(sqlite, lambda e: True)
+        events = [LogEvent("output", f"line {i}", run="r1") for i in range(1000)]
+        with pytest.raises(ValueError, match="document too large"):
+            insert_isolating(broken, events)
+        assert broken.calls <= 12
+        spool = Spool(tmp_path / "spool.jsonl")
+        writer = EventWriter(broken, spool=spool, delay=0.01)
+        writer.start()
+        for event in events[:10]:
+            writer.put(event)
+        wait_for(lambda: len(spool) == 10, 10, "the events spooled")
+        writer.close()
+        assert sqlite.find(limit=10) == [] and not writer.store_ok

@@ -10,7 +10,9 @@ Two ways in, one store:
 - :class:`EventWriter` (the daemon's own events, and the local executor's): a queue and
   a thread that inserts in batches.
 
-Both ride out a store that is down (MongoDB restarting, say). The forwarder leaves the
+Both ride out a store that is down (MongoDB restarting, say). An event the store refuses
+for what it holds (while it takes others) cannot hold up the rest: :func:`insert_isolating`
+finds it and stores an ``eventlog.refused`` note in its place. The forwarder leaves the
 events in the stream while fewer than ``backlog_bound`` wait there; past it, and the
 writer at once (its queue is memory), they go to a :class:`Spool`: an append-only file
 that is forwarded, in order, before anything newer once the store answers again. The
@@ -30,17 +32,62 @@ from typing import Any
 
 import redis
 
+from triggerd.errors import BackendUnavailable
 from triggerd.log import get_logger
 
 from .schema import LogEvent
 from .store import EventStore
 
-__all__ = ["EventWriter", "Spool", "StreamForwarder"]
+__all__ = ["EventWriter", "Spool", "StreamForwarder", "insert_isolating"]
 
 _log = get_logger(__name__)
 
 Listener = Callable[[list[LogEvent]], None]
 _RETRY = 1.0  # seconds between attempts while the store is down
+
+
+def insert_isolating(store: EventStore, events: Sequence[LogEvent]) -> int:
+    """``store.insert(events)``; a batch refused for its content is halved until the events
+    the store refuses are found, and each is stored as an ``eventlog.refused`` note (same
+    id, kind and error in ``data``) so that the batches after it flow on.
+
+    A store that is down (:class:`BackendUnavailable`) raises at once; a store that
+    refuses even the small note raises the original error (the store itself is broken:
+    the caller keeps the events and retries). Inserts are idempotent, so the halves
+    stored before such a failure are harmless when the batch comes again. Depth-first, a
+    broken store costs about log2(len(events)) attempts, not one per event.
+    """
+    try:
+        return store.insert(list(events))
+    except BackendUnavailable:
+        raise
+    except Exception as exc:
+        if len(events) > 1:
+            half = len(events) // 2
+            return insert_isolating(store, events[:half]) + insert_isolating(store, events[half:])
+        (event,) = events
+        note = _refused(event, exc)
+        try:
+            store.insert([note])
+        except Exception:
+            raise exc from None
+        _log.error("the event store refused an event; a note is stored in its place",
+                   kind=event.kind, id=event.id, run=event.run, error=note.data["error"])
+        return 1
+
+
+def _refused(event: LogEvent, exc: Exception) -> LogEvent:
+    """A small stand-in for an event the store refused. It carries no run (a run summary
+    the store refuses would refuse it too): ``data.run`` names it."""
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    return LogEvent(
+        "eventlog.refused",
+        f"the event store refused this {event.kind} event ({error[:200]})",
+        level="error",
+        workflow=event.workflow, dag=event.dag, task=event.task, rule=event.rule,
+        data={"kind": event.kind, "run": event.run, "error": error, "message": event.message[:2000]},
+        id=event.id, time=event.time, host=event.host, pid=event.pid, worker=event.worker,
+    )  # fmt: skip
 
 
 class Spool:
@@ -204,7 +251,7 @@ class StreamForwarder:
 
     def _insert(self, events: list[LogEvent]) -> bool:
         try:
-            self._store.open().insert(events)  # open: a no-op once open; a store down at start opens late
+            insert_isolating(self._store.open(), events)  # open: a no-op once open; a store down at start opens late
         except Exception as exc:  # noqa: BLE001 - any store failure: keep the events, retry
             self._trouble("the event store", exc)
             self.store_ok = False
@@ -219,7 +266,8 @@ class StreamForwarder:
 
     def _drain_spool(self) -> bool:
         try:
-            drained = self._spool.drain(self._store.open().insert, self._batch)
+            store = self._store.open()
+            drained = self._spool.drain(lambda events: insert_isolating(store, events), self._batch)
         except Exception as exc:  # noqa: BLE001
             self._trouble("the event store", exc)
             self.store_ok = False
@@ -324,9 +372,9 @@ class EventWriter:
         try:
             store = self._store.open()  # a no-op once open; a store down at start opens late
             if len(self._spool):
-                self._spool.drain(store.insert, self._batch)
+                self._spool.drain(lambda events: insert_isolating(store, events), self._batch)
             if batch:
-                store.insert(list(batch))
+                insert_isolating(store, batch)
         except Exception as exc:  # noqa: BLE001 - any store failure: keep the events
             message = f"{type(exc).__name__}: {exc}"
             if message != self.last_error:
