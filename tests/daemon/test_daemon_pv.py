@@ -90,6 +90,10 @@ def test_falling_edge_starts_the_workflow_with_the_snapshot_and_never_on_connect
         assert "TEST:ACQ" in d.ctl("status").stdout
         assert f"{ACQ} (falling 0)" in d.ctl("rules").stdout
         assert f"{ACQ} = 0" in d.ctl("runs").stdout
+        first_run = fired(d, "scan")[0]["run_id"]
+        replay = json.loads(d.ctl("replay", first_run, "--json").stdout)["run_id"]
+        d.wait_for(lambda: len(d.markers()) == 3, 20, "the replayed run")
+        assert d.markers()[replay] == "/data/visit 1/scan_0001.h5"
 
 
 def test_each_condition_kind_fires_through_the_daemon(tmp_path, reset):
