@@ -30,6 +30,7 @@ libCom/libca copies, and CA callbacks then stall until exit. Run IOCs in their o
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import queue
 import threading
@@ -222,16 +223,16 @@ class PvSource:
     def _on_connection(self, pvname: str | None = None, conn: bool = False, **_: Any) -> None:
         self._queue.put(("connection", pvname, bool(conn)))
 
-    def _on_value(self, pvname: str | None = None, value: Any = None, **kw: Any) -> None:
+    def _on_value(self, pvname: str | None = None, value: Any = None, ftype: Any = None, nelm: Any = None,
+                  timestamp: Any = None, severity: Any = None, **_: Any) -> None:
         try:
-            plain = _plain(value, _is_char(kw.get("ftype"), kw.get("nelm")))
+            native = _native(ftype)
+            plain = _plain(value, native == "char" and isinstance(nelm, int) and nelm > 1)
         except Exception:  # never raise into libca
             log.exception("could not convert a PV value", pv=pvname)
             return
-        timestamp = kw.get("timestamp")
-        severity = kw.get("severity")
         self._queue.put(("value", pvname, plain, float(timestamp) if timestamp is not None else time.time(),
-                         int(severity) if severity is not None else 0, _is_enum(kw.get("ftype"))))
+                         int(severity) if severity is not None else 0, native == "enum"))
 
     # -- the source's thread ---------------------------------------------------------------
 
@@ -399,21 +400,16 @@ class PvSource:
 # ------------------------------------------------------------------------------- values
 
 
-def _is_char(ftype: Any, nelm: Any) -> bool:
-    """A CHAR array (text); a single CHAR (NELM 1) stays a number."""
-    if ftype is None or not isinstance(nelm, int) or nelm <= 1:
-        return False
-    from epics import dbr
-
-    return dbr.native_type(ftype) == dbr.CHAR
-
-
-def _is_enum(ftype: Any) -> bool:
+@functools.cache
+def _native(ftype: Any) -> str:
+    """What a field type is to the source: "char" (a CHAR array is text; a single CHAR, NELM
+    1, stays a number), "enum", or "" (cached: it runs on every update)."""
     if ftype is None:
-        return False
+        return ""
     from epics import dbr
 
-    return dbr.native_type(ftype) == dbr.ENUM
+    native = dbr.native_type(ftype)
+    return "char" if native == dbr.CHAR else "enum" if native == dbr.ENUM else ""
 
 
 def _plain(value: Any, char: bool) -> Any:
