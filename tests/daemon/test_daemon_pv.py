@@ -318,6 +318,10 @@ def test_status_pvs_show_the_daemon_and_pause_a_rule(tmp_path, reset):
         d.wait_for(lambda: any(e["data"].get("reason") == "rule is paused" for e in events(d, "trigger.skipped")), 10, "skip")
         d.ctl("resume", "scan")
         d.wait_for(lambda: get("scan:PAUSE") == 0, 10, "PAUSE follows triggerctl resume")
+        d.write_rules(pv_rule(d, "v1.late-rule", f'name = "{VAL}"\nwhen = "change"', path="{value}"), name="more.toml")
+        d.ctl("reload")
+        assert epics.caput(prefix + "v1.late-rule:PAUSE", "paused", wait=True, timeout=5) == 1
+        assert {r["name"]: r["paused"] for r in d.ctl_json("rules")} == {"scan": False, "v1.late-rule": True}
         d.wait_for(lambda: running == [1], 10, "the RUNNING monitor")
     d.wait_for(lambda: running[-1:] == [0], 10, "RUNNING = 0 at stop")
     monitor.disconnect()

@@ -209,7 +209,7 @@ class Dispatcher:
     def on_pv(self, event: PvEvent) -> PvMatch | None:
         """A PV rule fired: its params and snapshot rendered, or None when the event is
         skipped (paused, draining, a rule reloaded away) or fails (recorded either way).
-        The caller fires the match with :meth:`fire_pv`, at once or once its file is complete."""
+        The caller passes the match on to :meth:`fire_pv` in the same loop turn."""
         try:
             rule = self._rules.by_name(event.rule)
         except KeyError:
@@ -231,11 +231,7 @@ class Dispatcher:
     def fire_pv(self, match: PvMatch, now: float) -> str | None:
         """Queue the run of a PV match; with ``wait_for_file`` it is written to the outbox
         as ``waiting`` (it survives a restart) until :meth:`file_ready` or :meth:`file_failed`."""
-        rule, event = match.rule, match.event
-        if self.draining or rule.name in self.paused:
-            reason = "draining: no new triggers are taken" if self.draining else "rule is paused"
-            self._notify("trigger.skipped", f"{rule.name}: {event.pv} = {event.value!r}: {reason}", rule=rule.name, data={"reason": reason}, source=event.to_dict())
-            return None
+        rule, event = match.rule, match.event  # paused and draining: checked by on_pv
         source = {**event.to_dict(), "snapshot": {k: dict(v) for k, v in match.snapshot.items()}}
         if match.wait_for_file is not None:
             source["wait_for_file"] = match.wait_for_file
