@@ -77,13 +77,13 @@ class Metrics:
             out.metric("triggerd_source_up", "gauge", "1 if a watched root is being watched, 0 if waiting or in error.",
                        [({"root": h["root"], "state": h["state"]}, 1 if h["state"] == "watching" else 0)
                         for h in daemon._source.health()])  # fmt: skip
-        pvs = daemon.pv_health()
+        pvs = daemon.pv.health() if daemon.pv is not None else []
         if pvs:
             out.metric("triggerd_pv_connected", "gauge", "1 if a monitored PV is connected.",
                        [({"pv": p["name"], "state": p["state"]}, 1 if p["state"] == "connected" else 0) for p in pvs])  # fmt: skip
             out.metric("triggerd_pv_updates_total", "counter", "Values received per monitored PV since it was monitored.",
                        [({"pv": p["name"]}, p["updates"]) for p in pvs])  # fmt: skip
-            out.metric("triggerd_pv_backlog", "gauge", "PV updates received and not yet evaluated.", [({}, daemon.pv_backlog())])
+            out.metric("triggerd_pv_backlog", "gauge", "PV updates received and not yet evaluated.", [({}, daemon.pv.backlog() if daemon.pv is not None else 0)])
         if daemon.eventlog is not None:
             status = daemon.eventlog.status()
             writer, forwarder = status["writer"], status.get("forwarder") or {}

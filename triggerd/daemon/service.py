@@ -2,9 +2,9 @@
 
 One asyncio loop owns the dispatcher and the state file. Sources (watchdog threads, the
 PV source's thread) and the executor (its own thread) hand their events to the loop with
-``call_soon_threadsafe``; nothing else crosses threads. A PV rule with ``wait_for_file``
-waits on the loop (a stat in a worker thread every 0.1 s) until the file is complete. Signals: SIGTERM/SIGINT drain and
-stop, SIGHUP reloads config and rules (keeping the old ones if the new are invalid).
+``call_soon_threadsafe``; nothing else crosses threads (the PV side: pv_triggers.py).
+Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads config and rules (keeping the old
+ones if the new are invalid).
 """
 
 from __future__ import annotations
@@ -31,24 +31,23 @@ from triggerd.flow.workflow import find_workflow_file
 from triggerd.log import get_logger
 from triggerd.sources.events import FileEvent
 from triggerd.sources.files import FileSource, FileWatch
-from triggerd.sources.pv import PvEvent, PvSource, PvWatch
 
 from .api import ControlServer
 from .dispatcher import Dispatcher
 from .events import DaemonEventLog
 from .metrics import Metrics
 from .notify import SystemdNotifier
-from .rules import Rule, RuleSet, load_rules
+from .pv_triggers import PvTriggers
+from .rules import RuleSet, load_rules
 from .state import StateDB
 from .status_pvs import StatusPvs
 
-__all__ = ["Daemon", "load_rules_for", "pv_watches_for", "watches_for"]
+__all__ = ["Daemon", "load_rules_for", "watches_for"]
 
 log = get_logger("triggerd.daemon")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _FILES_PER_TURN = 20  # live file events the loop takes before other callbacks get a turn
 _CATCH_UP_BATCH = 100  # new files handed from the catch-up thread to the loop at once
-_FILE_POLL = 0.1  # seconds between two looks at a file a PV rule waits for
 
 
 @dataclass(frozen=True)
@@ -104,11 +103,6 @@ def watches_for(rules: RuleSet) -> list[FileWatch]:
     return list(seen)
 
 
-def pv_watches_for(rules: RuleSet) -> list[PvWatch]:
-    """One watch per PV rule: its PV, its condition and the PVs it snapshots."""
-    return [PvWatch(r.name, r.pv.name, r.pv.condition, r.pv.snapshot) for r in rules.rules if r.pv is not None]
-
-
 class Daemon:
     """The running service. ``await run()`` until a stop signal; the API calls the rest."""
 
@@ -128,9 +122,7 @@ class Daemon:
         self.eventlog: DaemonEventLog | None = None
         self.metrics = Metrics()
         self._source: FileSource | None = None
-        self._pv_source: PvSource | None = None
-        self._pv_watches: list[PvWatch] = []
-        self._file_waits: dict[str, asyncio.Task[None]] = {}  # run id -> its wait for a file
+        self.pv: PvTriggers | None = None
         self.status_pvs: StatusPvs | None = None
         self.dispatcher: Dispatcher | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -164,8 +156,9 @@ class Daemon:
         self.dispatcher = Dispatcher(self.state, rules, submit=self._submit, notify=self.notify)
         self._source = FileSource(watches_for(rules), self._from_source, on_health=self._on_health)
         self._source.start()
-        self._start_pv(rules)
-        self._resume_waits()
+        self.pv = PvTriggers(self._loop, self.dispatcher, self.state, notify=self.notify, queued=self._arm_tick)
+        self.pv.start(rules)
+        self.pv.resume_waits()
         server = ControlServer(self)
         await server.start()
         await self._start_status_pvs()
@@ -193,9 +186,9 @@ class Daemon:
         self.dispatcher.draining = True
         if self._source:
             self._source.stop()
-        self._stop_pv()
-        for wait in list(self._file_waits.values()):
-            wait.cancel()  # the runs stay 'waiting' in the state file: the next start waits on
+        if self.pv is not None:
+            self.pv.stop()
+            self.pv.cancel_waits()
         if self.dispatcher.running():
             self.notifier.status(f"draining: {self.dispatcher.running()} runs still running")
             self._idle.clear()
@@ -257,9 +250,8 @@ class Daemon:
         old = {r.name for r in self.dispatcher.rules.rules}
         self.dispatcher.replace_rules(rules)
         self._source.update(watches_for(rules))
-        if pv_watches_for(rules) != self._pv_watches:
-            self._stop_pv()
-            self._start_pv(rules)
+        if self.pv is not None:
+            self.pv.update(rules)
         if self.status_pvs is not None:
             self.status_pvs.rules_changed()
         self.settings = settings if settings.paths.state_dir == self.settings.paths.state_dir else self.settings
@@ -341,7 +333,7 @@ class Daemon:
         level = "error" if state == "error" else "warning" if state in ("overflow", "waiting") else "info"
         self.notify(f"source.{state}", f"{root}: {message or state}", level=level, data={"root": root})
 
-    # -- PV events ---------------------------------------------------------------------------
+    # -- status PVs ---------------------------------------------------------------------------
 
     async def _start_status_pvs(self) -> None:
         """Serve the status PVs when ``status_pvs.prefix`` is set; a failure is logged, not fatal."""
@@ -355,110 +347,6 @@ class Daemon:
             self.notify("daemon.status_pvs_failed", f"status PVs under {cfg.prefix} not served: {exc}", level="error")
             return
         self.status_pvs = status
-
-    def _start_pv(self, rules: RuleSet) -> None:
-        """Monitor the PVs of the PV rules (no rule: pyepics is never imported)."""
-        self._pv_watches = pv_watches_for(rules)
-        if self._pv_watches:
-            self._pv_source = PvSource(self._pv_watches, self._from_pv, on_health=self._on_pv_health)
-            self._pv_source.start()
-
-    def _stop_pv(self) -> None:
-        source, self._pv_source = self._pv_source, None
-        if source is not None:
-            source.stop()
-
-    def pv_health(self) -> list[dict[str, Any]]:
-        return self._pv_source.health() if self._pv_source is not None else []
-
-    def pv_backlog(self) -> int:
-        """PV updates received and not yet evaluated (a growing number: the source lags)."""
-        return self._pv_source.backlog() if self._pv_source is not None else 0
-
-    def file_waits(self) -> int:
-        """PV triggers waiting for their file to be complete."""
-        return len(self._file_waits)
-
-    def _from_pv(self, event: PvEvent) -> None:
-        """Called on the PV source's thread: hop to the loop."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._on_pv, event)
-
-    def _on_pv(self, event: PvEvent) -> None:
-        assert self.dispatcher is not None
-        match = self.dispatcher.on_pv(event)
-        if match is None:
-            return
-        run_id = self.dispatcher.fire_pv(match, time.time())
-        if run_id is not None and match.wait_for_file is not None:
-            self._start_wait(run_id, match.rule, match.wait_for_file, started=time.time())
-        self._arm_tick()
-
-    def _resume_waits(self) -> None:
-        """At start: runs that were waiting for their file when the daemon stopped wait on,
-        with the time they already waited counted."""
-        assert self.dispatcher is not None
-        for row in self.state.waiting():
-            path = (row.trigger[0] if row.trigger else {}).get("wait_for_file")
-            try:
-                rule = self.dispatcher.rules.by_name(row.rule or "")
-            except KeyError:
-                self.dispatcher.file_failed(row.run_id, f"its rule '{row.rule}' is gone (rules changed while the daemon was down)")
-                continue
-            if not isinstance(path, str) or rule.pv is None:
-                self.dispatcher.file_failed(row.run_id, f"rule '{rule.name}' no longer waits for a file")
-                continue
-            self._start_wait(row.run_id, rule, path, started=row.queued_at)
-
-    def _start_wait(self, run_id: str, rule: Rule, path: str, *, started: float) -> None:
-        assert self._loop is not None
-        wait = self._loop.create_task(self._wait_for_file(run_id, rule, path, started))
-        self._file_waits[run_id] = wait
-        wait.add_done_callback(lambda _: self._file_waits.pop(run_id, None))
-
-    async def _wait_for_file(self, run_id: str, rule: Rule, path: str, started: float) -> None:
-        """Release run ``run_id`` once ``path`` exists and has not changed for the rule's
-        ``file_settle`` seconds; after ``file_timeout`` (since ``started``, wall clock, so a
-        restart does not extend it) the run is rejected, saying what was seen. Cancelled
-        (at shutdown), the run stays waiting in the state file and waits on at the next start."""
-        assert self.dispatcher is not None and self._loop is not None and rule.pv is not None
-        settle, timeout = rule.pv.file_settle, rule.pv.file_timeout
-        if not os.path.isabs(path):
-            self.dispatcher.file_failed(run_id, f"wait_for_file must name an absolute path, got {path!r}")
-            return
-        seen: tuple[int, int, int] | None = None
-        seen_since = self._loop.time()
-        problem = "it does not exist"
-        while True:
-            try:
-                st = await asyncio.to_thread(os.stat, path)  # a network file system may block
-                now_seen: tuple[int, int, int] | None = (st.st_size, st.st_mtime_ns, st.st_ino)
-                problem = "it was still changing"
-            except FileNotFoundError:
-                now_seen, problem = None, "it does not exist"
-            except OSError as exc:
-                now_seen, problem = None, f"it cannot be read: {exc.strerror}"
-            now = self._loop.time()
-            if now_seen != seen:
-                seen, seen_since = now_seen, now
-            if seen is not None and now - seen_since >= settle:
-                size, mtime_ns, inode = seen
-                file = {"path": path, "size": size, "mtime_ns": mtime_ns, "inode": inode, "waited": round(time.time() - started, 3)}
-                self.dispatcher.file_ready(run_id, file, time.time())
-                self._arm_tick()
-                return
-            if time.time() - started >= timeout:
-                self.dispatcher.file_failed(run_id, f"file {path} not complete after {timeout:g} s: {problem}")
-                return
-            await asyncio.sleep(min(_FILE_POLL, max(settle, 0.01)))
-
-    def _on_pv_health(self, pv: str, state: str, message: str) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._pv_health_changed, pv, state, message)
-
-    def _pv_health_changed(self, pv: str, state: str, message: str) -> None:
-        level = "info" if state == "connected" else "error" if state == "error" else "warning"
-        self.notify("source." + state.replace(" ", "_"), f"{pv}: {message or state}", level=level, data={"pv": pv})
 
     def _catch_up(self, rules: RuleSet, *, first: bool) -> None:
         """Scan for files that arrived while the daemon was down, on a thread; dedup by ledger."""
@@ -586,8 +474,8 @@ class Daemon:
         row = self.state.run(run_id)
         if row is None:
             return {"ok": False, "error": f"no run {run_id}"}
-        if row.state == "waiting" and run_id in self._file_waits:
-            self._file_waits[run_id].cancel()
+        if row.state == "waiting" and self.pv is not None:
+            self.pv.cancel_wait(run_id)
         if row.state in ("queued", "waiting"):
             assert self.dispatcher is not None
             self.dispatcher.drop(run_id)

@@ -35,9 +35,9 @@ def status(daemon: Daemon) -> dict[str, Any]:
         "draining": d.draining,
         "summary": daemon.summary(),
         "sources": health,
-        "pvs": daemon.pv_health(),
-        "pv_backlog": daemon.pv_backlog(),
-        "waiting_for_files": daemon.file_waits(),
+        "pvs": daemon.pv.health() if daemon.pv else [],
+        "pv_backlog": daemon.pv.backlog() if daemon.pv else 0,
+        "waiting_for_files": daemon.pv.waiting() if daemon.pv else 0,
         "rules": rules_view(daemon),
         "runs": {
             "queued": d.queued(),
