@@ -17,18 +17,24 @@ is ``None`` may be absent from a stored document, and reads back as ``None``):
     ``2026-11-25T18:55:17.123456Z`` (fixed width: text order is time order).
 ``kind``
     What happened, ``<family>.<what>``: ``trigger.fired``, ``trigger.skipped`` (the
-    reason in ``data.reason``); ``run.queued|started|succeeded|failed|stopped|aborted|
+    reason in ``data.reason``), ``trigger.waiting`` (a PV rule's run waits for its file),
+    ``trigger.failed`` (a PV trigger that cannot start its run: a snapshot PV without a
+    value, its file never complete); ``run.queued|started|succeeded|failed|stopped|aborted|
     rejected|ignored``; ``dag.started|succeeded|failed|stopped|aborted``;
     ``task.started|succeeded|failed|skipped|stopped|cancelled|aborted|retried``;
     ``signal.start_dag|join_dags|stop``; ``log`` (a log record of a task or the daemon);
     ``output`` (a line a BashTask wrote, ``data.stream`` is ``stdout`` or ``stderr``);
-    ``source.*`` (watch and PV connection health); ``daemon.start|stop|reload``.
+    ``source.*`` (watch and PV connection health: ``source.connected|disconnected|
+    never_connected|error`` with ``data.pv``); ``rule.paused|resumed`` (``data.by``);
+    ``daemon.start|stop|reload``; ``eventlog.refused`` (stands in for an event the store
+    refused: its kind, run and the error in ``data``).
 ``run``, ``workflow``, ``dag``, ``task``, ``rule``
     What it belongs to: the run id, the workflow's name, the DAG and task names, the
     trigger rule that started the run. Each may be ``None``.
 ``source``
     The source event that fired a trigger, as a dict (a file event: path, size, mtime,
-    inode, kind; a PV event: pv, value, old_value, timestamp, severity, connected).
+    inode, kind; a PV event: pv, value, old_value, timestamp, severity, reason, seen_at,
+    snapshot, and for a PV-and-file rule wait_for_file and file).
 ``host``, ``pid``, ``worker``
     Where it happened: host name, process id, and the executor worker's name.
 ``level``
