@@ -18,7 +18,7 @@ from typing import Any
 
 import epics
 import pytest
-from support import Background, EventCollector, FakeSignal, make_executor, wait_for
+from support import WORKFLOWS, Background, EventCollector, FakeSignal, make_executor, wait_for
 
 from triggerd.flow import TaskStatus
 from triggerd.tasks import PvTriggerTask, pv_trigger
@@ -338,3 +338,34 @@ def test_in_a_workflow_updates_reach_the_store_and_a_raising_callback_fails_the_
     assert result.tasks["d:1"] == {"watch": "failed"}
     (failure,) = result.failures
     assert "ValueError: TEST:ACQ went negative: -1" in failure["error"]
+
+
+def test_lightflow_epics_example_runs_as_it_is_but_for_its_imports(soft_ioc, tmp_path):
+    """workflows/pv_monitor.py, lightflow-epics' example: a value within 3 +- 2 starts
+    pv_action_dag with the PV's name and value; others only print; it runs until stopped."""
+    collector = EventCollector()
+    ex, store = make_executor(tmp_path, [WORKFLOWS], collector, workers=2)
+    ex.start()
+    try:
+        val = soft_ioc.pv("VAL")
+        put(val, 0.0)
+        handle = ex.submit("pv_monitor", {"pvname": val})
+
+        def printed() -> list[str]:
+            return [e.message for e in collector.of(handle.run_id) if e.kind == "output"]
+
+        wait_for(lambda: "Starting the PV monitoring..." in printed(), what="the monitor to start")
+        time.sleep(0.5)  # the monitor connects; its initial value is skipped
+        for value in (9.0, 3.5, 7.5):
+            put(val, value)
+        wait_for(lambda: f"PV {val} has value: 3.5" in printed(), what="pv_action_dag's print")
+        wait_for(lambda: f"Checking PV {val} with value 7.5" in printed(), what="the last value checked")
+        ex.stop_run(handle.run_id, "test done")
+        result = handle.wait(10)
+        assert result.status == "stopped", (result.status, result.error, result.failures)
+        checked = [m for m in printed() if m.startswith("Checking")]
+        assert checked == [f"Checking PV {val} with value {v}" for v in (9.0, 3.5, 7.5)]
+        assert [m for m in printed() if m.startswith("PV ")] == [f"PV {val} has value: 3.5"]
+    finally:
+        ex.close()
+        store.close()
