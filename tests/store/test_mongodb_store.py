@@ -17,7 +17,7 @@ from store_backends import KEY, MongoBackend, open_store
 
 from triggerd.engine.codec import Codec
 from triggerd.errors import BackendUnavailable, ConfigError, TriggerdError
-from triggerd.store import BlobMissing
+from triggerd.store import BlobMissing, DocumentTooLarge
 from triggerd.store.mongodb import GRIDFS_THRESHOLD, MongoDataStore
 
 
@@ -213,3 +213,17 @@ def test_a_server_outage_raises_backend_unavailable_and_a_restart_recovers(mongo
         assert document.get("before") == 1
         np.testing.assert_array_equal(document.get("img"), np.arange(3))
         assert document.set("after", 3) is True
+
+
+def test_a_document_past_16_mib_is_a_clear_store_error(mongo):
+    """Many values just under the GridFS threshold add up: the write that would pass
+    MongoDB's 16 MiB is refused with DocumentTooLarge naming the run and the keys, and the
+    document keeps what it had."""
+    with mongo.store() as store:
+        document = store.get(store.add("r"))
+        chunk = "c" * (GRIDFS_THRESHOLD - 1024)
+        for i in range(15):
+            document.set(f"k{i}", chunk)
+        with pytest.raises(DocumentTooLarge, match=r"run r: writing data\.k15, data\.k16 would make .* 16 MiB"):
+            document.set_many({"k15": chunk, "k16": chunk})
+        assert document.get("k14") == chunk and document.get("k15", None) is None

@@ -2,6 +2,7 @@
 MongoDB + GridFS in :mod:`triggerd.store.mongodb` (imported on demand: it loads pymongo).
 :func:`triggerd.store.factory.make_store` opens the one the settings name."""
 
+from triggerd.store._common import DocumentTooLarge
 from triggerd.store.sqlite import (
     BlobCodec,
     BlobMissing,
@@ -17,6 +18,7 @@ __all__ = [
     "BlobMissing",
     "DocumentExists",
     "DocumentMissing",
+    "DocumentTooLarge",
     "KeyConflict",
     "SqliteDataStore",
     "SqliteDocument",

@@ -26,6 +26,7 @@ __all__ = [
     "BlobMissing",
     "DocumentBase",
     "DocumentExists",
+    "DocumentTooLarge",
     "DocumentMissing",
     "KeyConflict",
     "MarkerKind",
@@ -62,6 +63,10 @@ class DocumentMissing(TriggerdError):
 
 class KeyConflict(TriggerdError):
     """A key runs into a value of the wrong shape: push onto a non-list, set through a scalar."""
+
+
+class DocumentTooLarge(TriggerdError):
+    """A write would grow the run's document past what the backend holds (MongoDB: 16 MiB)."""
 
 
 class BlobMissing(TriggerdError):

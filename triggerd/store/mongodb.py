@@ -62,6 +62,7 @@ from triggerd.store._common import (
     DocumentBase,
     DocumentExists,
     DocumentMissing,
+    DocumentTooLarge,
     ValueEncoder,
     check_appendable,
     check_section,
@@ -89,6 +90,8 @@ _INT64 = range(-(2**63), 2**63)
 _ATTEMPTS = 3  # of a write racing a change of shape, of a read racing a replacement
 # BadValue (push onto a non-list), TypeMismatch, PathNotViable (a path through a scalar)
 _SHAPE_ERRORS = {2, 14, 28}
+_TOO_LARGE_ERRORS = {10334, 17419, 17420}  # BSONObjectTooLarge; "resulting document ... too large"
+_MAX_DOCUMENT = 16 * 1024 * 1024
 _Write = tuple[list[str], str, Any]  # (segments, key as given, encoded value)
 
 
@@ -341,6 +344,13 @@ class MongoDataStore:
                             return_document=ReturnDocument.BEFORE,
                         )  # fmt: skip
                     except OperationFailure as exc:
+                        if exc.code in _TOO_LARGE_ERRORS or self._too_large(handles, run_id, paths):
+                            raise DocumentTooLarge(
+                                f"run {run_id}: writing {', '.join(sorted(paths))} would make the run's "
+                                f"document larger than MongoDB's 16 MiB ({_errmsg(exc)}); values over "
+                                f"{self.gridfs_threshold:,} bytes go to GridFS, but many smaller ones add up: "
+                                "keep bulk data in files and store their paths"
+                            ) from exc
                         if exc.code not in _SHAPE_ERRORS:
                             raise
                         if not self._explain(handles, run_id, section, writes, push):
@@ -358,6 +368,16 @@ class MongoDataStore:
             old = [lookup(tree, parts, MISSING, _marker_kind) for parts, _, _ in writes] if fetch else []
             handles.blobs.delete([m for n in old for m in markers(n, _marker_kind) if type(m) is ObjectId])
         return True
+
+    @staticmethod
+    def _too_large(handles: _Handles, run_id: str, paths: Mapping[str, Any]) -> bool:
+        """Whether a refused write would have passed the 16 MiB limit (for servers that
+        do not say so with MongoDB's own error codes): the document plus what was written."""
+        document = handles.runs.find_one({"_id": run_id})
+        if document is None:
+            return False
+        written = sum(len(bson.encode({"v": value})) for value in paths.values())
+        return len(bson.encode(document)) + written > _MAX_DOCUMENT
 
     def _explain(self, handles: _Handles, run_id: str, section: str, writes: list[_Write], push: bool) -> bool:
         """Why an update did not land: False without a document, else the KeyConflict
