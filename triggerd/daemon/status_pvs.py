@@ -13,7 +13,7 @@ PVs (``P`` is the prefix):
 ``P RUNS_ACTIVE``      int     runs submitted and not ended
 ``P RUNS_QUEUED``      int     runs waiting in the outbox (limits)
 ``P RUNS_FAILED``      int     runs that failed, as the state file counts them
-``P OUTBOX``           int     run requests not yet handed to the executor
+``P OUTBOX``           int     runs not yet handed to the executor (queued, waiting for a file)
 ``P LAST_TRIGGER``     string  when a rule last fired (ISO 8601 UTC)
 ``P LAST_RULE``        string  which rule that was
 ``P <rule>:PAUSE``     enum    "active"/"paused"; writable: pause and resume
@@ -61,10 +61,6 @@ class StatusPvs:
         self._integer: Any = None  # caproto's ChannelInteger, and the pause switch class
         self._pause: Any = None
         self._pending: set[asyncio.Task[Any]] = set()
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self._pvdb)
 
     async def start(self) -> None:
         from caproto import ChannelEnum, ChannelInteger, ChannelString
@@ -157,7 +153,7 @@ class StatusPvs:
         await self._post("RUNS_ACTIVE", d.running())
         await self._post("RUNS_QUEUED", d.queued())
         await self._post("RUNS_FAILED", counts.get("failed", 0))
-        await self._post("OUTBOX", d.queued())
+        await self._post("OUTBOX", d.queued() + (daemon.pv.waiting() if daemon.pv is not None else 0))
         for rule in self._rules:
             await self._post(f"{rule}:PAUSE", PAUSE_STATES[rule in d.paused])
             await self._post(f"{rule}:FIRED", stats.get(rule, {}).get("fired", 0))
