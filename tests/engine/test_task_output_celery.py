@@ -85,11 +85,13 @@ def test_a_tasks_events_are_in_the_stream_before_its_done_message(celery_cluster
 
 def test_events_of_a_run_on_the_worker(celery_cluster, executor, collector):
     """A run through the executor: its tasks' output, the BashTask's with the command's
-    pid, lands in the stream; the executor's sinks get only its own run/dag/task events."""
+    pid, lands in the stream, each event naming the rule that started the run; the
+    executor's sinks get only its own run/dag/task events."""
     celery_cluster.write_workflow("talk_run", TALK)
-    result = executor.submit("talk_run").wait(30)
+    result = executor.submit("talk_run", rule="rule-7").wait(30)
     assert result.status == "succeeded", result.error
     docs = stream_events(celery_cluster.redis.client, result.run_id)
+    assert docs and {d["rule"] for d in docs} == {"rule-7"}
     assert [m for _, m, _, _ in shape(docs, "talk")] == ["hello from talk", "frames 7", "beam dump", "careful", "caf\\xe9 nul\x00"]
     shell = [d for d in docs if d["task"] == "shell"]
     assert sorted((d["message"], d["data"]["stream"]) for d in shell) == [("err", "stderr"), ("out", "stdout")]

@@ -101,7 +101,7 @@ class ActiveRun:
             inputs = tuple((i.name, i.aliases, i.data) for i in command.inputs)
         return TaskJob(
             self.run_id, self.workflow.name, self.workflow.content_hash, command.dag,
-            command.blueprint, command.task, command.queue, inputs, command.dag_data,
+            command.blueprint, command.task, command.queue, inputs, command.dag_data, self.rule,
         )  # fmt: skip
 
 

@@ -74,9 +74,10 @@ _current: ContextVar[TaskCapture | None] = ContextVar("triggerd_task_capture", d
 class TaskCapture:
     """The output and log records of one running task, turned into events for ``emit``."""
 
-    def __init__(self, emit: EventEmitter, *, run: str, workflow: str, dag: str, task: str, worker: str):
+    def __init__(self, emit: EventEmitter, *, run: str, workflow: str, dag: str, task: str, worker: str,
+                 rule: str | None = None):  # fmt: skip
         self._emit = emit
-        self._bound = {"run": run, "workflow": workflow, "dag": dag, "task": task}
+        self._bound = {"run": run, "workflow": workflow, "dag": dag, "task": task, "rule": rule}
         self._worker = worker
         # Threads alive at the start are not the task's (see the module docstring). The
         # objects, not their idents: a new thread often gets the ident of a dead one.
@@ -128,9 +129,11 @@ class TaskCapture:
 
 
 @contextlib.contextmanager
-def capture_task(emit: EventEmitter, *, run: str, workflow: str, dag: str, task: str, worker: str) -> Iterator[TaskCapture]:
-    """Turn what the task run in this block prints and logs into its events."""
-    capture = TaskCapture(emit, run=run, workflow=workflow, dag=dag, task=task, worker=worker)
+def capture_task(emit: EventEmitter, *, run: str, workflow: str, dag: str, task: str, worker: str,
+                 rule: str | None = None) -> Iterator[TaskCapture]:  # fmt: skip
+    """Turn what the task run in this block prints and logs into its events (``rule``: the
+    trigger rule that started the run, when there is one)."""
+    capture = TaskCapture(emit, run=run, workflow=workflow, dag=dag, task=task, worker=worker, rule=rule)
     token = _current.set(capture)
     _HUB.enter(capture)
     try:

@@ -128,7 +128,7 @@ def job_message(job: TaskJob, inbox: str) -> dict[str, Any]:
         "v": MESSAGE_VERSION, "run_id": job.run_id, "workflow": job.workflow,
         "content_hash": job.content_hash, "dag": job.dag, "blueprint": job.blueprint,
         "task": job.task, "queue": job.queue, "inputs": inputs,
-        "dag_data": b64(job.dag_data), "reply_to": inbox,
+        "dag_data": b64(job.dag_data), "reply_to": inbox, "rule": job.rule,
     }  # fmt: skip
 
 
@@ -147,6 +147,7 @@ def parse_job(message: Any) -> tuple[TaskJob, str]:
             str(message["run_id"]), str(message["workflow"]), str(message["content_hash"]),
             str(message["dag"]), str(message["blueprint"]), str(message["task"]),
             str(message["queue"]), inputs, unb64(message.get("dag_data")),
+            str(message["rule"]) if message.get("rule") is not None else None,
         )  # fmt: skip
         inbox = str(message["reply_to"])
     except (AttributeError, KeyError, TypeError, ValueError) as exc:

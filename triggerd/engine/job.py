@@ -42,6 +42,7 @@ class TaskJob:
     queue: str
     inputs: tuple[tuple[str, tuple[str, ...], bytes], ...] | None  # (predecessor, aliases, data)
     dag_data: bytes | None = None
+    rule: str | None = None  # the trigger rule that started the run: its output events carry it
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def execute_task(
 
     entry: dict[str, Any] = {"start_time": started, "worker": hostname, "queue": job.queue}
     capturing = (
-        capture_task(emit, run=job.run_id, workflow=job.workflow, dag=job.dag, task=job.task, worker=worker or hostname)
+        capture_task(emit, run=job.run_id, workflow=job.workflow, dag=job.dag, task=job.task, worker=worker or hostname, rule=job.rule)
         if emit is not None
         else contextlib.nullcontext()
     )
