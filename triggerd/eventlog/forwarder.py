@@ -44,6 +44,7 @@ _log = get_logger(__name__)
 
 Listener = Callable[[list[LogEvent]], None]
 _RETRY = 1.0  # seconds between attempts while the store is down
+_STATUS_EVERY = 2.0  # seconds between two readings of the stream's backlog for status()
 
 
 def insert_isolating(store: EventStore, events: Sequence[LogEvent]) -> int:
@@ -173,16 +174,17 @@ class StreamForwarder:
         self.store_ok = True
         self.redis_ok = True
         self.last_error = ""
+        self._group_seen: dict[str, Any] = {}  # the group's XINFO entry, read by the loop
+        self._group_read_at = 0.0
 
     # -- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """Backlog in the stream (entries not yet read plus read and not acknowledged),
-        in the spool, and whether the store and Redis answer."""
-        try:
-            group = self._group_info()
-        except redis.RedisError:
-            group = {}
+        in the spool, and whether the store and Redis answer. Never calls Redis: the
+        forwarder's own thread reads the group's numbers every few seconds (the daemon's
+        event loop asks, and a Redis that is down would hold it for the client's retries)."""
+        group = self._group_seen
         lag, pending = group.get("lag"), group.get("pending")
         return {
             "forwarded": self.forwarded, "stream_lag": lag, "stream_pending": pending,
@@ -213,6 +215,17 @@ class StreamForwarder:
                 continue
             if entries:
                 self._forward(entries, stop)
+            self._refresh_group()
+
+    def _refresh_group(self) -> None:
+        """The numbers :meth:`status` shows, at most every ``_STATUS_EVERY`` seconds."""
+        if time.monotonic() - self._group_read_at < _STATUS_EVERY:
+            return
+        self._group_read_at = time.monotonic()
+        try:
+            self._group_seen = self._group_info()
+        except redis.RedisError:
+            self._group_seen = {}
 
     def _ensure_group(self, stop: threading.Event) -> None:
         while not stop.is_set():
