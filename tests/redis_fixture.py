@@ -59,7 +59,7 @@ def _wait_until(check: Any, timeout: float, what: str, log: Path | None = None) 
 class RedisServer:
     """redis-server on 127.0.0.1 only, nothing saved to disk."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, port: int | None = None):
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(
@@ -69,7 +69,7 @@ class RedisServer:
             )
         self.binary = binary
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = workdir / "redis.log"
         self.client = redis.Redis(port=self.port)

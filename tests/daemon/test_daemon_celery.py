@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from daemon_harness import Daemon, write_file
-from redis_fixture import WorkerProcess
+from redis_fixture import RedisServer, WorkerProcess, free_port
 from support import wait_for
 
 from triggerd.config import CelerySettings
@@ -63,3 +63,32 @@ def test_a_file_trigger_runs_on_a_celery_worker_and_triggerctl_stop_reaches_it(t
         finally:
             worker.stop()
             app.close()
+
+
+def test_a_daemon_started_before_redis_waits_for_it_and_loses_nothing(tmp_path):
+    """Boot order: with Redis down the daemon still starts, takes triggers, says its executor
+    waits, and keeps the runs in the outbox; once Redis is up they run on the worker."""
+    port = free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+    d = Daemon(tmp_path, executor="celery", extra_config=f'[celery]\nbroker_url = "{broker}"\n')
+    with d:
+        status = d.ctl_json("status")
+        assert "cannot reach Redis" in status["executor_waiting"]
+        assert "not started yet" in d.ctl("status").stdout
+        write_file(d.incoming / "early.h5", b"data")
+        wait_for(lambda: [r["state"] for r in d.runs_db()] == ["queued"], 20, "the run queued in the outbox")
+        (tmp_path / "redis").mkdir()
+        server = RedisServer(tmp_path / "redis", port=port)  # on the port the daemon was given
+        app = celery_app(CelerySettings(broker_url=broker), name="triggerd-daemon-test-late")
+        worker = WorkerProcess(tmp_path / "triggerd.toml", WORKER, ["-Q", "task", "-c", "1"], tmp_path / "worker.log")
+        try:
+            worker.wait_ready(app)
+            wait_for(lambda: [r["state"] for r in d.runs_db()] == ["succeeded"], 60, "the run once Redis is up")
+            assert d.ctl_json("status")["executor_waiting"] is None
+            kinds = [e["kind"] for e in d.ctl_json("events", "--kind", "executor")]
+            assert set(kinds) == {"executor.waiting", "executor.ready"}
+        finally:
+            worker.stop()
+            app.close()
+            d.stop()  # before Redis: a daemon stopping without its Redis waits for it
+            server.stop()

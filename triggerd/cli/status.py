@@ -34,6 +34,8 @@ def status(config_path: Path | None, as_json: bool) -> None:
         return
     runs = data["runs"]
     click.echo(f"triggerd pid {data['pid']}, up {_duration(data['uptime'])}, config {data['config']}")
+    if data.get("executor_waiting"):
+        click.secho(f"executor ({data['executor']}) not started yet, runs wait in the outbox: {data['executor_waiting']}", fg="yellow")
     state = "DRAINING (no new triggers)" if data["draining"] else "taking triggers"
     click.echo(f"{state}; runs: {runs['running']} running, {runs['queued']} queued (outbox), "
                f"{runs['held']} files held (debounce/batch), {runs['failed']} failed, {runs['succeeded']} succeeded")

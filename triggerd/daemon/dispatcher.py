@@ -94,6 +94,9 @@ class Dispatcher:
         self._disabled = {r.name for r in rules.rules if not r.enabled}  # enabled = false in its file
         self.paused: set[str] = set(self._disabled)
         self.draining = False
+        # Why runs may not be handed to the executor now (it cannot reach its backend yet):
+        # they wait in the outbox, nothing is dropped.
+        self.holding: str | None = None
 
     @property
     def rules(self) -> RuleSet:
@@ -294,7 +297,10 @@ class Dispatcher:
         return sum(len(q) for q in self._queues.values())
 
     def pump(self, now: float) -> None:
-        """Submit queued runs, oldest first per rule, as far as the limits allow."""
+        """Submit queued runs, oldest first per rule, as far as the limits allow (none
+        while ``holding``)."""
+        if self.holding is not None:
+            return
         for name, queue in self._queues.items():
             rule = self._rule_or_none(name)
             while queue and (rule is None or self._may_start(rule, now)):

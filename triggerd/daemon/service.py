@@ -130,6 +130,7 @@ class Daemon:
         # Set at shutdown: runs the executor stops while closing are not recorded as
         # stopped, so they stay unfinished in the outbox and run again at the next start.
         self._detached = False
+        self._executor_retry: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # set whenever no run is active (for draining)
         self._incoming: collections.deque[FileEvent] = collections.deque()  # watchdog -> loop
         self._incoming_lock = threading.Lock()
@@ -152,8 +153,13 @@ class Daemon:
         self.eventlog.start()
         self.add_sink(self.eventlog.record)
         self._executor = make_executor(self.settings, on_event=self._from_executor)
-        self._executor.start()
         self.dispatcher = Dispatcher(self.state, rules, submit=self._submit, notify=self.notify)
+        try:
+            self._executor.start()
+        except BackendUnavailable as exc:  # Redis not up yet (boot order): wait for it, take triggers
+            self.dispatcher.holding = str(exc)
+            self.notify("executor.waiting", f"the executor waits for its backend; runs wait in the outbox: {exc}", level="warning")
+            self._executor_retry = self._loop.create_task(self._start_executor_later())
         self._source = FileSource(watches_for(rules), self._from_source, on_health=self._on_health)
         self._source.start()
         self.pv = PvTriggers(self._loop, self.dispatcher, self.state, notify=self.notify, queued=self._arm_tick)
@@ -177,6 +183,25 @@ class Daemon:
                 heartbeat.cancel()
         return 0
 
+    async def _start_executor_later(self) -> None:
+        """Try the executor again (1 s, 2 s, ... up to 30 s apart) until it starts; then the
+        runs queued meanwhile go out."""
+        assert self._executor is not None and self.dispatcher is not None
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.to_thread(self._executor.start)
+            except BackendUnavailable as exc:
+                self.dispatcher.holding = str(exc)
+                delay = min(delay * 2, 30.0)
+                continue
+            self.dispatcher.holding = None
+            self.notify("executor.ready", "the executor reached its backend: queued runs go out")
+            self.dispatcher.pump(time.time())
+            self._arm_tick()
+            return
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -196,6 +221,8 @@ class Daemon:
                 await asyncio.wait_for(self._idle.wait(), self.settings.daemon.drain_timeout)
             except TimeoutError:
                 pass
+        if self._executor_retry is not None:
+            self._executor_retry.cancel()
         unfinished = self.dispatcher.active_run_ids()
         self._detached = True
         self.notify("daemon.stopped", f"triggerd stopped; {len(unfinished)} unfinished runs will run again at the next start", data={"unfinished": unfinished})
@@ -225,9 +252,10 @@ class Daemon:
         if d is None:
             return "starting"
         counts = self.state.counts()
+        waiting = "; executor waiting for its backend" if d.holding else ""
         return (
             f"{len(d.rules.rules)} rules, {d.running()} running, {d.queued()} queued, "
-            f"{counts.get('failed', 0)} failed"
+            f"{counts.get('failed', 0)} failed{waiting}"
         )
 
     # -- reload ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
         "config": daemon.settings.source,
         "state_dir": str(daemon.settings.paths.state_dir),
         "executor": daemon.settings.executor.kind,
+        "executor_waiting": d.holding,
         "reloads": daemon.reloads,
         "draining": d.draining,
         "summary": daemon.summary(),
