@@ -146,20 +146,10 @@ class DaemonProc:
         return code, time.monotonic() - t0
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        conn = sqlite3.connect(f"file:{self.state_db}?mode=ro", uri=True, timeout=30)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
+        return query_state(self.state_db, sql, args)
 
     def markers(self) -> list[tuple[float, str]]:
-        """(task start time, path) of every run's marker."""
-        found = []
-        for entry in os.scandir(self.out):
-            with contextlib.suppress(OSError, ValueError):
-                started, _, path = Path(entry.path).read_text(encoding="utf-8", errors="surrogateescape").partition("\t")
-                found.append((float(started), path))
-        return found
+        return read_markers(self.out)
 
     def log_events(self) -> list[dict[str, Any]]:
         events = []
@@ -208,6 +198,25 @@ def log_time(event: dict[str, Any]) -> float:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def query_state(state_db: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    """A read-only query of a daemon's state file (it may be running)."""
+    conn = sqlite3.connect(f"file:{state_db}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def read_markers(out: Path) -> list[tuple[float, str]]:
+    """(task start time, path) of every run's ``bench_touch`` marker in ``out``."""
+    found = []
+    for entry in os.scandir(out):
+        with contextlib.suppress(OSError, ValueError):
+            started, _, path = Path(entry.path).read_text(encoding="utf-8", errors="surrogateescape").partition("\t")
+            found.append((float(started), path))
+    return found
 
 
 def stop_daemon(proc: subprocess.Popen | None, profile: Path | None) -> None:

@@ -109,7 +109,6 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
@@ -127,7 +126,9 @@ from file_triggers import (  # noqa: E402
     _rss_kb,
     loadavg,
     pct,
+    query_state,
     quiet,
+    read_markers,
     scratch,
     stop_daemon,
     wait_for,
@@ -458,20 +459,10 @@ class PvDaemon:
         self.proc = None
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        conn = sqlite3.connect(f"file:{self.state_db}?mode=ro", uri=True, timeout=30)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
+        return query_state(self.state_db, sql, args)
 
     def markers(self) -> list[tuple[float, str]]:
-        """(task start time, path) of every run's marker."""
-        found = []
-        for entry in os.scandir(self.out):
-            with contextlib.suppress(OSError, ValueError):
-                started, _, path = Path(entry.path).read_text().partition("\t")
-                found.append((float(started), path))
-        return found
+        return read_markers(self.out)
 
     def count_markers(self) -> int:
         return sum(1 for _ in os.scandir(self.out))
