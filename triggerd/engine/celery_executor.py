@@ -39,6 +39,7 @@ from .redis_channel import (
     RUN_WIDE,
     alive,
     connect,
+    connect_once,
     decode_outcome,
     inbox_key,
     mark_stopped,
@@ -118,16 +119,18 @@ class CeleryExecutor(Executor):
         self._closing.set()
         self._calls.put(None)
         assert self._redis is not None
+        last_word = connect_once(self._settings.broker_url)  # Redis may be down: no retries now
         try:
-            push(self._redis, self._inbox_key, {"type": "wake"})  # ends the BLPOP at once
+            push(last_word, self._inbox_key, {"type": "wake"})  # ends the BLPOP at once
         except redis.RedisError:
             pass  # the listener notices the closing flag within _BLPOP_TIMEOUT
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
         try:
-            self._redis.delete(self._inbox_key, self._presence_key)
+            last_word.delete(self._inbox_key, self._presence_key)
         except redis.RedisError:
             pass
+        last_word.close()
         self._redis.close()
         self._app.close()
         self._threads = []

@@ -30,7 +30,7 @@ from dataclasses import asdict
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from triggerd.eventlog.schema import LogEvent
@@ -145,6 +145,12 @@ def connect(url: str) -> redis.Redis:
         retry=retry,
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+
+
+def connect_once(url: str, timeout: float = 1.0) -> redis.Redis:
+    """A client for a last word (a wake-up, a clean-up at shutdown): one attempt, short
+    timeouts, so a Redis that is down costs ``timeout``, not :func:`connect`'s retries."""
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
 
 
 def b64(blob: bytes | None) -> str | None:
