@@ -151,3 +151,27 @@ def test_check_reports_a_rule_naming_an_unknown_workflow_with_file_and_key(site)
     assert done.returncode == 1
     assert str(rule_file) in done.stdout
     assert "no_such_flow" in done.stdout and "complete" in done.stdout and "line" in done.stdout
+
+
+def test_run_on_celery_without_a_worker_says_so_after_ten_seconds(site, redis_server):
+    """`triggerctl run` on Celery with no worker consuming the queue: after 10 s it says what
+    is missing and how to start a worker, and keeps waiting (Ctrl-C leaves)."""
+    broker = redis_server.url.rsplit("/", 1)[0] + "/7"  # a database no worker of the session reads
+    config = site / "triggerd.toml"
+    text = config.read_text().replace("[executor]\n", '[executor]\nkind = "celery"\n')
+    config.write_text(text + f'[celery]\nbroker_url = "{broker}"\n')
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
+    proc = subprocess.Popen([str(BIN / "triggerctl"), "run", "simple"], cwd=site, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # blocks until the hint (pytest's timeout ends a run without one)
+            seen.append(line)
+            if "no worker has started a task" in line:
+                break
+        assert "no worker has started a task after 10 s" in seen[-1] and "triggerd worker -Q task" in seen[-1], seen
+        assert proc.poll() is None  # still waiting for a worker
+    finally:
+        proc.send_signal(2)
+        proc.communicate(timeout=30)
