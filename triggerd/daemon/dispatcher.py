@@ -149,11 +149,17 @@ class Dispatcher:
             return None
         return self._fire(rule, [event], dict(match.params), now)
 
-    def _skip_reason(self, rule: Rule, event: FileEvent) -> str | None:
+    def _closed(self, rule: Rule) -> str | None:
+        """Why ``rule`` takes no trigger now (draining, paused), or None."""
         if self.draining:
             return "draining: no new triggers are taken"
         if rule.name in self.paused:
             return "rule is paused"
+        return None
+
+    def _skip_reason(self, rule: Rule, event: FileEvent) -> str | None:
+        if reason := self._closed(rule):
+            return reason
         if self._state.dispatched(rule.name, event.identity):
             return "this version of the file was already dispatched"
         return None
@@ -217,19 +223,14 @@ class Dispatcher:
             rule = self._rules.by_name(event.rule)
         except KeyError:
             return None  # removed by a reload while the event was on its way
-        if self.draining or rule.name in self.paused:
-            reason = "draining: no new triggers are taken" if self.draining else "rule is paused"
+        if reason := self._closed(rule):
             self._notify("trigger.skipped", f"{rule.name}: {event.pv} = {event.value!r}: {reason}", rule=rule.name, data={"reason": reason}, source=event.to_dict())
             return None
         try:
             return rule.render_pv(event)
-        except TriggerFailed as exc:
-            self.failed(rule, event, str(exc))
+        except TriggerFailed as exc:  # a snapshot PV without value or default, a format
+            self._notify("trigger.failed", f"{rule.name}: {event.pv} = {event.value!r}: {exc}", level="error", rule=rule.name, workflow=rule.workflow, data={"reason": str(exc)}, source=event.to_dict())
             return None
-
-    def failed(self, rule: Rule, event: PvEvent, reason: str, data: dict[str, Any] | None = None) -> None:
-        """A PV trigger that cannot start its run (its snapshot or parameters)."""
-        self._notify("trigger.failed", f"{rule.name}: {event.pv} = {event.value!r}: {reason}", level="error", rule=rule.name, workflow=rule.workflow, data={"reason": reason, **(data or {})}, source=event.to_dict())
 
     def fire_pv(self, match: PvMatch, now: float) -> str | None:
         """Queue the run of a PV match; with ``wait_for_file`` it is written to the outbox
