@@ -25,7 +25,6 @@ from triggerd.sources.pv_conditions import Condition
 
 from ._render import (
     FILE_PLACEHOLDERS,
-    PV_PLACEHOLDERS,
     Template,
     batch_values,
     file_values,
@@ -53,7 +52,6 @@ __all__ = [
 ]
 
 PLACEHOLDERS: tuple[str, ...] = tuple(FILE_PLACEHOLDERS)
-PV_RULE_PLACEHOLDERS: tuple[str, ...] = tuple(PV_PLACEHOLDERS)
 
 
 class TriggerFailed(ValueError):

@@ -30,10 +30,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from triggerd.eventlog.schema import LogEvent
+from triggerd.eventlog.schema import LogEvent, format_time
 from triggerd.log import get_logger
-
-from ._render import iso_epoch
 
 if TYPE_CHECKING:
     from .service import Daemon
@@ -168,7 +166,7 @@ class StatusPvs:
         """A sink of the daemon's events (on the loop): a trigger updates LAST_* at once."""
         if event.kind != "trigger.fired" or self._server is None:
             return
-        at = iso_epoch(event.time.timestamp()) or ""
+        at = format_time(event.time)
         rule = (event.rule or "(manual)")[:_STRING_MAX]
         task = asyncio.get_running_loop().create_task(self._post_trigger(at[:_STRING_MAX], rule))
         self._pending.add(task)
