@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -97,7 +98,7 @@ def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None 
             column.min_width = max([len(columns[index]), *(len(row[index]) for row in cells)])
     for row in cells:
         table.add_row(*row)
-    Console(width=max(80, click.get_terminal_size()[0]) if sys.stdout.isatty() else 100).print(table)
+    Console(width=max(80, shutil.get_terminal_size().columns) if sys.stdout.isatty() else 100).print(table)
 
 
 def ago(timestamp: float | None) -> str:
