@@ -57,9 +57,11 @@ def _wait_until(check: Any, timeout: float, what: str, log: Path | None = None) 
 
 
 class RedisServer:
-    """redis-server on 127.0.0.1 only, nothing saved to disk."""
+    """redis-server on 127.0.0.1 only; nothing saved to disk unless ``appendonly`` (then
+    every write is in its append-only file before it is answered, and :meth:`stop` and
+    :meth:`start` take it away and bring it back with its data, as a service restart)."""
 
-    def __init__(self, workdir: Path, port: int | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, *, appendonly: bool = False):
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(
@@ -73,15 +75,21 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = workdir / "redis.log"
         self.client = redis.Redis(port=self.port)
+        self._persistence = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
         self._start()
 
     def _start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", *self._persistence,
              "--daemonize", "no", "--logfile", str(self.log), "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )  # fmt: skip
         _wait_until(self._up, 10, "redis-server did not accept connections", self.log)
+
+    def start(self) -> None:
+        """Start it again (after :meth:`stop`) on the same port and directory."""
+        if self.process.poll() is not None:
+            self._start()
 
     def restart(self, down: float = 0.0) -> None:
         """Kill it (SIGKILL: no persistence, everything in it is lost), stay down

@@ -101,6 +101,9 @@ class ExecutorSettings(_Section):
     start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
     stop_grace: Annotated[float, Field(ge=0)] = 10.0
     """Seconds a stopped run's tasks may go on before their processes are terminated."""
+    give_up_after: Annotated[float, Field(gt=0)] = 43_200.0
+    """Seconds a run waits for an unreachable service (the broker, the data store) before
+    it fails. An outage shorter than this (12 h by default) delays runs, never fails them."""
 
 
 class CelerySettings(_Section):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -85,20 +84,18 @@ def test_a_task_that_is_not_idempotent_fails_instead_of_running_twice(faulty, ex
     assert "lost mid-task" in failure["error"] and "idempotent=False" in failure["error"]
 
 
-def test_redis_restarted_mid_run_fails_the_run_cleanly_then_work_resumes(faulty, executor, collector, tmp_path):
-    """Redis killed and restarted (no persistence) while a task runs: the run fails
-    within seconds with an error naming the cause, never hangs; workers and the runner
-    reconnect by themselves and the next run succeeds."""
+def test_redis_restarted_empty_mid_run_loses_nothing_and_runs_nothing_twice(faulty, executor, collector, tmp_path):
+    """Redis killed and restarted without its data while a task runs: the running task's
+    worker reports to the new Redis, its successor is sent there, the run succeeds and
+    the task ran once; a run submitted right after succeeds too."""
     out = tmp_path / "attempts"
     handle = executor.submit("slow_idempotent", {"out": str(out), "hold": 2.0})
     wait_for(lambda: len(attempts(out)) == 1, 20, "the task to start")
-    t0 = time.monotonic()
     faulty.redis.restart(down=1.0)
-    result = handle.wait(30)
-    assert result.status == "failed"
-    assert time.monotonic() - t0 < 15
-    (failure,) = result.failures
-    assert "Redis restarted without its data" in failure["error"]
+    result = handle.wait(60)
+    assert result.status == "succeeded", result.error
+    assert result.tasks["d:1"] == {"slow": "succeeded", "after": "succeeded"}
+    assert len(attempts(out)) == 1
     again = executor.submit("slow_idempotent", {"out": str(tmp_path / "again"), "hold": 0.0})
     assert again.wait(60).status == "succeeded"
 

@@ -77,7 +77,8 @@ class _Group:
 
 
 class Dispatcher:
-    def __init__(self, state: StateDB, rules: RuleSet, *, submit: Callable[[RunRow], None], notify: Notify):
+    def __init__(self, state: StateDB, rules: RuleSet, *, submit: Callable[[RunRow], None], notify: Notify,
+                 resuming: Collection[str] = ()):  # fmt: skip
         self._state = state
         self._rules = rules
         self._submit = submit
@@ -89,7 +90,10 @@ class Dispatcher:
         # The outbox in memory, per rule (None: manual runs): a rule at its concurrency
         # limit never holds up the runs of another. Loaded from the state file at start.
         self._queues: dict[str | None, deque[RunRow]] = defaultdict(deque)
-        for row in state.queued():
+        # Runs that were running when the daemon stopped go first and past the limits:
+        # they held their slots already, and their tasks may still be running on workers.
+        self._resuming = set(resuming)
+        for row in sorted(state.queued(), key=lambda row: row.run_id not in self._resuming):
             self._queues[row.rule].append(row)
         self._disabled = {r.name for r in rules.rules if not r.enabled}  # enabled = false in its file
         self.paused: set[str] = set(self._disabled)
@@ -304,8 +308,9 @@ class Dispatcher:
             return
         for name, queue in self._queues.items():
             rule = self._rule_or_none(name)
-            while queue and (rule is None or self._may_start(rule, now)):
+            while queue and (rule is None or queue[0].run_id in self._resuming or self._may_start(rule, now)):
                 row = queue.popleft()
+                self._resuming.discard(row.run_id)
                 self._active_runs[row.run_id] = row.rule
                 if row.rule:
                     self._active[row.rule] += 1

@@ -47,7 +47,7 @@ class DaemonEventLog:
         self._loop = loop
         self.store = event_store_for(settings)
         state = settings.paths.state_dir
-        self.writer = EventWriter(self.store, spool=Spool(state / "events-spool.jsonl"))
+        self.writer = EventWriter(self.store, spool=Spool(state / "events-spool.jsonl"), pending=state / "events-pending.jsonl")
         self.writer.listeners.append(self._stored)
         self.forwarder: StreamForwarder | None = None
         self._forwarder_stop = threading.Event()

@@ -25,6 +25,7 @@ from typing import Any
 from triggerd.config import Settings, load_settings
 from triggerd.engine.base import Executor
 from triggerd.engine.embedded import make_executor
+from triggerd.engine.journal import Journal
 from triggerd.errors import BackendUnavailable, TriggerdError
 from triggerd.eventlog.schema import LogEvent
 from triggerd.flow.workflow import find_workflow_file
@@ -112,6 +113,8 @@ class Daemon:
         self.notifier = notifier or SystemdNotifier()
         self.started = time.time()
         self.state = StateDB(settings.state_db_path)
+        # Every event of every run, so a run resumes where it was after a crash.
+        self.journal = Journal(settings.paths.state_dir / "journal.sqlite")
         self.recent: collections.deque[LogEvent] = collections.deque(maxlen=2000)
         self.observed: collections.OrderedDict[str, list[dict[str, Any]]] = collections.OrderedDict()
         self.health: dict[str, dict[str, Any]] = {}
@@ -148,12 +151,16 @@ class Daemon:
     async def _run(self, rules: RuleSet) -> int:
         assert self._loop is not None
         self.state.open()
-        requeued = self.state.requeue_unfinished()
+        requeued = self.state.requeue_unfinished_ids()
+        self.journal.open()
+        finished = set(self.journal.runs()) - self.state.unfinished(self.journal.runs())
+        for run_id in finished:  # ended, and the daemon died before their journal went
+            self.journal.forget(run_id)
         self.eventlog = DaemonEventLog(self.settings, self._loop)
         self.eventlog.start()
         self.add_sink(self.eventlog.record)
-        self._executor = make_executor(self.settings, on_event=self._from_executor)
-        self.dispatcher = Dispatcher(self.state, rules, submit=self._submit, notify=self.notify)
+        self._executor = make_executor(self.settings, on_event=self._from_executor, journal=self.journal)
+        self.dispatcher = Dispatcher(self.state, rules, submit=self._submit, notify=self.notify, resuming=requeued)
         try:
             self._executor.start()
         except BackendUnavailable as exc:  # Redis not up yet (boot order): wait for it, take triggers
@@ -170,7 +177,7 @@ class Daemon:
         await self._start_status_pvs()
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop), (signal.SIGHUP, self.request_reload)):
             self._loop.add_signal_handler(sig, handler)
-        self.notify("daemon.started", f"triggerd started: {len(rules.rules)} rules, {requeued} runs resumed from the outbox", data={"pid": os.getpid(), "config": self.settings.source})
+        self.notify("daemon.started", f"triggerd started: {len(rules.rules)} rules, {len(requeued)} runs resume where they were", data={"pid": os.getpid(), "config": self.settings.source})
         self._catch_up(rules, first=True)
         self.dispatcher.pump(time.time())
         self.notifier.ready(self.summary())
@@ -225,8 +232,9 @@ class Daemon:
             self._executor_retry.cancel()
         unfinished = self.dispatcher.active_run_ids()
         self._detached = True
-        self.notify("daemon.stopped", f"triggerd stopped; {len(unfinished)} unfinished runs will run again at the next start", data={"unfinished": unfinished})
+        self.notify("daemon.stopped", f"triggerd stopped; {len(unfinished)} unfinished runs resume at the next start", data={"unfinished": unfinished})
         self._executor.close(timeout=5)
+        self.journal.close()
         if self.status_pvs is not None:
             await self.status_pvs.stop()
         await server.stop()
@@ -456,7 +464,7 @@ class Daemon:
     def _submit(self, row: Any) -> None:
         assert self._executor is not None and self._loop is not None and self.dispatcher is not None
         try:
-            self._executor.submit(row.workflow, row.params, run_id=row.run_id, rule=row.rule)
+            self._executor.submit(row.workflow, row.params, run_id=row.run_id, rule=row.rule, attempt=row.attempts + 1)
         except TriggerdError as exc:
             self.state.set_state(row.run_id, "rejected", error=str(exc))
             self.notify("run.rejected", f"run {row.run_id} of {row.workflow} refused: {exc}", level="error", run=row.run_id, workflow=row.workflow, rule=row.rule)
@@ -476,12 +484,24 @@ class Daemon:
         if event.kind == "run.started":
             self.state.set_state(event.run, "running")
         elif event.kind in ("run.succeeded", "run.failed", "run.aborted", "run.stopped"):
-            self.state.set_state(event.run, event.kind.split(".")[1], error=event.data.get("error"))
-            assert self.dispatcher is not None
-            self.dispatcher.finished(event.run, time.time())
-            if not self.dispatcher.running():
-                self._idle.set()
-            self._arm_tick()
+            self._record_end(event.run, event.kind.split(".")[1], event.data.get("error"), notify=False)
+
+    def _record_end(self, run_id: str, state: str, error: str | None, *, notify: bool = True) -> None:
+        """A run has ended: its state, its slot freed for the next queued run."""
+        assert self.dispatcher is not None
+        row = self.state.run(run_id)
+        if row is None or row.state not in ("queued", "submitted", "running"):
+            return  # ended already (an operator's stop crossing the run's own end)
+        self.state.set_state(run_id, state, error=error)
+        if self._executor is not None:
+            self._executor.forget(run_id)  # its end is in the outbox now: the journal may go
+        if notify:
+            self.notify(f"run.{state}", f"run {run_id} {state}: {error}", level="warning", run=run_id,
+                        workflow=row.workflow, rule=row.rule, data={"error": error})  # fmt: skip
+        self.dispatcher.finished(run_id, time.time())
+        if not self.dispatcher.running():
+            self._idle.set()
+        self._arm_tick()
 
     def validate_start(self, workflow: str, params: dict[str, Any]) -> None:
         """Refuse an unknown workflow or bad parameters before anything is queued."""
@@ -513,7 +533,13 @@ class Daemon:
             return {"ok": True, "state": "stopped"}
         if row.state not in ("submitted", "running"):
             return {"ok": False, "error": f"run {run_id} already ended ({row.state})"}
-        assert self._executor is not None
+        assert self._executor is not None and self.dispatcher is not None
+        if run_id not in self.dispatcher.active_run_ids():
+            # Marked running, yet never handed to the executor (a daemon bug, or a state
+            # file edited by hand): nothing would ever end it but this. A run the executor
+            # has but lost track of is ended by the executor itself (run.stopped).
+            self._record_end(run_id, "stopped", "stopped by an operator; no task of it was running")
+            return {"ok": True, "state": "stopped"}
         self._executor.stop_run(run_id, "stopped by an operator")
         return {"ok": True, "state": "stopping"}
 

@@ -217,11 +217,27 @@ class StateDB:
             ).rowcount == 1
 
     def requeue_unfinished(self) -> int:
-        """At start-up: runs submitted or running when the daemon died go back to the queue."""
+        """At start-up: runs submitted or running when the daemon died go back to the queue
+        (they resume from their journal when they are handed out again)."""
+        return len(self.requeue_unfinished_ids())
+
+    def requeue_unfinished_ids(self) -> list[str]:
+        """:meth:`requeue_unfinished`, saying which runs."""
         with self._tx() as conn:
-            return conn.execute(
-                "UPDATE runs SET state = 'queued', started_at = NULL WHERE state IN ('submitted', 'running')"
-            ).rowcount
+            ids = [row[0] for row in conn.execute("SELECT run_id FROM runs WHERE state IN ('submitted', 'running') ORDER BY seq")]
+            conn.execute("UPDATE runs SET state = 'queued' WHERE state IN ('submitted', 'running')")
+            return ids
+
+    def unfinished(self, run_ids: Iterable[str]) -> set[str]:
+        """Which of ``run_ids`` have not ended (still in the outbox, or running)."""
+        wanted = list(run_ids)
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self._query(f"SELECT run_id FROM runs WHERE run_id IN ({','.join('?' * len(chunk))})"
+                               " AND state IN ('waiting', 'queued', 'submitted', 'running')", chunk)  # fmt: skip
+            found.update(row[0] for row in rows)
+        return found
 
     # -- queries ----------------------------------------------------------------------------
 

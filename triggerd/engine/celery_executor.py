@@ -9,6 +9,16 @@ Two threads: one blocks on ``BLPOP`` of the inbox and hands each message to the 
 the executor thread, which alone owns the runs and turns their cranks. Neither sleeps
 in a polling loop; a completion reaches the runner one Redis round trip after the task
 ended.
+
+An unreachable broker is a wait: a job that cannot be sent stays queued here and goes
+out when Redis answers again (the listener sees that within a second); only a broker
+gone for ``give_up_after`` seconds fails the tasks still waiting to be sent.
+
+With a journal (the daemon's), the executor keeps its identity across restarts: its
+workers report to the same inbox while it is down, a message moves from the inbox to a
+processing list and leaves it only once it is journaled, and a resumed run takes back
+the jobs its workers still have (:meth:`CeleryExecutor._adopt`). Closing then leaves
+the runs to their workers instead of stopping them.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +38,15 @@ from kombu.exceptions import OperationalError
 
 from triggerd.config import CelerySettings, mask_url_password
 from triggerd.errors import BackendUnavailable, InternalError
+from triggerd.health import Dependency, Reading
 from triggerd.log import get_logger
 
 from . import runner as r
 from .base import ActiveRun, EventSink, Executor, RunHandle, RunResult
 from .celery_worker import TASK_NAME, celery_app, job_message, restore_interval
-from .job import TaskOutcome
+from .journal import Journal, Sent
 from .redis_channel import (
+    HEARTBEAT_PERIOD,
     HEARTBEAT_TTL,
     KEY_TTL,
     RUN_WIDE,
@@ -41,9 +54,11 @@ from .redis_channel import (
     connect,
     connect_once,
     decode_outcome,
+    delivery_state,
     inbox_key,
     mark_stopped,
     presence_key,
+    processing_key,
     push,
     unb64,
 )
@@ -53,6 +68,27 @@ __all__ = ["CeleryExecutor", "RunHandle", "RunResult"]
 _log = get_logger(__name__)
 _Key = tuple[str, str, str]  # run id, DAG running name, task
 _BLPOP_TIMEOUT = 5.0  # only bounds how long a lost Redis connection goes unnoticed
+_SEND_RETRY = 1.0  # seconds between two attempts to send while the broker is unreachable
+_PARK_FOR = 600.0  # seconds a message for a run not (yet) resumed waits for it
+
+
+@dataclass(eq=False)
+class _Sent:
+    """A job handed to Celery, until its completion arrives."""
+
+    task_id: str  # Celery's task id: the same for every delivery of the job
+    command: r.StartTask
+    started: bool = False  # a worker said it started it
+    silent_since: float | None = None  # started, and no heartbeat since (monotonic)
+
+
+@dataclass(eq=False)
+class _Message:
+    """A message from the inbox, as read (``raw``: to take it off the processing list)."""
+
+    raw: bytes
+    body: dict[str, Any]
+    parked_at: float | None = None
 
 
 class CeleryExecutor(Executor):
@@ -71,16 +107,22 @@ class CeleryExecutor(Executor):
         keep_data: bool = False,
         stop_grace: float | None = 10.0,
         on_event: EventSink | None = None,
+        give_up_after: float = 43_200.0,
+        journal: Journal | None = None,
     ):
-        super().__init__(workflows=workflows, store=store, keep_data=keep_data, stop_grace=stop_grace, on_event=on_event)
+        super().__init__(workflows=workflows, store=store, keep_data=keep_data, stop_grace=stop_grace, on_event=on_event,
+                         give_up_after=give_up_after, journal=journal)  # fmt: skip
         self._settings = celery
-        self._id = uuid.uuid4().hex
+        self._id = journal.identity() if journal is not None else uuid.uuid4().hex
         self._inbox_key = inbox_key(self._id)
+        self._processing_key = processing_key(self._id)
         self._presence_key = presence_key(self._id)
+        self._acks: list[bytes] = []  # messages acted on: off the processing list next
+        self._parked: dict[str, list[_Message]] = {}  # run id -> its messages, until it resumes
+        self._resumable: set[str] = set()  # runs with a journal, not resumed yet
+        self._preset: dict[_Key, str] = {}  # a job's Celery task id, chosen (and journaled) before it is sent
         self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._running: dict[_Key, str] = {}  # job -> Celery task id
-        self._started: set[_Key] = set()  # jobs a worker said it started
-        self._silent: dict[_Key, float] = {}  # started jobs without a heartbeat: since when
+        self._running: dict[_Key, _Sent] = {}  # jobs sent, not yet done
         # A lost worker's job comes back within the visibility timeout plus a sweep; a job
         # silent for longer than that will not come back: it has failed.
         self._lost_after = celery.visibility_timeout + restore_interval(celery.visibility_timeout) + HEARTBEAT_TTL + 5.0
@@ -89,6 +131,9 @@ class CeleryExecutor(Executor):
         self._closing = threading.Event()
         self._app: Any = None
         self._redis: redis.Redis | None = None
+        self.broker = Dependency("broker", mask_url_password(celery.broker_url))
+        self._unsendable_since: float | None = None  # the first failed send of this outage
+        self._next_send = 0.0  # no send before this (monotonic), while sends fail
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -96,13 +141,18 @@ class CeleryExecutor(Executor):
         """Connect to Redis (failing here if it is down) and start both threads."""
         self._app = celery_app(self._settings, name=f"triggerd-runner-{self._id[:8]}")
         self._redis = connect(self._settings.broker_url)
+        if self._journal is not None:
+            self._resumable = set(self._journal.runs())
         try:
             self._redis.set(self._presence_key, "1", ex=KEY_TTL)
         except redis.RedisError as exc:
+            self.broker.down(str(exc))
             raise BackendUnavailable(
                 f"cannot reach Redis at {mask_url_password(self._settings.broker_url)} ({exc}): "
                 "start it, or set celery.broker_url (or executor.kind = \"local\")"
             ) from exc
+        self.broker.up()
+        self._start_keeper()
         self._threads = [
             threading.Thread(target=self._loop, name="triggerd-celery-executor", daemon=True),
             threading.Thread(target=self._listen, name="triggerd-celery-inbox", daemon=True),
@@ -111,29 +161,43 @@ class CeleryExecutor(Executor):
             thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop every run still going, then both threads; waits up to ``timeout`` seconds."""
+        """Stop every run still going (without a journal; with one, the runs are left to
+        their workers and resume at the next start), then both threads; waits up to
+        ``timeout`` seconds."""
         if not self._threads:
             return
         deadline = time.monotonic() + timeout
-        self._stop_all(deadline)
+        if self._journal is None:
+            self._stop_all(deadline)
+        else:
+            self._journaling = False
+        for timer in self._timers:
+            timer.cancel()
         self._closing.set()
         self._calls.put(None)
         assert self._redis is not None
         last_word = connect_once(self._settings.broker_url)  # Redis may be down: no retries now
         try:
-            push(last_word, self._inbox_key, {"type": "wake"})  # ends the BLPOP at once
+            push(last_word, self._inbox_key, {"type": "wake"})  # ends the wait at once
         except redis.RedisError:
             pass  # the listener notices the closing flag within _BLPOP_TIMEOUT
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
         try:
-            last_word.delete(self._inbox_key, self._presence_key)
+            if self._journal is None:
+                last_word.delete(self._inbox_key, self._processing_key, self._presence_key)
+            else:
+                self._ack(last_word)
         except redis.RedisError:
             pass
         last_word.close()
         self._redis.close()
         self._app.close()
         self._threads = []
+        self._close_keeper(max(0.1, deadline - time.monotonic()))
+
+    def dependencies(self) -> list[Reading]:
+        return [self.broker.reading, *super().dependencies()]
 
     # -- the two threads ------------------------------------------------------------------
 
@@ -148,40 +212,105 @@ class CeleryExecutor(Executor):
                 self._dispatch()
             except Exception:  # noqa: BLE001 - one bad message must not stop every run
                 _log.exception("celery executor: error while handling a message")
+            if self._acks and self._calls.empty():
+                self._ack(self._redis)
+
+    def _ack(self, client: Any) -> None:
+        """Take the messages acted on off the processing list (one round trip)."""
+        acks, self._acks = self._acks, []
+        try:
+            pipe = client.pipeline(transaction=False)
+            for raw in acks:
+                pipe.lrem(self._processing_key, 1, raw)
+            pipe.execute()
+        except redis.RedisError:
+            self._acks = acks + self._acks  # again next time; read twice after a crash is harmless
 
     def _listen(self) -> None:
-        """Block on the inbox; hand every message to the executor thread.
+        """Move messages from the inbox to the processing list, one at a time, and hand
+        each to the executor thread; first those a previous life of this executor left on
+        the processing list.
 
         Once a second at most (and whenever the inbox was quiet for ``_BLPOP_TIMEOUT``) it
         also renews this executor's presence key. Finding it gone means Redis restarted
         without its data (no persistence): queued jobs and unread completions are lost,
-        so the tasks still outstanding fail instead of being waited for forever.
+        and the executor sends again what had not started. Its round trips are also how
+        the broker's health is known.
         """
         assert self._redis is not None
         next_check = 0.0
+        left_over: list[bytes] | None = None
         while not self._closing.is_set():
             try:
+                if left_over is None:
+                    left_over = list(self._redis.lrange(self._processing_key, 0, -1))
+                    for raw in left_over:
+                        self._take(raw)
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + 1.0
                     if not self._redis.expire(self._presence_key, KEY_TTL):
                         self._redis.set(self._presence_key, "1", ex=KEY_TTL)
                         self._call(self._broker_lost)
+                    self._broker_answers()
                     self._call(self._check_workers)
-                popped = self._redis.blpop([self._inbox_key], timeout=_BLPOP_TIMEOUT)
+                raw = self._redis.blmove(self._inbox_key, self._processing_key, _BLPOP_TIMEOUT, "LEFT", "RIGHT")
             except redis.RedisError as exc:
-                _log.warning("celery executor: Redis unreachable, retrying", error=str(exc))
+                if self.broker.ok is not False:
+                    _log.warning("celery executor: Redis unreachable; runs wait for it", error=str(exc))
+                self.broker.down(f"{type(exc).__name__}: {exc}")
                 self._closing.wait(1.0)  # back-off before reconnecting, not a poll
                 continue
-            if popped is None:
-                continue
-            try:
-                message = json.loads(popped[1])
-            except ValueError:
-                _log.error("celery executor: a message on the inbox is not JSON", message=popped[1][:200])
-                continue
-            self._call(lambda m=message: self._on_message(m))
+            if raw is not None:
+                self._take(raw)
+
+    def _take(self, raw: bytes) -> None:
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            _log.error("celery executor: a message on the inbox is not a JSON object", message=raw[:200])
+            self._acks.append(raw)  # harmless: the executor thread takes it off with the next
+            return
+        message = _Message(raw, body)
+        self._call(lambda: self._on_raw(message))
+
+    def _broker_answers(self) -> None:
+        if self.broker.ok is False:
+            _log.info("celery executor: Redis answers again; waiting jobs go out")
+            self._next_send = 0.0
+        self.broker.up()
 
     # -- the executor thread ----------------------------------------------------------------
+
+    def _on_raw(self, message: _Message) -> None:
+        """A message from the inbox: acted on (and journaled), then acknowledged. One for a
+        run that has a journal and has not resumed yet is parked until it has (after a
+        restart the inbox is read before the outbox hands the runs back), for
+        :data:`_PARK_FOR` seconds at most."""
+        run_id = message.body.get("run_id")
+        if message.parked_at is None and run_id in self._resumable:
+            message.parked_at = time.monotonic()
+            self._parked.setdefault(run_id, []).append(message)
+            return
+        try:
+            self._on_message(message.body)
+        except (KeyError, TypeError, ValueError) as exc:
+            _log.error("celery executor: a malformed message on the inbox, dropped", error=f"{type(exc).__name__}: {exc}", message=message.raw[:200])
+        self._acks.append(message.raw)
+
+    def _unpark(self, run_id: str | None = None) -> None:
+        """Act on the parked messages of ``run_id`` (it has resumed), and on those parked
+        for longer than :data:`_PARK_FOR` (their run did not come back)."""
+        if run_id is not None:
+            for message in self._parked.pop(run_id, []):
+                self._on_raw(message)
+        now = time.monotonic()
+        for parked_run, messages in list(self._parked.items()):
+            if now - (messages[0].parked_at or now) > _PARK_FOR:
+                self._resumable.discard(parked_run)
+                for message in self._parked.pop(parked_run):
+                    self._on_raw(message)
 
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -189,10 +318,13 @@ class CeleryExecutor(Executor):
             return
         run_id, dag, task = message["run_id"], message["dag"], message.get("task", "")
         active = self._runs.get(run_id)
+        sent = self._running.get((run_id, dag, task))
+        if sent is not None and message.get("delivery") not in (None, sent.task_id):
+            sent = None  # a job of an earlier attempt of this task, not the one waited for
         if kind == "started":
-            if active is not None and (run_id, dag, task) in self._running:
-                self._started.add((run_id, dag, task))
-                self._silent.pop((run_id, dag, task), None)
+            if active is not None and sent is not None:
+                sent.started = True
+                sent.silent_since = None
                 worker = message["worker"]
                 if message.get("redelivered"):
                     text = f"{task} started again on {worker}: the worker that had it was lost mid-task"
@@ -200,7 +332,15 @@ class CeleryExecutor(Executor):
                 else:
                     self._emit(active, "task.started", f"{task} started on {worker}", dag=dag, task=task, data={"worker": worker})
         elif kind == "done":
-            self._task_done(run_id, dag, task, decode_outcome(message["outcome"]))
+            if active is None:
+                return  # a late completion of a run that has ended (e.g. a redelivery)
+            if sent is None:
+                # A job Celery delivered twice, one given up on after the stop grace, or one
+                # of an earlier attempt.
+                self._emit(active, "run.ignored", f"late or duplicate completion of {dag}/{task}", level="warning")
+                return
+            del self._running[(run_id, dag, task)]
+            self._outcome(active, dag, task, decode_outcome(message["outcome"]))
         elif kind == "signal":
             if active is None:  # the run has ended: answer now rather than let it time out
                 error = {"error": f"run {run_id} has ended", "error_type": "RequestFailed"}
@@ -214,87 +354,169 @@ class CeleryExecutor(Executor):
         else:
             raise InternalError(f"unknown message on the executor's inbox: {kind!r}")
 
-    def _task_done(self, run_id: str, dag: str, task: str, outcome: TaskOutcome) -> None:
-        active = self._runs.get(run_id)
-        if active is None:
-            return  # a late completion of a run that has ended (e.g. a redelivery)
-        if self._running.pop((run_id, dag, task), None) is None:
-            # A job Celery delivered twice, or one given up on after the stop grace.
-            self._emit(active, "run.ignored", f"late or duplicate completion of {dag}/{task}", level="warning")
-            return
-        self._outcome(active, dag, task, outcome)
-
     def _check_workers(self) -> None:
-        """Fail started jobs whose worker has gone silent for longer than a redelivery takes."""
-        self._started &= self._running.keys()
-        for key in [k for k in self._silent if k not in self._started]:
-            del self._silent[key]
-        keys = list(self._started)
+        """Fail started jobs whose worker has gone silent for longer than a redelivery takes;
+        act on parked messages whose time is up."""
+        if self._parked:
+            self._unpark()
+        started = [(key, sent) for key, sent in self._running.items() if sent.started]
         try:
-            flags = alive(self._redis, [self._running[k] for k in keys])  # type: ignore[arg-type]
+            flags = alive(self._redis, [sent.task_id for _key, sent in started])  # type: ignore[arg-type]
         except redis.RedisError:
             return  # the listener reports the outage
         now = time.monotonic()
-        for key, running in zip(keys, flags, strict=True):
+        for (key, sent), running in zip(started, flags, strict=True):
             if running:
-                self._silent.pop(key, None)
-            elif now - self._silent.setdefault(key, now) > self._lost_after:
+                sent.silent_since = None
+                continue
+            if sent.silent_since is None:
+                sent.silent_since = now
+            if now - sent.silent_since > self._lost_after and self._running.get(key) is sent:
                 del self._running[key]
-                self._started.discard(key)
-                del self._silent[key]
                 active = self._runs.get(key[0])
                 if active is not None:
                     message = f"its worker was lost and the job was not delivered again within {self._lost_after:g} s"
                     self._lost_task(active, key[1], key[2], message)
 
     def _broker_lost(self) -> None:
-        """Redis came back empty: every job sent and not yet done may be gone."""
-        message = (
-            "Redis restarted without its data (no persistence) while the task was queued or "
-            "running: its job or its completion is lost (run Redis with appendonly yes to "
-            "keep queued work across a restart)"
-        )
-        lost = list(self._running)
-        _log.error("celery executor: Redis lost its data", outstanding_tasks=len(lost))
-        for key in lost:
-            del self._running[key]
-            active = self._runs.get(key[0])
-            if active is not None:
-                self._lost_task(active, key[1], key[2], message)
+        """Redis came back empty (no persistence): queued jobs and stop flags are gone.
+
+        Stop flags are set again at once. A job that had not started may be gone from its
+        queue, or running with its "started" message lost; the running ones show by their
+        heartbeat within two periods, so only after that are the others sent again."""
+        _log.error("celery executor: Redis restarted without its data; jobs that did not start are sent again")
+        for run_id, active in self._runs.items():
+            stopped = tuple(dag for dag in active.run.dags if active.run.is_stopped(dag))
+            if stopped:
+                self._redis_call(mark_stopped, run_id, active.attempts, stopped)
+        timer = threading.Timer(2 * HEARTBEAT_PERIOD + 0.5, lambda: self._call(self._send_unstarted_again))
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _send_unstarted_again(self) -> None:
+        waiting = [(key, sent) for key, sent in self._running.items() if not sent.started]
+        try:
+            flags = alive(self._redis, [sent.task_id for _key, sent in waiting])  # type: ignore[arg-type]
+        except redis.RedisError:
+            return  # down again: the next empty restart is noticed the same way
+        for (key, sent), running in zip(waiting, flags, strict=True):
+            if running:
+                sent.started = True  # it runs; its worker reports to the inbox when done
+            elif self._running.get(key) is sent:
+                del self._running[key]
+                self._jobs.appendleft((key[0], sent.command))
+                _log.warning("celery executor: job sent again after Redis lost it", run=key[0], dag=key[1], task=key[2])
 
     def _terminate(self, run_id: str) -> None:
         """The stop grace is over: revoke the run's jobs and count them as stopped."""
         for key in [k for k in self._running if k[0] == run_id]:
-            task_id = self._running.pop(key)
+            sent = self._running.pop(key)
             try:
-                self._app.control.revoke(task_id, terminate=True, signal="SIGKILL")
+                self._app.control.revoke(sent.task_id, terminate=True, signal="SIGKILL")
             except OperationalError as exc:
-                _log.warning("celery executor: cannot revoke", task_id=task_id, error=str(exc))
+                _log.warning("celery executor: cannot revoke", task_id=sent.task_id, error=str(exc))
             active = self._runs.get(run_id)
             if active is not None:
                 self._terminated_task(active, key[1], key[2])
 
-    def _dispatch(self) -> None:
-        """Send the queued jobs (Celery queues them; a stopped DAG's jobs end at once)."""
-        while (next_job := self._next_job()) is not None:
-            self._jobs.popleft()
-            self._send(*next_job)
+    def _in_flight(self, run_id: str) -> int:
+        queued = sum(1 for job_run, _ in self._jobs if job_run == run_id)
+        return queued + sum(1 for key in self._running if key[0] == run_id)
 
-    def _send(self, active: ActiveRun, command: r.StartTask) -> None:
+    def _dispatch(self) -> None:
+        """Send the queued jobs (Celery queues them; a stopped DAG's jobs end at once).
+
+        While the broker cannot be reached, jobs wait here; an attempt a second tells
+        when it is back. After ``give_up_after`` seconds of failed sends they fail."""
+        if time.monotonic() < self._next_send:
+            return
+        while (next_job := self._next_job()) is not None:
+            if not self._send(*next_job):
+                self._give_up_waiting_jobs()
+                return
+            self._jobs.popleft()
+        self._unsendable_since = None
+
+    def _send(self, active: ActiveRun, command: r.StartTask) -> bool:
+        """One attempt, without Celery's retries (they would hold this thread). The job's
+        task id is chosen and journaled first: a daemon killed just after sending knows
+        the job, and one killed just before sends it again under the same id (a worker
+        runs one delivery of an id, see ``claim``)."""
         run_id = active.run_id
-        task_id = uuid.uuid4().hex
-        self._running[(run_id, command.dag, command.task)] = task_id
+        key = (run_id, command.dag, command.task)
+        task_id = self._preset.get(key)
+        if task_id is None:
+            task_id = self._preset[key] = uuid.uuid4().hex
+            self._journal_append(active, Sent(command.dag, command.task, task_id, active.attempt))
         try:
             self._app.send_task(
                 TASK_NAME, args=[job_message(active.job(command), self._inbox_key)], task_id=task_id,
-                queue=command.queue, routing_key=command.queue,
+                queue=command.queue, routing_key=command.queue, retry=False,
                 # What Flower and worker logs show instead of a message full of base64.
                 shadow=f"{active.workflow.name}/{command.dag}/{command.task}",
                 argsrepr=repr({"run_id": run_id, "workflow": active.workflow.name, "dag": command.dag, "task": command.task}),
             )  # fmt: skip
         except OperationalError as exc:
-            del self._running[(run_id, command.dag, command.task)]
-            self._lost_task(active, command.dag, command.task, f"the Celery broker is unreachable ({exc}): the task was not sent")
+            now = time.monotonic()
+            if self._unsendable_since is None:
+                self._unsendable_since = now
+                _log.warning("celery executor: the broker is unreachable; jobs wait to be sent", error=str(exc))
+            self._next_send = now + _SEND_RETRY
+            self.broker.down(f"{type(exc).__name__}: {exc}")
+            return False
+        del self._preset[key]
+        self._running[key] = _Sent(task_id, command)
+        return True
+
+    def _adopt(self, active: ActiveRun, command: r.StartTask, sent: Sent | None) -> None:
+        """A task of a resumed run that was running: a worker that took its job still has
+        it (or has finished it, and its completion waits in the inbox), so it is waited
+        for; a job no worker took yet is sent again under its id (a copy of it still
+        queued is dropped by the worker that gets it second)."""
+        key = (active.run_id, command.dag, command.task)
+        if sent is None:
+            self._jobs.append((active.run_id, command))
+            return
+        active.attempts.add(sent.attempt)
+        try:
+            (state,) = delivery_state(self._redis, [sent.delivery])  # type: ignore[arg-type]
+        except redis.RedisError:
+            state = None
+        if state is None:
+            self._preset[key] = sent.delivery
+            self._jobs.append((active.run_id, command))
+        else:
+            self._running[key] = _Sent(sent.delivery, command, started=True)
+
+    def _signal_detail(self, request_id: str) -> dict[str, Any]:
+        return {"reply_to": self._requests.get(request_id)}
+
+    def _restore_signals(self, signals: Any) -> None:
+        for request_id, body in signals.items():
+            if body.get("reply_to"):
+                self._requests.setdefault(request_id, body["reply_to"])
+
+    def _prepared(self, active: ActiveRun, error: BaseException | None) -> None:
+        super()._prepared(active, error)
+        if active.run_id in self._resumable:
+            self._resumable.discard(active.run_id)
+            self._unpark(active.run_id)
+
+    def _give_up_waiting_jobs(self) -> None:
+        """The broker has been unreachable for ``give_up_after``: the waiting jobs fail."""
+        assert self._unsendable_since is not None
+        waited = time.monotonic() - self._unsendable_since
+        if waited < self._give_up_after:
+            return
+        message = (
+            f"the Celery broker ({self.broker.reading.target}) was unreachable for {waited:.0f} s "
+            f"(executor.give_up_after = {self._give_up_after:g}): the task was not sent"
+        )
+        while (next_job := self._next_job()) is not None:
+            self._jobs.popleft()
+            active, command = next_job
+            self._lost_task(active, command.dag, command.task, message)
 
     # -- the transport of the runner's commands -----------------------------------------------
 
@@ -304,13 +526,17 @@ class CeleryExecutor(Executor):
             self._redis_call(push, reply_to, payload)
 
     def _stop_tasks(self, run_id: str, dags: tuple[str, ...]) -> None:
-        self._redis_call(mark_stopped, run_id, dags)
+        active = self._runs.get(run_id)
+        self._redis_call(mark_stopped, run_id, active.attempts if active else (1,), dags)
 
     def _run_ended(self, run_id: str) -> None:
         # A job of this run that Celery delivers again later finds the run stopped.
-        self._redis_call(mark_stopped, run_id, (RUN_WIDE,))
+        active = self._runs.get(run_id)
+        self._redis_call(mark_stopped, run_id, active.attempts if active else (1,), (RUN_WIDE,))
         for key in [k for k in self._running if k[0] == run_id]:
             del self._running[key]
+        for key in [k for k in self._preset if k[0] == run_id]:
+            del self._preset[key]
 
     def _redis_call(self, fn: Callable[..., None], *args: Any) -> None:
         """A write to Redis that must not take the executor thread down when Redis is away;

@@ -20,21 +20,27 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
 
 from triggerd.config import CelerySettings, Settings
-from triggerd.errors import ConfigError
 from triggerd.log import get_logger
-from triggerd.store import DocumentMissing
 from triggerd.store.factory import store_spec
 
 from .capture import EventBatcher, let_task_records_through
 from .codec import Codec, PayloadRejected
-from .job import TaskJob, TaskOutcome, WorkflowCache, execute_task, worker_hostname
+from .job import (
+    TaskJob,
+    TaskOutcome,
+    WorkflowCache,
+    document_for,
+    execute_task,
+    outcome_without_document,
+    worker_hostname,
+)
 from .redis_channel import (
     EVENTS_MAXLEN,
     EventStream,
@@ -69,9 +75,11 @@ TASK_NAME = "triggerd.execute_task"
 # the queues tasks name themselves) carry jobs; a worker still consumes all three, so a
 # deployment written for Lightflow keeps working unchanged.
 DEFAULT_QUEUES = ("task", "dag", "workflow")
-MESSAGE_VERSION = 1
+MESSAGE_VERSION = 2  # 2: the job names the run's attempt (its stop flags)
 
 _log = get_logger(__name__)
+_T = TypeVar("_T")
+_KEY_WAIT_REMINDER = 30.0  # seconds between two log lines of a worker waiting for the key
 
 
 def celery_app(celery: CelerySettings, *, name: str = "triggerd") -> Celery:
@@ -128,7 +136,7 @@ def job_message(job: TaskJob, inbox: str) -> dict[str, Any]:
         "v": MESSAGE_VERSION, "run_id": job.run_id, "workflow": job.workflow,
         "content_hash": job.content_hash, "dag": job.dag, "blueprint": job.blueprint,
         "task": job.task, "queue": job.queue, "inputs": inputs,
-        "dag_data": b64(job.dag_data), "reply_to": inbox, "rule": job.rule,
+        "dag_data": b64(job.dag_data), "reply_to": inbox, "rule": job.rule, "attempt": job.attempt,
     }  # fmt: skip
 
 
@@ -147,7 +155,7 @@ def parse_job(message: Any) -> tuple[TaskJob, str]:
             str(message["run_id"]), str(message["workflow"]), str(message["content_hash"]),
             str(message["dag"]), str(message["blueprint"]), str(message["task"]),
             str(message["queue"]), inputs, unb64(message.get("dag_data")),
-            str(message["rule"]) if message.get("rule") is not None else None,
+            str(message["rule"]) if message.get("rule") is not None else None, int(message["attempt"]),
         )  # fmt: skip
         inbox = str(message["reply_to"])
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -180,7 +188,8 @@ class WorkerSide:
         with self._lock:
             if self._pid != os.getpid():
                 self._workflows = WorkflowCache(self._settings.paths.workflows, validate=False)
-                self._store = self._store_spec.open(self._codec)
+                # Not opened here: a store that is down is waited for by each task.
+                self._store = self._store_spec.create(self._codec)
                 self._redis = connect(self._settings.celery.broker_url)
                 self._heartbeats = Heartbeats(self._redis)
                 self._events = EventBatcher(EventStream(self._redis, maxlen=self._events_maxlen).append)
@@ -194,22 +203,25 @@ class WorkerSide:
         """Run one job and push its outcome to the runner; returns the outcome's name.
 
         ``delivery_id`` is Celery's task id, the same for every delivery of one job: a
-        second delivery means the worker that had it was lost mid-task.
+        second delivery means the worker that had it was lost mid-task. While Redis is
+        unreachable, the job's messages to the runner wait and are sent again (up to
+        ``executor.give_up_after``): an outage delays a completion, it does not lose it.
         """
         workflows, store, client, heartbeats, events = self._open()
         job, inbox = parse_job(message)
         channel = RedisChannel(
             client, run_id=job.run_id, dag=job.dag, inbox=inbox, codec=self._codec,
-            timeout=self._settings.celery.signal_timeout, task=job.task,
+            timeout=self._settings.celery.signal_timeout, task=job.task, attempt=job.attempt,
         )  # fmt: skip
         now = time.time()
-        status, stopped = claim(client, delivery_id, job.run_id, job.dag)
-        if status == "again" and (still_running(client, delivery_id) or delivery_done(client, delivery_id)):
+        status, stopped = self._until_sent("claiming the job", lambda: claim(client, delivery_id, job))
+        if status == "again" and self._until_sent("asking who runs the job", lambda: still_running(client, delivery_id) or delivery_done(client, delivery_id)):
             status = "done"  # another worker is at it, or finished while we watched
         if status == "done":
             # Celery gives a job out again once it is unacknowledged for
-            # celery.visibility_timeout, even while its worker is busy with it. Running
-            # it twice would be wrong; the worker that has it reports it.
+            # celery.visibility_timeout, even while its worker is busy with it, and when a
+            # worker's connection to Redis broke. Running it twice would be wrong; the
+            # worker that has it reports it.
             _log.warning(
                 "a job already finished or still running elsewhere was delivered again: "
                 "dropped (does the task run longer than celery.visibility_timeout?)",
@@ -226,26 +238,36 @@ class WorkerSide:
             )
             outcome = TaskOutcome("failed", message=message, started=now, ended=now)
         else:
-            start(client, inbox, job, hostname, delivery_id, redelivered=status == "again")
+            self._until_sent("telling the runner the task started", lambda: start(client, inbox, job, hostname, delivery_id, redelivered=status == "again"))
             with heartbeats.running(delivery_id):
                 outcome = self._run(job, workflows, store, channel, hostname, events)
-            events.flush()  # a reader of the stream sees the task's output before its end
-        finish(client, inbox, job, outcome, hostname, delivery_id)
+            self._until_sent("sending the task's output", events.flush)  # the stream has a task's output before its end
+        self._until_sent("telling the runner how the task ended", lambda: finish(client, inbox, job, outcome, hostname, delivery_id))
         _log.debug("task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome)
         return outcome.outcome
+
+    def _until_sent(self, what: str, send: Callable[[], _T]) -> _T:
+        """``send()``, again while Redis cannot be reached, for up to ``executor.give_up_after``."""
+        deadline = time.monotonic() + self._settings.executor.give_up_after
+        delay = 0.5
+        while True:
+            try:
+                return send()
+            except redis.RedisError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                if delay == 0.5:
+                    _log.warning("Redis unreachable: the worker waits for it", doing=what, error=str(exc))
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _run(
         self, job: TaskJob, workflows: WorkflowCache, store: Any, channel: RedisChannel, hostname: str, events: EventBatcher
     ) -> TaskOutcome:
         try:
-            document = store.get(job.run_id)
-        except DocumentMissing as exc:
-            now = time.time()
-            message = (
-                f"{exc} (this worker's data store is {self._store_spec.describe()}: the worker "
-                "and the process that started the run must share one data store)"
-            )
-            return TaskOutcome("failed", message=message, started=now, ended=now)
+            document = document_for(job, store, give_up_after=self._settings.executor.give_up_after)
+        except Exception as exc:  # noqa: BLE001 - reported as the task's failure, saying why
+            return outcome_without_document(exc, self._store_spec.describe())
         return execute_task(
             job, workflows=workflows, codec=self._codec, channel=channel, store=document, hostname=hostname, emit=events
         )
@@ -259,18 +281,24 @@ def _idempotent(workflows: WorkflowCache, job: TaskJob) -> bool:
         return True
 
 
-def _hmac_key(settings: Settings) -> bytes:
-    """The daemon's key. Unlike the daemon, a worker never creates one: a key of its own
-    would make it refuse every job as tampered."""
+def _hmac_key(settings: Settings, *, sleep: Callable[[float], Any] = time.sleep) -> bytes:
+    """The daemon's key. Unlike the daemon, a worker never creates one (a key of its own
+    would make it refuse every job as tampered): a worker started at the same moment as a
+    new daemon waits for the daemon to write it, saying so every half minute."""
     from .embedded import hmac_key  # embedded imports the local executor: only when needed
 
-    if settings.security.hmac_key is None and not settings.hmac_key_path.exists():
-        raise ConfigError(
-            "the HMAC key file does not exist: a worker signs and verifies task data with "
-            "the daemon's key, so copy the daemon's key file here (mode 0600) or set "
-            "security.hmac_key_file",
-            source=str(settings.hmac_key_path),
-        )
+    path = settings.hmac_key_path
+    waited = 0.0
+    while settings.security.hmac_key is None and not path.exists():
+        if waited % _KEY_WAIT_REMINDER == 0:
+            _log.warning(
+                "waiting for the HMAC key file: a worker signs and verifies task data with the "
+                "daemon's key, which the daemon writes at its first start; on another host, copy "
+                "the daemon's key file here (mode 0600) or set security.hmac_key_file",
+                path=str(path), waited=waited,
+            )  # fmt: skip
+        sleep(1.0)
+        waited += 1.0
     return hmac_key(settings)
 
 

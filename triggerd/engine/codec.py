@@ -96,14 +96,21 @@ def load_or_create_key(path: Path) -> bytes:
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_hex(32).encode()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it first: use theirs
-            return load_or_create_key(path)
+        # Written beside it, then linked into place: a worker waiting for the file never
+        # reads it half written, and of two processes creating it at once one wins.
+        draft = path.with_name(f".{path.name}.{os.getpid()}.new")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, key)
+            os.fsync(fd)
         finally:
             os.close(fd)
+        try:
+            os.link(draft, path)
+        except FileExistsError:  # another process created it first: use theirs
+            return load_or_create_key(path)
+        finally:
+            draft.unlink()
         return key
     except OSError as exc:
         raise ConfigError(f"cannot read the HMAC key file: {exc.strerror}", source=str(path)) from exc

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from triggerd.config import Settings
-from triggerd.store.factory import make_store, store_spec
+from triggerd.store.factory import store_spec
 
 from .base import EventSink, Executor
 from .codec import Codec, load_or_create_key
+from .journal import Journal
 from .local import LocalExecutor
 
 if TYPE_CHECKING:
@@ -36,12 +37,13 @@ def local_executor(
     extra_workflows: Sequence[Path] = (),
     keep_data: bool | None = None,
     on_event: EventSink | None = None,
+    journal: Journal | None = None,
 ) -> LocalExecutor:
     """A not yet started executor; ``extra_workflows`` are searched before the configured ones."""
     key = hmac_key(settings)
     settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
     spec = store_spec(settings)
-    store = spec.open(Codec(key))
+    store = spec.create(Codec(key))  # opened by the executor's store keeper, when it answers
     return LocalExecutor(
         workflows=[*extra_workflows, *settings.paths.workflows],
         codec_key=key,
@@ -53,7 +55,9 @@ def local_executor(
         log_format=settings.log.format,
         keep_data=settings.store.keep_data if keep_data is None else keep_data,
         stop_grace=settings.executor.stop_grace,
+        give_up_after=settings.executor.give_up_after,
         on_event=on_event,
+        journal=journal,
     )
 
 
@@ -63,6 +67,7 @@ def celery_executor(
     extra_workflows: Sequence[Path] = (),
     keep_data: bool | None = None,
     on_event: EventSink | None = None,
+    journal: Journal | None = None,
 ) -> CeleryExecutor:
     """A not yet started Celery executor; workers must share the store and the HMAC key.
 
@@ -73,14 +78,16 @@ def celery_executor(
 
     key = hmac_key(settings)  # the store signs its blobs; workers verify with the same key
     settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
-    store = make_store(settings, Codec(key))
+    store = store_spec(settings).create(Codec(key))  # opened by the executor's store keeper
     return CeleryExecutor(
         workflows=[*extra_workflows, *settings.paths.workflows],
         celery=settings.celery,
         store=store,
         keep_data=settings.store.keep_data if keep_data is None else keep_data,
         stop_grace=settings.executor.stop_grace,
+        give_up_after=settings.executor.give_up_after,
         on_event=on_event,
+        journal=journal,
     )
 
 
@@ -90,7 +97,9 @@ def make_executor(
     extra_workflows: Sequence[Path] = (),
     keep_data: bool | None = None,
     on_event: EventSink | None = None,
+    journal: Journal | None = None,
 ) -> Executor:
-    """The executor ``executor.kind`` names ("local" or "celery"), not yet started."""
+    """The executor ``executor.kind`` names ("local" or "celery"), not yet started.
+    ``journal``: where runs are journaled, so they resume after a crash (the daemon's)."""
     factory = celery_executor if settings.executor.kind == "celery" else local_executor
-    return factory(settings, extra_workflows=extra_workflows, keep_data=keep_data, on_event=on_event)
+    return factory(settings, extra_workflows=extra_workflows, keep_data=keep_data, on_event=on_event, journal=journal)

@@ -16,17 +16,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from triggerd.errors import TriggerdError
 from triggerd.eventlog.schema import LogEvent
 from triggerd.flow.context import TaskContext
 from triggerd.flow.exceptions import WorkflowImportError
 from triggerd.flow.signal import SignalChannel, TaskSignal
 from triggerd.flow.task_data import MultiTaskData, TaskData
 from triggerd.flow.workflow import Workflow, find_workflow_file, load_workflow
+from triggerd.log import get_logger
 
 from .capture import capture_task
 from .codec import Codec, UnpicklableData
+from .store_keeper import MAX_BACKOFF, unavailable
 
-__all__ = ["TaskJob", "TaskOutcome", "WorkflowCache", "WorkflowChanged", "execute_task"]
+__all__ = ["TaskJob", "TaskOutcome", "WorkflowCache", "WorkflowChanged", "document_for", "execute_task", "outcome_without_document"]
+
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class TaskJob:
     inputs: tuple[tuple[str, tuple[str, ...], bytes], ...] | None  # (predecessor, aliases, data)
     dag_data: bytes | None = None
     rule: str | None = None  # the trigger rule that started the run: its output events carry it
+    attempt: int = 1  # the run's attempt that sent the job: its stop flags are that attempt's
 
 
 @dataclass(frozen=True)
@@ -167,8 +173,40 @@ def execute_task(
             result = _failed(f"{type(exc).__name__}: {exc}", _user_traceback(exc), started)
     finished = time.time()
     if store is not None:
-        store.set(meta_key, {**entry, "end_time": finished, "duration": finished - started}, section="meta")
+        try:
+            store.set(meta_key, {**entry, "end_time": finished, "duration": finished - started}, section="meta")
+        except Exception as exc:  # noqa: BLE001 - the task has ended; only its times are lost
+            _log.warning("the task's end time could not be written to the data store", run=job.run_id, dag=job.dag, task=job.task, error=f"{type(exc).__name__}: {exc}")
     return replace(result, ended=finished)
+
+
+def document_for(job: TaskJob, store: Any, *, give_up_after: float, sleep: Callable[[float], Any] = time.sleep) -> Any:
+    """The run's data store document. While the store is unreachable this waits (and
+    says so in the log), up to ``give_up_after`` seconds; then it raises what the store
+    raised. A missing document raises :class:`~triggerd.store.DocumentMissing` at once."""
+    deadline = time.monotonic() + give_up_after
+    backoff = 0.5
+    while True:
+        try:
+            return store.open().get(job.run_id)  # open: a no-op once open
+        except Exception as exc:
+            if not unavailable(exc) or time.monotonic() + backoff > deadline:
+                raise
+            if backoff == 0.5:
+                _log.warning("data store unreachable: the task waits for it", run=job.run_id, dag=job.dag, task=job.task, error=str(exc))
+            sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def outcome_without_document(exc: Exception, where: str) -> TaskOutcome:
+    """A task that could not run because its run's document could not be read: failed,
+    saying why (the store was unreachable, or the worker uses another store)."""
+    now = time.time()
+    if isinstance(exc, TriggerdError) and not unavailable(exc):  # DocumentMissing
+        message = f"{exc} (this worker's data store is {where}: the worker and the process that started the run must share one data store)"
+    else:
+        message = f"the data store ({where}) could not be reached, so the task did not run: {type(exc).__name__}: {exc}"
+    return TaskOutcome("failed", message=message, started=now, ended=now)
 
 
 def _failed(message: str, tb: str, started: float) -> TaskOutcome:

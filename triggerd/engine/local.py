@@ -27,6 +27,7 @@ from triggerd.store.factory import StoreSpec
 from . import runner as r
 from .base import ActiveRun, EventSink, Executor, RunHandle, RunResult
 from .job import TaskOutcome
+from .journal import Journal, Sent
 from .pool import PoolWorker, WorkerConfig, context, spawn_worker
 
 __all__ = ["EventSink", "LocalExecutor", "RunHandle", "RunResult"]
@@ -50,14 +51,17 @@ class LocalExecutor(Executor):
         on_event: EventSink | None = None,
         log_level: str | None = None,
         log_format: str = "auto",
+        give_up_after: float = 43_200.0,
+        journal: Journal | None = None,
     ):
         """``log_level``/``log_format``: how worker processes log (as ``log.level`` and
         ``log.format``); by default the level this process's root logger has."""
-        super().__init__(workflows=workflows, store=store, keep_data=keep_data, stop_grace=stop_grace, on_event=on_event)
+        super().__init__(workflows=workflows, store=store, keep_data=keep_data, stop_grace=stop_grace, on_event=on_event,
+                         give_up_after=give_up_after, journal=journal)  # fmt: skip
         if store_spec is None and store_path is not None:
             store_spec = StoreSpec("sqlite", store_path)
         level = log_level or logging.getLogger().getEffectiveLevel()
-        self._worker_config = WorkerConfig(codec_key, tuple(self._dirs), store_spec, level, log_format)
+        self._worker_config = WorkerConfig(codec_key, tuple(self._dirs), store_spec, level, log_format, give_up_after)
         self._size = workers or os.cpu_count() or 2
         self._start_method = start_method
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -75,6 +79,7 @@ class LocalExecutor(Executor):
     def start(self) -> None:
         """Start the worker processes and the executor thread."""
         self._ctx = context(self._start_method)
+        self._start_keeper()
         self._idle = [spawn_worker(self._ctx, self._worker_config) for _ in range(self._size)]
         self._thread = threading.Thread(target=self._loop, name="triggerd-local-executor", daemon=True)
         self._thread.start()
@@ -96,6 +101,11 @@ class LocalExecutor(Executor):
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
         self._thread = None
+        self._close_keeper(max(0.1, deadline - time.monotonic()))
+
+    def _in_flight(self, run_id: str) -> int:
+        queued = sum(1 for job_run, _ in self._jobs if job_run == run_id)
+        return queued + sum(1 for w in self._busy.values() if w.run_id == run_id)
 
     def _terminate(self, run_id: str) -> None:
         for worker in list(self._busy.values()):
@@ -234,6 +244,8 @@ class LocalExecutor(Executor):
         worker.stop_flag.value = 0
         worker.job, worker.run_id = active.job(command), active.run_id
         self._busy[worker.conn.fileno()] = worker
+        # After a crash the task counts as interrupted: run again only if idempotent.
+        self._journal_append(active, Sent(command.dag, command.task, worker.name, active.attempt))
         self._emit(active, "task.started", f"{command.task} started on {worker.name}", dag=command.dag, task=command.task, data={"worker": worker.name})
         try:
             worker.conn.send(worker.job)

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from .capture import EventBatcher, configure_worker_logging
 from .codec import Codec
-from .job import TaskJob, WorkflowCache, execute_task, worker_hostname
+from .job import (
+    TaskJob,
+    WorkflowCache,
+    document_for,
+    execute_task,
+    outcome_without_document,
+    worker_hostname,
+)
 
 if TYPE_CHECKING:
     from triggerd.store.factory import StoreSpec
@@ -44,6 +51,7 @@ class WorkerConfig:
     store: StoreSpec | None  # each worker process opens its own connection
     log_level: str | int = "info"  # as the executor's process logs (a name or a number)
     log_format: str = "auto"
+    give_up_after: float = 43_200.0  # how long a task waits for an unreachable data store
 
 
 @dataclass(eq=False)
@@ -140,7 +148,8 @@ def worker_main(conn: multiprocessing.connection.Connection, stop_flag: Any, con
     workflows = WorkflowCache(config.workflows, validate=False)
     channel = _PipeChannel(conn, stop_flag, codec)
     events = EventBatcher(lambda batch: channel.send(("events", [event.to_dict() for event in batch])))
-    store = config.store.open(codec) if config.store is not None else None
+    # Not opened here: a store that is down when the worker starts is waited for per task.
+    store = config.store.create(codec) if config.store is not None else None
     hostname = worker_hostname()
     while True:
         try:
@@ -149,11 +158,16 @@ def worker_main(conn: multiprocessing.connection.Connection, stop_flag: Any, con
             return
         if job is None:
             return
-        document = store.get(job.run_id) if store is not None else None
-        outcome = execute_task(
-            job, workflows=workflows, codec=codec, channel=channel, store=document, hostname=hostname,
-            emit=events, worker=f"local-{os.getpid()}",
-        )
+        try:
+            document = document_for(job, store, give_up_after=config.give_up_after) if store is not None else None
+        except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+            assert config.store is not None
+            outcome = outcome_without_document(exc, config.store.describe())
+        else:
+            outcome = execute_task(
+                job, workflows=workflows, codec=codec, channel=channel, store=document, hostname=hostname,
+                emit=events, worker=f"local-{os.getpid()}",
+            )
         events.flush()  # the executor sees a task's output before its end
         channel.send(("done", outcome))
 

@@ -8,7 +8,9 @@ as JSON on Redis lists, so the runner *blocks* on it instead of polling Celery r
 - a signal request names a reply list of its own (:func:`reply_key`); the runner's answer
   is ``RPUSH``\\ ed there and the task ``BLPOP``\\ s it with a timeout;
 - a stopped DAG (or a whole run, DAG ``*``) is a key (:func:`stop_key`) that a task's
-  ``signal.is_stopped`` reads with one ``MGET``;
+  ``signal.is_stopped`` reads with one ``MGET``. Stop flags belong to one attempt of the
+  run (the n-th time it was handed to an executor), so nothing left by an earlier attempt
+  can stop a task of a later one;
 - what tasks print and log, as events, is appended to one stream for every worker
   (:func:`events_stream_key`, :class:`EventStream`), which the daemon's forwarder reads.
 
@@ -25,7 +27,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -56,11 +58,13 @@ __all__ = [
     "decode_outcome",
     "delivery_done",
     "delivery_key",
+    "delivery_state",
     "events_stream_key",
     "finish",
     "inbox_key",
     "mark_stopped",
     "presence_key",
+    "processing_key",
     "push",
     "reply_key",
     "start",
@@ -90,9 +94,16 @@ def reply_key(request_id: str) -> str:
     return f"{_PREFIX}:reply:{request_id}"
 
 
-def stop_key(run_id: str, dag: str) -> str:
-    """Set when ``dag`` of ``run_id`` is stopped; ``dag`` :data:`RUN_WIDE` for the run."""
-    return f"{_PREFIX}:stop:{run_id}:{dag}"
+def stop_key(run_id: str, attempt: int, dag: str) -> str:
+    """Set when ``dag`` of ``run_id`` is stopped in that attempt; ``dag`` :data:`RUN_WIDE`
+    for the whole run."""
+    return f"{_PREFIX}:stop:{run_id}:{attempt}:{dag}"
+
+
+def processing_key(executor_id: str) -> str:
+    """Messages taken from an executor's inbox and not yet acted on (journaled): read
+    again first after a crash, so a completion popped just before it is not lost."""
+    return f"{_PREFIX}:inbox:{executor_id}:processing"
 
 
 def events_stream_key() -> str:
@@ -190,7 +201,7 @@ def alive_key(delivery_id: str) -> str:
 # -- a worker's side of one job: three round trips (claim, start, end) ---------------------
 
 
-def claim(client: redis.Redis, delivery_id: str, run_id: str, dag: str) -> tuple[str, bool]:
+def claim(client: redis.Redis, delivery_id: str, job: TaskJob) -> tuple[str, bool]:
     """Record that a worker takes this job, and read the DAG's stop flags, in one round trip.
 
     The claim is ``"first"`` (nobody had the job before), ``"again"`` (a worker had it and
@@ -201,7 +212,7 @@ def claim(client: redis.Redis, delivery_id: str, run_id: str, dag: str) -> tuple
     pipe = client.pipeline(transaction=False)
     pipe.set(key, "running", nx=True, ex=KEY_TTL)
     pipe.get(key)
-    pipe.mget([stop_key(run_id, dag), stop_key(run_id, RUN_WIDE)])
+    pipe.mget([stop_key(job.run_id, job.attempt, job.dag), stop_key(job.run_id, job.attempt, RUN_WIDE)])
     claimed, state, flags = pipe.execute()
     status = "first" if claimed else "done" if state == b"done" else "again"
     return status, any(flag is not None for flag in flags)
@@ -210,7 +221,8 @@ def claim(client: redis.Redis, delivery_id: str, run_id: str, dag: str) -> tuple
 def start(client: redis.Redis, inbox: str, job: TaskJob, worker: str, delivery_id: str, *, redelivered: bool) -> None:
     """The job's first heartbeat and the runner's ``started`` message (the moment
     ``task.started`` is true); ``redelivered``: a worker had it before and was lost."""
-    message = {"type": "started", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker, "redelivered": redelivered}
+    message = {"type": "started", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker,
+               "redelivered": redelivered, "delivery": delivery_id}  # fmt: skip
     pipe = client.pipeline(transaction=False)
     pipe.set(alive_key(delivery_id), repr(time.time()), px=int(HEARTBEAT_TTL * 1000))
     _push(pipe, inbox, message)
@@ -223,7 +235,8 @@ def finish(client: redis.Redis, inbox: str, job: TaskJob, outcome: TaskOutcome, 
     fields = asdict(outcome)
     fields["data"] = b64(outcome.data)
     fields["limit"] = list(outcome.limit) if outcome.limit is not None else None
-    message = {"type": "done", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker, "outcome": fields}
+    message = {"type": "done", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker,
+               "outcome": fields, "delivery": delivery_id}  # fmt: skip
     pipe = client.pipeline(transaction=False)
     _push(pipe, inbox, message)
     pipe.delete(alive_key(delivery_id))
@@ -331,9 +344,11 @@ class RedisChannel:
         codec: Codec,
         timeout: float,
         task: str = "",
+        attempt: int = 1,
     ):
         self._client = client
         self._run_id = run_id
+        self._attempt = attempt
         self._dag = dag
         self._task = task
         self._inbox = inbox
@@ -373,17 +388,26 @@ class RedisChannel:
                 stop_seen = True
 
     def is_stopped(self, dag_name: str) -> bool:
-        flags = self._client.mget([stop_key(self._run_id, dag_name), stop_key(self._run_id, RUN_WIDE)])
+        flags = self._client.mget([stop_key(self._run_id, self._attempt, dag_name), stop_key(self._run_id, self._attempt, RUN_WIDE)])
         return any(flag is not None for flag in flags)
 
     def _run_stopped(self) -> bool:
-        return self._client.exists(stop_key(self._run_id, RUN_WIDE)) > 0
+        return self._client.exists(stop_key(self._run_id, self._attempt, RUN_WIDE)) > 0
 
 
-def mark_stopped(client: redis.Redis, run_id: str, dags: tuple[str, ...]) -> None:
-    """Set the stop flags of ``dags`` (:data:`RUN_WIDE` for the whole run)."""
+def mark_stopped(client: redis.Redis, run_id: str, attempts: Iterable[int], dags: tuple[str, ...]) -> None:
+    """Set the stop flags of ``dags`` (:data:`RUN_WIDE` for the whole run) in each of
+    ``attempts`` (those whose jobs may still run)."""
     pipe = client.pipeline(transaction=False)
-    for dag in dags:
-        pipe.set(stop_key(run_id, dag), str(time.time()), ex=KEY_TTL)
+    for attempt in attempts:
+        for dag in dags:
+            pipe.set(stop_key(run_id, attempt, dag), str(time.time()), ex=KEY_TTL)
     pipe.execute()
+
+
+def delivery_state(client: redis.Redis, delivery_ids: list[str]) -> list[str | None]:
+    """For each job, ``"running"`` or ``"done"`` once a worker took it, else None."""
+    if not delivery_ids:
+        return []
+    return [None if v is None else v.decode() for v in client.mget([delivery_key(d) for d in delivery_ids])]
 

@@ -285,6 +285,21 @@ class Run:
             return self._stop_all("stopped", event.reason)
         raise InternalError(f"unknown event {event!r}")
 
+    def joining(self) -> bool:
+        """Whether a task waits in ``join_dags`` for an answer."""
+        return bool(self._joins)
+
+    def abandon(self, reason: str) -> list[Command]:
+        """End the run as failed because nothing will ever report its running tasks (the
+        executor lost track of them): they fail, the rest is cancelled."""
+        if self.finished:
+            return []
+        for dag in self._dags.values():
+            for task, state in dag.states.items():
+                if state is TaskState.RUNNING:
+                    dag.move(task, "failed")
+        return self._stop_all("failed", reason) + self._check_finished()
+
     # -- task completions -------------------------------------------------------------
 
     def _running_task(self, dag_name: str, task: str) -> _DagRun | None:

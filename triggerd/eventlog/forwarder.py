@@ -322,28 +322,65 @@ def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> LogEvent:
 class EventWriter:
     """The daemon's own events into ``store``, in batches, from a thread of its own.
 
-    ``put`` never blocks and never raises. While the store is down, queued events go
-    to the spool (the queue is memory, and a daemon may be stopped meanwhile).
+    ``put`` never blocks on the store and never raises. With ``pending``, each event is
+    also appended to that file as it is put (one write, no fsync: it survives the
+    process, kill -9 included), and the file is emptied whenever everything put has
+    been stored or spooled; a daemon killed with events in memory stores them at its
+    next start (the store ignores ids it has). While the store is down, queued events
+    go to the spool.
     """
 
-    def __init__(self, store: EventStore, *, spool: Spool, batch: int = 1000, delay: float = 0.02):
+    def __init__(self, store: EventStore, *, spool: Spool, pending: Path | None = None, batch: int = 1000, delay: float = 0.02):
         self._store = store
         self._spool = spool
         self._batch = batch
         self._delay = delay
         self._queue: queue.SimpleQueue[LogEvent | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._pending_path = pending
+        self._pending_fd = -1
+        self._pending_lock = threading.Lock()
         self.listeners: list[Listener] = []
         self.written = 0
         self.store_ok = True
         self.last_error = ""
 
     def start(self) -> None:
+        if self._pending_path is not None:
+            self._pending_path.parent.mkdir(parents=True, exist_ok=True)
+            left = Spool(self._pending_path)  # the same format: JSON lines
+            if len(left):
+                with left.path.open(encoding="utf-8") as f:
+                    events = [LogEvent.from_dict(json.loads(line)) for line in f if line.strip()]
+                _log.info("storing the events a previous run of the daemon had not stored", events=len(events))
+                for event in events:  # in front of anything new; still in the file until stored
+                    self._queue.put(event)
+            self._pending_fd = os.open(self._pending_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._thread = threading.Thread(target=self._run, name="triggerd-event-writer", daemon=True)
         self._thread.start()
 
     def put(self, event: LogEvent) -> None:
-        self._queue.put(event)
+        if self._pending_fd < 0:
+            self._queue.put(event)
+            return
+        line = (json.dumps(event.to_dict(), default=repr) + "\n").encode()
+        with self._pending_lock:
+            try:
+                os.write(self._pending_fd, line)
+            except OSError as exc:  # a full disk: the event is still stored, unless the daemon dies first
+                self.last_error = f"cannot keep events pending on disk: {exc}"
+            self._queue.put(event)
+
+    def _stored_everything(self) -> None:
+        """Everything put so far is stored or spooled: the pending file may be emptied."""
+        if self._pending_fd < 0:
+            return
+        with self._pending_lock:
+            if self._queue.empty():
+                try:
+                    os.ftruncate(self._pending_fd, 0)
+                except OSError:
+                    pass
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop."""
@@ -351,6 +388,9 @@ class EventWriter:
             self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
+        if self._pending_fd >= 0:
+            os.close(self._pending_fd)
+            self._pending_fd = -1
 
     def status(self) -> dict[str, Any]:
         return {"written": self.written, "queued": self._queue.qsize(), "spooled": len(self._spool),
@@ -394,8 +434,10 @@ class EventWriter:
                 _log.warning("event store unavailable: events spooled", error=message)
             self.last_error, self.store_ok = message, False
             self._spool.append(batch)
+            self._stored_everything()
             return
         self.store_ok = True
         self.written += len(batch)
+        self._stored_everything()
         for listener in self.listeners:
             listener(list(batch))

@@ -38,13 +38,18 @@ class StoreSpec:
         MongoDB raises :class:`~triggerd.errors.BackendUnavailable` when the server does
         not answer.
         """
+        return self.create(codec).open()
+
+    def create(self, codec: BlobCodec) -> SqliteDataStore | MongoDataStore:
+        """The store, not opened yet: nothing connects before its ``open()`` (which a
+        caller that rides out outages calls again until it succeeds)."""
         if self.backend == "sqlite":
-            return SqliteDataStore(self.path, codec).open()
+            return SqliteDataStore(self.path, codec)
         if self.url is None:  # loaded settings never lack it; settings built unvalidated might
             raise ConfigError("required when backend = 'mongodb'", key="store.url")
         from triggerd.store.mongodb import MongoDataStore  # pymongo is loaded only where it is used
 
-        return MongoDataStore(self.url, codec, database=self.database, collection=self.collection).open()
+        return MongoDataStore(self.url, codec, database=self.database, collection=self.collection)
 
     def describe(self) -> str:
         """For messages: the file, or the URL without its password."""
