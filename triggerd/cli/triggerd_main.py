@@ -81,7 +81,7 @@ def worker(config_path: Path | None, queues: str, concurrency: int | None, name:
     if not names:
         raise click.BadParameter("name at least one queue", param_hint="-Q")
     argv = worker_argv(names, concurrency=concurrency, name=name, loglevel=settings.log.level, extra=celery_args)
-    run_worker(settings, argv)
+    sys.exit(run_worker(settings, argv))
 
 
 @cli.command()

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import redis
 from celery import Celery
+from kombu.transport import redis as kombu_redis
 
 from triggerd.config import CelerySettings, Settings
 from triggerd.log import get_logger
@@ -84,6 +85,7 @@ _KEY_WAIT_REMINDER = 30.0  # seconds between two log lines of a worker waiting f
 
 def celery_app(celery: CelerySettings, *, name: str = "triggerd") -> Celery:
     """An app configured for triggerd; connects to nothing until used."""
+    _closed_channel_raises_connection_error()
     app = Celery(name, set_as_current=False)
     app.conf.update(
         broker_url=celery.broker_url,
@@ -114,12 +116,50 @@ def celery_app(celery: CelerySettings, *, name: str = "triggerd") -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
+        # Reconnect for as long as Redis is away. Celery's default, 100 tries, gives up
+        # after about 46 minutes and the worker exits.
+        broker_connection_max_retries=None,
         # triggerd's logging (structlog, JSON or console) formats Celery's records too,
         # and a task's print() is information, not a warning.
         worker_hijack_root_logger=False,
         worker_redirect_stdouts_level="INFO",
     )
     return app
+
+
+def _closed_channel_raises_connection_error() -> None:
+    """Make kombu's Redis channel raise a connection error, not AttributeError, when it
+    is used after its connection was closed.
+
+    When Redis goes away while a job runs (acks_late: its message is unacknowledged),
+    Celery 5.6.3+ (celery/celery#10242) collects the broken connection, which detaches its
+    transport (``transport.client = None``), then closes it; closing the channel gives the
+    unacknowledged message back (kombu ``virtual.Channel.close`` ->
+    ``QoS.restore_unacked_once``), which opens a new pool from
+    ``transport.client.hostname``: AttributeError, which Celery does not expect there, so
+    the worker stopped ("Unrecoverable error") instead of reconnecting. The ack of that
+    job, when it ends, took the same path. As a connection error both are what they are:
+    the message cannot be given back or acknowledged on that connection; it stays in
+    Redis's unacked index and comes back after visibility_timeout, which a worker
+    recognises (see WorkerSide.execute).
+
+    Not fixed upstream as of kombu 5.7.0 / celery 5.7.0 (the same trace: kombu#970,
+    kombu#582); celery 5.6.2 did not close twice but hangs on reconnect (celery#9705).
+    tests/faults/test_outages.py stops Redis under workers with jobs in flight.
+    """
+    connparams = kombu_redis.Channel._connparams
+    if getattr(connparams, "triggerd_patch", False):
+        return  # done once per process, by the first app made
+
+    def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:
+        transport = self.connection
+        if transport is None or transport.client is None:
+            raise redis.exceptions.ConnectionError("this broker channel's connection was closed")
+        return connparams(self, asynchronous=asynchronous)
+
+    _connparams.triggerd_patch = True  # type: ignore[attr-defined]
+    kombu_redis.Channel._connparams = _connparams
+
 
 
 def restore_interval(visibility_timeout: float) -> int:
@@ -333,6 +373,18 @@ def worker_argv(
     return [*argv, *extra]
 
 
-def run_worker(settings: Settings, argv: Sequence[str]) -> None:
-    """Run a Celery worker in this process until it is told to stop (SIGTERM, Ctrl-C)."""
-    worker_app(settings).worker_main(list(argv))
+def run_worker(settings: Settings, argv: Sequence[str]) -> int:
+    """Run a Celery worker in this process until it is told to stop (SIGTERM, Ctrl-C);
+    returns its exit status: 1 after an unrecoverable error, so systemd restarts it.
+
+    What ``app.worker_main`` does, minus its loss of the status: ``celery worker`` ends
+    with ``ctx.exit(worker.exitcode)``, which click (standalone_mode=False) returns from
+    ``main``, and ``Celery.start`` drops.
+    """
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = worker_app(settings)  # the --app option
+    try:
+        return celery_command.main(args=list(argv), standalone_mode=False) or 0
+    finally:
+        celery_command.params[0].default = None
