@@ -59,7 +59,7 @@ def test_a_write_that_fails_is_reported_not_raised(tmp_path):
     journal._conn.close()
     journal._conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
     assert journal.append("run-1", 1, Begun("wf", "h")) is False
-    assert not journal.healthy and journal.failures == 1 and "readonly" in journal.last_error
+    assert journal.health.ok is False and journal.failures == 1 and "readonly" in journal.health.reading.error
 
 
 def test_replay_keeps_finished_tasks_and_finds_the_running_one_with_its_input():

@@ -39,6 +39,17 @@ def status(config_path: Path | None, as_json: bool) -> None:
     state = "DRAINING (no new triggers)" if data["draining"] else "taking triggers"
     click.echo(f"{state}; runs: {runs['running']} running, {runs['queued']} queued (outbox), "
                f"{runs['held']} files held (debounce/batch), {runs['failed']} failed, {runs['succeeded']} succeeded")
+    dependencies = data.get("dependencies") or []
+    if dependencies:
+        print_table(
+            ["dependency", "state", "since", "where"],
+            [[d["name"], d["state"], ago(d["since"]), d["target"]] for d in dependencies],
+        )
+        for d in dependencies:
+            if d["state"] == "down":
+                click.secho(f"  {d['name']}: {d['error']} (work that needs it waits)", fg="red")
+    if data.get("state_writes_waiting"):
+        click.secho(f"{data['state_writes_waiting']} triggers and run states wait to be written to the state file", fg="red")
     if data["sources"]:
         print_table(
             ["source", "mode", "state", "dirs", "events", "last event"],

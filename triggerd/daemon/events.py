@@ -47,7 +47,8 @@ class DaemonEventLog:
         self._loop = loop
         self.store = event_store_for(settings)
         state = settings.paths.state_dir
-        self.writer = EventWriter(self.store, spool=Spool(state / "events-spool.jsonl"), pending=state / "events-pending.jsonl")
+        self.writer = EventWriter(self.store, spool=Spool(state / "events-spool.jsonl"), pending=state / "events-pending.jsonl",
+                                  target=_describe(settings))  # fmt: skip
         self.writer.listeners.append(self._stored)
         self.forwarder: StreamForwarder | None = None
         self._forwarder_stop = threading.Event()

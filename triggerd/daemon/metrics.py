@@ -84,6 +84,12 @@ class Metrics:
             out.metric("triggerd_pv_updates_total", "counter", "Values received per monitored PV since it was monitored.",
                        [({"pv": p["name"]}, p["updates"]) for p in pvs])  # fmt: skip
             out.metric("triggerd_pv_backlog", "gauge", "PV updates received and not yet evaluated.", [({}, daemon.pv.backlog() if daemon.pv is not None else 0)])
+        readings = daemon.readings()
+        if readings:
+            out.metric("triggerd_dependency_up", "gauge", "1 if a service the daemon needs answered when last used, 0 if not (-1: not used yet).",
+                       [({"name": r.name, "target": r.target}, {True: 1, False: 0, None: -1}[r.ok]) for r in readings])  # fmt: skip
+            out.metric("triggerd_dependency_state_since_seconds", "gauge", "Unix time of the last change of a dependency's state.",
+                       [({"name": r.name}, r.since) for r in readings])  # fmt: skip
         if daemon.eventlog is not None:
             status = daemon.eventlog.status()
             writer, forwarder = status["writer"], status.get("forwarder") or {}

@@ -36,8 +36,10 @@ class PvTriggers:
     (the daemon then arms its timers for the limits)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, dispatcher: Dispatcher, state: StateDB, *,
-                 notify: Notify, queued: Callable[[], None]) -> None:  # fmt: skip
+                 notify: Notify, queued: Callable[[], None],
+                 durably: Callable[[str, Callable[[], None]], None] | None = None) -> None:  # fmt: skip
         self._loop = loop
+        self._durably = durably or (lambda what, action: action())  # StateWrites.run: waits while the disk is full
         self._dispatcher = dispatcher
         self._state = state
         self._notify = notify
@@ -79,13 +81,18 @@ class PvTriggers:
         self._loop.call_soon_threadsafe(self._on_event, event)
 
     def _on_event(self, event: PvEvent) -> None:
-        match = self._dispatcher.on_pv(event)
+        match = self._dispatcher.on_pv(event)  # the snapshot is taken now, whatever waits
         if match is None:
             return
-        run_id = self._dispatcher.fire_pv(match, time.time())
-        if run_id is not None and match.wait_for_file is not None:
-            self._wait(run_id, match.rule, match.wait_for_file, started=time.time())
-        self._queued()
+        now = time.time()
+
+        def fire() -> None:
+            run_id = self._dispatcher.fire_pv(match, now)
+            if run_id is not None and match.wait_for_file is not None:
+                self._wait(run_id, match.rule, match.wait_for_file, started=now)
+            self._queued()
+
+        self._durably(f"queuing the run of {match.rule.name}", fire)
 
     def _from_health(self, pv: str, state: str, message: str) -> None:
         self._loop.call_soon_threadsafe(self._health_changed, pv, state, message)

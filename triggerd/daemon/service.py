@@ -29,11 +29,14 @@ from triggerd.engine.journal import Journal
 from triggerd.errors import BackendUnavailable, TriggerdError
 from triggerd.eventlog.schema import LogEvent
 from triggerd.flow.workflow import find_workflow_file
+from triggerd.health import Reading
 from triggerd.log import get_logger
 from triggerd.sources.events import FileEvent
 from triggerd.sources.files import FileSource, FileWatch
 
 from .api import ControlServer
+from .deferred import StateWrites
+from .dependencies import DependencyWatch
 from .dispatcher import Dispatcher
 from .events import DaemonEventLog
 from .metrics import Metrics
@@ -138,6 +141,9 @@ class Daemon:
         self._incoming: collections.deque[FileEvent] = collections.deque()  # watchdog -> loop
         self._incoming_lock = threading.Lock()
         self._drain_scheduled = False
+        self.writes: StateWrites | None = None  # state writes, in order, waiting while the disk is full
+        celery = settings.celery if settings.executor.kind == "celery" else None
+        self.dependencies = DependencyWatch(self.notify, give_up_after=settings.executor.give_up_after, celery=celery)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -151,6 +157,7 @@ class Daemon:
     async def _run(self, rules: RuleSet) -> int:
         assert self._loop is not None
         self.state.open()
+        self.writes = StateWrites(self._loop, self.settings.state_db_path)
         requeued = self.state.requeue_unfinished_ids()
         self.journal.open()
         finished = set(self.journal.runs()) - self.state.unfinished(self.journal.runs())
@@ -169,7 +176,7 @@ class Daemon:
             self._executor_retry = self._loop.create_task(self._start_executor_later())
         self._source = FileSource(watches_for(rules), self._from_source, on_health=self._on_health)
         self._source.start()
-        self.pv = PvTriggers(self._loop, self.dispatcher, self.state, notify=self.notify, queued=self._arm_tick)
+        self.pv = PvTriggers(self._loop, self.dispatcher, self.state, notify=self.notify, queued=self._arm_tick, durably=self.writes.run)
         self.pv.start(rules)
         self.pv.resume_waits()
         server = ControlServer(self)
@@ -182,13 +189,29 @@ class Daemon:
         self.dispatcher.pump(time.time())
         self.notifier.ready(self.summary())
         heartbeat = asyncio.create_task(self._heartbeat()) if self.notifier.enabled else None
+        waiting = getattr(self._executor, "waiting_queues", dict)  # Celery: jobs no worker took, by queue
+        watch = asyncio.create_task(self.dependencies.watch(self.readings, waiting))
         try:
             await self._stop.wait()
         finally:
+            watch.cancel()
             await self._shutdown(server)
             if heartbeat:
                 heartbeat.cancel()
         return 0
+
+    # -- dependencies ---------------------------------------------------------------------------
+
+    def readings(self) -> list[Reading]:
+        """Every service the daemon needs, as last seen (no I/O: what their users saw)."""
+        found = list(self._executor.dependencies()) if self._executor is not None else []
+        if self.eventlog is not None:
+            found.append(self.eventlog.writer.health.reading)
+        if self.writes is not None:
+            found.append(self.writes.health.reading)
+        found.append(self.journal.health.reading)
+        return found + self.dependencies.queue_readings()
+
 
     async def _start_executor_later(self) -> None:
         """Try the executor again (1 s, 2 s, ... up to 30 s apart) until it starts; then the
@@ -261,6 +284,9 @@ class Daemon:
             return "starting"
         counts = self.state.counts()
         waiting = "; executor waiting for its backend" if d.holding else ""
+        down = self.dependencies.down()
+        if down:
+            waiting += "; waiting for " + ", ".join(f"{r.name} (down)" for r in down)
         return (
             f"{len(d.rules.rules)} rules, {d.running()} running, {d.queued()} queued, "
             f"{counts.get('failed', 0)} failed{waiting}"
@@ -327,14 +353,23 @@ class Daemon:
         self._loop.call_soon(self._drain_files)  # behind whatever else is ready
 
     def _on_file(self, event: FileEvent) -> None:
-        assert self.dispatcher is not None
         now = time.time()
         if not event.seen_at:
             event = FileEvent(event.path, event.root, event.size, event.mtime_ns, event.inode, event.kind, now)
         self._observe(event.path, {"at": now, "what": f"complete ({event.kind})", "size": event.size, "inode": event.inode, "mtime_ns": event.mtime_ns})
-        for run_id in self.dispatcher.on_file(event, now):
-            self._observe(event.path, {"at": now, "what": "triggered", "run": run_id})
-        self._arm_tick()
+        self._dispatch_file(event, now)
+
+    def _dispatch_file(self, event: FileEvent, now: float, rules: tuple[str, ...] | None = None) -> None:
+        """To the dispatcher; while the state file cannot be written, in order, later."""
+        assert self.dispatcher is not None and self.writes is not None
+        dispatcher = self.dispatcher
+
+        def dispatch() -> None:
+            for run_id in dispatcher.on_file(event, now, rules=rules):
+                self._observe(event.path, {"at": now, "what": "triggered", "run": run_id})
+            self._arm_tick()
+
+        self.writes.run(f"dispatching {event.path}", dispatch)
 
     def _observe(self, path: str, entry: dict[str, Any]) -> None:
         seen = self.observed.setdefault(path, [])
@@ -453,9 +488,7 @@ class Daemon:
             now = time.time()
             for event in events:
                 self._observe(event.path, {"at": now, "what": f"found by the catch-up scan of rule {rule}", "size": event.size, "inode": event.inode, "mtime_ns": event.mtime_ns})
-                for run_id in self.dispatcher.on_file(event, now, rules=(rule,)):
-                    self._observe(event.path, {"at": now, "what": "triggered", "run": run_id})
-            self._arm_tick()
+                self._dispatch_file(event, now, rules=(rule,))
         finally:
             done()
 
@@ -463,14 +496,17 @@ class Daemon:
 
     def _submit(self, row: Any) -> None:
         assert self._executor is not None and self._loop is not None and self.dispatcher is not None
+        assert self.writes is not None
+        run_id = row.run_id
         try:
-            self._executor.submit(row.workflow, row.params, run_id=row.run_id, rule=row.rule, attempt=row.attempts + 1)
+            self._executor.submit(row.workflow, row.params, run_id=run_id, rule=row.rule, attempt=row.attempts + 1)
         except TriggerdError as exc:
-            self.state.set_state(row.run_id, "rejected", error=str(exc))
-            self.notify("run.rejected", f"run {row.run_id} of {row.workflow} refused: {exc}", level="error", run=row.run_id, workflow=row.workflow, rule=row.rule)
-            self._loop.call_soon(self.dispatcher.finished, row.run_id, time.time())
+            why = str(exc)
+            self.writes.run(f"rejecting run {run_id}", lambda: self.state.set_state(run_id, "rejected", error=why))
+            self.notify("run.rejected", f"run {run_id} of {row.workflow} refused: {why}", level="error", run=run_id, workflow=row.workflow, rule=row.rule)
+            self._loop.call_soon(self.dispatcher.finished, run_id, time.time())
             return
-        self.state.set_state(row.run_id, "submitted", attempt=True)
+        self.writes.run(f"submitting run {run_id}", lambda: self.state.set_state(run_id, "submitted", attempt=True))
 
     def _from_executor(self, event: LogEvent) -> None:
         """Called on the executor's thread: hop to the loop."""
@@ -481,10 +517,13 @@ class Daemon:
         self._record(event)
         if self._detached or event.run is None:
             return
+        assert self.writes is not None
+        run_id = event.run
         if event.kind == "run.started":
-            self.state.set_state(event.run, "running")
+            self.writes.run(f"recording run {run_id} running", lambda: self.state.set_state(run_id, "running"))
         elif event.kind in ("run.succeeded", "run.failed", "run.aborted", "run.stopped"):
-            self._record_end(event.run, event.kind.split(".")[1], event.data.get("error"), notify=False)
+            state, error = event.kind.split(".")[1], event.data.get("error")
+            self.writes.run(f"recording the end of run {run_id}", lambda: self._record_end(run_id, state, error, notify=False))
 
     def _record_end(self, run_id: str, state: str, error: str | None, *, notify: bool = True) -> None:
         """A run has ended: its state, its slot freed for the next queued run."""

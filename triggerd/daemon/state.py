@@ -10,6 +10,7 @@ run whose file is not complete yet); it stays as history after.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from triggerd.errors import BackendUnavailable
 from triggerd.sqlite import connect_wal
 
-__all__ = ["ACTIVE", "FINAL", "LedgerEntry", "RunRow", "StateDB"]
+__all__ = ["ACTIVE", "FINAL", "LedgerEntry", "RunRow", "StateDB", "StateUnavailable"]
 
 ACTIVE = ("queued", "submitted", "running")
 FINAL = ("succeeded", "failed", "aborted", "stopped", "rejected")
@@ -64,6 +66,10 @@ CREATE TABLE IF NOT EXISTS watermarks (
 );
 """
 _DISPATCHED = "SELECT 1 FROM ledger WHERE rule = ? AND path = ? AND inode = ? AND size = ? AND mtime_ns = ?"
+
+
+class StateUnavailable(BackendUnavailable):
+    """The state file cannot be written now (its disk is full, say): try again later."""
 
 
 @dataclass(frozen=True)
@@ -145,13 +151,20 @@ class StateDB:
             conn = self._conn
             if conn is None:
                 raise RuntimeError("state database is not open")
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # full, read-only, an I/O error, locked for 30 s
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise StateUnavailable(f"the state file {self.path} cannot be written: {exc}") from exc
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:

@@ -50,6 +50,8 @@ def status(daemon: Daemon) -> dict[str, Any]:
         },
         "outbox": d.queued(),
         "eventlog": daemon.eventlog.status() if daemon.eventlog is not None else None,
+        "dependencies": [r.to_dict() for r in daemon.readings()],
+        "state_writes_waiting": daemon.writes.waiting() if daemon.writes is not None else 0,
     }
 
 

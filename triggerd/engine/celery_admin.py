@@ -17,7 +17,7 @@ from triggerd.errors import BackendUnavailable
 
 from .celery_worker import celery_app
 
-__all__ = ["list_workers", "shutdown_workers"]
+__all__ = ["consumed_queues", "list_workers", "shutdown_workers"]
 
 
 def list_workers(celery: CelerySettings, *, timeout: float = 1.0) -> list[dict[str, Any]]:
@@ -47,6 +47,18 @@ def list_workers(celery: CelerySettings, *, timeout: float = 1.0) -> list[dict[s
             "running": [_job(task) for task in active.get(name, [])],
         })  # fmt: skip
     return workers
+
+
+def consumed_queues(celery: CelerySettings, *, timeout: float = 1.0) -> set[str]:
+    """The queues some worker that answers within ``timeout`` consumes."""
+    app = celery_app(celery, name="triggerd-queues")
+    try:
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    except OperationalError as exc:
+        raise _unreachable(celery, exc) from exc
+    finally:
+        app.close()
+    return {queue["name"] for queues in replies.values() for queue in queues or []}
 
 
 def shutdown_workers(celery: CelerySettings, names: list[str] | None = None, *, timeout: float = 2.0) -> list[str]:

@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ from .redis_channel import (
     presence_key,
     processing_key,
     push,
+    still_with_broker,
     unb64,
 )
 
@@ -80,6 +81,7 @@ class _Sent:
     command: r.StartTask
     started: bool = False  # a worker said it started it
     silent_since: float | None = None  # started, and no heartbeat since (monotonic)
+    sent_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
@@ -133,6 +135,7 @@ class CeleryExecutor(Executor):
         self._redis: redis.Redis | None = None
         self.broker = Dependency("broker", mask_url_password(celery.broker_url))
         self._unsendable_since: float | None = None  # the first failed send of this outage
+        self._next_lost_check = 0.0  # monotonic: when to look for jobs the broker lost next
         self._next_send = 0.0  # no send before this (monotonic), while sends fail
 
     # -- lifecycle ------------------------------------------------------------------
@@ -198,6 +201,17 @@ class CeleryExecutor(Executor):
 
     def dependencies(self) -> list[Reading]:
         return [self.broker.reading, *super().dependencies()]
+
+    def waiting_queues(self) -> dict[str, int]:
+        """Jobs no worker has started yet, by queue (to tell whether each is consumed).
+        Read from another thread: the copies are atomic, the counts may be a moment old."""
+        waiting: dict[str, int] = {}
+        for sent in list(self._running.copy().values()):
+            if not sent.started:
+                waiting[sent.command.queue] = waiting.get(sent.command.queue, 0) + 1
+        for _run, command in list(self._jobs.copy()):
+            waiting[command.queue] = waiting.get(command.queue, 0) + 1
+        return waiting
 
     # -- the two threads ------------------------------------------------------------------
 
@@ -356,9 +370,12 @@ class CeleryExecutor(Executor):
 
     def _check_workers(self) -> None:
         """Fail started jobs whose worker has gone silent for longer than a redelivery takes;
-        act on parked messages whose time is up."""
+        send again jobs the broker lost; act on parked messages whose time is up."""
         if self._parked:
             self._unpark()
+        if time.monotonic() >= self._next_lost_check:
+            self._next_lost_check = time.monotonic() + min(30.0, self._lost_after / 2)
+            self._send_lost_again()
         started = [(key, sent) for key, sent in self._running.items() if sent.started]
         try:
             flags = alive(self._redis, [sent.task_id for _key, sent in started])  # type: ignore[arg-type]
@@ -377,6 +394,34 @@ class CeleryExecutor(Executor):
                 if active is not None:
                     message = f"its worker was lost and the job was not delivered again within {self._lost_after:g} s"
                     self._lost_task(active, key[1], key[2], message)
+
+    def _send_lost_again(self) -> None:
+        """A job no worker started for longer than a redelivery takes, that no worker
+        claimed and that the broker no longer holds (neither queued nor unacknowledged:
+        a worker killed just as it took it from the queue) is lost: it is sent again under
+        its id. A claimed one is running or done; it is watched like any started job."""
+        now = time.monotonic()
+        old = [(key, sent) for key, sent in self._running.items() if not sent.started and now - sent.sent_at > self._lost_after]
+        if not old:
+            return
+        try:
+            states = delivery_state(self._redis, [sent.task_id for _key, sent in old])  # type: ignore[arg-type]
+            unclaimed = [(key, sent) for (key, sent), state in zip(old, states, strict=True) if state is None]
+            for (_key, sent), state in zip(old, states, strict=True):
+                sent.started = sent.started or state is not None
+            held = still_with_broker(self._redis, {s.command.queue for _k, s in unclaimed}, [s.task_id for _k, s in unclaimed])  # type: ignore[arg-type]
+        except redis.RedisError:
+            return  # the listener reports the outage
+        for key, sent in unclaimed:
+            if sent.task_id in held or self._running.get(key) is not sent:
+                continue
+            del self._running[key]
+            self._preset[key] = sent.task_id
+            self._jobs.appendleft((key[0], sent.command))
+            active = self._runs.get(key[0])
+            if active is not None:
+                self._emit(active, "task.retried", f"{key[2]} sent again: the broker lost its job (a worker died as it took it)",
+                           dag=key[1], task=key[2], level="warning")  # fmt: skip
 
     def _broker_lost(self) -> None:
         """Redis came back empty (no persistence): queued jobs and stop flags are gone.

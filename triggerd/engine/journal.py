@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from triggerd.health import Dependency
 from triggerd.log import get_logger
 from triggerd.sqlite import connect_wal
 
@@ -148,7 +149,7 @@ class Journal:
 
     A write that fails (the disk is full) is logged and counted in ``failures``, not
     raised: the run goes on, and only a crash before the disk has room again would make
-    it repeat work. ``healthy`` says whether the last write went in.
+    it repeat work. ``health`` says whether the last write went in.
     """
 
     def __init__(self, path: Path):
@@ -157,8 +158,7 @@ class Journal:
         self._lock = threading.Lock()
         self._seq: dict[str, int] = {}
         self.failures = 0
-        self.healthy = True
-        self.last_error = ""
+        self.health = Dependency("run journal", str(self.path))
 
     def open(self) -> Journal:
         with self._lock:
@@ -200,7 +200,7 @@ class Journal:
                 self._failed(exc, run_id)
                 return False
             self._seq[run_id] = seq
-            self.healthy = True
+            self.health.up()
             return True
 
     def records(self, run_id: str) -> list[Record]:
@@ -237,8 +237,7 @@ class Journal:
     def _failed(self, exc: sqlite3.Error, run_id: str) -> None:
         self.failures += 1
         message = f"{type(exc).__name__}: {exc}"
-        if self.healthy or message != self.last_error:
+        if self.health.ok is not False or message != self.health.reading.error:
             _log.error("the run journal cannot be written: runs go on, but a crash now would repeat their work",
                        path=str(self.path), run=run_id, error=message)  # fmt: skip
-        self.healthy = False
-        self.last_error = message
+        self.health.down(message)

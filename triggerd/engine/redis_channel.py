@@ -69,6 +69,7 @@ __all__ = [
     "reply_key",
     "start",
     "still_running",
+    "still_with_broker",
     "stop_key",
     "unb64",
 ]
@@ -403,6 +404,40 @@ def mark_stopped(client: redis.Redis, run_id: str, attempts: Iterable[int], dags
         for dag in dags:
             pipe.set(stop_key(run_id, attempt, dag), str(time.time()), ex=KEY_TTL)
     pipe.execute()
+
+
+# Which of the task ids (ARGV) appear in the lists and hashes (KEYS): the broker's queues
+# and its index of unacknowledged messages. Server-side, one round trip; O(messages).
+_FIND_JOBS = """
+local found = {}
+for _, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key).ok
+  local values = {}
+  if kind == 'list' then values = redis.call('LRANGE', key, 0, -1)
+  elseif kind == 'hash' then values = redis.call('HVALS', key) end
+  for _, value in ipairs(values) do
+    for _, id in ipairs(ARGV) do
+      if not found[id] and string.find(value, id, 1, true) then found[id] = true end
+    end
+  end
+end
+local out = {}
+for id, _ in pairs(found) do table.insert(out, id) end
+return out
+"""
+KOMBU_UNACKED = "unacked"  # kombu's Redis transport: hash of messages delivered, not acked
+KOMBU_PRIORITY_SEP = "\x06\x16"  # kombu's separator of a queue's priority lists
+
+
+def still_with_broker(client: redis.Redis, queues: Iterable[str], delivery_ids: list[str]) -> set[str]:
+    """Which of these jobs the broker still holds: in a queue (any priority list) or
+    delivered and not acknowledged. One that is in neither, and that no worker claimed,
+    was lost on its way to a worker (a worker killed as it took it)."""
+    if not delivery_ids:
+        return set()
+    keys = [f"{q}{suffix}" for q in queues for suffix in ("", *(f"{KOMBU_PRIORITY_SEP}{p}" for p in (3, 6, 9)))]
+    found = client.eval(_FIND_JOBS, len(keys) + 1, *keys, KOMBU_UNACKED, *delivery_ids)
+    return {f.decode() if isinstance(f, bytes) else f for f in found}
 
 
 def delivery_state(client: redis.Redis, delivery_ids: list[str]) -> list[str | None]:

@@ -33,6 +33,7 @@ from typing import Any
 import redis
 
 from triggerd.errors import BackendUnavailable
+from triggerd.health import Dependency
 from triggerd.log import get_logger
 
 from .schema import LogEvent
@@ -330,8 +331,10 @@ class EventWriter:
     go to the spool.
     """
 
-    def __init__(self, store: EventStore, *, spool: Spool, pending: Path | None = None, batch: int = 1000, delay: float = 0.02):
+    def __init__(self, store: EventStore, *, spool: Spool, pending: Path | None = None, batch: int = 1000,
+                 delay: float = 0.02, target: str = "the event store"):  # fmt: skip
         self._store = store
+        self.health = Dependency("event log", target)
         self._spool = spool
         self._batch = batch
         self._delay = delay
@@ -370,6 +373,17 @@ class EventWriter:
             except OSError as exc:  # a full disk: the event is still stored, unless the daemon dies first
                 self.last_error = f"cannot keep events pending on disk: {exc}"
             self._queue.put(event)
+
+    def _requeue(self, batch: Sequence[LogEvent]) -> None:
+        """Put ``batch`` back in front of what waits (a fresh queue, same order)."""
+        rest: list[LogEvent | None] = []
+        while True:
+            try:
+                rest.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        for item in [*batch, *rest]:
+            self._queue.put(item)
 
     def _stored_everything(self) -> None:
         """Everything put so far is stored or spooled: the pending file may be emptied."""
@@ -433,10 +447,18 @@ class EventWriter:
             if message != self.last_error:
                 _log.warning("event store unavailable: events spooled", error=message)
             self.last_error, self.store_ok = message, False
-            self._spool.append(batch)
+            self.health.down(message)
+            try:
+                self._spool.append(batch)
+            except OSError as exc:  # the spool's disk is full too: keep them queued, in order
+                self.last_error = f"{message}; cannot spool either: {exc}"
+                self._requeue(batch)
+                time.sleep(_RETRY)
+                return
             self._stored_everything()
             return
         self.store_ok = True
+        self.health.up()
         self.written += len(batch)
         self._stored_everything()
         for listener in self.listeners:
