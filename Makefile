@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean
+.PHONY: run test faults lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "triggerd needs Python 3.11 or newer (PYTHON=$(PYTHON) is older)")'
@@ -23,6 +23,18 @@ run: $(STAMP)
 test: $(STAMP)
 	@bash .ci/ensure-redis-server
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# The fault suite at full load and outage length (tests/faults, about 15 minutes): each
+# scenario's outcome goes into the table of docs/reliability.md. `make test` runs the
+# same scenarios shorter. FAULTS_ARGS picks some, e.g. FAULTS_ARGS='-k redis'.
+faults: $(STAMP)
+	@bash .ci/ensure-redis-server
+	@mkdir -p var && rm -f var/faults.jsonl
+	TRIGGERD_FAULTS=full TRIGGERD_FAULTS_REPORT=$(CURDIR)/var/faults.jsonl \
+		$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/faults $(FAULTS_ARGS); \
+		status=$$?; \
+		if [ -s var/faults.jsonl ]; then $(VENV)/bin/python tests/faults/report.py var/faults.jsonl docs/reliability.md; fi; \
+		exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check triggerd tests workflows benchmarks
