@@ -167,7 +167,7 @@ def test_unknown_key_lists_allowed_keys(isolated: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert str(info.value) == (
-        f"{path}: key 'executor.worker': unknown key (allowed: kind, workers, start_method, stop_grace)"
+        f"{path}: key 'executor.worker': unknown key (allowed: kind, workers, start_method, stop_grace, give_up_after)"
     )
 
 
@@ -235,3 +235,39 @@ def test_secret_value_not_echoed_in_errors(isolated: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert str(info.value) == f"{path}: key 'security.hmac_key': expected a string"
+
+
+def test_one_mongodb_address_serves_the_store_and_the_event_log(isolated: Path) -> None:
+    """[mongodb] url: the store's backend becomes MongoDB and both use that server and
+    database; each may still choose SQLite or its own URL."""
+    url = "mongodb://beam:s3cret@db:27017/bl"
+    both = load_settings(write(isolated / "a.toml", f'[mongodb]\nurl = "{url}"\ndatabase = "bl13"\n'))
+    assert (both.store.backend, both.store.url, both.store.database) == ("mongodb", url, "bl13")
+    assert both.eventlog_on_mongodb and both.eventlog_target == url and both.eventlog.database == "bl13"
+    own = load_settings(write(isolated / "b.toml", f'[mongodb]\nurl = "{url}"\n[store]\nbackend = "sqlite"\n'
+                                                   '[eventlog]\nurl = "mongodb://logs:27017/ev"\n'))  # fmt: skip
+    assert own.store.backend == "sqlite" and own.store.url is None
+    assert own.eventlog_target == "mongodb://logs:27017/ev"
+    sqlite_log = load_settings(write(isolated / "c.toml", f'[mongodb]\nurl = "{url}"\n[eventlog]\nbackend = "sqlite"\n'))
+    assert not sqlite_log.eventlog_on_mongodb and sqlite_log.eventlog_target == str(isolated / "var" / "events.sqlite")
+
+
+def test_a_mongodb_event_log_without_any_url_names_file_and_key(isolated: Path) -> None:
+    path = write(isolated / "t.toml", '[eventlog]\nbackend = "mongodb"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == f"{path}: key 'eventlog': backend = 'mongodb' needs a URL: set eventlog.url or [mongodb] url"
+
+
+def test_config_show_holds_only_what_applies(isolated: Path) -> None:
+    """The local executor shows no [celery], SQLite backends no MongoDB keys (and the
+    reverse); unset sections stay out."""
+    local = load_settings().to_toml_dict()
+    assert "celery" not in local and "mongodb" not in local and "status_pvs" not in local
+    assert local["store"] == {"backend": "sqlite", "path": str(isolated / "var" / "store.sqlite"), "keep_data": False}
+    assert local["eventlog"] == {"backend": "sqlite", "path": str(isolated / "var" / "events.sqlite")}
+    path = write(isolated / "t.toml", '[executor]\nkind = "celery"\n[mongodb]\nurl = "mongodb://u:pw@db/x"\n')
+    production = load_settings(path).to_toml_dict()
+    assert production["celery"]["broker_url"].startswith("redis://")
+    assert "path" not in production["store"] and production["store"]["url"] == "mongodb://u:***@db/x"
+    assert production["eventlog"]["backend"] == "mongodb" and production["eventlog"]["url"] == "mongodb://u:***@db/x"

@@ -25,6 +25,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -174,6 +175,26 @@ class StoreSettings(_Section):
         return url
 
 
+def _mongodb_url_or_none(url: str | None) -> str | None:
+    if url is not None and not url.startswith(("mongodb://", "mongodb+srv://")):
+        raise PydanticCustomError(
+            "triggerd_url_scheme", 'expected a MongoDB URL starting with mongodb:// (e.g. "mongodb://host:27017/triggerd")'
+        )
+    return url
+
+
+class MongoSettings(_Section):
+    """One MongoDB for the data store and the event log: their ``url`` and ``database``
+    default to these, and with ``url`` set the data store's backend defaults to MongoDB.
+    Either may still name its own (``store.url``, ``eventlog.url``), or stay on SQLite
+    (``store.backend = "sqlite"``, ``eventlog.backend = "sqlite"``)."""
+
+    url: Annotated[str | None, AfterValidator(_mongodb_url_or_none)] = None
+    """Given to pymongo unchanged: credentials and options (tls, replicaSet, authSource)."""
+    database: str | None = None
+    """MongoDB database; None means the one the URL names, else "triggerd"."""
+
+
 class SecuritySettings(_Section):
     """The HMAC key that signs task data travelling between daemon and workers."""
 
@@ -184,6 +205,8 @@ class SecuritySettings(_Section):
 class EventLogSettings(_Section):
     """Where the event log is kept: SQLite under the state directory, or MongoDB."""
 
+    backend: Literal["sqlite", "mongodb"] | None = None
+    """None: MongoDB when a URL is known (``eventlog.url`` or ``mongodb.url``), else SQLite."""
     url: str | None = None
     """MongoDB URL of the event log; None: ``<state_dir>/events.sqlite``. It goes to pymongo
     unchanged (credentials, TLS, replicaSet); a standalone server will do."""
@@ -198,11 +221,15 @@ class EventLogSettings(_Section):
     @field_validator("url")
     @classmethod
     def _mongodb_url(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("mongodb://", "mongodb+srv://")):
+        return _mongodb_url_or_none(url)
+
+    @model_validator(mode="after")
+    def _url_for_mongodb(self) -> EventLogSettings:
+        if self.backend == "mongodb" and self.url is None:
             raise PydanticCustomError(
-                "triggerd_url_scheme", 'expected a MongoDB URL starting with mongodb:// (e.g. "mongodb://host:27017/triggerd")'
+                "triggerd_url_required", "backend = 'mongodb' needs a URL: set eventlog.url or [mongodb] url"
             )
-        return url
+        return self
 
 
 class StatusPvSettings(_Section):
@@ -276,8 +303,32 @@ class Settings(_Section):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     eventlog: EventLogSettings = Field(default_factory=EventLogSettings)
     status_pvs: StatusPvSettings = Field(default_factory=StatusPvSettings)
+    mongodb: MongoSettings = Field(default_factory=MongoSettings)
 
     _source: str = PrivateAttr(default=BUILTIN_SOURCE)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_mongodb(cls, data: Any) -> Any:
+        """``[mongodb]``: the address the data store and the event log default to."""
+        if not isinstance(data, dict) or not isinstance(data.get("mongodb"), dict) or not data["mongodb"].get("url"):
+            return data
+        mongodb = data["mongodb"]
+        data = dict(data)
+        for section, backend_default in (("store", "mongodb"), ("eventlog", None)):
+            given = data.get(section)
+            if given is not None and not isinstance(given, dict):
+                continue  # wrong shape: the section's own validation says so
+            values = dict(given or {})
+            if values.get("backend", backend_default) in ("mongodb", None):
+                if backend_default is not None:
+                    values.setdefault("backend", backend_default)
+                values.setdefault("url", mongodb["url"])
+                if mongodb.get("database") is not None:
+                    values.setdefault("database", mongodb["database"])
+            data[section] = values
+        return data
+
 
     @property
     def source(self) -> str:
@@ -300,9 +351,13 @@ class Settings(_Section):
         return self.daemon.socket or self.paths.state_dir / "triggerd.sock"
 
     @property
+    def eventlog_on_mongodb(self) -> bool:
+        return self.eventlog.backend != "sqlite" and self.eventlog.url is not None
+
+    @property
     def eventlog_target(self) -> str:
-        """The event log: ``eventlog.url``, or the SQLite file ``<state_dir>/events.sqlite``."""
-        return self.eventlog.url or str(self.paths.state_dir / "events.sqlite")
+        """The event log: its MongoDB URL, or the SQLite file ``<state_dir>/events.sqlite``."""
+        return self.eventlog.url if self.eventlog_on_mongodb and self.eventlog.url else str(self.paths.state_dir / "events.sqlite")
 
     @property
     def state_db_path(self) -> Path:
@@ -310,29 +365,43 @@ class Settings(_Section):
         return self.paths.state_dir / "state.sqlite"
 
     def to_toml_dict(self) -> dict[str, Any]:
-        """The effective settings as plain TOML-able data, for ``triggerd config show``.
-
-        Paths are strings, defaults of optional paths are filled in, unset values are left
-        out (TOML has no null), and secrets, including a password in the store URL, are
-        shown as ``***``.
+        """The effective settings as plain TOML-able data, for ``triggerd config show``:
+        only what applies to the chosen backends and executor (no [celery] for the local
+        executor, no MongoDB keys for SQLite), defaults of optional paths filled in,
+        unset values left out (TOML has no null), secrets and URL passwords as ``***``.
         """
         data = self.model_dump(mode="json", exclude_none=True)
-        store = {**data["store"], "path": str(self.store_path)}
-        if self.store.url is not None:
-            store["url"] = mask_url_password(self.store.url)
-        security = {**data["security"], "hmac_key_file": str(self.hmac_key_path)}
+        if self.store.backend == "sqlite":
+            data["store"] = {"backend": "sqlite", "path": str(self.store_path), "keep_data": self.store.keep_data}
+        else:
+            data["store"] = {k: v for k, v in data["store"].items() if k != "path"}
+            data["store"]["url"] = mask_url_password(self.store.url or "")
+        security = {"hmac_key_file": str(self.hmac_key_path)}
         if self.security.hmac_key is not None:
-            security["hmac_key"] = _MASK
-        data["store"] = {key: store[key] for key in StoreSettings.model_fields if key in store}
-        data["security"] = {
-            key: security[key] for key in SecuritySettings.model_fields if key in security
-        }
-        celery = data["celery"]
-        for key in ("broker_url", "result_backend"):
-            if celery.get(key) is not None:
-                celery[key] = mask_url_password(celery[key])
-        if self.eventlog.url is not None:
-            data["eventlog"]["url"] = mask_url_password(self.eventlog.url)
+            security = {"hmac_key": _MASK}
+        data["security"] = security
+        if self.executor.kind == "celery":
+            celery = data["celery"]
+            for key in ("broker_url", "result_backend"):
+                if celery.get(key) is not None:
+                    celery[key] = mask_url_password(celery[key])
+        else:
+            del data["celery"]
+            data["executor"].pop("kind", None)
+            data["executor"] = {"kind": "local", **data["executor"]}
+        eventlog = data["eventlog"]
+        if self.eventlog_on_mongodb:
+            eventlog = {"backend": "mongodb", **eventlog, "url": mask_url_password(self.eventlog.url or "")}
+        else:
+            eventlog = {"backend": "sqlite", "path": self.eventlog_target,
+                        **{k: v for k, v in eventlog.items() if k in ("retention_days",)}}  # fmt: skip
+        data["eventlog"] = eventlog
+        if self.mongodb.url is not None:
+            data["mongodb"]["url"] = mask_url_password(self.mongodb.url)
+        else:
+            data.pop("mongodb", None)
+        if self.status_pvs.prefix is None:
+            data.pop("status_pvs", None)
         daemon = {**data["daemon"], "socket": str(self.socket_path)}
         data["daemon"] = {key: daemon[key] for key in DaemonSettings.model_fields if key in daemon}
         return data

@@ -142,11 +142,7 @@ class Deployment:
             [celery]
             broker_url = "{self.redis.url}"
             visibility_timeout = {visibility_timeout}
-            [store]
-            backend = "mongodb"
-            url = "{self.mongo.url}"
-            database = "faults"
-            [eventlog]
+            [mongodb]
             url = "{self.mongo.url}"
             database = "faults"
             [log]

@@ -41,7 +41,8 @@ def config_show(config_path: Path | None, as_json: bool) -> None:
     for section, values in data.items():
         click.echo(f"\n[{section}]")
         for key, value in values.items():
-            click.echo(f"{key} = {json.dumps(value)}")
+            # TOML as one would write it: permissions in octal
+            click.echo(f"{key} = {oct(value) if key.endswith('_mode') and isinstance(value, int) else json.dumps(value)}")
 
 
 @cli.command("run")

@@ -34,7 +34,7 @@ log = get_logger("triggerd.daemon")
 def event_store_for(settings: Settings) -> EventStore:
     """The event store the settings name, not opened yet."""
     options: dict[str, Any] = {"retention_days": settings.eventlog.retention_days}
-    if settings.eventlog.url is not None:
+    if settings.eventlog_on_mongodb:
         options["database"] = settings.eventlog.database
     return open_event_store(settings.eventlog_target, **options)
 
