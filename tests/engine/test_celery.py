@@ -249,7 +249,7 @@ def test_make_executor_picks_celery_from_settings(celery_cluster, collector):
 def test_celery_settings_mask_passwords_and_want_a_redis_url(tmp_path):
     """config show hides the broker password; a non-Redis broker URL is refused by key."""
     config = tmp_path / "triggerd.toml"
-    config.write_text('[celery]\nbroker_url = "redis://:s3cret@redis.example:6379/2"\n')
+    config.write_text('[executor]\nkind = "celery"\n[celery]\nbroker_url = "redis://:s3cret@redis.example:6379/2"\n')
     shown = load_settings(config).to_toml_dict()["celery"]
     assert shown["broker_url"] == "redis://:***@redis.example:6379/2"
     assert shown["signal_timeout"] == 30.0 and shown["visibility_timeout"] == 300.0

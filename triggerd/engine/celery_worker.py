@@ -280,8 +280,14 @@ class WorkerSide:
         else:
             self._until_sent("telling the runner the task started", lambda: start(client, inbox, job, hostname, delivery_id, redelivered=status == "again"))
             with heartbeats.running(delivery_id):
-                outcome = self._run(job, workflows, store, channel, hostname, events)
-            self._until_sent("sending the task's output", events.flush)  # the stream has a task's output before its end
+                try:
+                    outcome = self._run(job, workflows, store, channel, hostname, events)
+                except Exception as exc:  # noqa: BLE001 - our bug: still say how the task ended
+                    _log.exception("triggerd failed running a task", run=job.run_id, dag=job.dag, task=job.task)
+                    outcome = TaskOutcome("failed", message=f"internal error running the task: {type(exc).__name__}: {exc}",
+                                          started=now, ended=time.time())  # fmt: skip
+            # What the task printed before it ended, however it ended, and before its end.
+            self._until_sent("sending the task's output", events.flush)
         self._until_sent("telling the runner how the task ended", lambda: finish(client, inbox, job, outcome, hostname, delivery_id))
         _log.debug("task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome)
         return outcome.outcome

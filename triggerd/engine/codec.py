@@ -98,7 +98,7 @@ def load_or_create_key(path: Path) -> bytes:
         key = secrets.token_hex(32).encode()
         # Written beside it, then linked into place: a worker waiting for the file never
         # reads it half written, and of two processes creating it at once one wins.
-        draft = path.with_name(f".{path.name}.{os.getpid()}.new")
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, key)
