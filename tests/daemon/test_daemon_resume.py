@@ -63,9 +63,12 @@ def test_a_run_resumes_after_kill_9_without_running_ended_tasks_again(tmp_path, 
         d.wait_for(lambda: [r["state"] for r in d.runs_db()] in (["succeeded"], ["failed"]), timeout=30, what="the run to end")
         (run,) = d.ctl_json("runs")
         events = d.ctl_json("events", "--run", run["run_id"], "--limit", "500")
+        shown = d.ctl("show", run["run_id"]).stdout
     started = [e for e in events if e["kind"] == "run.started"]
     assert [e["data"]["attempt"] for e in started] == [1, 2]
     assert "resumed (attempt 2): 1 tasks had ended" in started[1]["message"]
+    # triggerctl show: the two attempts apart
+    assert "attempt 1 " in shown and "attempt 2 " in shown and "resumed: 1 tasks had ended, 1 were running or due" in shown
     if idempotent:
         assert run["state"] == "succeeded"
         assert ledger(d) == ["a", "b", "b", "c"]  # a not again; b again (its worker went with the daemon)

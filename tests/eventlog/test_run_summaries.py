@@ -24,7 +24,7 @@ def test_a_successful_run_is_summarised_with_its_trigger_dags_and_tasks(store):
         "run": "run-ok", "workflow": "squashfs_compress", "rule": "compress-dataset", "status": "succeeded",
         "params": {"dataset": "/data/mx1/visit1", "level": 3}, "host": "mx-sq1",
         "queued": at(1), "started": at(2), "ended": at(11), "duration": 15.0, "error": None, "traceback": None,
-        "first": at(1), "last": at(11),
+        "first": at(1), "last": at(11), "attempts": [],
         "trigger": {"event": summary["trigger"]["event"], "time": at(1), "rule": "compress-dataset",
                     "message": "compress-dataset: a.h5 -> squashfs_compress", "source": SOURCE, "host": "mx-sq1",
                     "data": {"key": "k-1", "params": {"dataset": "/data/mx1/visit1"}, "files": 1}},
@@ -35,6 +35,21 @@ def test_a_successful_run_is_summarised_with_its_trigger_dags_and_tasks(store):
                          "pid": 4242, "worker": "w2", "error": None, "traceback": None, "exit_code": None},
         }}},
     }  # fmt: skip
+
+
+def test_a_resumed_run_shows_each_attempt_apart(store):
+    """Each run.started with an attempt number is an attempt of its own, in order,
+    whatever order the events arrive in."""
+    clock = Clock()
+    first = clock.event("run.started", "run of 'wf' started", run="r2", workflow="wf", data={"attempt": 1, "params": {}})
+    second = clock.event("run.started", "run of 'wf' resumed (attempt 2)", run="r2", workflow="wf",
+                         data={"attempt": 2, "resumed": True, "tasks_ended": 1, "tasks_running": 1})  # fmt: skip
+    store.insert([second])
+    store.insert([first])
+    attempts = store.run("r2")["attempts"]
+    assert [(a["attempt"], a["host"], a["resumed"]) for a in attempts] == [(1, "mx-sq1", False), (2, "mx-sq1", True)]
+    assert (attempts[1]["tasks_ended"], attempts[1]["tasks_running"]) == (1, 1)
+    assert attempts[0]["started"] < attempts[1]["started"]
 
 
 def test_a_failed_run_keeps_its_error_and_the_tasks_traceback(store):

@@ -228,6 +228,12 @@ def show(run_id: str, config_path: Path | None, as_json: bool) -> None:
             click.echo(f"  {key:<8} {summary[key]}")
     if summary.get("duration") is not None:
         click.echo(f"  took     {summary['duration']:.3f} s")
+    attempts = summary.get("attempts") or []
+    if len(attempts) > 1:  # the run was resumed after the daemon stopped: each attempt apart
+        for a in attempts:
+            how = (f"resumed: {a.get('tasks_ended')} tasks had ended, {a.get('tasks_running')} were running or due"
+                   if a.get("resumed") else "started")  # fmt: skip
+            click.echo(f"  attempt {a.get('attempt')} {a.get('started')} on {a.get('host') or '?'}: {how}")
     trigger = summary.get("trigger") or {}
     if trigger:
         source = trigger.get("source") or {}

@@ -20,6 +20,7 @@ The stored summary (``public`` turns it into what the queries return)::
 
     {run, workflow, rule, status, params, trigger: {event, time, rule, message, source,
      data}, host, queued, started, ended, duration, error, traceback, first, last,
+     attempts: [{attempt, started, host, resumed, tasks_ended, tasks_running}],
      dags: {<dag>: {state, started, ended, duration,
                     tasks: {<task>: {state, host, worker, pid, started, ended, duration,
                                      error, traceback, exit_code}}}}}
@@ -149,6 +150,12 @@ def _run_event(delta: RunDelta, event: LogEvent, when: str) -> None:
             delta.set["params"] = dict(data["params"])
         if event.host is not None:
             delta.set["host"] = event.host
+        attempt = _number(data.get("attempt"))
+        if isinstance(attempt, int):  # each time the run was handed to an executor
+            delta.set[f"attempts.{attempt}"] = {
+                "attempt": attempt, "started": when, "host": event.host, "resumed": bool(data.get("resumed")),
+                "tasks_ended": _number(data.get("tasks_ended")), "tasks_running": _number(data.get("tasks_running")),
+            }  # fmt: skip
         fields = {"status": state}
     else:
         error = data.get("error") or (event.message if state in FAILED_STATUSES else None)
@@ -293,6 +300,8 @@ def public(doc: Mapping[str, Any], *, with_dags: bool = True) -> dict[str, Any]:
         out["params"] = params if isinstance(params, Mapping) else None
     if out["duration"] is None:
         out["duration"] = _seconds(out["started"], out["ended"])
+    attempts = doc.get("attempts")
+    out["attempts"] = sorted(attempts.values(), key=lambda a: a.get("attempt") or 0) if isinstance(attempts, Mapping) else []
     if with_dags:
         dags: dict[str, Any] = {}
         for dag_node in (doc.get("dags") or {}).values():
