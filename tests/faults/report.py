@@ -63,7 +63,8 @@ def update(page: Path, rows: list[dict[str, Any]], command: str) -> None:
 
 
 if __name__ == "__main__":
-    found = [json.loads(line) for line in Path(sys.argv[1]).read_text().splitlines() if line.strip()]
+    rows_read = [json.loads(line) for line in Path(sys.argv[1]).read_text().splitlines() if line.strip()]
+    found = list({row["scenario"]: row for row in rows_read}.values())  # the latest of each scenario
     if len(sys.argv) > 2:
         update(Path(sys.argv[2]), found, "make faults")
     else:
