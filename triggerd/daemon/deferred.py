@@ -50,6 +50,9 @@ class StateWrites:
         except StateUnavailable as exc:
             self._waiting.append((what, action))
             self._down(exc, what)
+            return
+        if self.health.ok is None:
+            self.health.up()
 
     def _down(self, exc: StateUnavailable, what: str) -> None:
         if self.health.ok is not False:

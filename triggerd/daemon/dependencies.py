@@ -9,7 +9,8 @@ log takes them as soon as it can: one that is down itself spools them.
 
 With Celery, whether some worker consumes each queue that has work waiting is asked of
 the workers (a broadcast, on a thread) every :data:`QUEUE_CHECK_EVERY` seconds while
-jobs wait; a queue nobody consumes is a dependency that is down.
+jobs wait; a queue nobody consumes at two checks in a row (workers reconnecting after a
+Redis outage miss one) is a dependency that is down until a worker takes its jobs.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class DependencyWatch:
         self._celery = celery
         self._last: dict[str, Reading] = {}
         self._queues: dict[str, Dependency] = {}  # Celery queues with work waiting: consumed?
+        self._unconsumed: dict[str, int] = {}  # checks in a row that found no worker on a queue
 
     async def watch(self, readings: Callable[[], list[Reading]], waiting: Callable[[], dict[str, int]]) -> None:
         """Once a second :meth:`check`; with Celery, every :data:`QUEUE_CHECK_EVERY`
@@ -61,6 +63,7 @@ class DependencyWatch:
                 asyncio.get_running_loop().create_task(self._check_queues(jobs))
             elif not jobs:
                 self._queues.clear()
+                self._unconsumed.clear()
             await asyncio.sleep(1.0)
 
     async def _check_queues(self, jobs: dict[str, int]) -> None:
@@ -74,9 +77,12 @@ class DependencyWatch:
         for queue, count in jobs.items():
             health = self._queues.setdefault(queue, Dependency(f"queue {queue}", "Celery workers"))
             if queue in consumed:
+                self._unconsumed.pop(queue, None)
                 health.up()
-            else:
+            elif self._unconsumed.setdefault(queue, 0) >= 1:  # twice in a row: not a worker reconnecting
                 health.down(f"no worker consumes queue '{queue}' ({count} jobs wait): start one with `triggerd worker -Q {queue}`")
+            else:
+                self._unconsumed[queue] += 1
 
     def queue_readings(self) -> list[Reading]:
         return [d.reading for d in self._queues.values()]
@@ -92,7 +98,7 @@ class DependencyWatch:
             if reading.ok is False and was is not False:
                 self._notify(
                     "dependency.down",
-                    f"{reading.name} ({reading.target}) is unreachable: {reading.error}; work that needs it waits "
+                    f"{reading.name} ({reading.target}): {reading.error}; work that needs it waits "
                     f"(runs give up after {self._give_up_after:g} s: executor.give_up_after)",
                     level="warning", data=reading.to_dict(),
                 )  # fmt: skip
@@ -101,7 +107,9 @@ class DependencyWatch:
                 down_for = reading.since - before.since
                 self._notify("dependency.up", f"{reading.name} ({reading.target}) answers again after {_ago(down_for)}",
                              data={**reading.to_dict(), "down_for": down_for})  # fmt: skip
-        for gone in set(self._last) - seen:  # a queue without work any more, say
+        for gone in set(self._last) - seen:  # a queue without jobs waiting any more, say
+            if self._last[gone].ok is False:
+                self._notify("dependency.up", f"{gone}: nothing waits for it any more", data={**self._last[gone].to_dict(), "state": "up"})
             del self._last[gone]
 
     def readings(self) -> list[Reading]:
