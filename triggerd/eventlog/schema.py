@@ -59,7 +59,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,8 +141,14 @@ class LogEvent:
     v: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
+        """The event as plain data (``time`` as ISO text). ``data`` and ``source`` are new
+        dicts, their values shared: a copy one level deep, not ``dataclasses.asdict``'s
+        deep copy, which cost 150 µs an event on the daemon's loop."""
+        doc = {name: getattr(self, name) for name in _FIELDS}
         doc["time"] = format_time(self.time)
+        doc["data"] = dict(self.data)
+        if self.source is not None:
+            doc["source"] = dict(self.source)
         return doc
 
     @classmethod
@@ -182,3 +188,6 @@ class LogEvent:
         from triggerd.eventlog.safe import sanitize
 
         return sanitize(self)
+
+
+_FIELDS = tuple(f.name for f in fields(LogEvent))
