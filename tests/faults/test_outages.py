@@ -8,6 +8,7 @@ outages here (the CI budget); `make faults` runs the issue's loads and outages.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -41,11 +42,16 @@ def _outage(d: Deployment, name: str, stop, start, *, prefix: str, shows: tuple[
             back["at"] = time.monotonic()
 
     seen_down: set[str] = set()
+    events_refused: list[tuple[float, subprocess.CompletedProcess]] = []
 
     def during_and_watch(i: int) -> None:
         during(i)
         if timer_started and not back:
             seen_down.update(n for n, state in _states(d).items() if state == "down")
+            if "event log" in seen_down and not events_refused:  # asked while it is away: says so at once
+                t0 = time.monotonic()
+                done = d.ctl("events", "--limit", "5")
+                events_refused.append((time.monotonic() - t0, done))
 
     with ApiProbe(d) as probe:
         paths = d.drop(LOAD.files, LOAD.rate, prefix, during=during_and_watch)
@@ -56,6 +62,10 @@ def _outage(d: Deployment, name: str, stop, start, *, prefix: str, shows: tuple[
         settled = d.wait_settled(paths, timeout=120 + LOAD.outage)
     audit = d.audit(paths)
     assert set(shows) <= seen_down, f"status showed {seen_down} down during the {name} outage, expected {shows}"
+    if "event log" in shows:
+        ((took, done),) = events_refused
+        assert done.returncode != 0 and "the event log" in done.stderr and "unreachable since" in done.stderr, done.stderr
+        assert took < 3.0, f"triggerctl events took {took:.1f} s to say the event log is away"  # mostly Python starting
     wait_for(lambda: all(_states(d)[n] == "up" for n in shows), 30, f"{shows} up again in status")
     text = d.ctl("status").stdout
     assert all(f"{n} " in text for n in shows), text

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from triggerd import __version__
-from triggerd.errors import TriggerdError
+from triggerd.errors import BackendUnavailable, TriggerdError
 
 from . import views
 from .events import parse_since
@@ -55,7 +55,8 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
 
     @app.exception_handler(TriggerdError)
     async def triggerd_error(request: Request, exc: TriggerdError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        # A service the daemon needs is away (503: ask again later); else the request's fault.
+        return JSONResponse({"error": str(exc)}, status_code=503 if isinstance(exc, BackendUnavailable) else 400)
 
     @app.get("/status")
     async def get_status() -> dict[str, Any]:

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from triggerd.config import Settings
-from triggerd.errors import TriggerdError
+from triggerd.errors import BackendUnavailable, TriggerdError
 from triggerd.eventlog.forwarder import EventWriter, Spool, StreamForwarder
 from triggerd.eventlog.schema import LogEvent
 from triggerd.eventlog.store import EventStore, open_event_store
@@ -98,9 +98,21 @@ class DaemonEventLog:
 
     # -- queries and following -------------------------------------------------------------
 
+    def _answers(self) -> None:
+        """Refuse at once while the store is known to be down, instead of holding the
+        caller for the driver's server-selection timeout."""
+        reading = self.writer.health.reading
+        if reading.ok is False:
+            raise BackendUnavailable(
+                f"the event log ({reading.target}) has been unreachable since "
+                f"{datetime.fromtimestamp(reading.since).isoformat(timespec='seconds')}: {reading.error}; "
+                "events wait in the daemon and are stored when it is back"
+            )
+
     async def find(self, *, wait: float = 0.0, **query: Any) -> list[LogEvent]:
         """``store.find(**query)``; with ``wait``, if nothing matches yet, wait up to that
         many seconds for the next stored batch and ask again (long polling)."""
+        self._answers()
         found = await asyncio.to_thread(self.store.open().find, **query)
         deadline = self._loop.time() + wait
         while not found and wait > 0 and (left := deadline - self._loop.time()) > 0:
@@ -113,9 +125,11 @@ class DaemonEventLog:
         return found
 
     async def runs(self, **query: Any) -> list[dict[str, Any]]:
+        self._answers()
         return await asyncio.to_thread(self.store.open().runs, **query)
 
     async def run(self, run_id: str) -> dict[str, Any] | None:
+        self._answers()
         return await asyncio.to_thread(self.store.open().run, run_id)
 
     def _stored(self, events: list[LogEvent]) -> None:
