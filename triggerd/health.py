@@ -9,9 +9,13 @@ attribute read is atomic, and a reader only ever sees a whole :class:`Reading`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-__all__ = ["Dependency", "Reading"]
+__all__ = ["Dependency", "Reading", "patiently"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,26 @@ class Reading:
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "target": self.target, "state": self.state, "since": self.since, "error": self.error}
+
+
+def patiently(attempt: Callable[[], _T], *, away: Callable[[BaseException], bool], give_up_after: float,
+              max_backoff: float, on_first: Callable[[BaseException], Any] = lambda exc: None,
+              sleep: Callable[[float], Any] = time.sleep) -> _T:  # fmt: skip
+    """``attempt()``, again while it fails because a service is ``away`` (backing off from
+    0.5 s to ``max_backoff``), for up to ``give_up_after`` seconds; then, or for any other
+    error, it raises what ``attempt`` raised. ``on_first`` hears of the first failure."""
+    deadline = time.monotonic() + give_up_after
+    backoff = 0.5
+    while True:
+        try:
+            return attempt()
+        except Exception as exc:
+            if not away(exc) or time.monotonic() + backoff > deadline:
+                raise
+            if backoff == 0.5:
+                on_first(exc)
+            sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
 
 
 class Dependency:

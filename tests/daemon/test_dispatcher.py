@@ -521,7 +521,7 @@ def test_outbox_survives_a_restart(tmp_path, load):
 
     second_state = StateDB(path).open()
     try:
-        assert second_state.requeue_unfinished() == 1
+        assert len(second_state.requeue_unfinished()) == 1
         second = Harness(second_state, rules)
         assert second.d.queued() == 3 and second.submitted == []
         second.d.pump(10.0)

@@ -209,7 +209,7 @@ def test_requeue_unfinished_moves_submitted_and_running_back(db):
         enqueue(db, run_id)
         if state != "queued":
             db.set_state(run_id, state)
-    assert db.requeue_unfinished() == 2
+    assert len(db.requeue_unfinished()) == 2
     assert {run_id: db.run(run_id).state for run_id in ["q", "s", "r", "ok", "f"]} == {
         "q": "queued",
         "s": "queued",
@@ -218,7 +218,7 @@ def test_requeue_unfinished_moves_submitted_and_running_back(db):
         "f": "failed",
     }
     assert [row.run_id for row in db.queued()] == ["q", "s", "r"]  # enqueue order
-    assert db.requeue_unfinished() == 0
+    assert len(db.requeue_unfinished()) == 0
 
 
 def test_queued_lists_only_queued_runs_in_enqueue_order(db):
@@ -297,7 +297,7 @@ def test_state_survives_close_and_open(tmp_path):
         assert second.dispatched("r", ident(CAFE))
         assert second.watermark("r", 500.0) == (100.0, False)
         assert enqueue(second, "run3", key="key-run1") is False  # keys are remembered too
-        assert second.requeue_unfinished() == 1
+        assert len(second.requeue_unfinished()) == 1
         assert [row.run_id for row in second.queued()] == ["run1", "run2"]
     finally:
         second.close()

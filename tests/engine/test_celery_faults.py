@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,23 @@ def slow(data, store, signal, context):
 
 d = Dag("d")
 d.define({{PythonTask("slow", slow, idempotent={idempotent}): PythonTask("after")}})
+"""
+
+
+# A task that waits to be stopped (up to "hold" s) and writes down whether it saw the stop.
+WAITS_FOR_STOP = HEADER + """
+parameters = Parameters([Option("out"), Option("hold", default=30.0, type=float)])
+
+def waits(data, store, signal, context):
+    open(store.get("out") + ".started", "w").close()
+    deadline = time.monotonic() + store.get("hold")
+    while time.monotonic() < deadline and not signal.is_stopped:
+        time.sleep(0.1)
+    with open(store.get("out"), "w") as f:
+        f.write("stopped" if signal.is_stopped else "not stopped")
+
+d = Dag("d")
+d.define({PythonTask("waits", waits): PythonTask("after")})
 """
 
 
@@ -98,6 +116,35 @@ def test_redis_restarted_empty_mid_run_loses_nothing_and_runs_nothing_twice(faul
     assert len(attempts(out)) == 1
     again = executor.submit("slow_idempotent", {"out": str(tmp_path / "again"), "hold": 0.0})
     assert again.wait(60).status == "succeeded"
+
+
+def test_a_stop_asked_while_redis_is_away_reaches_the_task_when_it_is_back(tmp_path, collector):
+    """Redis (persistent: a service restart keeps its data) away for longer than any
+    client's retries (14 s): a stop asked meanwhile is not lost with the failed write,
+    and the task that polls for it does not fail with the outage; it sees the stop once
+    Redis answers again. (Its own cluster: nothing but the resent write can stop it.)"""
+    server = RedisServer(tmp_path, appendonly=True)
+    try:
+        with cluster(tmp_path, server, worker_args=["-c", "1"]) as running:
+            running.write_workflow("waits_for_stop", WAITS_FOR_STOP)
+            executor = running.executor(collector, stop_grace=None)  # no forced end: one stop, one write
+            try:
+                out = tmp_path / "saw"
+                handle = executor.submit("waits_for_stop", {"out": str(out), "hold": 60.0})
+                wait_for(lambda: Path(f"{out}.started").exists(), 20, "the task to start")
+                server.stop()
+                try:
+                    executor.stop_run(handle.run_id)
+                    time.sleep(14.0)
+                finally:
+                    server.start()
+                wait_for(out.exists, 30, "the task to end")
+                assert out.read_text() == "stopped"
+                assert handle.wait(30).status == "stopped"
+            finally:
+                executor.close()
+    finally:
+        server.stop()
 
 
 def test_a_task_longer_than_the_visibility_timeout_runs_once(faulty, executor, collector, tmp_path):

@@ -18,20 +18,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from triggerd.config import CelerySettings
 from triggerd.errors import TriggerdError
 from triggerd.health import Dependency, Reading
 
-__all__ = ["QUEUE_CHECK_EVERY", "DependencyWatch", "describe_down"]
+__all__ = ["QUEUE_CHECK_EVERY", "DependencyWatch"]
 
 QUEUE_CHECK_EVERY = 10.0
 Notify = Callable[..., None]
-
-
-def describe_down(reading: Reading, now: float) -> str:
-    return f"{reading.name} ({reading.target}) unreachable for {_ago(now - reading.since)}: {reading.error}"
 
 
 def _ago(seconds: float) -> str:
@@ -112,11 +107,5 @@ class DependencyWatch:
                 self._notify("dependency.up", f"{gone}: nothing waits for it any more", data={**self._last[gone].to_dict(), "state": "up"})
             del self._last[gone]
 
-    def readings(self) -> list[Reading]:
-        return list(self._last.values())
-
     def down(self) -> list[Reading]:
         return [r for r in self._last.values() if r.ok is False]
-
-    def status(self) -> list[dict[str, Any]]:
-        return [r.to_dict() for r in self._last.values()]

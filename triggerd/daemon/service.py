@@ -158,7 +158,7 @@ class Daemon:
         assert self._loop is not None
         self.state.open()
         self.writes = StateWrites(self._loop, self.settings.state_db_path)
-        requeued = self.state.requeue_unfinished_ids()
+        requeued = self.state.requeue_unfinished()
         self.journal.open()
         finished = set(self.journal.runs()) - self.state.unfinished(self.journal.runs())
         for run_id in finished:  # ended, and the daemon died before their journal went

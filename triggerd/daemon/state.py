@@ -229,13 +229,9 @@ class StateDB:
                 (_dumps(trigger), run_id),
             ).rowcount == 1
 
-    def requeue_unfinished(self) -> int:
+    def requeue_unfinished(self) -> list[str]:
         """At start-up: runs submitted or running when the daemon died go back to the queue
-        (they resume from their journal when they are handed out again)."""
-        return len(self.requeue_unfinished_ids())
-
-    def requeue_unfinished_ids(self) -> list[str]:
-        """:meth:`requeue_unfinished`, saying which runs."""
+        (they resume from their journal when they are handed out again); returns which."""
         with self._tx() as conn:
             ids = [row[0] for row in conn.execute("SELECT run_id FROM runs WHERE state IN ('submitted', 'running') ORDER BY seq")]
             conn.execute("UPDATE runs SET state = 'queued' WHERE state IN ('submitted', 'running')")

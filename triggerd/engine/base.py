@@ -11,7 +11,7 @@ a subclass supplies only the transport:
 - ``_stop_tasks(run_id, dags)``: tell running tasks of those DAGs that they are stopped;
 - ``_terminate(run_id)``: the stop grace is over, end the run's tasks by force;
 - ``_run_ended(run_id)``: optional clean-up when a run has finished;
-- ``_in_flight(run_id)``: how many of the run's tasks a worker has or will get.
+- ``_with_workers(run_id)``: how many of the run's tasks are sent to workers.
 
 The data store is written on a thread of its own (:class:`StoreKeeper`), so an
 unreachable store delays runs without holding up the executor thread. With a
@@ -36,7 +36,6 @@ from triggerd.errors import InternalError
 from triggerd.eventlog.schema import LogEvent, new_id
 from triggerd.flow.workflow import Workflow
 from triggerd.health import Reading
-from triggerd.log import get_logger
 
 from . import runner as r
 from .job import TaskJob, TaskOutcome, WorkflowCache
@@ -47,7 +46,6 @@ from .store_keeper import StoreKeeper
 __all__ = ["ActiveRun", "EventSink", "Executor", "RunHandle", "RunResult", "jsonable"]
 
 EventSink = Callable[[LogEvent], None]
-_log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,6 @@ class Executor(ABC):
         journal: Journal | None = None,
     ):
         self._dirs = [Path(d) for d in workflows]
-        self._store = store
         self._journal = journal
         self._journaling = journal is not None  # off while closing: what ends then is not an end
         self._give_up_after = give_up_after
@@ -181,8 +178,12 @@ class Executor(ABC):
         """Called on the executor thread once a run has finished, before its handle is."""
 
     @abstractmethod
+    def _with_workers(self, run_id: str) -> int:
+        """How many tasks of the run are sent to workers (and not yet back)."""
+
     def _in_flight(self, run_id: str) -> int:
         """How many tasks of the run are sent to workers, or waiting to be."""
+        return self._with_workers(run_id) + sum(1 for job_run, _ in self._jobs if job_run == run_id)
 
     # -- lifecycle and API (any thread) ---------------------------------------------------------
 

@@ -137,13 +137,16 @@ class CeleryExecutor(Executor):
         self._unsendable_since: float | None = None  # the first failed send of this outage
         self._next_lost_check = 0.0  # monotonic: when to look for jobs the broker lost next
         self._next_send = 0.0  # no send before this (monotonic), while sends fail
+        self._unwritten: list[tuple[Callable[..., None], tuple[Any, ...]]] = []  # writes Redis missed
 
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
         """Connect to Redis (failing here if it is down) and start both threads."""
         self._app = celery_app(self._settings, name=f"triggerd-runner-{self._id[:8]}")
-        self._redis = connect(self._settings.broker_url)
+        # One quick retry only: both threads handle an outage themselves, and a client that
+        # retried for seconds held the executor thread and hid the outage from status.
+        self._redis = connect(self._settings.broker_url, retries=1)
         if self._journal is not None:
             self._resumable = set(self._journal.runs())
         try:
@@ -206,10 +209,10 @@ class CeleryExecutor(Executor):
         """Jobs no worker has started yet, by queue (to tell whether each is consumed).
         Read from another thread: the copies are atomic, the counts may be a moment old."""
         waiting: dict[str, int] = {}
-        for sent in list(self._running.copy().values()):
+        for sent in self._running.copy().values():
             if not sent.started:
                 waiting[sent.command.queue] = waiting.get(sent.command.queue, 0) + 1
-        for _run, command in list(self._jobs.copy()):
+        for _run, command in self._jobs.copy():
             waiting[command.queue] = waiting.get(command.queue, 0) + 1
         return waiting
 
@@ -253,13 +256,13 @@ class CeleryExecutor(Executor):
         """
         assert self._redis is not None
         next_check = 0.0
-        left_over: list[bytes] | None = None
+        left_over_read = False
         while not self._closing.is_set():
             try:
-                if left_over is None:
-                    left_over = list(self._redis.lrange(self._processing_key, 0, -1))
-                    for raw in left_over:
+                if not left_over_read:
+                    for raw in self._redis.lrange(self._processing_key, 0, -1):
                         self._take(raw)
+                    left_over_read = True
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + 1.0
                     if not self._redis.expire(self._presence_key, KEY_TTL):
@@ -284,7 +287,7 @@ class CeleryExecutor(Executor):
                 raise ValueError("not an object")
         except ValueError:
             _log.error("celery executor: a message on the inbox is not a JSON object", message=raw[:200])
-            self._acks.append(raw)  # harmless: the executor thread takes it off with the next
+            self._call(lambda: self._acks.append(raw))  # _acks is the executor thread's
             return
         message = _Message(raw, body)
         self._call(lambda: self._on_raw(message))
@@ -370,7 +373,10 @@ class CeleryExecutor(Executor):
 
     def _check_workers(self) -> None:
         """Fail started jobs whose worker has gone silent for longer than a redelivery takes;
-        send again jobs the broker lost; act on parked messages whose time is up."""
+        send again jobs the broker lost; act on parked messages whose time is up; make the
+        Redis writes a blip missed."""
+        if self._unwritten:
+            self._write_again()
         if self._parked:
             self._unpark()
         if time.monotonic() >= self._next_lost_check:
@@ -413,15 +419,22 @@ class CeleryExecutor(Executor):
         except redis.RedisError:
             return  # the listener reports the outage
         for key, sent in unclaimed:
-            if sent.task_id in held or self._running.get(key) is not sent:
+            if sent.task_id in held:
                 continue
-            del self._running[key]
-            self._preset[key] = sent.task_id
-            self._jobs.appendleft((key[0], sent.command))
-            active = self._runs.get(key[0])
-            if active is not None:
+            if self._send_again(key, sent) and (active := self._runs.get(key[0])) is not None:
                 self._emit(active, "task.retried", f"{key[2]} sent again: the broker lost its job (a worker died as it took it)",
                            dag=key[1], task=key[2], level="warning")  # fmt: skip
+
+    def _send_again(self, key: _Key, sent: _Sent) -> bool:
+        """Back to the front of the queue, under the same task id (so a copy the broker
+        still delivers is dropped by the worker that gets it second); False if the job
+        ended meanwhile."""
+        if self._running.get(key) is not sent:
+            return False
+        del self._running[key]
+        self._preset[key] = sent.task_id
+        self._jobs.appendleft((key[0], sent.command))
+        return True
 
     def _broker_lost(self) -> None:
         """Redis came back empty (no persistence): queued jobs and stop flags are gone.
@@ -448,9 +461,7 @@ class CeleryExecutor(Executor):
         for (key, sent), running in zip(waiting, flags, strict=True):
             if running:
                 sent.started = True  # it runs; its worker reports to the inbox when done
-            elif self._running.get(key) is sent:
-                del self._running[key]
-                self._jobs.appendleft((key[0], sent.command))
+            elif self._send_again(key, sent):
                 _log.warning("celery executor: job sent again after Redis lost it", run=key[0], dag=key[1], task=key[2])
 
     def _terminate(self, run_id: str) -> None:
@@ -465,9 +476,8 @@ class CeleryExecutor(Executor):
             if active is not None:
                 self._terminated_task(active, key[1], key[2])
 
-    def _in_flight(self, run_id: str) -> int:
-        queued = sum(1 for job_run, _ in self._jobs if job_run == run_id)
-        return queued + sum(1 for key in self._running if key[0] == run_id)
+    def _with_workers(self, run_id: str) -> int:
+        return sum(1 for key in self._running if key[0] == run_id)
 
     def _dispatch(self) -> None:
         """Send the queued jobs (Celery queues them; a stopped DAG's jobs end at once).
@@ -571,23 +581,41 @@ class CeleryExecutor(Executor):
             self._redis_call(push, reply_to, payload)
 
     def _stop_tasks(self, run_id: str, dags: tuple[str, ...]) -> None:
-        active = self._runs.get(run_id)
-        self._redis_call(mark_stopped, run_id, active.attempts if active else (1,), dags)
+        self._redis_call(mark_stopped, run_id, self._attempts(run_id), dags)
 
     def _run_ended(self, run_id: str) -> None:
         # A job of this run that Celery delivers again later finds the run stopped.
-        active = self._runs.get(run_id)
-        self._redis_call(mark_stopped, run_id, active.attempts if active else (1,), (RUN_WIDE,))
+        self._redis_call(mark_stopped, run_id, self._attempts(run_id), (RUN_WIDE,))
         for key in [k for k in self._running if k[0] == run_id]:
             del self._running[key]
         for key in [k for k in self._preset if k[0] == run_id]:
             del self._preset[key]
 
+    def _attempts(self, run_id: str) -> set[int]:
+        """The attempts of a run whose jobs may still run (their stop flags are theirs)."""
+        active = self._runs.get(run_id)
+        return active.attempts if active is not None else {1}
+
     def _redis_call(self, fn: Callable[..., None], *args: Any) -> None:
-        """A write to Redis that must not take the executor thread down when Redis is away;
-        the task waiting for it gets SignalTimeout (a reply) or sees no stop (a flag)."""
+        """A write to Redis that must not hold the executor thread while Redis is away: it
+        is made again, in order, when Redis answers (a stop flag still stops; a reply the
+        task no longer waits for expires unread)."""
         assert self._redis is not None
+        if self._unwritten:  # behind those waiting, to keep the order
+            self._unwritten.append((fn, args))
+            return
         try:
             fn(self._redis, *args)
         except redis.RedisError as exc:
-            _log.error("celery executor: Redis write failed", call=fn.__name__, error=str(exc))
+            _log.warning("celery executor: a Redis write waits for Redis", call=fn.__name__, error=str(exc))
+            self._unwritten.append((fn, args))
+
+    def _write_again(self) -> None:
+        assert self._redis is not None
+        while self._unwritten:
+            fn, args = self._unwritten[0]
+            try:
+                fn(self._redis, *args)
+            except redis.RedisError:
+                return  # away again: at the next time it answers
+            del self._unwritten[0]

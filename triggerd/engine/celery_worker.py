@@ -28,6 +28,7 @@ from celery import Celery
 from kombu.transport import redis as kombu_redis
 
 from triggerd.config import CelerySettings, Settings
+from triggerd.health import patiently
 from triggerd.log import get_logger
 from triggerd.store.factory import store_spec
 
@@ -294,18 +295,10 @@ class WorkerSide:
 
     def _until_sent(self, what: str, send: Callable[[], _T]) -> _T:
         """``send()``, again while Redis cannot be reached, for up to ``executor.give_up_after``."""
-        deadline = time.monotonic() + self._settings.executor.give_up_after
-        delay = 0.5
-        while True:
-            try:
-                return send()
-            except redis.RedisError as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                if delay == 0.5:
-                    _log.warning("Redis unreachable: the worker waits for it", doing=what, error=str(exc))
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return patiently(
+            send, away=lambda exc: isinstance(exc, redis.RedisError), give_up_after=self._settings.executor.give_up_after,
+            max_backoff=5.0, on_first=lambda exc: _log.warning("Redis unreachable: the worker waits for it", doing=what, error=str(exc)),
+        )  # fmt: skip
 
     def _run(
         self, job: TaskJob, workflows: WorkflowCache, store: Any, channel: RedisChannel, hostname: str, events: EventBatcher

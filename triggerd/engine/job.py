@@ -23,6 +23,7 @@ from triggerd.flow.exceptions import WorkflowImportError
 from triggerd.flow.signal import SignalChannel, TaskSignal
 from triggerd.flow.task_data import MultiTaskData, TaskData
 from triggerd.flow.workflow import Workflow, find_workflow_file, load_workflow
+from triggerd.health import patiently
 from triggerd.log import get_logger
 
 from .capture import capture_task
@@ -184,18 +185,12 @@ def document_for(job: TaskJob, store: Any, *, give_up_after: float, sleep: Calla
     """The run's data store document. While the store is unreachable this waits (and
     says so in the log), up to ``give_up_after`` seconds; then it raises what the store
     raised. A missing document raises :class:`~triggerd.store.DocumentMissing` at once."""
-    deadline = time.monotonic() + give_up_after
-    backoff = 0.5
-    while True:
-        try:
-            return store.open().get(job.run_id)  # open: a no-op once open
-        except Exception as exc:
-            if not unavailable(exc) or time.monotonic() + backoff > deadline:
-                raise
-            if backoff == 0.5:
-                _log.warning("data store unreachable: the task waits for it", run=job.run_id, dag=job.dag, task=job.task, error=str(exc))
-            sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+    return patiently(
+        lambda: store.open().get(job.run_id),  # open: a no-op once open
+        away=unavailable, give_up_after=give_up_after, max_backoff=MAX_BACKOFF, sleep=sleep,
+        on_first=lambda exc: _log.warning("data store unreachable: the task waits for it", run=job.run_id,
+                                          dag=job.dag, task=job.task, error=str(exc)),
+    )  # fmt: skip
 
 
 def outcome_without_document(exc: Exception, where: str) -> TaskOutcome:

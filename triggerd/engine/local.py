@@ -103,9 +103,8 @@ class LocalExecutor(Executor):
         self._thread = None
         self._close_keeper(max(0.1, deadline - time.monotonic()))
 
-    def _in_flight(self, run_id: str) -> int:
-        queued = sum(1 for job_run, _ in self._jobs if job_run == run_id)
-        return queued + sum(1 for w in self._busy.values() if w.run_id == run_id)
+    def _with_workers(self, run_id: str) -> int:
+        return sum(1 for w in self._busy.values() if w.run_id == run_id)
 
     def _terminate(self, run_id: str) -> None:
         for worker in list(self._busy.values()):

@@ -37,6 +37,7 @@ from redis.retry import Retry
 
 from triggerd.eventlog.schema import LogEvent
 from triggerd.flow.exceptions import SignalTimeout
+from triggerd.log import get_logger
 
 from .codec import Codec
 from .job import TaskJob, TaskOutcome
@@ -73,6 +74,8 @@ __all__ = [
     "stop_key",
     "unb64",
 ]
+
+_log = get_logger(__name__)
 
 # Every key we create expires: an executor that died leaves nothing behind for long.
 KEY_TTL = 86_400
@@ -139,15 +142,17 @@ class EventStream:
         pipe.execute()
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that rides out short outages (a Redis restart) by retrying with back-off.
+def connect(url: str, *, retries: int = 8) -> redis.Redis:
+    """A client that rides out short outages (a Redis restart) by retrying with back-off
+    (``retries`` times: 8 is about 9 s; a caller that handles an outage itself and must
+    notice it at once takes 1, which still reconnects a connection a restart left stale).
 
     No socket timeout: ``BLPOP`` blocks by design, and its own timeout bounds the wait.
     redis-py 8 defaults to a 5 s socket timeout, which cut every longer ``BLPOP`` short
     (a ``join_dags`` waiting a minute failed after the retries ran out); keepalive and
     the health check find a dead connection instead.
     """
-    retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), 8)
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries)
     return redis.Redis.from_url(
         url,
         socket_timeout=None,
@@ -389,7 +394,14 @@ class RedisChannel:
                 stop_seen = True
 
     def is_stopped(self, dag_name: str) -> bool:
-        flags = self._client.mget([stop_key(self._run_id, self._attempt, dag_name), stop_key(self._run_id, self._attempt, RUN_WIDE)])
+        """Whether the DAG or the run was stopped. While Redis cannot be reached the answer
+        is "not yet": a task that polls it goes on instead of failing with the outage, and
+        sees the stop once Redis answers (the runner writes a missed flag again)."""
+        try:
+            flags = self._client.mget([stop_key(self._run_id, self._attempt, dag_name), stop_key(self._run_id, self._attempt, RUN_WIDE)])
+        except redis.RedisError as exc:
+            _log.warning("Redis unreachable: the task's stop flag cannot be read yet", run=self._run_id, dag=dag_name, error=str(exc))
+            return False
         return any(flag is not None for flag in flags)
 
     def _run_stopped(self) -> bool:

@@ -87,9 +87,6 @@ class StoreKeeper:
             self._ops.append(_Op(what, fn, done))
             self._cond.notify_all()
 
-    def pending(self) -> int:
-        return len(self._ops)
-
     def _run(self) -> None:
         backoff = 0.5
         while True:
