@@ -12,6 +12,7 @@ Missing redis-server is a failure, never a skip: CI must not pass without the re
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +33,10 @@ from support import TEST_KEY, WORKFLOWS, EventCollector
 
 from triggerd.config import CelerySettings
 from triggerd.engine.celery_executor import CeleryExecutor
-from triggerd.engine.celery_worker import celery_app
+from triggerd.engine.celery_worker import TASK_NAME, celery_app, job_message
 from triggerd.engine.codec import Codec
+from triggerd.engine.job import TaskJob
+from triggerd.engine.redis_channel import events_stream_key
 from triggerd.store.sqlite import SqliteDataStore
 
 __all__ = ["CeleryCluster", "RedisServer", "WorkerProcess", "celery_cluster", "celery_engine", "cluster", "redis_server"]
@@ -155,6 +159,12 @@ class WorkerProcess:
             self.process.terminate()
 
 
+def refusals(client: redis.Redis, delivery_id: str) -> list[dict[str, Any]]:
+    """The workers' ``job.refused`` events for the job with Celery task id ``delivery_id``."""
+    docs = [json.loads(fields[b"e"]) for _, fields in client.xrange(events_stream_key())]
+    return [d for d in docs if d["kind"] == "job.refused" and d["data"].get("delivery") == delivery_id]
+
+
 @dataclass
 class CeleryCluster:
     """Redis, the main worker, the shared data store and the test workflows directory."""
@@ -177,11 +187,20 @@ class CeleryCluster:
         path.write_text(textwrap.dedent(body))
         return path
 
+    def send_job(self, job: TaskJob, inbox: str) -> str:
+        """Send ``job`` straight to the workers, sealed as the executor seals it, with
+        ``inbox`` as its runner's; returns its Celery task id."""
+        task_id = uuid.uuid4().hex
+        message = job_message(job, inbox, task_id, Codec(TEST_KEY))
+        self.app.send_task(TASK_NAME, args=[message], task_id=task_id, queue=job.queue, routing_key=job.queue)
+        return task_id
+
     def executor(self, collector: EventCollector, *, workflows: list[Path] | None = None, stop_grace: float | None = 10.0) -> CeleryExecutor:
         """A started executor over the same workflows as the workers (by default)."""
         executor = CeleryExecutor(
             workflows=workflows or [self.wf, WORKFLOWS],
             celery=self.settings,
+            codec=Codec(TEST_KEY),
             store=self.store,
             keep_data=True,
             stop_grace=stop_grace,

@@ -13,8 +13,7 @@ import pytest
 from redis_fixture import MAIN_WORKER, SIGNAL_TIMEOUT
 from support import TEST_KEY, overlapping_pair
 
-from triggerd.engine.celery_worker import TASK_NAME, job_message
-from triggerd.engine.codec import Codec
+from triggerd.engine.codec import Codec, dag_data_of
 from triggerd.engine.job import TaskJob, WorkflowCache
 from triggerd.engine.redis_channel import events_stream_key
 from triggerd.flow import MultiTaskData, TaskData
@@ -59,9 +58,9 @@ def test_a_tasks_events_are_in_the_stream_before_its_done_message(celery_cluster
     workflow = WorkflowCache([celery_cluster.wf]).get("talk_direct")
     run_id, inbox = f"talk-{uuid.uuid4().hex}", f"triggerd:inbox:test-{uuid.uuid4().hex}"
     celery_cluster.store.add(run_id, {"name": "talk_direct"})
-    data = Codec(TEST_KEY).dumps(MultiTaskData(dataset=TaskData()))
+    data = Codec(TEST_KEY).dumps(MultiTaskData(dataset=TaskData()), bind=dag_data_of(run_id))
     job = TaskJob(run_id, "talk_direct", workflow.content_hash, "d:1", "d", "talk", "task", None, data)
-    celery_cluster.app.send_task(TASK_NAME, args=[job_message(job, inbox)], queue="task", routing_key="task")
+    celery_cluster.send_job(job, inbox)
     client = celery_cluster.redis.client
     messages: list[dict] = []
     while not messages or messages[-1]["type"] != "done":

@@ -17,6 +17,7 @@ from triggerd.config import load_settings
 from triggerd.engine.codec import Codec, PayloadRejected, UnpicklableData
 from triggerd.errors import TriggerdError
 from triggerd.store import DocumentExists, DocumentMissing, KeyConflict, SqliteDataStore
+from triggerd.store._common import blob_binding
 from triggerd.store.factory import make_store
 from triggerd.store.mongodb import MongoDataStore
 
@@ -220,6 +221,15 @@ def test_tampered_blob_is_rejected_before_unpickling(doc, backend, tmp_path):
         with pytest.raises(PayloadRejected):
             doc.get("obj")
         assert not marker.exists()
+
+
+def test_a_blob_of_another_run_is_rejected_before_unpickling(doc, backend):
+    """A blob validly signed for another run's document, put in place of this run's (as
+    someone with write access to the database could copy it): refused, not unpickled."""
+    doc.set("obj", np.arange(3))
+    backend.replace_blob_body(Codec(KEY).dumps(np.arange(5), bind=blob_binding("run-2")))
+    with pytest.raises(PayloadRejected, match="another run or task"):
+        doc.get("obj")
 
 
 def test_a_store_opened_with_another_key_cannot_read_blobs(doc, backend):

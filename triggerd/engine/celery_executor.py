@@ -38,17 +38,21 @@ from kombu.exceptions import OperationalError
 
 from triggerd.config import CelerySettings, mask_url_password
 from triggerd.errors import BackendUnavailable, InternalError
+from triggerd.eventlog.schema import LogEvent
 from triggerd.health import Dependency, Reading
 from triggerd.log import get_logger
 
 from . import runner as r
 from .base import ActiveRun, EventSink, Executor, RunHandle, RunResult
 from .celery_worker import TASK_NAME, celery_app, job_message, restore_interval
+from .codec import Codec, PayloadRejected
 from .journal import Journal, Sent
 from .redis_channel import (
     HEARTBEAT_PERIOD,
     HEARTBEAT_TTL,
+    INBOX,
     KEY_TTL,
+    REPLY,
     RUN_WIDE,
     alive,
     connect,
@@ -96,8 +100,9 @@ class _Message:
 class CeleryExecutor(Executor):
     """Runs workflows from ``workflows`` directories on the Celery workers of ``celery``.
 
-    It takes no HMAC key: the runner never opens task data (it only passes the signed
-    bytes from one task to the next); workers sign and verify with the shared key.
+    ``codec`` holds the HMAC key the workers share: it seals the jobs sent and checks the
+    seal of every message read back. The runner never opens task data (it only passes
+    the signed bytes from one task to the next).
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class CeleryExecutor(Executor):
         *,
         workflows: list[Path],
         celery: CelerySettings,
+        codec: Codec,
         store: Any = None,
         keep_data: bool = False,
         stop_grace: float | None = 10.0,
@@ -115,6 +121,7 @@ class CeleryExecutor(Executor):
         super().__init__(workflows=workflows, store=store, keep_data=keep_data, stop_grace=stop_grace, on_event=on_event,
                          give_up_after=give_up_after, journal=journal)  # fmt: skip
         self._settings = celery
+        self._codec = codec
         self._id = journal.identity() if journal is not None else uuid.uuid4().hex
         self._inbox_key = inbox_key(self._id)
         self._processing_key = processing_key(self._id)
@@ -184,7 +191,7 @@ class CeleryExecutor(Executor):
         assert self._redis is not None
         last_word = connect_once(self._settings.broker_url)  # Redis may be down: no retries now
         try:
-            push(last_word, self._inbox_key, {"type": "wake"})  # ends the wait at once
+            push(last_word, self._inbox_key, self._codec.seal(INBOX, {"type": "wake"}))  # ends the wait at once
         except redis.RedisError:
             pass  # the listener notices the closing flag within _BLPOP_TIMEOUT
         for thread in self._threads:
@@ -281,16 +288,22 @@ class CeleryExecutor(Executor):
                 self._take(raw)
 
     def _take(self, raw: bytes) -> None:
+        """Hand a message to the executor thread, if it carries our seal; refuse it (a log
+        line and a ``message.refused`` event, nothing acted on) otherwise."""
         try:
-            body = json.loads(raw)
-            if not isinstance(body, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            _log.error("celery executor: a message on the inbox is not a JSON object", message=raw[:200])
-            self._call(lambda: self._acks.append(raw))  # _acks is the executor thread's
+            body = self._codec.unseal(INBOX, json.loads(raw))
+        except (ValueError, PayloadRejected) as exc:
+            reason = str(exc)
+            self._call(lambda: self._refuse(raw, reason))
             return
         message = _Message(raw, body)
         self._call(lambda: self._on_raw(message))
+
+    def _refuse(self, raw: bytes, reason: str) -> None:
+        _log.error("celery executor: a message on the inbox was refused", error=reason, message=raw[:200])
+        self._record(LogEvent("message.refused", f"a message on the executor's inbox was refused, nothing acted on: {reason}",
+                              level="error", data={"message": raw[:200].decode("utf-8", "replace")}))  # fmt: skip
+        self._acks.append(raw)
 
     def _broker_answers(self) -> None:
         if self.broker.ok is False:
@@ -361,7 +374,7 @@ class CeleryExecutor(Executor):
         elif kind == "signal":
             if active is None:  # the run has ended: answer now rather than let it time out
                 error = {"error": f"run {run_id} has ended", "error_type": "RequestFailed"}
-                self._redis_call(push, message["reply_to"], error)
+                self._redis_call(push, message["reply_to"], self._codec.seal(REPLY, {**error, "request_id": message["request_id"]}))
                 return
             payload = dict(message["payload"])
             if isinstance(payload.get("data"), str):
@@ -446,7 +459,7 @@ class CeleryExecutor(Executor):
         for run_id, active in self._runs.items():
             stopped = tuple(dag for dag in active.run.dags if active.run.is_stopped(dag))
             if stopped:
-                self._redis_call(mark_stopped, run_id, active.attempts, stopped)
+                self._redis_call(mark_stopped, self._codec, run_id, active.attempts, stopped)
         timer = threading.Timer(2 * HEARTBEAT_PERIOD + 0.5, lambda: self._call(self._send_unstarted_again))
         timer.daemon = True
         self._timers.append(timer)
@@ -506,7 +519,7 @@ class CeleryExecutor(Executor):
             self._journal_append(active, Sent(command.dag, command.task, task_id, active.attempt))
         try:
             self._app.send_task(
-                TASK_NAME, args=[job_message(active.job(command), self._inbox_key)], task_id=task_id,
+                TASK_NAME, args=[job_message(active.job(command), self._inbox_key, task_id, self._codec)], task_id=task_id,
                 queue=command.queue, routing_key=command.queue, retry=False,
                 # What Flower and worker logs show instead of a message full of base64.
                 shadow=f"{active.workflow.name}/{command.dag}/{command.task}",
@@ -578,14 +591,14 @@ class CeleryExecutor(Executor):
     def _reply(self, request_id: str, payload: dict[str, Any]) -> None:
         reply_to = self._requests.pop(request_id, None)
         if reply_to is not None:
-            self._redis_call(push, reply_to, payload)
+            self._redis_call(push, reply_to, self._codec.seal(REPLY, {**payload, "request_id": request_id}))
 
     def _stop_tasks(self, run_id: str, dags: tuple[str, ...]) -> None:
-        self._redis_call(mark_stopped, run_id, self._attempts(run_id), dags)
+        self._redis_call(mark_stopped, self._codec, run_id, self._attempts(run_id), dags)
 
     def _run_ended(self, run_id: str) -> None:
         # A job of this run that Celery delivers again later finds the run stopped.
-        self._redis_call(mark_stopped, run_id, self._attempts(run_id), (RUN_WIDE,))
+        self._redis_call(mark_stopped, self._codec, run_id, self._attempts(run_id), (RUN_WIDE,))
         for key in [k for k in self._running if k[0] == run_id]:
             del self._running[key]
         for key in [k for k in self._preset if k[0] == run_id]:

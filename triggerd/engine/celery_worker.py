@@ -2,7 +2,9 @@
 
 The submitter (daemon or ``triggerctl run``) and the workers build the same app from
 settings. A job message is JSON (never pickle: a broker writer must not reach an
-unpickler) naming the workflow, DAG and task; the worker resolves the code from its own
+unpickler) naming the workflow, DAG and task, sealed with the HMAC key over every field
+and its Celery task id (a forged, altered or replayed job is refused before anything is
+read from it, :func:`parse_job`); the worker resolves the code from its own
 workflows directory and runs :func:`~triggerd.engine.job.execute_task`, the very
 function the local pool runs, so "works locally" means "works on the cluster". Task
 data inside a job stays the codec's signed bytes until ``execute_task`` verifies it.
@@ -18,6 +20,7 @@ appended in batches to the Redis events stream, the last of them before the task
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +31,7 @@ from celery import Celery
 from kombu.transport import redis as kombu_redis
 
 from triggerd.config import CelerySettings, Settings
+from triggerd.eventlog.schema import LogEvent
 from triggerd.health import patiently
 from triggerd.log import get_logger
 from triggerd.store.factory import store_spec
@@ -77,7 +81,9 @@ TASK_NAME = "triggerd.execute_task"
 # the queues tasks name themselves) carry jobs; a worker still consumes all three, so a
 # deployment written for Lightflow keeps working unchanged.
 DEFAULT_QUEUES = ("task", "dag", "workflow")
-MESSAGE_VERSION = 2  # 2: the job names the run's attempt (its stop flags)
+MESSAGE_VERSION = 3  # 3: sealed, and names its Celery task id; 2: the run's attempt
+JOB = "job"  # what a job message is sealed as (Codec.seal's kind)
+_CONTENT_HASH = re.compile(r"[0-9a-f]{64}")
 
 _log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -168,21 +174,33 @@ def restore_interval(visibility_timeout: float) -> int:
     return max(1, min(10, int(visibility_timeout / 2)))
 
 
-def job_message(job: TaskJob, inbox: str) -> dict[str, Any]:
-    """The JSON body of a job: names, not code; data as signed bytes in base64."""
+def job_message(job: TaskJob, inbox: str, job_id: str, codec: Codec) -> dict[str, Any]:
+    """The JSON body of a job: names, not code; data as signed bytes in base64; sealed,
+    with ``job_id`` (the Celery task id it is sent under) among the sealed fields."""
     inputs = None
     if job.inputs is not None:
         inputs = [[name, list(aliases), b64(blob)] for name, aliases, blob in job.inputs]
-    return {
+    body = {
         "v": MESSAGE_VERSION, "run_id": job.run_id, "workflow": job.workflow,
         "content_hash": job.content_hash, "dag": job.dag, "blueprint": job.blueprint,
         "task": job.task, "queue": job.queue, "inputs": inputs,
-        "dag_data": b64(job.dag_data), "reply_to": inbox, "rule": job.rule, "attempt": job.attempt,
+        "dag_data": b64(job.dag_data), "reply_to": inbox, "rule": job.rule, "attempt": job.attempt, "job_id": job_id,
     }  # fmt: skip
+    return codec.seal(JOB, body)
 
 
-def parse_job(message: Any) -> tuple[TaskJob, str]:
-    """The job and the runner's inbox of a message; :class:`PayloadRejected` if malformed."""
+def parse_job(message: Any, codec: Codec, delivery_id: str) -> tuple[TaskJob, str]:
+    """The job and the runner's inbox of a message delivered under Celery task id
+    ``delivery_id``; :class:`PayloadRejected` if it is not sealed with our key (unsigned,
+    forged, any field altered), was sealed for another task id (a replay), names no
+    workflow content hash, or is malformed."""
+    try:
+        message = codec.unseal(JOB, message)
+    except PayloadRejected as exc:
+        version = message.get("v") if isinstance(message, dict) else None
+        if version != MESSAGE_VERSION:
+            raise PayloadRejected(f"{exc} (message version {version!r}; this worker reads {MESSAGE_VERSION}: are all triggerd installs the same version?)") from None
+        raise
     try:
         if message.get("v") != MESSAGE_VERSION:
             raise ValueError(f"unknown message version {message.get('v')!r} (this worker reads {MESSAGE_VERSION})")
@@ -199,8 +217,13 @@ def parse_job(message: Any) -> tuple[TaskJob, str]:
             str(message["rule"]) if message.get("rule") is not None else None, int(message["attempt"]),
         )  # fmt: skip
         inbox = str(message["reply_to"])
+        job_id = message["job_id"]
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise PayloadRejected(f"malformed triggerd job message, refused: {type(exc).__name__}: {exc}") from None
+    if job_id != delivery_id:
+        raise PayloadRejected(f"a job signed for task id {job_id!r} arrived as {delivery_id!r} (replayed?): refused")
+    if not _CONTENT_HASH.fullmatch(job.content_hash):
+        raise PayloadRejected("a job without its workflow file's content hash (sha256): refused")
     return job, inbox
 
 
@@ -249,13 +272,17 @@ class WorkerSide:
         ``executor.give_up_after``): an outage delays a completion, it does not lose it.
         """
         workflows, store, client, heartbeats, events = self._open()
-        job, inbox = parse_job(message)
+        try:
+            job, inbox = parse_job(message, self._codec, delivery_id)
+        except PayloadRejected as exc:
+            self._refuse(message, exc, hostname, delivery_id, events)
+            return "refused"
         channel = RedisChannel(
             client, run_id=job.run_id, dag=job.dag, inbox=inbox, codec=self._codec,
             timeout=self._settings.celery.signal_timeout, task=job.task, attempt=job.attempt,
         )  # fmt: skip
         now = time.time()
-        status, stopped = self._until_sent("claiming the job", lambda: claim(client, delivery_id, job))
+        status, stopped = self._until_sent("claiming the job", lambda: claim(client, self._codec, delivery_id, job))
         if status == "again" and self._until_sent("asking who runs the job", lambda: still_running(client, delivery_id) or delivery_done(client, delivery_id)):
             status = "done"  # another worker is at it, or finished while we watched
         if status == "done":
@@ -279,7 +306,7 @@ class WorkerSide:
             )
             outcome = TaskOutcome("failed", message=message, started=now, ended=now)
         else:
-            self._until_sent("telling the runner the task started", lambda: start(client, inbox, job, hostname, delivery_id, redelivered=status == "again"))
+            self._until_sent("telling the runner the task started", lambda: start(client, self._codec, inbox, job, hostname, delivery_id, redelivered=status == "again"))
             with heartbeats.running(delivery_id):
                 try:
                     outcome = self._run(job, workflows, store, channel, hostname, events)
@@ -289,9 +316,20 @@ class WorkerSide:
                                           started=now, ended=time.time())  # fmt: skip
             # What the task printed before it ended, however it ended, and before its end.
             self._until_sent("sending the task's output", events.flush)
-        self._until_sent("telling the runner how the task ended", lambda: finish(client, inbox, job, outcome, hostname, delivery_id))
+        self._until_sent("telling the runner how the task ended", lambda: finish(client, self._codec, inbox, job, outcome, hostname, delivery_id))
         _log.debug("task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome)
         return outcome.outcome
+
+    def _refuse(self, message: Any, exc: PayloadRejected, hostname: str, delivery_id: str, events: EventBatcher) -> None:
+        """A job that is not ours to run: nothing of it runs; a log line and an event say so.
+        What it claims to be is shown as claimed (unverified), shortened."""
+        claims = {k: str(message.get(k))[:200] for k in ("run_id", "workflow", "dag", "task")} if isinstance(message, dict) else {}
+        _log.error("a job was refused and nothing of it ran", reason=str(exc), delivery=delivery_id, claims=claims)
+        events(LogEvent(
+            "job.refused", f"a job was refused and nothing of it ran: {exc}", level="error", worker=hostname,
+            data={"delivery": delivery_id, "claims": claims},
+        ))  # fmt: skip
+        self._until_sent("reporting a refused job", events.flush)
 
     def _until_sent(self, what: str, send: Callable[[], _T]) -> _T:
         """``send()``, again while Redis cannot be reached, for up to ``executor.give_up_after``."""

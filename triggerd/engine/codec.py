@@ -1,13 +1,23 @@
-"""Task data on the wire: cloudpickle, signed with HMAC-SHA256.
+"""What crosses Redis, pipes and stores, signed with the one HMAC-SHA256 key.
 
-A receiver checks the signature before it unpickles, so whoever can write to a pipe, a
-broker or a store table cannot make a worker unpickle bytes of their choosing.
+- Task data: cloudpickle, signed together with what it belongs to (``bind``: its run and
+  the task that made it: :func:`output_of`, :func:`dag_data_of`; a data store binds its
+  values to their run).
+  A receiver checks the signature before it unpickles, so whoever can write to a pipe, a
+  broker or a store table cannot make a process unpickle bytes of their choosing, nor
+  move signed data from one run or task to another.
+- Messages (jobs, completions, signals, replies): JSON objects sealed with an HMAC over
+  their kind and their canonical encoding (:meth:`Codec.seal`), checked before any field
+  is acted on (:meth:`Codec.unseal`).
+- Tags: an HMAC over a few strings (:meth:`Codec.tag`), e.g. the value of a stop flag, so
+  a flag set by anyone else is not a stop.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import pickle
 import secrets
@@ -18,10 +28,23 @@ import cloudpickle
 
 from triggerd.errors import ConfigError, TriggerdError
 
-__all__ = ["Codec", "PayloadRejected", "UnpicklableData", "load_or_create_key"]
+__all__ = ["Codec", "PayloadRejected", "UnpicklableData", "dag_data_of", "load_or_create_key", "output_of"]
 
-_MAGIC = b"TD1"
+_MAGIC = b"TD2"  # 2: the signature also covers what the data belongs to (``bind``)
+_UNBOUND_MAGIC = b"TD1"  # signed, but valid anywhere: refused since TD2
 _SIG = hashlib.sha256().digest_size
+_TAG = b"triggerd-tag/1"
+_MESSAGE = "message"
+
+
+def output_of(run_id: str, dag: str, task: str) -> str:
+    """What a task's output is bound to: its run, its DAG (running name) and the task."""
+    return "\x00".join(("output", run_id, dag, task))
+
+
+def dag_data_of(run_id: str) -> str:
+    """What data handed to a DAG a task starts (``start_dag``) is bound to: the run."""
+    return "\x00".join(("dag-data", run_id))
 
 
 class PayloadRejected(TriggerdError):
@@ -45,27 +68,65 @@ class Codec:
             raise ConfigError("the HMAC key must be at least 16 bytes long")
         self._key = key
 
-    def _sign(self, body: bytes) -> bytes:
-        return hmac.new(self._key, body, hashlib.sha256).digest()
+    def _sign(self, bind: str, body: bytes) -> bytes:
+        context = bind.encode("utf-8", "surrogateescape")
+        return hmac.new(self._key, len(context).to_bytes(4, "big") + context + body, hashlib.sha256).digest()
 
-    def dumps(self, obj: Any, *, what: str = "data") -> bytes:
+    def dumps(self, obj: Any, *, bind: str, what: str = "data") -> bytes:
+        """``obj`` pickled and signed for ``bind`` (what it belongs to: see the module doc);
+        ``what`` names it in the error if part of it cannot be pickled."""
         try:
             body = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - pickling raises many types
             raise _locate_unpicklable(obj, what, exc) from exc
-        return _MAGIC + self._sign(body) + body
+        return _MAGIC + self._sign(bind, body) + body
 
-    def loads(self, blob: bytes) -> Any:
+    def loads(self, blob: bytes, *, bind: str) -> Any:
+        """The object in ``blob``, unpickled only if it was signed with this key for ``bind``."""
+        if blob.startswith(_UNBOUND_MAGIC):
+            raise PayloadRejected("payload signed by an older triggerd, for no run in particular: refused to unpickle it")
         if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + _SIG:
             raise PayloadRejected("payload is not signed by triggerd: refused to unpickle it")
         signature = blob[len(_MAGIC) : len(_MAGIC) + _SIG]
         body = blob[len(_MAGIC) + _SIG :]
-        if not hmac.compare_digest(signature, self._sign(body)):
+        if not hmac.compare_digest(signature, self._sign(bind, body)):
             raise PayloadRejected(
-                "payload signature does not match (tampered, or signed with another key): "
-                "refused to unpickle it"
+                "payload signature does not match (tampered, signed with another key, or data of "
+                "another run or task): refused to unpickle it"
             )
         return pickle.loads(body)
+
+    def tag(self, *parts: str) -> str:
+        """An HMAC (hex) over ``parts``: proof that a holder of the key wrote them."""
+        text = "\x00".join(parts).encode("utf-8", "surrogateescape")
+        return hmac.new(self._key, _TAG + b"\x00" + text, hashlib.sha256).hexdigest()
+
+    def seal(self, kind: str, message: dict[str, Any]) -> dict[str, Any]:
+        """``message`` with ``sig``: an HMAC over ``kind`` and the message's canonical JSON
+        (sorted keys, no spaces, ASCII), so every field is covered, in any key order."""
+        body = {k: v for k, v in message.items() if k != "sig"}
+        return {**body, "sig": self.tag(_MESSAGE, kind, _canonical(body))}
+
+    def unseal(self, kind: str, message: Any) -> dict[str, Any]:
+        """``message`` without its ``sig``, if that is the seal of a ``kind`` message;
+        :class:`PayloadRejected` otherwise (unsigned, forged, tampered, another kind)."""
+        if not isinstance(message, dict):
+            raise PayloadRejected(f"a {kind} message must be a JSON object, not {type(message).__name__}: refused")
+        signature = message.get("sig")
+        if not isinstance(signature, str) or not signature.isascii():
+            raise PayloadRejected(f"unsigned {kind} message: refused")
+        body = {k: v for k, v in message.items() if k != "sig"}
+        try:
+            expected = self.tag(_MESSAGE, kind, _canonical(body))
+        except (TypeError, ValueError) as exc:
+            raise PayloadRejected(f"{kind} message cannot be encoded canonically ({exc}): refused") from None
+        if not hmac.compare_digest(signature, expected):
+            raise PayloadRejected(f"{kind} message signature does not match (forged, tampered, or signed with another key): refused")
+        return body
+
+
+def _canonical(body: dict[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _locate_unpicklable(obj: Any, path: str, exc: Exception) -> UnpicklableData:

@@ -76,12 +76,14 @@ def celery_executor(
     """
     from .celery_executor import CeleryExecutor  # Celery loads only when it is used
 
-    key = hmac_key(settings)  # the store signs its blobs; workers verify with the same key
+    key = hmac_key(settings)  # jobs, messages and the store's blobs are signed with it, as by the workers
     settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
-    store = store_spec(settings).create(Codec(key))  # opened by the executor's store keeper
+    codec = Codec(key)
+    store = store_spec(settings).create(codec)  # opened by the executor's store keeper
     return CeleryExecutor(
         workflows=[*extra_workflows, *settings.paths.workflows],
         celery=settings.celery,
+        codec=codec,
         store=store,
         keep_data=settings.store.keep_data if keep_data is None else keep_data,
         stop_grace=settings.executor.stop_grace,

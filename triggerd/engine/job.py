@@ -27,7 +27,7 @@ from triggerd.health import patiently
 from triggerd.log import get_logger
 
 from .capture import capture_task
-from .codec import Codec, UnpicklableData
+from .codec import Codec, UnpicklableData, dag_data_of, output_of
 from .store_keeper import MAX_BACKOFF, unavailable
 
 __all__ = ["TaskJob", "TaskOutcome", "WorkflowCache", "WorkflowChanged", "document_for", "execute_task", "outcome_without_document"]
@@ -99,11 +99,13 @@ class WorkflowCache:
 
 
 def _input_data(job: TaskJob, codec: Codec) -> MultiTaskData | None:
+    """The task's input, each piece unpickled only if it was signed for this run (and, a
+    predecessor's output, for that predecessor in this DAG)."""
     if job.inputs is None:
-        return codec.loads(job.dag_data) if job.dag_data is not None else None
+        return codec.loads(job.dag_data, bind=dag_data_of(job.run_id)) if job.dag_data is not None else None
     data = MultiTaskData()
     for name, aliases, blob in job.inputs:
-        data.add_dataset(name, codec.loads(blob), aliases=aliases)
+        data.add_dataset(name, codec.loads(blob, bind=output_of(job.run_id, job.dag, name)), aliases=aliases)
     return data
 
 
@@ -165,7 +167,7 @@ def execute_task(
                 abort_callback=lambda exc: record("aborted", exc),
             )
             output = action.data.default_dataset if isinstance(action.data, MultiTaskData) and len(action.data) else TaskData()
-            blob = codec.dumps(output, what="data")
+            blob = codec.dumps(output, bind=output_of(job.run_id, job.dag, job.task), what="data")
             outcome, message = ended[-1] if ended else ("succeeded", "")
             result = TaskOutcome(outcome, action.limit_names(), blob, message, "", started)
         except UnpicklableData as exc:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .capture import EventBatcher, configure_worker_logging
-from .codec import Codec
+from .codec import Codec, dag_data_of
 from .job import (
     TaskJob,
     WorkflowCache,
@@ -112,6 +112,7 @@ class _PipeChannel:
         self._conn = conn
         self._stop_flag = stop_flag
         self._codec = codec
+        self.run_id = ""  # of the job being run: data it hands to start_dag is bound to it
         self._ids = itertools.count(1)
         # A task may signal from several threads (BashTask callbacks, user threads); the
         # pipe carries one request and its reply at a time.
@@ -125,7 +126,7 @@ class _PipeChannel:
 
     def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         if payload.get("data") is not None:
-            payload = {**payload, "data": self._codec.dumps(payload["data"], what="start_dag data")}
+            payload = {**payload, "data": self._codec.dumps(payload["data"], bind=dag_data_of(self.run_id), what="start_dag data")}
         with self._request_lock:
             request_id = f"{os.getpid()}-{next(self._ids)}"
             self.send(("signal", request_id, action, payload))
@@ -158,6 +159,7 @@ def worker_main(conn: multiprocessing.connection.Connection, stop_flag: Any, con
             return
         if job is None:
             return
+        channel.run_id = job.run_id
         try:
             document = document_for(job, store, give_up_after=config.give_up_after) if store is not None else None
         except Exception as exc:  # noqa: BLE001 - reported as the task's failure

@@ -14,15 +14,19 @@ as JSON on Redis lists, so the runner *blocks* on it instead of polling Celery r
 - what tasks print and log, as events, is appended to one stream for every worker
   (:func:`events_stream_key`, :class:`EventStream`), which the daemon's forwarder reads.
 
-Task data never appears in the clear: it is the codec's signed bytes, base64 in JSON, and
-the receiver verifies the signature before unpickling (``Codec.loads``). Control messages
-are plain JSON, so nothing here ever unpickles.
+Whoever can write to Redis must not be able to make anyone act: every message here is
+sealed with the HMAC key (``Codec.seal``: the inbox's ``started``/``done``/``signal``, a
+signal's reply, bound to its request) and checked before any field is read; a stop flag's
+value is a tag over its run, attempt and DAG (``Codec.tag``), so a flag set by anyone else
+stops nothing. Task data never appears in the clear: it is the codec's signed bytes,
+base64 in JSON, verified before it is unpickled (``Codec.loads``); nothing here unpickles.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hmac
 import json
 import threading
 import time
@@ -39,14 +43,16 @@ from triggerd.eventlog.schema import LogEvent
 from triggerd.flow.exceptions import SignalTimeout
 from triggerd.log import get_logger
 
-from .codec import Codec
+from .codec import Codec, PayloadRejected, dag_data_of
 from .job import TaskJob, TaskOutcome
 
 __all__ = [
     "EVENTS_MAXLEN",
     "HEARTBEAT_PERIOD",
     "HEARTBEAT_TTL",
+    "INBOX",
     "KEY_TTL",
+    "REPLY",
     "RUN_WIDE",
     "EventStream",
     "Heartbeats",
@@ -71,11 +77,16 @@ __all__ = [
     "start",
     "still_running",
     "still_with_broker",
+    "stopped",
     "stop_key",
     "unb64",
 ]
 
 _log = get_logger(__name__)
+
+# What a sealed message is (``Codec.seal``'s kind): on an executor's inbox, or a reply.
+INBOX = "inbox"
+REPLY = "reply"
 
 # Every key we create expires: an executor that died leaves nothing behind for long.
 KEY_TTL = 86_400
@@ -207,7 +218,7 @@ def alive_key(delivery_id: str) -> str:
 # -- a worker's side of one job: three round trips (claim, start, end) ---------------------
 
 
-def claim(client: redis.Redis, delivery_id: str, job: TaskJob) -> tuple[str, bool]:
+def claim(client: redis.Redis, codec: Codec, delivery_id: str, job: TaskJob) -> tuple[str, bool]:
     """Record that a worker takes this job, and read the DAG's stop flags, in one round trip.
 
     The claim is ``"first"`` (nobody had the job before), ``"again"`` (a worker had it and
@@ -221,21 +232,21 @@ def claim(client: redis.Redis, delivery_id: str, job: TaskJob) -> tuple[str, boo
     pipe.mget([stop_key(job.run_id, job.attempt, job.dag), stop_key(job.run_id, job.attempt, RUN_WIDE)])
     claimed, state, flags = pipe.execute()
     status = "first" if claimed else "done" if state == b"done" else "again"
-    return status, any(flag is not None for flag in flags)
+    return status, stopped(codec, job.run_id, job.attempt, (job.dag, RUN_WIDE), flags)
 
 
-def start(client: redis.Redis, inbox: str, job: TaskJob, worker: str, delivery_id: str, *, redelivered: bool) -> None:
+def start(client: redis.Redis, codec: Codec, inbox: str, job: TaskJob, worker: str, delivery_id: str, *, redelivered: bool) -> None:
     """The job's first heartbeat and the runner's ``started`` message (the moment
     ``task.started`` is true); ``redelivered``: a worker had it before and was lost."""
     message = {"type": "started", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker,
                "redelivered": redelivered, "delivery": delivery_id}  # fmt: skip
     pipe = client.pipeline(transaction=False)
     pipe.set(alive_key(delivery_id), repr(time.time()), px=int(HEARTBEAT_TTL * 1000))
-    _push(pipe, inbox, message)
+    _push(pipe, inbox, codec.seal(INBOX, message))
     pipe.execute()
 
 
-def finish(client: redis.Redis, inbox: str, job: TaskJob, outcome: TaskOutcome, worker: str, delivery_id: str) -> None:
+def finish(client: redis.Redis, codec: Codec, inbox: str, job: TaskJob, outcome: TaskOutcome, worker: str, delivery_id: str) -> None:
     """Tell the runner how the task ended (its output stays signed), end its heartbeat
     and mark the job finished, so that later copies of it are dropped unrun."""
     fields = asdict(outcome)
@@ -244,7 +255,7 @@ def finish(client: redis.Redis, inbox: str, job: TaskJob, outcome: TaskOutcome, 
     message = {"type": "done", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker,
                "outcome": fields, "delivery": delivery_id}  # fmt: skip
     pipe = client.pipeline(transaction=False)
-    _push(pipe, inbox, message)
+    _push(pipe, inbox, codec.seal(INBOX, message))
     pipe.delete(alive_key(delivery_id))
     pipe.set(delivery_key(delivery_id), "done", ex=KEY_TTL)
     pipe.execute()
@@ -368,19 +379,22 @@ class RedisChannel:
         been stopped (or has ended) and still no answer came for another period.
         """
         if payload.get("data") is not None:
-            payload = {**payload, "data": b64(self._codec.dumps(payload["data"], what="start_dag data"))}
+            payload = {**payload, "data": b64(self._codec.dumps(payload["data"], bind=dag_data_of(self._run_id), what="start_dag data"))}
         request_id = uuid.uuid4().hex
         answer_to = reply_key(request_id)
         message = {
             "type": "signal", "request_id": request_id, "run_id": self._run_id, "dag": self._dag, "task": self._task,
             "action": action, "payload": payload, "reply_to": answer_to,
         }  # fmt: skip
-        push(self._client, self._inbox, message)
+        push(self._client, self._inbox, self._codec.seal(INBOX, message))
         stop_seen = False
         while True:
             popped = self._client.blpop([answer_to], timeout=self._timeout)
             if popped is not None:
-                return json.loads(popped[1])
+                reply = self._reply(request_id, popped[1])
+                if reply is not None:
+                    return reply
+                continue  # not the runner's: wait on for the real answer
             if action != "join_dags":
                 raise SignalTimeout(
                     f"no answer to {action} from the run's runner within {self._timeout:g} s "
@@ -393,6 +407,17 @@ class RedisChannel:
                     )
                 stop_seen = True
 
+    def _reply(self, request_id: str, raw: bytes) -> dict[str, Any] | None:
+        """The runner's answer to ``request_id``; None (and a log line) for anything else."""
+        try:
+            reply = self._codec.unseal(REPLY, json.loads(raw))
+            if reply.pop("request_id", None) != request_id:
+                raise PayloadRejected("a reply to another request: refused")
+        except (ValueError, PayloadRejected) as exc:
+            _log.error("a reply to a signal was refused", run=self._run_id, dag=self._dag, task=self._task, error=str(exc))
+            return None
+        return reply
+
     def is_stopped(self, dag_name: str) -> bool:
         """Whether the DAG or the run was stopped. While Redis cannot be reached the answer
         is "not yet": a task that polls it goes on instead of failing with the outage, and
@@ -402,20 +427,37 @@ class RedisChannel:
         except redis.RedisError as exc:
             _log.warning("Redis unreachable: the task's stop flag cannot be read yet", run=self._run_id, dag=dag_name, error=str(exc))
             return False
-        return any(flag is not None for flag in flags)
+        return stopped(self._codec, self._run_id, self._attempt, (dag_name, RUN_WIDE), flags)
 
     def _run_stopped(self) -> bool:
-        return self._client.exists(stop_key(self._run_id, self._attempt, RUN_WIDE)) > 0
+        flag = self._client.get(stop_key(self._run_id, self._attempt, RUN_WIDE))
+        return stopped(self._codec, self._run_id, self._attempt, (RUN_WIDE,), [flag])
 
 
-def mark_stopped(client: redis.Redis, run_id: str, attempts: Iterable[int], dags: tuple[str, ...]) -> None:
+def mark_stopped(client: redis.Redis, codec: Codec, run_id: str, attempts: Iterable[int], dags: tuple[str, ...]) -> None:
     """Set the stop flags of ``dags`` (:data:`RUN_WIDE` for the whole run) in each of
-    ``attempts`` (those whose jobs may still run)."""
+    ``attempts`` (those whose jobs may still run); each flag's value is its tag."""
     pipe = client.pipeline(transaction=False)
     for attempt in attempts:
         for dag in dags:
-            pipe.set(stop_key(run_id, attempt, dag), str(time.time()), ex=KEY_TTL)
+            pipe.set(stop_key(run_id, attempt, dag), _stop_tag(codec, run_id, attempt, dag), ex=KEY_TTL)
     pipe.execute()
+
+
+def stopped(codec: Codec, run_id: str, attempt: int, dags: Iterable[str], flags: Iterable[bytes | None]) -> bool:
+    """Whether any of the flags read for ``dags`` is a stop the runner set. A flag with any
+    other value was not set by a holder of the key: it is logged and stops nothing."""
+    for dag, flag in zip(dags, flags, strict=True):
+        if flag is None:
+            continue
+        if hmac.compare_digest(flag, _stop_tag(codec, run_id, attempt, dag).encode()):
+            return True
+        _log.error("a stop flag not set by triggerd was ignored", run=run_id, attempt=attempt, dag=dag)
+    return False
+
+
+def _stop_tag(codec: Codec, run_id: str, attempt: int, dag: str) -> str:
+    return codec.tag("stop", run_id, str(attempt), dag)
 
 
 # Which of the task ids (ARGV) appear in the lists and hashes (KEYS): the broker's queues

@@ -31,6 +31,7 @@ __all__ = [
     "KeyConflict",
     "MarkerKind",
     "ValueEncoder",
+    "blob_binding",
     "check_appendable",
     "check_section",
     "decode_tree",
@@ -76,9 +77,15 @@ class BlobMissing(TriggerdError):
 class BlobCodec(Protocol):
     """What the store needs of ``triggerd.engine.codec.Codec``; injected to keep layering."""
 
-    def dumps(self, obj: Any, *, what: str) -> bytes: ...
+    def dumps(self, obj: Any, *, bind: str, what: str) -> bytes: ...
 
-    def loads(self, blob: bytes) -> Any: ...
+    def loads(self, blob: bytes, *, bind: str) -> Any: ...
+
+
+def blob_binding(run_id: str) -> str:
+    """What a blob of a run's document is signed for: that run, so a blob copied into
+    another run's document is refused, not unpickled."""
+    return "\x00".join(("store", run_id))
 
 
 def split_key(key: str) -> list[str]:
@@ -103,8 +110,9 @@ class ValueEncoder:
     format holds (``holds``, ``plain_key``) and how to mark the rest.
     """
 
-    def __init__(self, codec: BlobCodec):
+    def __init__(self, codec: BlobCodec, run_id: str):
         self.codec = codec
+        self.bind = blob_binding(run_id)
 
     def __call__(self, value: Any, what: str) -> Any:
         kind = type(value)

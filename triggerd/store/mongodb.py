@@ -64,6 +64,7 @@ from triggerd.store._common import (
     DocumentMissing,
     DocumentTooLarge,
     ValueEncoder,
+    blob_binding,
     check_appendable,
     check_section,
     decode_tree,
@@ -114,8 +115,8 @@ def _split(key: str) -> list[str]:
 class _Encoder(ValueEncoder):
     """Turns a value into BSON, collecting the blobs the same write needs."""
 
-    def __init__(self, codec: BlobCodec, threshold: int):
-        super().__init__(codec)
+    def __init__(self, codec: BlobCodec, run_id: str, threshold: int):
+        super().__init__(codec, run_id)
         self.threshold = threshold
         self.blobs: list[Blob] = []
 
@@ -138,7 +139,7 @@ class _Encoder(ValueEncoder):
 
     def blob(self, value: Any, what: str) -> Any:
         file_id = ObjectId()
-        self.blobs.append((file_id, self.codec.dumps(value, what=what), what))
+        self.blobs.append((file_id, self.codec.dumps(value, bind=self.bind, what=what), what))
         return file_id
 
     def top(self, value: Any, what: str) -> Any:
@@ -243,12 +244,12 @@ class MongoDataStore:
             raise InternalError(f"the data store {mask_url_password(self.url)} is not open")
         return handles
 
-    def _encoder(self) -> _Encoder:
-        return _Encoder(self._codec, self.gridfs_threshold)
+    def _encoder(self, run_id: str) -> _Encoder:
+        return _Encoder(self._codec, run_id, self.gridfs_threshold)
 
     def add(self, run_id: str, meta: dict | None = None) -> str:
         """Create the run's document ``{meta: meta, data: {}}``; returns ``run_id``."""
-        meta, encode = dict(meta or {}), self._encoder()
+        meta, encode = dict(meta or {}), self._encoder(run_id)
         if not all(type(k) is str and encode.plain_key(k) for k in meta):
             raise ValueError("meta keys must be str, without '.' and without a leading '$'")
         encoded = {k: encode.top(v, f"store meta[{k!r}]") for k, v in meta.items()}
@@ -319,7 +320,7 @@ class MongoDataStore:
                 return datetime.fromisoformat(bytes(marker).decode())
             if marker not in bodies:
                 raise BlobMissing(f"run {run_id}: GridFS file {marker} referenced by the store is missing")
-            return self._codec.loads(bodies[marker])
+            return self._codec.loads(bodies[marker], bind=blob_binding(run_id))
 
         return decode_tree(node, _marker_kind, unmark)
 
@@ -479,13 +480,13 @@ class MongoDocument(DocumentBase):
 
     def set_many(self, values: Mapping[str, Any], *, section: str = DATA) -> bool:
         """``set`` of every ``key: value`` in one update command (the engine's bookkeeping)."""
-        section, encode = check_section(section), self._store._encoder()
+        section, encode = check_section(section), self._store._encoder(self.run_id)
         writes = _merged([(_split(k), k, encode.top(v, f"store {section}.{k}")) for k, v in values.items()])
         used = {m for _, _, value in writes for m in markers(value, _marker_kind)}
         blobs = [blob for blob in encode.blobs if blob[0] in used]  # of keys later ones replaced
         return self._store._write(self.run_id, section, writes, False, blobs)
 
     def _append(self, key: str, values: list, section: str) -> bool:
-        section, parts, encode = check_section(section), _split(key), self._store._encoder()
+        section, parts, encode = check_section(section), _split(key), self._store._encoder(self.run_id)
         encoded = [encode.top(v, f"store {section}.{key}[+{i}]") for i, v in enumerate(values)]
         return self._store._write(self.run_id, section, [(parts, key, encoded)], True, encode.blobs)

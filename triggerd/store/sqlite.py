@@ -33,6 +33,7 @@ from triggerd.store._common import (
     DocumentMissing,
     KeyConflict,
     ValueEncoder,
+    blob_binding,
     check_appendable,
     check_section,
     decode_tree,
@@ -80,8 +81,8 @@ def _blob_ids(node: Any) -> Iterator[str]:
 class _Encoder(ValueEncoder):
     """Turns a value into JSON, collecting the blob rows it needs for the same transaction."""
 
-    def __init__(self, codec: BlobCodec):
-        super().__init__(codec)
+    def __init__(self, codec: BlobCodec, run_id: str):
+        super().__init__(codec, run_id)
         self.blobs: list[_Blob] = []
 
     def special_float(self, value: float) -> Any:
@@ -92,7 +93,7 @@ class _Encoder(ValueEncoder):
 
     def blob(self, value: Any, what: str) -> Any:
         blob_id = uuid.uuid4().hex
-        self.blobs.append((blob_id, self.codec.dumps(value, what=what)))
+        self.blobs.append((blob_id, self.codec.dumps(value, bind=self.bind, what=what)))
         return {"$blob": blob_id}
 
 
@@ -152,7 +153,7 @@ class SqliteDataStore:
 
     def add(self, run_id: str, meta: dict | None = None) -> str:
         """Create the run's document ``{meta: meta, data: {}}``; returns ``run_id``."""
-        encode = _Encoder(self._codec)
+        encode = _Encoder(self._codec, run_id)
         encoded = encode(dict(meta or {}), "store meta")
         if _marker_kind(encoded) is not None:
             raise ValueError("meta keys must be str, without '.' and without a leading '$'")
@@ -229,7 +230,7 @@ class SqliteDataStore:
             row = conn.execute(query, (value, run_id)).fetchone()
             if row is None:
                 raise BlobMissing(f"run {run_id}: blob {value} referenced by the store is missing")
-            return self._codec.loads(row[0])
+            return self._codec.loads(row[0], bind=blob_binding(run_id))
 
         return decode_tree(node, _marker_kind, unmark)
 
@@ -257,7 +258,7 @@ class SqliteDocument(DocumentBase):
 
     def set_many(self, values: Mapping[str, Any], *, section: str = DATA) -> bool:
         """``set`` of every ``key: value`` in one transaction (the engine's bookkeeping)."""
-        section, encode = check_section(section), _Encoder(self._store._codec)
+        section, encode = check_section(section), _Encoder(self._store._codec, self.run_id)
         encoded = [(split_key(k), k, encode(v, f"store {section}.{k}")) for k, v in values.items()]
 
         def change(tree: dict) -> list[str]:
@@ -271,7 +272,7 @@ class SqliteDocument(DocumentBase):
         return self._store._update(self.run_id, section, change, encode.blobs)
 
     def _append(self, key: str, values: list, section: str) -> bool:
-        section, parts, encode = check_section(section), split_key(key), _Encoder(self._store._codec)
+        section, parts, encode = check_section(section), split_key(key), _Encoder(self._store._codec, self.run_id)
         encoded = [encode(v, f"store {section}.{key}[+{i}]") for i, v in enumerate(values)]
 
         def change(tree: dict) -> list[str]:
