@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from triggerd.errors import ConfigError
+from triggerd.sources import _scan
 from triggerd.sources._inotify import describe
+from triggerd.sources._settle import Poller
 from triggerd.sources.events import FileEvent
 from triggerd.sources.files import OVERFLOW_LOGGER, FileSource, FileWatch
 
@@ -291,23 +293,47 @@ def test_hostile_file_names_are_emitted_with_exact_paths(tmp_path, make_source):
     assert not os.path.exists(tmp_path / "pwned")
 
 
-def test_scan_survives_symlink_loops_and_reports_file_links_by_their_own_path(tmp_path, make_source):
-    """scan() never follows a symlinked directory (a loop does not hang it); a link to a file is its own path."""
-    watch = FileWatch(str(tmp_path), ignore=("*.tmp",))
-    source, sink, _ = make_source([watch])
+def _links_and_loops(tmp_path: Path) -> str:
+    """A tree with two link loops, a link to a file inside it and one to a file outside."""
     (tmp_path / "a").mkdir()
     os.symlink(tmp_path, tmp_path / "a" / "loop")
     os.symlink(".", tmp_path / "a" / "self")
     real = write(tmp_path / "a" / "real.h5", b"12345")
     os.symlink(real, tmp_path / "link.h5")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.h5"
+    outside.write_bytes(b"secret")
+    os.symlink(outside, tmp_path / "out.h5")
     write(tmp_path / "skip.tmp")
+    return real
+
+
+def test_scan_ignores_symlinks_by_default(tmp_path, make_source):
+    """scan() neither follows nor reports a symbolic link (a loop does not hang it); the
+    live watch is fine with the loops too."""
+    watch = FileWatch(str(tmp_path), ignore=("*.tmp",))
+    source, sink, _ = make_source([watch])
+    real = _links_and_loops(tmp_path)
     started = time.monotonic()
     found = {e.path: e for e in source.scan(watch)}
     assert time.monotonic() - started < 1.0
-    assert set(found) == {real, str(tmp_path / "link.h5")}
-    assert found[str(tmp_path / "link.h5")].size == 5 and {e.kind for e in found.values()} == {"existing"}
-    later = write(tmp_path / "a" / "later.h5")  # the live watch is fine with the loop too
+    assert set(found) == {real}
+    later = write(tmp_path / "a" / "later.h5")
     assert sink.wait_paths(later)
+
+
+def test_scan_following_symlinks_reports_links_inside_the_roots_once(tmp_path, make_source):
+    """With follow_symlinks, a link to a file inside the roots is reported by its own path
+    with its target's size and the target as link_to; the link out of the roots is not;
+    each loop is walked once (nothing is reported twice or under a looped path)."""
+    watch = FileWatch(str(tmp_path), ignore=("*.tmp",), follow_symlinks=True)
+    source, _, _ = make_source([watch])
+    real = _links_and_loops(tmp_path)
+    started = time.monotonic()
+    found = [e for e in source.scan(watch)]
+    assert time.monotonic() - started < 1.0
+    assert sorted(e.path for e in found) == sorted([real, str(tmp_path / "link.h5")])
+    (link,) = [e for e in found if e.path.endswith("link.h5")]
+    assert link.size == 5 and link.link_to == real and link.kind == "existing"
 
 
 def test_scan_skips_files_still_open_and_the_watch_reports_them_on_close(tmp_path, make_source):
@@ -450,3 +476,39 @@ def test_open_file_probe_survives_a_writer_opening_the_file_mid_probe(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "contended.h5")], timeout=30)
     assert done.returncode == 0
+
+
+def test_a_poller_stops_within_a_second_in_the_middle_of_an_endless_walk():
+    """However large the tree, stop() returns within a second: the walk checks at every
+    entry whether it is asked to stop."""
+    walking = threading.Event()
+
+    def endless(stopping):
+        walking.set()
+        while not stopping():
+            time.sleep(0.001)
+            yield "/x", os.stat("/")
+
+    poller = Poller(endless, 1.0, changed=lambda path: None, gone=lambda path: None, on_walked=lambda trouble: None)
+    poller.start()
+    assert walking.wait(5)
+    asked = time.monotonic()
+    poller.stop(timeout=5)
+    assert time.monotonic() - asked < 1.0
+    assert not poller._thread.is_alive()
+
+
+def test_a_settled_watch_over_too_many_entries_says_so(tmp_path, make_source, monkeypatch):
+    """More entries than the bound: the watch shows an error naming it, and what the walk
+    found until then still settles and triggers."""
+    monkeypatch.setattr(_scan, "MAX_ENTRIES", 20)
+    for i in range(30):
+        write(tmp_path / f"old{i:02d}.dat")
+    watch = FileWatch(str(tmp_path), complete="settled", settle=0.2, poll=0.1)
+    source, sink, health = make_source([watch])
+    deadline = time.monotonic() + 10
+    while not [row for row in source.health() if row["state"] == "error"]:
+        assert time.monotonic() < deadline, source.health()
+        time.sleep(0.05)
+    (row,) = source.health()
+    assert "more than 20 entries" in row["message"] and "only part of the tree is polled" in row["message"]

@@ -26,7 +26,7 @@ __all__ = ["FILES_KEYS", "LIMITS_KEYS", "RULE_KEYS", "RuleProblem", "RulesError"
 
 RULE_KEYS = ("name", "workflow", "params", "limits", "enabled", "description", "files", "pv")
 FILES_KEYS = ("roots", "pattern", "glob", "recursive", "ignore", "complete", "settle", "poll",
-              "marker_suffix", "catch_up")  # fmt: skip
+              "marker_suffix", "catch_up", "follow_symlinks")  # fmt: skip
 LIMITS_KEYS = ("concurrent", "debounce", "batch", "batch_window", "rate")
 COMPLETE_MODES = ("closed", "moved", "settled", "marker")
 CATCH_UP_MODES = ("missed", "none", "all")
@@ -396,6 +396,7 @@ def _files(f: _RuleFile, table: Mapping[str, Any], loc: tuple[str | int, ...]) -
         "poll": f.get(files, loc, "poll", _positive_duration, 1.0),
         "marker_suffix": f.get(files, loc, "marker_suffix", _marker, ".done"),
         "catch_up": f.get(files, loc, "catch_up", _choice(*CATCH_UP_MODES), "missed"),
+        "follow_symlinks": f.get(files, loc, "follow_symlinks", _bool, False),
     }
 
 

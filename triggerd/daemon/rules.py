@@ -11,6 +11,7 @@ absolute spelling of a root to its watchers as the rule has after loading.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class FileRule:
     poll: float = 1.0
     marker_suffix: str = ".done"
     catch_up: str = "missed"
+    follow_symlinks: bool = False
 
     def __post_init__(self) -> None:
         roots = tuple(r.rstrip("/") or "/" for r in self.roots)
@@ -143,6 +145,11 @@ class FileRule:
         if located is None:
             return "not under roots " + ", ".join(repr(r) for r in self.roots), None
         root, relative = located
+        if event.link_to is not None:
+            if not self.follow_symlinks:
+                return f"'{relative}' is a symbolic link (follow_symlinks = false)", None
+            if not any(_under(event.link_to, os.path.realpath(r)) is not None for r in self.roots):
+                return f"'{relative}' is a symbolic link to {event.link_to!r}, outside the rule's roots", None
         parts = relative.split("/")
         if not self.recursive and len(parts) > 1:
             return f"'{relative}' is in a subdirectory and recursive = false", None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import os
 import signal
@@ -103,7 +104,8 @@ def watches_for(rules: RuleSet) -> list[FileWatch]:
             continue
         f = rule.files
         for root in f.roots:
-            seen[FileWatch(root, f.recursive, f.complete, f.settle, f.poll, f.marker_suffix, tuple(f.ignore))] = None
+            seen[FileWatch(root, f.recursive, f.complete, f.settle, f.poll, f.marker_suffix, tuple(f.ignore),
+                           follow_symlinks=f.follow_symlinks, within=f.roots)] = None  # fmt: skip
     return list(seen)
 
 
@@ -174,7 +176,8 @@ class Daemon:
             self.dispatcher.holding = str(exc)
             self.notify("executor.waiting", f"the executor waits for its backend; runs wait in the outbox: {exc}", level="warning")
             self._executor_retry = self._loop.create_task(self._start_executor_later())
-        self._source = FileSource(watches_for(rules), self._from_source, on_health=self._on_health)
+        self._source = FileSource(watches_for(rules), self._from_source, on_health=self._on_health,
+                                  exclude=[self.settings.paths.state_dir])  # fmt: skip
         self._source.start()
         self.pv = PvTriggers(self._loop, self.dispatcher, self.state, notify=self.notify, queued=self._arm_tick, durably=self.writes.run)
         self.pv.start(rules)
@@ -311,7 +314,8 @@ class Daemon:
         assert self.dispatcher is not None and self._source is not None
         old = {r.name for r in self.dispatcher.rules.rules}
         self.dispatcher.replace_rules(rules)
-        self._source.update(watches_for(rules))
+        # Off the loop: starting a watch walks its tree, stopping one waits for its thread.
+        await asyncio.to_thread(self._source.update, watches_for(rules))
         if self.pv is not None:
             self.pv.update(rules)
         if self.status_pvs is not None:
@@ -355,7 +359,7 @@ class Daemon:
     def _on_file(self, event: FileEvent) -> None:
         now = time.time()
         if not event.seen_at:
-            event = FileEvent(event.path, event.root, event.size, event.mtime_ns, event.inode, event.kind, now)
+            event = dataclasses.replace(event, seen_at=now)
         self._observe(event.path, {"at": now, "what": f"complete ({event.kind})", "size": event.size, "inode": event.inode, "mtime_ns": event.mtime_ns})
         self._dispatch_file(event, now)
 

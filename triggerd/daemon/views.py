@@ -88,11 +88,12 @@ def _candidate(rule: Rule, path: str) -> FileEvent | None:
     root = next((r for r in rule.files.roots if path == r or path.startswith(r.rstrip("/") + "/")), None)
     if root is None:
         root = rule.files.roots[0] if rule.files.roots else "/"
+    link_to = os.path.realpath(path) if os.path.islink(path) else None  # as the source reports a link
     try:
         st = os.stat(path)
-        return FileEvent(path, root, st.st_size, st.st_mtime_ns, st.st_ino, "closed", time.time())
+        return FileEvent(path, root, st.st_size, st.st_mtime_ns, st.st_ino, "closed", time.time(), link_to=link_to)
     except OSError:
-        return FileEvent(path, root, 0, 0, 0, "closed", time.time())
+        return FileEvent(path, root, 0, 0, 0, "closed", time.time(), link_to=link_to)
 
 
 def test_trigger(daemon: Daemon, path: str) -> dict[str, Any]:
@@ -100,18 +101,23 @@ def test_trigger(daemon: Daemon, path: str) -> dict[str, Any]:
     d = daemon.dispatcher
     assert d is not None
     path = os.path.abspath(path)
+    state_dir = os.path.realpath(daemon.settings.paths.state_dir)
+    in_state = os.path.realpath(path) == state_dir or os.path.realpath(path).startswith(state_dir + "/")
     results = []
     for rule in d.rules.rules:
         event = _candidate(rule, path)
         if event is None:
             continue
         match = rule.match(event)
+        why = rule.explain(event)
+        if match is not None and in_state:
+            match, why = None, "inside the daemon's state directory: never triggers"
         results.append(
             {
                 "rule": rule.name,
                 "workflow": rule.workflow,
                 "matches": match is not None,
-                "why": rule.explain(event),
+                "why": why,
                 "params": dict(match.params) if match else None,
                 "paused": rule.name in d.paused,
             }

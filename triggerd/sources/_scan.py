@@ -1,7 +1,12 @@
-"""Walking a watch root: ignore patterns, no symlinked directories, and "still being written?".
+"""Walking a watch root: ignore patterns, symbolic links, bounds, and "still being written?".
 
 Private helpers of :mod:`triggerd.sources.files`. Paths stay ``str`` as Python gives them
 (undecodable bytes as surrogate escapes); nothing here decodes or re-encodes a name.
+
+Symbolic links are not files: by default a link is neither followed nor reported, in a
+scan or as a live event. A watch that follows them (``follow_symlinks``) still counts a
+link only when its target resolves inside the watch's ``within`` roots; a directory
+reached twice (a link loop, a bind mount) is walked once.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import os
 import signal
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
@@ -21,12 +26,29 @@ from triggerd.log import get_logger
 if TYPE_CHECKING:
     from triggerd.sources.files import FileWatch
 
-__all__ = ["complete_files", "count_dirs", "ignored", "open_for_writing", "regular_stat", "relative", "walk_files"]
+__all__ = ["MAX_DEPTH", "MAX_ENTRIES", "TooMany", "complete_files", "count_dirs", "file_stat", "ignored", "inside",
+           "open_for_writing", "regular_stat", "relative", "walk_files"]
 
 log = get_logger(__name__)
 
 # Sent to us if a writer opens a file while we probe it: ignored by default, unlike SIGIO.
 _LEASE_SIGNAL = signal.SIGURG
+
+# Bounds of a walk of a watch root: no deeper than MAX_DEPTH directories below it, and the
+# settled poller, which keeps what it saw of the whole tree between two walks, no more
+# than MAX_ENTRIES entries: a tree beyond that is a mistake (a root set too high) or an
+# attack (links multiplying a tree), reported as the watch's error, not memory growing.
+MAX_DEPTH = 64
+MAX_ENTRIES = 500_000
+
+
+class TooMany(Exception):
+    """A walk met more than its bound of entries; what it found so far was yielded."""
+
+
+def inside(path: str, roots: Iterable[str]) -> bool:
+    """Whether ``path`` is one of ``roots`` or below one (plain text: resolve first)."""
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def relative(path: str, root: str) -> str | None:
@@ -49,12 +71,34 @@ def signature(st: os.stat_result) -> Signature:
 
 
 def regular_stat(path: str) -> os.stat_result | None:
-    """``stat()`` following symlinks; None if the file is gone or not a regular file."""
+    """``stat()`` following symlinks; None if the file is gone or not a regular file.
+    Only for paths already resolved: a watched name goes through :func:`file_stat`."""
     try:
         st = os.stat(path)
     except (OSError, ValueError):  # gone, dangling link, ELOOP, EACCES; ValueError: a NUL
         return None
     return st if stat.S_ISREG(st.st_mode) else None
+
+
+def file_stat(path: str, *, follow: bool = False, within: tuple[str, ...] = ()) -> tuple[os.stat_result, str | None] | None:
+    """A watched name's stat if it is a regular file, with None; if it is a symbolic link
+    and ``follow``, its target's stat and resolved path, provided the target is a regular
+    file inside ``within``; None for anything else (gone, a directory, a link not followed
+    or leading out)."""
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(st.st_mode):
+        return st, None
+    if not (follow and stat.S_ISLNK(st.st_mode)):
+        return None
+    try:
+        target = os.path.realpath(path, strict=True)  # raises on a loop or a dangling link
+    except (OSError, ValueError):
+        return None
+    target_stat = regular_stat(target) if inside(target, [os.path.realpath(root) for root in within]) else None
+    return (target_stat, target) if target_stat is not None else None
 
 
 def open_for_writing(path: str) -> bool | None:
@@ -98,19 +142,28 @@ def walk_files(
     *,
     recursive: bool,
     ignore: tuple[str, ...],
+    follow: bool = False,
+    within: tuple[str, ...] = (),
     on_error: Callable[[str, OSError], None] | None = None,
-) -> Iterator[tuple[str, os.stat_result]]:
-    """Regular files under ``top`` with their ``stat()``, depth first, in no set order.
+    stopping: Callable[[], bool] = lambda: False,
+    max_entries: int | None = None,
+) -> Iterator[tuple[str, os.stat_result, str | None]]:
+    """Regular files under ``top``: ``(path, stat, link target or None)``, depth first,
+    in no set order.
 
-    Never descends into a symlinked directory (so symlink loops cannot hang it), an ignored
-    one, or one already visited (bind-mount loops). A symlink to a regular file is yielded
-    under its own path, with its target's stat. ``ignore`` applies to every name met below
-    ``top``; the caller checks ``top``'s own components.
+    Never descends into a directory already visited (link loops, bind mounts), an ignored
+    one, or one deeper than :data:`MAX_DEPTH`; symbolic links only with ``follow``, and
+    then only to targets inside ``within`` (see :func:`file_stat`). ``ignore`` applies to
+    every name met below ``top``; the caller checks ``top``'s own components. Ends early
+    when ``stopping()`` turns true (checked at every entry), and raises :class:`TooMany`
+    after ``max_entries`` entries, if given (the settled poller's bound).
     """
+    within = tuple(os.path.realpath(root) for root in within)  # a root may itself be a link
     seen: set[tuple[int, int]] = set()
-    stack = [top]
+    stack = [(top, 0)]
+    entries_met = 0
     while stack:
-        directory = stack.pop()
+        directory, depth = stack.pop()
         try:
             st = os.stat(directory)
             with os.scandir(directory) as it:
@@ -123,24 +176,40 @@ def walk_files(
             continue
         seen.add((st.st_dev, st.st_ino))
         for entry in entries:
+            entries_met += 1
+            if stopping():
+                return
+            if max_entries is not None and entries_met > max_entries:
+                raise TooMany(f"more than {max_entries} entries under {top}")
             if ignored(entry.name, ignore):
                 continue
             try:
+                is_link = entry.is_symlink()
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 continue
+            if is_link:
+                if not follow:
+                    continue
+                try:
+                    target = os.path.realpath(entry.path, strict=True)
+                except (OSError, ValueError):
+                    continue  # dangling, or a loop of links
+                if not inside(target, within):
+                    continue
+                is_dir = os.path.isdir(target)
             if is_dir:
-                if recursive:
-                    stack.append(entry.path)
+                if recursive and depth < MAX_DEPTH:
+                    stack.append((entry.path, depth + 1))
                 continue
-            file_stat = regular_stat(entry.path)
-            if file_stat is not None:
-                yield entry.path, file_stat
+            found = file_stat(entry.path, follow=follow, within=within)
+            if found is not None:
+                yield entry.path, found[0], found[1]
 
 
 def complete_files(
     spec: FileWatch, top: str, *, young: Callable[[str], None] | None = None
-) -> Iterator[tuple[str, os.stat_result]]:
+) -> Iterator[tuple[str, os.stat_result, str | None]]:
     """The files under ``top`` that ``spec`` counts as complete, as far as a scan can tell.
 
     ``marker``: files whose marker exists (never the markers). ``settled``: files whose
@@ -153,7 +222,9 @@ def complete_files(
     def unreadable(directory: str, exc: OSError) -> None:
         log.warning("cannot scan directory", directory=directory, error=str(exc))
 
-    for path, st in walk_files(top, recursive=spec.recursive, ignore=spec.ignore, on_error=unreadable):
+    walk = walk_files(top, recursive=spec.recursive, ignore=spec.ignore, follow=spec.follow_symlinks,
+                      within=spec.within, on_error=unreadable)  # fmt: skip
+    for path, st, target in walk:
         if spec.complete == "marker":
             if path.endswith(spec.marker_suffix) or not os.path.lexists(path + spec.marker_suffix):
                 continue
@@ -164,7 +235,7 @@ def complete_files(
                 continue
         elif open_for_writing(path):
             continue
-        yield path, st
+        yield path, st, target
 
 
 def count_dirs(root: str, *, recursive: bool) -> int:

@@ -19,7 +19,9 @@ class FileEvent:
 
     ``path`` and ``root`` are absolute; ``kind`` says how completion was seen:
     ``closed``, ``moved``, ``settled``, ``marker``, or ``existing`` (found by a scan:
-    catch-up at start-up or a rescan after an inotify overflow).
+    catch-up at start-up or a rescan after an inotify overflow). ``link_to``: when
+    ``path`` is a symbolic link (reported only by a watch that follows links), the file
+    it resolves to; size, mtime and inode are that file's.
     """
 
     path: str
@@ -29,6 +31,7 @@ class FileEvent:
     inode: int
     kind: str = "closed"
     seen_at: float = 0.0
+    link_to: str | None = None
 
     @property
     def relative(self) -> str:
@@ -54,6 +57,7 @@ class FileEvent:
             "inode": self.inode,
             "kind": self.kind,
             "seen_at": self.seen_at,
+            **({"link_to": self.link_to} if self.link_to is not None else {}),
         }
 
 

@@ -7,8 +7,10 @@
 ``moved``
     only renamed into place: writers that write ``x.tmp`` and rename it to ``x.h5``.
 ``settled``
-    for network filesystems where inotify sees nothing (NFS, GPFS, Lustre): a polling
-    observer, and size + mtime unchanged for ``settle`` seconds (kind ``settled``).
+    for network filesystems where inotify sees nothing (NFS, GPFS, Lustre): the root is
+    walked every ``poll`` seconds (a bounded walk: :data:`_scan.MAX_ENTRIES` entries,
+    :data:`_scan.MAX_DEPTH` levels), and a file whose size + mtime stay unchanged for
+    ``settle`` seconds is complete (kind ``settled``).
 ``marker``
     ``<file><marker_suffix>`` appearing marks ``<file>`` complete (kind ``marker``), in
     either order; the marker itself is never emitted.
@@ -22,8 +24,12 @@ twice (the daemon's ledger deduplicates by path, inode, size and mtime); a file 
 open for writing is left to its coming close event. A file deleted before it was
 complete gives nothing.
 
-Symlinks: scans never follow a symlinked directory (no loops); a symlink to a regular
-file is reported under its own path with its target's size, mtime and inode.
+Symbolic links are not files: by default none is followed or reported, in any mode or
+scan. A watch with ``follow_symlinks`` reports a link to a regular file (under the link's
+own path, with its target's size, mtime and inode, and the target as ``link_to``) and
+walks a linked directory, but only where the target resolves inside the watch's
+``within`` roots; a directory reached twice (a loop) is walked once. Nothing inside the
+directories given as ``exclude`` (the daemon's state directory) is ever reported.
 File names are kept as Python gives them (undecodable bytes as surrogate escapes).
 No watchdog object leaves this module: the outside sees FileEvents and health dicts.
 """
@@ -45,12 +51,11 @@ from typing import Any
 
 from watchdog import events as wd
 from watchdog.observers.inotify import InotifyObserver
-from watchdog.observers.polling import PollingObserver
 
 from triggerd.errors import ConfigError
 from triggerd.log import get_logger
 from triggerd.sources import _inotify, _scan
-from triggerd.sources._settle import Settler
+from triggerd.sources._settle import Poller, Settler
 from triggerd.sources.events import FileEvent
 
 __all__ = ["COMPLETE_MODES", "HEALTH_STATES", "OVERFLOW_LOGGER", "FileSource", "FileWatch"]
@@ -71,7 +76,6 @@ _FILTERS: dict[str, list[type[wd.FileSystemEvent]]] = {
     "closed": [wd.FileClosedEvent, wd.FileMovedEvent, *_DIRS],
     "moved": [wd.FileMovedEvent, *_DIRS],
     "marker": [wd.FileCreatedEvent, wd.FileClosedEvent, wd.FileMovedEvent, *_DIRS],
-    "settled": [wd.FileCreatedEvent, wd.FileModifiedEvent, wd.FileMovedEvent, wd.FileDeletedEvent, wd.DirDeletedEvent],
 }
 
 
@@ -86,12 +90,15 @@ class FileWatch:
     poll: float = 1.0  # settled: polling period
     marker_suffix: str = ".done"  # marker: '<file><suffix>' marks <file> complete
     ignore: tuple[str, ...] = ()  # fnmatch patterns on the basename and each directory under root
+    follow_symlinks: bool = False  # report links (and walk linked directories) whose target is within
+    within: tuple[str, ...] = ()  # where a followed link may lead: the rule's roots (default: root)
 
     def __post_init__(self) -> None:
         if not os.path.isabs(self.root):
             raise ConfigError(f"watch root must be an absolute path, not {self.root!r}", key="roots")
         object.__setattr__(self, "root", os.path.normpath(self.root))
         object.__setattr__(self, "ignore", tuple(self.ignore))
+        object.__setattr__(self, "within", tuple(os.path.normpath(r) for r in self.within) or (self.root,))
         if self.complete not in COMPLETE_MODES:
             raise ConfigError(f"unknown completion {self.complete!r} (allowed: {', '.join(COMPLETE_MODES)})", key="complete")
         if not self.settle > 0:
@@ -112,7 +119,7 @@ class _Live:
     active: bool = True  # False once removed by update(): late events are dropped
     observed: Any = None  # the inotify ObservedWatch while scheduled
     handler: Any = None
-    poller: Any = None  # the PollingObserver of a settled watch
+    poller: Poller | None = None  # a settled watch's walker
     root_id: tuple[int, int] | None = None
     dirs: int = 0
     events: int = 0
@@ -147,8 +154,9 @@ class FileSource:
 
     def __init__(self, watches: Iterable[FileWatch], emit: Callable[[FileEvent], None], *,
                  on_health: Callable[[str, str, str], None] | None = None,
-                 reconcile: float | None = None, retry: float = 1.0) -> None:
+                 reconcile: float | None = None, retry: float = 1.0, exclude: Iterable[str] = ()) -> None:
         self._emit = emit
+        self._exclude = tuple(os.path.realpath(d) for d in exclude)
         self._on_health = on_health
         self._reconcile = reconcile
         self._retry = retry
@@ -157,7 +165,7 @@ class FileSource:
         self._lives: dict[FileWatch, _Live] = {spec: _Live(spec) for spec in dict.fromkeys(watches)}
         self._observer: InotifyObserver | None = None  # one for every inotify watch
         self._refs: dict[Any, int] = {}  # ObservedWatch -> lives sharing it (same root and filter)
-        self._settler = Settler(self._on_settled)
+        self._settler = Settler(self._on_settled, lambda owner, path: self._stat(owner.spec, path))
         self._overflow = _inotify.OverflowHandler(self._on_overflow)
         self._wake = threading.Event()
         self._keeper: threading.Thread | None = None
@@ -271,10 +279,8 @@ class FileSource:
                 pass
             handler = _Handler(self, live)
             if spec.complete == "settled":
-                poller = PollingObserver(timeout=spec.poll)
-                poller.schedule(handler, spec.root, recursive=spec.recursive, event_filter=_FILTERS["settled"])
-                poller.start()  # takes the first snapshot now, raising here if it cannot
-                live.poller = poller
+                live.poller = self._poller(live)
+                live.poller.start()
             else:
                 observed = self._ensure_inotify().schedule(handler, spec.root, recursive=spec.recursive, event_filter=_FILTERS[spec.complete])
                 self._refs[observed] = self._refs.get(observed, 0) + 1
@@ -304,11 +310,30 @@ class FileSource:
         if scan:
             self._rescan(live, spec.root)
 
+    def _poller(self, live: _Live) -> Poller:
+        spec = live.spec
+
+        def walk(stopping: Callable[[], bool]) -> Iterator[tuple[str, os.stat_result]]:
+            for path, st, _target in _scan.walk_files(spec.root, recursive=spec.recursive, ignore=spec.ignore,
+                                                      follow=spec.follow_symlinks, within=spec.within,
+                                                      stopping=stopping, max_entries=_scan.MAX_ENTRIES):  # fmt: skip
+                yield path, st
+
+        def changed(path: str) -> None:
+            if live.active and self._wanted(spec, path):
+                self._settler.note(live, path, spec.settle)
+
+        def walked(trouble: str) -> None:
+            if live.active and live.state in ("watching", "error"):
+                self._set(live, "error" if trouble else "watching", f"{trouble}: only part of the tree is polled" if trouble else "")
+                live.retry_at = float("inf")  # its poller goes on; activating it again would change nothing
+
+        return Poller(walk, spec.poll, changed=changed, gone=lambda path: self._settler.forget(live, path), on_walked=walked)
+
     def _deactivate(self, live: _Live) -> None:
         poller, live.poller = live.poller, None
         if poller is not None:
-            poller.stop()
-            poller.join()
+            poller.stop()  # within a second; its thread ends on its own
         observed, live.observed = live.observed, None
         if observed is not None and self._observer is not None:
             sharing = self._refs.get(observed, 1) - 1
@@ -351,15 +376,6 @@ class FileSource:
         if kind == "deleted" and event.is_directory and src == spec.root:
             self._wake.set()  # the keeper notices the root is gone and waits for it
             return
-        if spec.complete == "settled":
-            if event.is_directory:
-                return  # the polling snapshot reports files in new directories itself
-            if kind in ("moved", "deleted"):
-                self._settler.forget(live, src)
-            target = dest if kind == "moved" else src if kind in ("created", "modified") else ""
-            if target and self._wanted(spec, target):
-                self._settler.note(live, target, spec.settle)
-            return
         if event.is_directory:
             # Files written into a new directory before its watch landed have no event.
             new_dir = dest if kind == "moved" else src if kind == "created" else ""
@@ -388,11 +404,15 @@ class FileSource:
             return False
         return not (spec.complete == "marker" and path.endswith(spec.marker_suffix))
 
+    def _stat(self, spec: FileWatch, path: str) -> os.stat_result | None:
+        found = _scan.file_stat(path, follow=spec.follow_symlinks, within=spec.within)
+        return found[0] if found is not None else None
+
     def _emit_path(self, live: _Live, path: str, kind: str) -> None:
         if self._wanted(live.spec, path):
-            st = _scan.regular_stat(path)
-            if st is not None:  # None: deleted before it was complete, or a directory
-                self._deliver(live, _event(live.spec, path, st, kind))
+            found = _scan.file_stat(path, follow=live.spec.follow_symlinks, within=live.spec.within)
+            if found is not None:  # None: deleted before it was complete, a directory, a link not followed
+                self._deliver(live, _event(live.spec, path, *found, kind))
 
     def _emit_if_finished(self, live: _Live, path: str) -> None:
         """Emit ``path`` for its marker unless its writer is still at work.
@@ -402,19 +422,30 @@ class FileSource:
         a file that exists, is closed and did not change in between is emitted here;
         otherwise its close event, queued after this one, emits it.
         """
-        before = _scan.regular_stat(path)
+        spec = live.spec
+        before = _scan.file_stat(path, follow=spec.follow_symlinks, within=spec.within)
         if before is None or _scan.open_for_writing(path):
             return
-        after = _scan.regular_stat(path)
-        if after is not None and _scan.signature(after) == _scan.signature(before) and self._wanted(live.spec, path):
-            self._deliver(live, _event(live.spec, path, after, "marker"))
+        after = _scan.file_stat(path, follow=spec.follow_symlinks, within=spec.within)
+        if after is not None and _scan.signature(after[0]) == _scan.signature(before[0]) and self._wanted(spec, path):
+            self._deliver(live, _event(spec, path, *after, "marker"))
 
     def _on_settled(self, owner: Hashable, path: str, st: os.stat_result) -> None:
         assert isinstance(owner, _Live)
         if self._wanted(owner.spec, path):
-            self._deliver(owner, _event(owner.spec, path, st, "settled"))
+            target = os.path.realpath(path) if owner.spec.follow_symlinks and os.path.islink(path) else None
+            self._deliver(owner, _event(owner.spec, path, st, target, "settled"))
+
+    def _excluded(self, path: str) -> bool:
+        """Inside an excluded directory (the daemon's state), wherever the path leads."""
+        if not self._exclude or not _scan.inside(os.path.realpath(path), self._exclude):
+            return False
+        log.warning("a file inside the daemon's own state directory never triggers", path=path)
+        return True
 
     def _deliver(self, live: _Live, event: FileEvent) -> None:
+        if self._excluded(event.path):
+            return
         with self._lock:
             if not live.active or self._stopping:
                 return
@@ -436,8 +467,9 @@ class FileSource:
         young = None
         if live is not None and live.active and live.running and spec.complete == "settled":
             young = functools.partial(self._settler.note, live, settle=spec.settle)
-        for path, st in _scan.complete_files(spec, top, young=young):
-            yield _event(spec, path, st, "existing")
+        for path, st, target in _scan.complete_files(spec, top, young=young):
+            if not self._excluded(path):
+                yield _event(spec, path, st, target, "existing")
 
     def _rescan(self, live: _Live, top: str) -> None:
         for event in self._scan(live.spec, top, live):
@@ -518,8 +550,8 @@ class FileSource:
                     live.followup = time.monotonic() + _FOLLOWUP
 
 
-def _event(spec: FileWatch, path: str, st: os.stat_result, kind: str) -> FileEvent:
-    return FileEvent(path, spec.root, st.st_size, st.st_mtime_ns, st.st_ino, kind, time.time())
+def _event(spec: FileWatch, path: str, st: os.stat_result, target: str | None, kind: str) -> FileEvent:
+    return FileEvent(path, spec.root, st.st_size, st.st_mtime_ns, st.st_ino, kind, time.time(), link_to=target)
 
 
 def _root_changed(live: _Live) -> bool:

@@ -1,0 +1,198 @@
+"""Symbolic links never lead out of a rule's roots, and the state directory never triggers
+(issue 12, part 1). Against the real daemon, in every completion mode, live and in the
+catch-up scan at start."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from daemon_harness import Daemon, write_file
+
+pytestmark = pytest.mark.timeout(120)
+
+MODES = ["closed", "moved", "settled", "marker"]
+
+
+def rules(d: Daemon, mode: str, *, follow: bool = False, roots: list[Path] | None = None, ignore: tuple[str, ...] = ("*.tmp", ".*")) -> str:
+    return textwrap.dedent(f"""
+        [[rule]]
+        name = "record"
+        workflow = "record"
+        params = {{ path = "{{path}}", out = "{d.out}" }}
+        [rule.files]
+        roots = {[str(r) for r in (roots or [d.incoming])]!r}
+        glob = "**/*"
+        ignore = {list(ignore)!r}
+        complete = "{mode}"
+        settle = "0.3s"
+        poll = "0.2s"
+        catch_up = "all"
+        follow_symlinks = {str(follow).lower()}
+    """).replace("'", '"')
+
+
+def complete(mode: str, path: Path, data: bytes = b"x") -> None:
+    """Make ``path`` complete the way ``mode`` sees it."""
+    if mode == "moved":
+        draft = path.with_name(path.name + ".tmp")
+        write_file(draft, data)
+        os.rename(draft, path)
+    else:
+        write_file(path, data)
+    if mode == "marker":
+        write_file(path.with_name(path.name + ".done"))
+
+
+def place_link(mode: str, target: Path, link: Path) -> None:
+    """Put a symbolic link at ``link`` as a writer would in ``mode`` (renamed into place
+    for 'moved', with its marker for 'marker')."""
+    if mode == "moved":
+        draft = link.parent.parent / f"{link.name}.staged"
+        os.symlink(target, draft)
+        os.rename(draft, link)
+    else:
+        os.symlink(target, link)
+    if mode == "marker":
+        write_file(link.with_name(link.name + ".done"))
+
+
+def hostile_links(d: Daemon, mode: str) -> None:
+    """A link to a directory outside (with files), to the daemon's HMAC key, to a file
+    outside, to an ancestor, and a pair of self-links."""
+    outside = d.root / "outside"
+    outside.mkdir(exist_ok=True)
+    for i in range(3):
+        write_file(outside / f"secret{i}.dat", b"secret")
+    place_link(mode, outside, d.incoming / "e")
+    place_link(mode, d.root / "var" / "hmac.key", d.incoming / "key.dat")
+    place_link(mode, outside / "secret0.dat", d.incoming / "s.dat")
+    place_link(mode, d.root, d.incoming / "up")
+    os.symlink(".", d.incoming / "a")
+    os.symlink(".", d.incoming / "b")
+
+
+def recorded(d: Daemon) -> set[str]:
+    return set(d.markers().values())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_links_never_trigger_by_default_live_or_at_catch_up(tmp_path, mode):
+    """Links placed while the daemon runs, then seen again by the catch-up scan of a
+    restart: only the real control file ever starts a run."""
+    d = Daemon(tmp_path)
+    d.write_rules(rules(d, mode))
+    with d:
+        hostile_links(d, mode)
+        control = d.incoming / "control.dat"
+        complete(mode, control)
+        d.wait_for(lambda: recorded(d) == {str(control)}, 20, "the control file's run")
+        time.sleep(1.0)  # settled: several polls; others: any late event
+    with d:  # catch_up = "all": the scan at start sees every link again
+        later = d.incoming / "later.dat"
+        complete(mode, later)
+        d.wait_for(lambda: str(later) in recorded(d), 20, "the file written after the restart")
+        time.sleep(1.0)
+        assert recorded(d) == {str(control), str(later)}
+        assert len(d.runs_db()) == 2
+
+
+@pytest.mark.parametrize("mode", ["closed", "settled"])
+def test_followed_links_count_only_inside_the_roots(tmp_path, mode):
+    """follow_symlinks = true: a link to a file inside the roots triggers (its path is the
+    link's); links to the key, to files outside and to ancestors never do; loops are
+    walked once."""
+    d = Daemon(tmp_path)
+    d.write_rules(rules(d, mode, follow=True))
+    inside = d.incoming / "data"
+    inside.mkdir()
+    complete("closed", inside / "frame.dat")
+    with d:
+        d.wait_for(lambda: recorded(d) == {str(inside / "frame.dat")}, 20, "the real file's run")
+        hostile_links(d, "closed")
+        os.symlink(inside / "frame.dat", d.incoming / "alias.dat")
+        if mode == "closed":  # a link is never closed after writing: the scan at start finds it
+            d.stop()
+            d.start()
+        d.wait_for(lambda: str(d.incoming / "alias.dat") in recorded(d), 20, "the link inside the roots")
+        time.sleep(1.0)
+        assert recorded(d) == {str(inside / "frame.dat"), str(d.incoming / "alias.dat")}
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_self_link_pair_leaves_a_following_settled_watch_flat_and_a_reload_prompt(tmp_path):
+    """`ln -s . a; ln -s . b` under a settled watch that follows links: RSS and CPU stay
+    flat, the API answers at once; a reload that drops the rule returns promptly and
+    SIGTERM still ends the daemon."""
+    d = Daemon(tmp_path)
+    d.write_rules(rules(d, "settled", follow=True))
+    with d:
+        assert d.proc is not None
+        pid = d.proc.pid
+        os.symlink(".", d.incoming / "a")
+        os.symlink(".", d.incoming / "b")
+        time.sleep(1.0)
+        rss, cpu, t0 = _rss_kib(pid), _cpu_seconds(pid), time.monotonic()
+        time.sleep(4.0)
+        used = (_cpu_seconds(pid) - cpu) / (time.monotonic() - t0)
+        grown = _rss_kib(pid) - rss
+        assert used < 0.25, f"the daemon used {used:.0%} of a core with two self-links"
+        assert grown < 10_000, f"RSS grew by {grown} KiB in 4 s"
+        asked = time.monotonic()
+        d.ctl("status")
+        assert time.monotonic() - asked < 3.0
+        (d.root / "other").mkdir()
+        d.write_rules(rules(d, "closed", roots=[d.root / "other"]))  # the settled rule goes
+        asked = time.monotonic()
+        d.ctl("reload")
+        assert time.monotonic() - asked < 5.0
+        assert d.stop(timeout=10) == 0
+
+
+def test_files_in_the_state_directory_never_trigger(tmp_path):
+    """A rule whose root holds the daemon's state directory: the daemon's own writes there
+    (state, journal, key) start nothing, not even in the scan at start; a file beside
+    the state directory does."""
+    d = Daemon(tmp_path)
+    d.write_rules(rules(d, "closed", roots=[tmp_path], ignore=("out", "*.log", "*.tmp", "*.toml", "workflows", "triggers")))
+    with d:
+        write_file(tmp_path / "var" / "planted.dat")
+        beside = tmp_path / "beside.dat"
+        write_file(beside)
+        d.wait_for(lambda: str(beside) in recorded(d), 20, "the file beside the state directory")
+        time.sleep(1.5)
+    with d:
+        time.sleep(1.5)
+        assert recorded(d) == {str(beside)}
+        assert len(d.runs_db()) == 1
+
+
+def test_explain_says_why_a_link_or_a_state_file_does_not_trigger(tmp_path):
+    d = Daemon(tmp_path)
+    d.write_rules(rules(d, "closed"))
+    with d:
+        os.symlink(d.root / "var" / "hmac.key", d.incoming / "key.dat")
+        (why,) = [r["why"] for r in d.ctl_json("test-trigger", str(d.incoming / "key.dat"))["rules"]]
+        assert why == "'key.dat' is a symbolic link (follow_symlinks = false)"
+        d.write_rules(rules(d, "closed", follow=True))
+        d.ctl("reload")
+        (why,) = [r["why"] for r in d.ctl_json("test-trigger", str(d.incoming / "key.dat"))["rules"]]
+        assert "is a symbolic link to" in why and "outside the rule's roots" in why
+        d.write_rules(rules(d, "closed", roots=[tmp_path]))
+        d.ctl("reload")
+        (result,) = d.ctl_json("test-trigger", str(d.root / "var" / "state.sqlite"))["rules"]
+        assert result["matches"] is False and "state directory" in result["why"]
