@@ -38,18 +38,23 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from celery_vs_lightflow import Processes, free_port, load, start_redis, wait_until  # noqa: E402
 
+from triggerd.engine.codec import Codec  # noqa: E402
+from triggerd.engine.redis_channel import event_is_ours  # noqa: E402
 from triggerd.eventlog.forwarder import Spool, StreamForwarder  # noqa: E402
 from triggerd.eventlog.mongodb import MongoEventStore, _document  # noqa: E402
 from triggerd.eventlog.safe import sanitize  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
+BENCH_KEY = b"benchmark-key-0123456789"  # the producer's, as the workers share the daemon's
+
 PRODUCER = """
 import sys, redis
+from triggerd.engine.codec import Codec
 from triggerd.engine.redis_channel import EventStream, events_stream_key
 from triggerd.eventlog.schema import LogEvent
 port, n = int(sys.argv[1]), int(sys.argv[2])
-stream = EventStream(redis.Redis(port=port))
+stream = EventStream(redis.Redis(port=port), codec=Codec(b"benchmark-key-0123456789"))
 batch = []
 for i in range(n):
     run = f"run-{i // 100}"
@@ -99,7 +104,8 @@ def part_ingest(n: int) -> dict[str, Any]:
             url = start_mongo(procs, workdir)
             client = redis.Redis(port=port)
             store = MongoEventStore(url, database="bench").open()
-            forwarder = StreamForwarder(client, store, stream="triggerd:events", spool=Spool(workdir / "spool"), batch=1000, block=0.05)
+            forwarder = StreamForwarder(client, store, stream="triggerd:events", spool=Spool(workdir / "spool"), batch=1000, block=0.05,
+                                        authentic=event_is_ours(Codec(BENCH_KEY)))  # as the daemon checks each entry's tag
             stop = threading.Event()
             thread = threading.Thread(target=forwarder.run, args=(stop,), daemon=True)
             thread.start()

@@ -13,11 +13,12 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -84,12 +85,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+def _file_mode(value: Any) -> int:
+    """A mode as TOML writes it: 0o750 (an integer) or "0750" (octal text)."""
+    if isinstance(value, str):
+        try:
+            value = int(value, 8)
+        except ValueError:
+            raise PydanticCustomError("triggerd_mode", "expected an octal mode such as \"0750\"") from None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0o777:
+        raise PydanticCustomError("triggerd_mode", "expected an octal mode such as \"0750\"")
+    return value
+
+
 class PathsSettings(_Section):
     """Where triggerd keeps its state and finds workflows and trigger rules."""
 
     state_dir: AbsolutePath = Path("var")
     workflows: list[AbsolutePath] = [Path("workflows")]
     triggers: list[AbsolutePath] = [Path("triggers")]
+    state_dir_mode: Annotated[int, BeforeValidator(_file_mode)] = 0o700
+    """The mode of the state directory when triggerd creates it ("0750" lets the group
+    reach the control socket); an existing directory keeps its mode. Files in it are 0600."""
 
 
 class ExecutorSettings(_Section):
@@ -133,6 +149,18 @@ class CelerySettings(_Section):
             raise PydanticCustomError(
                 "triggerd_url_scheme",
                 "expected a Redis URL starting with redis:// or rediss:// (e.g. \"redis://host:6379/0\")",
+            )
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise PydanticCustomError("triggerd_url_port", "the port is not a number (e.g. \"redis://host:6379/0\")") from None
+        if any(name.lower() == "password" for name, _ in parse_qsl(parts.query)):
+            # kombu (Celery's transport) fails on it: "got multiple values for keyword argument 'password'"
+            raise PydanticCustomError(
+                "triggerd_url_password",
+                "a password in the query (?password=...) is not understood by Celery's Redis transport: "
+                "write it in the URL, as redis://:PASSWORD@host:6379/0",
             )
         return url
 
@@ -237,11 +265,18 @@ class StatusPvSettings(_Section):
 
     prefix: str | None = None
     """PV name prefix, e.g. "BL13:TRIGGERD:"; None: no status PVs."""
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    """Channel Access server port; None: EPICS_CA_SERVER_PORT (5064). Interfaces and
-    beacons follow EPICS_CAS_INTF_ADDR_LIST and EPICS_CAS_BEACON_ADDR_LIST."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 5069
+    """Channel Access server port (TCP and UDP) of the status PVs. Not 5064: IOCs on the
+    same host hold that one, and a unicast search reaches only one of the servers sharing
+    a UDP port. Clients add "<host>:5069" to EPICS_CA_ADDR_LIST (``triggerctl status``
+    shows the entry). Interfaces and beacons follow EPICS_CAS_INTF_ADDR_LIST and
+    EPICS_CAS_BEACON_ADDR_LIST."""
     interval: Annotated[float, Field(gt=0)] = 1.0
     """Seconds between two updates of the counters (triggers update at once)."""
+    writers: list[str] = []
+    """Who may write the ``<rule>:PAUSE`` PVs: "user@host", "host" (anyone there),
+    "user@*" (that user anywhere); empty: anyone who reaches the port. The names are
+    those the Channel Access client asserts (see triggerd/daemon/status_pvs.py)."""
 
     @field_validator("prefix")
     @classmethod
@@ -249,6 +284,17 @@ class StatusPvSettings(_Section):
         if prefix is not None and (not prefix or any(c.isspace() or c in "\"'$" for c in prefix)):
             raise PydanticCustomError("triggerd_pv_prefix", 'expected a PV name prefix without spaces or quotes, e.g. "BL13:TRIGGERD:"')
         return prefix
+
+    @field_validator("writers")
+    @classmethod
+    def _writers(cls, writers: list[str]) -> list[str]:
+        for entry in writers:
+            user, at, host = entry.rpartition("@")
+            if not host or (at and not user) or "@" in user or any(c.isspace() for c in entry):
+                raise PydanticCustomError(
+                    "triggerd_pv_writer", 'expected "user@host", "host" or "user@*" without spaces, not "{entry}"', {"entry": entry}
+                )
+        return writers
 
 
 class DaemonSettings(_Section):
@@ -371,6 +417,7 @@ class Settings(_Section):
         unset values left out (TOML has no null), secrets and URL passwords as ``***``.
         """
         data = self.model_dump(mode="json", exclude_none=True)
+        data["paths"]["state_dir_mode"] = f"{self.paths.state_dir_mode:04o}"
         if self.store.backend == "sqlite":
             data["store"] = {"backend": "sqlite", "path": str(self.store_path), "keep_data": self.store.keep_data}
         else:
@@ -407,13 +454,28 @@ class Settings(_Section):
         return data
 
 
+_SECRET_PARAMS = frozenset({"password", "passwd", "pass", "pwd", "secret", "token", "sslpassword", "ssl_password"})
+
+
 def mask_url_password(url: str) -> str:
-    """``url`` with its password, if any, replaced by a mask: for output and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` with every credential masked, for output and errors: the password of
+    ``user:password@`` and the values of query parameters such as ``password=``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL we can take apart: show none of it
+        return _MASK
+    netloc = parts.netloc
+    if password is not None:
+        netloc = f"{parts.username or ''}:{_MASK}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name}={_MASK}" if name.lower() in _SECRET_PARAMS else pair
+        for pair in parts.query.split("&")
+        for name in [pair.partition("=")[0]]
+    ) if parts.query else ""  # fmt: skip
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = f"{parts.username}:{_MASK}@{parts.netloc.rpartition('@')[2]}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def find_config_file(explicit: Path | None) -> Path | None:

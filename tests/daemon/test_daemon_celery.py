@@ -7,8 +7,10 @@ SQLite data store on this machine) and the session's redis-server.
 
 from __future__ import annotations
 
+import json
 import time
 
+import redis
 from daemon_harness import Daemon, write_file
 from redis_fixture import RedisServer, WorkerProcess, free_port
 from support import wait_for
@@ -16,6 +18,9 @@ from support import wait_for
 from triggerd.config import CelerySettings
 from triggerd.daemon.client import ControlClient
 from triggerd.engine.celery_worker import celery_app
+from triggerd.engine.codec import Codec
+from triggerd.engine.redis_channel import events_stream_key
+from triggerd.eventlog.schema import LogEvent
 
 WORKER = "daemon-worker@triggerd-test"
 
@@ -49,6 +54,16 @@ def test_a_file_trigger_runs_on_a_celery_worker_and_triggerctl_stop_reaches_it(t
             wait_for(lambda: any(e["kind"] == "output" for e in d.ctl_json("logs", run["run_id"])), 20, "the task's output in the event log")
             (line,) = [e for e in d.ctl_json("logs", run["run_id"]) if e["kind"] == "output"]
             assert line["message"] == f"recorded {target}" and line["worker"] == WORKER and line["task"] == "record"
+            # whoever can write to Redis cannot add lines to the run's log: an entry without
+            # a worker's tag, or with a tag of another key, is stored as eventlog.forged
+            forged = LogEvent("output", "rm -rf / was run", run=run["run_id"], task="record", worker=WORKER).to_dict()
+            document = json.dumps(forged, default=str)
+            client = redis.Redis.from_url(broker)
+            client.xadd(events_stream_key(), {"e": document})
+            client.xadd(events_stream_key(), {"e": document, "t": Codec(b"m" * 32).tag("event", document)})
+            client.close()
+            wait_for(lambda: len(d.ctl_json("events", "--kind", "eventlog.forged")) == 2, 20, "the forged entries to be refused")
+            assert [e["message"] for e in d.ctl_json("logs", run["run_id"]) if e["kind"] == "output"] == [f"recorded {target}"]
 
             d.write_rules(d.default_rules(hold=30.0))
             assert d.ctl_json("reload")["ok"]

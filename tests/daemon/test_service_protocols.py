@@ -61,6 +61,7 @@ def test_tcp_control_api_requires_the_bearer_token(tmp_path):
     port = _free_port()
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token-for-tests\n")
+    token_file.chmod(0o600)  # a token others can read is refused (tests/daemon/test_api_boundaries.py)
     extra = f'token_file = "{token_file}"\ntcp = "127.0.0.1:{port}"\n'
     with Daemon(tmp_path, extra_config=extra):
         url = f"http://127.0.0.1:{port}/status"

@@ -68,6 +68,12 @@ def status(config_path: Path | None, as_json: bool) -> None:
                 click.secho(f"  {p['name']}: {p['message']}", fg="red" if p["state"] == "never connected" else "yellow")
     if data.get("waiting_for_files"):
         click.echo(f"{data['waiting_for_files']} PV triggers waiting for their file to be complete")
+    status_pvs = data.get("status_pvs")
+    if status_pvs and status_pvs.get("error"):
+        click.secho(f"status PVs {status_pvs['prefix']}*: not served: {status_pvs['error']}", fg="red")
+    elif status_pvs:
+        click.echo(f"status PVs {status_pvs['prefix']}*: clients add {status_pvs['ca_addr_list']} to EPICS_CA_ADDR_LIST; "
+                   f"PAUSE writable by {', '.join(status_pvs['writers']) or 'anyone'}")  # fmt: skip
     print_table(
         ["rule", "workflow", "source", "state", "fired", "last fired"],
         [[r["name"], r["workflow"], r["source"], "paused" if r["paused"] else "active", r["fired"], ago(r["last_fired"])] for r in data["rules"]],

@@ -93,27 +93,20 @@ def check(config_path: Path | None) -> None:
 
     Exits 0 when all is well, 1 when something is wrong.
     """
-    from triggerd.daemon.service import load_rules_for
-    from triggerd.errors import ConfigError
-    from triggerd.flow.workflow import discover_workflows
+    from triggerd.daemon.checks import check_everything
 
     settings = obtain_settings(config_path)
     click.echo(f"config: {settings.source}: ok")
-    problems = 0
-    try:
-        rules = load_rules_for(settings)
-        click.echo(f"rules: {len(rules.rules)} rules in {len(rules.files)} files: ok")
-    except ConfigError as exc:
-        problems += 1
-        click.secho(f"rules: {exc}", fg="red")
-    for name, item in discover_workflows(settings.paths.workflows):
-        if isinstance(item, Exception):
-            problems += 1
-            click.secho(f"workflow {name}: {item}", fg="red")
+    checked = check_everything(settings)
+    for subject, problem in checked.results:
+        if problem is not None:
+            click.secho(f"{subject}: {problem}", fg="red")
+        elif subject == "rules" and checked.rules is not None:
+            click.echo(f"rules: {len(checked.rules.rules)} rules in {len(checked.rules.files)} files: ok")
         else:
-            click.echo(f"workflow {name}: ok")
-    if problems:
-        click.secho(f"{problems} problem(s) found", fg="red")
+            click.echo(f"{subject}: ok")
+    if checked.problems:
+        click.secho(f"{len(checked.problems)} problem(s) found", fg="red")
         raise SystemExit(1)
 
 

@@ -2,26 +2,35 @@
 on TCP with a bearer token. Every route is a thin call into the daemon or its views.
 
 Served by uvicorn inside the daemon's own event loop, so handlers run on the loop
-thread and touch the dispatcher without locks.
+thread and touch the dispatcher without locks. Whatever a client sends is bounded: a
+request's head must arrive within :data:`HEAD_TIMEOUT` seconds (and be at most 16 KiB),
+its body is at most :data:`MAX_BODY` bytes (413) with no gap longer than
+:data:`BODY_TIMEOUT` seconds (408), and query values out of range are a 400.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import os
+import socket
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from triggerd import __version__
-from triggerd.errors import BackendUnavailable, TriggerdError
+from triggerd.errors import BackendUnavailable, ConfigError, TriggerdError
+from triggerd.private import read_secret
 
 from . import views
 from .events import parse_since
@@ -29,7 +38,13 @@ from .events import parse_since
 if TYPE_CHECKING:
     from .service import Daemon
 
-__all__ = ["ControlServer", "create_app"]
+__all__ = ["BODY_TIMEOUT", "HEAD_TIMEOUT", "MAX_BODY", "MAX_LIMIT", "ControlServer", "create_app"]
+
+MAX_BODY = 1 << 20  # bytes: the largest request is a workflow's parameters
+HEAD_TIMEOUT = 10.0  # seconds for a request's line and headers to arrive
+BODY_TIMEOUT = 10.0  # seconds the body may pause between two parts
+MAX_LIMIT = 100_000  # the most rows or events one query returns
+_Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
 class StartRequest(BaseModel):
@@ -43,6 +58,12 @@ class PathRequest(BaseModel):
 
 def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
     app = FastAPI(title="triggerd control API", version=__version__, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A query value or body field out of range or of the wrong type: the caller's fault."""
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": f"bad request: {problems}"}, status_code=400)
 
     if token is not None:
 
@@ -77,7 +98,8 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
         return {"rule": name, "paused": paused}
 
     @app.get("/runs")
-    async def get_runs(state: str | None = None, rule: str | None = None, since: float | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def get_runs(state: str | None = None, rule: str | None = None, since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+                       limit: _Limit = 50) -> list[dict[str, Any]]:  # fmt: skip
         states = [s for s in (state or "").split(",") if s]
         return [r.to_dict() for r in daemon.state.runs(states=states, rule=rule, since=since, limit=limit)]
 
@@ -142,9 +164,9 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
         since: str | None = None,
         level: str | None = None,
         after: str | None = None,
-        limit: int = 100,
+        limit: _Limit = 100,
         newest: bool = False,
-        wait: float = 0.0,
+        wait: Annotated[float, Query(ge=0.0, le=3600.0)] = 0.0,
     ) -> list[dict[str, Any]]:
         """The event log, filtered (see ``EventStore.find``); ``after`` an id and ``wait``
         seconds: long polling, for following (``triggerctl logs -f``)."""
@@ -159,7 +181,7 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
         return [e.to_dict() for e in found]
 
     @app.get("/eventlog/runs")
-    async def event_runs(failed: bool = False, since: str | None = None, workflow: str | None = None, rule: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def event_runs(failed: bool = False, since: str | None = None, workflow: str | None = None, rule: str | None = None, limit: _Limit = 100) -> list[dict[str, Any]]:
         if daemon.eventlog is None:
             raise HTTPException(503, "the daemon is still starting")
         try:
@@ -183,6 +205,110 @@ def _dispatcher(daemon: Daemon) -> Any:
     if daemon.dispatcher is None:
         raise HTTPException(503, "the daemon is still starting")
     return daemon.dispatcher
+
+
+class _Refused(HTTPException):
+    """Raised while the body is read; FastAPI turns it into its status code, and the
+    connection is closed after it (the rest of the body is not read)."""
+
+    def __init__(self, status_code: int, detail: str):
+        super().__init__(status_code, detail, headers={"connection": "close"})
+
+
+class _Bounded:
+    """ASGI middleware: a body of at most :data:`MAX_BODY` bytes (413, refused by its
+    Content-Length before it is read, or as soon as it grows past), and no pause longer
+    than :data:`BODY_TIMEOUT` seconds while it arrives (408)."""
+
+    def __init__(self, app: Any):
+        self._app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            code, text = (413, f"request body larger than {MAX_BODY} bytes") if length.isdigit() else (400, "bad Content-Length")
+            response = JSONResponse({"error": text}, status_code=code, headers={"connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def bounded() -> Any:
+            nonlocal received
+            try:
+                message = await asyncio.wait_for(receive(), BODY_TIMEOUT)
+            except TimeoutError:
+                raise _Refused(408, f"request body stalled for more than {BODY_TIMEOUT:g} s") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY:
+                    raise _Refused(413, f"request body larger than {MAX_BODY} bytes")
+            return message
+
+        await self._app(scope, bounded, send)
+
+
+class _TimedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, with a deadline for each request's head: a client that
+    connects and then sends its request line and headers slower than :data:`HEAD_TIMEOUT`
+    is disconnected (uvicorn alone waits for a half-sent request for ever)."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _waiting_after: Any = None  # the request cycle before the awaited one
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._head_timer is not None and self.cycle is not None and self.cycle is not self._waiting_after:
+            self._head_timer.cancel()  # the head is in
+            self._head_timer = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._await_head()  # the next request on this connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._waiting_after = self.cycle
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_too_slow)
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def _clear_socket_path(path: Path) -> None:
+    """Remove what a daemon that died left at the socket path, and nothing else: a path
+    that is not a socket, or a socket another process still answers on, is refused."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(f"{path} exists and is not a socket: refusing to replace it (remove it, or set daemon.socket)", key="daemon.socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # nobody answers: a stale socket
+        return
+    finally:
+        probe.close()
+    raise ConfigError(f"another process answers on {path}: is triggerd already running?", key="daemon.socket")
 
 
 class _QuietServer(uvicorn.Server):
@@ -210,14 +336,14 @@ class ControlServer:
         import asyncio
 
         self._socket.parent.mkdir(parents=True, exist_ok=True)
-        if self._socket.exists():
-            self._socket.unlink()  # a stale socket of a daemon that died
-        configs = [uvicorn.Config(create_app(self._daemon), uds=str(self._socket), log_config=None, access_log=False, lifespan="off")]
+        _clear_socket_path(self._socket)
+        options = {"log_config": None, "access_log": False, "lifespan": "off", "http": _TimedH11}
+        configs = [uvicorn.Config(_Bounded(create_app(self._daemon)), uds=str(self._socket), **options)]
         if self._tcp:
             assert self._token_file is not None
-            token = self._token_file.read_text().strip()
+            token = read_secret(self._token_file, what="API token", key="daemon.token_file")
             host, _, port = self._tcp.rpartition(":")
-            configs.append(uvicorn.Config(create_app(self._daemon, token=token), host=host, port=int(port), log_config=None, access_log=False, lifespan="off"))
+            configs.append(uvicorn.Config(_Bounded(create_app(self._daemon, token=token)), host=host, port=int(port), **options))
         for config in configs:
             server = _QuietServer(config)
             self._servers.append(server)

@@ -63,13 +63,16 @@ class DaemonEventLog:
             log.error("event log unavailable at start: events are spooled until it answers", error=str(exc))
         self.writer.start()
         if self._settings.executor.kind == "celery":
-            from triggerd.engine.redis_channel import connect, events_stream_key
+            from triggerd.engine.codec import Codec
+            from triggerd.engine.embedded import hmac_key
+            from triggerd.engine.redis_channel import connect, event_is_ours, events_stream_key
 
             self._redis = connect(self._settings.celery.broker_url)
             self.forwarder = StreamForwarder(
                 self._redis, self.store, stream=events_stream_key(),
                 spool=Spool(self._settings.paths.state_dir / "events-stream-spool.jsonl"),
                 backlog_bound=self._settings.eventlog.backlog_bound,
+                authentic=event_is_ours(Codec(hmac_key(self._settings))),
             )  # fmt: skip
             self.forwarder.listeners.append(self._stored)
             self._forwarder_thread = threading.Thread(

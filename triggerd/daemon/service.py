@@ -27,15 +27,17 @@ from triggerd.config import Settings, load_settings
 from triggerd.engine.base import Executor
 from triggerd.engine.embedded import make_executor
 from triggerd.engine.journal import Journal
-from triggerd.errors import BackendUnavailable, TriggerdError
+from triggerd.errors import BackendUnavailable, ConfigError, TriggerdError
 from triggerd.eventlog.schema import LogEvent
 from triggerd.flow.workflow import find_workflow_file
 from triggerd.health import Reading
 from triggerd.log import get_logger
+from triggerd.private import make_private_dir
 from triggerd.sources.events import FileEvent
 from triggerd.sources.files import FileSource, FileWatch
 
 from .api import ControlServer
+from .checks import check_everything
 from .deferred import StateWrites
 from .dependencies import DependencyWatch
 from .dispatcher import Dispatcher
@@ -63,10 +65,12 @@ class _CatchUp:
 
 
 @contextlib.contextmanager
-def _single_instance(state_dir: Path) -> Iterator[None]:
-    """One daemon per state directory: two would share an outbox and run files twice."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / "triggerd.lock", "a+") as lock:
+def _single_instance(state_dir: Path, mode: int) -> Iterator[None]:
+    """One daemon per state directory: two would share an outbox and run files twice.
+    The directory is created here, with ``mode`` (paths.state_dir_mode), if missing."""
+    make_private_dir(state_dir, mode)
+    fd = os.open(state_dir / "triggerd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -153,7 +157,7 @@ class Daemon:
         """Start everything, serve until SIGTERM/SIGINT, then drain and stop. Returns 0."""
         self._loop = asyncio.get_running_loop()
         rules = load_rules_for(self.settings)  # invalid rules at start-up: refuse to start
-        with _single_instance(self.settings.paths.state_dir):
+        with _single_instance(self.settings.paths.state_dir, self.settings.paths.state_dir_mode):
             return await self._run(rules)
 
     async def _run(self, rules: RuleSet) -> int:
@@ -306,7 +310,11 @@ class Daemon:
         self.notifier.reloading()
         try:
             settings = load_settings(self.config_path)
-            rules = load_rules_for(settings)
+            # As `triggerd check` does, off the loop (it imports every workflow).
+            checked = await asyncio.to_thread(check_everything, settings)
+            if checked.problems or checked.rules is None:
+                raise ConfigError("; ".join(checked.problems))
+            rules = checked.rules
         except TriggerdError as exc:
             self.notify("daemon.reload_failed", f"reload failed, keeping the running config and rules: {exc}", level="error")
             self.notifier.ready(self.summary())
@@ -415,7 +423,7 @@ class Daemon:
         cfg = self.settings.status_pvs
         if cfg.prefix is None:
             return
-        status = StatusPvs(self, cfg.prefix, port=cfg.port, interval=cfg.interval)
+        status = StatusPvs(self, cfg.prefix, port=cfg.port, interval=cfg.interval, writers=cfg.writers)
         try:
             await status.start()
         except Exception as exc:  # a port in use, caproto missing: the daemon's job goes on

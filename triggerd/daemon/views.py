@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from triggerd.sources.events import FileEvent
 
 from .rules import Rule
+from .status_pvs import status_view
 
 if TYPE_CHECKING:
     from .service import Daemon
@@ -52,6 +53,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
         "eventlog": daemon.eventlog.status() if daemon.eventlog is not None else None,
         "dependencies": [r.to_dict() for r in daemon.readings()],
         "state_writes_waiting": daemon.writes.waiting() if daemon.writes is not None else 0,
+        "status_pvs": status_view(daemon),
     }
 
 

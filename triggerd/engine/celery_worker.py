@@ -256,7 +256,7 @@ class WorkerSide:
                 self._store = self._store_spec.create(self._codec)
                 self._redis = connect(self._settings.celery.broker_url)
                 self._heartbeats = Heartbeats(self._redis)
-                self._events = EventBatcher(EventStream(self._redis, maxlen=self._events_maxlen).append)
+                self._events = EventBatcher(EventStream(self._redis, codec=self._codec, maxlen=self._events_maxlen).append)
                 let_task_records_through()
                 self._pid = os.getpid()
             assert self._workflows is not None and self._redis is not None

@@ -27,6 +27,7 @@ from typing import Any
 import cloudpickle
 
 from triggerd.errors import ConfigError, TriggerdError
+from triggerd.private import check_private, make_private_dir
 
 __all__ = ["Codec", "PayloadRejected", "UnpicklableData", "dag_data_of", "load_or_create_key", "output_of"]
 
@@ -65,7 +66,7 @@ class Codec:
 
     def __init__(self, key: bytes):
         if len(key) < 16:
-            raise ConfigError("the HMAC key must be at least 16 bytes long")
+            raise ConfigError("the HMAC key must be at least 16 bytes long", key="security.hmac_key")
         self._key = key
 
     def _sign(self, bind: str, body: bytes) -> bytes:
@@ -150,12 +151,14 @@ def _locate_unpicklable(obj: Any, path: str, exc: Exception) -> UnpicklableData:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """Read the HMAC key file, creating it (mode 0600, 32 random bytes) when missing."""
+    """Read the HMAC key file, creating it (mode 0600, 32 random bytes) when missing; a
+    key file that group or others may access is refused (as ssh refuses such a key)."""
     path = Path(path)
     try:
         key = path.read_bytes().strip()
+        check_private(path, path.stat(), what="HMAC key", key="security.hmac_key_file")
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         key = secrets.token_hex(32).encode()
         # Written beside it, then linked into place: a worker waiting for the file never
         # reads it half written, and of two processes creating it at once one wins.

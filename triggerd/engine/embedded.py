@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from triggerd.config import Settings
+from triggerd.private import make_private_dir
 from triggerd.store.factory import store_spec
 
 from .base import EventSink, Executor
@@ -41,7 +42,7 @@ def local_executor(
 ) -> LocalExecutor:
     """A not yet started executor; ``extra_workflows`` are searched before the configured ones."""
     key = hmac_key(settings)
-    settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.paths.state_dir, settings.paths.state_dir_mode)
     spec = store_spec(settings)
     store = spec.create(Codec(key))  # opened by the executor's store keeper, when it answers
     return LocalExecutor(
@@ -77,7 +78,7 @@ def celery_executor(
     from .celery_executor import CeleryExecutor  # Celery loads only when it is used
 
     key = hmac_key(settings)  # jobs, messages and the store's blobs are signed with it, as by the workers
-    settings.paths.state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.paths.state_dir, settings.paths.state_dir_mode)
     codec = Codec(key)
     store = store_spec(settings).create(codec)  # opened by the executor's store keeper
     return CeleryExecutor(

@@ -31,7 +31,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -66,6 +66,7 @@ __all__ = [
     "delivery_done",
     "delivery_key",
     "delivery_state",
+    "event_is_ours",
     "events_stream_key",
     "finish",
     "inbox_key",
@@ -87,6 +88,7 @@ _log = get_logger(__name__)
 # What a sealed message is (``Codec.seal``'s kind): on an executor's inbox, or a reply.
 INBOX = "inbox"
 REPLY = "reply"
+EVENT = "event"  # a stream entry's tag (Codec.tag's first part)
 
 # Every key we create expires: an executor that died leaves nothing behind for long.
 KEY_TTL = 86_400
@@ -132,13 +134,16 @@ EVENTS_MAXLEN = 1_000_000
 
 
 class EventStream:
-    """Appends events to :func:`events_stream_key`, a batch in one round trip.
+    """Appends events to :func:`events_stream_key`, a batch in one round trip, each with
+    its tag (field ``t``, :func:`event_is_ours`): the forwarder drops an entry whose tag
+    is missing or wrong, so whoever can write to Redis cannot add lines to a run's log.
 
     The stream has no expiry (it is the event log's inbox); ``maxlen`` bounds it.
     """
 
-    def __init__(self, client: redis.Redis, *, maxlen: int = EVENTS_MAXLEN):
+    def __init__(self, client: redis.Redis, *, codec: Codec, maxlen: int = EVENTS_MAXLEN):
         self._client = client
+        self._codec = codec
         self._maxlen = maxlen
 
     def append(self, events: list[LogEvent]) -> None:
@@ -149,8 +154,20 @@ class EventStream:
         pipe = self._client.pipeline(transaction=False)
         for event in events:
             document = json.dumps(event.to_dict(), default=repr)
-            pipe.xadd(key, {"e": document}, maxlen=self._maxlen, approximate=True)
+            pipe.xadd(key, {"e": document, "t": self._codec.tag(EVENT, document)}, maxlen=self._maxlen, approximate=True)
         pipe.execute()
+
+
+def event_is_ours(codec: Codec) -> Callable[[bytes, bytes | None], bool]:
+    """The check a forwarder applies to a stream entry's document and tag."""
+
+    def check(document: bytes, tag: bytes | None) -> bool:
+        if tag is None:
+            return False
+        expected = codec.tag(EVENT, document.decode("utf-8", "surrogateescape")).encode()
+        return hmac.compare_digest(tag, expected)
+
+    return check
 
 
 def connect(url: str, *, retries: int = 8) -> redis.Redis:

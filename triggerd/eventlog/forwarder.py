@@ -44,6 +44,7 @@ __all__ = ["EventWriter", "Spool", "StreamForwarder", "insert_isolating"]
 _log = get_logger(__name__)
 
 Listener = Callable[[list[LogEvent]], None]
+Authentic = Callable[[bytes, "bytes | None"], bool]  # (document, tag): written by a worker?
 _RETRY = 1.0  # seconds between attempts while the store is down
 _STATUS_EVERY = 2.0  # seconds between two readings of the stream's backlog for status()
 
@@ -121,7 +122,8 @@ class Spool:
             return
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
                 f.writelines(lines)
                 f.flush()
                 os.fsync(f.fileno())
@@ -145,7 +147,9 @@ class StreamForwarder:
     """Reads the events stream as a consumer group and inserts into ``store``.
 
     ``listeners`` see every batch once it is stored (``triggerctl logs -f`` follows the
-    log this way). Run :meth:`run` on a thread; set ``stop`` to end it.
+    log this way). ``authentic`` checks each entry's tag (the daemon passes the HMAC
+    key's check); an entry it refuses is stored as an ``eventlog.forged`` error instead.
+    Run :meth:`run` on a thread; set ``stop`` to end it.
     """
 
     def __init__(
@@ -160,8 +164,10 @@ class StreamForwarder:
         batch: int = 1000,
         block: float = 1.0,
         backlog_bound: int = 100_000,
+        authentic: Authentic | None = None,
     ):
         self._client = client
+        self._authentic = authentic
         self._store = store
         self._stream = stream
         self._spool = spool
@@ -250,7 +256,7 @@ class StreamForwarder:
 
     def _forward(self, entries: list[tuple[bytes, dict[bytes, bytes]]], stop: threading.Event) -> None:
         ids = [entry_id for entry_id, _fields in entries]
-        events = [_decode(entry_id, fields) for entry_id, fields in entries]
+        events = [_decode(entry_id, fields, self._authentic) for entry_id, fields in entries]
         while not stop.is_set():
             if len(self._spool) == 0 and self._insert(events):
                 break
@@ -311,8 +317,12 @@ class StreamForwarder:
         self.last_error = message
 
 
-def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> LogEvent:
-    """The event of a stream entry; a malformed one becomes an error event, not a crash."""
+def _decode(entry_id: bytes, fields: dict[bytes, bytes], authentic: Authentic | None = None) -> LogEvent:
+    """The event of a stream entry; a malformed one, or one ``authentic`` refuses (its tag
+    is not a worker's), becomes an error event saying so, not a crash and not a log line."""
+    if authentic is not None and not authentic(fields.get(b"e", b""), fields.get(b"t")):
+        raw = repr(fields)[:500]
+        return LogEvent("eventlog.forged", f"stream entry {entry_id.decode()} does not carry a worker's tag: dropped", level="error", data={"entry": raw})
     try:
         return LogEvent.from_dict(json.loads(fields[b"e"]))
     except Exception as exc:  # noqa: BLE001 - a writer may have put anything there
