@@ -405,6 +405,17 @@ class Settings(_Section):
         """The event log: its MongoDB URL, or the SQLite file ``<state_dir>/events.sqlite``."""
         return self.eventlog.url if self.eventlog_on_mongodb and self.eventlog.url else str(self.paths.state_dir / "events.sqlite")
 
+    def own_files(self) -> tuple[list[Path], list[Path]]:
+        """What is the daemon's own and must never trigger a rule: directories whose
+        entries are all its own (the state directory; not its subdirectories, where a
+        watched directory may live, as var/incoming does), and its files kept elsewhere
+        (a key file, a data store, a socket set to another path), SQLite's companions too."""
+        files = [self.hmac_key_path, self.socket_path, self.store_path]
+        if not self.eventlog_on_mongodb:
+            files.append(Path(self.eventlog_target))
+        companions = [f.with_name(f.name + suffix) for f in files if f.suffix == ".sqlite" for suffix in ("-wal", "-shm", "-journal")]
+        return [self.paths.state_dir], files + companions
+
     @property
     def state_db_path(self) -> Path:
         """The daemon's own state (outbox, ledger): ``<state_dir>/state.sqlite``."""

@@ -163,22 +163,26 @@ def test_a_self_link_pair_leaves_a_following_settled_watch_flat_and_a_reload_pro
         assert d.stop(timeout=10) == 0
 
 
-def test_files_in_the_state_directory_never_trigger(tmp_path):
+def test_the_daemons_own_files_never_trigger(tmp_path):
     """A rule whose root holds the daemon's state directory: the daemon's own writes there
-    (state, journal, key) start nothing, not even in the scan at start; a file beside
-    the state directory does."""
+    (state, journal, key) and a file planted among them start nothing, not even in the
+    scan at start; a file in a subdirectory of the state directory (where the default
+    layout keeps var/incoming) and one beside it do."""
     d = Daemon(tmp_path)
     d.write_rules(rules(d, "closed", roots=[tmp_path], ignore=("out", "*.log", "*.tmp", "*.toml", "workflows", "triggers")))
     with d:
         write_file(tmp_path / "var" / "planted.dat")
+        (tmp_path / "var" / "incoming").mkdir()
+        inside = tmp_path / "var" / "incoming" / "scan.dat"
+        write_file(inside)
         beside = tmp_path / "beside.dat"
         write_file(beside)
-        d.wait_for(lambda: str(beside) in recorded(d), 20, "the file beside the state directory")
+        d.wait_for(lambda: {str(beside), str(inside)} <= recorded(d), 20, "the files in a subdirectory and beside")
         time.sleep(1.5)
     with d:
         time.sleep(1.5)
-        assert recorded(d) == {str(beside)}
-        assert len(d.runs_db()) == 1
+        assert recorded(d) == {str(beside), str(inside)}
+        assert len(d.runs_db()) == 2
 
 
 def test_explain_says_why_a_link_or_a_state_file_does_not_trigger(tmp_path):
@@ -195,4 +199,21 @@ def test_explain_says_why_a_link_or_a_state_file_does_not_trigger(tmp_path):
         d.write_rules(rules(d, "closed", roots=[tmp_path]))
         d.ctl("reload")
         (result,) = d.ctl_json("test-trigger", str(d.root / "var" / "state.sqlite"))["rules"]
-        assert result["matches"] is False and "state directory" in result["why"]
+        assert result["matches"] is False and "the daemon's own files" in result["why"]
+
+
+def test_the_default_layout_watches_inside_the_state_directory(tmp_path):
+    """As the shipped config and `make run` lay it out: state in var/, files dropped into
+    var/incoming/. A file there triggers; a link there to the daemon's key does not."""
+    d = Daemon(tmp_path)
+    incoming = tmp_path / "var" / "incoming"
+    incoming.mkdir(parents=True)
+    d.write_rules(rules(d, "closed", roots=[incoming]))
+    with d:
+        os.symlink(tmp_path / "var" / "hmac.key", incoming / "key.dat")
+        dropped = incoming / "scan.dat"
+        write_file(dropped)
+        d.wait_for(lambda: recorded(d) == {str(dropped)}, 20, "the dropped file's run")
+    with d:  # the catch-up scan (catch_up = "all") sees the link too
+        time.sleep(1.5)
+        assert recorded(d) == {str(dropped)} and len(d.runs_db()) == 1

@@ -180,8 +180,9 @@ class Daemon:
             self.dispatcher.holding = str(exc)
             self.notify("executor.waiting", f"the executor waits for its backend; runs wait in the outbox: {exc}", level="warning")
             self._executor_retry = self._loop.create_task(self._start_executor_later())
+        own_dirs, own_files = self.settings.own_files()
         self._source = FileSource(watches_for(rules), self._from_source, on_health=self._on_health,
-                                  exclude=[self.settings.paths.state_dir])  # fmt: skip
+                                  own_dirs=own_dirs, own_files=own_files)  # fmt: skip
         self._source.start()
         self.pv = PvTriggers(self._loop, self.dispatcher, self.state, notify=self.notify, queued=self._arm_tick, durably=self.writes.run)
         self.pv.start(rules)
@@ -298,6 +299,10 @@ class Daemon:
             f"{len(d.rules.rules)} rules, {d.running()} running, {d.queued()} queued, "
             f"{counts.get('failed', 0)} failed{waiting}"
         )
+
+    def own_file(self, path: str) -> bool:
+        """Whether ``path`` leads to one of the daemon's own files, which never trigger."""
+        return self._source is not None and self._source.own(path)
 
     # -- reload ---------------------------------------------------------------------------------
 

@@ -103,8 +103,7 @@ def test_trigger(daemon: Daemon, path: str) -> dict[str, Any]:
     d = daemon.dispatcher
     assert d is not None
     path = os.path.abspath(path)
-    state_dir = os.path.realpath(daemon.settings.paths.state_dir)
-    in_state = os.path.realpath(path) == state_dir or os.path.realpath(path).startswith(state_dir + "/")
+    own = daemon.own_file(path)
     results = []
     for rule in d.rules.rules:
         event = _candidate(rule, path)
@@ -112,8 +111,8 @@ def test_trigger(daemon: Daemon, path: str) -> dict[str, Any]:
             continue
         match = rule.match(event)
         why = rule.explain(event)
-        if match is not None and in_state:
-            match, why = None, "inside the daemon's state directory: never triggers"
+        if match is not None and own:
+            match, why = None, "one of the daemon's own files (state, key, store, event log): never triggers"
         results.append(
             {
                 "rule": rule.name,

@@ -28,8 +28,8 @@ Symbolic links are not files: by default none is followed or reported, in any mo
 scan. A watch with ``follow_symlinks`` reports a link to a regular file (under the link's
 own path, with its target's size, mtime and inode, and the target as ``link_to``) and
 walks a linked directory, but only where the target resolves inside the watch's
-``within`` roots; a directory reached twice (a loop) is walked once. Nothing inside the
-directories given as ``exclude`` (the daemon's state directory) is ever reported.
+``within`` roots; a directory reached twice (a loop) is walked once. The daemon's own
+files (``own_dirs``' entries, ``own_files``) are never reported, whatever leads to them.
 File names are kept as Python gives them (undecodable bytes as surrogate escapes).
 No watchdog object leaves this module: the outside sees FileEvents and health dicts.
 """
@@ -154,9 +154,11 @@ class FileSource:
 
     def __init__(self, watches: Iterable[FileWatch], emit: Callable[[FileEvent], None], *,
                  on_health: Callable[[str, str, str], None] | None = None,
-                 reconcile: float | None = None, retry: float = 1.0, exclude: Iterable[str] = ()) -> None:
+                 reconcile: float | None = None, retry: float = 1.0,
+                 own_dirs: Iterable[str | os.PathLike[str]] = (), own_files: Iterable[str | os.PathLike[str]] = ()) -> None:  # fmt: skip
         self._emit = emit
-        self._exclude = tuple(os.path.realpath(d) for d in exclude)
+        self._own_dirs = frozenset(os.path.realpath(d) for d in own_dirs)
+        self._own_files = frozenset(os.path.realpath(f) for f in own_files)
         self._on_health = on_health
         self._reconcile = reconcile
         self._retry = retry
@@ -436,11 +438,17 @@ class FileSource:
             target = os.path.realpath(path) if owner.spec.follow_symlinks and os.path.islink(path) else None
             self._deliver(owner, _event(owner.spec, path, st, target, "settled"))
 
-    def _excluded(self, path: str) -> bool:
-        """Inside an excluded directory (the daemon's state), wherever the path leads."""
-        if not self._exclude or not _scan.inside(os.path.realpath(path), self._exclude):
+    def own(self, path: str) -> bool:
+        """Whether ``path`` leads (through any links) to one of the daemon's own files."""
+        if not self._own_dirs and not self._own_files:
             return False
-        log.warning("a file inside the daemon's own state directory never triggers", path=path)
+        real = os.path.realpath(path)
+        return real in self._own_files or os.path.dirname(real) in self._own_dirs
+
+    def _excluded(self, path: str) -> bool:
+        if not self.own(path):
+            return False
+        log.warning("one of the daemon's own files never triggers", path=path)
         return True
 
     def _deliver(self, live: _Live, event: FileEvent) -> None:
