@@ -7,6 +7,7 @@ runs, then started again: every event arrives exactly once, in order per run.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -18,7 +19,10 @@ from triggerd.eventlog.forwarder import EventWriter, Spool, StreamForwarder
 from triggerd.eventlog.mongodb import MongoEventStore
 from triggerd.eventlog.schema import LogEvent
 
-OUTAGE = 60.0  # seconds the MongoDB server is down in the fault test (the issue's figure)
+# Seconds the MongoDB server is down in the outage test: the issue's minute under
+# `make faults` (TRIGGERD_FAULTS=full), 20 s in `make test` (the CI budget), as the
+# scenarios of tests/faults do.
+OUTAGE = 60.0 if os.environ.get("TRIGGERD_FAULTS") == "full" else 20.0
 
 
 def produce(client: redis.Redis, stream: str, runs: int, per_run: int) -> list[LogEvent]:
@@ -54,8 +58,8 @@ def forwarder_thread(forwarder: StreamForwarder) -> tuple[threading.Thread, thre
     return thread, stop
 
 
-def test_mongodb_down_for_a_minute_loses_and_doubles_nothing(stream, mongo_server, mongo_db, tmp_path):
-    """Runs stream events while MongoDB is stopped for 60 s; past the backlog bound they
+def test_mongodb_down_loses_and_doubles_nothing(stream, mongo_server, mongo_db, tmp_path):
+    """Runs stream events while MongoDB is stopped for OUTAGE s; past the backlog bound they
     spool to a file; after the restart every event is stored exactly once, per run in
     the order produced, and the stream and the spool are empty."""
     client, name = stream

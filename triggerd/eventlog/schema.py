@@ -26,8 +26,12 @@ is ``None`` may be absent from a stored document, and reads back as ``None``):
     ``output`` (a line a BashTask wrote, ``data.stream`` is ``stdout`` or ``stderr``);
     ``source.*`` (watch and PV connection health: ``source.connected|disconnected|
     never_connected|error`` with ``data.pv``); ``rule.paused|resumed`` (``data.by``);
-    ``daemon.start|stop|reload``; ``eventlog.refused`` (stands in for an event the store
-    refused: its kind, run and the error in ``data``).
+    ``daemon.start|stop|reload``, ``daemon.status_pvs_failed``, ``daemon.status_pv_refused``
+    (a Channel Access write refused); ``eventlog.refused`` (stands in for an event the store
+    refused: its kind, run and the error in ``data``). Refused as not ours (see
+    docs/security.md): ``job.refused`` (a worker refused a job, nothing ran),
+    ``message.refused`` (the executor refused an inbox message), ``eventlog.forged`` (a
+    stream entry without a worker's tag).
 ``run``, ``workflow``, ``dag``, ``task``, ``rule``
     What it belongs to: the run id, the workflow's name, the DAG and task names, the
     trigger rule that started the run. Each may be ``None``.
