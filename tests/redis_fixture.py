@@ -159,10 +159,14 @@ class WorkerProcess:
             self.process.terminate()
 
 
+def stream_docs(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every event document in the workers' events stream, in stream order."""
+    return [json.loads(fields[b"e"]) for _, fields in client.xrange(events_stream_key())]
+
+
 def refusals(client: redis.Redis, delivery_id: str) -> list[dict[str, Any]]:
     """The workers' ``job.refused`` events for the job with Celery task id ``delivery_id``."""
-    docs = [json.loads(fields[b"e"]) for _, fields in client.xrange(events_stream_key())]
-    return [d for d in docs if d["kind"] == "job.refused" and d["data"].get("delivery") == delivery_id]
+    return [d for d in stream_docs(client) if d["kind"] == "job.refused" and d["data"].get("delivery") == delivery_id]
 
 
 @dataclass

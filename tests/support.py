@@ -4,6 +4,7 @@ trigger task running on a thread with a stop flag the test flips."""
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -69,6 +70,18 @@ def make_executor(tmp: Path, workflows: list[Path], collector: EventCollector, *
         **kwargs,
     )
     return executor, store
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident memory now, in KiB (/proc/PID/status VmRSS)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user + system CPU time a process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:

@@ -11,20 +11,13 @@ import stat
 import subprocess
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 from daemon_harness import BIN, Daemon
 from redis_fixture import free_port
+from support import rss_kib
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def _connect(d: Daemon) -> socket.socket:
@@ -53,7 +46,7 @@ def test_request_bodies_and_heads_are_bounded(tmp_path):
     answers others meanwhile."""
     with Daemon(tmp_path) as d:
         assert d.proc is not None
-        rss = _rss_kib(d.proc.pid)
+        rss = rss_kib(d.proc.pid)
         with _connect(d) as conn:  # announced: refused before a byte of the body is read
             conn.sendall(b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000000\r\n\r\n{")
             assert _status_line(_answer(conn)) == "HTTP/1.1 413 Request Entity Too Large"
@@ -66,7 +59,7 @@ def test_request_bodies_and_heads_are_bounded(tmp_path):
                     conn.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                     sent += len(chunk)
             assert sent < 20 << 20, f"the daemon read {sent} bytes of a body"
-        assert _rss_kib(d.proc.pid) - rss < 20_000
+        assert rss_kib(d.proc.pid) - rss < 20_000
         half_head, stalled = _connect(d), _connect(d)
         half_head.sendall(b"GET /status HTTP/1.1\r\nhost: x\r\n")  # and never the blank line
         stalled.sendall(b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"wo")

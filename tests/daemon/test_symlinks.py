@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import Daemon, write_file
+from support import cpu_seconds, rss_kib
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -122,18 +123,6 @@ def test_followed_links_count_only_inside_the_roots(tmp_path, mode):
         assert recorded(d) == {str(inside / "frame.dat"), str(d.incoming / "alias.dat")}
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_a_self_link_pair_leaves_a_following_settled_watch_flat_and_a_reload_prompt(tmp_path):
     """`ln -s . a; ln -s . b` under a settled watch that follows links: RSS and CPU stay
     flat, the API answers at once; a reload that drops the rule returns promptly and
@@ -146,10 +135,10 @@ def test_a_self_link_pair_leaves_a_following_settled_watch_flat_and_a_reload_pro
         os.symlink(".", d.incoming / "a")
         os.symlink(".", d.incoming / "b")
         time.sleep(1.0)
-        rss, cpu, t0 = _rss_kib(pid), _cpu_seconds(pid), time.monotonic()
+        rss, cpu, t0 = rss_kib(pid), cpu_seconds(pid), time.monotonic()
         time.sleep(4.0)
-        used = (_cpu_seconds(pid) - cpu) / (time.monotonic() - t0)
-        grown = _rss_kib(pid) - rss
+        used = (cpu_seconds(pid) - cpu) / (time.monotonic() - t0)
+        grown = rss_kib(pid) - rss
         assert used < 0.25, f"the daemon used {used:.0%} of a core with two self-links"
         assert grown < 10_000, f"RSS grew by {grown} KiB in 4 s"
         asked = time.monotonic()

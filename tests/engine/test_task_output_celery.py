@@ -10,12 +10,11 @@ import json
 import uuid
 
 import pytest
-from redis_fixture import MAIN_WORKER, SIGNAL_TIMEOUT
+from redis_fixture import MAIN_WORKER, SIGNAL_TIMEOUT, stream_docs
 from support import TEST_KEY, overlapping_pair
 
 from triggerd.engine.codec import Codec, dag_data_of
 from triggerd.engine.job import TaskJob, WorkflowCache
-from triggerd.engine.redis_channel import events_stream_key
 from triggerd.flow import MultiTaskData, TaskData
 
 HEADER = "from triggerd.flow import *\nimport logging, os, sys, time\nimport structlog\n"
@@ -30,8 +29,7 @@ def executor(celery_cluster, collector):
 
 def stream_events(client, run_id: str) -> list[dict]:
     """The run's events in the stream, in stream order."""
-    docs = [json.loads(fields[b"e"]) for _, fields in client.xrange(events_stream_key())]
-    return [doc for doc in docs if doc["run"] == run_id]
+    return [doc for doc in stream_docs(client) if doc["run"] == run_id]
 
 
 def shape(docs: list[dict], task: str) -> list[tuple]:

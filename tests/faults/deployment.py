@@ -31,6 +31,7 @@ from typing import Any
 import pymongo
 from mongo_fixture import MongoServer
 from redis_fixture import RedisServer, WorkerProcess
+from support import rss_kib
 
 from triggerd.config import CelerySettings
 from triggerd.daemon.client import ControlClient
@@ -240,9 +241,7 @@ class Deployment:
     def resources(self) -> tuple[int, int]:
         """The daemon's resident memory (KiB) and open file descriptors now."""
         assert self.daemon is not None
-        status = Path(f"/proc/{self.daemon.pid}/status").read_text()
-        rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-        return rss, len(os.listdir(f"/proc/{self.daemon.pid}/fd"))
+        return rss_kib(self.daemon.pid), len(os.listdir(f"/proc/{self.daemon.pid}/fd"))
 
     def tail(self, chars: int = 4000) -> str:
         return self.daemon_log.read_text(errors="replace")[-chars:] if self.daemon_log.exists() else ""
