@@ -188,6 +188,7 @@ def walk_files(
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 continue
+            target = None
             if is_link:
                 if not follow:
                     continue
@@ -202,9 +203,19 @@ def walk_files(
                 if recursive and depth < MAX_DEPTH:
                     stack.append((entry.path, depth + 1))
                 continue
-            found = file_stat(entry.path, follow=follow, within=within)
+            # The link was resolved and checked above: what file_stat would do again.
+            found = regular_stat(target) if target is not None else _regular_entry(entry)
             if found is not None:
-                yield entry.path, found[0], found[1]
+                yield entry.path, found, target
+
+
+def _regular_entry(entry: os.DirEntry[str]) -> os.stat_result | None:
+    """The entry's own stat (not following a link) if it is a regular file."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def complete_files(
