@@ -42,7 +42,15 @@ class UserTaskError(TriggerdError):
 
 
 class BackendUnavailable(TriggerdError):
-    """A backend (Redis, MongoDB, a worker pool) cannot be reached; says what happens now."""
+    """A backend (Redis, MongoDB, a worker pool) cannot be reached; says what happens now.
+
+    ``unsent``: the request never reached the server (no server could be selected), so
+    repeating it cannot do it twice; False when it may have been done before the
+    connection broke."""
+
+    def __init__(self, message: str, *, unsent: bool = False):
+        self.unsent = unsent
+        super().__init__(message)
 
 
 class InternalError(TriggerdError):

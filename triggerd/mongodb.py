@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from pymongo import MongoClient
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 
 from triggerd.config import mask_url_password
 from triggerd.errors import BackendUnavailable
@@ -39,5 +39,6 @@ def reports_unavailable(what: str, url: str, setting: str, doing: str, outcome: 
         raise BackendUnavailable(
             f"the MongoDB {what} at {mask_url_password(url)} did not answer while {doing} "
             f"({reason}): {outcome}. Check that the server runs and that {setting} "
-            "(host, port, credentials, TLS options) is right."
+            "(host, port, credentials, TLS options) is right.",
+            unsent=isinstance(exc, ServerSelectionTimeoutError),
         ) from exc

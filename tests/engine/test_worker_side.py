@@ -7,13 +7,15 @@ import threading
 from pathlib import Path
 
 import pytest
+from mongo_fixture import MongoServer
 
 from triggerd.config import load_settings
 from triggerd.engine.celery_worker import _hmac_key
-from triggerd.engine.codec import load_or_create_key
-from triggerd.engine.job import TaskJob, document_for, outcome_without_document
+from triggerd.engine.codec import Codec, load_or_create_key
+from triggerd.engine.job import PatientDocument, TaskJob, document_for, outcome_without_document
 from triggerd.errors import BackendUnavailable
 from triggerd.store import DocumentMissing
+from triggerd.store.mongodb import MongoDataStore
 
 
 def test_a_worker_started_before_the_daemon_waits_for_its_key(tmp_path: Path):
@@ -68,7 +70,7 @@ JOB = TaskJob("run-1", "wf", "hash", "d:1", "d", "t", "task", None)
 
 def test_a_task_waits_for_an_unreachable_store_then_runs():
     store, slept = _Store(down=3), []
-    assert document_for(JOB, store, give_up_after=60, sleep=slept.append) == "document of run-1"
+    assert document_for(JOB, store, give_up_after=60, sleep=slept.append).at_once == "document of run-1"
     assert slept == [0.5, 1.0, 2.0]
 
 
@@ -87,3 +89,98 @@ def test_a_missing_document_fails_at_once_naming_both_stores():
         document_for(JOB, store, give_up_after=60, sleep=lambda s: None)
     assert store.attempts == 1
     assert "must share one data store" in outcome_without_document(info.value, "/var/store.sqlite").message
+
+
+class _Document:
+    """A run's document whose next ``fail`` calls raise ``error``."""
+
+    def __init__(self, error: Exception, fail: int):
+        self.error, self.fail, self.calls, self.items = error, fail, 0, {}
+
+    def _call(self, result):
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise self.error
+        return result()
+
+    def get(self, key, default=None, *, section="data"):
+        return self._call(lambda: self.items.get(key, default))
+
+    def set(self, key, value, *, section="data"):
+        return self._call(lambda: self.items.__setitem__(key, value) or True)
+
+    def push(self, key, value, *, section="data"):
+        return self._call(lambda: self.items.setdefault(key, []).append(value) or True)
+
+    def extend(self, key, values, *, section="data"):
+        return self._call(lambda: self.items.setdefault(key, []).extend(values) or True)
+
+
+def _patient(document: _Document) -> PatientDocument:
+    return PatientDocument(document, JOB, give_up_after=60, sleep=lambda s: None)
+
+
+@pytest.mark.parametrize("sent", [False, True])
+def test_a_tasks_reads_and_sets_wait_for_an_unreachable_store(sent):
+    document = _Document(BackendUnavailable("away", unsent=not sent), fail=3)
+    patient = _patient(document)
+    assert patient.set("a", 1) is True and document.calls == 4
+    assert patient.get("a") == 1 and document.calls == 5
+
+
+def test_an_append_waits_only_while_the_store_surely_did_nothing():
+    """An append that broke off after it was sent may have landed: it is not sent again
+    (appending twice is worse than failing and saying so). One that had no server to
+    go to is sent again when the store is back."""
+    unsent = _Document(BackendUnavailable("no server", unsent=True), fail=2)
+    assert _patient(unsent).push("a", 1) is True and unsent.items == {"a": [1]}
+    assert _patient(unsent).extend("a", [2, 3]) is True and unsent.items == {"a": [1, 2, 3]}
+    maybe = _Document(BackendUnavailable("connection reset", unsent=False), fail=1)
+    with pytest.raises(BackendUnavailable, match="connection reset"):
+        _patient(maybe).push("a", 1)
+    assert maybe.calls == 1
+
+
+def test_a_store_call_that_is_not_an_outage_fails_at_once():
+    document = _Document(ValueError("not a list"), fail=1)
+    with pytest.raises(ValueError):
+        _patient(document).push("a", 1)
+    assert document.calls == 1
+
+
+def test_a_tasks_store_calls_outlast_a_mongodb_restart(tmp_path: Path):
+    """The real server stopped under a running task: its read, set and append wait, then
+    land once the server is back (the fault scenario's race, made certain)."""
+    server = MongoServer(tmp_path)
+    server.start()
+    try:
+        # Server selection gives up after 0.5 s: a wait longer than that is the task's own.
+        with MongoDataStore(
+            server.url + "&serverSelectionTimeoutMS=500", Codec(b"k" * 32)
+        ) as store:
+            store.add("run-1")
+            document = document_for(JOB, store, give_up_after=60)
+            document.set("path", "/data/a.h5")
+            server.stop()
+            results: dict[str, object] = {}
+
+            def task() -> None:
+                results["get"] = document.get("path")
+                results["set"] = document.set("seen", True)
+                results["push"] = document.push("log", "one")
+
+            thread = threading.Thread(target=task)
+            thread.start()
+            thread.join(2.0)
+            assert thread.is_alive(), "the task's store call returned while the server was down"
+            server.start()
+            thread.join(60)
+            assert not thread.is_alive()
+            assert results == {"get": "/data/a.h5", "set": True, "push": True}
+            assert store.snapshot("run-1")["data"] == {
+                "path": "/data/a.h5",
+                "seen": True,
+                "log": ["one"],
+            }
+    finally:
+        server.stop()

@@ -28,9 +28,9 @@ from triggerd.log import get_logger
 
 from .capture import capture_task
 from .codec import Codec, UnpicklableData, dag_data_of, output_of
-from .store_keeper import MAX_BACKOFF, unavailable
+from .store_keeper import MAX_BACKOFF, unavailable, unsent
 
-__all__ = ["TaskJob", "TaskOutcome", "WorkflowCache", "WorkflowChanged", "document_for", "execute_task", "outcome_without_document"]
+__all__ = ["PatientDocument", "TaskJob", "TaskOutcome", "WorkflowCache", "WorkflowChanged", "document_for", "execute_task", "outcome_without_document"]
 
 _log = get_logger(__name__)
 
@@ -176,23 +176,64 @@ def execute_task(
             result = _failed(f"{type(exc).__name__}: {exc}", _user_traceback(exc), started)
     finished = time.time()
     if store is not None:
+        at_once = store.at_once if isinstance(store, PatientDocument) else store  # the task has ended: no waiting
         try:
-            store.set(meta_key, {**entry, "end_time": finished, "duration": finished - started}, section="meta")
+            at_once.set(meta_key, {**entry, "end_time": finished, "duration": finished - started}, section="meta")
         except Exception as exc:  # noqa: BLE001 - the task has ended; only its times are lost
             _log.warning("the task's end time could not be written to the data store", run=job.run_id, dag=job.dag, task=job.task, error=f"{type(exc).__name__}: {exc}")
     return replace(result, ended=finished)
 
 
-def document_for(job: TaskJob, store: Any, *, give_up_after: float, sleep: Callable[[float], Any] = time.sleep) -> Any:
+def document_for(job: TaskJob, store: Any, *, give_up_after: float, sleep: Callable[[float], Any] = time.sleep) -> PatientDocument:
     """The run's data store document. While the store is unreachable this waits (and
     says so in the log), up to ``give_up_after`` seconds; then it raises what the store
-    raised. A missing document raises :class:`~triggerd.store.DocumentMissing` at once."""
-    return patiently(
+    raised. A missing document raises :class:`~triggerd.store.DocumentMissing` at once.
+    The task's own reads and writes of it wait the same way (:class:`PatientDocument`)."""
+    document = patiently(
         lambda: store.open().get(job.run_id),  # open: a no-op once open
         away=unavailable, give_up_after=give_up_after, max_backoff=MAX_BACKOFF, sleep=sleep,
         on_first=lambda exc: _log.warning("data store unreachable: the task waits for it", run=job.run_id,
                                           dag=job.dag, task=job.task, error=str(exc)),
     )  # fmt: skip
+    return PatientDocument(document, job, give_up_after=give_up_after, sleep=sleep)
+
+
+class PatientDocument:
+    """A run's document as its task sees it: an unreachable store is a wait, not the
+    task's failure. A read or a ``set`` (the same value again changes nothing) is tried
+    again while the store is away, up to ``give_up_after`` seconds; an append only while
+    the store surely did nothing (:func:`~triggerd.engine.store_keeper.unsent`), since
+    one that broke off mid-way may have landed, and appending twice is worse than
+    failing and saying so. ``at_once`` is the document without the waiting."""
+
+    def __init__(self, document: Any, job: TaskJob, *, give_up_after: float, sleep: Callable[[float], Any] = time.sleep):
+        self.at_once = document
+        self.run_id = job.run_id
+        self._job, self._give_up_after, self._sleep = job, give_up_after, sleep
+
+    def _waiting(self, attempt: Callable[[], Any], away: Callable[[BaseException], bool]) -> Any:
+        job = self._job
+        return patiently(
+            attempt, away=away, give_up_after=self._give_up_after, max_backoff=MAX_BACKOFF, sleep=self._sleep,
+            on_first=lambda exc: _log.warning("data store unreachable: the task's store call waits for it",
+                                              run=job.run_id, dag=job.dag, task=job.task, error=str(exc)),
+        )  # fmt: skip
+
+    def get(self, key: str, default: Any = None, *, section: str = "data") -> Any:
+        return self._waiting(lambda: self.at_once.get(key, default, section=section), unavailable)
+
+    def set(self, key: str, value: Any, *, section: str = "data") -> bool:
+        return self._waiting(lambda: self.at_once.set(key, value, section=section), unavailable)
+
+    def push(self, key: str, value: Any, *, section: str = "data") -> bool:
+        return self._waiting(lambda: self.at_once.push(key, value, section=section), _unsent_and_away)
+
+    def extend(self, key: str, values: list, *, section: str = "data") -> bool:
+        return self._waiting(lambda: self.at_once.extend(key, values, section=section), _unsent_and_away)
+
+
+def _unsent_and_away(exc: BaseException) -> bool:
+    return unavailable(exc) and unsent(exc)
 
 
 def outcome_without_document(exc: Exception, where: str) -> TaskOutcome:

@@ -24,7 +24,7 @@ from triggerd.errors import BackendUnavailable
 from triggerd.health import Dependency
 from triggerd.log import get_logger
 
-__all__ = ["MAX_BACKOFF", "StoreKeeper", "unavailable"]
+__all__ = ["MAX_BACKOFF", "StoreKeeper", "unavailable", "unsent"]
 
 _log = get_logger(__name__)
 MAX_BACKOFF = 10.0
@@ -35,6 +35,13 @@ def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the store could not be reached or written (try again later),
     rather than something about the operation itself."""
     return isinstance(exc, (BackendUnavailable, sqlite3.OperationalError, OSError))
+
+
+def unsent(exc: BaseException) -> bool:
+    """Whether the store surely did nothing of a request that failed with ``exc``, so
+    that a write which is not idempotent (an append) may be sent again: MongoDB had no
+    server to send it to; SQLite rolled the transaction back (locked, or disk I/O)."""
+    return (isinstance(exc, BackendUnavailable) and exc.unsent) or isinstance(exc, sqlite3.OperationalError)
 
 
 @dataclass
