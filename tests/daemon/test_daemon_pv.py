@@ -141,7 +141,7 @@ def test_debounce_and_paused_rules(tmp_path, reset):
         d.ctl("pause", "quiet")
         time.sleep(2.0)  # past the hold-off
         put(ACQ, 1)
-        d.wait_for(lambda: any(e["data"].get("reason") == "rule is paused" for e in events(d, "trigger.skipped")), 20, "skip")
+        d.wait_for(lambda: any(e["data"].get("reason") == "paused" for e in events(d, "trigger.skipped")), 20, "skip")
         assert len(fired(d, "quiet")) == 1
 
 
@@ -210,8 +210,8 @@ def test_a_run_waiting_for_its_file_survives_a_daemon_crash(tmp_path, reset):
 
 
 def test_snapshot_without_value_fails_or_takes_its_default(tmp_path, reset):
-    """A snapshot PV that never connects: without a default the trigger fails (recorded, the
-    other rules keep working); with one, the run starts with the default. The PV shows as never
+    """A snapshot PV that never connects: without a default the trigger is skipped (at error
+    level, the other rules keep working); with one, the run starts with the default. The PV shows as never
     connected in status and in the event log."""
     d = Daemon(tmp_path)
     d.write_rules(
@@ -222,8 +222,9 @@ def test_snapshot_without_value_fails_or_takes_its_default(tmp_path, reset):
         connected(d, ACQ)
         put(ACQ, 1)
         d.wait_for(lambda: list(d.markers().values()) == ["none"], 20, "the lenient run")
-        (failure,) = d.wait_for(lambda: events(d, "trigger.failed"), 20, "the strict failure")
+        (failure,) = d.wait_for(lambda: events(d, "trigger.skipped"), 20, "the strict failure")
         assert failure["rule"] == "strict" and "TEST:NOPE (no value yet)" in failure["message"]
+        assert (failure["data"]["reason"], failure["level"]) == ("snapshot-failed", "error")
         assert fired(d, "strict") == []
         d.wait_for(lambda: pv_row(d, "TEST:NOPE")["state"] == "never connected", 20, "never connected")
         (never,) = events(d, "source.never_connected")
@@ -315,7 +316,7 @@ def test_status_pvs_show_the_daemon_and_pause_a_rule(tmp_path, reset):
         assert "by Channel Access client" in paused["message"] and paused["rule"] == "scan"
         put(ACQ, 1)
         put(ACQ, 0)
-        d.wait_for(lambda: any(e["data"].get("reason") == "rule is paused" for e in events(d, "trigger.skipped")), 10, "skip")
+        d.wait_for(lambda: any(e["data"].get("reason") == "paused" for e in events(d, "trigger.skipped")), 10, "skip")
         d.ctl("resume", "scan")
         d.wait_for(lambda: get("scan:PAUSE") == 0, 10, "PAUSE follows triggerctl resume")
         d.write_rules(pv_rule(d, "v1.late-rule", f'name = "{VAL}"\nwhen = "change"', path="{value}"), name="more.toml")

@@ -6,6 +6,7 @@ debounce, batching and rate limits are checked at exact instants, without sleepi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import zlib
 from pathlib import Path
@@ -155,7 +156,8 @@ def test_same_file_version_is_skipped_as_already_dispatched(make):
     assert len(h.submitted) == 1
     (skipped,) = h.of("trigger.skipped")
     assert skipped[2]["rule"] == "compress"
-    assert "already dispatched" in skipped[2]["data"]["reason"]
+    assert skipped[2]["data"]["reason"] == "duplicate"
+    assert "dispatched before" in skipped[1]
     assert skipped[2]["data"]["event"]["path"] == f"{ROOT}/v1/raw/a.h5"
 
 
@@ -193,7 +195,8 @@ def test_paused_rule_skips_until_resumed(make, state):
     paused_file = ev("v1/raw/a.h5", 1.0)
     assert h.d.on_file(paused_file, 1.0) == []
     (skipped,) = h.of("trigger.skipped")
-    assert skipped[2]["data"]["reason"] == "rule is paused"
+    assert skipped[2]["data"]["reason"] == "paused"
+    assert skipped[1] == f"compress: {paused_file.path} skipped: the rule is paused"
     assert not state.dispatched("compress", paused_file.identity)
     h.d.paused.discard("compress")
     (run_id,) = h.d.on_file(ev("v1/raw/b.h5", 2.0), 2.0)
@@ -215,7 +218,7 @@ def test_draining_skips_new_files(make, state):
     h.d.draining = True
     assert h.d.on_file(ev("v1/raw/a.h5", 1.0), 1.0) == []
     (skipped,) = h.of("trigger.skipped")
-    assert skipped[2]["data"]["reason"].startswith("draining")
+    assert skipped[2]["data"]["reason"] == "draining"
     assert h.submitted == [] and h.d.queued() == 0 and state.counts() == {}
 
 
@@ -399,8 +402,44 @@ def test_same_file_twice_in_a_held_group_counts_once(make):
     h.d.on_file(ev("v1/raw/a.h5", 0.0), 0.0)
     h.d.on_file(ev("v1/raw/a.h5", 1.0), 1.0)
     assert h.d.held() == 1
+    (skipped,) = h.of("trigger.skipped")
+    assert skipped[2]["data"]["reason"] == "duplicate" and "held for the next run" in skipped[1]
     h.d.tick(10.0)
     assert [r.params for r in h.submitted] == [{"count": 1}]
+
+
+@pytest.mark.parametrize("closed", ["paused", "draining"])
+def test_held_files_released_while_closed_are_skipped_one_event_each(make, closed):
+    """Files held by debounce when the rule is paused (or the daemon drains) start no run:
+    each is one trigger.skipped naming the file, and nothing stays held."""
+    h = make(rule(params='{ dataset = "{dir}" }', limits='{ debounce = "5s" }'))
+    events = [ev(f"v1/raw/{n}.h5", float(n)) for n in range(3)]
+    for event in events:
+        h.d.on_file(event, event.seen_at)
+    if closed == "paused":
+        h.d.paused.add("compress")
+    else:
+        h.d.draining = True
+    assert h.d.tick(10.0) is None
+    assert h.submitted == [] and h.d.held() == 0
+    skipped = h.of("trigger.skipped")
+    assert [(f["data"]["reason"], f["data"]["event"]["path"]) for _, _, f in skipped] == [(closed, e.path) for e in events]
+
+
+def test_held_file_dispatched_meanwhile_is_skipped_as_duplicate(make, state):
+    """A held file whose version the ledger got meanwhile (another run took it) is skipped
+    at release, with its own event; the rest of the group still runs."""
+    h = make(rule(params='{ dataset = "{dir}" }', limits='{ debounce = "5s" }'))
+    taken, fresh = ev("v1/raw/a.h5", 0.0), ev("v1/raw/b.h5", 0.0)
+    h.d.on_file(taken, 0.0)
+    h.d.on_file(fresh, 0.0)
+    state.enqueue(run_id="other", key="other", rule="compress", workflow="w", params={}, trigger=[],
+                  files=[taken.identity], waiting=False)  # fmt: skip
+    h.d.tick(10.0)
+    (row,) = h.submitted
+    assert [t["path"] for t in row.trigger] == [fresh.path]
+    (skipped,) = h.of("trigger.skipped")
+    assert (skipped[2]["data"]["reason"], skipped[2]["data"]["event"]["path"]) == ("duplicate", taken.path)
 
 
 # -- keys, manual runs, the outbox ---------------------------------------------------------
@@ -494,10 +533,27 @@ def test_replace_rules_keeps_groups_of_surviving_rules(make, load):
         )
     )
     assert h.d.held() == 2
+    skipped = h.of("trigger.skipped")
+    assert [(f["rule"], f["data"]["reason"]) for _, _, f in skipped] == [("gone", "reloaded-away")] * 2
     h.d.tick(6.0)
     (row,) = h.submitted
     assert (row.rule, row.workflow, len(row.trigger)) == ("keep", "new_workflow", 2)
     assert [r.name for r in h.d.rules] == ["keep", "added"]
+
+
+def test_replace_rules_skips_held_files_the_new_rule_no_longer_matches(make, load):
+    """A reload that narrows a rule's pattern: the held files it no longer matches are
+    skipped (reloaded-away), the others still run, and releasing the group does not fail."""
+    debounce = '{ debounce = "5s" }'
+    h = make(rule(params='{ dataset = "{root}" }', limits=debounce))
+    h.d.on_file(ev("v1/raw/a.h5", 0.0), 0.0)
+    h.d.on_file(ev("v2/raw/b.h5", 0.0), 0.0)
+    h.d.replace_rules(load(rule(params='{ dataset = "{root}" }', limits=debounce, pattern=r"v2/raw/.+\.h5$")))
+    (skipped,) = h.of("trigger.skipped")
+    assert (skipped[2]["data"]["reason"], skipped[2]["data"]["event"]["path"]) == ("reloaded-away", f"{ROOT}/v1/raw/a.h5")
+    h.d.tick(6.0)
+    (row,) = h.submitted
+    assert [t["path"] for t in row.trigger] == [f"{ROOT}/v2/raw/b.h5"]
 
 
 def test_replace_rules_keeps_operator_pauses_of_surviving_rules(make, load):
@@ -531,7 +587,7 @@ def test_outbox_survives_a_restart(tmp_path, load):
         assert second.ids == run_ids
         assert second.submitted[2].params == {"file": events[2].path, "visit": "v1"}
         assert second.d.on_file(events[0], 13.0) == []  # the ledger survived too
-        assert "already dispatched" in second.of("trigger.skipped")[0][2]["data"]["reason"]
+        assert second.of("trigger.skipped")[0][2]["data"]["reason"] == "duplicate"
     finally:
         second_state.close()
 
@@ -576,19 +632,35 @@ def test_pv_event_runs_once_through_the_outbox_with_limits(make, state):
 
 
 def test_pv_event_of_a_paused_rule_or_with_a_missing_snapshot_starts_nothing(make):
-    """Paused: skipped with the reason; a snapshot PV without value: trigger.failed at error
-    level with the event as its source; a rule reloaded away: silently nothing."""
+    """Every PV event that starts no run is one trigger.skipped with its reason and the
+    event as its source: paused, draining, a rule reloaded away; a snapshot PV without value
+    or a parameter that cannot be formatted at error level."""
     h = make(PV_RULE)
     h.d.paused.add("scan")
     assert h.d.on_pv(pv_ev(1.0)) is None
-    assert h.of("trigger.skipped")[0][2]["data"]["reason"] == "rule is paused"
     h.d.paused.clear()
+    h.d.draining = True
+    assert h.d.on_pv(pv_ev(1.5)) is None
+    h.d.draining = False
     assert h.d.on_pv(pv_ev(2.0, file=None)) is None
-    ((_, message, fields),) = h.of("trigger.failed")
-    assert fields["level"] == "error" and "BL:FILE (no value yet)" in message
-    assert fields["source"]["pv"] == "BL:ACQ"
     assert h.d.on_pv(PvEvent(rule="gone", pv="X", value=1, old_value=0, timestamp=3.0, severity=0, reason="", seen_at=3.0)) is None
-    assert h.submitted == []
+    skipped = h.of("trigger.skipped")
+    assert [(f["rule"], f["data"]["reason"], f["level"]) for _, _, f in skipped] == [
+        ("scan", "paused", "info"), ("scan", "draining", "info"),
+        ("scan", "snapshot-failed", "error"), ("gone", "reloaded-away", "info"),
+    ]  # fmt: skip
+    assert "BL:FILE (no value yet)" in skipped[2][1] and skipped[2][1].startswith("scan: BL:ACQ = 0 skipped: ")
+    assert all(f["source"]["pv"] in ("BL:ACQ", "X") for _, _, f in skipped)
+    assert h.of("trigger.failed") == [] and h.submitted == []
+
+
+def test_pv_event_whose_params_cannot_be_rendered_is_skipped_at_error_level(make):
+    """A value the format spec of a parameter cannot take: skipped, reason params-failed."""
+    h = make(PV_RULE.replace('at = "{timestamp}"', 'at = "{value:.2f}"'))
+    assert h.d.on_pv(dataclasses.replace(pv_ev(1.0), value="text")) is None
+    ((_, message, fields),) = h.of("trigger.skipped")
+    assert (fields["data"]["reason"], fields["level"]) == ("params-failed", "error")
+    assert "cannot render the parameters" in message
 
 
 def test_pv_match_with_a_file_waits_in_the_outbox_until_ready_or_failed(make, state):

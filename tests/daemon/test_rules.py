@@ -617,7 +617,7 @@ def test_example_pv_rule_file_loads_and_renders():
         [REPO / "triggers" / "examples"], known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file()
     )
     rule = rules.by_name("ad-capture-done")
-    assert rule.pv.condition.kind == "falling" and rule.pv.condition.debounce == 1.0
+    assert rule.pv.condition.kind == "falling"
     event = PvEvent(rule=rule.name, pv="BL13:DET1:HDF1:Capture_RBV", value=0, old_value=1, timestamp=1.0,
                     severity=0, reason="falling", seen_at=1.0,
                     snapshot={"BL13:DET1:HDF1:FullFileName_RBV": taken("/data/a.h5")})  # fmt: skip
@@ -625,6 +625,22 @@ def test_example_pv_rule_file_loads_and_renders():
     assert found.params == {"path": "/data/a.h5", "name": "unknown"}
     assert found.wait_for_file == "/data/a.h5"
     assert load_rules([REPO / "triggers"]).by_name("file-info")  # the examples dir is not read
+
+
+@pytest.mark.parametrize("directory", ["triggers", "triggers/examples"])
+def test_example_rules_drop_no_trigger_by_default(directory):
+    """The example rules keep no limit that drops a trigger: every rule enabled, no PV
+    debounce or settle (file rule limits only delay or group); the comments of the PV
+    example's debounce and settle say that they drop."""
+    rules = load_rules([REPO / directory], known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file())
+    assert rules.rules
+    for rule in rules:
+        assert rule.enabled, rule.name
+        if rule.pv is not None:
+            assert (rule.pv.condition.debounce, rule.pv.condition.settle) == (0.0, 0.0), rule.name
+    if directory == "triggers/examples":
+        text = (REPO / directory / "areadetector.toml").read_text()
+        assert "because both DROP captures" in text and 'reason "debounce"' in text
 
 
 @pytest.mark.parametrize(

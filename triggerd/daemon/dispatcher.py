@@ -1,11 +1,12 @@
 """From matched events to run requests in the outbox, and from the outbox to the executor.
 
 Each stage is a small hook, called in order, that may let an event through, skip it
-(with a reason that goes to the event log) or hold it back:
+(a ``trigger.skipped`` event whose ``data.reason`` is one of :data:`SKIP_REASONS`) or
+hold it back:
 
 * before the outbox: paused/draining rules skip; the ledger skips file versions already
   dispatched; debounce and batching hold events back and release them as one run; a PV
-  event whose snapshot or parameters cannot be rendered fails as a trigger (recorded);
+  event whose snapshot or parameters cannot be rendered is skipped at error level;
 * into the outbox: one transaction writes the run request and its files' ledger rows,
   keyed by an idempotency key, so a duplicate is impossible;
 * out of the outbox: per-rule concurrency and rate limits hold runs in the queue (never
@@ -30,9 +31,24 @@ from triggerd.sources.pv import PvEvent
 from .rules import Match, PvMatch, Rule, RuleSet, TriggerFailed
 from .state import RunRow, StateDB
 
-__all__ = ["Dispatcher", "idempotency_key", "pv_key"]
+__all__ = ["SKIP_REASONS", "Dispatcher", "idempotency_key", "pv_key"]
 
 Notify = Callable[..., None]  # notify(kind, message, **fields) -> event log
+
+# Every match that does not become a run is one ``trigger.skipped`` event; its
+# ``data.reason`` is one of these (the README's event log section lists them too), and
+# its message says the same in words. Concurrency and rate limits never skip: they hold
+# runs in the outbox.
+SKIP_REASONS: dict[str, str] = {
+    "paused": "the rule is paused",
+    "draining": "the daemon is draining and takes no new triggers",
+    "duplicate": "dispatched before (the same file version or PV event)",
+    "reloaded-away": "the rule was reloaded away before the trigger became a run",
+    "debounce": "inside the PV rule's debounce hold-off after its last fire",
+    "snapshot-failed": "a snapshot PV has no value and no default",
+    "snapshot-empty": "a snapshot value the run needs is empty",
+    "params-failed": "the parameters cannot be rendered from the event",
+}
 
 
 def _debounce_key(match: Match) -> str:
@@ -55,8 +71,10 @@ def idempotency_key(rule: str, events: Sequence[FileEvent]) -> str:
 
 
 def pv_key(rule: str, event: PvEvent) -> str:
-    """The same rule, PV, IOC time stamp and value always give the same key."""
-    what = json.dumps([rule, event.pv, repr(event.timestamp), event.value], default=repr, ensure_ascii=True)
+    """The same rule, PV, IOC time stamp and value (and counter index: an ``each`` increment
+    rule fires once per counter value for one update) always give the same key."""
+    fields = [rule, event.pv, repr(event.timestamp), event.value] + ([event.index] if event.index is not None else [])
+    what = json.dumps(fields, default=repr, ensure_ascii=True)
     return "pv:" + hashlib.sha256(what.encode()).hexdigest()[:40]
 
 
@@ -107,11 +125,19 @@ class Dispatcher:
         return self._rules
 
     def replace_rules(self, rules: RuleSet) -> None:
-        """Swap in reloaded rules; held-back groups of rules that still exist are kept."""
+        """Swap in reloaded rules. Held-back files stay held under their rule's new version
+        if it still matches them; the others are skipped (``reloaded-away``)."""
         names = {r.name for r in rules.rules}
-        self._groups = {k: g for k, g in self._groups.items() if k[0] in names}
-        for group in self._groups.values():
-            group.rule = rules.by_name(group.rule.name)
+        for key, group in list(self._groups.items()):
+            new = rules.by_name(group.rule.name) if group.rule.name in names else None
+            kept = [e for e in group.events if new is not None and new.match(e) is not None]
+            for event in group.events:
+                if event not in kept:
+                    self._skip_file(group.rule, event, "reloaded-away")
+            if new is None or not kept:
+                del self._groups[key]
+            else:
+                group.rule, group.events = new, kept
         disabled = {r.name for r in rules.rules if not r.enabled}
         # An operator's pause survives a reload; a rule's own 'enabled' setting follows its file.
         self.paused = ({n for n in self.paused if n in names} - (self._disabled - disabled)) | (disabled - self._disabled)
@@ -137,15 +163,17 @@ class Dispatcher:
 
     def _admit(self, match: Match, now: float) -> str | None:
         rule, event = match.rule, match.event
-        reason = self._skip_reason(rule, event)
+        reason = self._closed(rule) or ("duplicate" if self._state.dispatched(rule.name, event.identity) else None)
         if reason:
-            self._notify("trigger.skipped", f"{rule.name}: {event.path}: {reason}", rule=rule.name, data={"reason": reason, "event": event.to_dict()})
+            self._skip_file(rule, event, reason)
             return None
         limits = rule.limits
         if limits.batch or limits.batch_window or limits.debounce:
             group_key = "" if (limits.batch or limits.batch_window) else _debounce_key(match)
             group = self._groups.setdefault((rule.name, group_key), _Group(rule, first=now))
-            if all(e.identity != event.identity for e in group.events):
+            if any(e.identity == event.identity for e in group.events):
+                self._skip_file(rule, event, "duplicate", "this version of the file is held for the next run already")
+            else:
                 group.events.append(event)
             group.last = now
             if limits.batch and len(group.events) >= limits.batch:
@@ -154,19 +182,31 @@ class Dispatcher:
         return self._fire(rule, [event], dict(match.params), now)
 
     def _closed(self, rule: Rule) -> str | None:
-        """Why ``rule`` takes no trigger now (draining, paused), or None."""
+        """Why ``rule`` takes no trigger now (``draining``, ``paused``), or None."""
         if self.draining:
-            return "draining: no new triggers are taken"
+            return "draining"
         if rule.name in self.paused:
-            return "rule is paused"
+            return "paused"
         return None
 
-    def _skip_reason(self, rule: Rule, event: FileEvent) -> str | None:
-        if reason := self._closed(rule):
-            return reason
-        if self._state.dispatched(rule.name, event.identity):
-            return "this version of the file was already dispatched"
-        return None
+    # -- skipped triggers -----------------------------------------------------------------
+
+    def skip(self, rule: str, reason: str, what: str, *, why: str | None = None, level: str = "info",
+             workflow: str | None = None, data: dict[str, Any] | None = None,
+             source: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """Record one match that does not become a run: a ``trigger.skipped`` event with
+        ``data.reason`` (a key of :data:`SKIP_REASONS`) and a message saying ``what`` was
+        skipped and ``why`` (by default, the reason in words). The daemon counts these
+        per rule and reason where it records events."""
+        why = why or SKIP_REASONS.get(reason, reason)
+        self._notify("trigger.skipped", f"{rule}: {what} skipped: {why}", level=level, rule=rule,
+                     workflow=workflow, data={"reason": reason, **(data or {})}, source=source)  # fmt: skip
+
+    def _skip_file(self, rule: Rule, event: FileEvent, reason: str, why: str | None = None) -> None:
+        """A file version the rule matched does not become (part of) a run."""
+        if reason == "duplicate" and why is None:
+            why = "this version of the file was dispatched before"
+        self.skip(rule.name, reason, event.path, why=why, workflow=rule.workflow, data={"event": event.to_dict()})
 
     def tick(self, now: float) -> float | None:
         """Release held-back groups that are due; returns when the next one is due."""
@@ -175,13 +215,17 @@ class Dispatcher:
         return min((g.due() for g in self._groups.values()), default=None)
 
     def _release(self, key: tuple[str, str], now: float) -> str | None:
+        """One run for a held-back group; each file that cannot be in it is skipped
+        (dispatched meanwhile, or the rule paused or draining since it was held)."""
         group = self._groups.pop(key)
-        events = [e for e in group.events if not self._state.dispatched(group.rule.name, e.identity)]
+        events = []
+        for event in group.events:
+            reason = self._closed(group.rule) or ("duplicate" if self._state.dispatched(group.rule.name, event.identity) else None)
+            if reason:
+                self._skip_file(group.rule, event, reason)
+            else:
+                events.append(event)
         if not events:
-            return None
-        if self.draining or group.rule.name in self.paused:
-            reason = "draining" if self.draining else "rule is paused"
-            self._notify("trigger.skipped", f"{group.rule.name}: {len(events)} held files dropped: {reason}", rule=group.rule.name, data={"reason": reason, "files": [e.path for e in events]})
             return None
         return self._fire(group.rule, events, group.rule.render(events), now)
 
@@ -206,7 +250,8 @@ class Dispatcher:
             trigger=trigger, files=list(files), waiting=waiting,
         )
         if not added:
-            self._notify("trigger.skipped", f"{rule.name}: duplicate trigger (key {key})", rule=rule.name, data={"reason": "duplicate", "key": key})
+            self.skip(rule.name, "duplicate", what, why=f"a run with its key {key} was queued before",
+                      workflow=rule.workflow, data={"key": key}, source=source)  # fmt: skip
             return None
         if waiting:
             file = trigger[0]["wait_for_file"]
@@ -221,19 +266,26 @@ class Dispatcher:
 
     def on_pv(self, event: PvEvent) -> PvMatch | None:
         """A PV rule fired: its params and snapshot rendered, or None when the event is
-        skipped (paused, draining, a rule reloaded away) or fails (recorded either way).
-        The caller passes the match on to :meth:`fire_pv` in the same loop turn."""
-        try:
-            rule = self._rules.by_name(event.rule)
-        except KeyError:
-            return None  # removed by a reload while the event was on its way
+        skipped (paused, draining, a rule reloaded away, a snapshot or parameters that
+        cannot be had: these at error level). The caller passes the match on to
+        :meth:`fire_pv` in the same loop turn."""
+        what, source = f"{event.pv} = {event.value!r}", event.to_dict()
+        rule = self._rule_or_none(event.rule)
+        if rule is None or rule.pv is None:  # removed (or no longer a PV rule) by a reload meanwhile
+            self.skip(event.rule, "reloaded-away", what, source=source)
+            return None
         if reason := self._closed(rule):
-            self._notify("trigger.skipped", f"{rule.name}: {event.pv} = {event.value!r}: {reason}", rule=rule.name, data={"reason": reason}, source=event.to_dict())
+            self.skip(rule.name, reason, what, workflow=rule.workflow, source=source)
+            return None
+        try:
+            rule.pv.resolve(event.snapshot)  # checked apart to tell the two failures apart
+        except TriggerFailed as exc:  # a snapshot PV without value or default
+            self.skip(rule.name, "snapshot-failed", what, why=str(exc), level="error", workflow=rule.workflow, source=source)
             return None
         try:
             return rule.render_pv(event)
-        except TriggerFailed as exc:  # a snapshot PV without value or default, a format
-            self._notify("trigger.failed", f"{rule.name}: {event.pv} = {event.value!r}: {exc}", level="error", rule=rule.name, workflow=rule.workflow, data={"reason": str(exc)}, source=event.to_dict())
+        except TriggerFailed as exc:  # a value the format spec of a parameter cannot take
+            self.skip(rule.name, "params-failed", what, why=str(exc), level="error", workflow=rule.workflow, source=source)
             return None
 
     def fire_pv(self, match: PvMatch, now: float) -> str | None:

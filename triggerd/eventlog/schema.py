@@ -16,10 +16,11 @@ is ``None`` may be absent from a stored document, and reads back as ``None``):
     When it happened, UTC. Serialised as ISO 8601 with microseconds and ``Z``,
     ``2026-11-25T18:55:17.123456Z`` (fixed width: text order is time order).
 ``kind``
-    What happened, ``<family>.<what>``: ``trigger.fired``, ``trigger.skipped`` (the
-    reason in ``data.reason``), ``trigger.waiting`` (a PV rule's run waits for its file),
-    ``trigger.failed`` (a PV trigger that cannot start its run: a snapshot PV without a
-    value, its file never complete); ``run.queued|started|succeeded|failed|stopped|aborted|
+    What happened, ``<family>.<what>``: ``trigger.fired``, ``trigger.skipped`` (a match
+    that did not become a run; ``data.reason`` is one of the dispatcher's ``SKIP_REASONS``:
+    paused, draining, duplicate, reloaded-away, debounce, snapshot-failed, snapshot-empty,
+    params-failed), ``trigger.waiting`` (a PV rule's run waits for its file),
+    ``trigger.failed`` (a waiting PV run whose file never became complete: rejected); ``run.queued|started|succeeded|failed|stopped|aborted|
     rejected|ignored``; ``dag.started|succeeded|failed|stopped|aborted``;
     ``task.started|succeeded|failed|skipped|stopped|cancelled|aborted|retried``;
     ``signal.start_dag|join_dags|stop``; ``log`` (a log record of a task or the daemon);
