@@ -8,22 +8,33 @@ import click
 
 from .common import ago, daemon_command, open_client, print_json, print_table
 
-__all__ = ["pause", "resume", "rules"]
+__all__ = ["pause", "resume", "rules", "skipped_text"]
 
 
 @click.command()
 @daemon_command
 def rules(config_path: Path | None, as_json: bool) -> None:
-    """The loaded trigger rules: what each watches, the workflow it starts, how often it fired."""
+    """The loaded trigger rules: what each watches, the workflow it starts, how often it
+    fired, and how many of its triggers were skipped (did not become a run: paused,
+    duplicate, debounce, ...) since the daemon started, by reason."""
     with open_client(config_path) as client:
         data = client.get("/rules")
     if as_json:
         print_json(data)
         return
     print_table(
-        ["rule", "workflow", "watches", "state", "fired", "last fired"],
-        [[r["name"], r["workflow"], _watches(r), "paused" if r["paused"] else "active", r["fired"], ago(r["last_fired"])] for r in data],
+        ["rule", "workflow", "watches", "state", "fired", "skipped", "last fired"],
+        [[r["name"], r["workflow"], _watches(r), "paused" if r["paused"] else "active", r["fired"],
+          skipped_text(r["skipped"]), ago(r["last_fired"])] for r in data],
     )
+
+
+def skipped_text(skipped: dict) -> str:
+    """'0', or the total and each reason, most first: '12 (paused 10, duplicate 2)'."""
+    by_reason = sorted(skipped["by_reason"].items(), key=lambda item: (-item[1], item[0]))
+    if not by_reason:
+        return "0"
+    return f"{skipped['total']} (" + ", ".join(f"{reason} {n}" for reason, n in by_reason) + ")"
 
 
 def _watches(rule: dict) -> str:

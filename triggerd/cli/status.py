@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .common import ago, daemon_command, open_client, print_json, print_table
+from .rules import skipped_text
 
 __all__ = ["status"]
 
@@ -26,7 +27,8 @@ def _short(value: object, width: int = 40) -> str:
 @click.command()
 @daemon_command
 def status(config_path: Path | None, as_json: bool) -> None:
-    """Daemon uptime and config, sources and their health, rules, runs and the outbox."""
+    """Daemon uptime and config, sources and their health, rules, runs and the outbox, and
+    the triggers skipped (that did not become a run) since the daemon started, by reason."""
     with open_client(config_path) as client:
         data = client.get("/status")
     if as_json:
@@ -39,6 +41,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
     state = "DRAINING (no new triggers)" if data["draining"] else "taking triggers"
     click.echo(f"{state}; runs: {runs['running']} running, {runs['queued']} queued (outbox), "
                f"{runs['held']} files held (debounce/batch), {runs['failed']} failed, {runs['succeeded']} succeeded")
+    click.echo(f"triggers skipped since the daemon started: {skipped_text(data['skipped'])}")
     dependencies = data.get("dependencies") or []
     if dependencies:
         print_table(
@@ -75,6 +78,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
         click.echo(f"status PVs {status_pvs['prefix']}*: clients add {status_pvs['ca_addr_list']} to EPICS_CA_ADDR_LIST; "
                    f"PAUSE writable by {', '.join(status_pvs['writers']) or 'anyone'}")  # fmt: skip
     print_table(
-        ["rule", "workflow", "source", "state", "fired", "last fired"],
-        [[r["name"], r["workflow"], r["source"], "paused" if r["paused"] else "active", r["fired"], ago(r["last_fired"])] for r in data["rules"]],
+        ["rule", "workflow", "source", "state", "fired", "skipped", "last fired"],
+        [[r["name"], r["workflow"], r["source"], "paused" if r["paused"] else "active", r["fired"],
+          skipped_text(r["skipped"]), ago(r["last_fired"])] for r in data["rules"]],
     )

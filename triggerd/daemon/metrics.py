@@ -1,6 +1,7 @@
 """Prometheus metrics of the daemon, served as text on the control API's ``/metrics``.
 
-Counters grow from the events the daemon records (runs by outcome, task durations);
+Counters grow from the events the daemon records (runs by outcome, task durations,
+triggers skipped by rule and reason);
 gauges are read from the daemon when scraped (queue depths, source health, the event
 log's backlog). The text exposition format is simple enough to write directly.
 """
@@ -27,6 +28,9 @@ class Metrics:
     """Fed every recorded event (:meth:`observe`); :meth:`render` gives the exposition text."""
 
     def __init__(self) -> None:
+        # (rule, reason) of every trigger.skipped since the daemon started: triggerctl
+        # rules and status show them too.
+        self.skipped: Counter[tuple[str, str]] = Counter()
         self.runs_ended: Counter[tuple[str, str]] = Counter()  # (workflow, outcome)
         self.tasks_ended: Counter[tuple[str, str]] = Counter()  # (workflow, outcome)
         self._task_buckets: Counter[tuple[str, float]] = Counter()  # (workflow, le)
@@ -35,7 +39,10 @@ class Metrics:
 
     def observe(self, event: LogEvent) -> None:
         kind = event.kind
-        if kind in _RUN_ENDS:
+        if kind == "trigger.skipped":
+            reason = event.data.get("reason") if isinstance(event.data, dict) else None
+            self.skipped[(event.rule or "", str(reason or "unknown"))] += 1
+        elif kind in _RUN_ENDS:
             self.runs_ended[(event.workflow or "", kind.split(".", 1)[1])] += 1
         elif kind.startswith("task.") and kind not in ("task.started", "task.retried"):
             workflow = event.workflow or ""
@@ -48,6 +55,14 @@ class Metrics:
                     if duration <= le:
                         self._task_buckets[(workflow, le)] += 1
 
+    def skipped_by_reason(self, rule: str | None = None) -> dict[str, int]:
+        """Reason -> triggers skipped since the daemon started, of ``rule`` or of all rules."""
+        counts: Counter[str] = Counter()
+        for (name, reason), n in self.skipped.items():
+            if rule is None or name == rule:
+                counts[reason] += n
+        return dict(sorted(counts.items()))
+
     def render(self, daemon: Daemon) -> str:
         out = _Writer()
         out.metric("triggerd_uptime_seconds", "gauge", "Seconds since the daemon started.", [({}, time.time() - daemon.started)])
@@ -56,6 +71,8 @@ class Metrics:
             stats = daemon.state.rule_stats()
             out.metric("triggerd_triggers_fired_total", "counter", "Runs each rule has fired (all time, from the state file).",
                        [({"rule": r.name}, stats.get(r.name, {}).get("fired", 0)) for r in d.rules.rules])  # fmt: skip
+            out.metric("triggerd_triggers_skipped_total", "counter", "Triggers that did not become a run, by rule and reason, since the daemon started.",
+                       [({"rule": rule, "reason": reason}, n) for (rule, reason), n in sorted(self.skipped.items())])  # fmt: skip
             out.metric("triggerd_outbox_depth", "gauge", "Runs queued in the outbox, not yet handed to the executor.", [({}, d.queued())])
             out.metric("triggerd_runs_running", "gauge", "Runs the executor is running now.", [({}, d.running())])
             out.metric("triggerd_files_held", "gauge", "Files held back by debounce or batching.", [({}, d.held())])

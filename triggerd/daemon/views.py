@@ -41,6 +41,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
         "pv_backlog": daemon.pv.backlog() if daemon.pv else 0,
         "waiting_for_files": daemon.pv.waiting() if daemon.pv else 0,
         "rules": rules_view(daemon),
+        "skipped": _skipped(daemon, None),
         "runs": {
             "queued": d.queued(),
             "running": d.running(),
@@ -76,11 +77,19 @@ def rules_view(daemon: Daemon) -> list[dict[str, Any]]:
                 "paused": rule.name in d.paused,
                 "fired": stats.get(rule.name, {}).get("fired", 0),
                 "last_fired": stats.get(rule.name, {}).get("last_fired"),
+                "skipped": _skipped(daemon, rule.name),
                 "file": rule.source,
                 "description": rule.description,
             }
         )
     return out
+
+
+def _skipped(daemon: Daemon, rule: str | None) -> dict[str, Any]:
+    """Triggers of ``rule`` (None: of every rule) that did not become a run, by reason,
+    counted since the daemon started (``since``)."""
+    by_reason = daemon.metrics.skipped_by_reason(rule)
+    return {"total": sum(by_reason.values()), "by_reason": by_reason, "since": daemon.started}
 
 
 def _candidate(rule: Rule, path: str) -> FileEvent | None:
@@ -146,7 +155,7 @@ def explain(daemon: Daemon, path: str) -> dict[str, Any]:
             }
         )
     skipped = [
-        {"at": e.time.timestamp(), "rule": e.rule, "reason": e.data.get("reason")}
+        {"at": e.time.timestamp(), "rule": e.rule, "reason": e.data.get("reason"), "message": e.message}
         for e in daemon.recent
         if e.kind == "trigger.skipped" and e.data.get("event", {}).get("path") == path
     ]

@@ -20,8 +20,9 @@ is ``None`` may be absent from a stored document, and reads back as ``None``):
     that did not become a run; ``data.reason`` is one of the dispatcher's ``SKIP_REASONS``:
     paused, draining, duplicate, reloaded-away, debounce, snapshot-failed, snapshot-empty,
     params-failed), ``trigger.waiting`` (a PV rule's run waits for its file),
-    ``trigger.failed`` (a waiting PV run whose file never became complete: rejected); ``run.queued|started|succeeded|failed|stopped|aborted|
-    rejected|ignored``; ``dag.started|succeeded|failed|stopped|aborted``;
+    ``trigger.failed`` (a waiting PV run whose file never became complete: rejected);
+    ``run.queued|started|succeeded|failed|stopped|aborted|rejected|ignored``;
+    ``dag.started|succeeded|failed|stopped|aborted``;
     ``task.started|succeeded|failed|skipped|stopped|cancelled|aborted|retried``;
     ``signal.start_dag|join_dags|stop``; ``log`` (a log record of a task or the daemon);
     ``output`` (a line a BashTask wrote, ``data.stream`` is ``stdout`` or ``stderr``);
