@@ -16,6 +16,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import Processor
 
+from triggerd.text import shown
+
 __all__ = ["LEVELS", "configure_logging", "get_logger"]
 
 LEVELS: dict[str, int] = {
@@ -56,7 +58,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if console:
         # ConsoleRenderer formats exc_info itself (and warns if it is preformatted).
-        final.append(structlog.dev.ConsoleRenderer(colors=is_tty))
+        final += [_escape_for_people, structlog.dev.ConsoleRenderer(colors=is_tty)]
     else:
         final += [
             structlog.processors.format_exc_info,
@@ -92,6 +94,17 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
 def get_logger(name: str | None = None, **initial_values: Any) -> structlog.stdlib.BoundLogger:
     """A structlog logger named ``name`` (use ``__name__``), optionally with bound values."""
     return structlog.stdlib.get_logger(name, **initial_values)
+
+
+# Fields that are text of several lines by design (structlog's own renderings).
+_MULTILINE = frozenset({"exception", "exc_info", "stack", "stack_info"})
+
+
+def _escape_for_people(logger: Any, name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """A console line holds file names and values from outside: a newline, ESC or bidi
+    control in one must not forge a line or hide the rest (triggerd.text.shown). The
+    JSON format needs no help: JSON escapes control characters itself."""
+    return {k: v if k in _MULTILINE or not isinstance(v, str) else shown(v) for k, v in event_dict.items()}
 
 
 def _is_tty(stream: TextIO) -> bool:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ import click
 from triggerd.config import Settings, load_settings
 from triggerd.errors import TriggerdError
 from triggerd.log import configure_logging
+from triggerd.text import dumps, shown
 
 __all__ = [
     "ago",
+    "column_widths",
     "config_option",
     "daemon_command",
     "fail",
@@ -27,6 +30,7 @@ __all__ = [
     "print_json",
     "print_table",
     "reports_errors",
+    "table_width",
 ]
 
 config_option = click.option(
@@ -79,26 +83,63 @@ def open_client(config_path: Path | None) -> Any:
 
 
 def print_json(data: Any) -> None:
-    import json
+    """``data`` as JSON: UTF-8, a name's non-UTF-8 bytes as ``\\udcXX`` (triggerd.text)."""
+    click.echo(dumps(data, indent=2))
 
-    click.echo(json.dumps(data, indent=2, default=str))
+
+MIN_WRAPPED = 12  # a column that wraps keeps at least this many characters a line
 
 
-def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> None:
-    """A table that stays readable in 80 columns: long cells are cut with an ellipsis."""
+def table_width() -> int | None:
+    """How wide a table may be: ``COLUMNS`` when set, else the terminal's width; piped
+    without ``COLUMNS``, no limit (a row stays one line, for grep and cut)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def column_widths(natural: list[int], wrapping: list[bool], width: int | None, gap: int = 2) -> list[int]:
+    """Each column's width: its widest cell when the table fits ``width``; else the
+    columns that may wrap share what the others leave (each at least
+    :data:`MIN_WRAPPED`, or its widest cell if narrower). A column that does not wrap
+    (a number, an id, a state, a time) is never narrowed, so a table that cannot fit is
+    wider than ``width``, never cut."""
+    total = sum(natural) + gap * (len(natural) - 1)
+    if width is None or total <= width:
+        return list(natural)
+    widths = list(natural)
+    flexible = sorted((i for i, wraps in enumerate(wrapping) if wraps), key=lambda i: natural[i])
+    room = width - (total - sum(natural[i] for i in flexible))
+    for k, i in enumerate(flexible):  # the narrowest first: what one leaves, the others share
+        share = room // (len(flexible) - k)
+        widths[i] = min(natural[i], max(MIN_WRAPPED, share))
+        room -= widths[i]
+    return widths
+
+
+def print_table(columns: list[str], rows: list[list[Any]], *, wrap: Collection[str] = (), title: str | None = None) -> None:
+    """A table whose every value is shown whole. Too wide for the terminal (or
+    ``COLUMNS``), the columns named in ``wrap`` (default: the last) fold onto more lines;
+    the others keep their width. Cells are escaped (:func:`triggerd.text.shown`): a file
+    name cannot forge a line, move the cursor or reorder the text."""
+    from rich.cells import cell_len
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    cells = [["" if cell is None else str(cell).replace("\n", "\\n") for cell in row] for row in rows]
-    table = Table(*columns, title=title, box=None, header_style="bold", pad_edge=False, title_justify="left")
-    for index, column in enumerate(table.columns):
-        column.no_wrap = True
-        column.overflow = "ellipsis"
-        if index < len(columns) - 1:  # every column keeps its width; the last one gives way
-            column.min_width = max([len(columns[index]), *(len(row[index]) for row in cells)])
+    cells = [["" if cell is None else shown(cell) for cell in row] for row in rows]
+    wrapping = [name in wrap for name in columns] if wrap else [i == len(columns) - 1 for i in range(len(columns))]
+    natural = [max([cell_len(name), *(cell_len(row[i]) for row in cells)]) for i, name in enumerate(columns)]
+    available = table_width()
+    widths = column_widths(natural, wrapping, available)
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False, title_justify="left")
+    for name, width, wraps in zip(columns, widths, wrapping, strict=True):
+        table.add_column(Text(name), width=width, no_wrap=not wraps, overflow="fold")
     for row in cells:
-        table.add_row(*row)
-    Console(width=max(80, shutil.get_terminal_size().columns) if sys.stdout.isatty() else 100).print(table)
+        table.add_row(*(Text(cell) for cell in row))
+    needed = sum(widths) + 2 * (len(widths) - 1)
+    Console(width=max(needed, available or 0), soft_wrap=False).print(table)
 
 
 def ago(timestamp: float | None) -> str:

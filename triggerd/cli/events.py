@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from triggerd.text import dumps, shown
+
 from .common import (
     config_option,
     json_option,
@@ -101,14 +103,17 @@ def _line(event: dict[str, Any]) -> str:
     when = event["time"][11:23]
     where = "/".join(p for p in (event.get("dag"), event.get("task")) if p) or event.get("rule") or ""
     run = (event.get("run") or "")[-8:]
-    return f"{when} {event['level'][:4]:<4} {event['kind']:<16} {run:<8} {where:<24} {event['message']}"
+    return f"{when} {event['level'][:4]:<4} {event['kind']:<16} {run:<8} {shown(where):<24} {shown(event['message'])}"
+
+
+def _block(text: str) -> str:
+    """Text of several lines (a traceback) with each line escaped, the line breaks kept."""
+    return "\n".join(shown(line) for line in text.splitlines())
 
 
 def _json_line(event: dict[str, Any]) -> None:
     """Following with --json: one compact JSON document a line."""
-    import json
-
-    click.echo(json.dumps(event, default=str))
+    click.echo(dumps(event))
 
 
 def _follow(source: _Source, query: dict[str, Any], show: Any, *, until_run_ends: str | None = None) -> None:
@@ -180,15 +185,15 @@ def logs(run_id: str, follow: bool, everything: bool, config_path: Path | None, 
         if as_json:
             _json_line(event)
             return
-        where = "/".join(p for p in (event.get("dag"), event.get("task")) if p)
+        where, message = shown("/".join(p for p in (event.get("dag"), event.get("task")) if p)), shown(event["message"])
         if event["kind"] == "task.failed":
             tb = (event.get("data") or {}).get("traceback") or ""
-            click.secho(f"{where}: {event['message']}" + (f"\n{tb.rstrip()}" if tb else ""), fg="red")
+            click.secho(f"{where}: {message}" + (f"\n{_block(tb.rstrip())}" if tb else ""), fg="red")
         elif event["kind"] == "output":
             stream = (event.get("data") or {}).get("stream", "stdout")
-            click.echo(f"{where} {'|' if stream == 'stdout' else '!'} {event['message']}", err=False)
+            click.echo(f"{where} {'|' if stream == 'stdout' else '!'} {message}", err=False)
         else:
-            click.echo(f"{where} {event['level'].upper()}: {event['message']}")
+            click.echo(f"{where} {event['level'].upper()}: {message}")
 
     with _source(config_path) as source:
         found = source.find(**query, limit=100_000)
@@ -222,7 +227,7 @@ def show(run_id: str, config_path: Path | None, as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
-    click.echo(f"run {run_id}: {summary.get('status')}, workflow {summary.get('workflow')}, rule {summary.get('rule') or '-'}")
+    click.echo(f"run {shown(run_id)}: {summary.get('status')}, workflow {shown(summary.get('workflow'))}, rule {shown(summary.get('rule') or '-')}")
     for key in ("queued", "started", "ended"):
         if summary.get(key):
             click.echo(f"  {key:<8} {summary[key]}")
@@ -237,9 +242,9 @@ def show(run_id: str, config_path: Path | None, as_json: bool) -> None:
     trigger = summary.get("trigger") or {}
     if trigger:
         source = trigger.get("source") or {}
-        click.echo(f"  trigger  {trigger.get('message') or source.get('path') or trigger.get('event')}")
+        click.echo(f"  trigger  {shown(trigger.get('message') or source.get('path') or trigger.get('event'))}")
     if summary.get("params"):
-        click.echo(f"  params   {summary['params']}")
+        click.echo(f"  params   {shown(summary['params'])}")
     rows = []
     for dag, info in (summary.get("dags") or {}).items():
         for task, t in (info.get("tasks") or {}).items():
@@ -249,6 +254,6 @@ def show(run_id: str, config_path: Path | None, as_json: bool) -> None:
     if rows:
         print_table(["dag", "task", "state", "where", "took"], rows)
     if summary.get("error"):
-        click.secho(f"error: {summary['error']}", fg="red")
+        click.secho(f"error: {shown(summary['error'])}", fg="red")
         if summary.get("traceback"):
-            click.secho(summary["traceback"].rstrip(), fg="red")
+            click.secho(_block(summary["traceback"].rstrip()), fg="red")

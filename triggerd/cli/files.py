@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from triggerd.text import shown
+
 from .common import daemon_command, open_client, print_json
 
 __all__ = ["explain", "test_trigger"]
@@ -22,9 +24,9 @@ def _show_rules(data: dict) -> None:
         click.echo("  no file rules")
     for r in data["rules"]:
         mark = click.style("match", fg="green") if r["matches"] else click.style("no", fg="bright_black")
-        click.echo(f"  {r['rule']:<24} {mark:<5}  {r['why']}")
-        if r["params"] is not None:
-            click.echo(f"  {'':<24} -> {r['workflow']} {json.dumps(r['params'], ensure_ascii=False)}")
+        click.echo(f"  {r['rule']:<24} {mark:<5}  {shown(r['why'])}")
+        if r["params"] is not None:  # ASCII JSON: every odd character of a name as an escape
+            click.echo(f"  {'':<24} -> {r['workflow']} {json.dumps(r['params'], default=str)}")
         if r["paused"] and r["matches"]:
             click.secho(f"  {'':<24} (rule is paused: it would not fire now)", fg="yellow")
 
@@ -39,7 +41,7 @@ def test_trigger(path: Path, config_path: Path | None, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    click.echo(f"{data['path']}" + ("" if data["exists"] else "  (does not exist)"))
+    click.echo(shown(data["path"]) + ("" if data["exists"] else "  (does not exist)"))
     _show_rules(data)
 
 
@@ -53,15 +55,15 @@ def explain(path: Path, config_path: Path | None, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    click.echo(f"{data['path']}" + ("" if data["exists"] else "  (does not exist now)"))
+    click.echo(shown(data["path"]) + ("" if data["exists"] else "  (does not exist now)"))
     click.echo("rules:")
     _show_rules(data)
     click.echo("seen by the watcher:" if data["observed"] else "seen by the watcher: nothing since the daemon started")
     for o in data["observed"]:
         extra = f" run {o['run']}" if "run" in o else f" size {o.get('size')}" if "size" in o else ""
-        click.echo(f"  {_when(o['at'])}  {o['what']}{extra}")
+        click.echo(f"  {_when(o['at'])}  {shown(o['what'])}{extra}")
     for s in data["skipped"]:
-        click.echo(f"  {_when(s['at'])}  skipped by {s['rule']}: {s['reason']}")
+        click.echo(f"  {_when(s['at'])}  skipped by {s['rule']}: {shown(s['reason'])}")
     click.echo("ledger (dispatched versions):" if data["ledger"] else "ledger: never dispatched")
     for e in data["ledger"]:
         current = "current version" if e["current_version"] else "older version"

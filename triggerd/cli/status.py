@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from triggerd.text import shown
+
 from .common import ago, daemon_command, open_client, print_json, print_table
 from .rules import skipped_text
 
@@ -35,7 +37,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
         print_json(data)
         return
     runs = data["runs"]
-    click.echo(f"triggerd pid {data['pid']}, up {_duration(data['uptime'])}, config {data['config']}")
+    click.echo(f"triggerd pid {data['pid']}, up {_duration(data['uptime'])}, config {shown(data['config'])}")
     if data.get("executor_waiting"):
         click.secho(f"executor ({data['executor']}) not started yet, runs wait in the outbox: {data['executor_waiting']}", fg="yellow")
     state = "DRAINING (no new triggers)" if data["draining"] else "taking triggers"
@@ -57,6 +59,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
         print_table(
             ["source", "mode", "state", "dirs", "events", "last event"],
             [[s["root"], s["complete"], s["state"], s.get("watched_dirs", ""), s.get("events", ""), ago(s.get("last_event"))] for s in data["sources"]],
+            wrap=("source",),
         )
         for s in data["sources"]:
             if s["state"] != "watching" and s.get("message"):
@@ -65,10 +68,13 @@ def status(config_path: Path | None, as_json: bool) -> None:
         print_table(
             ["pv", "state", "since", "value", "updates", "rules"],
             [[p["name"], p["state"], ago(p["since"]), _short(p["last_value"]), p["updates"], ", ".join(p["rules"] + [f"{r} (snapshot)" for r in p.get("snapshot_of", [])])] for p in data["pvs"]],
+            wrap=("value", "rules"),
         )
         for p in data["pvs"]:
             if p["state"] != "connected" and p.get("message"):
-                click.secho(f"  {p['name']}: {p['message']}", fg="red" if p["state"] == "never connected" else "yellow")
+                click.secho(f"  {p['name']}: {shown(p['message'])}", fg="red" if p["state"] == "never connected" else "yellow")
+            for warning in p.get("warnings", ()):  # a rule that cannot work on this PV (a state name it lacks)
+                click.secho(f"  {p['name']}: {shown(warning)}", fg="red")
     if data.get("waiting_for_files"):
         click.echo(f"{data['waiting_for_files']} PV triggers waiting for their file to be complete")
     status_pvs = data.get("status_pvs")
@@ -81,4 +87,5 @@ def status(config_path: Path | None, as_json: bool) -> None:
         ["rule", "workflow", "source", "state", "fired", "skipped", "last fired"],
         [[r["name"], r["workflow"], r["source"], "paused" if r["paused"] else "active", r["fired"],
           skipped_text(r["skipped"]), ago(r["last_fired"])] for r in data["rules"]],
+        wrap=("source",),
     )

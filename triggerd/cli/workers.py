@@ -54,7 +54,7 @@ def workers(ctx: click.Context, config_path: Path | None, as_json: bool, timeout
     for w in found:
         jobs = [f"{j['workflow']}/{j['dag']}/{j['task']} ({ago(j['started']).replace(' ago', '')})" for j in w["running"]]
         rows.append([w["name"], w["pid"], ",".join(w["queues"]), w["concurrency"], f"{len(w['running'])}", "; ".join(jobs) or "-"])
-    print_table(["worker", "pid", "queues", "slots", "busy", "running now"], rows)
+    print_table(["worker", "pid", "queues", "slots", "busy", "running now"], rows, wrap=("queues", "running now"))
 
 
 @workers.command()

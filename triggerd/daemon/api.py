@@ -22,15 +22,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request, responses
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from triggerd import __version__
 from triggerd.errors import BackendUnavailable, ConfigError, TriggerdError
 from triggerd.private import read_secret
+from triggerd.text import dumps
 
 from . import views
 from .events import parse_since
@@ -47,6 +50,25 @@ MAX_LIMIT = 100_000  # the most rows or events one query returns
 _Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
+class JSONResponse(responses.JSONResponse):
+    """JSON as :mod:`triggerd.text` defines it: a file name that is not UTF-8 is sent
+    with its bytes as ``\\udcXX`` escapes (starlette's own would fail to encode it: 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode()
+
+
+class _Route(APIRoute):
+    """A route that answers through :class:`JSONResponse`: FastAPI's fast path (pydantic
+    writing JSON itself) is taken for routes without a response class of their own, and
+    it cannot write such a name either."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any):
+        if isinstance(kwargs.get("response_class"), DefaultPlaceholder):
+            kwargs["response_class"] = JSONResponse
+        super().__init__(path, endpoint, **kwargs)
+
+
 class StartRequest(BaseModel):
     workflow: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -58,6 +80,12 @@ class PathRequest(BaseModel):
 
 def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
     app = FastAPI(title="triggerd control API", version=__version__, docs_url=None, redoc_url=None)
+    app.router.route_class = _Route
+
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, exc: HTTPException) -> JSONResponse:
+        """As FastAPI's own handler, but its message may name any file."""
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from triggerd.errors import BackendUnavailable, TriggerdError
+from triggerd.text import dumps
 
 __all__ = ["ApiError", "ControlClient", "DaemonNotRunning"]
 
@@ -67,4 +68,6 @@ class ControlClient:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
     def post(self, path: str, body: Any = None) -> Any:
-        return self.request("POST", path, json=body)
+        # Not httpx's json=: it cannot encode a file name that is not UTF-8 (triggerd.text).
+        content = None if body is None else dumps(body).encode()
+        return self.request("POST", path, content=content, headers={"content-type": "application/json"})
