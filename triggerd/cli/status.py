@@ -87,5 +87,5 @@ def status(config_path: Path | None, as_json: bool) -> None:
         ["rule", "workflow", "source", "state", "fired", "skipped", "last fired"],
         [[r["name"], r["workflow"], r["source"], "paused" if r["paused"] else "active", r["fired"],
           skipped_text(r["skipped"]), ago(r["last_fired"])] for r in data["rules"]],
-        wrap=("source",),
+        wrap=("source", "skipped"),
     )
