@@ -9,7 +9,9 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "triggerd needs Python 3.11 or newer (PYTHON=$(PYTHON) is older)")'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	# The newest releases the pins allow, every dependency's too (eager): a dependency's
+	# breaking release fails here the day it is out, not on a user's machine first.
+	$(VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
 	@touch $@
 
 # The main job on the embedded default: the daemon, watching var/incoming/ with the
