@@ -126,7 +126,7 @@ def test_catch_up_fires_only_the_rules_that_ask_and_summarises_known_files(tmp_p
         d.wait_for(lambda: "catch-up scan found 2 files, 2 of them dispatched before" in d.log.read_text(), what="the catch-up summary")
         time.sleep(0.3)
     assert len(d.runs_db()) == 2
-    assert "already dispatched" not in d.log.read_text()
+    assert "skipped: this version of the file was dispatched before" not in d.log.read_text()
 
 
 def test_kill_9_during_a_burst_then_restart_runs_every_file_exactly_once(tmp_path):
