@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,53 @@ def test_run_on_celery_without_a_worker_says_so_after_ten_seconds(site, redis_se
     finally:
         proc.send_signal(2)
         proc.communicate(timeout=30)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc), e.g. an executor's worker processes."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_sigterm_stops_the_run_and_its_worker_processes(site):
+    """`triggerctl run` sent SIGTERM (systemd, kill, a CI timeout) takes Ctrl-C's path: the
+    run is stopped, the executor closed, and no worker process is left behind."""
+    draft(site, "sleepy", """
+        import time
+        def nap(data, store, signal, context):
+            time.sleep(120)
+        d = Dag("main")
+        d.define({PythonTask("nap", nap): None})
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
+    proc = subprocess.Popen([str(BIN / "triggerctl"), "run", "--workflows", "drafts", "sleepy"], cwd=site, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # blocks until the task runs (pytest's timeout ends a run without it)
+            if "nap" in line and "started" in line:
+                break
+        workers = _descendants(proc.pid)
+        assert workers, "the local executor runs tasks in worker processes"
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, (out, err)
+    assert "stopped" in out, out
+    deadline = time.monotonic() + 10
+    while (left := {pid for pid in workers if Path(f"/proc/{pid}").exists()}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"worker processes left running after SIGTERM: {sorted(left)}"

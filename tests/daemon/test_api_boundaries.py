@@ -5,6 +5,7 @@ files, the state directory's modes, credentials in URLs, and reload validating a
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -222,3 +223,8 @@ def test_reload_refuses_what_check_refuses(tmp_path):
         done = d.ctl("reload", check=False)
         assert done.returncode != 0 and "broken at import" in done.stderr
         assert [r["name"] for r in d.ctl_json("rules")] == ["record"]
+        as_json = d.ctl("reload", "--json", check=False)  # a script sees the refusal too
+        assert as_json.returncode == 1 and json.loads(as_json.stdout)["ok"] is False
+        status = d.ctl("status").stdout  # and so does whoever looks later
+        assert "the last reload" in status and "was refused" in status and "broken at import" in status
+        assert d.ctl_json("status")["last_reload"]["ok"] is False

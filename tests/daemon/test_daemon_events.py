@@ -6,6 +6,7 @@ the local executor's events.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -77,6 +78,12 @@ def test_events_show_the_whole_run_in_order_and_logs_show_what_it_printed(tmp_pa
         assert (record["level"], record["message"], record["dag"], record["task"]) == ("warning", "careful", "main:1", "talk")
         text = d.ctl("logs", run_id).stdout
         assert "main:1/talk | line 0 of" in text and "main:1/talk ! oops" in text
+        # More than --limit match: the newest are shown, and it says there are more.
+        every = d.ctl_json("events", "--since", "1h", "--limit", "1000")
+        newest = d.ctl("events", "--since", "1h", "--limit", "3", "--json")
+        assert json.loads(newest.stdout) == every[-3:] and "older events match too" in newest.stderr
+        assert "older events match too" not in d.ctl("events", "--since", "1h", "--limit", "1000").stderr
+        assert d.ctl("runs", "--failed").stdout.strip() == "no runs match"  # there are runs, none failed
 
 
 def test_show_names_the_failed_task_and_its_error(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -31,6 +32,8 @@ def reload(config_path: Path | None, as_json: bool) -> None:
         data = client.post("/reload")
     if as_json:
         print_json(data)
+        if not data["ok"]:  # a script sees the refusal in the status as a person does
+            sys.exit(1)
     elif data["ok"]:
         click.echo(f"reloaded: {len(data['rules'])} rules")
     else:

@@ -30,6 +30,7 @@ from .common import (
 __all__ = ["events", "logs", "show"]
 
 _FOLLOW_WAIT = 10.0  # seconds one long poll may wait for new events
+_MAX_LIMIT = 100_000  # the most the API returns at once (triggerd.daemon.api.MAX_LIMIT)
 _ENDS = ("run.succeeded", "run.failed", "run.aborted", "run.stopped", "run.rejected")
 
 
@@ -142,7 +143,8 @@ def _follow(source: _Source, query: dict[str, Any], show: Any, *, until_run_ends
 @click.option("--kind", "kinds", multiple=True, help="Only this kind (task.failed) or family (task); repeatable.")
 @click.option("--since", help="Only events of the last 30m, 2h, 1d... (or after an ISO time).")
 @click.option("--level", type=click.Choice(["debug", "info", "warning", "error", "critical"]), help="This level and more severe.")
-@click.option("--limit", default=50, show_default=True, help="At most this many (the newest, without --since).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000),
+              help="At most this many: the newest (it says when there are more).")
 @click.option("-f", "--follow", is_flag=True, help="Then print new events as they come (Ctrl-C ends); with --json one per line.")
 @config_option
 @json_option
@@ -152,9 +154,12 @@ def events(run: str | None, workflow: str | None, rule: str | None, kinds: tuple
     """The event log: triggers, runs, DAGs, tasks, signals, log and output lines."""
     query: dict[str, Any] = {"run": run, "workflow": workflow, "rule": rule, "kinds": kinds or None, "since": since, "level": level}
     with _source(config_path) as source:
-        found = source.find(**query, limit=limit, newest_first=since is None)
-        if since is None:
-            found.reverse()  # the newest N, shown oldest first
+        found = source.find(**query, limit=min(limit + 1, _MAX_LIMIT), newest_first=True)  # one more: are there more?
+        more = len(found) > limit
+        found = found[:limit][::-1]  # the newest N, shown oldest first
+        if more:  # on stderr: --json stays one JSON document
+            click.secho(f"(the newest {limit} shown; older events match too: raise --limit or narrow with --since, --kind, --run)",
+                        fg="yellow", err=True)  # fmt: skip
         show = _json_line if as_json else (lambda e: click.echo(_line(e)))
         if as_json and not follow:
             print_json(found)

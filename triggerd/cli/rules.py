@@ -44,8 +44,15 @@ def _watches(rule: dict) -> str:
     return ", ".join(rule["roots"]) or rule["source"]
 
 
+_TOGGLE_HELP = {
+    "pause": "Stop RULE from firing: its triggers meanwhile are skipped (trigger.skipped, reason paused) and counted.",
+    "resume": "Let a paused RULE fire again.",
+}
+
+
 def _toggle(action: str):
-    @click.command(name=action)
+    # help= rather than a docstring set afterwards: click reads the help when it builds the command.
+    @click.command(name=action, help=_TOGGLE_HELP[action])
     @click.argument("rule")
     @daemon_command
     def command(rule: str, config_path: Path | None, as_json: bool) -> None:
@@ -56,10 +63,6 @@ def _toggle(action: str):
         else:
             click.echo(f"rule {rule}: {'paused' if data['paused'] else 'active'}")
 
-    command.__doc__ = {
-        "pause": "Stop RULE from firing (files arriving meanwhile are skipped and logged).",
-        "resume": "Let a paused RULE fire again.",
-    }[action]
     return command
 
 

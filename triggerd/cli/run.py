@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -66,6 +67,13 @@ def _wait(handle: Any, started: threading.Event, *, hint: bool) -> Any:
     return handle.wait()
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    """SIGTERM (systemd, kill, a job's timeout) takes Ctrl-C's path: the run is stopped and
+    the executor closed, its worker processes with it; Python's default ends the process
+    on the spot and leaves them running."""
+    raise KeyboardInterrupt
+
+
 def _json_line(event: LogEvent) -> None:
     click.echo(json.dumps(event.to_dict(), default=str))
 
@@ -105,6 +113,7 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
             started.set()
         (_json_line if as_json else _show)(event)
 
+    signal.signal(signal.SIGTERM, _interrupted)
     executor = make_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=on_event)
     executor.start()
     try:

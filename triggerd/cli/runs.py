@@ -45,7 +45,8 @@ def runs(failed: bool, state: str | None, rule: str | None, since: str | None, l
         print_json(data)
         return
     if not data:
-        click.echo("no runs yet")
+        filtered = failed or state or rule or since
+        click.echo("no runs match" if filtered else "no runs yet")
         return
     rows = []
     for r in data:

@@ -40,8 +40,12 @@ def status(config_path: Path | None, as_json: bool) -> None:
     click.echo(f"triggerd pid {data['pid']}, up {_duration(data['uptime'])}, config {shown(data['config'])}")
     if data.get("executor_waiting"):
         click.secho(f"executor ({data['executor']}) not started yet, runs wait in the outbox: {data['executor_waiting']}", fg="yellow")
+    last_reload = data.get("last_reload")
+    if last_reload and not last_reload["ok"]:
+        click.secho(f"the last reload ({ago(last_reload['at'])}) was refused, the rules from before run on: "
+                    f"{shown(last_reload['error'])}", fg="red")  # fmt: skip
     state = "DRAINING (no new triggers)" if data["draining"] else "taking triggers"
-    click.echo(f"{state}; runs: {runs['running']} running, {runs['queued']} queued (outbox), "
+    click.echo(f"{state}; runs: {runs['running']} running, {runs.get('submitted', 0)} waiting for a worker, {runs['queued']} queued (outbox), "
                f"{runs['held']} files held (debounce/batch), {runs['failed']} failed, {runs['succeeded']} succeeded")
     click.echo(f"triggers skipped since the daemon started: {skipped_text(data['skipped'])}")
     dependencies = data.get("dependencies") or []

@@ -106,7 +106,8 @@ def check(config_path: Path | None) -> None:
         else:
             click.echo(f"{subject}: ok")
     if checked.problems:
-        click.secho(f"{len(checked.problems)} problem(s) found", fg="red")
+        count = len(checked.problems)
+        click.secho(f"{count} problem{'' if count == 1 else 's'} found", fg="red")
         raise SystemExit(1)
 
 

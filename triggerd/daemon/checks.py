@@ -38,8 +38,8 @@ def check_everything(settings: Settings) -> Checked:
     try:
         checked.rules = load_rules_for(settings)
         checked.results.append(("rules", None))
-    except TriggerdError as exc:
-        checked.results.append(("rules", str(exc)))
+    except TriggerdError as exc:  # one result per problem, so that they are counted right
+        checked.results += [("rules", str(problem)) for problem in getattr(exc, "problems", None) or [exc]]
     for name, item in discover_workflows(settings.paths.workflows):
         checked.results.append((f"workflow {name}", str(item) if isinstance(item, Exception) else None))
     return checked

@@ -74,7 +74,7 @@ class Metrics:
             out.metric("triggerd_triggers_skipped_total", "counter", "Triggers that did not become a run, by rule and reason, since the daemon started.",
                        [({"rule": rule, "reason": reason}, n) for (rule, reason), n in sorted(self.skipped.items())])  # fmt: skip
             out.metric("triggerd_outbox_depth", "gauge", "Runs queued in the outbox, not yet handed to the executor.", [({}, d.queued())])
-            out.metric("triggerd_runs_running", "gauge", "Runs the executor is running now.", [({}, d.running())])
+            out.metric("triggerd_runs_running", "gauge", "Runs handed to the executor and not ended: running, or waiting for a worker (triggerd_runs by state tells them apart).", [({}, d.running())])
             out.metric("triggerd_files_held", "gauge", "Files held back by debounce or batching.", [({}, d.held())])
             out.metric("triggerd_runs", "gauge", "Runs in the state file by state.",
                        [({"state": state}, n) for state, n in sorted(daemon.state.counts().items())])  # fmt: skip

@@ -134,6 +134,7 @@ class Daemon:
         self.eventlog: DaemonEventLog | None = None
         self.metrics = Metrics()
         self._source: FileSource | None = None
+        self.last_reload: dict[str, Any] | None = None  # {"at", "ok", "error"}: shown by status
         self.pv: PvTriggers | None = None
         self.status_pvs: StatusPvs | None = None
         self.dispatcher: Dispatcher | None = None
@@ -328,6 +329,7 @@ class Daemon:
         old = {r.name for r in self.dispatcher.rules.rules}
         self.dispatcher.replace_rules(rules)
         # Off the loop: starting a watch walks its tree, stopping one waits for its thread.
+            self.last_reload = {"at": time.time(), "ok": False, "error": str(exc)}
         await asyncio.to_thread(self._source.update, watches_for(rules))
         if self.pv is not None:
             self.pv.update(rules)
@@ -344,6 +346,7 @@ class Daemon:
 
     # -- events in ---------------------------------------------------------------------------------
 
+        self.last_reload = {"at": time.time(), "ok": True, "error": None}
     def _from_source(self, event: FileEvent) -> None:
         """Called on a watchdog thread: queue for the loop, waking it if it is not yet due.
 

@@ -34,6 +34,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
         "executor": daemon.settings.executor.kind,
         "executor_waiting": d.holding,
         "reloads": daemon.reloads,
+        "last_reload": daemon.last_reload,
         "draining": d.draining,
         "summary": daemon.summary(),
         "sources": health,
@@ -44,7 +45,9 @@ def status(daemon: Daemon) -> dict[str, Any]:
         "skipped": _skipped(daemon, None),
         "runs": {
             "queued": d.queued(),
-            "running": d.running(),
+            # Started on a worker; "submitted": handed to the executor, waiting for a worker or slot.
+            "running": counts.get("running", 0),
+            "submitted": counts.get("submitted", 0),
             "held": d.held(),
             "failed": counts.get("failed", 0),
             "succeeded": counts.get("succeeded", 0),
