@@ -164,3 +164,27 @@ def test_ctrl_c_stops_the_daemon_cleanly(clone, daemon_terminal):
     assert daemon_terminal.interrupt() == 0, daemon_terminal.output[-3000:]
     log = daemon_terminal.output
     assert "caf\\xff.h5" in log and "bidi\\u202etxt.exe" in log
+
+
+def _commands(group, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+    import click
+
+    found = [prefix]
+    for name, command in sorted(group.commands.items()):
+        found += _commands(command, (*prefix, name)) if isinstance(command, click.Group) else [(*prefix, name)]
+    return found
+
+
+def test_every_command_s_help_on_a_narrow_terminal(tmp_path):
+    """`--help` of every command and subcommand of both programs, on a 60-column TTY:
+    the code paths only a terminal takes (its width) run for each."""
+    from triggerd.cli.triggerctl_main import cli as triggerctl
+    from triggerd.cli.triggerd_main import cli as triggerd
+
+    script = "\n".join(
+        f"{BIN / argv[0]} {' '.join(argv[1:])} --help >/dev/tty 2>&1 || echo FAILED: {' '.join(argv)}"
+        for argv in [*_commands(triggerctl, ("triggerctl",)), *_commands(triggerd, ("triggerd",))]
+    )
+    done = run_in_terminal(["bash", "-c", script], columns=60, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0 and "FAILED" not in done.output and "Traceback" not in done.output, done.output
+    assert done.output.count("Usage:") == script.count("\n") + 1

@@ -152,6 +152,8 @@ def test_check_reports_a_rule_naming_an_unknown_workflow_with_file_and_key(site)
     assert done.returncode == 1
     assert str(rule_file) in done.stdout
     assert "no_such_flow" in done.stdout and "complete" in done.stdout and "line" in done.stdout
+    listed = [line for line in done.stdout.splitlines() if line.startswith("rules: ")]
+    assert len(listed) == 2 and "2 problems found" in done.stdout, done.stdout  # it once said '1 problem(s)'
 
 
 def test_run_on_celery_without_a_worker_says_so_after_ten_seconds(site, redis_server):
