@@ -228,3 +228,15 @@ def test_sigterm_stops_the_run_and_its_worker_processes(site):
     while (left := {pid for pid in workers if Path(f"/proc/{pid}").exists()}) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"worker processes left running after SIGTERM: {sorted(left)}"
+
+
+def test_run_piped_into_head_ends_and_its_run_succeeds(site):
+    """`triggerctl run simple | head -1`: the reader leaves after one line; the run goes on
+    to its end unseen and triggerctl exits with its status (it used to hang for ever,
+    and a task printing into the closed pipe failed)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
+    done = subprocess.run(["bash", "-c", f"'{BIN / 'triggerctl'}' run simple | head -1; exit ${{PIPESTATUS[0]}}"],
+                          cwd=site, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("run ") and done.stdout.count("\n") == 1, done.stdout
+    assert "Traceback" not in done.stderr, done.stderr

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from triggerd.eventlog.schema import LogEvent, new_id
+from triggerd.text import dumps
 
 from .common import config_option, json_option, obtain_settings, reports_errors
 
@@ -75,7 +77,23 @@ def _interrupted(signum: int, frame: Any) -> None:
 
 
 def _json_line(event: LogEvent) -> None:
-    click.echo(json.dumps(event.to_dict(), default=str))
+    click.echo(dumps(event.to_dict()))
+
+
+def _reader_gone() -> None:
+    """Standard output's reader has gone (``triggerctl run x | head -1``): the run goes on
+    to its end, unseen, rather than dying with the pipe; stdout now leads nowhere, so no
+    later print (nor Python's flush at exit) raises again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _print(show: Callable[[], None]) -> None:
+    try:
+        show()
+    except BrokenPipeError:
+        _reader_gone()
 
 
 @click.command()
@@ -111,7 +129,8 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
     def on_event(event: LogEvent) -> None:
         if event.kind in ("task.started", "task.retried"):
             started.set()
-        (_json_line if as_json else _show)(event)
+        # On the executor's thread: a closed pipe must not end it (the run would never end)
+        _print(lambda: (_json_line if as_json else _show)(event))
 
     signal.signal(signal.SIGTERM, _interrupted)
     executor = make_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=on_event)
@@ -120,7 +139,7 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
         executor.validate(workflow, arguments)  # bad input: exit 2 before a run id is shown
         run_id = new_id()
         if not as_json:  # before submitting: progress lines follow at once
-            click.echo(f"run {run_id} of '{workflow}'")
+            _print(lambda: click.echo(f"run {run_id} of '{workflow}'"))
         handle = executor.submit(workflow, arguments, run_id=run_id)
         try:
             result = _wait(handle, started, hint=settings.executor.kind == "celery")
@@ -132,8 +151,8 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
         executor.close()
     if not as_json:
         colour = "green" if result.ok else "red"
-        click.secho(f"run {result.run_id} {result.status} in {result.ended - result.started:.3f} s", fg=colour, bold=True)
+        _print(lambda: click.secho(f"run {result.run_id} {result.status} in {result.ended - result.started:.3f} s", fg=colour, bold=True))
         if result.error and not result.ok:
-            click.secho(f"  {result.error}", fg=colour)
+            _print(lambda: click.secho(f"  {result.error}", fg=colour))
     sys.exit(0 if result.ok else 1)
 

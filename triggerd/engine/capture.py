@@ -211,6 +211,9 @@ class _RoutedStream:
             return len(text)
         try:
             return self._target.write(text)
+        except BrokenPipeError:  # the process's own stdout has no reader now (`| head -1`):
+            self._target = None  # the line is still the task's output event; never fail a print
+            return len(text)
         except UnicodeEncodeError:  # e.g. undecodable file name bytes; never fail a print
             encoding = getattr(self._target, "encoding", None) or "utf-8"
             return self._target.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
