@@ -1,7 +1,8 @@
 """PV trigger rules through a real daemon and a real soft IOC (tests/ioc_fixture.py).
 
-The IOC serves ``TEST:ACQ`` (long), ``TEST:VAL`` (double, INVALID above 100) and
-``TEST:NAME`` (a CHAR waveform, as areaDetector's ``FullFileName_RBV``); the daemon
+The IOC serves ``TEST:ACQ`` (long), ``TEST:VAL`` (double, INVALID above 100),
+``TEST:NAME`` (a CHAR waveform, as areaDetector's ``FullFileName_RBV``) and ``TEST:CAPTURE``
+(an enum Done/Capture, as ``Capture_RBV``); the daemon
 subprocess inherits the loopback Channel Access environment. The workflow is the
 harness's ``record``: it writes the ``path`` parameter into a marker named by run id.
 """
@@ -17,7 +18,7 @@ import pytest
 from daemon_harness import Daemon, write_file
 from ioc_fixture import STATUS_PV_PORT
 
-ACQ, VAL, NAME = "TEST:ACQ", "TEST:VAL", "TEST:NAME"
+ACQ, VAL, NAME, CAPTURE = "TEST:ACQ", "TEST:VAL", "TEST:NAME", "TEST:CAPTURE"
 
 
 def put(pv: str, value) -> None:
@@ -59,6 +60,7 @@ def reset(soft_ioc):
     put(ACQ, 0)
     put(VAL, 0.0)
     put(NAME, "")
+    put(CAPTURE, 0)
     return soft_ioc
 
 
@@ -138,6 +140,9 @@ def test_debounce_and_paused_rules(tmp_path, reset):
         d.wait_for(lambda: len(fired(d, "quiet")) == 1, 20, "one run")
         time.sleep(0.5)
         assert len(fired(d, "quiet")) == 1
+        dropped = [e for e in events(d, "trigger.skipped") if e["data"].get("reason") == "debounce"]
+        assert len(dropped) == 2 and {e["rule"] for e in dropped} == {"quiet"}
+        assert dropped[0]["source"]["pv"] == ACQ and dropped[0]["source"]["value"] == 1
         d.ctl("pause", "quiet")
         time.sleep(2.0)  # past the hold-off
         put(ACQ, 1)
@@ -255,23 +260,73 @@ def test_a_value_of_the_wrong_type_is_an_error_for_that_rule_only(tmp_path, rese
 
 def test_ioc_restart_is_recorded_and_fires_nothing(tmp_path, reset):
     """The IOC dies and comes back with the same value: disconnect and reconnect are events, the
-    PV shows disconnected meanwhile, and no rule fires; a real change afterwards does."""
+    PV shows disconnected meanwhile, and no rule fires; a real change afterwards does.
+
+    Issue 13, on the same restart: the IOC dies while Capture is on and comes back with Done
+    and an empty file name. By default that is no capture that ended: no run. A rule that opts
+    in to comparing across the outage fires, and its empty file name is a trigger.skipped
+    (snapshot-empty), not a run. A rule naming a state the PV lacks is a source.error and a
+    warning in triggerctl status."""
     d = Daemon(tmp_path)
-    d.write_rules(pv_rule(d, "any", f'name = "{ACQ}"\nwhen = "change"', path="{value}"))
+    capture = f'name = "{CAPTURE}"\nwhen = "transition"\nfrom = "Capture"\nto = "Done"\nsnapshot = ["{NAME}"]'
+    d.write_rules(pv_rule(d, "any", f'name = "{ACQ}"\nwhen = "change"', path="{value}")
+                  + pv_rule(d, "done", capture) + pv_rule(d, "compare", capture + '\nacross_disconnect = "compare"')
+                  + pv_rule(d, "typo", f'name = "{CAPTURE}"\nwhen = "transition"\nfrom = "Capturing"\nto = "Done"', path="{value}"))  # fmt: skip
     with d:
-        connected(d, ACQ)
+        connected(d, ACQ, CAPTURE, NAME)
+        (typo,) = d.wait_for(lambda: [e for e in events(d, "source.error") if "'typo'" in e["message"]], 10, "the state name error")
+        assert "from = 'Capturing' is not a state of the PV (its states: Done, Capture)" in typo["message"]
+        assert typo["data"] == {"pv": CAPTURE} and typo["level"] == "error"
+        assert any("'typo'" in w and "'Capturing'" in w for w in pv_row(d, CAPTURE)["warnings"])
+        assert "rule 'typo': from = 'Capturing' is not a state" in d.ctl("status").stdout
+        put(NAME, str(tmp_path / "scan_0001.h5"))
+        put(CAPTURE, 1)
+        d.wait_for(lambda: pv_row(d, CAPTURE)["last_value"] == "Capture", 10, "capturing")
         reset.stop()
         try:
             d.wait_for(lambda: pv_row(d, ACQ)["state"] == "disconnected", 10, "disconnected")
         finally:
             reset.start()
-        d.wait_for(lambda: pv_row(d, ACQ)["state"] == "connected", 30, "reconnected")
+        d.wait_for(lambda: all(pv_row(d, pv)["state"] == "connected" for pv in (ACQ, CAPTURE, NAME)), 30, "reconnected")
+        (empty,) = d.wait_for(lambda: [e for e in events(d, "trigger.skipped") if e["data"].get("reason") == "snapshot-empty"], 10, "the skip")
+        assert empty["rule"] == "compare" and empty["level"] == "warning" and empty["data"]["pvs"] == [NAME]
+        assert f"snapshot PV {NAME} is empty" in empty["message"]
         time.sleep(0.5)
-        assert fired(d, "any") == []
-        kinds = [e["kind"] for e in reversed(events(d, "source"))]
+        assert d.runs_db() == [] and events(d, "trigger.failed") == []
+        kinds = [e["kind"] for e in reversed(events(d, "source")) if e["data"].get("pv") == ACQ]
         assert kinds[-2:] == ["source.disconnected", "source.connected"], kinds
         put(ACQ, 5)
         d.wait_for(lambda: list(d.markers().values()) == ["5"], 20, "a run after the restart")
+        put(NAME, str(tmp_path / "scan_0002.h5"))  # and a real capture
+        put(CAPTURE, 1)
+        put(CAPTURE, 0)
+        d.wait_for(lambda: sorted(r["rule"] for r in d.runs_db()) == ["any", "compare", "done"], 20, "one run each")
+        assert [r["trigger"][0]["snapshot"][NAME]["value"] for r in d.runs_db()[1:]] == [str(tmp_path / "scan_0002.h5")] * 2
+
+
+def test_a_counter_fires_once_per_increment_names_what_it_missed_or_runs_each_value(tmp_path, reset):
+    """when = "increment" on a counter (FileNumber): one run per increase; a jump of 3 is one
+    run and a pv.missed_values warning naming the 2 values not seen; with each = true one run
+    per value, {index} the value; a reset to 0 is a new baseline, no run."""
+    d = Daemon(tmp_path)
+    d.write_rules(pv_rule(d, "count", f'name = "{ACQ}"\nwhen = "increment"', path="n{index}")
+                  + pv_rule(d, "each", f'name = "{ACQ}"\nwhen = "increment"\neach = true', path="n{index}"))  # fmt: skip
+
+    def indexes(rule: str) -> list[int]:
+        return [r["trigger"][0]["index"] for r in fired(d, rule)]
+
+    with d:
+        connected(d, ACQ)
+        for value in (1, 4, 0, 1):
+            put(ACQ, value)
+        d.wait_for(lambda: indexes("count") == [1, 4, 1] and indexes("each") == [1, 2, 3, 4, 1], 20, f"runs {indexes('count')} {indexes('each')}")
+        (missed,) = events(d, "pv.missed_values")
+        assert missed["rule"] == "count" and missed["level"] == "warning"
+        assert missed["data"] == {"pv": ACQ, "missed": [2, 3], "count": 2, "value": 4, "old_value": 1}
+        d.wait_for(lambda: len(d.markers()) == 8, 20, "every run done")
+        assert sorted(d.markers().values()) == sorted(["n1", "n4", "n1", "n1", "n2", "n3", "n4", "n1"])
+        time.sleep(0.3)
+        assert len(d.runs_db()) == 8
 
 
 def test_reload_starts_and_stops_pv_monitors(tmp_path, reset):
@@ -327,3 +382,22 @@ def test_status_pvs_show_the_daemon_and_pause_a_rule(tmp_path, reset):
     d.wait_for(lambda: running[-1:] == [0], 10, "RUNNING = 0 at stop")
     monitor.disconnect()
     assert len(fired(d, "scan")) == 1
+
+
+def test_index_is_for_counting_rules_only_and_the_example_rule_file_loads(tmp_path):
+    """{index} in a rule that does not count is a rule file error naming the key; the
+    areaDetector example (the counter pattern) loads as it is written."""
+    from pathlib import Path
+
+    from triggerd.daemon.rules import RulesError, load_rules
+
+    (tmp_path / "bad.toml").write_text('[[rule]]\nname = "r"\nworkflow = "w"\nparams = { n = "{index}" }\n'
+                                       '[rule.pv]\nname = "BL:Capture_RBV"\nwhen = "falling"\n')  # fmt: skip
+    with pytest.raises(RulesError) as caught:
+        load_rules([tmp_path])
+    assert "key 'rule[0].params.n'" in str(caught.value) and "'{index}' is the counter value" in str(caught.value)
+    (tmp_path / "bad.toml").unlink()
+    examples = Path(__file__).parents[2] / "triggers" / "examples"
+    (tmp_path / "ad.toml").write_text((examples / "areadetector.toml").read_text())
+    rules = load_rules([tmp_path])
+    assert [r.pv.condition.kind for r in rules.rules if r.pv] == ["increment"]

@@ -612,14 +612,16 @@ def test_example_rule_file_loads_and_matches(tmp_path, monkeypatch):
 
 def test_example_pv_rule_file_loads_and_renders():
     """triggers/examples/areadetector.toml (not read by the daemon: a subdirectory) loads
-    against workflows/ and renders file_info's parameters from a Capture_RBV event."""
+    against workflows/ and renders file_info's parameters from a FileNumber_RBV increment
+    (the counter pattern it recommends: Channel Access may coalesce Capture_RBV's edges)."""
     rules = load_rules(
         [REPO / "triggers" / "examples"], known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file()
     )
     rule = rules.by_name("ad-capture-done")
-    assert rule.pv.condition.kind == "falling"
-    event = PvEvent(rule=rule.name, pv="BL13:DET1:HDF1:Capture_RBV", value=0, old_value=1, timestamp=1.0,
-                    severity=0, reason="falling", seen_at=1.0,
+    assert (rule.pv.name, rule.pv.condition.kind, rule.pv.condition.across_disconnect) == (
+        "BL13:DET1:HDF1:FileNumber_RBV", "increment", "ignore")  # fmt: skip
+    event = PvEvent(rule=rule.name, pv="BL13:DET1:HDF1:FileNumber_RBV", value=21, old_value=20, timestamp=1.0,
+                    severity=0, reason="increment", seen_at=1.0, index=21,
                     snapshot={"BL13:DET1:HDF1:FullFileName_RBV": taken("/data/a.h5")})  # fmt: skip
     found = rule.render_pv(event)
     assert found.params == {"path": "/data/a.h5", "name": "unknown"}

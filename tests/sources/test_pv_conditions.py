@@ -61,6 +61,7 @@ def fires_after_initial(rule: dict, initial, *values) -> list[bool]:
         ({"when": "transition", "from": 1, "to": 0}, 0, [1, 2, 0, 1, 0], [False, False, False, False, True]),
         ({"when": "transition", "to": "Done"}, "Idle", ["Done", "Done", "Busy", "Done"], [True, False, False, True]),
         ({"when": "transition", "from": "Busy"}, "Idle", ["Done", "Busy", "Idle"], [False, False, True]),
+        ({"when": "increment"}, 20, [21, 21, 25, 0, 1, 1.0], [True, False, True, False, True, False]),
     ],
 )
 def test_every_kind_fires_and_does_not_fire(rule, initial, values, expected):
@@ -71,7 +72,7 @@ def test_every_kind_is_covered_above():
     """A new kind must come with a row in the table above."""
     assert set(KINDS) == {
         "change", "rising", "falling", "equals", "not_equals", "above", "below",
-        "enter_range", "leave_range", "transition", "string_equals", "regex",
+        "enter_range", "leave_range", "transition", "string_equals", "regex", "increment",
     }  # fmt: skip
 
 
@@ -190,7 +191,7 @@ def test_a_reconnect_with_the_same_value_never_fires(across):
 
 
 def test_a_reconnect_with_a_changed_value_fires_under_compare():
-    feed = Feed({"when": "change"})
+    feed = Feed({"when": "change", "across_disconnect": "compare"})
     feed(1)
     feed.state.disconnected(feed.t)
     assert feed.state.is_connected is False
@@ -210,9 +211,37 @@ def test_a_reconnect_with_a_changed_value_only_sets_the_baseline_under_ignore():
     assert feed(3).fire is True
 
 
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"when": "transition", "from": "Capturing", "to": "Done"},
+        {"when": "falling"},
+        {"when": "equals", "value": 0},
+        {"when": "change"},
+        {"when": "increment"},
+    ],
+)
+def test_by_default_a_value_arriving_with_a_reconnect_never_fires(rule):
+    """The IOC killed mid-capture comes back with its restart values (Capturing -> Done): by
+    default that is a new baseline, not a capture that ended; the next real change fires."""
+    feed = Feed(rule)
+    assert Condition.parse(rule, "r").across_disconnect == "ignore"
+    start, restart, again, then = ("Capturing", "Done", "Capturing", "Done") if "from" in rule else (5, 0, 5, 0)
+    if rule["when"] == "increment":
+        start, restart, again, then = 5, 0, 1, 2
+    feed.state.connected(0.0)
+    feed(start)
+    feed.state.disconnected(feed.t)
+    feed.state.connected(feed.t)
+    decision = feed(restart)
+    assert decision.fire is False and "reconnect" in decision.reason and "across_disconnect = 'compare'" in decision.reason
+    assert feed.state.baseline == restart
+    assert feed.fires(again, then) == ([True, True] if rule["when"] in ("change", "increment") else [False, True])
+
+
 def test_a_reconnect_accepts_an_older_ioc_timestamp():
     """An IOC that rebooted with its clock behind is still heard after the reconnect."""
-    state = PvRuleState(Condition.parse({"when": "change"}, "r"))
+    state = PvRuleState(Condition.parse({"when": "change", "across_disconnect": "compare"}, "r"))
     state.update(1, timestamp=100.0, now=1.0)
     assert "out of order" in state.update(2, timestamp=50.0, now=2.0).reason
     state.disconnected(3.0)
@@ -229,6 +258,7 @@ def test_debounce_suppresses_a_second_fire_inside_the_hold_off():
     assert feed(1).fire is True  # t=2
     suppressed = feed(2, dt=2)  # t=4
     assert suppressed.fire is False and "debounce" in suppressed.reason
+    assert suppressed.skipped == "debounce" and suppressed.value == 2  # recorded as trigger.skipped
     assert feed(3, dt=2.9).fire is False  # t=6.9
     assert feed(4, dt=0.1).fire is True  # t=7: the hold-off is over
 
@@ -239,6 +269,14 @@ def test_debounce_does_not_defer_the_suppressed_fire_and_keeps_the_baseline():
     assert feed.fires(1, 0, 1) == [True, False, False]
     assert feed(1, dt=20).fire is False  # unchanged, so nothing fires later either
     assert feed.fires(0, 1) == [False, True]
+
+
+def test_only_a_fire_that_debounce_drops_is_marked_skipped():
+    """A value that does not meet the condition is no skip; one the hold-off drops is."""
+    feed = Feed({"when": "equals", "value": 1, "debounce": 10})
+    feed(0)
+    assert [(d.fire, d.skipped) for d in (feed(1), feed(0), feed(1), feed(1))] == [
+        (True, None), (False, None), (False, "debounce"), (False, None)]  # fmt: skip
 
 
 def test_settle_fires_only_if_the_condition_still_holds_at_check_at():
@@ -294,7 +332,7 @@ def test_settle_and_debounce_together():
     assert feed.tick(3.0).fire is True
     feed(0)  # t=4
     suppressed = feed(1)  # t=5: inside the hold-off of the fire at t=3
-    assert suppressed.fire is False and "debounce" in suppressed.reason
+    assert suppressed.fire is False and "debounce" in suppressed.reason and suppressed.skipped == "debounce"
     assert suppressed.check_at is None  # suppressed, not settling
     feed(0, dt=10)  # t=15
     assert feed(1).check_at == 17.0  # t=16: the hold-off is over, settling again
@@ -311,6 +349,8 @@ def test_settle_and_debounce_together():
         ({"when": "regex", "pattern": "x"}, "a", 3.5, "expected a string or char array, got float"),
         ({"when": "equals", "value": 2}, 0, b"2", "expected a number, got bytes"),
         ({"when": "string_equals", "value": "x"}, "a", [1.5, 2.5], "expected a string or char array, got list"),
+        ({"when": "increment"}, 3, "img_0004.h5", "when = 'increment' needs a numeric counter PV (like FileNumber_RBV): expected a number, got str"),
+        ({"when": "increment"}, 3, 3.5, "a counter counts in whole numbers"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_an_error_for_that_rule_and_the_state_stays_usable(rule, good, bad, expected):
@@ -363,7 +403,12 @@ def test_a_wrong_type_cancels_a_pending_settle_and_the_rule_recovers():
         ({"when": "change", "severity_max": "BAD"}, "severity_max", "expected one of NO_ALARM"),
         ({"when": "change", "severity_max": 7}, "severity_max", "expected one of"),
         ({"when": "change", "fire_on_connect": "yes"}, "fire_on_connect", "true or false"),
-        ({"when": "change", "across_disconnect": "maybe"}, "across_disconnect", "compare, ignore"),
+        ({"when": "change", "across_disconnect": "maybe"}, "across_disconnect", "ignore, compare"),
+        ({"when": "change", "each": True}, "each", "not used by when = 'change'"),
+        ({"when": "increment", "each": "yes"}, "each", "true or false"),
+        ({"when": "increment", "fire_on_connect": True}, "fire_on_connect", "never fires on connect"),
+        ({"when": "increment", "settle": "1s"}, "settle", "takes no settle"),
+        ({"when": "increment", "threshold": 1}, "threshold", "it takes: each"),
     ],
 )
 def test_parse_errors_name_the_rule_and_the_key(rule, key, words):
@@ -386,7 +431,7 @@ def test_parse_reads_a_rule_table_and_leaves_other_keys_alone():
     }
     cond = Condition.parse(table, "r")
     assert (cond.kind, cond.threshold, cond.debounce, cond.settle, cond.severity_max) == ("falling", 0.0, 0.25, 1.0, 1)
-    assert cond.fire_on_connect is False and cond.across_disconnect == "compare"
+    assert cond.fire_on_connect is False and cond.across_disconnect == "ignore"
     assert {"name", "snapshot"}.isdisjoint(CONDITION_KEYS)
     assert Condition.parse({"when": "above", "threshold": 2}, "r") == Condition("above", threshold=2.0)
 
@@ -405,3 +450,85 @@ def test_enum_values_compare_as_index_or_as_state_name():
     unnamed = named.update(EnumValue(3), timestamp=3.0, now=3.0)
     assert not unnamed.fire and "enum index (3) whose state name the IOC did not send" in unnamed.error
     assert EnumValue(2, "x") == 2 and repr(EnumValue(2, "x")) == "2 ('x')"
+
+
+# ------------------------------------------------------------------- counters (increment)
+
+
+def test_increment_fires_once_per_increase_and_names_the_values_it_did_not_see():
+    """Channel Access coalesces fast updates: a counter seen going 20 -> 21 -> 25 fired for
+    21 and once for 25, and the second fire says 22, 23, 24 came and went unseen."""
+    feed = Feed({"when": "increment"})
+    assert feed(20).fire is False  # the value at connect is a baseline
+    one = feed(21)
+    assert (one.fire, one.value, one.old_value, list(one.increments), list(one.missed)) == (True, 21, 20, [21], [])
+    jump = feed(25)
+    assert (jump.fire, jump.value, jump.old_value) == (True, 25, 21)
+    assert list(jump.increments) == [22, 23, 24, 25] and list(jump.missed) == [22, 23, 24]
+    assert "increment by 4" in jump.reason
+
+
+def test_a_counter_that_goes_down_is_a_new_baseline():
+    """Acquisition restarted, FileNumber reset to 0: no fire, and counting goes on from 0."""
+    feed = Feed({"when": "increment"})
+    feed(7)
+    reset = feed(0)
+    assert reset.fire is False and "reset" in reset.reason and feed.state.baseline == 0
+    assert feed(1).fire is True and list(feed(3).missed) == [2]
+
+
+def test_a_counter_counts_a_value_read_as_a_float_and_each_changes_only_the_description():
+    each = Condition.parse({"when": "increment", "each": True}, "r")
+    assert each.each is True and each.describe() == "increment (each)"
+    feed = Feed({"when": "increment", "each": True})
+    feed(1.0)
+    decision = feed(3.0)
+    assert decision.fire and decision.value == 3 and isinstance(decision.value, int) and list(decision.increments) == [2, 3]
+
+
+def test_a_counter_across_a_reconnect_counts_only_under_compare():
+    """Counts made while the connection was down fire on reconnect only when asked."""
+    for across, expected in (("ignore", False), ("compare", True)):
+        feed = Feed({"when": "increment", "across_disconnect": across})
+        feed(5)
+        feed.state.disconnected(feed.t)
+        feed.state.connected(feed.t)
+        decision = feed(8)
+        assert decision.fire is expected, across
+        if expected:
+            assert list(decision.missed) == [6, 7]
+
+
+def test_debounce_on_a_counter_keeps_the_increments_it_dropped():
+    feed = Feed({"when": "increment", "debounce": 5})
+    feed(0)
+    assert feed(1).fire is True
+    dropped = feed(3)
+    assert dropped.fire is False and dropped.skipped == "debounce" and list(dropped.increments) == [2, 3]
+
+
+# ------------------------------------------------------------- state names of enum PVs
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        ({"when": "transition", "from": "Capture", "to": "Done"}, "from = 'Capture' is not a state of the PV (its states: Done, Capturing)"),
+        ({"when": "equals", "value": "Acquire"}, "value = 'Acquire' is not a state of the PV"),
+        ({"when": "string_equals", "value": "done"}, "value = 'done' is not a state"),
+        ({"when": "transition", "from": 1, "to": 2}, "to = 2 is not a state index of the PV (0..1: Done, Capturing)"),
+        ({"when": "regex", "pattern": "^Acq"}, "pattern = '^Acq' matches none of the PV's states (Done, Capturing)"),
+    ],
+)
+def test_a_state_name_the_enum_pv_does_not_have_is_a_problem(rule, problem):
+    """Checked once the IOC sent its state names: a typo would otherwise never fire, silently."""
+    (found,) = Condition.parse(rule, "r").state_problems(("Done", "Capturing"))
+    assert problem in found
+
+
+def test_conditions_that_name_existing_states_or_no_state_have_no_problem():
+    states = ("Done", "Capturing")
+    for rule in ({"when": "transition", "from": "Capturing", "to": "Done"}, {"when": "falling"}, {"when": "equals", "value": 1},
+                 {"when": "change"}, {"when": "increment"}, {"when": "regex", "pattern": "ing$"}, {"when": "equals", "value": True}):
+        assert Condition.parse(rule, "r").state_problems(states) == [], rule
+    assert Condition.parse({"when": "equals", "value": "Nope"}, "r").state_problems(()) == []  # names unknown: nothing to say

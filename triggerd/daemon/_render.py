@@ -41,9 +41,11 @@ FILE_PLACEHOLDERS: Mapping[str, Any] = {
 }  # fmt: skip
 # A PV rule: the PV that fired (name, value, the value it was compared with, the IOC's
 # time stamp in ISO 8601 UTC, alarm severity), {pv[NAME]} the value of the trigger PV or a
-# snapshot PV, {snapshot} every snapshot PV with its time stamp and severity.
+# snapshot PV, {snapshot} every snapshot PV with its time stamp and severity, {index} the
+# counter value a run of a when = "increment" rule is for.
 PV_PLACEHOLDERS: Mapping[str, Any] = {
     "pvname": "", "value": 0, "old_value": 0, "timestamp": "", "severity": 0, "pv": "", "snapshot": {},
+    "index": 0,
 }  # fmt: skip
 INDEXED = ("match", "pv")  # the placeholders that take a [key]
 _INDEX_HINT = {"match": "{match[group]}", "pv": "{pv[NAME]}"}
@@ -292,10 +294,11 @@ def pv_values(
     timestamp: float,
     severity: int,
     snapshot: Mapping[str, Mapping[str, Any]],
+    index: int | None = None,
 ) -> dict[str, Any]:
     """The placeholder values of a PV rule that fired; ``snapshot`` maps each snapshot PV
     to ``{"value", "timestamp" (epoch s or None), "severity", "missing"}``, defaults
-    already applied."""
+    already applied; ``index`` is the counter value of an increment rule's run."""
     table = {
         name: {**taken, "timestamp": iso_epoch(taken.get("timestamp"))}
         for name, taken in snapshot.items()
@@ -308,6 +311,7 @@ def pv_values(
         "severity": severity,
         "pv": {**{name: taken["value"] for name, taken in snapshot.items()}, pvname: value},
         "snapshot": table,
+        "index": index,
     }
 
 

@@ -143,6 +143,17 @@ def _pv(f: Any, table: Mapping[str, Any], loc: tuple[str | int, ...]) -> Any:
     return spec if len(f.problems) == before else _BAD
 
 
+def _no_index_unless_counting(f: Any, pv: Mapping[str, Any], templates: Mapping[tuple[str, str], Any],
+                              loc: tuple[str | int, ...]) -> None:  # fmt: skip
+    """``{index}`` is the counter value of a ``when = "increment"`` rule's run; elsewhere it
+    would always be empty."""
+    if pv["condition"].kind == "increment":
+        return
+    for key, template in templates.items():
+        if any(p.name == "index" for p in template.placeholders):
+            f.problem((*loc, *key), "'{index}' is the counter value of a when = \"increment\" rule; this rule does not count")
+
+
 def _pv_names(value: Any) -> tuple[str, ...]:
     names = tuple(_pv_name(v) for v in value) if isinstance(value, list) else None
     if not names:
@@ -350,15 +361,18 @@ def _rule(f: _RuleFile, table: Any, index: int) -> dict[str, Any] | None:
         kind = "files" if files is not None else ("pv" if pv is not None else "manual")
         pattern = files.get("pattern") if isinstance(files, dict) else None
         broken = files is _BAD or pattern is _BAD
-        _, errors = param_templates(
+        templates, errors = param_templates(
             spec["params"], kind, None if broken else pattern, check_groups=not broken, pvs=pvs
         )
         for key, message in errors:
             f.problem((*loc, *key.split(".", 1)), message)
+        if isinstance(pv, dict):
+            _no_index_unless_counting(f, pv, {("params", k): t for k, t in templates.items()}, loc)
     if isinstance(pv, dict) and pv["wait_for_file"] is not None:
-        _, errors = param_templates({"wait_for_file": pv["wait_for_file"]}, "pv", pvs=pvs)
+        templates, errors = param_templates({"wait_for_file": pv["wait_for_file"]}, "pv", pvs=pvs)
         for _, message in errors:
             f.problem((*loc, "pv", "wait_for_file"), message)
+        _no_index_unless_counting(f, pv, {("pv", k): t for k, t in templates.items()}, loc)
     return spec if len(f.problems) == before else None
 
 

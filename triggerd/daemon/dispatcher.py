@@ -71,8 +71,10 @@ def idempotency_key(rule: str, events: Sequence[FileEvent]) -> str:
 
 
 def pv_key(rule: str, event: PvEvent) -> str:
-    """The same rule, PV, IOC time stamp and value always give the same key."""
-    what = json.dumps([rule, event.pv, repr(event.timestamp), event.value], default=repr, ensure_ascii=True)
+    """The same rule, PV, IOC time stamp and value (and counter index: an ``each`` increment
+    rule fires once per counter value for one update) always give the same key."""
+    fields = [rule, event.pv, repr(event.timestamp), event.value] + ([event.index] if event.index is not None else [])
+    what = json.dumps(fields, default=repr, ensure_ascii=True)
     return "pv:" + hashlib.sha256(what.encode()).hexdigest()[:40]
 
 

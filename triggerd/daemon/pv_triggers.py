@@ -2,7 +2,12 @@
 runs of ``wait_for_file`` rules waiting for their file.
 
 Everything here runs on the daemon's event loop, but for the PV source's own thread,
-which hands events and connection changes over with ``call_soon_threadsafe``. A run that
+which hands events, skips and connection changes over with ``call_soon_threadsafe``.
+A fire the rule's ``debounce`` drops is a ``trigger.skipped`` event (reason "debounce"),
+like any other match that does not become a run, and so is a fire whose parameters or
+``wait_for_file`` would take an empty snapshot value ("snapshot-empty": an IOC restarted,
+the file name PV is empty); an ``increment`` fire that jumped over
+counter values is preceded by a ``pv.missed_values`` warning naming them. A run that
 waits for its file is a row of the outbox in state ``waiting`` (see the dispatcher), so a
 wait survives a restart: :meth:`PvTriggers.resume_waits` takes them up again at start.
 """
@@ -54,7 +59,8 @@ class PvTriggers:
         """Monitor the PVs of the PV rules (no PV rule: pyepics is never imported)."""
         self._watches = pv_watches_for(rules)
         if self._watches:
-            self._source = PvSource(self._watches, self._from_source, on_health=self._from_health)
+            self._source = PvSource(self._watches, self._from_source, on_health=self._from_health,
+                                    on_skipped=self._from_skip)  # fmt: skip
             self._source.start()
 
     def update(self, rules: RuleSet) -> None:
@@ -80,9 +86,30 @@ class PvTriggers:
         """Called on the PV source's thread: hop to the loop."""
         self._loop.call_soon_threadsafe(self._on_event, event)
 
+    def _from_skip(self, event: PvEvent, reason: str) -> None:
+        """Called on the PV source's thread: hop to the loop."""
+        self._loop.call_soon_threadsafe(self._on_skip, event, reason)
+
+    def _on_skip(self, event: PvEvent, reason: str) -> None:
+        workflow = next((r.workflow for r in self._dispatcher.rules.rules if r.name == event.rule), None)
+        self._dispatcher.skip(event.rule, reason, f"{event.pv} = {event.value!r} ({event.reason})",
+                              workflow=workflow, source=event.to_dict())  # fmt: skip
+
     def _on_event(self, event: PvEvent) -> None:
+        if event.missed_count:
+            shown = ", ".join(map(str, event.missed)) + (", ..." if event.missed_count > len(event.missed) else "")
+            self._notify("pv.missed_values", f"{event.rule}: {event.pv} went from {event.old_value!r} to {event.value!r}: "
+                         f"{event.missed_count} value(s) no update showed ({shown})", level="warning", rule=event.rule,
+                         data={"pv": event.pv, "missed": list(event.missed), "count": event.missed_count,
+                               "value": event.value, "old_value": event.old_value})  # fmt: skip
         match = self._dispatcher.on_pv(event)  # the snapshot is taken now, whatever waits
         if match is None:
+            return
+        empty = match.rule.empty_inputs(match)
+        if empty:  # an IOC restarted, a detector that wrote no file: no run on an empty name
+            why = f"snapshot PV {', '.join(empty)} is empty (give it a default in snapshot_defaults to start the run anyway)"
+            self._dispatcher.skip(match.rule.name, "snapshot-empty", f"{event.pv} = {event.value!r}", why=why, level="warning",
+                                  workflow=match.rule.workflow, data={"pvs": empty}, source=event.to_dict())  # fmt: skip
             return
         now = time.time()
 

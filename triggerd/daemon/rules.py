@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -203,17 +203,21 @@ class PvRule:
         """Every PV the rule reads: its own first, then the snapshot PVs."""
         return (self.name, *(n for n in self.snapshot if n != self.name))
 
-    def resolve(self, taken: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    def resolve(self, taken: Mapping[str, Mapping[str, Any]], needed: Collection[str] = ()) -> dict[str, dict[str, Any]]:
         """The snapshot with defaults applied: name -> value, timestamp, severity, missing.
 
         ``taken`` is what the PV source had (:attr:`PvEvent.snapshot`). Raises
         :class:`TriggerFailed` naming every PV that has neither a value nor a default.
+        A PV of ``needed`` (its value goes into a parameter or ``wait_for_file``) whose
+        value is empty text takes its default too: an IOC that restarted, or a detector
+        that never wrote a file, leaves its file name PV empty (see :meth:`Rule.empty_inputs`).
         """
         out: dict[str, dict[str, Any]] = {}
         missing = []
         for name in self.snapshot:
             seen = taken.get(name) or {}
-            if seen.get("connected") and seen.get("timestamp") is not None:
+            empty = name in needed and name in self.snapshot_defaults and _is_empty(seen.get("value"))
+            if seen.get("connected") and seen.get("timestamp") is not None and not empty:
                 out[name] = {"value": seen.get("value"), "timestamp": seen["timestamp"],
                              "severity": seen.get("severity", 0), "missing": False}
             elif name in self.snapshot_defaults:
@@ -227,6 +231,11 @@ class PvRule:
                 + " (give one in snapshot_defaults to start the run anyway)"
             )
         return out
+
+
+def _is_empty(value: Any) -> bool:
+    """An empty (or blank) text value: what a file name PV holds when there is no file."""
+    return isinstance(value, str) and not value.strip()
 
 
 @dataclass(frozen=True)
@@ -354,8 +363,8 @@ class Rule:
         format spec cannot take) and ValueError when this is not a PV rule."""
         if self.pv is None:
             raise ValueError(f"rule '{self.name}' is not a PV rule")
-        snapshot = self.pv.resolve(event.snapshot)
-        values = pv_values(event.pv, event.value, event.old_value, event.timestamp, event.severity, snapshot)
+        snapshot = self.pv.resolve(event.snapshot, self.pv_inputs)
+        values = pv_values(event.pv, event.value, event.old_value, event.timestamp, event.severity, snapshot, event.index)
         try:
             params = self._render(values)
             wait = self.wait_template
@@ -363,6 +372,22 @@ class Rule:
         except (ValueError, TypeError) as exc:
             raise TriggerFailed(f"cannot render the parameters from {event.pv} = {event.value!r}: {exc}") from None
         return PvMatch(rule=self, event=event, params=params, snapshot=snapshot, wait_for_file=path)
+
+    @property
+    def pv_inputs(self) -> frozenset[str]:
+        """The snapshot PVs whose values go into the params or ``wait_for_file`` (by
+        ``{pv[NAME]}``): an empty value of one fails the trigger unless it has a default."""
+        if self.pv is None:
+            return frozenset()
+        templates = [*self.templates.values(), *([self.wait_template] if self.wait_template else [])]
+        used = {p.key for t in templates for p in t.placeholders if p.name == "pv" and p.key}
+        return frozenset(used & set(self.pv.snapshot))
+
+    def empty_inputs(self, match: PvMatch) -> list[str]:
+        """The snapshot PVs of :attr:`pv_inputs` whose value in ``match`` is empty text and
+        not a default: a run would get an empty file name ("snapshot-empty")."""
+        return sorted(name for name in self.pv_inputs
+                      if not match.snapshot[name].get("missing") and _is_empty(match.snapshot[name].get("value")))  # fmt: skip
 
     def _render(self, values: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}

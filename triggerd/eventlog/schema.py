@@ -27,8 +27,9 @@ is ``None`` may be absent from a stored document, and reads back as ``None``):
     ``signal.start_dag|join_dags|stop``; ``log`` (a log record of a task or the daemon);
     ``output`` (a line a BashTask wrote, ``data.stream`` is ``stdout`` or ``stderr``);
     ``source.*`` (watch and PV connection health: ``source.connected|disconnected|
-    never_connected|error`` with ``data.pv``); ``rule.paused|resumed`` (``data.by``);
-    ``daemon.start|stop|reload``, ``daemon.status_pvs_failed``, ``daemon.status_pv_refused``
+    never_connected|error`` with ``data.pv``); ``pv.missed_values`` (an ``increment`` rule's
+    counter jumped: the values no update showed in ``data.missed``, how many in ``data.count``);
+    ``rule.paused|resumed`` (``data.by``); ``daemon.start|stop|reload``, ``daemon.status_pvs_failed``, ``daemon.status_pv_refused``
     (a Channel Access write refused); ``eventlog.refused`` (stands in for an event the store
     refused: its kind, run and the error in ``data``). Refused as not ours (see
     docs/security.md): ``job.refused`` (a worker refused a job, nothing ran),

@@ -17,6 +17,14 @@ areaDetector's ``FullFileName_RBV``, a long string record) as text up to its fir
 ``above``) is reported through ``on_health(pv, "error", ...)`` once per rule until a good
 value comes, and the source keeps going.
 
+A rule whose condition was met but that does not fire (inside its ``debounce``) is reported
+through ``on_skipped(event, reason)``: the event it would have emitted and a short reason.
+An ``increment`` rule emits one event per fire with ``index`` (the counter value) and the
+values no update showed in ``missed``; with ``each = true``, one event per counter value.
+Once an enum PV's state names are known (at every connect), the state names its rules
+compare against are checked: a name the PV does not have is an ``error`` report and a
+warning in :meth:`PvSource.health`.
+
 Connection states, reported through ``on_health(pv, state, message)`` and
 :meth:`PvSource.health`: ``connecting`` (just started), ``connected``, ``disconnected``
 (lost, CA keeps searching), ``never connected`` (no IOC answered within
@@ -42,7 +50,7 @@ from typing import Any
 from triggerd.log import get_logger
 from triggerd.sources.pv_conditions import Condition, Decision, EnumValue, PvRuleState
 
-__all__ = ["HEALTH_STATES", "PvEvent", "PvSource", "PvWatch"]
+__all__ = ["EACH_MAX", "HEALTH_STATES", "PvEvent", "PvSource", "PvWatch"]
 
 HEALTH_STATES = ("connecting", "connected", "disconnected", "never connected")
 
@@ -50,6 +58,10 @@ log = get_logger(__name__)
 
 _STOP = object()
 _HELD_MAX = 1000  # enum values kept while their PV's state names are fetched
+#: An ``each = true`` increment rule starts at most this many runs for one jump; a larger
+#: jump is no burst of captures but a counter set by hand: the older values count as missed.
+EACH_MAX = 1000
+_MISSED_SHOWN = 100  # missed counter values listed in an event (all of them are counted)
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,9 @@ class PvEvent:
     Values are JSON-friendly (numbers, text, lists; None for "no previous value").
     ``snapshot`` holds the rule's snapshot PVs as the source had them when the rule fired:
     name -> ``{"value", "timestamp", "severity", "connected"}`` (timestamp None: no value yet).
+    An ``increment`` rule's event has ``index``, the counter value the run is for, and
+    ``missed``/``missed_count``: the counter values before it that no update showed
+    (at most the first 100 listed) and how many there were.
     """
 
     rule: str
@@ -72,8 +87,12 @@ class PvEvent:
     reason: str
     seen_at: float
     snapshot: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    index: int | None = None
+    missed: tuple[int, ...] = ()
+    missed_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        counter = {"index": self.index, "missed": list(self.missed), "missed_count": self.missed_count}
         return {
             "type": "pv",
             "rule": self.rule,
@@ -85,6 +104,7 @@ class PvEvent:
             "reason": self.reason,
             "seen_at": self.seen_at,
             "snapshot": {name: dict(taken) for name, taken in self.snapshot.items()},
+            **(counter if self.index is not None else {}),
         }
 
 
@@ -115,6 +135,7 @@ class _Channel:
     severity: int | None = None
     updates: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # rule -> the error last reported
+    warnings: dict[str, str] = field(default_factory=dict)  # rule -> what it names that the PV lacks
     pv: Any = None
     labels: tuple[str, ...] | None = None  # an enum PV's state names, once fetched
     fetching: bool = False
@@ -124,8 +145,10 @@ class _Channel:
 class PvSource:
     """Monitors every watch's PV and calls ``emit(PvEvent)`` each time a rule fires.
 
-    ``emit`` and ``on_health(pv, state, message)`` are called from the source's one
-    thread, in the order Channel Access reported; they must be cheap and thread-safe.
+    ``emit``, ``on_health(pv, state, message)`` and ``on_skipped(event, reason)`` (a rule's
+    condition was met but it does not fire: ``reason`` is "debounce") are called from the
+    source's one thread, in the order Channel Access reported; they must be cheap and
+    thread-safe.
     ``state`` is one of :data:`HEALTH_STATES` or ``"error"`` (a value a rule could not
     evaluate; the PV's connection state is unchanged). ``connection_timeout`` is how long
     a PV may take to connect at start before it is reported ``never connected``.
@@ -133,10 +156,12 @@ class PvSource:
 
     def __init__(self, watches: Iterable[PvWatch], emit: Callable[[PvEvent], None], *,
                  on_health: Callable[[str, str, str], None] | None = None,
+                 on_skipped: Callable[[PvEvent, str], None] | None = None,
                  connection_timeout: float = 5.0) -> None:
         self._watches = list(dict.fromkeys(watches))
         self._emit = emit
         self._on_health = on_health
+        self._on_skipped = on_skipped
         self._connection_timeout = connection_timeout
         self._lock = threading.Lock()  # the channels' health fields (read by health())
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -209,12 +234,14 @@ class PvSource:
     def health(self) -> list[dict[str, Any]]:
         """Per PV: name, state, since (epoch s), message, last_value, timestamp, severity,
         updates (values received), rules (the rules watching it), snapshot_of (the rules
-        taking its value when they fire)."""
+        taking its value when they fire), warnings (why a rule cannot work on this PV: a
+        state name it does not have, a value the rule cannot compare)."""
         with self._lock:
             return [
                 {"name": c.name, "state": c.state, "since": c.since, "message": c.message,
                  "last_value": c.last_value, "timestamp": c.timestamp, "severity": c.severity,
-                 "updates": c.updates, "rules": [w.rule for w, _ in c.rules], "snapshot_of": list(c.readers)}
+                 "updates": c.updates, "rules": [w.rule for w, _ in c.rules], "snapshot_of": list(c.readers),
+                 "warnings": [f"rule {rule!r}: {text}" for rule, text in (*c.warnings.items(), *c.errors.items())]}
                 for c in self._channels.values()
             ]
 
@@ -280,6 +307,7 @@ class PvSource:
             return
         if kind == "labels":
             channel.labels = item[2]
+            self._check_states(channel)
             held, channel.held = channel.held, []
             for value_item in held:
                 self._handle(value_item)
@@ -300,6 +328,20 @@ class PvSource:
         for watch, state in channel.rules:
             decision = state.update(value, timestamp=timestamp, severity=severity, now=now)
             self._decided(channel, watch, decision, timestamp, severity)
+
+    def _check_states(self, channel: _Channel) -> None:
+        """The state names the rules on an enum PV compare against, now that the IOC sent
+        its own: each one it does not have is reported (again if it changed after a
+        restart), and listed in health() while it lasts."""
+        for watch, _ in channel.rules:
+            problems = watch.condition.state_problems(channel.labels or ())
+            text = "; ".join(problems)
+            with self._lock:
+                before = channel.warnings.pop(watch.rule, None)
+                if text:
+                    channel.warnings[watch.rule] = text
+            if text and text != before:
+                self._report(channel.name, "error", f"rule {watch.rule!r}: {text}: it can never fire")
 
     def _fetch_labels(self, channel: _Channel) -> None:
         """Ask the IOC for an enum PV's state names on a short-lived thread (a CA get may
@@ -351,14 +393,43 @@ class PvSource:
             self._due = decision.check_at  # a settle began: wake up for it
         if decision.error is not None:
             if watch.rule not in channel.errors:  # once, not per update, until a good value
-                channel.errors[watch.rule] = decision.error
+                with self._lock:
+                    channel.errors[watch.rule] = decision.error
                 self._report(channel.name, "error", f"rule {watch.rule!r}: {decision.error}")
             return
-        if decision.value is not None:
-            channel.errors.pop(watch.rule, None)
+        if decision.value is not None and watch.rule in channel.errors:
+            with self._lock:
+                channel.errors.pop(watch.rule, None)
+        if decision.skipped is not None and self._on_skipped is not None:
+            event = self._event(channel, watch, decision, timestamp, severity)
+            try:
+                self._on_skipped(event, decision.skipped)
+            except Exception:
+                log.exception("PV skip consumer failed", rule=watch.rule, pv=channel.name)
         if not decision.fire:
             return
-        event = PvEvent(
+        for event in self._fired(channel, watch, decision, timestamp, severity):
+            try:
+                self._emit(event)
+            except Exception:
+                log.exception("PV event consumer failed", rule=watch.rule, pv=channel.name)
+
+    def _fired(self, channel: _Channel, watch: PvWatch, decision: Decision,
+               timestamp: float | None, severity: int | None) -> list[PvEvent]:
+        """The events of one fire: one, or for ``increment`` with ``each``, one per counter
+        value (at most EACH_MAX: the older values of a larger jump count as missed)."""
+        counted = decision.increments
+        if counted is None:
+            return [self._event(channel, watch, decision, timestamp, severity)]
+        if not watch.condition.each:
+            return [self._event(channel, watch, decision, timestamp, severity, index=counted[-1], missed=counted[:-1])]
+        missed, runs = counted[:-EACH_MAX], counted[-EACH_MAX:]
+        return [self._event(channel, watch, decision, timestamp, severity, index=n, missed=missed if n == runs[0] else range(0))
+                for n in runs]  # fmt: skip
+
+    def _event(self, channel: _Channel, watch: PvWatch, decision: Decision, timestamp: float | None,
+               severity: int | None, *, index: int | None = None, missed: range = range(0)) -> PvEvent:  # fmt: skip
+        return PvEvent(
             rule=watch.rule,
             pv=channel.name,
             value=_jsonable(decision.value),
@@ -368,11 +439,10 @@ class PvSource:
             reason=decision.reason,
             seen_at=time.time(),
             snapshot={name: self._taken(self._channels[name]) for name in watch.snapshot},
+            index=index,
+            missed=tuple(missed[:_MISSED_SHOWN]),
+            missed_count=len(missed),
         )
-        try:
-            self._emit(event)
-        except Exception:
-            log.exception("PV event consumer failed", rule=watch.rule, pv=channel.name)
 
     @staticmethod
     def _taken(channel: _Channel) -> dict[str, Any]:

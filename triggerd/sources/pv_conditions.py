@@ -24,6 +24,14 @@ Semantics (the rule file's ``when``):
     name matching the regex fires again even if the previous one matched too.
 ``transition``
     The value goes from ``from`` to ``to`` (either may be left out: any value).
+``increment``
+    A counter (areaDetector's ``FileNumber_RBV``, ``ArrayCounter_RBV``) went up: one fire
+    per increase. Channel Access delivers the latest value, so a fast ``Capture`` 1 -> 0 -> 1
+    can reach no client at all, while a counter never loses a count: a jump from n to n+k
+    fires once and :attr:`Decision.missed` names the k-1 values no update showed (with
+    ``each = true`` the PV source starts one run per value instead). A decrease (the counter
+    reset to 0 when acquisition restarts) is a new baseline and never fires. The values are
+    whole numbers; anything else is an error for the rule.
 
 The threshold kinds (rising, falling, above, below, enter_range, leave_range) fire when
 the boundary is crossed, then re-arm only once the value is ``hysteresis`` beyond the
@@ -36,15 +44,25 @@ for text (``equals = "Done"``, ``transition`` from ``"Capture"`` to ``"Done"``, 
 String conditions accept ``str``, ``bytes`` and char arrays (a sequence of ints, e.g.
 pyepics' numpy array): the text up to the first NUL, decoded as UTF-8.
 
-Options: ``severity_max`` (default MAJOR: an INVALID value is ignored, it neither fires
-nor becomes the value the next one is compared with); ``fire_on_connect`` (default false:
-the first value seen after start-up only sets the baseline; true: it fires if it
-satisfies the condition on its own); ``across_disconnect`` (``"compare"``, default: the
-first value after a reconnect is compared with the last one before the loss, so an
-unchanged value never fires; ``"ignore"``: it only sets the baseline); ``debounce``
-(seconds of hold-off after a fire: a fire inside it is dropped, not deferred); ``settle``
-(seconds the condition must keep holding before the rule fires; the caller calls
-``tick`` at ``Decision.check_at``).
+A value that arrives with a (re)connect never fires unless the rule asks for it: what an
+IOC sends when it comes back is its restart value, not something that happened (an IOC
+killed during a capture comes back with ``Capture_RBV = Done`` and an empty file name: a
+"Capture -> Done" seen across the outage is no capture that ended). Two explicit opt-ins:
+``fire_on_connect = true`` (the first value after start-up fires if it satisfies the
+condition on its own) and ``across_disconnect = "compare"`` (the first value after a
+reconnect is compared with the last one before the loss, so a change made while the
+connection was down fires). The default, ``across_disconnect = "ignore"``, makes it a
+baseline only.
+
+Other options: ``severity_max`` (default MAJOR: an INVALID value is ignored, it neither
+fires nor becomes the value the next one is compared with); ``debounce`` (seconds of
+hold-off after a fire: a fire inside it is dropped, not deferred, and the decision says
+so with ``skipped = "debounce"``); ``settle`` (seconds the condition must keep holding
+before the rule fires; the caller calls ``tick`` at ``Decision.check_at``).
+
+:meth:`Condition.state_problems` checks the state names a rule compares against those of
+an enum PV, once the IOC has sent them: a typo (``from = "Capture"`` where the states are
+Done/Capturing) would otherwise never fire and never say why.
 """
 
 from __future__ import annotations
@@ -52,7 +70,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,9 +101,10 @@ KINDS = (
     "transition",
     "string_equals",
     "regex",
+    "increment",
 )
 SEVERITIES = {"NO_ALARM": 0, "MINOR": 1, "MAJOR": 2, "INVALID": 3}
-ACROSS_DISCONNECT = ("compare", "ignore")
+ACROSS_DISCONNECT = ("ignore", "compare")  # the first is the default
 
 _NUMERIC = frozenset({"rising", "falling", "above", "below", "enter_range", "leave_range"})
 _TEXT = frozenset({"string_equals", "regex"})
@@ -104,6 +123,7 @@ _KIND_KEYS: dict[str, frozenset[str]] = {
     "string_equals": frozenset({"value"}),
     "regex": frozenset({"pattern"}),
     "transition": frozenset({"from", "to"}),
+    "increment": frozenset({"each"}),
 }
 _COMMON_KEYS = frozenset({"when", "severity_max", "fire_on_connect", "across_disconnect", "debounce", "settle"})
 #: Every key a condition may read; a rule loader can flag the others of ``[rule.pv]``.
@@ -147,9 +167,10 @@ class Condition:
     to_value: Any = None
     severity_max: int = SEVERITIES["MAJOR"]
     fire_on_connect: bool = False
-    across_disconnect: str = "compare"
+    across_disconnect: str = "ignore"
     debounce: float = 0.0
     settle: float = 0.0
+    each: bool = False
     _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -196,6 +217,13 @@ class Condition:
             ends = [e for e in (self.from_value, self.to_value) if e is not None]
             if len({isinstance(e, str) for e in ends}) > 1:
                 raise bad("to", "'from' and 'to' must both be numbers or both be strings")
+        if self.kind == "increment":
+            if self.fire_on_connect:
+                raise bad("fire_on_connect", "a counter's value at connect is no increment: 'increment' never fires on connect")
+            if self.settle:
+                raise bad("settle", "an increment does not hold over time: 'increment' takes no settle (debounce works)")
+        if self.each and self.kind != "increment":
+            raise bad("each", "only when = 'increment' starts one run per value")
         if self.severity_max not in SEVERITIES.values():
             raise bad("severity_max", f"expected one of {', '.join(SEVERITIES)} or 0..3, not {self.severity_max!r}")
         if self.across_disconnect not in ACROSS_DISCONNECT:
@@ -240,9 +268,9 @@ class Condition:
             severity = SEVERITIES[severity.upper()]
         elif isinstance(severity, bool) or not isinstance(severity, int):
             raise ConfigError(f"expected one of {', '.join(SEVERITIES)} or 0..3, not {severity!r}", source=where, key="severity_max")
-        fire_on_connect = mapping.get("fire_on_connect", False)
-        if not isinstance(fire_on_connect, bool):
-            raise ConfigError(f"expected true or false, not {fire_on_connect!r}", source=where, key="fire_on_connect")
+        for key in ("fire_on_connect", "each"):
+            if not isinstance(mapping.get(key, False), bool):
+                raise ConfigError(f"expected true or false, not {mapping[key]!r}", source=where, key=key)
         try:
             return cls(
                 kind=kind,
@@ -255,10 +283,11 @@ class Condition:
                 from_value=mapping.get("from"),
                 to_value=mapping.get("to"),
                 severity_max=severity,
-                fire_on_connect=fire_on_connect,
-                across_disconnect=mapping.get("across_disconnect", "compare"),
+                fire_on_connect=mapping.get("fire_on_connect", False),
+                across_disconnect=mapping.get("across_disconnect", ACROSS_DISCONNECT[0]),
                 debounce=duration("debounce"),
                 settle=duration("settle"),
+                each=mapping.get("each", False),
             )
         except ConfigError as exc:
             raise ConfigError(exc.reason, source=where, key=exc.key) from None
@@ -268,7 +297,7 @@ class Condition:
     @property
     def domain(self) -> str:
         """The values this condition compares: "number", "text" or "any"."""
-        if self.kind in _NUMERIC:
+        if self.kind in _NUMERIC or self.kind == "increment":
             return "number"
         if self.kind in _TEXT:
             return "text"
@@ -336,7 +365,34 @@ class Condition:
             return f"regex {self.pattern!r}"
         if k == "transition":
             return f"transition {'*' if self.from_value is None else repr(self.from_value)} -> {'*' if self.to_value is None else repr(self.to_value)}"
+        if k == "increment" and self.each:
+            return "increment (each)"
         return k
+
+    def state_problems(self, states: Sequence[str]) -> list[str]:
+        """What this condition names that an enum PV with these ``states`` does not have.
+
+        Called once the IOC sent the state names (they are not known before a connect): a
+        state name that is not one of them, or an index beyond them, never matches, so
+        the rule would never fire and never say why. Empty: nothing to report.
+        """
+        if not states or self.domain not in ("text", "number") or self.kind in _NUMERIC or self.kind == "increment":
+            return []
+        named = {"value": self.value, "from": self.from_value, "to": self.to_value}
+        if self.kind == "regex":
+            assert self._regex is not None
+            if not any(self._regex.search(state) for state in states):
+                return [f"pattern = {self.pattern!r} matches none of the PV's states ({', '.join(states)})"]
+            return []
+        problems = []
+        for key, wanted in named.items():
+            if wanted is None or isinstance(wanted, bool):
+                continue
+            if isinstance(wanted, str) and wanted not in states:
+                problems.append(f"{key} = {wanted!r} is not a state of the PV (its states: {', '.join(states)})")
+            elif not isinstance(wanted, str) and not (math.isfinite(wanted) and wanted == int(wanted) and 0 <= wanted < len(states)):
+                problems.append(f"{key} = {wanted!r} is not a state index of the PV (0..{len(states) - 1}: {', '.join(states)})")
+        return problems
 
 
 # ----------------------------------------------------------------------- the decisions
@@ -350,6 +406,9 @@ class Decision:
     decision and the one it was compared with. ``check_at``: a settle is pending, call
     :meth:`PvRuleState.tick` at that time. ``error``: the value could not be evaluated (wrong
     type for the condition); the state is unchanged apart from a cancelled settle.
+    ``skipped``: the condition was met but the rule does not fire, as a short identifier
+    for the event log ("debounce"); None otherwise. ``increments``: for ``increment``, the
+    counter values this fire stands for (old + 1 .. value).
     """
 
     fire: bool
@@ -358,6 +417,13 @@ class Decision:
     old_value: Any = None
     check_at: float | None = None
     error: str | None = None
+    skipped: str | None = None
+    increments: range | None = None
+
+    @property
+    def missed(self) -> range:
+        """The counter values of an increment fire that no update showed (a jump of k: k-1)."""
+        return self.increments[:-1] if self.increments is not None else range(0)
 
 
 @dataclass
@@ -429,10 +495,14 @@ class PvRuleState:
             return self._decision(False, f"severity {_severity_name(severity)} above {_severity_name(cond.severity_max)}; ignored", value=value)
         try:
             v = _convert(value, cond.domain)
+            if cond.kind == "increment":
+                v = _whole(v)
         except TypeError as exc:
             cancelled = self._pending is not None
             self._pending = None
             message = f"{cond.describe()}: {exc}"
+            if cond.kind == "increment":
+                message = f"when = 'increment' needs a numeric counter PV (like FileNumber_RBV): {exc}"
             return self._decision(False, "wrong value type" + ("; pending settle cancelled" if cancelled else ""), value=value, old_value=self._baseline, error=message)
 
         self._connected = True
@@ -448,7 +518,9 @@ class PvRuleState:
             return self._decision(False, "initial value on connect; baseline only", value=v)
         if first and cond.across_disconnect == "ignore":
             self._armed = not cond.inside(v) if cond.crossing else True
-            return self._decision(False, "first value after reconnect; baseline only", value=v, old_value=old)
+            return self._decision(False, "first value after reconnect; baseline only (across_disconnect = 'compare' would compare it)", value=v, old_value=old)
+        if cond.kind == "increment":
+            return self._count(now, v, old)
 
         # A settle in progress: does the condition still hold?
         if self._pending is not None:
@@ -499,30 +571,44 @@ class PvRuleState:
             return (cond.from_value is None or _same(old, cond.from_value)) and (cond.to_value is None or _same(v, cond.to_value))
         return cond.inside(v)
 
+    def _count(self, now: float, v: int, old: int) -> Decision:
+        """An increment rule's value after the baseline: up fires, down is a new baseline."""
+        if v > old:
+            increments = range(old + 1, v + 1)
+            what = "increment" if len(increments) == 1 else f"increment by {len(increments)}"
+            return self._trigger(now, v, old, what, increments=increments)
+        if v < old:
+            return self._decision(False, "counter went down (reset); new baseline", value=v, old_value=old)
+        return self._decision(False, "counter unchanged", value=v, old_value=old)
+
     def _rearm(self, v: Any) -> None:
         if self.condition.inside(v):
             self._armed = False
         elif self.condition.rearmed(v):
             self._armed = True
 
-    def _trigger(self, now: float, v: Any, old: Any, reason: str) -> Decision:
+    def _trigger(self, now: float, v: Any, old: Any, reason: str, *, increments: range | None = None) -> Decision:
         cond = self.condition
-        if self._last_fire is not None and now < self._last_fire + cond.debounce:
-            return self._decision(False, f"{reason}; suppressed by debounce until {self._last_fire + cond.debounce}", value=v, old_value=old)
-        if cond.settle > 0:
+        if cond.settle > 0 and not self._debounced(now):
             self._pending = _Pending(now + cond.settle, v, old, reason)
             return self._decision(False, f"{reason}; settling {cond.settle:g}s", value=v, old_value=old)
-        return self._fire_now(now, v, old, reason)
+        return self._fire_now(now, v, old, reason, increments=increments)
 
-    def _fire_now(self, now: float, v: Any, old: Any, reason: str) -> Decision:
-        cond = self.condition
-        if self._last_fire is not None and now < self._last_fire + cond.debounce:
-            return self._decision(False, f"{reason}; suppressed by debounce until {self._last_fire + cond.debounce}", value=v, old_value=old)
+    def _fire_now(self, now: float, v: Any, old: Any, reason: str, *, increments: range | None = None) -> Decision:
+        if self._debounced(now):
+            until = self._last_fire + self.condition.debounce  # type: ignore[operator]
+            return self._decision(False, f"{reason}; suppressed by debounce until {until}", value=v, old_value=old,
+                                  skipped="debounce", increments=increments)  # fmt: skip
         self._last_fire = now
-        return self._decision(True, reason, value=v, old_value=old)
+        return self._decision(True, reason, value=v, old_value=old, increments=increments)
 
-    def _decision(self, fire: bool, reason: str, *, value: Any = None, old_value: Any = None, error: str | None = None) -> Decision:
-        return Decision(fire, reason, value, old_value, self.check_at, error)
+    def _debounced(self, now: float) -> bool:
+        """A fire now falls inside the hold-off after the last one."""
+        return self._last_fire is not None and now < self._last_fire + self.condition.debounce
+
+    def _decision(self, fire: bool, reason: str, *, value: Any = None, old_value: Any = None, error: str | None = None,
+                  skipped: str | None = None, increments: range | None = None) -> Decision:  # fmt: skip
+        return Decision(fire, reason, value, old_value, self.check_at, error, skipped, increments)
 
 
 # ----------------------------------------------------------------------------- values
@@ -567,6 +653,15 @@ def _convert(value: Any, domain: str) -> Any:
     if isinstance(value, list | tuple):
         return tuple(value)
     return value
+
+
+def _whole(v: int | float) -> int:
+    """A counter's value as an int; TypeError for a fraction (a counter counts)."""
+    if isinstance(v, int):
+        return v
+    if math.isfinite(v) and v == int(v):
+        return int(v)
+    raise TypeError(f"a counter counts in whole numbers (like FileNumber_RBV), got {v!r}")
 
 
 def _text(raw: bytes) -> str:
