@@ -34,7 +34,8 @@ faults: $(STAMP)
 	@mkdir -p var && rm -f var/faults.jsonl
 	TRIGGERD_FAULTS=full TRIGGERD_FAULTS_REPORT=$(CURDIR)/var/faults.jsonl \
 		$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/faults \
-			tests/eventlog/test_forwarder.py::test_mongodb_down_loses_and_doubles_nothing $(FAULTS_ARGS); \
+			tests/eventlog/test_forwarder.py::test_mongodb_down_loses_and_doubles_nothing \
+			tests/daemon/test_reload_stream.py $(FAULTS_ARGS); \
 		status=$$?; \
 		if [ -s var/faults.jsonl ]; then $(VENV)/bin/python tests/faults/report.py var/faults.jsonl docs/reliability.md; fi; \
 		exit $$status

@@ -55,13 +55,19 @@ log = get_logger("triggerd.daemon")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _FILES_PER_TURN = 20  # live file events the loop takes before other callbacks get a turn
 _CATCH_UP_BATCH = 100  # new files handed from the catch-up thread to the loop at once
+# How far before a reload began its rescan looks: past the events watchdog had queued and
+# not yet handed out, and the tick by which a ctime (the kernel's coarse clock) may lag
+# time.time(). Files found that were dispatched already cost a ledger lookup each.
+_RELOAD_LOOKBACK = 5.0
 
 
 @dataclass(frozen=True)
 class _CatchUp:
     rule: str
     watch: FileWatch
-    cutoff: float | None  # catch_up = "missed": only files modified since; "all": None
+    # Only files that arrived since (a time.time(); by ctime, see _scan.arrival_ns), not
+    # their mtime: a copy that keeps an old mtime arrives now. None: every file.
+    since: float | None
 
 
 @contextlib.contextmanager
@@ -128,13 +134,13 @@ class Daemon:
         self.observed: collections.OrderedDict[str, list[dict[str, Any]]] = collections.OrderedDict()
         self.health: dict[str, dict[str, Any]] = {}
         self.reloads = 0
+        self.last_reload: dict[str, Any] | None = None  # {"at", "ok", "error"}: shown by status
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._executor: Executor | None = None
         self.eventlog: DaemonEventLog | None = None
         self.metrics = Metrics()
         self._source: FileSource | None = None
-        self.last_reload: dict[str, Any] | None = None  # {"at", "ok", "error"}: shown by status
         self.pv: PvTriggers | None = None
         self.status_pvs: StatusPvs | None = None
         self.dispatcher: Dispatcher | None = None
@@ -323,13 +329,16 @@ class Daemon:
             rules = checked.rules
         except TriggerdError as exc:
             self.notify("daemon.reload_failed", f"reload failed, keeping the running config and rules: {exc}", level="error")
+            self.last_reload = {"at": time.time(), "ok": False, "error": str(exc)}
             self.notifier.ready(self.summary())
             return {"ok": False, "error": str(exc)}
         assert self.dispatcher is not None and self._source is not None
-        old = {r.name for r in self.dispatcher.rules.rules}
+        began = time.time()
+        before = self.dispatcher.rules
+        old = {r.name for r in before.rules}
         self.dispatcher.replace_rules(rules)
         # Off the loop: starting a watch walks its tree, stopping one waits for its thread.
-            self.last_reload = {"at": time.time(), "ok": False, "error": str(exc)}
+        # A changed watch starts before the old one stops (FileSource.update).
         await asyncio.to_thread(self._source.update, watches_for(rules))
         if self.pv is not None:
             self.pv.update(rules)
@@ -337,16 +346,17 @@ class Daemon:
             self.status_pvs.rules_changed()
         self.settings = settings if settings.paths.state_dir == self.settings.paths.state_dir else self.settings
         self.reloads += 1
+        self.last_reload = {"at": time.time(), "ok": True, "error": None}
         new = {r.name for r in rules.rules}
         self.notify("daemon.reloaded", f"reloaded: {len(new)} rules ({len(new - old)} added, {len(old - new)} removed)")
         self._catch_up(RuleSet(tuple(r for r in rules.rules if r.name in new - old), rules.files), first=False)
+        self._rescan_changed(before, rules, since=began - _RELOAD_LOOKBACK)
         self.dispatcher.pump(time.time())
         self.notifier.ready(self.summary())
         return {"ok": True, "rules": sorted(new)}
 
     # -- events in ---------------------------------------------------------------------------------
 
-        self.last_reload = {"at": time.time(), "ok": True, "error": None}
     def _from_source(self, event: FileEvent) -> None:
         """Called on a watchdog thread: queue for the loop, waking it if it is not yet due.
 
@@ -452,18 +462,34 @@ class Daemon:
                 continue  # first time this rule watches: nothing was missed yet
             cutoff = since if rule.files.catch_up == "missed" else None
             jobs += [_CatchUp(rule.name, w, cutoff) for w in watches_for(RuleSet((rule,), ()))]
-        if jobs:
-            threading.Thread(target=self._scan, args=(jobs,), name="triggerd-catch-up", daemon=True).start()
+        self._start_scan(jobs, "catch-up scan")
 
-    def _scan(self, jobs: list[_CatchUp]) -> None:
+    def _rescan_changed(self, before: RuleSet, after: RuleSet, *, since: float) -> None:
+        """After a reload: the new watches of rules that were there before (a changed
+        ignore list, completion, roots) are scanned for files that arrived since
+        ``since`` and are not in the ledger, in case one fell between the old watch
+        and the new; whatever the rule's catch_up, since no file of the gap is old."""
+        was = {rule.name: watches_for(RuleSet((rule,), ())) for rule in before.rules}
+        jobs = []
+        for rule in after.rules:
+            if rule.files is None or rule.name not in was:
+                continue
+            jobs += [_CatchUp(rule.name, w, since) for w in watches_for(RuleSet((rule,), ())) if w not in was[rule.name]]
+        self._start_scan(jobs, "reload rescan")
+
+    def _start_scan(self, jobs: list[_CatchUp], what: str) -> None:
+        if jobs:
+            threading.Thread(target=self._scan, args=(jobs, what), name="triggerd-catch-up", daemon=True).start()
+
+    def _scan(self, jobs: list[_CatchUp], what: str) -> None:
         try:
-            self._scan_jobs(jobs)
+            self._scan_jobs(jobs, what)
         except RuntimeError:
             if self._loop is None or not self._loop.is_closed():
                 raise
             # the daemon stopped during the scan: what was not handed over is caught up next start
 
-    def _scan_jobs(self, jobs: list[_CatchUp]) -> None:
+    def _scan_jobs(self, jobs: list[_CatchUp], what: str) -> None:
         """The catch-up thread: walk, drop what the ledger has, hand the rest over in batches.
 
         Files already dispatched (after a restart, nearly all of them) never reach the
@@ -480,14 +506,12 @@ class Daemon:
         def hand_over(rule: str, batch: list[FileEvent]) -> None:
             assert self._loop is not None
             in_flight.acquire()
-            self._loop.call_soon_threadsafe(self._on_caught_up, rule, batch, in_flight.release)
+            self._loop.call_soon_threadsafe(self._on_caught_up, rule, batch, what, in_flight.release)
 
         with self.state.ledger_reader() as dispatched:
             for job in jobs:
                 batch: list[FileEvent] = []
-                for event in self._source.scan(job.watch):
-                    if job.cutoff is not None and event.mtime < job.cutoff:
-                        continue
+                for event in self._source.scan(job.watch, arrived_since=job.since):
                     found += 1
                     if dispatched(job.rule, event.identity):
                         known += 1
@@ -498,16 +522,16 @@ class Daemon:
                         batch = []
                 if batch:
                     hand_over(job.rule, batch)
-        message = f"catch-up scan found {found} files, {known} of them dispatched before"
-        data = {"files": found, "dispatched_before": known, "rules": sorted({j.rule for j in jobs})}
+        message = f"{what} found {found} files, {known} of them dispatched before"
+        data = {"files": found, "dispatched_before": known, "rules": sorted({j.rule for j in jobs}), "scan": what}
         self._loop.call_soon_threadsafe(lambda: self.notify("source.caught_up", message, data=data))
 
-    def _on_caught_up(self, rule: str, events: list[FileEvent], done: Callable[[], None]) -> None:
+    def _on_caught_up(self, rule: str, events: list[FileEvent], what: str, done: Callable[[], None]) -> None:
         assert self.dispatcher is not None
         try:
             now = time.time()
             for event in events:
-                self._observe(event.path, {"at": now, "what": f"found by the catch-up scan of rule {rule}", "size": event.size, "inode": event.inode, "mtime_ns": event.mtime_ns})
+                self._observe(event.path, {"at": now, "what": f"found by the {what} of rule {rule}", "size": event.size, "inode": event.inode, "mtime_ns": event.mtime_ns})
                 self._dispatch_file(event, now, rules=(rule,))
         finally:
             done()

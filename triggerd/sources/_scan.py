@@ -26,7 +26,7 @@ from triggerd.log import get_logger
 if TYPE_CHECKING:
     from triggerd.sources.files import FileWatch
 
-__all__ = ["MAX_DEPTH", "MAX_ENTRIES", "TooMany", "complete_files", "count_dirs", "file_stat", "ignored", "inside",
+__all__ = ["MAX_DEPTH", "MAX_ENTRIES", "TooMany", "arrival_ns", "complete_files", "count_dirs", "file_stat", "ignored", "inside",
            "open_for_writing", "regular_stat", "relative", "walk_files"]
 
 log = get_logger(__name__)
@@ -68,6 +68,19 @@ Signature = tuple[int, int, int]
 def signature(st: os.stat_result) -> Signature:
     """What changes when a file is written to, truncated or replaced."""
     return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def arrival_ns(st: os.stat_result) -> int:
+    """When the file arrived where it is, as far as its inode tells: the later of its
+    ctime and its mtime.
+
+    A copy that keeps the original's mtime (``cp -p``, ``rsync -a``) is a new inode, and
+    a rename (``mv``, also rsync's last step) sets the ctime on Linux's filesystems, so
+    the ctime says "now" where the mtime says "a day ago". The mtime counts too, for the
+    rare file whose mtime was set into the future. Changing a file's owner or mode also
+    sets its ctime: such a file counts as arrived then.
+    """
+    return max(st.st_ctime_ns, st.st_mtime_ns)
 
 
 def regular_stat(path: str) -> os.stat_result | None:
@@ -219,14 +232,16 @@ def _regular_entry(entry: os.DirEntry[str]) -> os.stat_result | None:
 
 
 def complete_files(
-    spec: FileWatch, top: str, *, young: Callable[[str], None] | None = None
+    spec: FileWatch, top: str, *, young: Callable[[str], None] | None = None, arrived_since_ns: int | None = None
 ) -> Iterator[tuple[str, os.stat_result, str | None]]:
     """The files under ``top`` that ``spec`` counts as complete, as far as a scan can tell.
 
     ``marker``: files whose marker exists (never the markers). ``settled``: files whose
     mtime is ``settle`` seconds old; younger ones go to ``young`` (the running watch) and
     are left out. ``closed``/``moved``: files nobody holds open for writing; the others
-    will have their close or rename seen by the running watch.
+    will have their close or rename seen by the running watch. With ``arrived_since_ns``,
+    only files that arrived (:func:`arrival_ns`) since then; a marker-mode file also when
+    its marker did, since that is when it became complete.
     """
     young_ns = time.time_ns() - int(spec.settle * 1e9)
 
@@ -236,15 +251,22 @@ def complete_files(
     walk = walk_files(top, recursive=spec.recursive, ignore=spec.ignore, follow=spec.follow_symlinks,
                       within=spec.within, on_error=unreadable)  # fmt: skip
     for path, st, target in walk:
+        arrived = arrival_ns(st)
         if spec.complete == "marker":
-            if path.endswith(spec.marker_suffix) or not os.path.lexists(path + spec.marker_suffix):
+            if path.endswith(spec.marker_suffix):
                 continue
-        elif spec.complete == "settled":
+            try:
+                arrived = max(arrived, arrival_ns(os.lstat(path + spec.marker_suffix)))
+            except (OSError, ValueError):
+                continue  # no marker: not complete
+        if arrived_since_ns is not None and arrived < arrived_since_ns:
+            continue  # decided before opening the file: an old tree costs one lstat a file
+        if spec.complete == "settled":
             if st.st_mtime_ns > young_ns:
                 if young is not None:
                     young(path)
                 continue
-        elif open_for_writing(path):
+        elif spec.complete != "marker" and open_for_writing(path):
             continue
         yield path, st, target
 

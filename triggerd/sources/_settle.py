@@ -94,6 +94,14 @@ class Settler:
             for key in [k for k in self._candidates if k[0] is owner]:
                 del self._candidates[key]
 
+    def hand_over(self, old: Hashable, new: Hashable, settle: float) -> None:
+        """``old``'s watch gives way to ``new``'s (a reload): the files waiting to settle
+        for ``old`` wait for ``new`` (from now: ``settle`` seconds more)."""
+        with self._cond:
+            paths = [path for owner, path in self._candidates if owner is old]
+        for path in paths:
+            self.note(new, path, settle)
+
     def pending(self) -> int:
         with self._cond:
             return len(self._candidates)

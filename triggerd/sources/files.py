@@ -219,23 +219,40 @@ class FileSource:
             self._wake.clear()
 
     def update(self, watches: Iterable[FileWatch]) -> None:
-        """Reload: start new watches, stop dropped ones; unchanged ones keep running untouched."""
+        """Reload: start new watches, then stop dropped ones; unchanged ones keep running
+        untouched.
+
+        A changed watch (the same root with another ignore list, say) is a new watch and a
+        dropped one. The new one is running before the old one stops, takes over what the
+        old one already reported (not reporting it again) and the files it was waiting on
+        to settle; while both run, a file may reach both (the daemon's ledger keeps it
+        from running twice). One gap remains, in watchdog: an event it is handing out
+        while the old handler goes may reach neither, as watchdog picks the handlers
+        before it calls them. So the daemon rescans a changed watch's root after a reload
+        for files that arrived meanwhile and are not in its ledger.
+        """
         wanted = dict.fromkeys(watches)
         with self._ops:
             with self._lock:
                 removed = [live for spec, live in self._lives.items() if spec not in wanted]
                 added = [_Live(spec) for spec in wanted if spec not in self._lives]
+                for live in added:
+                    predecessor = next((old for old in removed if old.spec.root == live.spec.root), None)
+                    if predecessor is not None:
+                        live.recent = predecessor.recent  # one memory for both while they overlap
+                    self._lives[live.spec] = live
+            if self._started:
+                for live in added:
+                    self._activate(live, scan=False)
+            with self._lock:
                 for live in removed:
                     live.active = False
                     del self._lives[live.spec]
-                for live in added:
-                    self._lives[live.spec] = live
             if self._started:
-                # Add before removing: a new watch sharing a root and filter with a dropped
-                # one keeps the same inotify emitter, so no event falls in between.
-                for live in added:
-                    self._activate(live, scan=False)
                 for live in removed:
+                    successor = next((new for new in added if new.spec.root == live.spec.root and new.poller is not None), None)
+                    if successor is not None and live.poller is not None:
+                        self._settler.hand_over(live, successor, successor.spec.settle)
                     self._deactivate(live)
 
     def health(self) -> list[dict[str, Any]]:
@@ -254,8 +271,10 @@ class FileSource:
                 row["watched_dirs"] = watched
         return rows
 
-    def scan(self, watch: FileWatch) -> Iterator[FileEvent]:
-        """Every existing complete file under ``watch.root`` (kind ``existing``).
+    def scan(self, watch: FileWatch, *, arrived_since: float | None = None) -> Iterator[FileEvent]:
+        """Every existing complete file under ``watch.root`` (kind ``existing``); with
+        ``arrived_since`` (a time.time()), only those that arrived since then (see
+        :func:`_scan.arrival_ns`: a copy keeping an old mtime still counts as new).
 
         Respects ``ignore`` and ``recursive``, never follows a symlinked directory. In
         ``marker`` mode only files whose marker exists; in ``settled`` mode only files
@@ -265,7 +284,8 @@ class FileSource:
         """
         with self._lock:
             live = self._lives.get(watch)
-        return self._scan(watch, watch.root, live)
+        since_ns = None if arrived_since is None else int(arrived_since * 1e9)
+        return self._scan(watch, watch.root, live, arrived_since_ns=since_ns)
 
     # -- watching ---------------------------------------------------------------------------
 
@@ -471,11 +491,11 @@ class FileSource:
         except Exception:
             log.exception("file event consumer failed", path=event.path)
 
-    def _scan(self, spec: FileWatch, top: str, live: _Live | None) -> Iterator[FileEvent]:
+    def _scan(self, spec: FileWatch, top: str, live: _Live | None, *, arrived_since_ns: int | None = None) -> Iterator[FileEvent]:
         young = None
         if live is not None and live.active and live.running and spec.complete == "settled":
             young = functools.partial(self._settler.note, live, settle=spec.settle)
-        for path, st, target in _scan.complete_files(spec, top, young=young):
+        for path, st, target in _scan.complete_files(spec, top, young=young, arrived_since_ns=arrived_since_ns):
             if not self._excluded(path):
                 yield _event(spec, path, st, target, "existing")
 
