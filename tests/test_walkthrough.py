@@ -114,6 +114,13 @@ def test_the_readme_walkthrough_in_terminals(clone, daemon_terminal):
         assert piped.returncode == 0, (command, piped.stderr)
     # The daemon's terminal: a human log, the run in it.
     daemon_terminal.expect(f"file-info: {clone}/var/incoming/hello.txt")
+    # What an operator meets next, on a terminal too.
+    ctl = str(BIN / "triggerctl")
+    for argv, says in ((["events", "--since", "1h", "--limit", "2"], "older events match too"),
+                       (["runs", "--failed"], "no runs match"),
+                       (["pause", "--help"], "Stop RULE from firing")):  # fmt: skip
+        done = run_in_terminal([ctl, *argv], columns=80, cwd=clone)
+        assert done.returncode == 0 and says in done.output, (argv, done.output)
 
 
 def test_hostile_names_through_every_command(clone, daemon_terminal):
