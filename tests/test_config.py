@@ -56,10 +56,14 @@ def test_settings_are_frozen() -> None:
         settings.executor.workers = 3  # type: ignore[misc]
 
 
-def test_embedded_config_equals_defaults() -> None:
-    """Loading config/triggerd.toml gives exactly the built-in defaults."""
+def test_embedded_config_equals_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading config/triggerd.toml gives exactly the built-in defaults as they are seen
+    from the checkout's root: its paths, relative to config/, name the checkout's var/,
+    workflows/ and triggers/, from wherever it is loaded."""
     from_file = load_settings(EMBEDDED)
     assert from_file.source == str(EMBEDDED)
+    assert from_file.paths.state_dir == EMBEDDED.parent.parent / "var"
+    monkeypatch.chdir(EMBEDDED.parent.parent)
     assert from_file.to_toml_dict() == load_settings().to_toml_dict()
     assert from_file.model_dump() == Settings().model_dump()
 
@@ -185,20 +189,25 @@ def test_several_errors_reported_together(isolated: Path) -> None:
         assert f"  {path}: key '{key}': " in text
 
 
-def test_relative_paths_resolved_against_cwd(isolated: Path, tmp_path_factory) -> None:
-    """Relative paths in a file are made absolute against the cwd, not the file's directory."""
+def test_relative_paths_resolved_against_the_config_files_directory(isolated: Path, tmp_path_factory) -> None:
+    """Relative paths in a file (given or default) are made absolute against the file's
+    directory, not the caller's: `triggerctl --config X` from anywhere (or systemd's
+    WorkingDirectory) means the daemon X describes."""
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     path = write(
         elsewhere / "t.toml",
-        '[paths]\nstate_dir = "state"\nworkflows = ["wf", "/abs/wf"]\n'
+        '[paths]\nstate_dir = "state"\nworkflows = ["wf", "/abs/wf", "../shared/wf"]\n'
         '[store]\npath = "db/store.sqlite"\n[security]\nhmac_key_file = "keys/hmac"\n',
     )
     settings = load_settings(path)
-    assert settings.paths.state_dir == isolated / "state"
-    assert settings.paths.workflows == [isolated / "wf", Path("/abs/wf")]
-    assert settings.store_path == isolated / "db" / "store.sqlite"
-    assert settings.hmac_key_path == isolated / "keys" / "hmac"
-    assert all(p.is_absolute() for p in settings.paths.triggers)
+    assert settings.base_dir == elsewhere
+    assert settings.paths.state_dir == elsewhere / "state"
+    assert settings.paths.workflows == [elsewhere / "wf", Path("/abs/wf"), elsewhere.parent / "shared" / "wf"]
+    assert settings.store_path == elsewhere / "db" / "store.sqlite"
+    assert settings.hmac_key_path == elsewhere / "keys" / "hmac"
+    assert settings.paths.triggers == [elsewhere / "triggers"]  # a default, relative to the file too
+    assert settings.socket_path.parent == elsewhere / "state"
+    assert load_settings().paths.state_dir == isolated / "var"  # without a file: where it is started
 
 
 def test_overrides_win_and_are_blamed(isolated: Path) -> None:

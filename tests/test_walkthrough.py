@@ -121,6 +121,11 @@ def test_the_readme_walkthrough_in_terminals(clone, daemon_terminal):
                        (["pause", "--help"], "Stop RULE from firing")):  # fmt: skip
         done = run_in_terminal([ctl, *argv], columns=80, cwd=clone)
         assert done.returncode == 0 and says in done.output, (argv, done.output)
+    # From another directory, --config finds the same daemon: the shipped config's relative
+    # paths are relative to config/, not to the caller.
+    elsewhere = clone / "workflows"
+    done = run_in_terminal([ctl, "status", "--config", str(clone / "config" / "triggerd.toml")], columns=120, cwd=elsewhere)
+    assert done.returncode == 0 and "taking triggers" in done.output, done.output
 
 
 def test_hostile_names_through_every_command(clone, daemon_terminal):

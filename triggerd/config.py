@@ -1,9 +1,9 @@
 """Typed settings of triggerd, loaded from TOML and validated with errors that blame.
 
 The CLI loads one frozen :class:`Settings` with :func:`load_settings` and passes it down;
-nothing reads configuration at import time. Relative paths are relative to where triggerd
-is started (the current working directory at load time), so every path of a loaded
-``Settings`` is absolute.
+nothing reads configuration at import time. Relative paths are relative to the directory
+of the config file (without a file: to where triggerd is started), so a config means the
+same from any directory, and every path of a loaded ``Settings`` is absolute.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _absolute(value: Path, info: ValidationInfo) -> Path:
     if value.is_absolute():
         return value
     base = (info.context or {}).get("base") or Path.cwd()
-    return Path(base) / value
+    return Path(os.path.normpath(Path(base) / value))  # textual: "config/../var" is "var"
 
 
 AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
@@ -334,9 +334,9 @@ class LogSettings(_Section):
 class Settings(_Section):
     """All settings of triggerd; frozen, loaded once by the CLI and passed down.
 
-    Relative paths are relative to where triggerd is started, and are absolute once
-    loaded. ``source`` tells where the settings came from: a file path or
-    ``"built-in defaults"``.
+    Relative paths are relative to :attr:`base_dir` (the config file's directory), and
+    are absolute once loaded. ``source`` tells where the settings came from: a file path
+    or ``"built-in defaults"``.
     """
 
     # Factories, not instances: default paths resolve at load time, not at import time.
@@ -352,6 +352,7 @@ class Settings(_Section):
     mongodb: MongoSettings = Field(default_factory=MongoSettings)
 
     _source: str = PrivateAttr(default=BUILTIN_SOURCE)
+    _base_dir: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -380,6 +381,12 @@ class Settings(_Section):
     def source(self) -> str:
         """The file these settings were loaded from, or ``"built-in defaults"``."""
         return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        """What relative paths here, and relative roots in rule files, are relative to:
+        the config file's directory (without one, where triggerd was started)."""
+        return self._base_dir if self._base_dir is not None else Path.cwd()
 
     @property
     def store_path(self) -> Path:
@@ -532,10 +539,14 @@ def load_settings(
     if overrides:
         data = _merge(data, overrides)
     try:
-        settings = Settings.model_validate(data, context={"base": Path.cwd()})
+        # Relative to the config file, not to the caller: `triggerctl --config X` from any
+        # directory (or systemd's WorkingDirectory) finds the daemon X describes.
+        base = config_file.parent if config_file else Path.cwd()
+        settings = Settings.model_validate(data, context={"base": base})
     except ValidationError as exc:
         raise _config_error(exc, source, overrides or {}) from None
     settings._source = source
+    settings._base_dir = base
     return settings
 
 

@@ -240,3 +240,15 @@ def test_run_piped_into_head_ends_and_its_run_succeeds(site):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("run ") and done.stdout.count("\n") == 1, done.stdout
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_check_warns_loudly_of_no_rules_and_missing_directories(tmp_path):
+    """Outside a checkout, `triggerd check` once said ok with 0 rules and missing
+    directories; it still exits 0 (nothing is invalid) but says what is likely a mistake."""
+    done = cli(["triggerd", "check"], tmp_path)  # no config file at all
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stdout.splitlines() if line.startswith("warning: ")]
+    assert any("no config file found" in w for w in warnings), done.stdout
+    assert any(f"paths.workflows: {tmp_path / 'workflows'} does not exist" in w for w in warnings)
+    assert any(f"paths.triggers: {tmp_path / 'triggers'} does not exist" in w for w in warnings)
+    assert any("no trigger rules" in w for w in warnings)

@@ -595,13 +595,15 @@ def test_hand_built_rule_checks_its_templates():
 
 
 def test_example_rule_file_loads_and_matches(tmp_path, monkeypatch):
-    """triggers/incoming.toml loads against workflows/, matches var/incoming/x.dat, not x.tmp."""
+    """triggers/incoming.toml loads against workflows/, matches var/incoming/x.dat, not
+    x.tmp; its relative root is the checkout's var/incoming (relative to config/), from
+    wherever it is loaded."""
     monkeypatch.chdir(tmp_path)
     rules = load_rules(
-        [REPO / "triggers"], known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file()
+        [REPO / "triggers"], known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file(), base=REPO / "config"
     )
     rule = rules.by_name("file-info")
-    root = str(tmp_path / "var" / "incoming")
+    root = str(REPO / "var" / "incoming")
     assert rule.files.roots == (root,)
     match = rule.match(event(f"{root}/sub/x.dat", root, size=5))
     assert match is not None

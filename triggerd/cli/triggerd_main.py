@@ -105,6 +105,8 @@ def check(config_path: Path | None) -> None:
             click.echo(f"rules: {len(checked.rules.rules)} rules in {len(checked.rules.files)} files: ok")
         else:
             click.echo(f"{subject}: ok")
+    for warning in checked.warnings:
+        click.secho(f"warning: {warning}", fg="yellow")
     if checked.problems:
         count = len(checked.problems)
         click.secho(f"{count} problem{'' if count == 1 else 's'} found", fg="red")

@@ -185,8 +185,7 @@ def _roots(value: Any) -> tuple[str, ...]:
     roots = _strings(value)
     if not roots:
         raise ValueError("expected at least one directory")
-    # Like settings paths: relative to where triggerd is started; textual, no symlinks resolved.
-    return tuple(os.path.normpath(os.path.join(os.getcwd(), os.path.expanduser(r))) for r in roots)
+    return roots  # made absolute against the rule file's base (_files)
 
 
 def _regex(value: Any) -> re.Pattern[str]:
@@ -225,8 +224,9 @@ def _positive_duration(value: Any) -> float:
 class _RuleFile:
     """One rule file being read: its text (for line numbers) and its problems."""
 
-    def __init__(self, source: str, text: str = ""):
+    def __init__(self, source: str, text: str = "", base: str = ""):
         self.source = source
+        self.base = base or os.getcwd()  # what relative roots are relative to
         self.lines = text.splitlines()
         self.headers = [n for n, line in enumerate(self.lines) if _RULE_HEADER.match(line)]
         self.problems: list[RuleProblem] = []
@@ -288,7 +288,7 @@ class _RuleFile:
         return None
 
 
-def _read(path: Path) -> tuple[_RuleFile, dict[str, Any] | None]:
+def _read(path: Path, base: Path | None = None) -> tuple[_RuleFile, dict[str, Any] | None]:
     source = str(path)
     try:
         raw = path.read_bytes()
@@ -302,7 +302,7 @@ def _read(path: Path) -> tuple[_RuleFile, dict[str, Any] | None]:
         problem = _RuleFile(source)
         problem.problem((), f"not UTF-8 text: {exc.reason}", raw[: exc.start].count(b"\n") + 1)
         return problem, None
-    rule_file = _RuleFile(source, text)
+    rule_file = _RuleFile(source, text, str(base) if base is not None else "")
     try:
         return rule_file, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -399,8 +399,11 @@ def _files(f: _RuleFile, table: Mapping[str, Any], loc: tuple[str | int, ...]) -
     f.unknown(files, loc, FILES_KEYS)
     if "pattern" in files and "glob" in files:
         f.problem(loc, "give pattern (a regex) or glob, not both")
+    roots = f.get(files, loc, "roots", _roots, _REQUIRED)
+    if isinstance(roots, tuple):  # like settings paths: against the config's directory; textual, no links resolved
+        roots = tuple(os.path.normpath(os.path.join(f.base, os.path.expanduser(r))) for r in roots)
     return {
-        "roots": f.get(files, loc, "roots", _roots, _REQUIRED),
+        "roots": roots,
         "pattern": f.get(files, loc, "pattern", _regex),
         "glob": f.get(files, loc, "glob", _glob),
         "recursive": f.get(files, loc, "recursive", _bool, True),
@@ -424,15 +427,16 @@ def _marker(value: Any) -> str:
 
 
 def read_rule_specs(
-    dirs: Iterable[Path], known_workflows: Callable[[str], bool] | None = None
+    dirs: Iterable[Path], known_workflows: Callable[[str], bool] | None = None, base: Path | None = None
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Specs of every rule in ``*.toml`` of ``dirs`` and the files read; RulesError otherwise."""
+    """Specs of every rule in ``*.toml`` of ``dirs`` and the files read; RulesError
+    otherwise. Relative roots are relative to ``base`` (default: the working directory)."""
     read: list[_RuleFile] = []
     specs: list[dict[str, Any]] = []
     named: dict[str, tuple[str, int]] = {}
     workflows: dict[str, bool] = {}
     for path in _rule_paths(dirs, read):
-        rule_file, data = _read(path)
+        rule_file, data = _read(path, base)
         read.append(rule_file)
         if data is None:
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from triggerd.config import Settings
+from triggerd.config import BUILTIN_SOURCE, Settings
 from triggerd.engine.codec import Codec
 from triggerd.errors import TriggerdError
 from triggerd.flow.workflow import discover_workflows
@@ -14,7 +14,7 @@ from triggerd.private import check_private, read_secret
 
 from .rules import RuleSet
 
-__all__ = ["Checked", "check_everything"]
+__all__ = ["Checked", "check_everything", "setup_warnings"]
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Checked:
 
     results: list[tuple[str, str | None]] = field(default_factory=list)
     rules: RuleSet | None = None
+    warnings: list[str] = field(default_factory=list)  # not wrong, but likely not meant
 
     @property
     def problems(self) -> list[str]:
@@ -42,7 +43,26 @@ def check_everything(settings: Settings) -> Checked:
         checked.results += [("rules", str(problem)) for problem in getattr(exc, "problems", None) or [exc]]
     for name, item in discover_workflows(settings.paths.workflows):
         checked.results.append((f"workflow {name}", str(item) if isinstance(item, Exception) else None))
+    checked.warnings = setup_warnings(settings, checked.rules)
     return checked
+
+
+def setup_warnings(settings: Settings, rules: RuleSet | None) -> list[str]:
+    """What is valid but most likely a mistake of the setup: no config file, a configured
+    directory that is not there, no rules (the daemon would run and trigger nothing).
+    ``triggerd check`` prints them; ``triggerd run`` logs them and records them."""
+    warnings = []
+    if settings.source == BUILTIN_SOURCE:
+        warnings.append("no config file found (--config, $TRIGGERD_CONFIG, ./triggerd.toml, ./config/triggerd.toml, "
+                        f"/etc/triggerd/triggerd.toml): built-in defaults, paths relative to {settings.base_dir}")  # fmt: skip
+    for key, dirs in (("paths.workflows", settings.paths.workflows), ("paths.triggers", settings.paths.triggers)):
+        for directory in dirs:
+            if not directory.is_dir():
+                warnings.append(f"{key}: {directory} does not exist" + (" (no rules are read from it)" if key == "paths.triggers" else ""))
+    if rules is not None and not rules.rules:
+        where = ", ".join(str(d / "*.toml") for d in settings.paths.triggers)
+        warnings.append(f"no trigger rules ({where}): the daemon would watch nothing and start no run by itself")
+    return warnings
 
 
 def _secrets(settings: Settings) -> list[tuple[str, str | None]]:

@@ -434,17 +434,18 @@ class RuleSet:
 
 
 def load_rules(
-    dirs: Iterable[Path], *, known_workflows: Callable[[str], bool] | None = None
+    dirs: Iterable[Path], *, known_workflows: Callable[[str], bool] | None = None, base: Path | None = None
 ) -> RuleSet:
     """Read every ``*.toml`` in each directory (sorted; dot files skipped) into a RuleSet.
 
     A missing directory holds no rules; a path that is not a directory is a problem.
     All problems of all files (TOML syntax, unknown keys, bad values, placeholders,
     duplicate names across files, workflows ``known_workflows`` does not know) are
-    raised together as one :class:`RulesError`. Relative roots are resolved against the
-    current working directory, as settings paths are.
+    raised together as one :class:`RulesError`. Relative roots are resolved against
+    ``base`` (the config file's directory, as settings paths are; default: the current
+    working directory).
     """
-    specs, files = read_rule_specs(dirs, known_workflows)
+    specs, files = read_rule_specs(dirs, known_workflows, base)
     return RuleSet(tuple(_build(spec) for spec in specs), tuple(files))
 
 

@@ -37,7 +37,7 @@ from triggerd.sources.events import FileEvent
 from triggerd.sources.files import FileSource, FileWatch
 
 from .api import ControlServer
-from .checks import check_everything
+from .checks import check_everything, setup_warnings
 from .deferred import StateWrites
 from .dependencies import DependencyWatch
 from .dispatcher import Dispatcher
@@ -103,7 +103,7 @@ def load_rules_for(settings: Settings) -> RuleSet:
             return False
         return True
 
-    return load_rules(settings.paths.triggers, known_workflows=known)
+    return load_rules(settings.paths.triggers, known_workflows=known, base=settings.base_dir)
 
 
 def watches_for(rules: RuleSet) -> list[FileWatch]:
@@ -200,6 +200,8 @@ class Daemon:
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop), (signal.SIGHUP, self.request_reload)):
             self._loop.add_signal_handler(sig, handler)
         self.notify("daemon.started", f"triggerd started: {len(rules.rules)} rules, {len(requeued)} runs resume where they were", data={"pid": os.getpid(), "config": self.settings.source})
+        for warning in setup_warnings(self.settings, rules):  # valid, but most likely not what was meant
+            self.notify("daemon.warning", warning, level="warning")
         self._catch_up(rules, first=True)
         self.dispatcher.pump(time.time())
         self.notifier.ready(self.summary())
