@@ -113,5 +113,24 @@ def check(config_path: Path | None) -> None:
         raise SystemExit(1)
 
 
+@cli.command()
+@click.option("--prefix", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
+              help="Lay the install out under this directory (a test, a chroot); every path written is under it.")
+@click.option("--no-user", is_flag=True, help="Do not create the service user and group (create them yourself).")
+@reports_errors
+def init(prefix: Path, no_user: bool) -> None:
+    """Lay out a system install: /etc/triggerd (config, workflows, example rules), the
+    state directory, the systemd units for this environment's triggerd, the service user.
+
+    Idempotent: what exists is kept, never overwritten. Prints each step, then what to do next.
+    """
+    from triggerd.install import lay_out, next_steps
+
+    bin_dir = Path(sys.executable).parent  # the venv whose triggerd runs this (not resolved: a venv's python is a link)
+    for step in lay_out(prefix, bin_dir=bin_dir, create_user=not no_user):
+        click.echo(str(step))
+    click.echo(next_steps(prefix))
+
+
 def main() -> None:
     cli()
