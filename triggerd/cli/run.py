@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -19,7 +21,8 @@ from .common import config_option, json_option, obtain_settings, reports_errors
 
 __all__ = ["parse_assignments", "run"]
 
-_HINT_AFTER = 10.0  # seconds without a started task before `run` suggests starting a worker
+_HINT_AFTER = 10.0  # seconds between two looks for queues with tasks waiting and no worker
+_ASK_WORKERS = 1.0  # seconds the workers have to say which queues they consume
 
 _MARKS = {
     "started": ("▶", None),
@@ -58,15 +61,81 @@ def _show(event: LogEvent) -> None:
         click.secho("    " + traceback.rstrip().replace("\n", "\n    "), fg="red", err=True)
 
 
-def _wait(handle: Any, started: threading.Event, *, hint: bool) -> Any:
-    """Wait for the run; on Celery, say so if no worker has taken a task after a while."""
-    if hint and not started.wait(_HINT_AFTER) and not handle.done():
+def _consumed_queues(celery: Any) -> set[str] | None:
+    """The queues some Celery worker consumes, or None if the broker did not say in time
+    (asked on a thread of its own, so a broker that hangs costs seconds, not the run)."""
+    from triggerd.engine.celery_admin import consumed_queues
+
+    answer: list[set[str]] = []
+
+    def ask() -> None:
+        try:
+            answer.append(consumed_queues(celery, timeout=_ASK_WORKERS))
+        except Exception:  # noqa: BLE001 - no answer is no hint, never a failed run
+            pass
+
+    asking = threading.Thread(target=ask, name="triggerctl-ask-workers", daemon=True)
+    asking.start()
+    asking.join(_ASK_WORKERS + 2.0)
+    return answer[0] if answer else None
+
+
+class _StarvedQueues:
+    """Names the queues where tasks of the run wait and no worker consumes (each once),
+    and the worker that would take them."""
+
+    def __init__(self, executor: Any, celery: Any):
+        self._waiting: Callable[[], dict[str, int]] = getattr(executor, "waiting_queues", dict)
+        self._celery = celery
+        self._named: set[str] = set()
+        self._asked_in_vain = False
+
+    def look(self, anything_started: bool) -> None:
+        waiting = {queue: count for queue, count in self._waiting().items() if queue not in self._named}
+        if not waiting:
+            return
+        consumed = _consumed_queues(self._celery)
+        quiet = f"no worker has started a task after {_HINT_AFTER:g} s" if not anything_started else "still waiting"
+        if consumed is None:  # the workers did not say: the hint of old, once
+            if not anything_started and not self._named and not self._asked_in_vain:
+                click.secho(f"  {quiet}: is one consuming the task's queue? (`triggerctl workers`; start one "
+                            "with `triggerd worker -Q task,dag,workflow`)", fg="yellow", err=True)  # fmt: skip
+            self._asked_in_vain = True
+            return
+        starved = sorted(queue for queue in waiting if queue not in consumed)
+        if not starved:
+            return
+        self._named.update(starved)
+        count = sum(waiting[queue] for queue in starved)
+        names = ", ".join(f"'{queue}'" for queue in starved)
         click.secho(
-            f"  no worker has started a task after {_HINT_AFTER:g} s: is one consuming the "
-            "task's queue? (`triggerctl workers`; start one with `triggerd worker -Q task,dag,workflow`)",
+            f"  {quiet}: no worker consumes queue{'s' if len(starved) > 1 else ''} {names} ({count} task"
+            f"{'s' if count > 1 else ''} waiting); start one with `triggerd worker -Q {','.join(starved)}` "
+            "(`triggerctl workers` lists those running)",
             fg="yellow", err=True,
         )  # fmt: skip
+
+
+def _wait(handle: Any, started: threading.Event, starved: _StarvedQueues | None) -> Any:
+    """Wait for the run; on Celery, every ``_HINT_AFTER`` seconds, name the queues where
+    its tasks wait with no worker to take them (asked off the executor's threads)."""
+    while starved is not None:
+        try:
+            return handle.wait(_HINT_AFTER)
+        except TimeoutError:
+            starved.look(started.is_set())
     return handle.wait()
+
+
+def _manual_trigger(run_id: str, workflow: str, arguments: dict[str, str]) -> LogEvent:
+    """What the event log says of a run started here: no rule, the command, who and where."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = str(os.getuid())
+    by = f"{user}@{socket.gethostname()}"
+    return LogEvent("trigger.fired", f"manual start of {workflow} by `triggerctl run` ({by})", run=run_id, workflow=workflow,
+                    data={"params": arguments, "by": by, "command": "triggerctl run", "cwd": os.getcwd()})  # fmt: skip
 
 
 def _interrupted(signum: int, frame: Any) -> None:
@@ -119,36 +188,47 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
     Shows each task as it ends; exits 0 when the run succeeded, 1 when it failed, was
     aborted or stopped, 2 for bad input (unknown workflow, missing parameter).
     """
+    from triggerd.daemon.events import RunEventLog
     from triggerd.engine.embedded import make_executor
 
     arguments = parse_assignments(args)
     settings = obtain_settings(config_path)
     extra = [d.resolve() for d in workflow_dirs]
     started = threading.Event()  # some task has started: workers are there
+    run_id = new_id()
+    recorder = RunEventLog(settings, run_id)  # the daemon's event log, daemon or not
 
     def on_event(event: LogEvent) -> None:
+        recorder.record(event)
         if event.kind in ("task.started", "task.retried"):
             started.set()
         # On the executor's thread: a closed pipe must not end it (the run would never end)
         _print(lambda: (_json_line if as_json else _show)(event))
 
     signal.signal(signal.SIGTERM, _interrupted)
-    executor = make_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=on_event)
-    executor.start()
+    recorder.start()
     try:
-        executor.validate(workflow, arguments)  # bad input: exit 2 before a run id is shown
-        run_id = new_id()
-        if not as_json:  # before submitting: progress lines follow at once
-            _print(lambda: click.echo(f"run {run_id} of '{workflow}'"))
-        handle = executor.submit(workflow, arguments, run_id=run_id)
+        executor = make_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=on_event)
+        executor.start()
         try:
-            result = _wait(handle, started, hint=settings.executor.kind == "celery")
-        except KeyboardInterrupt:
-            click.secho("stopping the run (Ctrl-C again to leave at once)...", fg="yellow", err=True)
-            executor.stop_run(handle.run_id, "interrupted from the terminal")
-            result = handle.wait()
+            executor.validate(workflow, arguments)  # bad input: exit 2 before a run id is shown
+            if not as_json:  # before submitting: progress lines follow at once
+                _print(lambda: click.echo(f"run {run_id} of '{workflow}'"))
+            recorder.record(_manual_trigger(run_id, workflow, arguments))
+            handle = executor.submit(workflow, arguments, run_id=run_id)
+            starved = _StarvedQueues(executor, settings.celery) if settings.executor.kind == "celery" else None
+            try:
+                result = _wait(handle, started, starved)
+            except KeyboardInterrupt:
+                click.secho("stopping the run (Ctrl-C again to leave at once)...", fg="yellow", err=True)
+                executor.stop_run(handle.run_id, "interrupted from the terminal")
+                result = handle.wait()
+        finally:
+            executor.close()
     finally:
-        executor.close()
+        warning = recorder.close()  # every event of the run stored (or kept for later) before we exit
+        if warning:
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
     if not as_json:
         colour = "green" if result.ok else "red"
         _print(lambda: click.secho(f"run {result.run_id} {result.status} in {result.ended - result.started:.3f} s", fg=colour, bold=True))

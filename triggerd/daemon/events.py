@@ -10,23 +10,32 @@
 
 A store that is down at start-up does not stop the daemon: events spool to files in the
 state directory and are forwarded when it answers.
+
+``triggerctl run`` records its run in the same store with a :class:`RunEventLog`, daemon
+or not; what it could not store it leaves in :func:`handover_dir`, and the daemon takes
+that over at start (:func:`~triggerd.eventlog.handover.adopt`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from triggerd.config import Settings
 from triggerd.errors import BackendUnavailable, TriggerdError
 from triggerd.eventlog.forwarder import EventWriter, Spool, StreamForwarder
+from triggerd.eventlog.handover import Handover, adopt
 from triggerd.eventlog.schema import LogEvent
 from triggerd.eventlog.store import EventStore, open_event_store
 from triggerd.log import get_logger
 
-__all__ = ["DaemonEventLog", "event_store_for", "parse_since"]
+__all__ = ["DaemonEventLog", "RunEventLog", "event_store_for", "handover_dir", "parse_since"]
 
 log = get_logger("triggerd.daemon")
 
@@ -62,6 +71,10 @@ class DaemonEventLog:
         except TriggerdError as exc:
             log.error("event log unavailable at start: events are spooled until it answers", error=str(exc))
         self.writer.start()
+        try:
+            adopt(handover_dir(self._settings), self.record)  # what `triggerctl run`s could not store
+        except OSError as exc:
+            log.error("cannot take over the events `triggerctl run` left", error=str(exc))
         if self._settings.executor.kind == "celery":
             from triggerd.engine.codec import Codec
             from triggerd.engine.embedded import hmac_key
@@ -143,6 +156,153 @@ class DaemonEventLog:
     async def _wake(self) -> None:
         async with self._arrived:
             self._arrived.notify_all()
+
+
+def handover_dir(settings: Settings) -> Path:
+    """Where ``triggerctl run`` leaves events it could not store (see :mod:`triggerd.eventlog.handover`)."""
+    return settings.paths.state_dir / "eventlog-handover"
+
+
+class RunEventLog:
+    """The event log of one run started by ``triggerctl run``: the store the daemon
+    writes (the SQLite file or MongoDB of the settings), whether a daemon runs or not.
+
+    :meth:`record` never waits on the store: an :class:`EventWriter` inserts on a thread
+    of its own, and keeps each event in the run's :class:`Handover` until it is stored
+    (or spooled, while the store is away). :meth:`close` writes what is queued, waiting
+    ``timeout`` at most, and says what it could not store; that is left for the daemon's
+    next start or the next ``triggerctl run``. On Celery what the tasks print and log
+    reaches the workers' events stream, not the executor: a thread follows the stream
+    from before the run was sent, and records the entries of this run (a daemon's
+    forwarder stores them too: the store keeps one event per id).
+    """
+
+    def __init__(self, settings: Settings, run_id: str):
+        self.run_id = run_id
+        self._settings = settings
+        self.target = _describe(settings)
+        self.store = event_store_for(settings)
+        self.handover = Handover(handover_dir(settings), run_id)
+        self.writer: EventWriter | None = None
+        self._tail: _StreamTail | None = None
+
+    def start(self) -> None:
+        """Start the writer (the store opens on its thread), take over what earlier runs
+        left, follow the events stream on Celery."""
+        pending: Path | None = self.handover.pending
+        try:
+            self.handover.claim()
+        except OSError as exc:
+            log.warning("events of this run cannot be kept on disk until stored", error=str(exc))
+            pending = None
+        self.writer = EventWriter(self.store, spool=Spool(self.handover.spool), pending=pending, target=self.target)
+        self.writer.start()
+        try:
+            adopt(self.handover.directory, self.writer.put)
+        except OSError as exc:
+            log.warning("cannot take over events earlier runs left", error=str(exc))
+        if self._settings.executor.kind == "celery":
+            self._tail = _StreamTail(self._settings, self.run_id, self.record)
+            self._tail.start()
+
+    def record(self, event: LogEvent) -> None:
+        if self.writer is not None:
+            self.writer.put(event)
+
+    def close(self, timeout: float = 10.0) -> str | None:
+        """Record the stream's last entries of the run, write what is queued; None when
+        everything is stored, else a warning for the operator (what waits, and where)."""
+        deadline = time.monotonic() + timeout
+        if self._tail is not None:
+            self._tail.close(deadline)
+        if self.writer is None:
+            return None
+        self.writer.close(max(0.1, deadline - time.monotonic()))
+        left = self.handover.release()
+        self.store.close()
+        if not left:
+            return None
+        why = self.writer.last_error or "it did not answer in time"
+        return (f"the event log ({self.target}) could not take the events of run {self.run_id} ({why}): "
+                f"{left} wait in {self.handover.directory} and are stored when the daemon starts, "
+                "or at the next `triggerctl run`")  # fmt: skip
+
+
+class _StreamTail:
+    """Follows the workers' events stream (without a consumer group: the daemon's stays
+    whole) from its end at :meth:`start`, and hands the entries of one run to ``record``."""
+
+    def __init__(self, settings: Settings, run_id: str, record: Callable[[LogEvent], None]):
+        from triggerd.engine.codec import Codec
+        from triggerd.engine.embedded import hmac_key
+        from triggerd.engine.redis_channel import connect, event_is_ours, events_stream_key
+
+        self._client = connect(settings.celery.broker_url, retries=1)
+        self._key = events_stream_key()
+        self._authentic = event_is_ours(Codec(hmac_key(settings)))
+        self._run_id = run_id
+        self._run = run_id.encode()  # a quick test before an entry is parsed
+        self._record = record
+        self._last = "0-0"
+        self._stop = threading.Event()
+        self._deadline = 0.0
+        self._thread = threading.Thread(target=self._follow, name="triggerctl-event-stream", daemon=True)
+
+    def start(self) -> None:
+        import redis
+
+        try:
+            newest = self._client.xrevrange(self._key, count=1)
+        except redis.RedisError:
+            newest = []  # the executor says Redis is away; from the start then (filtered by run)
+        self._last = newest[0][0].decode() if newest else "0-0"
+        self._thread.start()
+
+    def close(self, deadline: float) -> None:
+        """Read on to the stream's end as it is now (the run's tasks sent their events
+        before saying they ended), until ``deadline`` at most."""
+        self._deadline = deadline
+        self._stop.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._client.close()
+
+    def _follow(self) -> None:
+        import redis
+
+        end: tuple[int, ...] | None = None
+        while True:
+            stopping = self._stop.is_set()
+            try:
+                if stopping and end is None:
+                    newest = self._client.xrevrange(self._key, count=1)
+                    end = _entry_id(newest[0][0]) if newest else (0, 0)
+                if end is not None and (_entry_id(self._last) >= end or time.monotonic() > self._deadline):
+                    return
+                reply = self._client.xread({self._key: self._last}, count=1000, block=None if stopping else 1000)
+            except redis.RedisError as exc:
+                if stopping:
+                    log.warning("cannot read the run's last output from Redis", error=str(exc))
+                    return
+                self._stop.wait(1.0)
+                continue
+            entries = reply[0][1] if reply else []
+            if stopping and not entries:
+                return  # nothing newer (the daemon may have taken the rest: then it stored it)
+            for entry_id, fields in entries:
+                self._last = entry_id.decode()
+                document = fields.get(b"e", b"")
+                if self._run in document and self._authentic(document, fields.get(b"t")):
+                    try:
+                        event = LogEvent.from_dict(json.loads(document))
+                    except ValueError:
+                        continue
+                    if event.run == self._run_id:
+                        self._record(event)
+
+
+def _entry_id(entry: bytes | str) -> tuple[int, ...]:
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    return tuple(int(part) for part in text.split("-"))
 
 
 def _describe(settings: Settings) -> str:

@@ -330,6 +330,10 @@ def _decode(entry_id: bytes, fields: dict[bytes, bytes], authentic: Authentic | 
         return LogEvent("eventlog.malformed", f"stream entry {entry_id.decode()} is not an event: {exc}", level="error", data={"entry": raw})
 
 
+class _StillDown(Exception):
+    """The store was down at the last try, and the writer is closing: spool, do not wait."""
+
+
 class EventWriter:
     """The daemon's own events into ``store``, in batches, from a thread of its own.
 
@@ -357,6 +361,7 @@ class EventWriter:
         self.written = 0
         self.store_ok = True
         self.last_error = ""
+        self._closing = False
 
     def start(self) -> None:
         if self._pending_path is not None:
@@ -407,7 +412,9 @@ class EventWriter:
                     pass
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued, then stop. A store known to be down is not tried again
+        now (each try may take a server-selection timeout): what is queued is spooled."""
+        self._closing = True
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout)
@@ -447,13 +454,15 @@ class EventWriter:
 
     def _write(self, batch: Sequence[LogEvent]) -> None:
         try:
+            if self._closing and self.health.ok is False:
+                raise _StillDown(self.last_error)
             store = self._store.open()  # a no-op once open; a store down at start opens late
             if len(self._spool):
                 self._spool.drain(lambda events: insert_isolating(store, events), self._batch)
             if batch:
                 insert_isolating(store, batch)
         except Exception as exc:  # noqa: BLE001 - any store failure: keep the events
-            message = f"{type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, _StillDown) else f"{type(exc).__name__}: {exc}"
             if message != self.last_error:
                 _log.warning("event store unavailable: events spooled", error=message)
             self.last_error, self.store_ok = message, False

@@ -1,0 +1,138 @@
+"""`triggerctl run` records its run in the event log the daemon uses, daemon or not, so
+`triggerctl show`, `logs` and `events --run` find a run started by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from support import TEST_KEY, WORKFLOWS
+
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).parents[1] / "daemon"))
+from daemon_harness import Daemon, write_file  # noqa: E402
+
+
+def ctl(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
+    return subprocess.run([str(BIN / "triggerctl"), *args, "--config", str(config)], cwd=config.parent, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def run_by_hand(config: Path, *args: str) -> str:
+    """`triggerctl run ARGS`; the run id it printed."""
+    done = ctl(config, "run", *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("run "), done.stdout
+    return first.split()[1]
+
+
+def assert_recorded_once(config: Path, run_id: str, *, output: str) -> list[dict]:
+    """show, logs and events --run find the run, each event once, marked as started by hand."""
+    shown = json.loads(ctl(config, "show", run_id, "--json").stdout)
+    assert shown["status"] == "succeeded" and shown["rule"] is None, shown
+    who = f"{os.environ.get('USER') or ''}@{socket.gethostname()}"
+    assert "`triggerctl run`" in shown["trigger"]["message"] and socket.gethostname() in shown["trigger"]["message"]
+    assert shown["trigger"]["data"]["by"].endswith(who.split("@", 1)[1])
+    tasks = {task: t["state"] for dag in shown["dags"].values() for task, t in dag["tasks"].items()}
+    assert tasks and set(tasks.values()) == {"succeeded"}, shown
+    logs = ctl(config, "logs", run_id)
+    assert logs.returncode == 0 and output in logs.stdout, logs.stdout + logs.stderr
+    events = json.loads(ctl(config, "events", "--run", run_id, "--json", "--limit", "1000").stdout)
+    ids = [e["id"] for e in events]
+    assert len(ids) == len(set(ids)), "an event stored twice"
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "trigger.fired" and kinds[-1] == "run.succeeded", kinds
+    for kind in ("run.started", "dag.started", "task.started", "task.succeeded", "output", "dag.succeeded"):
+        assert kind in kinds, (kind, kinds)
+    assert all(e["rule"] is None for e in events)
+    return events
+
+
+def test_a_run_by_hand_is_in_the_event_log_without_a_daemon(tmp_path):
+    """With no daemon, show/logs/events read the SQLite event log `triggerctl run` wrote."""
+    config = tmp_path / "triggerd.toml"
+    config.write_text(textwrap.dedent(f"""
+        [paths]
+        state_dir = "state"
+        workflows = ["{WORKFLOWS}"]
+        [executor]
+        workers = 2
+    """))
+    run_id = run_by_hand(config, "simple")
+    assert_recorded_once(config, run_id, output="The value is: 5")
+    assert not list((tmp_path / "state" / "eventlog-handover").iterdir())  # everything stored, nothing left behind
+
+
+def test_a_run_by_hand_beside_the_daemon_shares_its_event_log(tmp_path):
+    """The daemon runs on the same config and writes the same SQLite event log at the same
+    time (a file rule fires while the run by hand goes): both runs are complete there."""
+    with Daemon(tmp_path, hold=0.5) as daemon:
+        config = tmp_path / "triggerd.toml"
+        write_file(daemon.incoming / "a.h5")
+        run_id = run_by_hand(config, "record", f"path={tmp_path / 'by-hand'}", f"out={daemon.out}", "hold=0.3")
+        events = assert_recorded_once(config, run_id, output=f"recorded {tmp_path / 'by-hand'}")  # through the daemon
+        assert {e["pid"] for e in events if e["kind"] == "run.started"} != {daemon.proc.pid}
+        ruled = daemon.wait_for(lambda: [r for r in daemon.ctl_json("runs") if r["rule"] == "record" and r["state"] == "succeeded"],
+                                what="the daemon's run")  # fmt: skip
+        assert [r["run_id"] for r in daemon.ctl_json("runs")] == [ruled[0]["run_id"]]  # the outbox knows only its own
+        assert daemon.ctl_json("show", ruled[0]["run_id"])["rule"] == "record"
+    # and with the daemon gone, from the store itself
+    assert_recorded_once(config, run_id, output="recorded")
+
+
+def test_a_run_by_hand_on_celery_records_what_its_tasks_printed(tmp_path, celery_cluster):
+    """On Celery the tasks' output reaches Redis, not the executor: `triggerctl run` takes its
+    run's lines from the workers' stream, so `logs` shows them with no daemon forwarding."""
+    config = tmp_path / "triggerd.toml"
+    config.write_text(textwrap.dedent(f"""
+        [paths]
+        state_dir = "state"
+        workflows = ["{WORKFLOWS}"]
+        [executor]
+        kind = "celery"
+        [store]
+        path = "{celery_cluster.root / 'store.sqlite'}"
+        [security]
+        hmac_key = "{TEST_KEY.decode()}"
+        [celery]
+        broker_url = "{celery_cluster.redis.url}"
+    """))
+    run_id = run_by_hand(config, "simple")
+    events = assert_recorded_once(config, run_id, output="The value is: 5")
+    assert {e["worker"] for e in events if e["kind"] == "output"} != {None}  # made by the Celery worker
+
+
+def test_an_unreachable_event_log_costs_a_warning_and_nothing_is_lost(tmp_path, mongo_server):
+    """MongoDB down: the run still succeeds, says where its events wait; the next run, with
+    the event log back, stores them."""
+    config = tmp_path / "triggerd.toml"
+    base = textwrap.dedent(f"""
+        [paths]
+        state_dir = "state"
+        workflows = ["{WORKFLOWS}"]
+        [executor]
+        workers = 2
+        [eventlog]
+        backend = "mongodb"
+    """)
+    config.write_text(base + 'url = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300"\ndatabase = "manual"\n')
+    started = time.monotonic()
+    done = ctl(config, "run", "simple")
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 15
+    first = done.stdout.split()[1]
+    assert "warning: the event log" in done.stderr and "eventlog-handover" in done.stderr, done.stderr
+    config.write_text(base + f'url = "{mongo_server.url}"\ndatabase = "manual"\n')
+    second = run_by_hand(config, "simple")
+    assert_recorded_once(config, first, output="The value is: 5")  # taken over by the second run
+    assert json.loads(ctl(config, "show", second, "--json").stdout)["status"] == "succeeded"
+    assert not list((tmp_path / "state" / "eventlog-handover").iterdir())
