@@ -252,3 +252,39 @@ def test_check_warns_loudly_of_no_rules_and_missing_directories(tmp_path):
     assert any(f"paths.workflows: {tmp_path / 'workflows'} does not exist" in w for w in warnings)
     assert any(f"paths.triggers: {tmp_path / 'triggers'} does not exist" in w for w in warnings)
     assert any("no trigger rules" in w for w in warnings)
+
+
+def test_run_on_celery_names_the_queue_no_worker_consumes(site, celery_cluster):
+    """`triggerctl run queues` with a worker on the default queues only: light_task runs, and
+    after 10 s the hint names 'high_memory' (and only it), and the worker that would take it."""
+    from support import TEST_KEY
+
+    config = site / "triggerd.toml"
+    text = config.read_text().replace("[executor]\n", '[executor]\nkind = "celery"\nstop_grace = 1.0\n')
+    config.write_text(text + textwrap.dedent(f"""
+        [store]
+        path = "{celery_cluster.root / 'store.sqlite'}"
+        [security]
+        hmac_key = "{TEST_KEY.decode()}"
+        [celery]
+        broker_url = "{celery_cluster.redis.url}"
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
+    proc = subprocess.Popen([str(BIN / "triggerctl"), "run", "queues"], cwd=site, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # blocks until the hint (pytest's timeout ends a run without one)
+            seen.append(line)
+            if "no worker consumes" in line:
+                break
+        hint = seen[-1]
+        assert "queue 'high_memory' (1 task waiting)" in hint and "`triggerd worker -Q high_memory`" in hint, seen
+        assert "'task'" not in hint and "no worker has started a task" not in hint  # light_task did start
+        assert proc.poll() is None  # still waiting for a worker
+    finally:
+        proc.send_signal(2)
+        out, _ = proc.communicate(timeout=30)
+        celery_cluster.redis.client.delete("high_memory")  # the stopped run's job: no later test's worker gets it
+    assert "light_task" in out and "succeeded" in out
