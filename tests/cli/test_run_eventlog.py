@@ -69,7 +69,7 @@ def test_a_run_by_hand_is_in_the_event_log_without_a_daemon(tmp_path):
     """))
     run_id = run_by_hand(config, "simple")
     assert_recorded_once(config, run_id, output="The value is: 5")
-    assert not list((tmp_path / "state" / "eventlog-handover").iterdir())  # everything stored, nothing left behind
+    assert not list((tmp_path / "state").glob("events-run-*"))  # everything stored, nothing left behind
 
 
 def test_a_run_by_hand_beside_the_daemon_shares_its_event_log(tmp_path):
@@ -130,9 +130,10 @@ def test_an_unreachable_event_log_costs_a_warning_and_nothing_is_lost(tmp_path, 
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 15
     first = done.stdout.split()[1]
-    assert "warning: the event log" in done.stderr and "eventlog-handover" in done.stderr, done.stderr
+    assert "warning: the event log" in done.stderr and f"wait in {tmp_path / 'state'}" in done.stderr, done.stderr
+    assert list((tmp_path / "state").glob(f"events-run-{first}.*"))
     config.write_text(base + f'url = "{mongo_server.url}"\ndatabase = "manual"\n')
     second = run_by_hand(config, "simple")
     assert_recorded_once(config, first, output="The value is: 5")  # taken over by the second run
     assert json.loads(ctl(config, "show", second, "--json").stdout)["status"] == "succeeded"
-    assert not list((tmp_path / "state" / "eventlog-handover").iterdir())
+    assert not list((tmp_path / "state").glob("events-run-*"))

@@ -34,6 +34,7 @@ from triggerd.eventlog.handover import Handover, adopt
 from triggerd.eventlog.schema import LogEvent
 from triggerd.eventlog.store import EventStore, open_event_store
 from triggerd.log import get_logger
+from triggerd.private import make_private_dir
 
 __all__ = ["DaemonEventLog", "RunEventLog", "event_store_for", "handover_dir", "parse_since"]
 
@@ -159,8 +160,9 @@ class DaemonEventLog:
 
 
 def handover_dir(settings: Settings) -> Path:
-    """Where ``triggerctl run`` leaves events it could not store (see :mod:`triggerd.eventlog.handover`)."""
-    return settings.paths.state_dir / "eventlog-handover"
+    """Where ``triggerctl run`` leaves events it could not store (see :mod:`triggerd.eventlog.handover`):
+    the state directory itself, whose files are all the daemon's own (none triggers a rule)."""
+    return settings.paths.state_dir
 
 
 class RunEventLog:
@@ -191,6 +193,8 @@ class RunEventLog:
         left, follow the events stream on Celery."""
         pending: Path | None = self.handover.pending
         try:
+            paths = self._settings.paths
+            make_private_dir(paths.state_dir, paths.state_dir_mode)
             self.handover.claim()
         except OSError as exc:
             log.warning("events of this run cannot be kept on disk until stored", error=str(exc))

@@ -2,10 +2,10 @@
 
 ``triggerctl run`` records its run's events itself (no daemon need run), and ends soon
 after its run: an event store that is away then (MongoDB restarting) must not hold it up
-nor lose the events. Such a writer takes a :class:`Handover` in a directory of the state
-directory: its :class:`~triggerd.eventlog.forwarder.EventWriter` keeps every event in the
-handover's pending file until it is stored or spooled, and spools to the handover's spool
-file. A lock (``flock``) held while the writer lives tells the others to keep away.
+nor lose the events. Such a writer takes a :class:`Handover` in a directory (the state
+directory: files ``events-run-<run id>.*``, all the daemon's own, none triggers a rule):
+its :class:`~triggerd.eventlog.forwarder.EventWriter` keeps every event in the handover's
+pending file until it is stored or spooled, and spools to the handover's spool file. A lock (``flock``) held while the writer lives tells the others to keep away.
 
 What is left when it ends (the store was down, or the process was killed) is taken over
 by :func:`adopt`, which the daemon calls at start and ``triggerctl run`` calls too: the
@@ -29,7 +29,8 @@ from .schema import LogEvent
 __all__ = ["Handover", "adopt"]
 
 _log = get_logger(__name__)
-_KINDS = (".pending.jsonl", ".spool.jsonl")
+_PREFIX = "events-run-"  # in a directory that holds other files too (the state directory)
+_KINDS = (".pending.jsonl", ".spool.jsonl", ".lock")
 
 
 class Handover:
@@ -39,14 +40,13 @@ class Handover:
     def __init__(self, directory: Path, name: str):
         self.directory = Path(directory)
         self.name = name
-        self.pending = self.directory / f"{name}.pending.jsonl"
-        self.spool = self.directory / f"{name}.spool.jsonl"
-        self._lock = self.directory / f"{name}.lock"
+        self.pending = self.directory / f"{_PREFIX}{name}.pending.jsonl"
+        self.spool = self.directory / f"{_PREFIX}{name}.spool.jsonl"
+        self._lock = self.directory / f"{_PREFIX}{name}.lock"
         self._fd = -1
 
     def claim(self) -> Handover:
-        """Create the directory and take the lock (raises OSError if it cannot)."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Take the lock, in a directory that exists (raises OSError if it cannot)."""
         fd = os.open(self._lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -81,7 +81,8 @@ def adopt(directory: Path, put: Callable[[LogEvent], None]) -> int:
     """Hand the events every writer left in ``directory`` (and that no live writer holds)
     to ``put``, oldest file first, then remove their files; returns how many."""
     try:
-        names = sorted({p.name.split(".", 1)[0] for p in Path(directory).iterdir() if p.name.endswith((*_KINDS, ".lock"))})
+        names = sorted({p.name[len(_PREFIX) :].split(".", 1)[0] for p in Path(directory).iterdir()
+                        if p.name.startswith(_PREFIX) and p.name.endswith(_KINDS)})  # fmt: skip
     except FileNotFoundError:
         return 0
     adopted = 0
