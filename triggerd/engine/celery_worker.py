@@ -11,6 +11,10 @@ data inside a job stays the codec's signed bytes until ``execute_task`` verifies
 
 Jobs are acknowledged late and rejected when their worker is lost, so Celery delivers
 them again after ``celery.visibility_timeout``; the runner ignores the second completion.
+The runner learns how a task ended from Redis, never from Celery's result; Celery's
+state (result backend, ``celery events``, Flower) still says it: SUCCESS, FAILURE
+(:class:`TaskFailed`) or REVOKED (:class:`TaskStopped`), under the job's shadow name
+``workflow/dag/task``.
 
 What a task prints and logs becomes its events (:mod:`triggerd.engine.capture`),
 appended in batches to the Redis events stream, the last of them before the task's
@@ -19,6 +23,7 @@ appended in batches to the Redis events stream, the last of them before the task
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import threading
@@ -28,9 +33,12 @@ from typing import Any, TypeVar
 
 import redis
 from celery import Celery
+from celery.app.amqp import AMQP
+from celery.exceptions import Ignore, Terminated
 from kombu.transport import redis as kombu_redis
 
 from triggerd.config import CelerySettings, Settings
+from triggerd.errors import TriggerdError
 from triggerd.eventlog.schema import LogEvent
 from triggerd.health import patiently
 from triggerd.log import get_logger
@@ -66,6 +74,8 @@ __all__ = [
     "DEFAULT_QUEUES",
     "MESSAGE_VERSION",
     "TASK_NAME",
+    "TaskFailed",
+    "TaskStopped",
     "WorkerSide",
     "celery_app",
     "job_message",
@@ -90,10 +100,40 @@ _T = TypeVar("_T")
 _KEY_WAIT_REMINDER = 30.0  # seconds between two log lines of a worker waiting for the key
 
 
+class TaskFailed(TriggerdError):
+    """Raised by ``triggerd.execute_task`` once the runner knows that its task failed (or
+    that its job was refused), so that Celery records FAILURE: in its result backend,
+    ``celery events`` and Flower. Expected (the task's ``throws``): Celery logs it as one
+    INFO line without a traceback, acknowledges the job and does not retry it."""
+
+
+class TaskStopped(TriggerdError, Terminated):
+    """Raised by ``triggerd.execute_task`` once the runner knows that its task was stopped
+    or aborted. A worker announces a task that ended with ``Terminated`` as revoked: Celery
+    records REVOKED (a ``task-revoked`` event) and acknowledges the job, as for a task
+    that ``celery control revoke --terminate`` ended."""
+
+
+_AS_TASK_V2 = inspect.signature(AMQP.as_task_v2)
+
+
+class _ShadowNamedAmqp(AMQP):
+    """Celery, except that a job's ``task-sent`` event names it by its shadow name, as the
+    worker's events do: otherwise Flower shows a job no worker has taken yet (and any job
+    whose ``task-sent`` event arrives after the worker's) as ``triggerd.execute_task``."""
+
+    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
+        message = super().as_task_v2(*args, **kwargs)
+        shadow = _AS_TASK_V2.bind(self, *args, **kwargs).arguments.get("shadow")
+        if shadow and message.sent_event is not None:
+            message.sent_event["name"] = shadow
+        return message
+
+
 def celery_app(celery: CelerySettings, *, name: str = "triggerd") -> Celery:
     """An app configured for triggerd; connects to nothing until used."""
     _closed_channel_raises_connection_error()
-    app = Celery(name, set_as_current=False)
+    app = Celery(name, set_as_current=False, amqp=_ShadowNamedAmqp)
     app.conf.update(
         broker_url=celery.broker_url,
         result_backend=celery.result_backend,
@@ -264,7 +304,10 @@ class WorkerSide:
             return self._workflows, self._store, self._redis, self._heartbeats, self._events
 
     def execute(self, message: Any, hostname: str, delivery_id: str) -> str:
-        """Run one job and push its outcome to the runner; returns the outcome's name.
+        """Run one job, push its outcome to the runner, then end as Celery should record it:
+        returns ``"succeeded"``; raises :class:`TaskFailed` (failed, or the job was refused),
+        :class:`TaskStopped` (stopped or aborted), or ``Ignore`` for a delivery that was
+        dropped (the job's state is its other delivery's, not this one's).
 
         ``delivery_id`` is Celery's task id, the same for every delivery of one job: a
         second delivery means the worker that had it was lost mid-task. While Redis is
@@ -276,7 +319,7 @@ class WorkerSide:
             job, inbox = parse_job(message, self._codec, delivery_id)
         except PayloadRejected as exc:
             self._refuse(message, exc, hostname, delivery_id, events)
-            return "refused"
+            raise TaskFailed(f"the job was refused and nothing of it ran: {exc}") from None
         channel = RedisChannel(
             client, run_id=job.run_id, dag=job.dag, inbox=inbox, codec=self._codec,
             timeout=self._settings.celery.signal_timeout, task=job.task, attempt=job.attempt,
@@ -295,7 +338,7 @@ class WorkerSide:
                 "dropped (does the task run longer than celery.visibility_timeout?)",
                 run=job.run_id, dag=job.dag, task=job.task,
             )  # fmt: skip
-            return "duplicate"
+            raise Ignore()
         if stopped:
             # Stopped while queued, or a redelivery of a job whose run has ended.
             outcome = TaskOutcome("stopped", (), None, "stopped before it started", started=now, ended=now)
@@ -318,6 +361,12 @@ class WorkerSide:
             self._until_sent("sending the task's output", events.flush)
         self._until_sent("telling the runner how the task ended", lambda: finish(client, self._codec, inbox, job, outcome, hostname, delivery_id))
         _log.debug("task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome)
+        # Only now, the runner told: a task that ends in an exception is what Celery records
+        # as a failure. Nothing listens to Celery's result (the runner learns from Redis).
+        if outcome.outcome == "failed":
+            raise TaskFailed(outcome.message or f"task '{job.task}' failed")
+        if outcome.outcome in ("stopped", "aborted"):
+            raise TaskStopped(f"{outcome.outcome}: {outcome.message}" if outcome.message else outcome.outcome)
         return outcome.outcome
 
     def _refuse(self, message: Any, exc: PayloadRejected, hostname: str, delivery_id: str, events: EventBatcher) -> None:
@@ -384,7 +433,8 @@ def worker_app(settings: Settings) -> Celery:
     app = celery_app(settings.celery)
     side = WorkerSide(settings)
 
-    @app.task(name=TASK_NAME, bind=True)
+    # throws: expected endings, logged by Celery as one INFO line (the event log has the rest).
+    @app.task(name=TASK_NAME, bind=True, throws=(TaskFailed, TaskStopped))
     def execute(self: Any, message: dict[str, Any]) -> str:
         return side.execute(message, self.request.hostname or worker_hostname(), self.request.id)
 
