@@ -1,4 +1,4 @@
-"""Flower, as the README says to run it, against real ``triggerd worker`` processes: it
+"""Flower, as the README runs it, against real ``triggerd worker`` processes: it
 names each triggerd task by workflow/DAG/task (queued or running) and shows how it ended
 as Celery states: SUCCESS, FAILURE (a triggerd task that failed) and REVOKED (stopped)."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -14,11 +16,12 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis_fixture import MAIN_WORKER, CeleryCluster, free_port
-from support import wait_for
+from support import REPO, wait_for
 
 from triggerd.engine.celery_worker import TASK_NAME
 
@@ -28,15 +31,25 @@ HEADER = "from triggerd.flow import *\nimport time\n"
 NOBODY = "flower_nobody"  # a queue no worker consumes: its job stays queued
 
 
+def readme_commands() -> list[list[str]]:
+    """The command lines of the README's Flower paragraph (comments removed)."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", readme[readme.index("**Flower**") :], re.S).group(1)  # type: ignore[union-attr]
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
 class Flower:
-    """``celery flower`` on 127.0.0.1, over the test's own Redis, API without auth."""
+    """The README's ``celery flower`` command, over the test's own Redis on a free port
+    (not persistent), API without auth."""
 
     def __init__(self, cluster: CeleryCluster, log: Any):
         self.url = f"http://127.0.0.1:{free_port()}"
-        port = self.url.rpartition(":")[2]
+        celery, *words = readme_commands()[-1]
+        assert celery == "celery" and "flower" in words and "--address=127.0.0.1" in words, words
+        ours = {"--broker": cluster.redis.url, "--port": self.url.rpartition(":")[2]}  # for the README's examples
+        words = [f"{w.split('=')[0]}={ours[w.split('=')[0]]}" if w.split("=")[0] in ours else w for w in words]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", f"--broker={cluster.redis.url}", "flower",
-             "--address=127.0.0.1", f"--port={port}", "--persistent=False"],
+            [str(Path(sys.executable).parent / "celery"), *words, "--persistent=False"],
             env={**os.environ, "FLOWER_UNAUTHENTICATED_API": "true"}, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self._app = cluster.app
@@ -85,6 +98,13 @@ def flower(celery_cluster, tmp_path) -> Iterator[Flower]:
         finally:
             running.stop()
     print((tmp_path / "flower.log").read_text()[-3000:])  # shown if the test failed
+
+
+def test_the_readme_installs_what_flower_needs():
+    """The README's pip line names Celery with its Redis extra: with plain ``redis``,
+    Flower died importing Celery's Redis transport (it needs ``packaging`` too)."""
+    (pip, install, *packages), _flower = readme_commands()
+    assert [pip, install] == ["pip", "install"] and sorted(packages) == ["celery[redis]", "flower"]
 
 
 def test_flower_names_triggerd_tasks_and_shows_how_they_ended(celery_cluster, flower, collector):
