@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -145,24 +145,31 @@ def _interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _json_line(event: LogEvent) -> None:
-    click.echo(dumps(event.to_dict()))
+def _stdout_for_json() -> TextIO:
+    """``--json``: standard output carries one JSON event a line and nothing else. The
+    local executor's worker processes inherit file descriptor 1, and what tasks print
+    would land between the lines (it is in the ``output`` events already); so fd 1
+    becomes stderr for them, and the JSON lines go out through a descriptor of their own."""
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return out
 
 
-def _reader_gone() -> None:
-    """Standard output's reader has gone (``triggerctl run x | head -1``): the run goes on
-    to its end, unseen, rather than dying with the pipe; stdout now leads nowhere, so no
-    later print (nor Python's flush at exit) raises again."""
+def _reader_gone(stream: TextIO) -> None:
+    """The reader of ``stream`` has gone (``triggerctl run x | head -1``): the run goes on
+    to its end, unseen, rather than dying with the pipe; the stream now leads nowhere, so
+    no later print (nor Python's flush at exit) raises again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, stream.fileno())
     os.close(devnull)
 
 
-def _print(show: Callable[[], None]) -> None:
+def _print(show: Callable[[], None], stream: TextIO | None = None) -> None:
     try:
         show()
     except BrokenPipeError:
-        _reader_gone()
+        _reader_gone(stream or sys.stdout)
 
 
 @click.command()
@@ -198,12 +205,17 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
     run_id = new_id()
     recorder = RunEventLog(settings, run_id)  # the daemon's event log, daemon or not
 
+    json_out = _stdout_for_json() if as_json else None
+
     def on_event(event: LogEvent) -> None:
         recorder.record(event)
         if event.kind in ("task.started", "task.retried"):
             started.set()
         # On the executor's thread: a closed pipe must not end it (the run would never end)
-        _print(lambda: (_json_line if as_json else _show)(event))
+        if json_out is not None:
+            _print(lambda: click.echo(dumps(event.to_dict()), file=json_out), json_out)
+        else:
+            _print(lambda: _show(event))
 
     signal.signal(signal.SIGTERM, _interrupted)
     recorder.start()
