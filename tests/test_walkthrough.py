@@ -121,6 +121,22 @@ def test_the_readme_walkthrough_in_terminals(clone, daemon_terminal):
                        (["pause", "--help"], "Stop RULE from firing")):  # fmt: skip
         done = run_in_terminal([ctl, *argv], columns=80, cwd=clone)
         assert done.returncode == 0 and says in done.output, (argv, done.output)
+    # The README's event-log block, line by line; `events -f` follows until Ctrl-C.
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## The event log") :]
+    (block,) = re.findall(r"```sh\n(.*?)```", section[: section.index("\n## ", 5)], re.S)
+    for line in [re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines() if line.strip()]:
+        argv = [str(BIN / "triggerctl"), *[run["run_id"] if w == "RUN" else w for w in line.split()[1:]]]
+        if argv[1:] == ["events", "-f"]:
+            follower = Terminal(argv, columns=120, cwd=clone)
+            try:
+                follower.expect("triggerd started")
+                assert follower.interrupt() == 0, follower.output
+            finally:
+                follower.close()
+            continue
+        done = run_in_terminal(argv, columns=120, cwd=clone)
+        assert done.returncode == 0 and "Traceback" not in done.output, (line, done.output)
     # From another directory, --config finds the same daemon: the shipped config's relative
     # paths are relative to config/, not to the caller.
     elsewhere = clone / "workflows"
