@@ -288,3 +288,18 @@ def test_run_on_celery_names_the_queue_no_worker_consumes(site, celery_cluster):
         out, _ = proc.communicate(timeout=30)
         celery_cluster.redis.client.delete("high_memory")  # the stopped run's job: no later test's worker gets it
     assert "light_task" in out and "succeeded" in out
+
+
+def test_config_given_to_the_program_reaches_every_command(site, tmp_path_factory):
+    """`triggerctl --config FILE cmd` as `triggerctl cmd --config FILE` (init's hint once
+    printed the first form, which click refused); the command's own --config wins."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    config = str(site / "triggerd.toml")
+    listed = cli(["triggerctl", "--config", config, "workflows"], elsewhere)
+    assert listed.returncode == 0 and "simple" in listed.stdout, listed.stderr
+    checked = cli(["triggerd", "--config", config, "check"], elsewhere)
+    assert checked.returncode == 0 and f"config: {config}: ok" in checked.stdout, checked.stdout + checked.stderr
+    own = cli(["triggerctl", "--config", "/nonexistent.toml", "workflows", "--config", config], elsewhere)
+    assert own.returncode == 0, own.stderr
+    missing = cli(["triggerctl", "--config", "/nonexistent.toml", "workflows"], elsewhere)
+    assert missing.returncode == 2 and "config file not found (given with --config)" in missing.stderr

@@ -24,6 +24,7 @@ __all__ = [
     "config_option",
     "daemon_command",
     "fail",
+    "group_config_option",
     "json_option",
     "obtain_settings",
     "open_client",
@@ -43,8 +44,26 @@ config_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
+_GROUP_CONFIG = "triggerd.config"  # where the program's --config waits in click's context meta
+
+
+def _config_for_every_command(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    ctx.meta[_GROUP_CONFIG] = value  # a command's own --config still wins (obtain_settings)
+
+
+# On the program itself, so that `triggerctl --config FILE status` works as `triggerctl
+# status --config FILE` does.
+group_config_option = click.option(
+    "--config", type=click.Path(path_type=Path, dir_okay=False), default=None, expose_value=False,
+    is_eager=True, callback=_config_for_every_command, help="Config file for every command (as each command's --config).",
+)  # fmt: skip
+
+
 def obtain_settings(config_path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Load settings and configure logging from them: once, at the entry point."""
+    """Load settings and configure logging from them: once, at the entry point. Without
+    the command's own ``--config``, the program's (``triggerctl --config FILE cmd``)."""
+    if config_path is None and (ctx := click.get_current_context(silent=True)) is not None:
+        config_path = ctx.meta.get(_GROUP_CONFIG)
     settings = load_settings(config_path, overrides=overrides)
     configure_logging(settings.log.level, settings.log.format)
     return settings

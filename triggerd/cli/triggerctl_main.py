@@ -6,6 +6,7 @@ import click
 
 from triggerd import __version__
 
+from .common import group_config_option
 from .daemonctl import drain, reload
 from .events import events, logs, show
 from .files import explain, test_trigger
@@ -21,6 +22,7 @@ __all__ = ["cli", "main"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="triggerctl")
+@group_config_option
 def cli() -> None:
     """Operate triggerd: runs, workflows, rules and sources."""
 

@@ -10,13 +10,14 @@ import click
 
 from triggerd import __version__
 
-from .common import config_option, json_option, obtain_settings, reports_errors
+from .common import config_option, group_config_option, json_option, obtain_settings, reports_errors
 
 __all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="triggerd")
+@group_config_option
 def cli() -> None:
     """The triggerd daemon: watches files and PVs, starts workflows."""
 
