@@ -72,6 +72,14 @@ def make_executor(tmp: Path, workflows: list[Path], collector: EventCollector, *
     return executor, store
 
 
+def celery_sections(cluster: Any) -> str:
+    """The [store], [security] and [celery] of a config whose runs go to ``cluster``'s
+    workers (the session's celery_cluster: its store, key and broker)."""
+    return (f'[store]\npath = "{cluster.root / "store.sqlite"}"\n'
+            f'[security]\nhmac_key = "{TEST_KEY.decode()}"\n'
+            f'[celery]\nbroker_url = "{cluster.redis.url}"\n')  # fmt: skip
+
+
 def rss_kib(pid: int) -> int:
     """A process's resident memory now, in KiB (/proc/PID/status VmRSS)."""
     status = Path(f"/proc/{pid}/status").read_text()

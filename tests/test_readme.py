@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from ioc_fixture import LOOPBACK_ENV
+from ioc_fixture import _free_port as free_ca_port
 from terminal import Terminal
 
 from triggerd.config import load_settings
@@ -137,7 +137,9 @@ def test_try_a_pv_rule(clone):
     commands = lines(block)
     exports = shlex.split(commands[0].removeprefix("export "))
     env = _env(**dict(e.split("=", 1) for e in exports))
-    env.update({k: v for k, v in LOOPBACK_ENV.items() if k.endswith("_PORT")})  # this session's CA ports
+    # Ports of its own: the session's soft IOC may hold the session's CA server port, and a
+    # unicast search reaches only one of two servers sharing a UDP port.
+    env.update(EPICS_CA_SERVER_PORT=str(free_ca_port()), EPICS_CA_REPEATER_PORT=str(free_ca_port()))
     assert commands[1].endswith("&") and "caproto.ioc_examples.simple" in commands[1]
     ioc_argv = [str(BIN / "python"), *shlex.split(commands[1].rstrip("&"))[1:]]
     # A repeater of the test's own on the session's port, so that neither caproto-put nor

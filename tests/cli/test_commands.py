@@ -37,6 +37,18 @@ def site(tmp_path):
     return tmp_path
 
 
+def _stderr_until(proc: subprocess.Popen, marker: str) -> list[str]:
+    """The lines ``proc`` wrote to stderr up to the first holding ``marker`` (blocks until
+    then: pytest's timeout ends a test whose command never writes it)."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if marker in line:
+            break
+    return seen
+
+
 def draft(site: Path, name: str, body: str) -> None:
     (site / "drafts" / f"{name}.py").write_text("from triggerd.flow import *\n" + textwrap.dedent(body))
 
@@ -156,24 +168,20 @@ def test_check_reports_a_rule_naming_an_unknown_workflow_with_file_and_key(site)
     assert len(listed) == 2 and "2 problems found" in done.stdout, done.stdout  # it once said '1 problem(s)'
 
 
-def test_run_on_celery_without_a_worker_says_so_after_ten_seconds(site, redis_server):
-    """`triggerctl run` on Celery with no worker consuming the queue: after 10 s it says what
-    is missing and how to start a worker, and keeps waiting (Ctrl-C leaves)."""
+def test_run_on_celery_without_a_worker_says_so_after_the_hint_delay(site, redis_server):
+    """`triggerctl run` on Celery with no worker consuming the queue: after --hint-after (10 s
+    by default; 2 here) it says what is missing and how to start a worker, and keeps
+    waiting (Ctrl-C leaves; the stop grace is short, as no worker will acknowledge it)."""
     broker = redis_server.url.rsplit("/", 1)[0] + "/7"  # a database no worker of the session reads
     config = site / "triggerd.toml"
-    text = config.read_text().replace("[executor]\n", '[executor]\nkind = "celery"\n')
+    text = config.read_text().replace("[executor]\n", '[executor]\nkind = "celery"\nstop_grace = 1.0\n')
     config.write_text(text + f'[celery]\nbroker_url = "{broker}"\n')
     env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
-    proc = subprocess.Popen([str(BIN / "triggerctl"), "run", "simple"], cwd=site, env=env,
+    proc = subprocess.Popen([str(BIN / "triggerctl"), "run", "--hint-after", "2", "simple"], cwd=site, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        assert proc.stderr is not None
-        seen = []
-        for line in proc.stderr:  # blocks until the hint (pytest's timeout ends a run without one)
-            seen.append(line)
-            if "no worker has started a task" in line:
-                break
-        assert "no worker has started a task after 10 s" in seen[-1] and "triggerd worker -Q task" in seen[-1], seen
+        seen = _stderr_until(proc, "no worker has started a task")
+        assert "no worker has started a task after 2 s" in seen[-1] and "triggerd worker -Q task" in seen[-1], seen
         assert proc.poll() is None  # still waiting for a worker
     finally:
         proc.send_signal(2)
@@ -208,6 +216,8 @@ def test_sigterm_stops_the_run_and_its_worker_processes(site):
         d = Dag("main")
         d.define({PythonTask("nap", nap): None})
     """)
+    config = site / "triggerd.toml"  # a sleeping Python task ends when the grace is over
+    config.write_text(config.read_text().replace("[executor]\n", "[executor]\nstop_grace = 1.0\n"))
     env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
     proc = subprocess.Popen([str(BIN / "triggerctl"), "run", "--workflows", "drafts", "sleepy"], cwd=site, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -256,29 +266,17 @@ def test_check_warns_loudly_of_no_rules_and_missing_directories(tmp_path):
 
 def test_run_on_celery_names_the_queue_no_worker_consumes(site, celery_cluster):
     """`triggerctl run queues` with a worker on the default queues only: light_task runs, and
-    after 10 s the hint names 'high_memory' (and only it), and the worker that would take it."""
-    from support import TEST_KEY
+    after --hint-after (2 s here) the hint names 'high_memory' (and only it), and the worker that would take it."""
+    from support import celery_sections
 
     config = site / "triggerd.toml"
     text = config.read_text().replace("[executor]\n", '[executor]\nkind = "celery"\nstop_grace = 1.0\n')
-    config.write_text(text + textwrap.dedent(f"""
-        [store]
-        path = "{celery_cluster.root / 'store.sqlite'}"
-        [security]
-        hmac_key = "{TEST_KEY.decode()}"
-        [celery]
-        broker_url = "{celery_cluster.redis.url}"
-    """))
+    config.write_text(text + celery_sections(celery_cluster))
     env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
-    proc = subprocess.Popen([str(BIN / "triggerctl"), "run", "queues"], cwd=site, env=env,
+    proc = subprocess.Popen([str(BIN / "triggerctl"), "run", "--hint-after", "2", "queues"], cwd=site, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        assert proc.stderr is not None
-        seen = []
-        for line in proc.stderr:  # blocks until the hint (pytest's timeout ends a run without one)
-            seen.append(line)
-            if "no worker consumes" in line:
-                break
+        seen = _stderr_until(proc, "no worker consumes")
         hint = seen[-1]
         assert "queue 'high_memory' (1 task waiting)" in hint and "`triggerd worker -Q high_memory`" in hint, seen
         assert "'task'" not in hint and "no worker has started a task" not in hint  # light_task did start

@@ -12,7 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from support import TEST_KEY, WORKFLOWS
+from support import WORKFLOWS, celery_sections
 
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).parents[1] / "daemon"))
@@ -99,13 +99,7 @@ def test_a_run_by_hand_on_celery_records_what_its_tasks_printed(tmp_path, celery
         workflows = ["{WORKFLOWS}"]
         [executor]
         kind = "celery"
-        [store]
-        path = "{celery_cluster.root / 'store.sqlite'}"
-        [security]
-        hmac_key = "{TEST_KEY.decode()}"
-        [celery]
-        broker_url = "{celery_cluster.redis.url}"
-    """))
+    """) + celery_sections(celery_cluster))
     run_id = run_by_hand(config, "simple")
     events = assert_recorded_once(config, run_id, output="The value is: 5")
     assert {e["worker"] for e in events if e["kind"] == "output"} != {None}  # made by the Celery worker

@@ -21,7 +21,7 @@ from .common import config_option, json_option, obtain_settings, reports_errors
 
 __all__ = ["parse_assignments", "run"]
 
-_HINT_AFTER = 10.0  # seconds between two looks for queues with tasks waiting and no worker
+HINT_AFTER = 10.0  # default seconds between two looks for queues with tasks waiting and no worker
 _ASK_WORKERS = 1.0  # seconds the workers have to say which queues they consume
 
 _MARKS = {
@@ -84,9 +84,10 @@ class _StarvedQueues:
     """Names the queues where tasks of the run wait and no worker consumes (each once),
     and the worker that would take them."""
 
-    def __init__(self, executor: Any, celery: Any):
+    def __init__(self, executor: Any, celery: Any, every: float):
         self._waiting: Callable[[], dict[str, int]] = getattr(executor, "waiting_queues", dict)
         self._celery = celery
+        self.every = every
         self._named: set[str] = set()
         self._asked_in_vain = False
 
@@ -95,7 +96,7 @@ class _StarvedQueues:
         if not waiting:
             return
         consumed = _consumed_queues(self._celery)
-        quiet = f"no worker has started a task after {_HINT_AFTER:g} s" if not anything_started else "still waiting"
+        quiet = f"no worker has started a task after {self.every:g} s" if not anything_started else "still waiting"
         if consumed is None:  # the workers did not say: the hint of old, once
             if not anything_started and not self._named and not self._asked_in_vain:
                 click.secho(f"  {quiet}: is one consuming the task's queue? (`triggerctl workers`; start one "
@@ -117,11 +118,11 @@ class _StarvedQueues:
 
 
 def _wait(handle: Any, started: threading.Event, starved: _StarvedQueues | None) -> Any:
-    """Wait for the run; on Celery, every ``_HINT_AFTER`` seconds, name the queues where
+    """Wait for the run; on Celery, every ``starved.every`` seconds, name the queues where
     its tasks wait with no worker to take them (asked off the executor's threads)."""
     while starved is not None:
         try:
-            return handle.wait(_HINT_AFTER)
+            return handle.wait(starved.every)
         except TimeoutError:
             starved.look(started.is_set())
     return handle.wait()
@@ -181,12 +182,15 @@ def _print(show: Callable[[], None], stream: TextIO | None = None) -> None:
     help="Also look for workflows here, before the configured directories (try a file before deploying it).",
 )
 @click.option("--keep-data", is_flag=True, help="Keep the run's data store document afterwards.")
+@click.option("--hint-after", type=click.FloatRange(0, min_open=True), default=HINT_AFTER, show_default=True,
+              help="On Celery: seconds after which (and between which) queues with tasks waiting and no worker are named.")
 @config_option
 @json_option
 @click.argument("workflow")
 @click.argument("args", nargs=-1)
 @reports_errors
-def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], keep_data: bool, config_path: Path | None, as_json: bool) -> None:
+def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], keep_data: bool, hint_after: float,
+        config_path: Path | None, as_json: bool) -> None:  # fmt: skip
     """Run WORKFLOW with ARGS (key=value ...) and wait for it.
 
     It runs on the configured executor: worker processes on this machine by default,
@@ -228,7 +232,7 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
                 _print(lambda: click.echo(f"run {run_id} of '{workflow}'"))
             recorder.record(_manual_trigger(run_id, workflow, arguments))
             handle = executor.submit(workflow, arguments, run_id=run_id)
-            starved = _StarvedQueues(executor, settings.celery) if settings.executor.kind == "celery" else None
+            starved = _StarvedQueues(executor, settings.celery, hint_after) if settings.executor.kind == "celery" else None
             try:
                 result = _wait(handle, started, starved)
             except KeyboardInterrupt:
