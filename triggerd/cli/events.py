@@ -117,6 +117,17 @@ def _json_line(event: dict[str, Any]) -> None:
     click.echo(dumps(event))
 
 
+@contextlib.contextmanager
+def _ctrl_c_leaves(follow: bool) -> Iterator[None]:
+    """With -f, Ctrl-C is how one leaves: wherever it lands (also while the first events
+    are printed), the command ends quietly with status 0, not click's 'Aborted!'."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not follow:
+            raise
+
+
 def _follow(source: _Source, query: dict[str, Any], show: Any, *, until_run_ends: str | None = None) -> None:
     """Print matching events as they are stored, until Ctrl-C (or the run's end)."""
     last: str | None = query.pop("after_id", None)
@@ -153,7 +164,7 @@ def events(run: str | None, workflow: str | None, rule: str | None, kinds: tuple
            level: str | None, limit: int, follow: bool, config_path: Path | None, as_json: bool) -> None:  # fmt: skip
     """The event log: triggers, runs, DAGs, tasks, signals, log and output lines."""
     query: dict[str, Any] = {"run": run, "workflow": workflow, "rule": rule, "kinds": kinds or None, "since": since, "level": level}
-    with _source(config_path) as source:
+    with _ctrl_c_leaves(follow), _source(config_path) as source:
         found = source.find(**query, limit=min(limit + 1, _MAX_LIMIT), newest_first=True)  # one more: are there more?
         more = len(found) > limit
         found = found[:limit][::-1]  # the newest N, shown oldest first
@@ -200,7 +211,7 @@ def logs(run_id: str, follow: bool, everything: bool, config_path: Path | None, 
         else:
             click.echo(f"{where} {event['level'].upper()}: {message}")
 
-    with _source(config_path) as source:
+    with _ctrl_c_leaves(follow), _source(config_path) as source:
         found = source.find(**query, limit=100_000)
         if not found and not follow and not source.find(run=run_id, limit=1):
             click.secho(f"error: no events of run {run_id} in the event log", fg="red", err=True)
