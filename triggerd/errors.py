@@ -11,7 +11,6 @@ __all__ = [
     "ConfigError",
     "InternalError",
     "TriggerdError",
-    "UserTaskError",
 ]
 
 
@@ -31,14 +30,6 @@ class ConfigError(TriggerdError):
         self.reason = message
         where = ": ".join(p for p in (source, f"key '{key}'" if key else None) if p)
         super().__init__(f"{where}: {message}" if where else message)
-
-
-class UserTaskError(TriggerdError):
-    """A task of a workflow raised; ``traceback`` is the task's own, as text."""
-
-    def __init__(self, message: str, *, traceback: str = ""):
-        self.traceback = traceback
-        super().__init__(message)
 
 
 class BackendUnavailable(TriggerdError):

@@ -19,7 +19,7 @@ from triggerd.daemon.rules import (
     load_rules,
 )
 from triggerd.errors import ConfigError
-from triggerd.sources.events import FileEvent, ManualEvent
+from triggerd.sources.events import FileEvent
 from triggerd.sources.pv import PvEvent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -254,7 +254,6 @@ def test_explain_says_matches_or_why_not():
         assert (rule.match(event(path)) is not None) is (why == "matches")
     manual = Rule(name="m", workflow="w")
     assert "manual-only" in manual.explain(event("/data/mx1/a.h5"))
-    assert rule.match(ManualEvent("w")) is None
 
 
 def test_ruleset_matches_every_rule_in_file_order_paused_or_not(tmp_path):

@@ -14,6 +14,7 @@ from redis_fixture import free_port
 
 from triggerd.errors import BackendUnavailable, ConfigError, TriggerdError
 from triggerd.eventlog.mongodb import MongoEventStore, _document
+from triggerd.eventlog.safe import sanitize
 from triggerd.eventlog.schema import SCHEMA_VERSION, LogEvent
 
 
@@ -89,7 +90,7 @@ def test_a_replay_completes_summaries_an_interrupted_insert_left_behind(mongo_db
     """Events stored without their summary update (a crash in between) get it when the batch comes again."""
     url, database = mongo_db
     events = failed_run(Clock())
-    raw.events.insert_many([_document(event.safe()) for event in events])
+    raw.events.insert_many([_document(sanitize(event)) for event in events])
     with MongoEventStore(url, database=database) as store:
         assert store.run("run-bad") is None
         assert store.insert(events) == 0

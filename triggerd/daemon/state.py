@@ -25,10 +25,7 @@ from typing import Any
 from triggerd.errors import BackendUnavailable
 from triggerd.sqlite import connect_wal
 
-__all__ = ["ACTIVE", "FINAL", "LedgerEntry", "RunRow", "StateDB", "StateUnavailable"]
-
-ACTIVE = ("queued", "submitted", "running")
-FINAL = ("succeeded", "failed", "aborted", "stopped", "rejected")
+__all__ = ["LedgerEntry", "RunRow", "StateDB", "StateUnavailable"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

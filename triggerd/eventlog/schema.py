@@ -190,11 +190,5 @@ class LogEvent:
             v=int(doc.get("v") or 1),
         )
 
-    def safe(self) -> LogEvent:
-        """This event in a form every sink can store (see :func:`~triggerd.eventlog.safe.sanitize`)."""
-        from triggerd.eventlog.safe import sanitize
-
-        return sanitize(self)
-
 
 _FIELDS = tuple(f.name for f in fields(LogEvent))

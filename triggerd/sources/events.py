@@ -7,10 +7,10 @@ knows which library saw the change.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FileEvent", "ManualEvent", "SourceEvent"]
+__all__ = ["FileEvent"]
 
 
 @dataclass(frozen=True)
@@ -60,17 +60,3 @@ class FileEvent:
             **({"link_to": self.link_to} if self.link_to is not None else {}),
         }
 
-
-@dataclass(frozen=True)
-class ManualEvent:
-    """A run asked for by a person or a program (triggerctl start, the HTTP API)."""
-
-    workflow: str
-    params: dict[str, Any] = field(default_factory=dict)
-    requested_by: str = "triggerctl"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "manual", "workflow": self.workflow, "params": dict(self.params), "requested_by": self.requested_by}
-
-
-SourceEvent = FileEvent | ManualEvent
