@@ -107,6 +107,7 @@ def print_json(data: Any) -> None:
 
 
 MIN_WRAPPED = 12  # a column that wraps keeps at least this many characters a line
+_GAP = 2  # spaces between two columns (rich's padding with box=None, pad_edge=False)
 
 
 def table_width() -> int | None:
@@ -118,13 +119,18 @@ def table_width() -> int | None:
     return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
-def column_widths(natural: list[int], wrapping: list[bool], width: int | None, gap: int = 2) -> list[int]:
+def table_span(widths: list[int]) -> int:
+    """How wide a table of columns this wide is, the gaps between them included."""
+    return sum(widths) + _GAP * (len(widths) - 1)
+
+
+def column_widths(natural: list[int], wrapping: list[bool], width: int | None) -> list[int]:
     """Each column's width: its widest cell when the table fits ``width``; else the
     columns that may wrap share what the others leave (each at least
     :data:`MIN_WRAPPED`, or its widest cell if narrower). A column that does not wrap
     (a number, an id, a state, a time) is never narrowed, so a table that cannot fit is
     wider than ``width``, never cut."""
-    total = sum(natural) + gap * (len(natural) - 1)
+    total = table_span(natural)
     if width is None or total <= width:
         return list(natural)
     widths = list(natural)
@@ -157,8 +163,7 @@ def print_table(columns: list[str], rows: list[list[Any]], *, wrap: Collection[s
         table.add_column(Text(name), width=width, no_wrap=not wraps, overflow="fold")
     for row in cells:
         table.add_row(*(Text(cell) for cell in row))
-    needed = sum(widths) + 2 * (len(widths) - 1)
-    Console(width=max(needed, available or 0), soft_wrap=False).print(table)
+    Console(width=max(table_span(widths), available or 0), soft_wrap=False).print(table)
 
 
 def ago(timestamp: float | None) -> str:

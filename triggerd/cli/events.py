@@ -154,7 +154,7 @@ def _follow(source: _Source, query: dict[str, Any], show: Any, *, until_run_ends
 @click.option("--kind", "kinds", multiple=True, help="Only this kind (task.failed) or family (task); repeatable.")
 @click.option("--since", help="Only events of the last 30m, 2h, 1d... (or after an ISO time).")
 @click.option("--level", type=click.Choice(["debug", "info", "warning", "error", "critical"]), help="This level and more severe.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000),
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, _MAX_LIMIT),
               help="At most this many: the newest (it says when there are more).")
 @click.option("-f", "--follow", is_flag=True, help="Then print new events as they come (Ctrl-C ends); with --json one per line.")
 @config_option
