@@ -19,6 +19,7 @@ import pymongo
 import pytest
 from pymongo.errors import PyMongoError
 from redis_fixture import free_port
+from support import stop_process
 
 __all__ = ["MongoServer", "mongo_server"]
 
@@ -85,14 +86,8 @@ class MongoServer:
     def stop(self, *, kill: bool = False) -> None:
         """Shut down (SIGTERM, ~3 s), or ``kill=True``: SIGKILL at once, as a crash."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, sig=signal.SIGKILL if kill else signal.SIGTERM, timeout=15)
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import redis
-from support import TEST_KEY, WORKFLOWS, EventCollector
+from support import TEST_KEY, WORKFLOWS, EventCollector, stop_process
 
 from triggerd.config import CelerySettings
 from triggerd.engine.celery_executor import CeleryExecutor
@@ -113,12 +113,7 @@ class RedisServer:
 
     def stop(self) -> None:
         self.client.close()
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 class WorkerProcess:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -78,6 +80,19 @@ def celery_sections(cluster: Any) -> str:
     return (f'[store]\npath = "{cluster.root / "store.sqlite"}"\n'
             f'[security]\nhmac_key = "{TEST_KEY.decode()}"\n'
             f'[celery]\nbroker_url = "{cluster.redis.url}"\n')  # fmt: skip
+
+
+def stop_process(process: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Send ``sig`` (SIGTERM: shut down) to a server the tests started; SIGKILL if it is
+    still there after ``timeout`` seconds. A process that has exited is left alone."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def rss_kib(pid: int) -> int:

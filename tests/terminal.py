@@ -26,41 +26,13 @@ class TerminalResult:
 
 def run_in_terminal(argv: list[str], *, columns: int, cwd: Path, env: dict[str, str] | None = None,
                     timeout: float = 60) -> TerminalResult:
-    """Run ``argv`` with stdin, stdout and stderr on a new pty ``columns`` wide."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    environ = dict(env if env is not None else os.environ)
-    environ.pop("COLUMNS", None)  # the width comes from the terminal, as for a person
-    environ.pop("LINES", None)
-    environ["TERM"] = "xterm-256color"
+    """Run ``argv`` to its end with stdin, stdout and stderr on a new pty ``columns`` wide."""
+    terminal = Terminal(argv, columns=columns, cwd=cwd, env=env)
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=environ, stdin=slave, stdout=slave, stderr=slave,
-                                start_new_session=True)
+        returncode = terminal.finish(timeout)
     finally:
-        os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"{argv} did not finish in {timeout} s: {b''.join(chunks)[-2000:]!r}")
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(master, 65536)
-            except OSError as exc:  # EIO: every writer has closed the terminal
-                if exc.errno != errno.EIO:
-                    raise
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(master)
-    returncode = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    return TerminalResult(returncode, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n"))
+        terminal.close()
+    return TerminalResult(returncode, terminal.output)
 
 
 class Terminal:
@@ -72,7 +44,8 @@ class Terminal:
         self._master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
         environ = dict(env if env is not None else os.environ)
-        environ.pop("COLUMNS", None)
+        environ.pop("COLUMNS", None)  # the width comes from the terminal, as for a person
+        environ.pop("LINES", None)
         environ["TERM"] = "xterm-256color"
         try:
             self.process = subprocess.Popen(
@@ -109,6 +82,15 @@ class Terminal:
                 raise AssertionError(f"{text!r} not printed within {timeout} s; the terminal shows:\n{self.output[-3000:]}")
             if not self._read(0.1) and self.process.poll() is not None:
                 raise AssertionError(f"exited ({self.process.returncode}) before printing {text!r}:\n{self.output[-3000:]}")
+
+    def finish(self, timeout: float) -> int:
+        """Take what it prints until every writer has closed the terminal; its exit status."""
+        deadline = time.monotonic() + timeout
+        while self._read(0.1):
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise AssertionError(f"{self.process.args} did not finish in {timeout} s: {self.output[-2000:]!r}")
+        return self.process.wait(timeout=max(1.0, deadline - time.monotonic()))
 
     def interrupt(self, timeout: float = 60) -> int:
         """Ctrl-C, as typed; returns the exit status once the command has ended."""

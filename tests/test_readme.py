@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from ioc_fixture import _free_port as free_ca_port
+from support import stop_process
 from terminal import Terminal
 
 from triggerd.config import load_settings
@@ -174,5 +175,4 @@ def test_try_a_pv_rule(clone):
         if daemon is not None:
             daemon.close()
         for process in (ioc, repeater):
-            process.terminate()
-            process.wait(10)
+            stop_process(process)

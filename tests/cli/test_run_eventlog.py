@@ -57,16 +57,20 @@ def assert_recorded_once(config: Path, run_id: str, *, output: str) -> list[dict
     return events
 
 
+def _config_text(executor: str) -> str:
+    """A config with the repo's workflows, state in state/, ``executor`` in [executor]."""
+    return f'[paths]\nstate_dir = "state"\nworkflows = ["{WORKFLOWS}"]\n[executor]\n{executor}\n'
+
+
+def write_config(tmp_path: Path, executor: str, more: str = "") -> Path:
+    config = tmp_path / "triggerd.toml"
+    config.write_text(_config_text(executor) + more)
+    return config
+
+
 def test_a_run_by_hand_is_in_the_event_log_without_a_daemon(tmp_path):
     """With no daemon, show/logs/events read the SQLite event log `triggerctl run` wrote."""
-    config = tmp_path / "triggerd.toml"
-    config.write_text(textwrap.dedent(f"""
-        [paths]
-        state_dir = "state"
-        workflows = ["{WORKFLOWS}"]
-        [executor]
-        workers = 2
-    """))
+    config = write_config(tmp_path, "workers = 2")
     run_id = run_by_hand(config, "simple")
     assert_recorded_once(config, run_id, output="The value is: 5")
     assert not list((tmp_path / "state").glob("events-run-*"))  # everything stored, nothing left behind
@@ -92,14 +96,7 @@ def test_a_run_by_hand_beside_the_daemon_shares_its_event_log(tmp_path):
 def test_a_run_by_hand_on_celery_records_what_its_tasks_printed(tmp_path, celery_cluster):
     """On Celery the tasks' output reaches Redis, not the executor: `triggerctl run` takes its
     run's lines from the workers' stream, so `logs` shows them with no daemon forwarding."""
-    config = tmp_path / "triggerd.toml"
-    config.write_text(textwrap.dedent(f"""
-        [paths]
-        state_dir = "state"
-        workflows = ["{WORKFLOWS}"]
-        [executor]
-        kind = "celery"
-    """) + celery_sections(celery_cluster))
+    config = write_config(tmp_path, 'kind = "celery"', celery_sections(celery_cluster))
     run_id = run_by_hand(config, "simple")
     events = assert_recorded_once(config, run_id, output="The value is: 5")
     assert {e["worker"] for e in events if e["kind"] == "output"} != {None}  # made by the Celery worker
@@ -109,12 +106,7 @@ def test_an_unreachable_event_log_costs_a_warning_and_nothing_is_lost(tmp_path, 
     """MongoDB down: the run still succeeds, says where its events wait; the next run, with
     the event log back, stores them."""
     config = tmp_path / "triggerd.toml"
-    base = textwrap.dedent(f"""
-        [paths]
-        state_dir = "state"
-        workflows = ["{WORKFLOWS}"]
-        [executor]
-        workers = 2
+    base = _config_text("workers = 2") + textwrap.dedent("""
         [eventlog]
         backend = "mongodb"
     """)

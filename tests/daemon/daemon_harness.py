@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,12 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
         self.log = root / "daemon.log"
 
-    def default_rules(self, *, hold: float = 0.0, name: str = "record", catch_up: str = "missed", extra: str = "") -> str:
+    def default_rules(self, *, hold: float = 0.0, name: str = "record", catch_up: str = "missed", extra: str = "",
+                      roots: Sequence[Path] = (), glob: str = "**/*", ignore: Sequence[str] = ("*.tmp", ".*"),
+                      files_extra: str = "") -> str:  # fmt: skip
+        """The rule that runs ``record`` for every file under ``roots`` (default: incoming/).
+        ``extra`` goes into the rule's table, ``files_extra`` (lines) into its [rule.files]."""
+        as_toml = json.dumps  # a JSON string or list of strings is a TOML one
         return textwrap.dedent(f"""
             [[rule]]
             name = "{name}"
@@ -74,11 +80,11 @@ class Daemon:
             params = {{ path = "{{path}}", out = "{self.out}", hold = {hold} }}
             {extra}
             [rule.files]
-            roots = ["{self.incoming}"]
-            glob = "**/*"
-            ignore = ["*.tmp", ".*"]
+            roots = {as_toml([str(r) for r in roots or [self.incoming]])}
+            glob = {as_toml(glob)}
+            ignore = {as_toml(list(ignore))}
             catch_up = "{catch_up}"
-        """)
+        """) + textwrap.dedent(files_extra)
 
     def write_rules(self, text: str, name: str = "rules.toml") -> None:
         (self.root / "triggers" / name).write_text(text)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import os
-import textwrap
 import threading
 import time
 
@@ -27,16 +26,7 @@ pytestmark = pytest.mark.timeout(600 if FULL else 120)
 
 def rules(d: Daemon, reload: int) -> str:
     """One rule over two roots, whose ignore list differs at every reload (so its watches change)."""
-    return textwrap.dedent(f"""
-        [[rule]]
-        name = "record"
-        workflow = "record"
-        params = {{ path = "{{path}}", out = "{d.out}" }}
-        [rule.files]
-        roots = ["{d.root / 'archive'}", "{d.incoming}"]
-        glob = "**/*.dat"
-        ignore = ["*.tmp", ".*", "*.skip{reload}"]
-    """)
+    return d.default_rules(roots=[d.root / "archive", d.incoming], glob="**/*.dat", ignore=("*.tmp", ".*", f"*.skip{reload}"))
 
 
 def settled_runs(d: Daemon, quiet: float = 2.0) -> list[dict]:

@@ -5,7 +5,6 @@ catch-up scan at start."""
 from __future__ import annotations
 
 import os
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,21 +18,12 @@ MODES = ["closed", "moved", "settled", "marker"]
 
 
 def rules(d: Daemon, mode: str, *, follow: bool = False, roots: list[Path] | None = None, ignore: tuple[str, ...] = ("*.tmp", ".*")) -> str:
-    return textwrap.dedent(f"""
-        [[rule]]
-        name = "record"
-        workflow = "record"
-        params = {{ path = "{{path}}", out = "{d.out}" }}
-        [rule.files]
-        roots = {[str(r) for r in (roots or [d.incoming])]!r}
-        glob = "**/*"
-        ignore = {list(ignore)!r}
+    return d.default_rules(roots=roots or [], ignore=ignore, catch_up="all", files_extra=f"""
         complete = "{mode}"
         settle = "0.3s"
         poll = "0.2s"
-        catch_up = "all"
         follow_symlinks = {str(follow).lower()}
-    """).replace("'", '"')
+    """)
 
 
 def complete(mode: str, path: Path, data: bytes = b"x") -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from redis_fixture import MAIN_WORKER, CeleryCluster, free_port
-from support import REPO, wait_for
+from support import REPO, stop_process, wait_for
 
 from triggerd.engine.celery_worker import TASK_NAME
 
@@ -80,12 +80,7 @@ class Flower:
         return found[0] if found else None
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 @pytest.fixture
