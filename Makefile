@@ -42,6 +42,7 @@ faults: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check triggerd tests workflows benchmarks
+	$(VENV)/bin/ruff format --check triggerd tests workflows benchmarks
 	$(VENV)/bin/python ../shared/tools/check_layers.py triggerd
 
 bench: $(STAMP)

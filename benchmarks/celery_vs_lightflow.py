@@ -42,9 +42,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 CASES = [("bench_chain3", 3), ("bench_chain20", 20), ("bench_fanout50", 52)]
-LIGHTFLOW_PINS = ["lightflow==1.11.1", "celery==4.4.7", "kombu==4.6.11", "redis<4", "pymongo<4", "ruamel.yaml<0.18"]
+LIGHTFLOW_PINS = [
+    "lightflow==1.11.1",
+    "celery==4.4.7",
+    "kombu==4.6.11",
+    "redis<4",
+    "pymongo<4",
+    "ruamel.yaml<0.18",
+]
 MONGO_PIN = "secantusdb==0.7.0b3"
-LIGHTFLOW_DEFAULT_POLL = 0.5  # graph.workflow_polling_time, graph.dag_polling_time, signal.polling_time
+# graph.workflow_polling_time, graph.dag_polling_time, signal.polling_time
+LIGHTFLOW_DEFAULT_POLL = 0.5
 LIGHTFLOW_FAST_POLL = 0.05
 HMAC_KEY = "benchmark-key-0123456789abcdef"
 DB_TRIGGERD, DB_BARE, DB_LIGHTFLOW = 0, 1, 2
@@ -60,11 +68,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, logfile: Path | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, logfile: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            tail = logfile.read_text(errors="replace")[-3000:] if logfile and logfile.exists() else ""
+            tail = (
+                logfile.read_text(errors="replace")[-3000:] if logfile and logfile.exists() else ""
+            )
             raise RuntimeError(f"{what} within {timeout:g} s\n{tail}")
         time.sleep(0.05)
 
@@ -94,7 +106,11 @@ def git_state() -> dict[str, Any]:
         done = subprocess.run(["git", *argv], cwd=HERE, capture_output=True, text=True, check=False)
         return done.stdout
 
-    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
+    dirty = [
+        line[3:]
+        for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+        if line
+    ]
     return {"commit": git("rev-parse", "--short", "HEAD").strip(), "modified": dirty}
 
 
@@ -114,14 +130,18 @@ class Processes:
 
     def start(self, argv: list[str], logfile: Path, **kwargs: Any) -> subprocess.Popen:
         with logfile.open("ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+            )
         self._procs.append(proc)
         return proc
 
     @staticmethod
     def check(proc: subprocess.Popen, logfile: Path) -> None:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{logfile.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"{proc.args[0]} exited with {proc.returncode}:\n{logfile.read_text(errors='replace')[-3000:]}"
+            )
 
     def stop(self, proc: subprocess.Popen, timeout: float = 20.0) -> None:
         """SIGTERM (warm shutdown), then SIGKILL to its process group if it lingers."""
@@ -177,7 +197,12 @@ def tree_memory(pid: int) -> dict[str, float]:
         except (OSError, StopIteration):
             continue
         count += 1
-    return {"processes": count, "rss_mb": rss / 1024, "rss_per_process_mb": rss / 1024 / max(count, 1), "pss_mb": pss / 1024}
+    return {
+        "processes": count,
+        "rss_mb": rss / 1024,
+        "rss_per_process_mb": rss / 1024 / max(count, 1),
+        "pss_mb": pss / 1024,
+    }
 
 
 def own_rss_mb() -> float:
@@ -245,10 +270,25 @@ def start_redis(procs: Processes, workdir: Path) -> tuple[int, int]:
     port = free_port()
     logfile = workdir / "redis.log"
     proc = procs.start(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--daemonize", "no", "--logfile", str(logfile), "--dir", str(workdir)],
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(logfile),
+            "--dir",
+            str(workdir),
+        ],
         workdir / "redis.out",
-    )  # fmt: skip
+    )
 
     def up() -> bool:
         procs.check(proc, logfile)
@@ -261,19 +301,37 @@ def start_redis(procs: Processes, workdir: Path) -> tuple[int, int]:
 # -- bare Celery -------------------------------------------------------------------------
 
 
-def bench_bare(procs: Processes, workdir: Path, redis: tuple[int, int], concurrency: int, repeat: int) -> dict[str, Any]:
+def bench_bare(
+    procs: Processes, workdir: Path, redis: tuple[int, int], concurrency: int, repeat: int
+) -> dict[str, Any]:
     url = f"redis://127.0.0.1:{redis[0]}/{DB_BARE}"
-    os.environ["BENCH_BROKER_URL"] = url  # read when bare_celery_app is imported, here and in the worker
+    # read when bare_celery_app is imported, here and in the worker
+    os.environ["BENCH_BROKER_URL"] = url
     sys.path.insert(0, str(HERE))
     import bare_celery_app
 
     name = "bare@bench"
     logfile = workdir / "bare-worker.log"
     proc = procs.start(
-        [str(VENV_BIN / "celery"), "-A", "bare_celery_app", "worker", "-Q", bare_celery_app.QUEUE,
-         "-c", str(concurrency), "-n", name, "--without-mingle", "--without-gossip", "-l", "INFO"],
-        logfile, cwd=HERE,
-    )  # fmt: skip
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "bare_celery_app",
+            "worker",
+            "-Q",
+            bare_celery_app.QUEUE,
+            "-c",
+            str(concurrency),
+            "-n",
+            name,
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "INFO",
+        ],
+        logfile,
+        cwd=HERE,
+    )
     app, echo = bare_celery_app.app, bare_celery_app.echo
     out: dict[str, Any] = {}
     try:
@@ -283,7 +341,9 @@ def bench_bare(procs: Processes, workdir: Path, redis: tuple[int, int], concurre
             return bool(app.control.ping(destination=[name], timeout=0.5, limit=1))
 
         wait_until(ready, 60, "the bare Celery worker did not answer a ping", logfile)
-        log(f"bare Celery: {repeat} round trips, {max(5, repeat // 10)} bursts of 52 (load {load():.2f})")
+        log(
+            f"bare Celery: {repeat} round trips, {max(5, repeat // 10)} bursts of 52 (load {load():.2f})"
+        )
         for i in range(max(20, repeat // 10)):
             assert echo.apply_async((i,)).get(timeout=10) == i
         meter = CpuMeter(proc.pid, redis[1])
@@ -317,7 +377,8 @@ def bench_bare(procs: Processes, workdir: Path, redis: tuple[int, int], concurre
 def triggerd_config(workdir: Path, port: int) -> Path:
     """Defaults except the executor, the broker, the paths and an inline key (log: info, JSON)."""
     path = workdir / "triggerd.toml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         [paths]
         state_dir = "{workdir / 'state'}"
         workflows = ["{HERE / 'workflows'}"]
@@ -327,12 +388,18 @@ def triggerd_config(workdir: Path, port: int) -> Path:
         broker_url = "redis://127.0.0.1:{port}/{DB_TRIGGERD}"
         [security]
         hmac_key = "{HMAC_KEY}"
-        """))
+        """)
+    )
     return path
 
 
 def bench_triggerd(
-    procs: Processes, workdir: Path, redis: tuple[int, int], concurrency: int, repeat: int, warmup: int
+    procs: Processes,
+    workdir: Path,
+    redis: tuple[int, int],
+    concurrency: int,
+    repeat: int,
+    warmup: int,
 ) -> dict[str, Any]:
     from triggerd.config import load_settings
     from triggerd.engine.celery_worker import celery_app
@@ -343,10 +410,23 @@ def bench_triggerd(
     name = "triggerd@bench"
     logfile = workdir / "triggerd-worker.log"
     proc = procs.start(
-        [str(VENV_BIN / "triggerd"), "worker", "--config", str(config), "-Q", "task,dag,workflow",
-         "-c", str(concurrency), "-n", name, "--without-mingle", "--without-gossip"],
-        logfile, cwd=workdir,
-    )  # fmt: skip
+        [
+            str(VENV_BIN / "triggerd"),
+            "worker",
+            "--config",
+            str(config),
+            "-Q",
+            "task,dag,workflow",
+            "-c",
+            str(concurrency),
+            "-n",
+            name,
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        logfile,
+        cwd=workdir,
+    )
     ping_app = celery_app(settings.celery, name="triggerd-bench-ping")
     executor = None
     out: dict[str, Any] = {"workflows": {}}
@@ -395,14 +475,21 @@ def lightflow_venv(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     with (path / "pip.log").open("wb") as out:
-        subprocess.run([str(python), "-m", "pip", "install", *LIGHTFLOW_PINS], check=True, stdout=out, stderr=subprocess.STDOUT)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", *LIGHTFLOW_PINS],
+            check=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     # vine 1.3 imports inspect.formatargspec, which Python 3.11 removed (../shared/INFRA.md).
     five = next((path / "lib").glob("python3*/site-packages/vine/five.py"))
     text = five.read_text()
     old = "from inspect import formatargspec, getfullargspec"
     if old in text:
         five.write_text(text.replace(old, "from inspect import getfullargspec", 1))
-    subprocess.run([str(python), "-c", "import lightflow.queue.app, lightflow.workflows"], check=True)
+    subprocess.run(
+        [str(python), "-c", "import lightflow.queue.app, lightflow.workflows"], check=True
+    )
     marker.write_text("lightflow 1.11.1\n")
     return python
 
@@ -419,7 +506,12 @@ def mongo_server(venv: Path) -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         with (venv / "pip.log").open("wb") as out:
-            subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", MONGO_PIN], check=True, stdout=out, stderr=subprocess.STDOUT)
+            subprocess.run(
+                [str(venv / "bin" / "python"), "-m", "pip", "install", MONGO_PIN],
+                check=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         marker.write_text(MONGO_PIN + "\n")
     return binary
 
@@ -429,7 +521,11 @@ def start_mongo(procs: Processes, workdir: Path, binary: Path) -> int:
     data = workdir / "mongo"
     data.mkdir()
     logfile = workdir / "mongo.log"
-    proc = procs.start([str(binary), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data)], logfile, cwd=data)
+    proc = procs.start(
+        [str(binary), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data)],
+        logfile,
+        cwd=data,
+    )
 
     def up() -> bool:
         procs.check(proc, logfile)
@@ -439,7 +535,9 @@ def start_mongo(procs: Processes, workdir: Path, binary: Path) -> int:
     return port
 
 
-def lightflow_config(workdir: Path, redis_port: int, mongo_port: int, concurrency: int, poll: float) -> Path:
+def lightflow_config(
+    workdir: Path, redis_port: int, mongo_port: int, concurrency: int, poll: float
+) -> Path:
     """Lightflow's defaults except where the servers are, the concurrency and the polling.
 
     JSON is YAML: Lightflow merges this over its default configuration.
@@ -448,7 +546,12 @@ def lightflow_config(workdir: Path, redis_port: int, mongo_port: int, concurrenc
     config = {
         "workflows": [str(HERE / "lightflow_workflows")],
         "celery": {"broker_url": url, "result_backend": url, "worker_concurrency": concurrency},
-        "signal": {"host": "127.0.0.1", "port": redis_port, "database": DB_LIGHTFLOW, "polling_time": poll},
+        "signal": {
+            "host": "127.0.0.1",
+            "port": redis_port,
+            "database": DB_LIGHTFLOW,
+            "polling_time": poll,
+        },
         "store": {"host": "127.0.0.1", "port": mongo_port, "database": "lightflow"},
         "graph": {"workflow_polling_time": poll, "dag_polling_time": poll},
     }
@@ -458,29 +561,67 @@ def lightflow_config(workdir: Path, redis_port: int, mongo_port: int, concurrenc
 
 
 def bench_lightflow(
-    procs: Processes, workdir: Path, python: Path, config: Path, redis_pid: int, tag: str, repeat: int, warmup: int
+    procs: Processes,
+    workdir: Path,
+    python: Path,
+    config: Path,
+    redis_pid: int,
+    tag: str,
+    repeat: int,
+    warmup: int,
 ) -> dict[str, Any]:
     """One worker with this config; the driver (the Lightflow venv's python) once per workflow."""
     name = f"lightflow-{tag}@bench"
     logfile = workdir / f"lightflow-worker-{tag}.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "LIGHTFLOW_CONFIG")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "LIGHTFLOW_CONFIG")
+    }
     if os.geteuid() == 0:
         env["C_FORCE_ROOT"] = "1"  # Lightflow's pickle serializer: Celery refuses root otherwise
     proc = procs.start(
-        [str(python.parent / "lightflow"), "--config", str(config), "--no-color", "worker", "start", "-n", name,
-         "--without-mingle", "--without-gossip"],
-        logfile, cwd=workdir, env=env,
-    )  # fmt: skip
+        [
+            str(python.parent / "lightflow"),
+            "--config",
+            str(config),
+            "--no-color",
+            "worker",
+            "start",
+            "-n",
+            name,
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        logfile,
+        cwd=workdir,
+        env=env,
+    )
     out: dict[str, Any] = {"workflows": {}}
     try:
         for wf, _tasks in CASES:
-            log(f"Lightflow, polling {tag}: {wf}, {warmup} warm-up + {repeat} runs (load {load():.2f})")
+            log(
+                f"Lightflow, polling {tag}: {wf}, {warmup} warm-up + {repeat} runs (load {load():.2f})"
+            )
             driver_log = workdir / f"lightflow-driver-{tag}-{wf}.log"
             driver = procs.start(
-                [str(python), str(HERE / "lightflow_driver.py"), "--config", str(config), "--worker", name,
-                 "--repeat", str(repeat), "--warmup", str(warmup), wf],
-                driver_log, cwd=workdir, env=env,
-            )  # fmt: skip
+                [
+                    str(python),
+                    str(HERE / "lightflow_driver.py"),
+                    "--config",
+                    str(config),
+                    "--worker",
+                    name,
+                    "--repeat",
+                    str(repeat),
+                    "--warmup",
+                    str(warmup),
+                    wf,
+                ],
+                driver_log,
+                cwd=workdir,
+                env=env,
+            )
             meter = None
             while driver.poll() is None:
                 procs.check(proc, logfile)
@@ -490,7 +631,9 @@ def bench_lightflow(
             procs.stop(driver)
             lines = driver_log.read_text(errors="replace").splitlines()
             if driver.returncode != 0 or not lines or not lines[-1].startswith("{"):
-                raise RuntimeError(f"the Lightflow driver failed ({driver.returncode}):\n" + "\n".join(lines[-40:]))
+                raise RuntimeError(
+                    f"the Lightflow driver failed ({driver.returncode}):\n" + "\n".join(lines[-40:])
+                )
             times = json.loads(lines[-1])["times"][wf]
             out["workflows"][wf] = {**summary(times), **(meter.per_run(repeat) if meter else {})}
             log(f"Lightflow, polling {tag}: {wf}: {', '.join(f'{t:.3f}' for t in times)} s")
@@ -511,7 +654,11 @@ def ms(seconds: float) -> str:
 
 
 def cpu_ms(data: dict[str, float]) -> str:
-    parts = [f"{data[key] * 1e3:.1f}" for key in ("worker_cpu_s", "submitter_cpu_s", "redis_cpu_s") if key in data]
+    parts = [
+        f"{data[key] * 1e3:.1f}"
+        for key in ("worker_cpu_s", "submitter_cpu_s", "redis_cpu_s")
+        if key in data
+    ]
     return " / ".join(parts)
 
 
@@ -523,11 +670,15 @@ def report(results: dict[str, Any], concurrency: int) -> None:
     default, fast = f"{LIGHTFLOW_DEFAULT_POLL:g} s", f"{LIGHTFLOW_FAST_POLL:g} s"
     git = results["git"]
     print()
-    print(f"{results['date']}, {results['cpus']} CPUs, Python {results['python']}, commit {git['commit']}"
-          f"{' + ' + str(len(git['modified'])) + ' modified files' if git['modified'] else ''}; "
-          f"load {results['load_at_start']:.2f} at start, {results.get('load_at_end', float('nan')):.2f} at end")  # fmt: skip
-    print(f"submit -> run ended, median; one worker each, prefork -c {concurrency}; "
-          f"Lightflow at polling {' and '.join(lf) or '(not run)'}")  # fmt: skip
+    print(
+        f"{results['date']}, {results['cpus']} CPUs, Python {results['python']}, commit {git['commit']}"
+        f"{' + ' + str(len(git['modified'])) + ' modified files' if git['modified'] else ''}; "
+        f"load {results['load_at_start']:.2f} at start, {results.get('load_at_end', float('nan')):.2f} at end"
+    )
+    print(
+        f"submit -> run ended, median; one worker each, prefork -c {concurrency}; "
+        f"Lightflow at polling {' and '.join(lf) or '(not run)'}"
+    )
     head = f"{'workflow':<16}{'tasks':>6}{'triggerd p50':>14}{'p90':>10}"
     for tag in lf:
         head += f"{'Lightflow ' + tag:>18}{'speedup':>9}"
@@ -543,27 +694,44 @@ def report(results: dict[str, Any], concurrency: int) -> None:
     per_task = td["bench_chain20"]["p50_s"] / 20
     marginal = (td["bench_chain20"]["p50_s"] - td["bench_chain3"]["p50_s"]) / 17
     print()
-    print(f"bare Celery round trip (apply_async -> get): p50 {ms(rt['p50_s'])}, p99 {ms(rt['p99_s'])} (n={rt['n']}); "
-          f"52 at once: p50 {ms(bare['burst52']['p50_s'])}")  # fmt: skip
-    print(f"triggerd per chained task: {ms(per_task)} (20-task chain / 20; marginal {ms(marginal)}): "
-          f"{per_task / rt['p50_s']:.2f}× the bare round trip")  # fmt: skip
+    print(
+        f"bare Celery round trip (apply_async -> get): p50 {ms(rt['p50_s'])}, p99 {ms(rt['p99_s'])} (n={rt['n']}); "
+        f"52 at once: p50 {ms(bare['burst52']['p50_s'])}"
+    )
+    print(
+        f"triggerd per chained task: {ms(per_task)} (20-task chain / 20; marginal {ms(marginal)}): "
+        f"{per_task / rt['p50_s']:.2f}× the bare round trip"
+    )
     print()
-    print("CPU per run, ms: worker tree / submitter / redis-server (Lightflow: worker tree / redis-server)")
+    print(
+        "CPU per run, ms: worker tree / submitter / redis-server (Lightflow: worker tree / redis-server)"
+    )
     print(f"  bare Celery, one round trip: {cpu_ms(rt)}; 52 at once: {cpu_ms(bare['burst52'])}")
     for wf, tasks in CASES:
         line = f"  {wf:<16} triggerd {cpu_ms(td[wf])}"
-        cpu_total = sum(td[wf].get(k, 0.0) for k in ("worker_cpu_s", "submitter_cpu_s", "redis_cpu_s"))
+        cpu_total = sum(
+            td[wf].get(k, 0.0) for k in ("worker_cpu_s", "submitter_cpu_s", "redis_cpu_s")
+        )
         line += f" ({cpu_total / tasks * 1e3:.2f} a task)"
         for tag, data in lf.items():
             line += f";  Lightflow {tag} {cpu_ms(data['workflows'][wf])}"
         print(line)
-    systems = [("bare Celery", bare["worker_memory"]), ("triggerd", results["triggerd"]["worker_memory"])]
+    systems = [
+        ("bare Celery", bare["worker_memory"]),
+        ("triggerd", results["triggerd"]["worker_memory"]),
+    ]
     systems += [(f"Lightflow {tag}", data["worker_memory"]) for tag, data in lf.items()]
     print()
-    print(f"{'worker tree, idle after its runs':<34}{'processes':>10}{'RSS':>10}{'RSS/process':>13}{'PSS':>10}")
+    print(
+        f"{'worker tree, idle after its runs':<34}{'processes':>10}{'RSS':>10}{'RSS/process':>13}{'PSS':>10}"
+    )
     for label, mem in systems:
-        print(f"{label:<34}{mem['processes']:>10}{mem['rss_mb']:>7.0f} MB{mem['rss_per_process_mb']:>10.1f} MB{mem['pss_mb']:>7.0f} MB")
-    print(f"(triggerd's runner: in the submitting process, {results['triggerd']['submitter_rss_mb']:.0f} MB RSS here)")
+        print(
+            f"{label:<34}{mem['processes']:>10}{mem['rss_mb']:>7.0f} MB{mem['rss_per_process_mb']:>10.1f} MB{mem['pss_mb']:>7.0f} MB"
+        )
+    print(
+        f"(triggerd's runner: in the submitting process, {results['triggerd']['submitter_rss_mb']:.0f} MB RSS here)"
+    )
     results["derived"] = {
         "speedups": speedups,
         "triggerd_per_task_s": per_task,
@@ -577,14 +745,20 @@ def report(results: dict[str, Any], concurrency: int) -> None:
             for tag, floor in ((default, 100), (fast, 10)):
                 if tag in speedups[wf]:
                     got = speedups[wf][tag]
-                    print(f"  {wf} vs Lightflow {tag}: {got:.0f}× (≥ {floor}×): {'met' if got >= floor else 'MISSED'}")
+                    print(
+                        f"  {wf} vs Lightflow {tag}: {got:.0f}× (≥ {floor}×): {'met' if got >= floor else 'MISSED'}"
+                    )
         ratio = per_task / rt["p50_s"]
-        print(f"  per-task overhead {ratio:.2f}× a bare Celery round trip (≤ 2×): {'met' if ratio <= 2 else 'MISSED'}")
+        print(
+            f"  per-task overhead {ratio:.2f}× a bare Celery round trip (≤ 2×): {'met' if ratio <= 2 else 'MISSED'}"
+        )
         lf_mem = (lf.get(default) or next(iter(lf.values())))["worker_memory"]
         td_mem = results["triggerd"]["worker_memory"]
         ok = td_mem["rss_per_process_mb"] <= lf_mem["rss_per_process_mb"]
-        print(f"  worker RSS per process {td_mem['rss_per_process_mb']:.1f} MB vs Lightflow's "
-              f"{lf_mem['rss_per_process_mb']:.1f} MB (≤): {'met' if ok else 'MISSED'}")  # fmt: skip
+        print(
+            f"  worker RSS per process {td_mem['rss_per_process_mb']:.1f} MB vs Lightflow's "
+            f"{lf_mem['rss_per_process_mb']:.1f} MB (≤): {'met' if ok else 'MISSED'}"
+        )
     print()
     print(json.dumps(results))
     if default in speedups.get("bench_chain3", {}):
@@ -597,20 +771,62 @@ def report(results: dict[str, Any], concurrency: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=30, help="measured runs per workflow, triggerd (30)")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up runs per workflow, triggerd (2)")
-    parser.add_argument("--bare-repeat", type=int, default=300, help="bare Celery round trips (300)")
-    parser.add_argument("--lightflow-repeat", type=int, default=3, help="runs per workflow, Lightflow at 0.5 s polling (3)")
-    parser.add_argument("--lightflow-fast-repeat", type=int, default=5, help="runs per workflow, Lightflow at 0.05 s (5)")
-    parser.add_argument("--lightflow-warmup", type=int, default=1, help="warm-up runs per workflow and setting, Lightflow (1)")
-    parser.add_argument("--concurrency", type=int, default=8, help="every worker's -c (8: Lightflow's default)")
-    parser.add_argument("--quick", action="store_true", help="5 triggerd runs, 50 round trips, 1 Lightflow run, no Lightflow warm-up")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=30, help="measured runs per workflow, triggerd (30)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="warm-up runs per workflow, triggerd (2)"
+    )
+    parser.add_argument(
+        "--bare-repeat", type=int, default=300, help="bare Celery round trips (300)"
+    )
+    parser.add_argument(
+        "--lightflow-repeat",
+        type=int,
+        default=3,
+        help="runs per workflow, Lightflow at 0.5 s polling (3)",
+    )
+    parser.add_argument(
+        "--lightflow-fast-repeat",
+        type=int,
+        default=5,
+        help="runs per workflow, Lightflow at 0.05 s (5)",
+    )
+    parser.add_argument(
+        "--lightflow-warmup",
+        type=int,
+        default=1,
+        help="warm-up runs per workflow and setting, Lightflow (1)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="every worker's -c (8: Lightflow's default)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="5 triggerd runs, 50 round trips, 1 Lightflow run, no Lightflow warm-up",
+    )
     parser.add_argument("--no-lightflow", action="store_true", help="bare Celery and triggerd only")
-    parser.add_argument("--lightflow-venv", type=Path, default=Path(tempfile.gettempdir()) / "triggerd-bench-lightflow-venv")
-    parser.add_argument("--mongo-venv", type=Path, default=Path(tempfile.gettempdir()) / "triggerd-bench-mongo-venv")
-    parser.add_argument("--max-load", type=float, default=1.5, help="first wait (up to 120 s) for the load average to drop under this")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs)")
+    parser.add_argument(
+        "--lightflow-venv",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "triggerd-bench-lightflow-venv",
+    )
+    parser.add_argument(
+        "--mongo-venv", type=Path, default=Path(tempfile.gettempdir()) / "triggerd-bench-mongo-venv"
+    )
+    parser.add_argument(
+        "--max-load",
+        type=float,
+        default=1.5,
+        help="first wait (up to 120 s) for the load average to drop under this",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the scratch directory (logs, configs)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.bare_repeat = 5, 50
@@ -638,17 +854,31 @@ def main() -> None:
     }
     try:
         redis = start_redis(procs, workdir)
-        results["bare_celery"] = bench_bare(procs, workdir, redis, args.concurrency, args.bare_repeat)
-        results["triggerd"] = bench_triggerd(procs, workdir, redis, args.concurrency, args.repeat, args.warmup)
+        results["bare_celery"] = bench_bare(
+            procs, workdir, redis, args.concurrency, args.bare_repeat
+        )
+        results["triggerd"] = bench_triggerd(
+            procs, workdir, redis, args.concurrency, args.repeat, args.warmup
+        )
         if python is not None:
             assert mongo is not None
             mongo_port = start_mongo(procs, workdir, mongo)
             results["lightflow"] = {}
-            for poll, repeat in ((LIGHTFLOW_FAST_POLL, args.lightflow_fast_repeat), (LIGHTFLOW_DEFAULT_POLL, args.lightflow_repeat)):
+            for poll, repeat in (
+                (LIGHTFLOW_FAST_POLL, args.lightflow_fast_repeat),
+                (LIGHTFLOW_DEFAULT_POLL, args.lightflow_repeat),
+            ):
                 config = lightflow_config(workdir, redis[0], mongo_port, args.concurrency, poll)
                 tag = f"{poll:g} s"
                 results["lightflow"][tag] = bench_lightflow(
-                    procs, workdir, python, config, redis[1], tag.replace(" ", ""), repeat, args.lightflow_warmup
+                    procs,
+                    workdir,
+                    python,
+                    config,
+                    redis[1],
+                    tag.replace(" ", ""),
+                    repeat,
+                    args.lightflow_warmup,
                 )
             # default setting first in the table
             results["lightflow"] = dict(reversed(list(results["lightflow"].items())))

@@ -77,10 +77,22 @@ def start_mongo(procs: Processes, workdir: Path) -> str:
     port = free_port()
     (workdir / "secantusd.toml").write_text("")
     proc = procs.start(
-        [str(BIN / "secantusd-py"), "--config", str(workdir / "secantusd.toml"), "--host", "127.0.0.1",
-         "--port", str(port), "--storage-path", str(workdir / "mongo"), "--log-level", "WARNING"],
-        workdir / "mongo.log", cwd=workdir,
-    )  # fmt: skip
+        [
+            str(BIN / "secantusd-py"),
+            "--config",
+            str(workdir / "secantusd.toml"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(workdir / "mongo"),
+            "--log-level",
+            "WARNING",
+        ],
+        workdir / "mongo.log",
+        cwd=workdir,
+    )
     url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
 
     def up() -> bool:
@@ -104,14 +116,24 @@ def part_ingest(n: int) -> dict[str, Any]:
             url = start_mongo(procs, workdir)
             client = redis.Redis(port=port)
             store = MongoEventStore(url, database="bench").open()
-            forwarder = StreamForwarder(client, store, stream="triggerd:events", spool=Spool(workdir / "spool"), batch=1000, block=0.05,
-                                        authentic=event_is_ours(Codec(BENCH_KEY)))  # as the daemon checks each entry's tag
+            forwarder = StreamForwarder(
+                client,
+                store,
+                stream="triggerd:events",
+                spool=Spool(workdir / "spool"),
+                batch=1000,
+                block=0.05,
+                # as the daemon checks each entry's tag
+                authentic=event_is_ours(Codec(BENCH_KEY)),
+            )
             stop = threading.Event()
             thread = threading.Thread(target=forwarder.run, args=(stop,), daemon=True)
             thread.start()
             time.sleep(0.5)
             t0 = time.perf_counter()
-            producer = subprocess.run([sys.executable, "-c", PRODUCER, str(port), str(n)], check=True)
+            producer = subprocess.run(
+                [sys.executable, "-c", PRODUCER, str(port), str(n)], check=True
+            )
             produced = time.perf_counter() - t0
             while forwarder.forwarded < n:
                 time.sleep(0.01)
@@ -135,10 +157,14 @@ def part_ingest(n: int) -> dict[str, Any]:
         finally:
             procs.stop_all()
     return {
-        "events": n, "produce_s": round(produced, 2), "ingest_s": round(ingest, 2),
-        "ingest_events_per_s": round(n / ingest), "raw_insert_many_s": round(raw_s, 2),
-        "raw_events_per_s": round(n / raw_s), "forwarder_over_raw": round(ingest / raw_s - 1, 3),
-    }  # fmt: skip
+        "events": n,
+        "produce_s": round(produced, 2),
+        "ingest_s": round(ingest, 2),
+        "ingest_events_per_s": round(n / ingest),
+        "raw_insert_many_s": round(raw_s, 2),
+        "raw_events_per_s": round(n / raw_s),
+        "forwarder_over_raw": round(ingest / raw_s - 1, 3),
+    }
 
 
 FOLLOW_WORKFLOW = '''
@@ -156,23 +182,44 @@ def part_follow(lines: int) -> dict[str, Any]:
         (root / "workflows").mkdir()
         (root / "workflows" / "clock.py").write_text(FOLLOW_WORKFLOW)
         config = root / "triggerd.toml"
-        config.write_text(textwrap.dedent(f"""
+        config.write_text(
+            textwrap.dedent(f"""
             [paths]
             state_dir = "{root / 'var'}"
             workflows = ["{root / 'workflows'}"]
             triggers = []
             [log]
             format = "json"
-        """))
-        daemon = subprocess.Popen([str(BIN / "triggerd"), "run", "--config", str(config)], stdout=(root / "daemon.log").open("wb"), stderr=subprocess.STDOUT)
+        """)
+        )
+        daemon = subprocess.Popen(
+            [str(BIN / "triggerd"), "run", "--config", str(config)],
+            stdout=(root / "daemon.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_until(lambda: (root / "var" / "triggerd.sock").exists(), 20, "the daemon to start")
             time.sleep(0.5)
-            started = subprocess.run([str(BIN / "triggerctl"), "start", "clock", f"lines={lines}", "--json", "--config", str(config)],
-                                     capture_output=True, text=True, check=True)  # fmt: skip
+            started = subprocess.run(
+                [
+                    str(BIN / "triggerctl"),
+                    "start",
+                    "clock",
+                    f"lines={lines}",
+                    "--json",
+                    "--config",
+                    str(config),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             run_id = json.loads(started.stdout)["run_id"]
-            follower = subprocess.Popen([str(BIN / "triggerctl"), "logs", run_id, "-f", "--json", "--config", str(config)],
-                                        stdout=subprocess.PIPE, text=True)  # fmt: skip
+            follower = subprocess.Popen(
+                [str(BIN / "triggerctl"), "logs", run_id, "-f", "--json", "--config", str(config)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             latencies = []
             assert follower.stdout is not None
             for line in follower.stdout:
@@ -187,13 +234,17 @@ def part_follow(lines: int) -> dict[str, Any]:
     # the first lines may predate the follower (it starts after the run): keep live ones
     live = sorted(latencies[5:])
     return {
-        "lines": len(latencies), "p50_ms": round(statistics.median(live) * 1000, 1),
-        "p90_ms": round(live[int(len(live) * 0.9)] * 1000, 1), "p99_ms": round(live[int(len(live) * 0.99)] * 1000, 1),
-    }  # fmt: skip
+        "lines": len(latencies),
+        "p50_ms": round(statistics.median(live) * 1000, 1),
+        "p90_ms": round(live[int(len(live) * 0.9)] * 1000, 1),
+        "p99_ms": round(live[int(len(live) * 0.99)] * 1000, 1),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ingest", type=int, nargs="?", const=200_000, metavar="N")
     parser.add_argument("--follow", type=int, nargs="?", const=200, metavar="LINES")
     args = parser.parse_args()
@@ -202,12 +253,16 @@ def main() -> None:
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "load": round(load(), 2)}
     if args.ingest:
         results["ingest"] = r = part_ingest(args.ingest)
-        print(f"ingest: {r['events']} events, stream -> MongoDB {r['ingest_s']} s = {r['ingest_events_per_s']} events/s "
-              f"(target >= 10000); raw insert_many {r['raw_insert_many_s']} s = {r['raw_events_per_s']} events/s; "
-              f"forwarder over raw: {r['forwarder_over_raw']:+.0%} (target <= +20%)")  # fmt: skip
+        print(
+            f"ingest: {r['events']} events, stream -> MongoDB {r['ingest_s']} s = {r['ingest_events_per_s']} events/s "
+            f"(target >= 10000); raw insert_many {r['raw_insert_many_s']} s = {r['raw_events_per_s']} events/s; "
+            f"forwarder over raw: {r['forwarder_over_raw']:+.0%} (target <= +20%)"
+        )
     if args.follow:
         results["follow"] = f = part_follow(args.follow)
-        print(f"logs -f: {f['lines']} lines, latency p50 {f['p50_ms']} ms, p90 {f['p90_ms']} ms, p99 {f['p99_ms']} ms (target p50 < 100 ms)")
+        print(
+            f"logs -f: {f['lines']} lines, latency p50 {f['p50_ms']} ms, p90 {f['p90_ms']} ms, p99 {f['p99_ms']} ms (target p50 < 100 ms)"
+        )
     print(json.dumps(results))
 
 

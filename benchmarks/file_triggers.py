@@ -77,20 +77,25 @@ IGNORE = (".*", "*.tmp")
 class DaemonProc:
     """``triggerd run`` in ``root`` with one rule on ``watch`` running bench_touch."""
 
-    def __init__(self, root: Path, watch: Path, *, catch_up: str = "none", profile: Path | None = None):
+    def __init__(
+        self, root: Path, watch: Path, *, catch_up: str = "none", profile: Path | None = None
+    ):
         self.root, self.watch, self.out = root, watch, root / "out"
         self.profile = profile  # run the daemon under cProfile (its event loop thread), stats here
         for d in (root / "triggers", root / "var", self.out, watch):
             d.mkdir(parents=True, exist_ok=True)
-        (root / "triggerd.toml").write_text(textwrap.dedent(f"""
+        (root / "triggerd.toml").write_text(
+            textwrap.dedent(f"""
             [paths]
             state_dir = "{root / 'var'}"
             workflows = ["{HERE / 'workflows'}"]
             triggers = ["{root / 'triggers'}"]
             [log]
             format = "json"
-        """))
-        (root / "triggers" / "bench.toml").write_text(textwrap.dedent(f"""
+        """)
+        )
+        (root / "triggers" / "bench.toml").write_text(
+            textwrap.dedent(f"""
             [[rule]]
             name = "{RULE}"
             workflow = "bench_touch"
@@ -100,7 +105,8 @@ class DaemonProc:
             glob = "**/*"
             ignore = {json.dumps(list(IGNORE))}
             catch_up = "{catch_up}"
-        """))
+        """)
+        )
         self.log = root / "daemon.log"
         self.state_db = root / "var" / "state.sqlite"
         self.proc: subprocess.Popen | None = None
@@ -111,20 +117,27 @@ class DaemonProc:
         prefix = [sys.executable, "-m", "cProfile", "-o", str(self.profile)] if self.profile else []
         self.proc = subprocess.Popen(
             [*prefix, str(BIN / "triggerd"), "run", "--config", str(self.root / "triggerd.toml")],
-            cwd=self.root, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            cwd=self.root,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         sock = self.root / "var" / "triggerd.sock"
         try:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                    )
                 if not api and any(e.get("kind") == "daemon.started" for e in self.log_events()):
                     return self
                 if api and sock.exists() and self.status()[0] == 0:
                     return self
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"daemon not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"daemon not ready in {timeout} s:\n{self.log.read_text()[-3000:]}"
+                    )
                 time.sleep(0.05)
         except BaseException:
             self.stop()  # never leave a daemon behind
@@ -139,8 +152,13 @@ class DaemonProc:
         env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
         t0 = time.monotonic()
         try:
-            code = subprocess.run([str(BIN / "triggerctl"), "status", "--config", str(self.root / "triggerd.toml")],
-                                  cwd=self.root, env=env, capture_output=True, timeout=timeout).returncode
+            code = subprocess.run(
+                [str(BIN / "triggerctl"), "status", "--config", str(self.root / "triggerd.toml")],
+                cwd=self.root,
+                env=env,
+                capture_output=True,
+                timeout=timeout,
+            ).returncode
         except subprocess.TimeoutExpired:
             code = -1
         return code, time.monotonic() - t0
@@ -214,7 +232,11 @@ def read_markers(out: Path) -> list[tuple[float, str]]:
     found = []
     for entry in os.scandir(out):
         with contextlib.suppress(OSError, ValueError):
-            started, _, path = Path(entry.path).read_text(encoding="utf-8", errors="surrogateescape").partition("\t")
+            started, _, path = (
+                Path(entry.path)
+                .read_text(encoding="utf-8", errors="surrogateescape")
+                .partition("\t")
+            )
             found.append((float(started), path))
     return found
 
@@ -343,7 +365,9 @@ class RssSampler(threading.Thread):
 
 def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) -> dict[str, Any]:
     with scratch(keep, "latency") as root:
-        d = DaemonProc(root, root / "incoming", profile=profile and profile / "latency.prof").start()
+        d = DaemonProc(
+            root, root / "incoming", profile=profile and profile / "latency.prof"
+        ).start()
         try:
             for i in range(3):
                 write(d.watch / f"warm-{i}.dat")
@@ -356,7 +380,10 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
                 time.sleep(gap)
             wait_for(lambda: len(d.markers()) >= n + 3, 60, f"{n} runs")
             started = {p: t for t, p in d.markers()}
-            rows = d.query("SELECT json_extract(trigger, '$[0].path'), json_extract(trigger, '$[0].seen_at'), queued_at FROM runs WHERE rule = ?", (RULE,))
+            rows = d.query(
+                "SELECT json_extract(trigger, '$[0].path'), json_extract(trigger, '$[0].seen_at'), queued_at FROM runs WHERE rule = ?",
+                (RULE,),
+            )
         finally:
             d.stop()
     seen = {p: (s, q) for p, s, q in rows}
@@ -368,21 +395,44 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
     to_task = [started[p] - seen[p][1] for p in closed]
     ms = lambda xs, q: round(pct(xs, q) * 1e3, 1)  # noqa: E731
     result = {
-        "files": n, "gap_s": gap,
-        "p50_ms": ms(lat, 0.5), "p90_ms": ms(lat, 0.9), "p99_ms": ms(lat, 0.99), "max_ms": round(max(lat) * 1e3, 1),
-        "from_after_close_p50_ms": ms(lat_after, 0.5), "from_after_close_p99_ms": ms(lat_after, 0.99),
-        "close_call_p50_ms": ms(close_call, 0.5), "close_call_max_ms": round(max(close_call) * 1e3, 1),
-        "split_p50_ms": {"close_to_event": ms(to_seen, 0.5), "event_to_outbox": ms(to_queued, 0.5), "outbox_to_task": ms(to_task, 0.5)},
-        "split_p99_ms": {"close_to_event": ms(to_seen, 0.99), "event_to_outbox": ms(to_queued, 0.99), "outbox_to_task": ms(to_task, 0.99)},
+        "files": n,
+        "gap_s": gap,
+        "p50_ms": ms(lat, 0.5),
+        "p90_ms": ms(lat, 0.9),
+        "p99_ms": ms(lat, 0.99),
+        "max_ms": round(max(lat) * 1e3, 1),
+        "from_after_close_p50_ms": ms(lat_after, 0.5),
+        "from_after_close_p99_ms": ms(lat_after, 0.99),
+        "close_call_p50_ms": ms(close_call, 0.5),
+        "close_call_max_ms": round(max(close_call) * 1e3, 1),
+        "split_p50_ms": {
+            "close_to_event": ms(to_seen, 0.5),
+            "event_to_outbox": ms(to_queued, 0.5),
+            "outbox_to_task": ms(to_task, 0.5),
+        },
+        "split_p99_ms": {
+            "close_to_event": ms(to_seen, 0.99),
+            "event_to_outbox": ms(to_queued, 0.99),
+            "outbox_to_task": ms(to_task, 0.99),
+        },
         "target": "p50 < 50 ms, p99 < 200 ms",
     }
     result["met"] = result["p50_ms"] < 50 and result["p99_ms"] < 200
     print(f"\nlatency: file closed -> first task running ({n} files, {gap * 1e3:.0f} ms apart)")
     print(f"{'':<22}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}")
-    for label, xs in (("total", lat), ("  close -> event", to_seen), ("  event -> outbox", to_queued), ("  outbox -> task", to_task)):
-        print(f"{label:<22}{ms(xs, 0.5):>9.1f}{ms(xs, 0.9):>9.1f}{ms(xs, 0.99):>9.1f}{max(xs) * 1e3:>9.1f}")
-    print(f"(from just after close(): p50 {result['from_after_close_p50_ms']} ms, p99 {result['from_after_close_p99_ms']} ms;"
-          f" close() itself p50 {result['close_call_p50_ms']} ms, max {result['close_call_max_ms']} ms)")
+    for label, xs in (
+        ("total", lat),
+        ("  close -> event", to_seen),
+        ("  event -> outbox", to_queued),
+        ("  outbox -> task", to_task),
+    ):
+        print(
+            f"{label:<22}{ms(xs, 0.5):>9.1f}{ms(xs, 0.9):>9.1f}{ms(xs, 0.99):>9.1f}{max(xs) * 1e3:>9.1f}"
+        )
+    print(
+        f"(from just after close(): p50 {result['from_after_close_p50_ms']} ms, p99 {result['from_after_close_p99_ms']} ms;"
+        f" close() itself p50 {result['close_call_p50_ms']} ms, max {result['close_call_max_ms']} ms)"
+    )
     print(f"target {result['target']}: {'met' if result['met'] else 'NOT met'}")
     return result
 
@@ -390,7 +440,9 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
 # -- 2. burst ------------------------------------------------------------------------------------
 
 
-def part_burst(n: int, keep: bool, profile: Path | None = None, timeout: float = 420) -> dict[str, Any]:
+def part_burst(
+    n: int, keep: bool, profile: Path | None = None, timeout: float = 420
+) -> dict[str, Any]:
     with scratch(keep, "burst") as root:
         d = DaemonProc(root, root / "incoming", profile=profile and profile / "burst.prof").start()
         assert d.proc is not None
@@ -413,7 +465,12 @@ def part_burst(n: int, keep: bool, profile: Path | None = None, timeout: float =
             # Done: every burst file has a succeeded run and nothing changed for 3 s.
             last, last_change, deadline = None, time.monotonic(), time.monotonic() + timeout
             while time.monotonic() < deadline:
-                counts = dict(d.query("SELECT state, COUNT(*) FROM runs WHERE rule = ? AND json_extract(trigger, '$[0].path') LIKE ? GROUP BY state", (RULE, f"{d.watch}/b-%")))
+                counts = dict(
+                    d.query(
+                        "SELECT state, COUNT(*) FROM runs WHERE rule = ? AND json_extract(trigger, '$[0].path') LIKE ? GROUP BY state",
+                        (RULE, f"{d.watch}/b-%"),
+                    )
+                )
                 if counts != last:
                     last, last_change = counts, time.monotonic()
                 elif counts.get("succeeded", 0) >= n and time.monotonic() - last_change >= 3:
@@ -423,8 +480,14 @@ def part_burst(n: int, keep: bool, profile: Path | None = None, timeout: float =
                 time.sleep(0.5)
             sampler.stop()
             probe.join(300)
-            per_path = d.query("SELECT json_extract(trigger, '$[0].path'), COUNT(*) FROM runs WHERE rule = ? GROUP BY 1", (RULE,))
-            times = d.query("SELECT MAX(queued_at), MAX(ended_at), COUNT(*) FROM runs WHERE rule = ? AND json_extract(trigger, '$[0].path') LIKE ?", (RULE, f"{d.watch}/b-%"))[0]
+            per_path = d.query(
+                "SELECT json_extract(trigger, '$[0].path'), COUNT(*) FROM runs WHERE rule = ? GROUP BY 1",
+                (RULE,),
+            )
+            times = d.query(
+                "SELECT MAX(queued_at), MAX(ended_at), COUNT(*) FROM runs WHERE rule = ? AND json_extract(trigger, '$[0].path') LIKE ?",
+                (RULE, f"{d.watch}/b-%"),
+            )[0]
             states = dict(d.query("SELECT state, COUNT(*) FROM runs GROUP BY state"))
             markers = d.markers()
             events = d.log_events()
@@ -443,11 +506,17 @@ def part_burst(n: int, keep: bool, profile: Path | None = None, timeout: float =
         "files": n,
         "write_s": round(t_written - t0, 2),
         "all_queued_s": round(times[0] - t0, 2) if times[0] else None,
-        "all_succeeded_s": round(times[1] - t0, 2) if times[1] and states.get("succeeded", 0) >= n else None,
+        "all_succeeded_s": round(times[1] - t0, 2)
+        if times[1] and states.get("succeeded", 0) >= n
+        else None,
         "runs_per_s": round(n / (times[1] - t0), 1) if times[1] else None,
         "states": states,
-        "paths_with_run": len(db_counts), "paths_twice": sum(1 for c in db_counts.values() if c > 1), "paths_missing": n - len(db_counts),
-        "markers": sum(marker_counts.values()), "marker_paths": len(marker_counts), "marker_paths_twice": sum(1 for c in marker_counts.values() if c > 1),
+        "paths_with_run": len(db_counts),
+        "paths_twice": sum(1 for c in db_counts.values() if c > 1),
+        "paths_missing": n - len(db_counts),
+        "markers": sum(marker_counts.values()),
+        "marker_paths": len(marker_counts),
+        "marker_paths_twice": sum(1 for c in marker_counts.values() if c > 1),
         "inotify_overflows": overflow,
         "status_during_burst_s": round(status[0][1], 2) if status else None,
         "status_exit": status[0][0] if status else None,
@@ -455,22 +524,40 @@ def part_burst(n: int, keep: bool, profile: Path | None = None, timeout: float =
         "daemon_rss_max_mb": round(sampler.max_daemon / 1024, 1),
         "children_rss_max_mb": round(sampler.max_children / 1024, 1),
         "rss_samples": sampler.samples,
-        "daemon_cpu_s": round(sampler.cpu_daemon, 1), "children_cpu_s": round(sampler.cpu_children, 1),
+        "daemon_cpu_s": round(sampler.cpu_daemon, 1),
+        "children_cpu_s": round(sampler.cpu_children, 1),
         "target": "each file exactly once, daemon RSS < 200 MB",
     }
-    result["exactly_once"] = result["paths_with_run"] == n and result["paths_twice"] == 0 and result["marker_paths"] == n and result["marker_paths_twice"] == 0
+    result["exactly_once"] = (
+        result["paths_with_run"] == n
+        and result["paths_twice"] == 0
+        and result["marker_paths"] == n
+        and result["marker_paths_twice"] == 0
+    )
     result["met"] = result["exactly_once"] and result["daemon_rss_max_mb"] < 200
     print(f"\nburst: {n} files written in {result['write_s']} s into one directory")
     print(f"{'all runs queued after':<34}{result['all_queued_s']} s")
-    print(f"{'all runs succeeded after':<34}{result['all_succeeded_s']} s ({result['runs_per_s']} runs/s)")
+    print(
+        f"{'all runs succeeded after':<34}{result['all_succeeded_s']} s ({result['runs_per_s']} runs/s)"
+    )
     print(f"{'run states':<34}{states}")
-    print(f"{'paths with a run / twice / none':<34}{result['paths_with_run']} / {result['paths_twice']} / {result['paths_missing']}")
-    print(f"{'markers / paths / paths twice':<34}{result['markers']} / {result['marker_paths']} / {result['marker_paths_twice']}")
+    print(
+        f"{'paths with a run / twice / none':<34}{result['paths_with_run']} / {result['paths_twice']} / {result['paths_missing']}"
+    )
+    print(
+        f"{'markers / paths / paths twice':<34}{result['markers']} / {result['marker_paths']} / {result['marker_paths_twice']}"
+    )
     print(f"{'inotify overflows':<34}{overflow}")
-    print(f"{'`triggerctl status` at 1 s took':<34}{result['status_during_burst_s']} s (exit {result['status_exit']}; 2: no answer in 30 s)")
-    print(f"{'daemon RSS idle / max':<34}{result['daemon_rss_idle_mb']} / {result['daemon_rss_max_mb']} MB")
+    print(
+        f"{'`triggerctl status` at 1 s took':<34}{result['status_during_burst_s']} s (exit {result['status_exit']}; 2: no answer in 30 s)"
+    )
+    print(
+        f"{'daemon RSS idle / max':<34}{result['daemon_rss_idle_mb']} / {result['daemon_rss_max_mb']} MB"
+    )
     print(f"{'children RSS max (sum)':<34}{result['children_rss_max_mb']} MB")
-    print(f"{'CPU time daemon / children':<34}{result['daemon_cpu_s']} / {result['children_cpu_s']} s")
+    print(
+        f"{'CPU time daemon / children':<34}{result['daemon_cpu_s']} / {result['children_cpu_s']} s"
+    )
     print(f"target {result['target']}: {'met' if result['met'] else 'NOT met'}")
     return result
 
@@ -493,7 +580,9 @@ def build_tree(n: int) -> Path:
             directory.mkdir(parents=True)
         write(directory / f"f{i:06d}.dat")
     done.write_text(str(n))
-    print(f"[catch-up] built {tree} ({n} files) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(
+        f"[catch-up] built {tree} ({n} files) in {time.perf_counter() - t0:.1f} s", file=sys.stderr
+    )
     return tree
 
 
@@ -516,15 +605,25 @@ def part_catch_up(n: int, keep: bool, profile: Path | None = None) -> dict[str, 
             t0 = time.perf_counter()
             for i in range(0, n, 1000):
                 batch = events[i : i + 1000]
-                state.enqueue(run_id=new_id(), key=f"bench:{i}", rule=RULE, workflow="bench_touch", params={},
-                              trigger=[{"type": "file", "files": len(batch)}], files=[e.identity for e in batch])
+                state.enqueue(
+                    run_id=new_id(),
+                    key=f"bench:{i}",
+                    rule=RULE,
+                    workflow="bench_touch",
+                    params={},
+                    trigger=[{"type": "file", "files": len(batch)}],
+                    files=[e.identity for e in batch],
+                )
             fill_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             hits = sum(state.dispatched(RULE, e.identity) for e in events)
             dedup_s = time.perf_counter() - t0
             assert hits == n, hits
             t0 = time.perf_counter()
-            misses = sum(state.dispatched(RULE, (e.path, e.inode, e.size, e.mtime_ns + 1)) for e in events[:10_000])
+            misses = sum(
+                state.dispatched(RULE, (e.path, e.inode, e.size, e.mtime_ns + 1))
+                for e in events[:10_000]
+            )
             miss_s = (time.perf_counter() - t0) * n / 10_000
             assert misses == 0
         finally:
@@ -547,7 +646,12 @@ def part_catch_up(n: int, keep: bool, profile: Path | None = None) -> dict[str, 
         probe = threading.Thread(target=lambda: status.append(d.status(timeout=300)), daemon=True)
         probe.start()
         try:
-            wait_for(lambda: any(e.get("kind") == "source.caught_up" for e in d.log_events()), 600, "the catch-up to end", poll=0.5)
+            wait_for(
+                lambda: any(e.get("kind") == "source.caught_up" for e in d.log_events()),
+                600,
+                "the catch-up to end",
+                poll=0.5,
+            )
             sampler.stop()
             probe.join(300)
             events_log = d.log_events()
@@ -561,13 +665,22 @@ def part_catch_up(n: int, keep: bool, profile: Path | None = None) -> dict[str, 
     skipped = sum(1 for e in events_log if e.get("kind") == "trigger.skipped")
     e2e_s = log_time(caught) - started
     result = {
-        "files": n, "dirs": max(1, n // 1000),
-        "walk_s": round(walk_s, 2), "scan_s": round(scan_s, 2), "scan_files_per_s": round(n / scan_s),
-        "ledger_fill_s": round(fill_s, 2), "dedup_s": round(dedup_s, 2), "dedup_us_per_file": round(dedup_s / n * 1e6, 1),
+        "files": n,
+        "dirs": max(1, n // 1000),
+        "walk_s": round(walk_s, 2),
+        "scan_s": round(scan_s, 2),
+        "scan_files_per_s": round(n / scan_s),
+        "ledger_fill_s": round(fill_s, 2),
+        "dedup_s": round(dedup_s, 2),
+        "dedup_us_per_file": round(dedup_s / n * 1e6, 1),
         "dedup_miss_s_est": round(miss_s, 2),
         "scan_plus_dedup_s": round(scan_s + dedup_s, 2),
-        "daemon_catch_up_s": round(e2e_s, 2), "daemon_spawn_to_caught_up_s": round(log_time(caught) - t_spawn, 2),
-        "daemon_files_found": caught.get("data", {}).get("files") if isinstance(caught.get("data"), dict) else caught.get("event"), "daemon_skipped_logged": skipped,
+        "daemon_catch_up_s": round(e2e_s, 2),
+        "daemon_spawn_to_caught_up_s": round(log_time(caught) - t_spawn, 2),
+        "daemon_files_found": caught.get("data", {}).get("files")
+        if isinstance(caught.get("data"), dict)
+        else caught.get("event"),
+        "daemon_skipped_logged": skipped,
         "daemon_new_runs": runs_after - runs_before,
         "status_during_catch_up_s": round(status[0][1], 2) if status else None,
         "status_exit": status[0][0] if status else None,
@@ -576,48 +689,81 @@ def part_catch_up(n: int, keep: bool, profile: Path | None = None) -> dict[str, 
         "target": "catch-up over 100k files < 10 s",
     }
     # the target is for 100k files; for fewer, scaling 10 s down would mostly time start-up
-    result["met"] = (result["scan_plus_dedup_s"] < 10 and result["daemon_catch_up_s"] < 10) if n >= 100_000 else None
+    result["met"] = (
+        (result["scan_plus_dedup_s"] < 10 and result["daemon_catch_up_s"] < 10)
+        if n >= 100_000
+        else None
+    )
     print(f"\ncatch-up: {n} existing files in {result['dirs']} directories (warm page cache)")
     print(f"{'walk (scandir + stat)':<40}{walk_s:>8.2f} s")
-    print(f"{'FileSource.scan() (+ lease probe)':<40}{scan_s:>8.2f} s  ({result['scan_files_per_s']} files/s)")
+    print(
+        f"{'FileSource.scan() (+ lease probe)':<40}{scan_s:>8.2f} s  ({result['scan_files_per_s']} files/s)"
+    )
     print(f"{'ledger fill, 1000 files a transaction':<40}{fill_s:>8.2f} s")
-    print(f"{'StateDB.dispatched() x N (all hits)':<40}{dedup_s:>8.2f} s  ({result['dedup_us_per_file']} us/file)")
+    print(
+        f"{'StateDB.dispatched() x N (all hits)':<40}{dedup_s:>8.2f} s  ({result['dedup_us_per_file']} us/file)"
+    )
     print(f"{'  (all misses, extrapolated)':<40}{miss_s:>8.2f} s")
     print(f"{'scan + dedup':<40}{scan_s + dedup_s:>8.2f} s")
-    print(f"{'daemon: started -> caught up':<40}{e2e_s:>8.2f} s  ({caught.get('event')}, {result['daemon_new_runs']} new runs)")
+    print(
+        f"{'daemon: started -> caught up':<40}{e2e_s:>8.2f} s  ({caught.get('event')}, {result['daemon_new_runs']} new runs)"
+    )
     print(f"{'daemon: spawn -> caught up':<40}{result['daemon_spawn_to_caught_up_s']:>8.2f} s")
-    print(f"{'daemon: `triggerctl status` meanwhile':<40}{result['status_during_catch_up_s']:>8.2f} s (exit {result['status_exit']}; 2: no answer in 30 s)")
-    print(f"{'daemon: RSS max, CPU (cores) meanwhile':<40}{result['daemon_rss_max_mb']:>8.1f} MB, {result['daemon_cpu_share']}")
-    verdict = {True: "met", False: "NOT met", None: "not judged (fewer than 100k files)"}[result["met"]]
+    print(
+        f"{'daemon: `triggerctl status` meanwhile':<40}{result['status_during_catch_up_s']:>8.2f} s (exit {result['status_exit']}; 2: no answer in 30 s)"
+    )
+    print(
+        f"{'daemon: RSS max, CPU (cores) meanwhile':<40}{result['daemon_rss_max_mb']:>8.1f} MB, {result['daemon_cpu_share']}"
+    )
+    verdict = {True: "met", False: "NOT met", None: "not judged (fewer than 100k files)"}[
+        result["met"]
+    ]
     print(f"target {result['target']}: {verdict}")
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--latency", type=int, nargs="?", const=200, metavar="N")
     parser.add_argument("--burst", type=int, nargs="?", const=10_000, metavar="N")
     parser.add_argument("--catch-up", type=int, nargs="?", const=100_000, metavar="N")
     parser.add_argument("--gap", type=float, default=0.02)
     parser.add_argument("--max-load", type=float, default=1.5)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--profile", type=Path, metavar="DIR", help="run each daemon under cProfile, save <part>.prof in DIR and print the top functions (slows it down)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run each daemon under cProfile, save <part>.prof in DIR and print the top functions (slows it down)",
+    )
     args = parser.parse_args()
     if args.latency is None and args.burst is None and args.catch_up is None:
         args.latency, args.burst, args.catch_up = 200, 10_000, 100_000
     if args.profile:
         args.profile = args.profile.resolve()
         args.profile.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
     if args.latency:
         load = quiet(args.max_load, "latency")
-        results["latency"] = {**part_latency(args.latency, args.gap, args.keep, args.profile), "load": load}
+        results["latency"] = {
+            **part_latency(args.latency, args.gap, args.keep, args.profile),
+            "load": load,
+        }
     if args.burst:
         load = quiet(args.max_load, "burst")
         results["burst"] = {**part_burst(args.burst, args.keep, args.profile), "load": load}
     if args.catch_up:
         load = quiet(args.max_load, "catch-up")
-        results["catch_up"] = {**part_catch_up(args.catch_up, args.keep, args.profile), "load": load}
+        results["catch_up"] = {
+            **part_catch_up(args.catch_up, args.keep, args.profile),
+            "load": load,
+        }
     print(json.dumps(results))
 
 

@@ -62,7 +62,11 @@ def main() -> None:
         print(f"measuring: {name}", file=sys.stderr, flush=True)  # the caller's CPU meter starts
         times = [run_once(config, app, name, args.timeout) for _ in range(args.repeat)]
         out["times"][name] = times
-        print(f"lightflow {name}: {', '.join(f'{t:.3f}' for t in times)} s", file=sys.stderr, flush=True)
+        print(
+            f"lightflow {name}: {', '.join(f'{t:.3f}' for t in times)} s",
+            file=sys.stderr,
+            flush=True,
+        )
     print(json.dumps(out), flush=True)
 
 

@@ -42,20 +42,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "store.sqlite"
         store = SqliteDataStore(db, Codec(KEY)).open()
-        executor = LocalExecutor(workflows=[HERE / "workflows"], codec_key=KEY, store=store, store_path=db, workers=args.workers)
+        executor = LocalExecutor(
+            workflows=[HERE / "workflows"],
+            codec_key=KEY,
+            store=store,
+            store_path=db,
+            workers=args.workers,
+        )
         executor.start()
         rows = {}
         try:
             for name, tasks in CASES:
                 times = sorted(measure(executor, name, args.repeat))
                 p50, p90 = statistics.median(times), times[int(0.9 * (len(times) - 1))]
-                rows[name] = {"tasks": tasks, "p50_ms": p50 * 1e3, "p90_ms": p90 * 1e3, "per_task_ms": p50 * 1e3 / tasks}
+                rows[name] = {
+                    "tasks": tasks,
+                    "p50_ms": p50 * 1e3,
+                    "p90_ms": p90 * 1e3,
+                    "per_task_ms": p50 * 1e3 / tasks,
+                }
         finally:
             executor.close()
             store.close()
     print(f"{'workflow':<16}{'tasks':>6}{'p50 ms':>10}{'p90 ms':>10}{'per task ms':>13}")
     for name, row in rows.items():
-        print(f"{name:<16}{row['tasks']:>6}{row['p50_ms']:>10.1f}{row['p90_ms']:>10.1f}{row['per_task_ms']:>13.2f}")
+        print(
+            f"{name:<16}{row['tasks']:>6}{row['p50_ms']:>10.1f}{row['p90_ms']:>10.1f}{row['per_task_ms']:>13.2f}"
+        )
     print(json.dumps(rows))
 
 

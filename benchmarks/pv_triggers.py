@@ -236,17 +236,23 @@ class Ioc:
 
         self.proc = subprocess.Popen(
             [sys.executable, str(self.script), PREFIX, str(self.many)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **LOOPBACK_ENV}, cwd=self.root,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **LOOPBACK_ENV},
+            cwd=self.root,
         )
         deadline = time.monotonic() + timeout
         last = pv(f"M{self.many - 1:03d}") if self.many else pv("RUN")
         for name in (pv("RUN"), last):
-            channel = epics.PV(name, auto_monitor=False)  # (caget prints "cannot connect" while it waits)
+            # (caget prints "cannot connect" while it waits)
+            channel = epics.PV(name, auto_monitor=False)
             while not channel.wait_for_connection(0.5) or channel.get(timeout=1.0) is None:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"IOC did not serve {name} in {timeout} s:\n{self.log.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"IOC did not serve {name} in {timeout} s:\n{self.log.read_text()[-3000:]}"
+                    )
             channel.disconnect()
         return self
 
@@ -374,17 +380,26 @@ def references(names: list[str], seconds: float, hz: float) -> dict[str, dict[st
 def reference(names: list[str], seconds: float, mode: str, hz: float) -> dict[str, Any]:
     """CPU of a bare pyepics client receiving the same updates (see REFERENCE_SCRIPT);
     ``hz``: the updates a second the IOC sends, for the ``c`` client, which counts none."""
-    done = subprocess.run([sys.executable, "-c", REFERENCE_SCRIPT, mode, str(seconds), *names],
-                          capture_output=True, text=True, env={**os.environ, **LOOPBACK_ENV}, timeout=seconds + 120)
+    done = subprocess.run(
+        [sys.executable, "-c", REFERENCE_SCRIPT, mode, str(seconds), *names],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **LOOPBACK_ENV},
+        timeout=seconds + 120,
+    )
     line = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     if done.returncode != 0 or not line.startswith("{"):
-        raise RuntimeError(f"reference client ({mode}) failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        raise RuntimeError(
+            f"reference client ({mode}) failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
     found = json.loads(line)
     found["threads"] = thread_share(found.pop("threads0"), found.pop("threads1"), found["wall_s"])
     if mode == "c":
         found["updates"] = round(hz * found["wall_s"])  # as sent: the C callback counts nothing
     found["cpu_share"] = round(found["cpu_s"] / found["wall_s"], 3)
-    found["cpu_us_per_update"] = round(found["cpu_s"] / found["updates"] * 1e6, 1) if found["updates"] else None
+    found["cpu_us_per_update"] = (
+        round(found["cpu_s"] / found["updates"] * 1e6, 1) if found["updates"] else None
+    )
     found["updates_per_s"] = round(found["updates"] / found["wall_s"], 1)
     return found
 
@@ -399,14 +414,16 @@ class PvDaemon:
         self.root, self.out, self.profile = root, root / "out", profile
         for d in (root / "triggers", root / "var", self.out):
             d.mkdir(parents=True, exist_ok=True)
-        (root / "triggerd.toml").write_text(textwrap.dedent(f"""
+        (root / "triggerd.toml").write_text(
+            textwrap.dedent(f"""
             [paths]
             state_dir = "{root / 'var'}"
             workflows = ["{HERE / 'workflows'}"]
             triggers = ["{root / 'triggers'}"]
             [log]
             format = "json"
-        """))
+        """)
+        )
         (root / "triggers" / "bench.toml").write_text(rules)
         self.log = root / "daemon.log"
         self.state_db = root / "var" / "state.sqlite"
@@ -424,21 +441,29 @@ class PvDaemon:
         prefix = [sys.executable, "-m", "cProfile", "-o", str(self.profile)] if self.profile else []
         self.proc = subprocess.Popen(
             [*prefix, str(BIN / "triggerd"), "run", "--config", str(self.root / "triggerd.toml")],
-            cwd=self.root, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.root,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         sock = self.root / "var" / "triggerd.sock"
         deadline = time.monotonic() + timeout
         try:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                    )
                 if sock.exists():
                     self.client = self.client or ControlClient(sock, timeout=30)
                     with contextlib.suppress(Exception):
                         self.client.get("/status")
                         return self
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"daemon not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"daemon not ready in {timeout} s:\n{self.log.read_text()[-3000:]}"
+                    )
                 time.sleep(0.05)
         except BaseException:
             self.stop()
@@ -469,13 +494,17 @@ class PvDaemon:
 
 
 def pv_rule(name: str, table: str, out: Path, path: str = "{value}") -> str:
-    return textwrap.dedent(f"""
+    return (
+        textwrap.dedent(f"""
         [[rule]]
         name = "{name}"
         workflow = "bench_touch"
         params = {{ path = "{path}", out = "{out}" }}
         [rule.pv]
-    """) + textwrap.dedent(table).strip() + "\n"
+    """)
+        + textwrap.dedent(table).strip()
+        + "\n"
+    )
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -490,7 +519,9 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return found
 
 
-def thread_share(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
+def thread_share(
+    before: dict[str, float], after: dict[str, float], wall: float
+) -> dict[str, float]:
     """Share of one core per thread name (threads of one name added up), busiest first."""
     shares: dict[str, float] = {}
     for key, cpu in after.items():
@@ -519,13 +550,22 @@ class Sampler(threading.Thread):
         except Exception as exc:  # a slow answer is a result too
             backlog = updates = connected = None
             print(f"status failed: {exc}", file=sys.stderr)
-        return {"t": t, "status_s": time.monotonic() - t, "backlog": backlog, "updates": updates, "connected": connected,
-                "cpu_s": _cpu_s(self.d.pid), "rss_kb": _rss_kb(self.d.pid)}
+        return {
+            "t": t,
+            "status_s": time.monotonic() - t,
+            "backlog": backlog,
+            "updates": updates,
+            "connected": connected,
+            "cpu_s": _cpu_s(self.d.pid),
+            "rss_kb": _rss_kb(self.d.pid),
+        }
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             self.samples.append(self.sample())
-            self._stop_event.wait(max(0.0, self.period - (time.monotonic() - self.samples[-1]["t"])))
+            self._stop_event.wait(
+                max(0.0, self.period - (time.monotonic() - self.samples[-1]["t"]))
+            )
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -535,15 +575,22 @@ class Sampler(threading.Thread):
 # -- 1. rate -------------------------------------------------------------------------------------
 
 
-def part_rate(seconds: float, hz: float, keep: bool, profile: Path | None = None, ref_seconds: float = 10) -> dict[str, Any]:
+def part_rate(
+    seconds: float, hz: float, keep: bool, profile: Path | None = None, ref_seconds: float = 10
+) -> dict[str, Any]:
     with scratch(keep, "pv-rate") as root:
         ioc = Ioc(root).start()
-        d = PvDaemon(root, pv_rule("rate", f'name = "{pv("CNT")}"\nwhen = "equals"\nvalue = 0', root / "out"),
-                     profile=profile and profile / "rate.prof")
+        d = PvDaemon(
+            root,
+            pv_rule("rate", f'name = "{pv("CNT")}"\nwhen = "equals"\nvalue = 0', root / "out"),
+            profile=profile and profile / "rate.prof",
+        )
         try:
             ioc.put("RATE", hz)
             d.start()
-            wait_for(lambda: d.pvs().get(pv("CNT"), {}).get("state") == "connected", 30, "CNT connected")
+            wait_for(
+                lambda: d.pvs().get(pv("CNT"), {}).get("state") == "connected", 30, "CNT connected"
+            )
             time.sleep(1.0)
             sampler = Sampler(d, [pv("CNT")])
             idle = sampler.sample()
@@ -559,11 +606,21 @@ def part_rate(seconds: float, hz: float, keep: bool, profile: Path | None = None
             time.sleep(0.3)
             sent = int(ioc.get("SENT"))
             # drained: the updates stop changing and the backlog is 0
-            wait_for(lambda: len(sampler.samples) >= 3 and sampler.samples[-1]["backlog"] == 0
-                     and sampler.samples[-1]["updates"] == sampler.samples[-2]["updates"], 120, "the daemon to drain", poll=0.5)
+            wait_for(
+                lambda: (
+                    len(sampler.samples) >= 3
+                    and sampler.samples[-1]["backlog"] == 0
+                    and sampler.samples[-1]["updates"] == sampler.samples[-2]["updates"]
+                ),
+                120,
+                "the daemon to drain",
+                poll=0.5,
+            )
             sampler.stop()
             time.sleep(1.0)
-            runs = dict(d.query("SELECT state, COUNT(*) FROM runs WHERE rule = 'rate' GROUP BY state"))
+            runs = dict(
+                d.query("SELECT state, COUNT(*) FROM runs WHERE rule = 'rate' GROUP BY state")
+            )
             markers = d.count_markers()
             stats = ioc.stats()
             d.stop()
@@ -578,21 +635,32 @@ def part_rate(seconds: float, hz: float, keep: bool, profile: Path | None = None
     during = [s for s in sampler.samples if t_run <= s["t"] <= t_end + 0.05]
     last = sampler.samples[-1]
     received = last["updates"] - idle["updates"]
-    at_end = min((s for s in sampler.samples if s["t"] >= t_end), key=lambda s: s["t"], default=last)
+    at_end = min(
+        (s for s in sampler.samples if s["t"] >= t_end), key=lambda s: s["t"], default=last
+    )
     backlogs = [s["backlog"] for s in during if s["backlog"] is not None]
     cpu = at_end["cpu_s"] - next(s for s in sampler.samples if s["t"] >= t_run)["cpu_s"]
     wall = at_end["t"] - next(s for s in sampler.samples if s["t"] >= t_run)["t"]
     half = len(backlogs) // 2
     result = {
-        "seconds": seconds, "hz": hz,
-        "ioc_sent": sent, "ioc_rate_hz": round(stats.get("rate_hz", 0), 1), "ioc_max_lag_ms": round(stats.get("max_lag_ms", 0), 1),
-        "ioc_max_burst": stats.get("max_burst"), "ioc_cpu_share": round(ioc_cpu / (t_end - t_run), 3),
-        "received": received, "lost": sent - received,
+        "seconds": seconds,
+        "hz": hz,
+        "ioc_sent": sent,
+        "ioc_rate_hz": round(stats.get("rate_hz", 0), 1),
+        "ioc_max_lag_ms": round(stats.get("max_lag_ms", 0), 1),
+        "ioc_max_burst": stats.get("max_burst"),
+        "ioc_cpu_share": round(ioc_cpu / (t_end - t_run), 3),
+        "received": received,
+        "lost": sent - received,
         "backlog_max": max(backlogs) if backlogs else None,
         "backlog_first_half_mean": round(sum(backlogs[:half]) / half, 1) if half else None,
-        "backlog_second_half_mean": round(sum(backlogs[half:]) / (len(backlogs) - half), 1) if backlogs else None,
+        "backlog_second_half_mean": round(sum(backlogs[half:]) / (len(backlogs) - half), 1)
+        if backlogs
+        else None,
         "backlog_at_end": at_end["backlog"],
-        "runs": runs, "runs_expected": sent // 1000, "markers": markers,
+        "runs": runs,
+        "runs_expected": sent // 1000,
+        "markers": markers,
         "daemon_cpu_share": round(cpu / wall, 3) if wall else None,
         "daemon_cpu_us_per_update": round(cpu / received * 1e6, 1) if received else None,
         "daemon_threads": thread_share(threads0, threads1, t_end - t_run),
@@ -603,22 +671,43 @@ def part_rate(seconds: float, hz: float, keep: bool, profile: Path | None = None
         "reference": refs,
         "target": "keeps up with 1 kHz: every update received, no growing backlog",
     }
-    result["met"] = (result["lost"] == 0 and result["backlog_max"] is not None and result["backlog_max"] < hz
-                     and (result["backlog_at_end"] or 0) < hz / 10)
+    result["met"] = (
+        result["lost"] == 0
+        and result["backlog_max"] is not None
+        and result["backlog_max"] < hz
+        and (result["backlog_at_end"] or 0) < hz / 10
+    )
     print(f"\nrate: {pv('CNT')} at {hz:g} Hz for {seconds:g} s, rule when = \"equals\" value = 0")
     rows = [
-        ("IOC: set / rate / max lag", f"{sent} / {result['ioc_rate_hz']} Hz / {result['ioc_max_lag_ms']} ms (max burst {result['ioc_max_burst']})"),
+        (
+            "IOC: set / rate / max lag",
+            f"{sent} / {result['ioc_rate_hz']} Hz / {result['ioc_max_lag_ms']} ms (max burst {result['ioc_max_burst']})",
+        ),
         ("IOC CPU (cores)", result["ioc_cpu_share"]),
         ("daemon: updates received / lost", f"{received} / {result['lost']}"),
         ("backlog max / at end", f"{result['backlog_max']} / {result['backlog_at_end']}"),
-        ("backlog mean, 1st / 2nd half", f"{result['backlog_first_half_mean']} / {result['backlog_second_half_mean']}"),
+        (
+            "backlog mean, 1st / 2nd half",
+            f"{result['backlog_first_half_mean']} / {result['backlog_second_half_mean']}",
+        ),
         ("runs (expected) / markers", f"{runs} ({result['runs_expected']}) / {markers}"),
-        ("daemon CPU (cores) / per update", f"{result['daemon_cpu_share']} / {result['daemon_cpu_us_per_update']} us"),
+        (
+            "daemon CPU (cores) / per update",
+            f"{result['daemon_cpu_share']} / {result['daemon_cpu_us_per_update']} us",
+        ),
         ("daemon CPU by thread (cores)", result["daemon_threads"]),
-        ("daemon RSS idle / max / end", f"{result['daemon_rss_idle_mb']} / {result['daemon_rss_max_mb']} / {result['daemon_rss_end_mb']} MB"),
+        (
+            "daemon RSS idle / max / end",
+            f"{result['daemon_rss_idle_mb']} / {result['daemon_rss_max_mb']} / {result['daemon_rss_end_mb']} MB",
+        ),
         ("status answered in, max", f"{result['status_max_s']} s"),
-        *((f"bare pyepics client ({mode}): CPU", f"{r['cpu_share']} cores, {r['cpu_us_per_update']} us/update ({r['updates_per_s']}/s), {r['threads']}")
-          for mode, r in refs.items()),
+        *(
+            (
+                f"bare pyepics client ({mode}): CPU",
+                f"{r['cpu_share']} cores, {r['cpu_us_per_update']} us/update ({r['updates_per_s']}/s), {r['threads']}",
+            )
+            for mode, r in refs.items()
+        ),
     ]
     for label, value in rows:
         print(f"{label:<36}{value}")
@@ -630,8 +719,12 @@ def part_rate(seconds: float, hz: float, keep: bool, profile: Path | None = None
 
 
 def _us(ns: list[int]) -> dict[str, float]:
-    return {"p50_us": round(pct(ns, 0.5) / 1e3, 2), "p99_us": round(pct(ns, 0.99) / 1e3, 2), "max_us": round(max(ns) / 1e3, 1),
-            "mean_us": round(sum(ns) / len(ns) / 1e3, 2)}
+    return {
+        "p50_us": round(pct(ns, 0.5) / 1e3, 2),
+        "p99_us": round(pct(ns, 0.99) / 1e3, 2),
+        "max_us": round(max(ns) / 1e3, 1),
+        "mean_us": round(sum(ns) / len(ns) / 1e3, 2),
+    }
 
 
 def _fake_epics() -> types.ModuleType:
@@ -665,10 +758,16 @@ def part_eval(n: int, keep: bool) -> dict[str, Any]:
         ("change (counter)", {"when": "change"}, lambda i: i),
         ("equals 0 (counter mod 1000)", {"when": "equals", "value": 0}, lambda i: (i + 1) % 1000),
         ("falling (0/1, edge every 10)", {"when": "falling"}, lambda i: 0 if i % 10 == 9 else 1),
-        ("above 10, hysteresis 1 (noisy sine)", {"when": "above", "threshold": 10, "hysteresis": 1},
-         lambda i: 10 + 2 * math.sin(i / 50) + 0.3 * math.sin(i * 1.7)),
-        ("regex (file names, text)", {"when": "regex", "pattern": r"scan_\d+\.h5$"},
-         lambda i: f"/data/visit 1/scan_{i:06d}.{'h5' if i % 2 else 'txt'}"),
+        (
+            "above 10, hysteresis 1 (noisy sine)",
+            {"when": "above", "threshold": 10, "hysteresis": 1},
+            lambda i: 10 + 2 * math.sin(i / 50) + 0.3 * math.sin(i * 1.7),
+        ),
+        (
+            "regex (file names, text)",
+            {"when": "regex", "pattern": r"scan_\d+\.h5$"},
+            lambda i: f"/data/visit 1/scan_{i:06d}.{'h5' if i % 2 else 'txt'}",
+        ),
     ]
     configure_logging("warning")  # not a line per PV connected in the source part
     result: dict[str, Any] = {"updates": n, "update": {}}
@@ -689,12 +788,15 @@ def part_eval(n: int, keep: bool) -> dict[str, Any]:
             fires += decision.fire
         result["update"][label] = {**_us(times), "fires": fires}
         s = result["update"][label]
-        print(f"{'update: ' + label:<44}{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{fires:>8}")
+        print(
+            f"{'update: ' + label:<44}{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{fires:>8}"
+        )
 
     # A fire: the PvEvent with a 2-PV snapshot (source thread), render_pv (event loop).
     with scratch(keep, "pv-eval") as root:
         (root / "triggers").mkdir()
-        (root / "triggers" / "bench.toml").write_text(textwrap.dedent(f"""
+        (root / "triggers" / "bench.toml").write_text(
+            textwrap.dedent(f"""
             [[rule]]
             name = "scan"
             workflow = "bench_touch"
@@ -703,23 +805,49 @@ def part_eval(n: int, keep: bool) -> dict[str, Any]:
             name = "{pv('ACQ')}"
             when = "falling"
             snapshot = ["{pv('NAME')}", "{pv('FRAMES')}"]
-        """))
+        """)
+        )
         rule = load_rules([root / "triggers"]).by_name("scan")
     event_ns, render_ns = [0] * (n // 10), [0] * (n // 10)
     for i in range(n // 10):
         t = perf()
-        event = PvEvent(rule="scan", pv=pv("ACQ"), value=0, old_value=1, timestamp=1e9 + i, severity=0, reason="falling 0",
-                        seen_at=time.time(),
-                        snapshot={pv("NAME"): {"value": f"/data/visit 1/scan_{i:06d}.h5", "timestamp": 1e9 + i, "severity": 0, "connected": True},
-                                  pv("FRAMES"): {"value": 1000 + i, "timestamp": 1e9 + i, "severity": 0, "connected": True}})
+        event = PvEvent(
+            rule="scan",
+            pv=pv("ACQ"),
+            value=0,
+            old_value=1,
+            timestamp=1e9 + i,
+            severity=0,
+            reason="falling 0",
+            seen_at=time.time(),
+            snapshot={
+                pv("NAME"): {
+                    "value": f"/data/visit 1/scan_{i:06d}.h5",
+                    "timestamp": 1e9 + i,
+                    "severity": 0,
+                    "connected": True,
+                },
+                pv("FRAMES"): {
+                    "value": 1000 + i,
+                    "timestamp": 1e9 + i,
+                    "severity": 0,
+                    "connected": True,
+                },
+            },
+        )
         t1 = perf()
         match = rule.render_pv(event)
         render_ns[i], event_ns[i] = perf() - t1, t1 - t
     assert match.params["path"].endswith(".h5"), match.params
     result["fire_event"], result["fire_render_pv"] = _us(event_ns), _us(render_ns)
-    for label, key in (("fire: PvEvent + 2-PV snapshot (source)", "fire_event"), ("fire: Rule.render_pv (event loop)", "fire_render_pv")):
+    for label, key in (
+        ("fire: PvEvent + 2-PV snapshot (source)", "fire_event"),
+        ("fire: Rule.render_pv (event loop)", "fire_render_pv"),
+    ):
         s = result[key]
-        print(f"{label:<44}{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{n // 10:>8}")
+        print(
+            f"{label:<44}{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{n // 10:>8}"
+        )
 
     # The PV source itself: the CA callback's part and its thread's loop body, per update.
     result["source"] = {}
@@ -727,7 +855,9 @@ def part_eval(n: int, keep: bool) -> dict[str, Any]:
         names = [pv(f"M{i:03d}") for i in range(count)]
         cond = Condition.parse({"when": "above", "threshold": 1e9}, "bench")
         fired: list[Any] = []
-        source = PvSource([PvWatch(f"r{i}", name, cond) for i, name in enumerate(names)], fired.append)
+        source = PvSource(
+            [PvWatch(f"r{i}", name, cond) for i, name in enumerate(names)], fired.append
+        )
         with mock.patch.dict(sys.modules, {"epics": _fake_epics()}):
             source.start()
         source.stop()  # the thread ends; the channels stay: drive its loop body by hand
@@ -737,7 +867,9 @@ def part_eval(n: int, keep: bool) -> dict[str, Any]:
         for i in range(n):  # round robin over the PVs
             name = names[i % count]
             t = perf()
-            source._on_value(pvname=name, value=i // count + 1, timestamp=1e9 + i * 1e-4, severity=0)
+            source._on_value(
+                pvname=name, value=i // count + 1, timestamp=1e9 + i * 1e-4, severity=0
+            )
             t1 = perf()
             item = source._queue.get_nowait()
             t2 = perf()
@@ -746,13 +878,26 @@ def part_eval(n: int, keep: bool) -> dict[str, Any]:
             callback_ns[i], loop_ns[i] = t1 - t, t3 - t2
         assert not fired
         result["source"][f"{count} PV"] = {"callback": _us(callback_ns), "thread": _us(loop_ns)}
-        for part, ns in (("CA callback (_on_value)", callback_ns), ("thread loop body (_step)", loop_ns)):
+        for part, ns in (
+            ("CA callback (_on_value)", callback_ns),
+            ("thread loop body (_step)", loop_ns),
+        ):
             s = _us(ns)
-            print(f"{f'source, {count} PV: {part}':<44}{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{0:>8}")
-    worst = round(max(max(s["p99_us"] for s in result["update"].values()), result["fire_event"]["p99_us"] + result["fire_render_pv"]["p99_us"]), 2)
+            print(
+                f"{f'source, {count} PV: {part}':<44}{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{0:>8}"
+            )
+    worst = round(
+        max(
+            max(s["p99_us"] for s in result["update"].values()),
+            result["fire_event"]["p99_us"] + result["fire_render_pv"]["p99_us"],
+        ),
+        2,
+    )
     result["target"] = "rule evaluation p99 < 1 ms"
     result["met"] = worst < 1000
-    print(f"target {result['target']}: {'met' if result['met'] else 'NOT met'} (worst p99: {worst} us)")
+    print(
+        f"target {result['target']}: {'met' if result['met'] else 'NOT met'} (worst p99: {worst} us)"
+    )
     return result
 
 
@@ -764,11 +909,18 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
 
     with scratch(keep, "pv-latency") as root:
         ioc = Ioc(root).start()
-        d = PvDaemon(root, pv_rule("lat", f'name = "{pv("TRIG")}"\nwhen = "rising"', root / "out"),
-                     profile=profile and profile / "latency.prof")
+        d = PvDaemon(
+            root,
+            pv_rule("lat", f'name = "{pv("TRIG")}"\nwhen = "rising"', root / "out"),
+            profile=profile and profile / "latency.prof",
+        )
         try:
             d.start()
-            wait_for(lambda: d.pvs().get(pv("TRIG"), {}).get("state") == "connected", 30, "TRIG connected")
+            wait_for(
+                lambda: d.pvs().get(pv("TRIG"), {}).get("state") == "connected",
+                30,
+                "TRIG connected",
+            )
             trig = epics.PV(pv("TRIG"))
             assert trig.wait_for_connection(5)
 
@@ -780,7 +932,9 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
                 deadline = time.monotonic() + 30
                 while d.count_markers() < expect:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"no run for {value} within 30 s:\n{d.log.read_text()[-3000:]}")
+                        raise RuntimeError(
+                            f"no run for {value} within 30 s:\n{d.log.read_text()[-3000:]}"
+                        )
                     time.sleep(0.001)
                 trig.put(0, wait=True)
                 time.sleep(gap)
@@ -792,8 +946,10 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
             for i in range(n):
                 put_at[str(1000 + i)] = fire(1000 + i, 3 + i + 1)
             started = {p: t for t, p in d.markers()}
-            rows = d.query("SELECT json_extract(trigger, '$[0].value'), json_extract(trigger, '$[0].timestamp'), "
-                           "json_extract(trigger, '$[0].seen_at'), queued_at FROM runs WHERE rule = 'lat'")
+            rows = d.query(
+                "SELECT json_extract(trigger, '$[0].value'), json_extract(trigger, '$[0].timestamp'), "
+                "json_extract(trigger, '$[0].seen_at'), queued_at FROM runs WHERE rule = 'lat'"
+            )
             trig.disconnect()
         finally:
             d.stop()
@@ -808,19 +964,40 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
     put_call = [put_at[k][1] - put_at[k][0] for k in keys]
     ms = lambda xs, q: round(pct(xs, q) * 1e3, 2)  # noqa: E731
     result = {
-        "fires": n, "gap_s": gap,
-        "p50_ms": ms(lat, 0.5), "p90_ms": ms(lat, 0.9), "p99_ms": ms(lat, 0.99), "max_ms": round(max(lat) * 1e3, 2),
+        "fires": n,
+        "gap_s": gap,
+        "p50_ms": ms(lat, 0.5),
+        "p90_ms": ms(lat, 0.9),
+        "p99_ms": ms(lat, 0.99),
+        "max_ms": round(max(lat) * 1e3, 2),
         "put_call_p50_ms": ms(put_call, 0.5),
-        "split_p50_ms": {"put_to_ioc": ms(to_ioc, 0.5), "ioc_to_seen": ms(to_seen, 0.5), "seen_to_outbox": ms(to_queued, 0.5), "outbox_to_task": ms(to_task, 0.5)},
-        "split_p99_ms": {"put_to_ioc": ms(to_ioc, 0.99), "ioc_to_seen": ms(to_seen, 0.99), "seen_to_outbox": ms(to_queued, 0.99), "outbox_to_task": ms(to_task, 0.99)},
+        "split_p50_ms": {
+            "put_to_ioc": ms(to_ioc, 0.5),
+            "ioc_to_seen": ms(to_seen, 0.5),
+            "seen_to_outbox": ms(to_queued, 0.5),
+            "outbox_to_task": ms(to_task, 0.5),
+        },
+        "split_p99_ms": {
+            "put_to_ioc": ms(to_ioc, 0.99),
+            "ioc_to_seen": ms(to_seen, 0.99),
+            "seen_to_outbox": ms(to_queued, 0.99),
+            "outbox_to_task": ms(to_task, 0.99),
+        },
         "target": "p50 < 50 ms, p99 < 200 ms",
     }
     result["met"] = result["p50_ms"] < 50 and result["p99_ms"] < 200
     print(f"\nlatency: caput -> first task running ({n} fires, when = \"rising\")")
     print(f"{'':<26}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}")
-    for label, xs in (("total", lat), ("  put -> IOC time stamp", to_ioc), ("  IOC -> source (seen_at)", to_seen),
-                      ("  seen -> outbox", to_queued), ("  outbox -> task", to_task)):
-        print(f"{label:<26}{ms(xs, 0.5):>9.2f}{ms(xs, 0.9):>9.2f}{ms(xs, 0.99):>9.2f}{max(xs) * 1e3:>9.2f}")
+    for label, xs in (
+        ("total", lat),
+        ("  put -> IOC time stamp", to_ioc),
+        ("  IOC -> source (seen_at)", to_seen),
+        ("  seen -> outbox", to_queued),
+        ("  outbox -> task", to_task),
+    ):
+        print(
+            f"{label:<26}{ms(xs, 0.5):>9.2f}{ms(xs, 0.9):>9.2f}{ms(xs, 0.99):>9.2f}{max(xs) * 1e3:>9.2f}"
+        )
     print(f"target {result['target']}: {'met' if result['met'] else 'NOT met'}")
     return result
 
@@ -828,21 +1005,35 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
 # -- 4. many ------------------------------------------------------------------------------------------
 
 
-def part_many(seconds: float, count: int, keep: bool, profile: Path | None = None, ref_seconds: float = 10,
-              each_hz: float = 10.0) -> dict[str, Any]:
+def part_many(
+    seconds: float,
+    count: int,
+    keep: bool,
+    profile: Path | None = None,
+    ref_seconds: float = 10,
+    each_hz: float = 10.0,
+) -> dict[str, Any]:
     names = [pv(f"M{i:03d}") for i in range(count)]
     with scratch(keep, "pv-many") as root:
         ioc = Ioc(root, many=count).start()
-        rules = "".join(pv_rule(f"m{i:03d}", f'name = "{name}"\nwhen = "above"\nthreshold = 1e9', root / "out")
-                        for i, name in enumerate(names))
+        rules = "".join(
+            pv_rule(f"m{i:03d}", f'name = "{name}"\nwhen = "above"\nthreshold = 1e9', root / "out")
+            for i, name in enumerate(names)
+        )
         d = PvDaemon(root, rules, profile=profile and profile / "many.prof")
         try:
             ioc.put("RATE", each_hz)
             t_spawn = time.monotonic()
             d.start()
             t_api = time.monotonic()
-            wait_for(lambda: sum(1 for n in names if d.pvs().get(n, {}).get("state") == "connected") == count, 60,
-                     f"{count} PVs connected", poll=0.2)
+            wait_for(
+                lambda: (
+                    sum(1 for n in names if d.pvs().get(n, {}).get("state") == "connected") == count
+                ),
+                60,
+                f"{count} PVs connected",
+                poll=0.2,
+            )
             t_connected = time.monotonic()
             idle_cpu0, idle_t0 = _cpu_s(d.pid), time.monotonic()
             time.sleep(5.0)
@@ -862,7 +1053,9 @@ def part_many(seconds: float, count: int, keep: bool, profile: Path | None = Non
             ioc.put("RUN", 0)
             time.sleep(0.5)
             sent = int(ioc.get("SENT"))
-            wait_for(lambda: d.status().get("pv_backlog") == 0, 120, "the daemon to drain", poll=0.5)
+            wait_for(
+                lambda: d.status().get("pv_backlog") == 0, 120, "the daemon to drain", poll=0.5
+            )
             time.sleep(1.0)
             final = sampler.sample()
             runs = d.query("SELECT COUNT(*) FROM runs")[0][0]
@@ -882,19 +1075,31 @@ def part_many(seconds: float, count: int, keep: bool, profile: Path | None = Non
     backlogs = [s["backlog"] for s in samples if s["backlog"] is not None]
     received_window = last["updates"] - first["updates"]
     result = {
-        "pvs": count, "seconds": seconds, "hz_each": each_hz,
-        "start_to_api_s": round(t_api - t_spawn, 2), "api_to_all_connected_s": round(t_connected - t_api, 2),
+        "pvs": count,
+        "seconds": seconds,
+        "hz_each": each_hz,
+        "start_to_api_s": round(t_api - t_spawn, 2),
+        "api_to_all_connected_s": round(t_connected - t_api, 2),
         "connected_at_end": final["connected"],
-        "ioc_sent": sent, "ioc_rate_hz": round(stats.get("rate_hz", 0), 1), "ioc_max_lag_ms": round(stats.get("max_lag_ms", 0), 1),
+        "ioc_sent": sent,
+        "ioc_rate_hz": round(stats.get("rate_hz", 0), 1),
+        "ioc_max_lag_ms": round(stats.get("max_lag_ms", 0), 1),
         "ioc_cpu_share": round(ioc_cpu / wall, 3),
-        "received_total": final["updates"] - before["updates"], "lost": sent - (final["updates"] - before["updates"]),
+        "received_total": final["updates"] - before["updates"],
+        "lost": sent - (final["updates"] - before["updates"]),
         "received_per_s": round(received_window / wall, 1),
-        "backlog_max": max(backlogs) if backlogs else None, "backlog_at_end": last["backlog"],
+        "backlog_max": max(backlogs) if backlogs else None,
+        "backlog_at_end": last["backlog"],
         "daemon_idle_cpu_share": round(idle_share, 3),
         "daemon_cpu_share": round((last["cpu_s"] - first["cpu_s"]) / wall, 3),
-        "daemon_cpu_us_per_update": round((last["cpu_s"] - first["cpu_s"]) / received_window * 1e6, 1) if received_window else None,
+        "daemon_cpu_us_per_update": round(
+            (last["cpu_s"] - first["cpu_s"]) / received_window * 1e6, 1
+        )
+        if received_window
+        else None,
         "daemon_threads": thread_share(threads0, threads1, wall),
-        "daemon_rss_mb": round(last["rss_kb"] / 1024, 1), "daemon_rss_max_mb": round(max(s["rss_kb"] for s in samples) / 1024, 1),
+        "daemon_rss_mb": round(last["rss_kb"] / 1024, 1),
+        "daemon_rss_max_mb": round(max(s["rss_kb"] for s in samples) / 1024, 1),
         "children_rss_mb": round(children / 1024, 1),
         "status_max_s": round(max(s["status_s"] for s in samples), 3),
         "runs": runs,
@@ -904,33 +1109,58 @@ def part_many(seconds: float, count: int, keep: bool, profile: Path | None = Non
     result["met"] = final["connected"] == count and result["daemon_cpu_share"] < 0.10
     if count < 500 or count * each_hz < 5000:  # the target is for 500 PVs at 10 Hz
         result["met"] = None
-    print(f"\nmany: {count} PVs at {each_hz:g} Hz each for {seconds:g} s, one rule each (when = \"above\", never fires)")
+    print(
+        f"\nmany: {count} PVs at {each_hz:g} Hz each for {seconds:g} s, one rule each (when = \"above\", never fires)"
+    )
     rows = [
-        ("daemon start -> API / -> all connected", f"{result['start_to_api_s']} s / +{result['api_to_all_connected_s']} s"),
+        (
+            "daemon start -> API / -> all connected",
+            f"{result['start_to_api_s']} s / +{result['api_to_all_connected_s']} s",
+        ),
         ("connected at the end", f"{final['connected']} of {count}"),
-        ("IOC: set / rate / max lag", f"{sent} / {result['ioc_rate_hz']} Hz / {result['ioc_max_lag_ms']} ms"),
+        (
+            "IOC: set / rate / max lag",
+            f"{sent} / {result['ioc_rate_hz']} Hz / {result['ioc_max_lag_ms']} ms",
+        ),
         ("IOC CPU (cores)", result["ioc_cpu_share"]),
         ("daemon: received (all) / lost", f"{result['received_total']} / {result['lost']}"),
         ("daemon: received per s (window)", result["received_per_s"]),
         ("backlog max / at end of window", f"{result['backlog_max']} / {result['backlog_at_end']}"),
         ("daemon CPU idle (cores)", result["daemon_idle_cpu_share"]),
-        ("daemon CPU (cores) / per update", f"{result['daemon_cpu_share']} / {result['daemon_cpu_us_per_update']} us"),
+        (
+            "daemon CPU (cores) / per update",
+            f"{result['daemon_cpu_share']} / {result['daemon_cpu_us_per_update']} us",
+        ),
         ("daemon CPU by thread (cores)", result["daemon_threads"]),
-        ("daemon RSS / max; workers", f"{result['daemon_rss_mb']} / {result['daemon_rss_max_mb']} MB; {result['children_rss_mb']} MB"),
+        (
+            "daemon RSS / max; workers",
+            f"{result['daemon_rss_mb']} / {result['daemon_rss_max_mb']} MB; {result['children_rss_mb']} MB",
+        ),
         ("status answered in, max", f"{result['status_max_s']} s"),
         ("runs started", runs),
-        *((f"bare pyepics client ({mode}): CPU", f"{r['cpu_share']} cores, {r['cpu_us_per_update']} us/update ({r['updates_per_s']}/s), {r['threads']}")
-          for mode, r in refs.items()),
+        *(
+            (
+                f"bare pyepics client ({mode}): CPU",
+                f"{r['cpu_share']} cores, {r['cpu_us_per_update']} us/update ({r['updates_per_s']}/s), {r['threads']}",
+            )
+            for mode, r in refs.items()
+        ),
     ]
     for label, value in rows:
         print(f"{label:<40}{value}")
-    verdict = {True: "met", False: "NOT met", None: "not judged (fewer than 500 PVs or 5000 updates/s)"}[result["met"]]
+    verdict = {
+        True: "met",
+        False: "NOT met",
+        None: "not judged (fewer than 500 PVs or 5000 updates/s)",
+    }[result["met"]]
     print(f"target {result['target']}: {verdict}")
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=float, nargs="?", const=60.0, metavar="S")
     parser.add_argument("--eval", type=int, nargs="?", const=100_000, metavar="N")
     parser.add_argument("--latency", type=int, nargs="?", const=200, metavar="N")
@@ -939,30 +1169,54 @@ def main() -> None:
     parser.add_argument("--pvs", type=int, default=500)
     parser.add_argument("--each-hz", type=float, default=10.0)
     parser.add_argument("--gap", type=float, default=0.02)
-    parser.add_argument("--reference", type=float, default=10.0, metavar="S", help="seconds for each bare pyepics client after --rate and --many (0: none)")
+    parser.add_argument(
+        "--reference",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds for each bare pyepics client after --rate and --many (0: none)",
+    )
     parser.add_argument("--max-load", type=float, default=1.5)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--profile", type=Path, metavar="DIR", help="run each daemon under cProfile, save <part>.prof in DIR and print its top (slows it down)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run each daemon under cProfile, save <part>.prof in DIR and print its top (slows it down)",
+    )
     args = parser.parse_args()
     if args.rate is None and args.eval is None and args.latency is None and args.many is None:
         args.rate, args.eval, args.latency, args.many = 60.0, 100_000, 200, 30.0
     if args.profile:
         args.profile = args.profile.resolve()
         args.profile.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "python": sys.version.split()[0],
-                               "ca_server_port": int(LOOPBACK_ENV["EPICS_CA_SERVER_PORT"])}
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "ca_server_port": int(LOOPBACK_ENV["EPICS_CA_SERVER_PORT"]),
+    }
     if args.eval:
         load = quiet(args.max_load, "eval")
         results["eval"] = {**part_eval(args.eval, args.keep), "load": load}
     if args.latency:
         load = quiet(args.max_load, "latency")
-        results["latency"] = {**part_latency(args.latency, args.gap, args.keep, args.profile), "load": load}
+        results["latency"] = {
+            **part_latency(args.latency, args.gap, args.keep, args.profile),
+            "load": load,
+        }
     if args.rate:
         load = quiet(args.max_load, "rate")
-        results["rate"] = {**part_rate(args.rate, args.hz, args.keep, args.profile, args.reference), "load": load}
+        results["rate"] = {
+            **part_rate(args.rate, args.hz, args.keep, args.profile, args.reference),
+            "load": load,
+        }
     if args.many:
         load = quiet(args.max_load, "many")
-        results["many"] = {**part_many(args.many, args.pvs, args.keep, args.profile, args.reference, args.each_hz), "load": load}
+        results["many"] = {
+            **part_many(args.many, args.pvs, args.keep, args.profile, args.reference, args.each_hz),
+            "load": load,
+        }
     results["load_end"] = loadavg()
     print(json.dumps(results))
 

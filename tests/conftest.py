@@ -23,7 +23,9 @@ def events() -> EventCollector:
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory, events):
     """One executor for the session over the repository's workflows/ (2 workers)."""
-    executor, store = make_executor(tmp_path_factory.mktemp("engine"), [WORKFLOWS], events, workers=2)
+    executor, store = make_executor(
+        tmp_path_factory.mktemp("engine"), [WORKFLOWS], events, workers=2
+    )
     executor.start()
     yield executor, store
     executor.close()

@@ -63,7 +63,9 @@ LOOPBACK_ENV = {
     "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
 }
 if "epics" in sys.modules and getattr(sys.modules["epics"].ca, "libca", None) is not None:
-    raise RuntimeError("pyepics started Channel Access before ioc_fixture set the loopback environment")
+    raise RuntimeError(
+        "pyepics started Channel Access before ioc_fixture set the loopback environment"
+    )
 os.environ.update(LOOPBACK_ENV)
 
 _IOC_SCRIPT = textwrap.dedent(
@@ -94,7 +96,10 @@ class SoftIoc:
         # find_spec, not import: softioc loads epicscorelibs' libCom and libca into this
         # process next to pyepics' own copies, and CA callbacks then only arrive at exit.
         if importlib.util.find_spec("softioc") is None:
-            pytest.fail("softioc is not installed: the PV tests need a real IOC (pip install -e '.[test]')", pytrace=False)
+            pytest.fail(
+                "softioc is not installed: the PV tests need a real IOC (pip install -e '.[test]')",
+                pytrace=False,
+            )
         self.prefix = prefix + ":"
         self.workdir = workdir
         self.script = workdir / "ioc.py"
@@ -119,16 +124,22 @@ class SoftIoc:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(self.script), self._prefix],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **LOOPBACK_ENV}, cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **LOOPBACK_ENV},
+                cwd=self.workdir,
             )
         deadline = time.monotonic() + timeout
         for record in self.RECORDS:
             while epics.caget(self.pv(record), connection_timeout=0.5, timeout=1.0) is None:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    pytest.fail(f"soft IOC did not serve {self.pv(record)} within {timeout:g} s\n"
-                                f"{self.log.read_text()[-3000:]}", pytrace=False)
+                    pytest.fail(
+                        f"soft IOC did not serve {self.pv(record)} within {timeout:g} s\n"
+                        f"{self.log.read_text()[-3000:]}",
+                        pytrace=False,
+                    )
 
     def stop(self) -> None:
         """Kill the IOC (like a crash: no goodbye to the clients)."""

@@ -56,11 +56,24 @@ class MongoServer:
             return
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [self.binary, "--config", str(self.config), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--storage-path", str(self.data), "--sync-on-commit",
-                 "--log-level", "WARNING"],
-                stdout=out, stderr=subprocess.STDOUT, cwd=self.data.parent,
-            )  # fmt: skip
+                [
+                    self.binary,
+                    "--config",
+                    str(self.config),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--storage-path",
+                    str(self.data),
+                    "--sync-on-commit",
+                    "--log-level",
+                    "WARNING",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.data.parent,
+            )
         self.wait_ready(timeout)
 
     def answers(self) -> bool:
@@ -77,10 +90,14 @@ class MongoServer:
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self.process is not None and self.process.poll() is not None:
-                pytest.fail(f"{BINARY} exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"{BINARY} exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             if time.monotonic() > deadline:
-                pytest.fail(f"{BINARY} did not answer on port {self.port} within {timeout:g} s\n"
-                            f"{self.log.read_text()[-3000:]}")  # fmt: skip
+                pytest.fail(
+                    f"{BINARY} did not answer on port {self.port} within {timeout:g} s\n"
+                    f"{self.log.read_text()[-3000:]}"
+                )
             time.sleep(0.05)
 
     def stop(self, *, kill: bool = False) -> None:

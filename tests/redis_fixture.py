@@ -39,7 +39,15 @@ from triggerd.engine.job import TaskJob
 from triggerd.engine.redis_channel import events_stream_key
 from triggerd.store.sqlite import SqliteDataStore
 
-__all__ = ["CeleryCluster", "RedisServer", "WorkerProcess", "celery_cluster", "celery_engine", "cluster", "redis_server"]
+__all__ = [
+    "CeleryCluster",
+    "RedisServer",
+    "WorkerProcess",
+    "celery_cluster",
+    "celery_engine",
+    "cluster",
+    "redis_server",
+]
 
 MAIN_WORKER = "main@triggerd-test"
 SIGNAL_TIMEOUT = 3.0  # short, so the test of an unanswered signal stays quick
@@ -79,15 +87,34 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = workdir / "redis.log"
         self.client = redis.Redis(port=self.port)
-        self._persistence = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
+        self._persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if appendonly
+            else ["--appendonly", "no"]
+        )
         self._start()
 
     def _start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", *self._persistence,
-             "--daemonize", "no", "--logfile", str(self.log), "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                *self._persistence,
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.log),
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         _wait_until(self._up, 10, "redis-server did not accept connections", self.log)
 
     def start(self) -> None:
@@ -105,7 +132,9 @@ class RedisServer:
 
     def _up(self) -> bool:
         if self.process.poll() is not None:
-            pytest.fail(f"redis-server exited with {self.process.returncode}:\n{self.log.read_text()[-2000:]}")
+            pytest.fail(
+                f"redis-server exited with {self.process.returncode}:\n{self.log.read_text()[-2000:]}"
+            )
         try:
             return bool(self.client.ping())
         except redis.ConnectionError:
@@ -123,11 +152,24 @@ class WorkerProcess:
         self.name = name
         self.log = log
         triggerd = Path(sys.executable).parent / "triggerd"
-        command = [str(triggerd), "worker", "--config", str(config), "-n", name, *args,
-                   "--without-mingle", "--without-gossip"]  # fmt: skip
+        command = [
+            str(triggerd),
+            "worker",
+            "--config",
+            str(config),
+            "-n",
+            name,
+            *args,
+            "--without-mingle",
+            "--without-gossip",
+        ]
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                command, cwd=config.parent, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                cwd=config.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def wait_ready(self, app: Any, timeout: float = 30) -> None:
@@ -135,7 +177,9 @@ class WorkerProcess:
 
         def answered() -> bool:
             if self.process.poll() is not None:
-                pytest.fail(f"worker {self.name} exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"worker {self.name} exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             return bool(app.control.ping(destination=[self.name], timeout=0.5, limit=1))
 
         _wait_until(answered, timeout, f"worker {self.name} did not answer a ping", self.log)
@@ -161,7 +205,11 @@ def stream_docs(client: redis.Redis) -> list[dict[str, Any]]:
 
 def refusals(client: redis.Redis, delivery_id: str) -> list[dict[str, Any]]:
     """The workers' ``job.refused`` events for the job with Celery task id ``delivery_id``."""
-    return [d for d in stream_docs(client) if d["kind"] == "job.refused" and d["data"].get("delivery") == delivery_id]
+    return [
+        d
+        for d in stream_docs(client)
+        if d["kind"] == "job.refused" and d["data"].get("delivery") == delivery_id
+    ]
 
 
 @dataclass
@@ -191,10 +239,18 @@ class CeleryCluster:
         ``inbox`` as its runner's; returns its Celery task id."""
         task_id = uuid.uuid4().hex
         message = job_message(job, inbox, task_id, Codec(TEST_KEY))
-        self.app.send_task(TASK_NAME, args=[message], task_id=task_id, queue=job.queue, routing_key=job.queue)
+        self.app.send_task(
+            TASK_NAME, args=[message], task_id=task_id, queue=job.queue, routing_key=job.queue
+        )
         return task_id
 
-    def executor(self, collector: EventCollector, *, workflows: list[Path] | None = None, stop_grace: float | None = 10.0) -> CeleryExecutor:
+    def executor(
+        self,
+        collector: EventCollector,
+        *,
+        workflows: list[Path] | None = None,
+        stop_grace: float | None = 10.0,
+    ) -> CeleryExecutor:
         """A started executor over the same workflows as the workers (by default)."""
         executor = CeleryExecutor(
             workflows=workflows or [self.wf, WORKFLOWS],
@@ -215,9 +271,12 @@ class CeleryCluster:
         return worker
 
 
-def _worker_config(root: Path, redis_url: str, wf: Path, store: Path, visibility_timeout: float) -> Path:
+def _worker_config(
+    root: Path, redis_url: str, wf: Path, store: Path, visibility_timeout: float
+) -> Path:
     path = root / "triggerd.toml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         [paths]
         state_dir = "{root / 'state'}"
         workflows = ["{wf}", "{WORKFLOWS}"]
@@ -232,7 +291,8 @@ def _worker_config(root: Path, redis_url: str, wf: Path, store: Path, visibility
         [log]
         level = "info"
         format = "console"
-        """))
+        """)
+    )
     return path
 
 
@@ -244,7 +304,13 @@ def redis_server(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def cluster(root: Path, redis_server: RedisServer, *, worker_args: list[str], visibility_timeout: float = 60.0) -> Iterator[CeleryCluster]:
+def cluster(
+    root: Path,
+    redis_server: RedisServer,
+    *,
+    worker_args: list[str],
+    visibility_timeout: float = 60.0,
+) -> Iterator[CeleryCluster]:
     """A worker (named MAIN_WORKER) over ``redis_server``, with its store and config in ``root``."""
     wf = root / "wf"
     wf.mkdir()
@@ -270,7 +336,9 @@ def cluster(root: Path, redis_server: RedisServer, *, worker_args: list[str], vi
 @pytest.fixture(scope="session")
 def celery_cluster(tmp_path_factory, redis_server):
     """The session's Redis, one worker on task,dag,workflow (-c 2) and the shared store."""
-    with cluster(tmp_path_factory.mktemp("celery"), redis_server, worker_args=["-c", "2"]) as running:
+    with cluster(
+        tmp_path_factory.mktemp("celery"), redis_server, worker_args=["-c", "2"]
+    ) as running:
         yield running
 
 
@@ -280,4 +348,3 @@ def celery_engine(celery_cluster, events):
     executor = celery_cluster.executor(events, workflows=[WORKFLOWS])
     yield executor, celery_cluster.store
     executor.close()
-

@@ -59,7 +59,9 @@ class Outcome:
         return [e.kind for e in self.events]
 
 
-def make_executor(tmp: Path, workflows: list[Path], collector: EventCollector, **kwargs: Any) -> tuple[LocalExecutor, SqliteDataStore]:
+def make_executor(
+    tmp: Path, workflows: list[Path], collector: EventCollector, **kwargs: Any
+) -> tuple[LocalExecutor, SqliteDataStore]:
     codec = Codec(TEST_KEY)
     store = SqliteDataStore(tmp / "store.sqlite", codec).open()
     executor = LocalExecutor(
@@ -77,12 +79,16 @@ def make_executor(tmp: Path, workflows: list[Path], collector: EventCollector, *
 def celery_sections(cluster: Any) -> str:
     """The [store], [security] and [celery] of a config whose runs go to ``cluster``'s
     workers (the session's celery_cluster: its store, key and broker)."""
-    return (f'[store]\npath = "{cluster.root / "store.sqlite"}"\n'
-            f'[security]\nhmac_key = "{TEST_KEY.decode()}"\n'
-            f'[celery]\nbroker_url = "{cluster.redis.url}"\n')  # fmt: skip
+    return (
+        f'[store]\npath = "{cluster.root / "store.sqlite"}"\n'
+        f'[security]\nhmac_key = "{TEST_KEY.decode()}"\n'
+        f'[celery]\nbroker_url = "{cluster.redis.url}"\n'
+    )
 
 
-def stop_process(process: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+def stop_process(
+    process: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> None:
     """Send ``sig`` (SIGTERM: shut down) to a server the tests started; SIGKILL if it is
     still there after ``timeout`` seconds. A process that has exited is left alone."""
     if process.poll() is not None:

@@ -24,8 +24,14 @@ class TerminalResult:
     output: str  # stdout and stderr as the terminal showed them (CR LF turned into LF)
 
 
-def run_in_terminal(argv: list[str], *, columns: int, cwd: Path, env: dict[str, str] | None = None,
-                    timeout: float = 60) -> TerminalResult:
+def run_in_terminal(
+    argv: list[str],
+    *,
+    columns: int,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> TerminalResult:
     """Run ``argv`` to its end with stdin, stdout and stderr on a new pty ``columns`` wide."""
     terminal = Terminal(argv, columns=columns, cwd=cwd, env=env)
     try:
@@ -40,7 +46,9 @@ class Terminal:
     window: it is the terminal's foreground process, so Ctrl-C (``interrupt``) reaches
     it as SIGINT through the terminal, and what it prints can be waited for."""
 
-    def __init__(self, argv: list[str], *, columns: int, cwd: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self, argv: list[str], *, columns: int, cwd: Path, env: dict[str, str] | None = None
+    ):
         self._master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
         environ = dict(env if env is not None else os.environ)
@@ -49,9 +57,16 @@ class Terminal:
         environ["TERM"] = "xterm-256color"
         try:
             self.process = subprocess.Popen(
-                argv, cwd=cwd, env=environ, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the terminal becomes its controlling one
-            )  # fmt: skip
+                argv,
+                cwd=cwd,
+                env=environ,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                start_new_session=True,
+                # the terminal becomes its controlling one
+                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+            )
         finally:
             os.close(slave)
         self._seen = bytearray()
@@ -79,9 +94,13 @@ class Terminal:
         deadline = time.monotonic() + timeout
         while text not in self.output:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not printed within {timeout} s; the terminal shows:\n{self.output[-3000:]}")
+                raise AssertionError(
+                    f"{text!r} not printed within {timeout} s; the terminal shows:\n{self.output[-3000:]}"
+                )
             if not self._read(0.1) and self.process.poll() is not None:
-                raise AssertionError(f"exited ({self.process.returncode}) before printing {text!r}:\n{self.output[-3000:]}")
+                raise AssertionError(
+                    f"exited ({self.process.returncode}) before printing {text!r}:\n{self.output[-3000:]}"
+                )
 
     def finish(self, timeout: float) -> int:
         """Take what it prints until every writer has closed the terminal; its exit status."""
@@ -89,7 +108,9 @@ class Terminal:
         while self._read(0.1):
             if time.monotonic() > deadline:
                 self.process.kill()
-                raise AssertionError(f"{self.process.args} did not finish in {timeout} s: {self.output[-2000:]!r}")
+                raise AssertionError(
+                    f"{self.process.args} did not finish in {timeout} s: {self.output[-2000:]!r}"
+                )
         return self.process.wait(timeout=max(1.0, deadline - time.monotonic()))
 
     def interrupt(self, timeout: float = 60) -> int:

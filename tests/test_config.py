@@ -189,7 +189,9 @@ def test_several_errors_reported_together(isolated: Path) -> None:
         assert f"  {path}: key '{key}': " in text
 
 
-def test_relative_paths_resolved_against_the_config_files_directory(isolated: Path, tmp_path_factory) -> None:
+def test_relative_paths_resolved_against_the_config_files_directory(
+    isolated: Path, tmp_path_factory
+) -> None:
     """Relative paths in a file (given or default) are made absolute against the file's
     directory, not the caller's: `triggerctl --config X` from anywhere (or systemd's
     WorkingDirectory) means the daemon X describes."""
@@ -202,12 +204,18 @@ def test_relative_paths_resolved_against_the_config_files_directory(isolated: Pa
     settings = load_settings(path)
     assert settings.base_dir == elsewhere
     assert settings.paths.state_dir == elsewhere / "state"
-    assert settings.paths.workflows == [elsewhere / "wf", Path("/abs/wf"), elsewhere.parent / "shared" / "wf"]
+    assert settings.paths.workflows == [
+        elsewhere / "wf",
+        Path("/abs/wf"),
+        elsewhere.parent / "shared" / "wf",
+    ]
     assert settings.store_path == elsewhere / "db" / "store.sqlite"
     assert settings.hmac_key_path == elsewhere / "keys" / "hmac"
-    assert settings.paths.triggers == [elsewhere / "triggers"]  # a default, relative to the file too
+    # a default, relative to the file too
+    assert settings.paths.triggers == [elsewhere / "triggers"]
     assert settings.socket_path.parent == elsewhere / "state"
-    assert load_settings().paths.state_dir == isolated / "var"  # without a file: where it is started
+    # without a file: where it is started
+    assert load_settings().paths.state_dir == isolated / "var"
 
 
 def test_overrides_win_and_are_blamed(isolated: Path) -> None:
@@ -250,22 +258,40 @@ def test_one_mongodb_address_serves_the_store_and_the_event_log(isolated: Path) 
     """[mongodb] url: the store's backend becomes MongoDB and both use that server and
     database; each may still choose SQLite or its own URL."""
     url = "mongodb://beam:s3cret@db:27017/bl"
-    both = load_settings(write(isolated / "a.toml", f'[mongodb]\nurl = "{url}"\ndatabase = "bl13"\n'))
+    both = load_settings(
+        write(isolated / "a.toml", f'[mongodb]\nurl = "{url}"\ndatabase = "bl13"\n')
+    )
     assert (both.store.backend, both.store.url, both.store.database) == ("mongodb", url, "bl13")
-    assert both.eventlog_on_mongodb and both.eventlog_target == url and both.eventlog.database == "bl13"
-    own = load_settings(write(isolated / "b.toml", f'[mongodb]\nurl = "{url}"\n[store]\nbackend = "sqlite"\n'
-                                                   '[eventlog]\nurl = "mongodb://logs:27017/ev"\n'))  # fmt: skip
+    assert (
+        both.eventlog_on_mongodb
+        and both.eventlog_target == url
+        and both.eventlog.database == "bl13"
+    )
+    own = load_settings(
+        write(
+            isolated / "b.toml",
+            f'[mongodb]\nurl = "{url}"\n[store]\nbackend = "sqlite"\n'
+            '[eventlog]\nurl = "mongodb://logs:27017/ev"\n',
+        )
+    )
     assert own.store.backend == "sqlite" and own.store.url is None
     assert own.eventlog_target == "mongodb://logs:27017/ev"
-    sqlite_log = load_settings(write(isolated / "c.toml", f'[mongodb]\nurl = "{url}"\n[eventlog]\nbackend = "sqlite"\n'))
-    assert not sqlite_log.eventlog_on_mongodb and sqlite_log.eventlog_target == str(isolated / "var" / "events.sqlite")
+    sqlite_log = load_settings(
+        write(isolated / "c.toml", f'[mongodb]\nurl = "{url}"\n[eventlog]\nbackend = "sqlite"\n')
+    )
+    assert not sqlite_log.eventlog_on_mongodb and sqlite_log.eventlog_target == str(
+        isolated / "var" / "events.sqlite"
+    )
 
 
 def test_a_mongodb_event_log_without_any_url_names_file_and_key(isolated: Path) -> None:
     path = write(isolated / "t.toml", '[eventlog]\nbackend = "mongodb"\n')
     with pytest.raises(ConfigError) as info:
         load_settings(path)
-    assert str(info.value) == f"{path}: key 'eventlog': backend = 'mongodb' needs a URL: set eventlog.url or [mongodb] url"
+    assert (
+        str(info.value)
+        == f"{path}: key 'eventlog': backend = 'mongodb' needs a URL: set eventlog.url or [mongodb] url"
+    )
 
 
 def test_config_show_holds_only_what_applies(isolated: Path) -> None:
@@ -273,10 +299,24 @@ def test_config_show_holds_only_what_applies(isolated: Path) -> None:
     reverse); unset sections stay out."""
     local = load_settings().to_toml_dict()
     assert "celery" not in local and "mongodb" not in local and "status_pvs" not in local
-    assert local["store"] == {"backend": "sqlite", "path": str(isolated / "var" / "store.sqlite"), "keep_data": False}
-    assert local["eventlog"] == {"backend": "sqlite", "path": str(isolated / "var" / "events.sqlite")}
-    path = write(isolated / "t.toml", '[executor]\nkind = "celery"\n[mongodb]\nurl = "mongodb://u:pw@db/x"\n')
+    assert local["store"] == {
+        "backend": "sqlite",
+        "path": str(isolated / "var" / "store.sqlite"),
+        "keep_data": False,
+    }
+    assert local["eventlog"] == {
+        "backend": "sqlite",
+        "path": str(isolated / "var" / "events.sqlite"),
+    }
+    path = write(
+        isolated / "t.toml", '[executor]\nkind = "celery"\n[mongodb]\nurl = "mongodb://u:pw@db/x"\n'
+    )
     production = load_settings(path).to_toml_dict()
     assert production["celery"]["broker_url"].startswith("redis://")
-    assert "path" not in production["store"] and production["store"]["url"] == "mongodb://u:***@db/x"
-    assert production["eventlog"]["backend"] == "mongodb" and production["eventlog"]["url"] == "mongodb://u:***@db/x"
+    assert (
+        "path" not in production["store"] and production["store"]["url"] == "mongodb://u:***@db/x"
+    )
+    assert (
+        production["eventlog"]["backend"] == "mongodb"
+        and production["eventlog"]["url"] == "mongodb://u:***@db/x"
+    )

@@ -18,9 +18,22 @@ from triggerd.flow.workflow import discover_workflows, load_workflow
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 EXAMPLES = [
-    "abort", "bash", "branching", "chunking_dag", "data_store", "decision", "multi_data",
-    "parallel", "parameters", "queues", "sequence", "simple", "stop", "sub_dag", "timing",
-]  # fmt: skip
+    "abort",
+    "bash",
+    "branching",
+    "chunking_dag",
+    "data_store",
+    "decision",
+    "multi_data",
+    "parallel",
+    "parameters",
+    "queues",
+    "sequence",
+    "simple",
+    "stop",
+    "sub_dag",
+    "timing",
+]
 
 MAIN = "main_dag:1"
 
@@ -38,7 +51,9 @@ def events_of(out, kind: str) -> list:
 @pytest.fixture(params=["local", "celery"])
 def run_workflow(request, runner_for):
     """``run_workflow(name, args=None)`` on the local executor, then on Celery."""
-    return runner_for(request.getfixturevalue("engine" if request.param == "local" else "celery_engine"))
+    return runner_for(
+        request.getfixturevalue("engine" if request.param == "local" else "celery_engine")
+    )
 
 
 @pytest.fixture
@@ -66,7 +81,9 @@ def test_all_examples_load_and_have_a_summary():
 def test_sequence_counts_up_through_three_tasks(run_ok):
     """Each task of the chain sees the number of its predecessor plus one."""
     out = run_ok("sequence")
-    assert out.states(MAIN) == dict.fromkeys(["first_task", "second_task", "third_task"], "succeeded")
+    assert out.states(MAIN) == dict.fromkeys(
+        ["first_task", "second_task", "third_task"], "succeeded"
+    )
     assert out.store["data"]["steps"] == [
         {"task": "first_task", "number": 1},
         {"task": "second_task", "number": 2},
@@ -97,9 +114,12 @@ def test_branching_runs_the_limited_lanes_and_skips_the_third(run_ok):
     """limit=[task object, task name] runs lanes 1 and 2; lane 3 is skipped; join still runs."""
     out = run_ok("branching")
     assert out.states(MAIN) == {
-        "branch": "succeeded", "lane_1": "succeeded", "lane_2": "succeeded",
-        "lane_3": "skipped", "join": "succeeded",
-    }  # fmt: skip
+        "branch": "succeeded",
+        "lane_1": "succeeded",
+        "lane_2": "succeeded",
+        "lane_3": "skipped",
+        "join": "succeeded",
+    }
     data = out.store["data"]
     assert sorted(data["ran"]) == ["branch", "join", "lane_1", "lane_2"]
     assert data["join_inputs"] == ["lane_1", "lane_2"]
@@ -108,9 +128,13 @@ def test_branching_runs_the_limited_lanes_and_skips_the_third(run_ok):
 
 @pytest.mark.parametrize(
     ("number", "runs", "skipped"),
-    [("3", "small_number", "large_number"), ("49", "small_number", "large_number"),
-     ("50", "large_number", "small_number"), ("97", "large_number", "small_number")],
-)  # fmt: skip
+    [
+        ("3", "small_number", "large_number"),
+        ("49", "small_number", "large_number"),
+        ("50", "large_number", "small_number"),
+        ("97", "large_number", "small_number"),
+    ],
+)
 def test_decision_follows_the_given_number(run_workflow, number, runs, skipped):
     """A number below 50 runs small_number only, 50 and above large_number only."""
     out = run_workflow("decision", {"number": number})
@@ -145,12 +169,17 @@ def test_sub_dag_runs_five_copies_with_their_numpy_data(run_ok):
     assert data["started"] == copies
     results = sorted(data["results"], key=lambda r: r["index"])
     assert results == [
-        {"dag": f"sub_dag:{i + 1}", "index": i, "shape": [4, 4], "sum": 2 * i * 16} for i in range(5)
+        {"dag": f"sub_dag:{i + 1}", "index": i, "shape": [4, 4], "sum": 2 * i * 16}
+        for i in range(5)
     ]
     assert data["joined"] == 5  # every copy had finished when join_dags returned
     signals = [e for e in out.events if e.kind.startswith("signal.")]
-    assert [(e.kind, e.data.get("name")) for e in signals if e.kind == "signal.start_dag"] == [("signal.start_dag", "sub_dag")] * 5
-    assert {e.task for e in signals} == {"start_copies"} and any(e.kind == "signal.join_dags" for e in signals)
+    assert [(e.kind, e.data.get("name")) for e in signals if e.kind == "signal.start_dag"] == [
+        ("signal.start_dag", "sub_dag")
+    ] * 5
+    assert {e.task for e in signals} == {"start_copies"} and any(
+        e.kind == "signal.join_dags" for e in signals
+    )
 
 
 def test_data_store_set_push_extend_and_get(run_ok):
@@ -183,9 +212,15 @@ def test_multi_data_reads_inputs_by_index_alias_and_slot(run_ok):
     assert set(out.states(MAIN).values()) == {"succeeded"}
     data = out.store["data"]
     assert data["values"] == {
-        "put": 5, "square": 25, "multiply": 125, "subtract": -120,
-        "show_1": 5, "show_2": 25, "show_3": 125, "show_4": -120,
-    }  # fmt: skip
+        "put": 5,
+        "square": 25,
+        "multiply": 125,
+        "subtract": -120,
+        "show_1": 5,
+        "show_2": 25,
+        "show_3": 125,
+        "show_4": -120,
+    }
     assert data["multiply_inputs"] == 2
     assert data["subtract_operands"] == [5, 125]
     assert data["by_name"] == [5, 125]
@@ -196,9 +231,17 @@ def test_parameters_are_converted_and_defaulted(run_ok):
     out = run_ok("parameters", {"filepath": "/data/x.h5", "iterations": "3", "recursive": "yes"})
     data = out.store["data"]
     assert (data["filepath"], data["iterations"], data["recursive"], data["threshold"]) == (
-        "/data/x.h5", 3, True, 0.4,
-    )  # fmt: skip
-    assert data["report"] == {"filepath": "str", "iterations": "int", "recursive": "bool", "threshold": "float"}
+        "/data/x.h5",
+        3,
+        True,
+        0.4,
+    )
+    assert data["report"] == {
+        "filepath": "str",
+        "iterations": "int",
+        "recursive": "bool",
+        "threshold": "float",
+    }
     assert data["passes"] == [0, 1, 2]
 
 
@@ -230,7 +273,11 @@ def test_queues_are_recorded_per_task(run_ok):
     assert log["heavy_task"]["queue"] == "high_memory"
     assert log["light_task"]["queue"] == "task"
     assert log["report"]["queue"] == "task"
-    assert out.store["data"]["queues"] == {"light_task": "task", "heavy_task": "high_memory", "report": "task"}
+    assert out.store["data"]["queues"] == {
+        "light_task": "task",
+        "heavy_task": "high_memory",
+        "report": "task",
+    }
     assert load_workflow("queues", [WORKFLOWS]).dags["main_dag"].queue == "graph"
 
 
@@ -240,9 +287,13 @@ def test_stop_task_skips_or_keeps_successors(run_ok):
     out = run_ok("stop")
     assert out.states(MAIN) == {
         "start": "succeeded",
-        "bash_task": "stopped", "stop_noskip": "stopped", "stop_skip": "stopped",
-        "show_1": "skipped", "show_2": "succeeded", "show_3": "skipped",
-    }  # fmt: skip
+        "bash_task": "stopped",
+        "stop_noskip": "stopped",
+        "stop_skip": "stopped",
+        "show_1": "skipped",
+        "show_2": "succeeded",
+        "show_3": "skipped",
+    }
     assert out.store["data"]["lines"] == [1, 2, 3, 4]
     assert out.store["data"]["shown"] == ["show_2"]
     # the command would run 3 s; it was terminated right after line 5

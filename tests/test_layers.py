@@ -53,5 +53,7 @@ def test_shared_layer_checker_agrees():
     """The team's own checker (when shared/ is beside the checkout) reports nothing."""
     if not CHECKER.exists():
         pytest.skip("../shared/tools/check_layers.py is not beside this checkout")
-    done = subprocess.run([sys.executable, str(CHECKER), str(REPO / "triggerd")], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(CHECKER), str(REPO / "triggerd")], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout

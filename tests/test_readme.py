@@ -57,17 +57,28 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _sh(command: str, cwd: Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    command = re.sub(r"(^|\s)(\.venv/bin/|/opt/triggerd/venv/bin/)?(triggerctl|triggerd|caproto-put|python)\b",
-                     lambda m: f"{m[1]}{BIN / m[3]}", command)  # fmt: skip
+def _sh(
+    command: str, cwd: Path, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess:
+    command = re.sub(
+        r"(^|\s)(\.venv/bin/|/opt/triggerd/venv/bin/)?(triggerctl|triggerd|caproto-put|python)\b",
+        lambda m: f"{m[1]}{BIN / m[3]}",
+        command,
+    )
     # Output into files, not pipes: a command may leave a process behind holding them
     # (caproto-put starts a Channel Access repeater when none runs), and a pipe would
     # then never reach its end.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        done = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, stdout=out, stderr=err, timeout=timeout)
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=cwd, env=env, stdout=out, stderr=err, timeout=timeout
+        )
         out.seek(0), err.seek(0)
-        return subprocess.CompletedProcess(done.args, done.returncode, out.read().decode(errors="replace"),
-                                           err.read().decode(errors="replace"))  # fmt: skip
+        return subprocess.CompletedProcess(
+            done.args,
+            done.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
 
 
 def test_the_workflow_example_runs(clone, tmp_path):
@@ -82,7 +93,8 @@ def test_the_workflow_example_runs(clone, tmp_path):
     (dataset / "a.dat").write_bytes(b"x" * 1000)
     done = _sh(f"triggerctl run --workflows {drafts} compress dataset={dataset}", clone, _env())
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "tar" in done.stdout and (tmp_path / "dataset.tgz").is_file(), done.stdout  # small: the tar branch
+    # small: the tar branch
+    assert "tar" in done.stdout and (tmp_path / "dataset.tgz").is_file(), done.stdout
 
 
 def test_running_workflows_by_hand(clone, tmp_path):
@@ -90,13 +102,15 @@ def test_running_workflows_by_hand(clone, tmp_path):
     (block,) = blocks("## Running workflows by hand", "sh")
     home = tmp_path / "home"
     (home / "drafts").mkdir(parents=True)
-    (home / "drafts" / "mywf.py").write_text(textwrap.dedent('''
+    (home / "drafts" / "mywf.py").write_text(
+        textwrap.dedent('''
         """A draft taking k."""
         from triggerd.flow import Dag, Option, Parameters, PythonTask
         parameters = Parameters([Option("k")])
         d = Dag("main")
         d.define({PythonTask("show", lambda data, store, signal, context: print(store.get("k"))): None})
-    '''))
+    ''')
+    )
     for command in lines(block):
         done = _sh(command, clone, _env(HOME=str(home)))
         assert done.returncode == 0, (command, done.stdout, done.stderr)
@@ -111,11 +125,17 @@ def test_the_celery_config_and_worker_commands_are_valid(tmp_path):
     (toml,) = blocks("## Running on a cluster: Celery workers", "toml")
     (tmp_path / "triggerd.toml").write_text(toml)
     settings = load_settings(tmp_path / "triggerd.toml")
-    assert settings.executor.kind == "celery" and settings.security.hmac_key_file == Path(tomllib.loads(toml)["security"]["hmac_key_file"])
+    assert settings.executor.kind == "celery" and settings.security.hmac_key_file == Path(
+        tomllib.loads(toml)["security"]["hmac_key_file"]
+    )
     from triggerd.cli.triggerctl_main import cli as triggerctl
     from triggerd.cli.triggerd_main import cli as triggerd
 
-    commands = [line for block in blocks("## Running on a cluster: Celery workers", "sh") for line in lines(block)]
+    commands = [
+        line
+        for block in blocks("## Running on a cluster: Celery workers", "sh")
+        for line in lines(block)
+    ]
     parsed = 0
     for command in commands:
         words = shlex.split(command)
@@ -145,9 +165,15 @@ def test_try_a_pv_rule(clone):
     ioc_argv = [str(BIN / "python"), *shlex.split(commands[1].rstrip("&"))[1:]]
     # A repeater of the test's own on the session's port, so that neither caproto-put nor
     # libca leaves one of theirs behind.
-    repeater = subprocess.Popen([str(BIN / "python"), "-m", "caproto.commandline.repeater", "--quiet"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    ioc = subprocess.Popen(ioc_argv, cwd=clone, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    repeater = subprocess.Popen(
+        [str(BIN / "python"), "-m", "caproto.commandline.repeater", "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ioc = subprocess.Popen(
+        ioc_argv, cwd=clone, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     daemon = None
     try:
         copy, run = (part.strip() for part in commands[2].split("&&"))
@@ -164,12 +190,17 @@ def test_try_a_pv_rule(clone):
         put = _sh(commands[3], clone, env)
         assert put.returncode == 0, put.stderr
         deadline = time.monotonic() + 30
-        while "try-pv" not in (runs := _sh(commands[4], clone, env)).stdout or "succeeded" not in runs.stdout:
+        while (
+            "try-pv" not in (runs := _sh(commands[4], clone, env)).stdout
+            or "succeeded" not in runs.stdout
+        ):
             assert time.monotonic() < deadline, runs.stdout + runs.stderr
             time.sleep(0.2)
         assert "parameters" in runs.stdout
         status = _sh(commands[5], clone, env)
-        assert status.returncode == 0 and "simple:A" in status.stdout and "connected" in status.stdout, status.stdout
+        assert (
+            status.returncode == 0 and "simple:A" in status.stdout and "connected" in status.stdout
+        ), status.stdout
         assert daemon.interrupt() == 0
     finally:
         if daemon is not None:

@@ -104,10 +104,17 @@ def test_the_readme_walkthrough_in_terminals(clone, daemon_terminal):
         name = argv[1]
         for columns in WIDTHS if name in TABLES else (120,):
             done = run_in_terminal(argv, columns=columns, cwd=clone)
-            assert done.returncode == 0 and "Traceback" not in done.output, (command, columns, done.output)
+            assert done.returncode == 0 and "Traceback" not in done.output, (
+                command,
+                columns,
+                done.output,
+            )
             if name == "runs" and "--json" not in argv:
                 lines = done.output.splitlines()
-                assert any(run["run_id"] in line and "succeeded" in line for line in lines), (columns, done.output)
+                assert any(run["run_id"] in line and "succeeded" in line for line in lines), (
+                    columns,
+                    done.output,
+                )
             if name in ("logs", "show", "explain"):
                 assert "hello.txt" in done.output, (command, done.output)
         piped = _piped(argv, clone)
@@ -116,17 +123,24 @@ def test_the_readme_walkthrough_in_terminals(clone, daemon_terminal):
     daemon_terminal.expect(f"file-info: {clone}/var/incoming/hello.txt")
     # What an operator meets next, on a terminal too.
     ctl = str(BIN / "triggerctl")
-    for argv, says in ((["events", "--since", "1h", "--limit", "2"], "older events match too"),
-                       (["runs", "--failed"], "no runs match"),
-                       (["pause", "--help"], "Stop RULE from firing")):  # fmt: skip
+    for argv, says in (
+        (["events", "--since", "1h", "--limit", "2"], "older events match too"),
+        (["runs", "--failed"], "no runs match"),
+        (["pause", "--help"], "Stop RULE from firing"),
+    ):
         done = run_in_terminal([ctl, *argv], columns=80, cwd=clone)
         assert done.returncode == 0 and says in done.output, (argv, done.output)
     # The README's event-log block, line by line; `events -f` follows until Ctrl-C.
     text = (REPO / "README.md").read_text()
     section = text[text.index("## The event log") :]
     (block,) = re.findall(r"```sh\n(.*?)```", section[: section.index("\n## ", 5)], re.S)
-    for line in [re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines() if line.strip()]:
-        argv = [str(BIN / "triggerctl"), *[run["run_id"] if w == "RUN" else w for w in line.split()[1:]]]
+    for line in [
+        re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines() if line.strip()
+    ]:
+        argv = [
+            str(BIN / "triggerctl"),
+            *[run["run_id"] if w == "RUN" else w for w in line.split()[1:]],
+        ]
         if argv[1:] == ["events", "-f"]:
             follower = Terminal(argv, columns=120, cwd=clone)
             try:
@@ -140,7 +154,11 @@ def test_the_readme_walkthrough_in_terminals(clone, daemon_terminal):
     # From another directory, --config finds the same daemon: the shipped config's relative
     # paths are relative to config/, not to the caller.
     elsewhere = clone / "workflows"
-    done = run_in_terminal([ctl, "status", "--config", str(clone / "config" / "triggerd.toml")], columns=120, cwd=elsewhere)
+    done = run_in_terminal(
+        [ctl, "status", "--config", str(clone / "config" / "triggerd.toml")],
+        columns=120,
+        cwd=elsewhere,
+    )
     assert done.returncode == 0 and "taking triggers" in done.output, done.output
 
 
@@ -152,7 +170,9 @@ def test_hostile_names_through_every_command(clone, daemon_terminal):
     for raw in HOSTILE.values():
         (incoming / os.fsdecode(raw)).write_bytes(b"x\n")
     runs = _wait_for_runs(clone, before + len(HOSTILE))
-    by_name = {os.fsencode(r["trigger"][0]["path"]).rsplit(b"/", 1)[1]: r for r in runs if r["trigger"]}
+    by_name = {
+        os.fsencode(r["trigger"][0]["path"]).rsplit(b"/", 1)[1]: r for r in runs if r["trigger"]
+    }
     assert set(HOSTILE.values()) <= set(by_name), sorted(by_name)
     assert all(by_name[raw]["state"] == "succeeded" for raw in HOSTILE.values())
 
@@ -164,8 +184,13 @@ def test_hostile_names_through_every_command(clone, daemon_terminal):
         texts[f"runs at {columns}"] = done.output
     odd = incoming / os.fsdecode(HOSTILE["non-UTF-8"])
     run_id = by_name[HOSTILE["non-UTF-8"]]["run_id"]
-    for argv in (["explain", str(odd)], ["test-trigger", str(odd)], ["show", run_id], ["logs", run_id],
-                 ["events", "--limit", "100"]):  # fmt: skip
+    for argv in (
+        ["explain", str(odd)],
+        ["test-trigger", str(odd)],
+        ["show", run_id],
+        ["logs", run_id],
+        ["events", "--limit", "100"],
+    ):
         done = run_in_terminal([ctl, *argv], columns=120, cwd=clone)
         assert done.returncode == 0, (argv, done.output)
         texts[argv[0]] = done.output
@@ -173,7 +198,9 @@ def test_hostile_names_through_every_command(clone, daemon_terminal):
         assert as_json.returncode == 0, (argv, as_json.stderr)
         found = json.dumps(json.loads(as_json.stdout))  # valid JSON
         if argv[0] in ("explain", "test-trigger"):  # the exact bytes: the odd one as \udcff
-            assert os.fsencode(json.loads(as_json.stdout)["path"]).endswith(b"/" + HOSTILE["non-UTF-8"])
+            assert os.fsencode(json.loads(as_json.stdout)["path"]).endswith(
+                b"/" + HOSTILE["non-UTF-8"]
+            )
         else:  # the event log keeps names readable, the odd byte as the text \xff
             assert "caf\\\\xff.h5" in found, (argv, found[:2000])
     for what, text in texts.items():
@@ -183,7 +210,11 @@ def test_hostile_names_through_every_command(clone, daemon_terminal):
     assert "caf\\xff.h5" in texts["explain"] and "caf\\xff.h5" in texts["test-trigger"]
     assert "caf\\xff.h5" in texts["logs"]  # what file_info printed of the name
     joined = "".join(texts["runs at 250"].split())  # a path may fold at narrower widths
-    assert "bidi\\u202etxt.exe" in joined and "esc\\x1b[2J\\x1b[31mred.txt" in joined and "two\\nrun" in joined
+    assert (
+        "bidi\\u202etxt.exe" in joined
+        and "esc\\x1b[2J\\x1b[31mred.txt" in joined
+        and "two\\nrun" in joined
+    )
 
 
 def test_ctrl_c_stops_the_daemon_cleanly(clone, daemon_terminal):
@@ -222,8 +253,13 @@ def test_every_command_s_help_on_a_narrow_terminal(tmp_path):
     """`--help` of every command and subcommand of both programs, on a 60-column TTY:
     the code paths only a terminal takes (its width) run for each (in one process:
     the terminal is what matters here, not thirty interpreter starts)."""
-    done = run_in_terminal([str(BIN / "python"), "-c", _EVERY_HELP], columns=60, cwd=tmp_path, timeout=120)
-    assert done.returncode == 0 and "FAILED" not in done.output and "Traceback" not in done.output, done.output
+    done = run_in_terminal(
+        [str(BIN / "python"), "-c", _EVERY_HELP], columns=60, cwd=tmp_path, timeout=120
+    )
+    assert (
+        done.returncode == 0 and "FAILED" not in done.output and "Traceback" not in done.output
+    ), done.output
     shown = int(done.output.rsplit("commands shown:", 1)[1].split()[0])
     assert shown >= 25 and done.output.count("Usage:") == shown, done.output[-2000:]
-    assert max(len(line) for line in done.output.splitlines()) <= 60  # laid out for the terminal's width
+    # laid out for the terminal's width
+    assert max(len(line) for line in done.output.splitlines()) <= 60

@@ -91,7 +91,9 @@ def _file_mode(value: Any) -> int:
         try:
             value = int(value, 8)
         except ValueError:
-            raise PydanticCustomError("triggerd_mode", "expected an octal mode such as \"0750\"") from None
+            raise PydanticCustomError(
+                "triggerd_mode", "expected an octal mode such as \"0750\""
+            ) from None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0o777:
         raise PydanticCustomError("triggerd_mode", "expected an octal mode such as \"0750\"")
     return value
@@ -154,7 +156,9 @@ class CelerySettings(_Section):
         try:
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         except ValueError:
-            raise PydanticCustomError("triggerd_url_port", "the port is not a number (e.g. \"redis://host:6379/0\")") from None
+            raise PydanticCustomError(
+                "triggerd_url_port", "the port is not a number (e.g. \"redis://host:6379/0\")"
+            ) from None
         if any(name.lower() == "password" for name, _ in parse_qsl(parts.query)):
             # kombu (Celery's transport) fails on it: "got multiple values for keyword argument 'password'"
             raise PydanticCustomError(
@@ -185,7 +189,9 @@ class StoreSettings(_Section):
     def _mongodb_name(cls, name: str | None, info: ValidationInfo) -> str | None:
         forbidden, words = _MONGODB_NAMES[str(info.field_name)]
         if name is not None and (not name or any(c in forbidden for c in name)):
-            raise PydanticCustomError("triggerd_mongodb_name", f"expected a non-empty name without {words}")
+            raise PydanticCustomError(
+                "triggerd_mongodb_name", f"expected a non-empty name without {words}"
+            )
         return name
 
     @field_validator("url")
@@ -206,7 +212,8 @@ class StoreSettings(_Section):
 def _mongodb_url_or_none(url: str | None) -> str | None:
     if url is not None and not url.startswith(("mongodb://", "mongodb+srv://")):
         raise PydanticCustomError(
-            "triggerd_url_scheme", 'expected a MongoDB URL starting with mongodb:// (e.g. "mongodb://host:27017/triggerd")'
+            "triggerd_url_scheme",
+            'expected a MongoDB URL starting with mongodb:// (e.g. "mongodb://host:27017/triggerd")',
         )
     return url
 
@@ -255,7 +262,8 @@ class EventLogSettings(_Section):
     def _url_for_mongodb(self) -> EventLogSettings:
         if self.backend == "mongodb" and self.url is None:
             raise PydanticCustomError(
-                "triggerd_url_required", "backend = 'mongodb' needs a URL: set eventlog.url or [mongodb] url"
+                "triggerd_url_required",
+                "backend = 'mongodb' needs a URL: set eventlog.url or [mongodb] url",
             )
         return self
 
@@ -282,7 +290,10 @@ class StatusPvSettings(_Section):
     @classmethod
     def _prefix(cls, prefix: str | None) -> str | None:
         if prefix is not None and (not prefix or any(c.isspace() or c in "\"'$" for c in prefix)):
-            raise PydanticCustomError("triggerd_pv_prefix", 'expected a PV name prefix without spaces or quotes, e.g. "BL13:TRIGGERD:"')
+            raise PydanticCustomError(
+                "triggerd_pv_prefix",
+                'expected a PV name prefix without spaces or quotes, e.g. "BL13:TRIGGERD:"',
+            )
         return prefix
 
     @field_validator("writers")
@@ -292,7 +303,9 @@ class StatusPvSettings(_Section):
             user, at, host = entry.rpartition("@")
             if not host or (at and not user) or "@" in user or any(c.isspace() for c in entry):
                 raise PydanticCustomError(
-                    "triggerd_pv_writer", 'expected "user@host", "host" or "user@*" without spaces, not "{entry}"', {"entry": entry}
+                    "triggerd_pv_writer",
+                    'expected "user@host", "host" or "user@*" without spaces, not "{entry}"',
+                    {"entry": entry},
                 )
         return writers
 
@@ -320,7 +333,9 @@ class DaemonSettings(_Section):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise PydanticCustomError("triggerd_tcp", 'expected "host:port", e.g. "127.0.0.1:8765"')
         if info.data.get("token_file") is None:
-            raise PydanticCustomError("triggerd_tcp_token", "a TCP control API needs daemon.token_file (a bearer token)")
+            raise PydanticCustomError(
+                "triggerd_tcp_token", "a TCP control API needs daemon.token_file (a bearer token)"
+            )
         return tcp
 
 
@@ -358,7 +373,11 @@ class Settings(_Section):
     @classmethod
     def _one_mongodb(cls, data: Any) -> Any:
         """``[mongodb]``: the address the data store and the event log default to."""
-        if not isinstance(data, dict) or not isinstance(data.get("mongodb"), dict) or not data["mongodb"].get("url"):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("mongodb"), dict)
+            or not data["mongodb"].get("url")
+        ):
             return data
         mongodb = data["mongodb"]
         data = dict(data)
@@ -375,7 +394,6 @@ class Settings(_Section):
                     values.setdefault("database", mongodb["database"])
             data[section] = values
         return data
-
 
     @property
     def source(self) -> str:
@@ -410,7 +428,11 @@ class Settings(_Section):
     @property
     def eventlog_target(self) -> str:
         """The event log: its MongoDB URL, or the SQLite file ``<state_dir>/events.sqlite``."""
-        return self.eventlog.url if self.eventlog_on_mongodb and self.eventlog.url else str(self.paths.state_dir / "events.sqlite")
+        return (
+            self.eventlog.url
+            if self.eventlog_on_mongodb and self.eventlog.url
+            else str(self.paths.state_dir / "events.sqlite")
+        )
 
     def own_files(self) -> tuple[list[Path], list[Path]]:
         """What is the daemon's own and must never trigger a rule: directories whose
@@ -420,7 +442,12 @@ class Settings(_Section):
         files = [self.hmac_key_path, self.socket_path, self.store_path]
         if not self.eventlog_on_mongodb:
             files.append(Path(self.eventlog_target))
-        companions = [f.with_name(f.name + suffix) for f in files if f.suffix == ".sqlite" for suffix in ("-wal", "-shm", "-journal")]
+        companions = [
+            f.with_name(f.name + suffix)
+            for f in files
+            if f.suffix == ".sqlite"
+            for suffix in ("-wal", "-shm", "-journal")
+        ]
         return [self.paths.state_dir], files + companions
 
     @property
@@ -437,7 +464,11 @@ class Settings(_Section):
         data = self.model_dump(mode="json", exclude_none=True)
         data["paths"]["state_dir_mode"] = f"{self.paths.state_dir_mode:04o}"
         if self.store.backend == "sqlite":
-            data["store"] = {"backend": "sqlite", "path": str(self.store_path), "keep_data": self.store.keep_data}
+            data["store"] = {
+                "backend": "sqlite",
+                "path": str(self.store_path),
+                "keep_data": self.store.keep_data,
+            }
         else:
             data["store"] = {k: v for k, v in data["store"].items() if k != "path"}
             data["store"]["url"] = mask_url_password(self.store.url or "")
@@ -456,10 +487,17 @@ class Settings(_Section):
             data["executor"] = {"kind": "local", **data["executor"]}
         eventlog = data["eventlog"]
         if self.eventlog_on_mongodb:
-            eventlog = {"backend": "mongodb", **eventlog, "url": mask_url_password(self.eventlog.url or "")}
+            eventlog = {
+                "backend": "mongodb",
+                **eventlog,
+                "url": mask_url_password(self.eventlog.url or ""),
+            }
         else:
-            eventlog = {"backend": "sqlite", "path": self.eventlog_target,
-                        **{k: v for k, v in eventlog.items() if k in ("retention_days",)}}  # fmt: skip
+            eventlog = {
+                "backend": "sqlite",
+                "path": self.eventlog_target,
+                **{k: v for k, v in eventlog.items() if k in ("retention_days",)},
+            }
         data["eventlog"] = eventlog
         if self.mongodb.url is not None:
             data["mongodb"]["url"] = mask_url_password(self.mongodb.url)
@@ -472,7 +510,9 @@ class Settings(_Section):
         return data
 
 
-_SECRET_PARAMS = frozenset({"password", "passwd", "pass", "pwd", "secret", "token", "sslpassword", "ssl_password"})
+_SECRET_PARAMS = frozenset(
+    {"password", "passwd", "pass", "pwd", "secret", "token", "sslpassword", "ssl_password"}
+)
 
 
 def mask_url_password(url: str) -> str:
@@ -486,11 +526,15 @@ def mask_url_password(url: str) -> str:
     netloc = parts.netloc
     if password is not None:
         netloc = f"{parts.username or ''}:{_MASK}@{netloc.rpartition('@')[2]}"
-    query = "&".join(
-        f"{name}={_MASK}" if name.lower() in _SECRET_PARAMS else pair
-        for pair in parts.query.split("&")
-        for name in [pair.partition("=")[0]]
-    ) if parts.query else ""  # fmt: skip
+    query = (
+        "&".join(
+            f"{name}={_MASK}" if name.lower() in _SECRET_PARAMS else pair
+            for pair in parts.query.split("&")
+            for name in [pair.partition("=")[0]]
+        )
+        if parts.query
+        else ""
+    )
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit(parts._replace(netloc=netloc, query=query))

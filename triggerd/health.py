@@ -33,12 +33,24 @@ class Reading:
         return "unknown" if self.ok is None else "up" if self.ok else "down"
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "target": self.target, "state": self.state, "since": self.since, "error": self.error}
+        return {
+            "name": self.name,
+            "target": self.target,
+            "state": self.state,
+            "since": self.since,
+            "error": self.error,
+        }
 
 
-def patiently(attempt: Callable[[], _T], *, away: Callable[[BaseException], bool], give_up_after: float,
-              max_backoff: float, on_first: Callable[[BaseException], Any] = lambda exc: None,
-              sleep: Callable[[float], Any] = time.sleep) -> _T:  # fmt: skip
+def patiently(
+    attempt: Callable[[], _T],
+    *,
+    away: Callable[[BaseException], bool],
+    give_up_after: float,
+    max_backoff: float,
+    on_first: Callable[[BaseException], Any] = lambda exc: None,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> _T:
     """``attempt()``, again while it fails because a service is ``away`` (backing off from
     0.5 s to ``max_backoff``), for up to ``give_up_after`` seconds; then, or for any other
     error, it raises what ``attempt`` raised. ``on_first`` hears of the first failure."""

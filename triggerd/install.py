@@ -55,14 +55,20 @@ class Step:
 
 def shipped() -> Path:
     """The directory holding the shipped config/, systemd/, triggers/ and workflows/."""
-    candidates = [Path(sysconfig.get_path("data")) / "share" / "triggerd", Path(sys.prefix) / "share" / "triggerd",
-                  Path(__file__).resolve().parent.parent]  # fmt: skip
+    candidates = [
+        Path(sysconfig.get_path("data")) / "share" / "triggerd",
+        Path(sys.prefix) / "share" / "triggerd",
+        Path(__file__).resolve().parent.parent,
+    ]
     for candidate in candidates:
-        if (candidate / "config" / "triggerd.toml").is_file() and (candidate / "systemd" / "triggerd.service").is_file():
+        if (candidate / "config" / "triggerd.toml").is_file() and (
+            candidate / "systemd" / "triggerd.service"
+        ).is_file():
             return candidate
     raise ConfigError(
         "the shipped examples, config template and units are not installed (looked in "
-        + ", ".join(str(c) for c in candidates) + "): reinstall triggerd with pip from its wheel or sdist"
+        + ", ".join(str(c) for c in candidates)
+        + "): reinstall triggerd with pip from its wheel or sdist"
     )
 
 
@@ -78,15 +84,27 @@ class _Layout:
 def lay_out(prefix: Path, *, bin_dir: Path, create_user: bool = True) -> Iterator[Step]:
     """Lay the install out under ``prefix``; yields each step as it is done."""
     source, at = shipped(), _Layout(prefix.absolute())
-    for directory in (at.etc, at.etc / "workflows", at.etc / "triggers", at.etc / "triggers" / "examples", at.units):
+    for directory in (
+        at.etc,
+        at.etc / "workflows",
+        at.etc / "triggers",
+        at.etc / "triggers" / "examples",
+        at.units,
+    ):
         yield _directory(directory, 0o755)
-    yield _file(at.config, _config_text((source / "config" / "triggerd.toml").read_text(), at), 0o644)
+    yield _file(
+        at.config, _config_text((source / "config" / "triggerd.toml").read_text(), at), 0o644
+    )
     for example in sorted((source / "workflows").glob("*.py")):
         yield _file(at.etc / "workflows" / example.name, example.read_text(), 0o644)
-    for example in sorted([*(source / "triggers").glob("*.toml"), *(source / "triggers" / "examples").glob("*.toml")]):
+    for example in sorted(
+        [*(source / "triggers").glob("*.toml"), *(source / "triggers" / "examples").glob("*.toml")]
+    ):
         yield _file(at.etc / "triggers" / "examples" / example.name, example.read_text(), 0o644)
     for unit in ("triggerd.service", "triggerd-worker@.service"):
-        yield _file(at.units / unit, _unit_text((source / "systemd" / unit).read_text(), at, bin_dir), 0o644)
+        yield _file(
+            at.units / unit, _unit_text((source / "systemd" / unit).read_text(), at, bin_dir), 0o644
+        )
     yield from _service_user(at, create_user)
     yield _directory(at.state, 0o750, owner=_owner() if at.prefix == Path("/") else None)
 
@@ -101,11 +119,15 @@ def _config_text(template: str, at: _Layout) -> str:
     }
     text = template
     for key, value in values.items():
-        text, count = re.subn(rf"(?m)^{re.escape(key)} = .*$", f"{key.removeprefix('# ')} = {value}", text, count=1)
+        text, count = re.subn(
+            rf"(?m)^{re.escape(key)} = .*$", f"{key.removeprefix('# ')} = {value}", text, count=1
+        )
         if count != 1:
             raise ConfigError(f"the shipped config template has no line '{key} = ...' to fill in")
-    header = (f"# Written by `triggerd init`. The daemon reads it as {at.config}: paths are absolute,\n"
-              "# the state directory 0750 so members of the triggerd group reach the control socket.\n")  # fmt: skip
+    header = (
+        f"# Written by `triggerd init`. The daemon reads it as {at.config}: paths are absolute,\n"
+        "# the state directory 0750 so members of the triggerd group reach the control socket.\n"
+    )
     return header + text
 
 
@@ -113,7 +135,9 @@ def _unit_text(template: str, at: _Layout, bin_dir: Path) -> str:
     """A shipped unit with ExecStart at this environment's triggerd and the install's paths."""
     text = template.replace(_TEMPLATE_BIN, f"{bin_dir}/")
     if at.prefix != Path("/"):
-        text = text.replace("/etc/triggerd/", f"{at.etc}/").replace("/var/lib/triggerd", str(at.state))
+        text = text.replace("/etc/triggerd/", f"{at.etc}/").replace(
+            "/var/lib/triggerd", str(at.state)
+        )
     return text
 
 
@@ -124,7 +148,9 @@ def _directory(path: Path, mode: int, owner: tuple[int, int] | None = None) -> S
     path.chmod(mode)  # whatever the umask
     if owner is not None:
         os.chown(path, *owner)
-    return Step("created", f"{path}/", f"mode {mode:04o}" + (f", owner {SERVICE_USER}" if owner else ""))
+    return Step(
+        "created", f"{path}/", f"mode {mode:04o}" + (f", owner {SERVICE_USER}" if owner else "")
+    )
 
 
 def _file(path: Path, text: str, mode: int) -> Step:
@@ -145,17 +171,34 @@ def _owner() -> tuple[int, int] | None:
 
 
 def _service_user(at: _Layout, create: bool) -> Iterator[Step]:
-    useradd = ["useradd", "--system", "--user-group", "--home-dir", "/var/lib/triggerd", "--no-create-home",
-               "--shell", "/usr/sbin/nologin", SERVICE_USER]  # fmt: skip
+    useradd = [
+        "useradd",
+        "--system",
+        "--user-group",
+        "--home-dir",
+        "/var/lib/triggerd",
+        "--no-create-home",
+        "--shell",
+        "/usr/sbin/nologin",
+        SERVICE_USER,
+    ]
     if _owner() is not None:
         yield Step("kept", f"user {SERVICE_USER}", "exists")
     elif not create or at.prefix != Path("/") or os.geteuid() != 0:
-        why = "--no-user" if not create else "under --prefix" if at.prefix != Path("/") else "not root"
+        why = (
+            "--no-user"
+            if not create
+            else "under --prefix"
+            if at.prefix != Path("/")
+            else "not root"
+        )
         yield Step("skipped", f"user {SERVICE_USER}", f"{why}; as root: {' '.join(useradd)}")
     else:
         done = subprocess.run(useradd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise ConfigError(f"could not create the service user: {' '.join(useradd)}: {done.stderr.strip()}")
+            raise ConfigError(
+                f"could not create the service user: {' '.join(useradd)}: {done.stderr.strip()}"
+            )
         yield Step("created", f"user {SERVICE_USER}", f"system user and group, home {at.state}")
 
 
@@ -163,10 +206,14 @@ def next_steps(prefix: Path) -> str:
     """What the operator does after ``init``, as the README's install section says."""
     at = _Layout(prefix.absolute())
     sudo = "sudo " if os.geteuid() != 0 and shutil.which("sudo") else ""
-    return "\n".join([
-        "next:",
-        f"  {sudo}systemctl daemon-reload && {sudo}systemctl enable --now triggerd",
-        f"  {sudo}usermod -aG {SERVICE_USER} $USER     # then log in again: triggerctl reaches the socket",
-        f"  cp {at.etc}/triggers/examples/incoming.toml {at.etc}/triggers/  # a first rule: edit its roots",
-        f"  triggerctl --config {at.config} status" if at.prefix != Path("/") else "  triggerctl status",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "next:",
+            f"  {sudo}systemctl daemon-reload && {sudo}systemctl enable --now triggerd",
+            f"  {sudo}usermod -aG {SERVICE_USER} $USER     # then log in again: triggerctl reaches the socket",
+            f"  cp {at.etc}/triggers/examples/incoming.toml {at.etc}/triggers/  # a first rule: edit its roots",
+            f"  triggerctl --config {at.config} status"
+            if at.prefix != Path("/")
+            else "  triggerctl status",
+        ]
+    )

@@ -104,7 +104,10 @@ def _escape_for_people(logger: Any, name: str, event_dict: dict[str, Any]) -> di
     """A console line holds file names and values from outside: a newline, ESC or bidi
     control in one must not forge a line or hide the rest (triggerd.text.shown). The
     JSON format needs no help: JSON escapes control characters itself."""
-    return {k: v if k in _MULTILINE or not isinstance(v, str) else shown(v) for k, v in event_dict.items()}
+    return {
+        k: v if k in _MULTILINE or not isinstance(v, str) else shown(v)
+        for k, v in event_dict.items()
+    }
 
 
 def _is_tty(stream: TextIO) -> bool:

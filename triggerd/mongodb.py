@@ -30,7 +30,9 @@ def client_for(url: str, **options: Any) -> MongoClient:
 
 
 @contextmanager
-def reports_unavailable(what: str, url: str, setting: str, doing: str, outcome: str) -> Iterator[None]:
+def reports_unavailable(
+    what: str, url: str, setting: str, doing: str, outcome: str
+) -> Iterator[None]:
     """pymongo's connection errors as BackendUnavailable: which server, what now."""
     try:
         yield

@@ -56,7 +56,9 @@ def read_secret(path: Path, *, what: str, key: str) -> str:
     except FileNotFoundError:
         raise ConfigError(f"the {what} file does not exist", source=str(path), key=key) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the {what} file: {exc}", source=str(path), key=key) from None
+        raise ConfigError(
+            f"cannot read the {what} file: {exc}", source=str(path), key=key
+        ) from None
     check_private(path, st, what=what, key=key)
     if not text:
         raise ConfigError(f"the {what} file is empty", source=str(path), key=key)
@@ -69,5 +71,6 @@ def check_private(path: Path, st: os.stat_result, *, what: str, key: str) -> Non
         raise ConfigError(
             f"the {what} file is accessible to group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
             f"make it private with: chmod 600 {path}",
-            source=str(path), key=key,
+            source=str(path),
+            key=key,
         )

@@ -36,7 +36,9 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # What the escaping looks at: C0/DEL/C1 controls, surrogates, and everything
 # in the "format" and "separator" categories below U+FFFF and above (checked one by one).
-_CANDIDATE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]|[^\x00-\uffff]")
+_CANDIDATE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]|[^\x00-\uffff]"
+)
 
 
 def _escape(char: str) -> str:
@@ -53,7 +55,15 @@ def _escape(char: str) -> str:
 
 
 def _needs_escape(char: str) -> bool:
-    return char in _NAMED or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp", "Co", "Cn")
+    return char in _NAMED or unicodedata.category(char) in (
+        "Cc",
+        "Cf",
+        "Cs",
+        "Zl",
+        "Zp",
+        "Co",
+        "Cn",
+    )
 
 
 def shown(value: Any) -> str:
@@ -65,7 +75,9 @@ def shown(value: Any) -> str:
     text = value if isinstance(value, str) else str(value)
     if not _CANDIDATE.search(text):
         return text  # the common case: nothing to escape
-    return _CANDIDATE.sub(lambda m: _escape(m.group()) if _needs_escape(m.group()) else m.group(), text)
+    return _CANDIDATE.sub(
+        lambda m: _escape(m.group()) if _needs_escape(m.group()) else m.group(), text
+    )
 
 
 def dumps(data: Any, *, indent: int | None = None) -> str:

@@ -54,7 +54,12 @@ show_4_task = PythonTask("show_4", show)
 main_dag = Dag("main_dag")
 main_dag.define(
     {
-        put_task: {show_1_task: None, square_task: None, multiply_task: None, subtract_task: "first"},
+        put_task: {
+            show_1_task: None,
+            square_task: None,
+            multiply_task: None,
+            subtract_task: "first",
+        },
         square_task: [show_2_task, multiply_task],
         multiply_task: {show_3_task: None, subtract_task: "second"},
         subtract_task: show_4_task,

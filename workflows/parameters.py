@@ -20,7 +20,9 @@ parameters = Parameters(
 
 
 def report(data, store, signal, context):
-    values = {name: store.get(name) for name in ("filepath", "iterations", "recursive", "threshold")}
+    values = {
+        name: store.get(name) for name in ("filepath", "iterations", "recursive", "threshold")
+    }
     print("parameters:", values)
     store.set("report", {name: type(value).__name__ for name, value in values.items()})
 

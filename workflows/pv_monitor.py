@@ -14,9 +14,7 @@ from triggerd.flow import Dag, Option, Parameters, PythonTask
 from triggerd.tasks import PvTriggerTask
 
 # the workflow requires the PV name to be supplied as an argument.
-parameters = Parameters([
-    Option('pvname', help='The PV to monitor', type=str)
-])
+parameters = Parameters([Option('pvname', help='The PV to monitor', type=str)])
 
 
 # the callback function for the startup task.
@@ -45,15 +43,16 @@ def pv_printout(data, store, signal, context):
 # set up the PV monitoring dag.
 pv_monitor_dag = Dag('pv_monitor_dag')
 
-startup_task = PythonTask(name='startup_task',
-                          callback=startup)
+startup_task = PythonTask(name='startup_task', callback=startup)
 
-monitor_task = PvTriggerTask(name='monitor_task',
-                             pv_name=lambda data, data_store: data_store.get('pvname'),
-                             callback=pv_callback,
-                             event_trigger_time=0.1,
-                             stop_polling_rate=2,
-                             skip_initial_callback=True)
+monitor_task = PvTriggerTask(
+    name='monitor_task',
+    pv_name=lambda data, data_store: data_store.get('pvname'),
+    callback=pv_callback,
+    event_trigger_time=0.1,
+    stop_polling_rate=2,
+    skip_initial_callback=True,
+)
 
 pv_monitor_dag.define({startup_task: monitor_task})
 
@@ -61,7 +60,6 @@ pv_monitor_dag.define({startup_task: monitor_task})
 # set up the PV action dag.
 pv_action_dag = Dag('pv_action_dag', autostart=False)
 
-printout_task = PythonTask(name='printout_task',
-                           callback=pv_printout)
+printout_task = PythonTask(name='printout_task', callback=pv_printout)
 
 pv_action_dag.define({printout_task: None})

@@ -8,8 +8,10 @@ from triggerd.flow import Dag, PythonTask
 
 
 def put_value(data, store, signal, context):
-    print("{task_name} runs in DAG {dag_name} of {workflow_name} ({workflow_id}) "
-          "on {worker_hostname}".format(**context.to_dict()))
+    print(
+        "{task_name} runs in DAG {dag_name} of {workflow_name} ({workflow_id}) "
+        "on {worker_hostname}".format(**context.to_dict())
+    )
     data["value"] = 5
 
 

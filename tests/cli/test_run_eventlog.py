@@ -21,8 +21,14 @@ from daemon_harness import Daemon, write_file  # noqa: E402
 
 def ctl(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
-    return subprocess.run([str(BIN / "triggerctl"), *args, "--config", str(config)], cwd=config.parent, env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [str(BIN / "triggerctl"), *args, "--config", str(config)],
+        cwd=config.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_by_hand(config: Path, *args: str) -> str:
@@ -40,7 +46,10 @@ def assert_recorded_once(config: Path, run_id: str, *, output: str) -> list[dict
     shown = json.loads(ctl(config, "show", run_id, "--json").stdout)
     assert shown["status"] == "succeeded" and shown["rule"] is None, shown
     who = f"{os.environ.get('USER') or ''}@{socket.gethostname()}"
-    assert "`triggerctl run`" in shown["trigger"]["message"] and socket.gethostname() in shown["trigger"]["message"]
+    assert (
+        "`triggerctl run`" in shown["trigger"]["message"]
+        and socket.gethostname() in shown["trigger"]["message"]
+    )
     assert shown["trigger"]["data"]["by"].endswith(who.split("@", 1)[1])
     tasks = {task: t["state"] for dag in shown["dags"].values() for task, t in dag["tasks"].items()}
     assert tasks and set(tasks.values()) == {"succeeded"}, shown
@@ -51,7 +60,14 @@ def assert_recorded_once(config: Path, run_id: str, *, output: str) -> list[dict
     assert len(ids) == len(set(ids)), "an event stored twice"
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "trigger.fired" and kinds[-1] == "run.succeeded", kinds
-    for kind in ("run.started", "dag.started", "task.started", "task.succeeded", "output", "dag.succeeded"):
+    for kind in (
+        "run.started",
+        "dag.started",
+        "task.started",
+        "task.succeeded",
+        "output",
+        "dag.succeeded",
+    ):
         assert kind in kinds, (kind, kinds)
     assert all(e["rule"] is None for e in events)
     return events
@@ -73,7 +89,8 @@ def test_a_run_by_hand_is_in_the_event_log_without_a_daemon(tmp_path):
     config = write_config(tmp_path, "workers = 2")
     run_id = run_by_hand(config, "simple")
     assert_recorded_once(config, run_id, output="The value is: 5")
-    assert not list((tmp_path / "state").glob("events-run-*"))  # everything stored, nothing left behind
+    # everything stored, nothing left behind
+    assert not list((tmp_path / "state").glob("events-run-*"))
 
 
 def test_a_run_by_hand_beside_the_daemon_shares_its_event_log(tmp_path):
@@ -82,12 +99,22 @@ def test_a_run_by_hand_beside_the_daemon_shares_its_event_log(tmp_path):
     with Daemon(tmp_path, hold=0.5) as daemon:
         config = tmp_path / "triggerd.toml"
         write_file(daemon.incoming / "a.h5")
-        run_id = run_by_hand(config, "record", f"path={tmp_path / 'by-hand'}", f"out={daemon.out}", "hold=0.3")
-        events = assert_recorded_once(config, run_id, output=f"recorded {tmp_path / 'by-hand'}")  # through the daemon
+        run_id = run_by_hand(
+            config, "record", f"path={tmp_path / 'by-hand'}", f"out={daemon.out}", "hold=0.3"
+        )
+        # through the daemon
+        events = assert_recorded_once(config, run_id, output=f"recorded {tmp_path / 'by-hand'}")
         assert {e["pid"] for e in events if e["kind"] == "run.started"} != {daemon.proc.pid}
-        ruled = daemon.wait_for(lambda: [r for r in daemon.ctl_json("runs") if r["rule"] == "record" and r["state"] == "succeeded"],
-                                what="the daemon's run")  # fmt: skip
-        assert [r["run_id"] for r in daemon.ctl_json("runs")] == [ruled[0]["run_id"]]  # the outbox knows only its own
+        ruled = daemon.wait_for(
+            lambda: [
+                r
+                for r in daemon.ctl_json("runs")
+                if r["rule"] == "record" and r["state"] == "succeeded"
+            ],
+            what="the daemon's run",
+        )
+        # the outbox knows only its own
+        assert [r["run_id"] for r in daemon.ctl_json("runs")] == [ruled[0]["run_id"]]
         assert daemon.ctl_json("show", ruled[0]["run_id"])["rule"] == "record"
     # and with the daemon gone, from the store itself
     assert_recorded_once(config, run_id, output="recorded")
@@ -99,7 +126,8 @@ def test_a_run_by_hand_on_celery_records_what_its_tasks_printed(tmp_path, celery
     config = write_config(tmp_path, 'kind = "celery"', celery_sections(celery_cluster))
     run_id = run_by_hand(config, "simple")
     events = assert_recorded_once(config, run_id, output="The value is: 5")
-    assert {e["worker"] for e in events if e["kind"] == "output"} != {None}  # made by the Celery worker
+    # made by the Celery worker
+    assert {e["worker"] for e in events if e["kind"] == "output"} != {None}
 
 
 def test_an_unreachable_event_log_costs_a_warning_and_nothing_is_lost(tmp_path, mongo_server):
@@ -110,13 +138,17 @@ def test_an_unreachable_event_log_costs_a_warning_and_nothing_is_lost(tmp_path, 
         [eventlog]
         backend = "mongodb"
     """)
-    config.write_text(base + 'url = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300"\ndatabase = "manual"\n')
+    config.write_text(
+        base + 'url = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300"\ndatabase = "manual"\n'
+    )
     started = time.monotonic()
     done = ctl(config, "run", "simple")
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 15
     first = done.stdout.split()[1]
-    assert "warning: the event log" in done.stderr and f"wait in {tmp_path / 'state'}" in done.stderr, done.stderr
+    assert (
+        "warning: the event log" in done.stderr and f"wait in {tmp_path / 'state'}" in done.stderr
+    ), done.stderr
     assert list((tmp_path / "state").glob(f"events-run-{first}.*"))
     config.write_text(base + f'url = "{mongo_server.url}"\ndatabase = "manual"\n')
     second = run_by_hand(config, "simple")

@@ -15,7 +15,10 @@ def _table(capsys, monkeypatch, columns: str | None) -> list[str]:
         monkeypatch.delenv("COLUMNS", raising=False)
     else:
         monkeypatch.setenv("COLUMNS", columns)
-    print_table(["run", "rule", "fired", "trigger"], [[RUN, "detector", 49, PATH], [RUN[:-1] + "K", "[bold]x[/]", 51, "a\nb"]])
+    print_table(
+        ["run", "rule", "fired", "trigger"],
+        [[RUN, "detector", 49, PATH], [RUN[:-1] + "K", "[bold]x[/]", 51, "a\nb"]],
+    )
     return capsys.readouterr().out.splitlines()
 
 
@@ -24,14 +27,16 @@ def test_piped_rows_stay_whole_on_one_line(capsys, monkeypatch):
     lines = _table(capsys, monkeypatch, None)
     assert len(lines) == 3, lines
     assert RUN in lines[1] and " 49 " in lines[1] and PATH in lines[1]
-    assert " 51 " in lines[2] and "[bold]x[/]" in lines[2] and "a\\nb" in lines[2]  # no markup, no newline
+    # no markup, no newline
+    assert " 51 " in lines[2] and "[bold]x[/]" in lines[2] and "a\\nb" in lines[2]
 
 
 @pytest.mark.parametrize("width", ["60", "80", "120"])
 def test_a_narrow_terminal_folds_the_path_and_cuts_nothing(capsys, monkeypatch, width):
     lines = _table(capsys, monkeypatch, width)
     assert all(len(line.rstrip()) <= int(width) for line in lines), lines
-    assert any(RUN in line and " 49 " in line for line in lines), lines  # ids and numbers never fold
+    # ids and numbers never fold
+    assert any(RUN in line and " 49 " in line for line in lines), lines
     assert any(" 51 " in line for line in lines)
     start = 26 + 2 + 10 + 2 + 5 + 2  # where the trigger column begins
     second = next(i for i, line in enumerate(lines) if " 51 " in line)
@@ -49,6 +54,7 @@ def test_column_widths():
     assert column_widths(natural, wraps, None) == natural  # piped: as wide as it takes
     assert column_widths(natural, wraps, 200) == natural
     assert column_widths(natural, wraps, 80) == [26, 9, 5, 80 - 26 - 9 - 5 - 6]
-    assert column_widths(natural, wraps, 40) == [26, 9, 5, MIN_WRAPPED]  # wider than 40: nothing cut
+    # wider than 40: nothing cut
+    assert column_widths(natural, wraps, 40) == [26, 9, 5, MIN_WRAPPED]
     # two that wrap share the room; the narrower keeps its width when it fits
     assert column_widths([10, 8, 60], [False, True, True], 50) == [10, 8, 28]

@@ -41,7 +41,15 @@ main.define({PythonTask("record", record): None})
 class Daemon:
     """``with Daemon(tmp) as d:`` starts triggerd in ``tmp`` and stops it at the end."""
 
-    def __init__(self, root: Path, *, rules: str | None = None, extra_config: str = "", hold: float = 0.0, executor: str = "local"):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        rules: str | None = None,
+        extra_config: str = "",
+        hold: float = 0.0,
+        executor: str = "local",
+    ):
         self.root = root
         self.incoming = root / "incoming"
         self.out = root / "out"
@@ -49,7 +57,8 @@ class Daemon:
             d.mkdir(parents=True, exist_ok=True)
         (root / "workflows" / "record.py").write_text(RECORD_WORKFLOW)
         self.write_rules(rules or self.default_rules(hold=hold))
-        (root / "triggerd.toml").write_text(textwrap.dedent(f"""
+        (root / "triggerd.toml").write_text(
+            textwrap.dedent(f"""
             [paths]
             state_dir = "{root / 'var'}"
             workflows = ["{root / 'workflows'}"]
@@ -63,13 +72,24 @@ class Daemon:
             level = "info"
             [daemon]
             drain_timeout = 5.0
-        """) + extra_config)
+        """)
+            + extra_config
+        )
         self.proc: subprocess.Popen | None = None
         self.log = root / "daemon.log"
 
-    def default_rules(self, *, hold: float = 0.0, name: str = "record", catch_up: str = "missed", extra: str = "",
-                      roots: Sequence[Path] = (), glob: str = "**/*", ignore: Sequence[str] = ("*.tmp", ".*"),
-                      files_extra: str = "") -> str:  # fmt: skip
+    def default_rules(
+        self,
+        *,
+        hold: float = 0.0,
+        name: str = "record",
+        catch_up: str = "missed",
+        extra: str = "",
+        roots: Sequence[Path] = (),
+        glob: str = "**/*",
+        ignore: Sequence[str] = ("*.tmp", ".*"),
+        files_extra: str = "",
+    ) -> str:
         """The rule that runs ``record`` for every file under ``roots`` (default: incoming/).
         ``extra`` goes into the rule's table, ``files_extra`` (lines) into its [rule.files]."""
         as_toml = json.dumps  # a JSON string or list of strings is a TOML one
@@ -98,16 +118,23 @@ class Daemon:
         env.update(env_extra or {})
         self.proc = subprocess.Popen(
             [str(BIN / "triggerd"), "run", "--config", str(self.root / "triggerd.toml")],
-            cwd=self.root, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            cwd=self.root,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             if self.socket.exists() and self.ctl("status", check=False).returncode == 0:
                 return self
             if time.monotonic() > deadline:
-                raise AssertionError(f"daemon not ready in {timeout} s:\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"daemon not ready in {timeout} s:\n{self.log.read_text()[-3000:]}"
+                )
             time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
@@ -134,14 +161,22 @@ class Daemon:
         if self.proc is not None:
             self.stop()
 
-    def ctl(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    def ctl(
+        self, *args: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if k != "TRIGGERD_CONFIG"}
         done = subprocess.run(
             [str(BIN / "triggerctl"), *args, "--config", str(self.root / "triggerd.toml")],
-            cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout,
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and done.returncode != 0:
-            raise AssertionError(f"triggerctl {' '.join(args)} exited {done.returncode}: {done.stderr}")
+            raise AssertionError(
+                f"triggerctl {' '.join(args)} exited {done.returncode}: {done.stderr}"
+            )
         return done
 
     def ctl_json(self, *args: str) -> Any:
@@ -151,14 +186,20 @@ class Daemon:
         """Every run row, straight from the state file (works with the daemon down too)."""
         conn = sqlite3.connect(self.root / "var" / "state.sqlite")
         try:
-            rows = conn.execute("SELECT run_id, rule, state, trigger FROM runs ORDER BY seq").fetchall()
+            rows = conn.execute(
+                "SELECT run_id, rule, state, trigger FROM runs ORDER BY seq"
+            ).fetchall()
         finally:
             conn.close()
-        return [{"run_id": r[0], "rule": r[1], "state": r[2], "trigger": json.loads(r[3])} for r in rows]
+        return [
+            {"run_id": r[0], "rule": r[1], "state": r[2], "trigger": json.loads(r[3])} for r in rows
+        ]
 
     def markers(self) -> dict[str, str]:
         """run id -> the path it recorded."""
-        return {p.name: p.read_bytes().decode("utf-8", "surrogateescape") for p in self.out.iterdir()}
+        return {
+            p.name: p.read_bytes().decode("utf-8", "surrogateescape") for p in self.out.iterdir()
+        }
 
     def wait_for(self, predicate, timeout: float = 20, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout

@@ -49,10 +49,15 @@ def test_request_bodies_and_heads_are_bounded(tmp_path):
         assert d.proc is not None
         rss = rss_kib(d.proc.pid)
         with _connect(d) as conn:  # announced: refused before a byte of the body is read
-            conn.sendall(b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000000\r\n\r\n{")
+            conn.sendall(
+                b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000000\r\n\r\n{"
+            )
             assert _status_line(_answer(conn)) == "HTTP/1.1 413 Request Entity Too Large"
-        with _connect(d) as conn:  # chunked, no length: counted as it arrives, cut off past the limit
-            conn.sendall(b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+        # chunked, no length: counted as it arrives, cut off past the limit
+        with _connect(d) as conn:
+            conn.sendall(
+                b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
             chunk = b"x" * 65536
             sent = 0
             with pytest.raises((BrokenPipeError, ConnectionResetError)):
@@ -63,7 +68,9 @@ def test_request_bodies_and_heads_are_bounded(tmp_path):
         assert rss_kib(d.proc.pid) - rss < 20_000
         half_head, stalled = _connect(d), _connect(d)
         half_head.sendall(b"GET /status HTTP/1.1\r\nhost: x\r\n")  # and never the blank line
-        stalled.sendall(b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"wo")
+        stalled.sendall(
+            b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"wo"
+        )
         started = time.monotonic()
         assert d.ctl("status").returncode == 0  # others are served meanwhile
         assert _answer(half_head) == b""  # closed without an answer
@@ -73,15 +80,24 @@ def test_request_bodies_and_heads_are_bounded(tmp_path):
         stalled.close()
 
 
-QUERIES = ["/runs?limit=1e23", "/runs?limit=100000000000000000000000", "/runs?limit=0", "/runs?since=nan",
-           "/events?limit=-1", "/events?wait=1e9", "/eventlog/runs?limit=999999999"]  # fmt: skip
+QUERIES = [
+    "/runs?limit=1e23",
+    "/runs?limit=100000000000000000000000",
+    "/runs?limit=0",
+    "/runs?since=nan",
+    "/events?limit=-1",
+    "/events?wait=1e9",
+    "/eventlog/runs?limit=999999999",
+]
 
 
 def test_query_values_out_of_range_are_a_400(tmp_path):
     with Daemon(tmp_path) as d:
         for query in QUERIES:
             with _connect(d) as conn:
-                conn.sendall(f"GET {query} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode())
+                conn.sendall(
+                    f"GET {query} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode()
+                )
                 raw = _answer(conn)
             assert _status_line(raw) == "HTTP/1.1 400 Bad Request", (query, raw[:500])
             assert b"bad request" in raw
@@ -115,20 +131,34 @@ def _edit_config(d: Daemon, old: str, new: str) -> None:
 
 
 def _check(d: Daemon) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "triggerd"), "check", "--config", str(d.root / "triggerd.toml")],
-                          capture_output=True, text=True, timeout=60, cwd=d.root)  # fmt: skip
+    return subprocess.run(
+        [str(BIN / "triggerd"), "check", "--config", str(d.root / "triggerd.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=d.root,
+    )
 
 
 @pytest.mark.parametrize(
     ("token", "mode", "problem"),
-    [(None, 0o600, "the API token file does not exist"), ("", 0o600, "the API token file is empty"),
-     ("t0ken-t0ken", 0o644, "accessible to group or others (mode 0644): make it private with: chmod 600")],
+    [
+        (None, 0o600, "the API token file does not exist"),
+        ("", 0o600, "the API token file is empty"),
+        (
+            "t0ken-t0ken",
+            0o644,
+            "accessible to group or others (mode 0644): make it private with: chmod 600",
+        ),
+    ],
     ids=["missing", "empty", "group-readable"],
-)  # fmt: skip
+)
 def test_a_bad_token_file_is_reported_by_check_and_refused_by_run(tmp_path, token, mode, problem):
     token_file = tmp_path / "api.token"
     d = Daemon(tmp_path)
-    _edit_config(d, "[daemon]\n", f'[daemon]\ntcp = "127.0.0.1:{free_port()}"\ntoken_file = "{token_file}"\n')
+    _edit_config(
+        d, "[daemon]\n", f'[daemon]\ntcp = "127.0.0.1:{free_port()}"\ntoken_file = "{token_file}"\n'
+    )
     if token is not None:
         token_file.write_text(token)
         os.chmod(token_file, mode)
@@ -142,13 +172,22 @@ def test_a_bad_token_file_is_reported_by_check_and_refused_by_run(tmp_path, toke
 def test_check_reports_a_short_inline_key_and_a_group_readable_key_file(tmp_path):
     d = Daemon(tmp_path, extra_config='[security]\nhmac_key = "short"\n')
     checked = _check(d)
-    assert checked.returncode == 1 and "key 'security.hmac_key': the HMAC key must be at least 16 bytes long" in checked.stdout
+    assert (
+        checked.returncode == 1
+        and "key 'security.hmac_key': the HMAC key must be at least 16 bytes long" in checked.stdout
+    )
     key_file = tmp_path / "shared.key"
     key_file.write_text("k" * 32)
     os.chmod(key_file, 0o640)
-    (tmp_path / "triggerd.toml").write_text((tmp_path / "triggerd.toml").read_text().replace('hmac_key = "short"', f'hmac_key_file = "{key_file}"'))
+    (tmp_path / "triggerd.toml").write_text(
+        (tmp_path / "triggerd.toml")
+        .read_text()
+        .replace('hmac_key = "short"', f'hmac_key_file = "{key_file}"')
+    )
     checked = _check(d)
-    assert checked.returncode == 1 and "HMAC key: " in checked.stdout and "chmod 600" in checked.stdout
+    assert (
+        checked.returncode == 1 and "HMAC key: " in checked.stdout and "chmod 600" in checked.stdout
+    )
     with pytest.raises(AssertionError, match="accessible to group or others"):
         d.start(timeout=10)
 
@@ -165,7 +204,9 @@ def test_the_state_directory_and_its_files_are_private_whatever_the_umask(tmp_pa
             d.wait_for(lambda: len(d.markers()) == 1, 20, "a run")
             state = tmp_path / "var"
             assert stat.S_IMODE(state.stat().st_mode) == 0o700
-            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir() if not p.is_dir()}
+            modes = {
+                p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir() if not p.is_dir()
+            }
             assert modes.pop("triggerd.sock") == 0o660
             assert {"state.sqlite", "journal.sqlite", "hmac.key", "triggerd.lock"} <= set(modes)
             assert set(modes.values()) == {0o600}, modes
@@ -184,22 +225,42 @@ def test_credentials_in_broker_urls_are_masked_and_a_query_password_is_a_clear_e
     """config show masks user:password@ and ?password=; a query password (which Celery's
     Redis transport crashes on) is refused by key, with the form that works."""
     config = tmp_path / "triggerd.toml"
-    config.write_text(textwrap.dedent("""
+    config.write_text(
+        textwrap.dedent("""
         [executor]
         kind = "celery"
         [celery]
         broker_url = "redis://beam:s3cret@127.0.0.1:6399/0"
         result_backend = "redis://127.0.0.1:6399/1?token=t0p&db=1"
-    """))
-    shown = subprocess.run([str(BIN / "triggerd"), "config", "show", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    """)
+    )
+    shown = subprocess.run(
+        [str(BIN / "triggerd"), "config", "show", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert shown.returncode == 0, shown.stderr
     assert "s3cret" not in shown.stdout and "t0p" not in shown.stdout
     assert "redis://beam:***@127.0.0.1:6399/0" in shown.stdout and "token=***&db=1" in shown.stdout
-    config.write_text(config.read_text().replace("beam:s3cret@127.0.0.1:6399/0", "127.0.0.1:6399/0?password=s3cret"))
+    config.write_text(
+        config.read_text().replace(
+            "beam:s3cret@127.0.0.1:6399/0", "127.0.0.1:6399/0?password=s3cret"
+        )
+    )
     for command in (["triggerd", "run"], ["triggerd", "worker"], ["triggerd", "check"]):
-        done = subprocess.run([str(BIN / command[0]), *command[1:], "--config", str(config)], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        done = subprocess.run(
+            [str(BIN / command[0]), *command[1:], "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+        )
         assert done.returncode != 0
-        assert "key 'celery.broker_url'" in done.stderr and "redis://:PASSWORD@host:6379/0" in done.stderr
+        assert (
+            "key 'celery.broker_url'" in done.stderr
+            and "redis://:PASSWORD@host:6379/0" in done.stderr
+        )
         assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
 
 
@@ -211,20 +272,29 @@ def test_reload_refuses_what_check_refuses(tmp_path):
     reload is refused, keeping the running rules."""
     with Daemon(tmp_path) as d:
         (tmp_path / "workflows" / "broken.py").write_text(BROKEN)
-        d.write_rules(d.default_rules(name="record") + textwrap.dedent(f"""
+        d.write_rules(
+            d.default_rules(name="record")
+            + textwrap.dedent(f"""
             [[rule]]
             name = "broken"
             workflow = "broken"
             [rule.files]
             roots = ["{tmp_path / 'other'}"]
-        """))
+        """)
+        )
         checked = _check(d)
-        assert checked.returncode == 1 and "workflow broken: " in checked.stdout and "broken at import" in checked.stdout
+        assert (
+            checked.returncode == 1
+            and "workflow broken: " in checked.stdout
+            and "broken at import" in checked.stdout
+        )
         done = d.ctl("reload", check=False)
         assert done.returncode != 0 and "broken at import" in done.stderr
         assert [r["name"] for r in d.ctl_json("rules")] == ["record"]
         as_json = d.ctl("reload", "--json", check=False)  # a script sees the refusal too
         assert as_json.returncode == 1 and json.loads(as_json.stdout)["ok"] is False
         status = d.ctl("status").stdout  # and so does whoever looks later
-        assert "the last reload" in status and "was refused" in status and "broken at import" in status
+        assert (
+            "the last reload" in status and "was refused" in status and "broken at import" in status
+        )
         assert d.ctl_json("status")["last_reload"]["ok"] is False

@@ -33,7 +33,9 @@ def test_files_that_arrived_while_down_with_an_old_mtime_run_at_the_next_start(t
     assert (d.incoming / "moved.dat").stat().st_mtime < time.time() - DAY / 2
     with d:
         d.wait_for(lambda: "catch-up scan found" in d.log.read_text(), what="the catch-up scan")
-        d.wait_for(lambda: all(r["state"] == "succeeded" for r in d.runs_db()), what="the runs to end")
+        d.wait_for(
+            lambda: all(r["state"] == "succeeded" for r in d.runs_db()), what="the runs to end"
+        )
         runs = d.runs_db()
     per_file = collections.Counter(os.path.basename(r["trigger"][0]["path"]) for r in runs)
     assert per_file == {"before.dat": 1, "copied.dat": 1, "moved.dat": 1}
@@ -54,6 +56,12 @@ def test_a_scan_by_arrival_counts_a_marker_files_marker(tmp_path):
     source = FileSource([], lambda event: None)
     closed, marker = FileWatch(str(tmp_path)), FileWatch(str(tmp_path), complete="marker")
     assert sorted(os.path.basename(e.path) for e in source.scan(closed, arrived_since=since)) == [
-        "old.h5.done", "stale.h5", "waited.h5.done"]  # fmt: skip
-    assert sorted(os.path.basename(e.path) for e in source.scan(marker, arrived_since=since)) == ["old.h5", "waited.h5"]
+        "old.h5.done",
+        "stale.h5",
+        "waited.h5.done",
+    ]
+    assert sorted(os.path.basename(e.path) for e in source.scan(marker, arrived_since=since)) == [
+        "old.h5",
+        "waited.h5",
+    ]
     assert len(list(source.scan(closed))) == 5  # without arrived_since: every file

@@ -26,7 +26,9 @@ def test_new_file_triggers_one_run_visible_in_triggerctl(tmp_path):
         write_file(target, b"data")
         d.wait_for(lambda: succeeded_paths(d) == [str(target)], what="the run of scan_001.h5")
         runs = d.ctl_json("runs")
-        assert [(r["state"], r["rule"], r["workflow"]) for r in runs] == [("succeeded", "record", "record")]
+        assert [(r["state"], r["rule"], r["workflow"]) for r in runs] == [
+            ("succeeded", "record", "record")
+        ]
         assert list(d.markers().values()) == [str(target)]
         table = d.ctl("runs").stdout
         assert runs[0]["run_id"] in table and "succeeded" in table
@@ -48,7 +50,14 @@ def test_ignored_temporary_and_hidden_files_do_not_trigger_but_rename_into_place
 
 @pytest.mark.parametrize(
     "name",
-    ["with space.h5", "q'uo\"te.h5", "semi;colon.h5", "$(touch pwned).h5", "new\nline.h5", os.fsdecode(b"caf\xe9-latin1.h5")],
+    [
+        "with space.h5",
+        "q'uo\"te.h5",
+        "semi;colon.h5",
+        "$(touch pwned).h5",
+        "new\nline.h5",
+        os.fsdecode(b"caf\xe9-latin1.h5"),
+    ],
     ids=["space", "quotes", "semicolon", "subshell", "newline", "non-utf8"],
 )
 def test_hostile_file_names_trigger_verbatim_and_are_never_run_by_a_shell(tmp_path, name):
@@ -96,7 +105,14 @@ def test_catch_up_runs_files_that_arrived_while_down_exactly_once(tmp_path):
     with d:
         d.wait_for(lambda: len(succeeded_paths(d)) == 3, what="catch-up")
         time.sleep(0.5)
-    assert succeeded_paths(d) == sorted(str(p) for p in (d.incoming / "before.h5", d.incoming / "while_down_1.h5", d.incoming / "sub" / "while_down_2.h5"))
+    assert succeeded_paths(d) == sorted(
+        str(p)
+        for p in (
+            d.incoming / "before.h5",
+            d.incoming / "while_down_1.h5",
+            d.incoming / "sub" / "while_down_2.h5",
+        )
+    )
 
 
 def test_first_start_with_missed_policy_ignores_old_files_but_all_policy_takes_them(tmp_path):
@@ -115,7 +131,10 @@ def test_catch_up_fires_only_the_rules_that_ask_and_summarises_known_files(tmp_p
     """A catch-up scan for one rule does not fire another rule (catch_up = 'none') on the
     same files; files dispatched before are counted in one line, not logged one by one."""
     d = Daemon(tmp_path)
-    d.write_rules(d.default_rules(name="backfill", catch_up="all") + d.default_rules(name="live_only", catch_up="none"))
+    d.write_rules(
+        d.default_rules(name="backfill", catch_up="all")
+        + d.default_rules(name="live_only", catch_up="none")
+    )
     write_file(d.incoming / "old_1.h5")
     write_file(d.incoming / "old_2.h5")
     with d:
@@ -123,7 +142,10 @@ def test_catch_up_fires_only_the_rules_that_ask_and_summarises_known_files(tmp_p
         time.sleep(0.5)
         assert {r["rule"] for r in d.runs_db()} == {"backfill"}
     with d:
-        d.wait_for(lambda: "catch-up scan found 2 files, 2 of them dispatched before" in d.log.read_text(), what="the catch-up summary")
+        d.wait_for(
+            lambda: "catch-up scan found 2 files, 2 of them dispatched before" in d.log.read_text(),
+            what="the catch-up summary",
+        )
         time.sleep(0.3)
     assert len(d.runs_db()) == 2
     assert "skipped: this version of the file was dispatched before" not in d.log.read_text()
@@ -161,9 +183,22 @@ def test_sighup_with_invalid_rules_keeps_the_old_ones_and_valid_rules_take_effec
         (d.root / "triggers" / "broken.toml").unlink()
         d.write_rules(d.default_rules(name="second"), name="second.toml")
         d.proc.send_signal(signal.SIGHUP)
-        d.wait_for(lambda: {r["name"] for r in d.ctl_json("rules")} == {"record", "second"}, what="second rule")
+        d.wait_for(
+            lambda: {r["name"] for r in d.ctl_json("rules")} == {"record", "second"},
+            what="second rule",
+        )
         write_file(d.incoming / "both.h5")
-        d.wait_for(lambda: sum(1 for r in d.runs_db() if r["trigger"][0]["path"].endswith("both.h5") and r["state"] == "succeeded") == 2, what="both rules fired")
+        d.wait_for(
+            lambda: (
+                sum(
+                    1
+                    for r in d.runs_db()
+                    if r["trigger"][0]["path"].endswith("both.h5") and r["state"] == "succeeded"
+                )
+                == 2
+            ),
+            what="both rules fired",
+        )
 
 
 def test_sigterm_drains_and_exits_zero(tmp_path):
@@ -189,7 +224,11 @@ def test_test_trigger_and_explain_say_which_rules_match_and_why(tmp_path):
         d.wait_for(lambda: len(succeeded_paths(d)) == 1, what="probe run")
         why = d.ctl_json("explain", str(probe))
         (entry,) = why["ledger"]
-        assert entry["rule"] == "record" and entry["run_state"] == "succeeded" and entry["current_version"]
+        assert (
+            entry["rule"] == "record"
+            and entry["run_state"] == "succeeded"
+            and entry["current_version"]
+        )
         assert any(o["what"].startswith("complete") for o in why["observed"])
         assert "ledger" in d.ctl("explain", str(probe)).stdout
 
@@ -202,7 +241,9 @@ def test_pause_resume_start_stop_replay_and_drain(tmp_path):
         time.sleep(0.5)
         assert d.runs_db() == []
         d.ctl("resume", "record")
-        run_id = d.ctl("start", "record", f"path={d.incoming / 'manual'}", f"out={d.out}", "hold=30").stdout.strip()
+        run_id = d.ctl(
+            "start", "record", f"path={d.incoming / 'manual'}", f"out={d.out}", "hold=30"
+        ).stdout.strip()
         d.wait_for(lambda: d.ctl_json("runs")[0]["state"] == "running", what="manual run running")
         d.ctl("stop", run_id)
         d.wait_for(lambda: d.ctl_json("runs")[0]["state"] == "stopped", what="manual run stopped")

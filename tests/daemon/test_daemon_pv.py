@@ -22,10 +22,14 @@ ACQ, VAL, NAME, CAPTURE = "TEST:ACQ", "TEST:VAL", "TEST:NAME", "TEST:CAPTURE"
 
 
 def put(pv: str, value) -> None:
-    assert epics.caput(pv, value, wait=True, timeout=5, connection_timeout=5) == 1, f"caput {pv} failed"
+    assert epics.caput(pv, value, wait=True, timeout=5, connection_timeout=5) == 1, (
+        f"caput {pv} failed"
+    )
 
 
-def pv_rule(d: Daemon, name: str, table: str, path: str = "{pv[TEST:NAME]}", extra: str = "") -> str:
+def pv_rule(
+    d: Daemon, name: str, table: str, path: str = "{pv[TEST:NAME]}", extra: str = ""
+) -> str:
     return f"""
 [[rule]]
 name = "{name}"
@@ -51,7 +55,13 @@ def pv_row(d: Daemon, name: str) -> dict:
 
 
 def connected(d: Daemon, *names: str) -> None:
-    d.wait_for(lambda: all(pv_row(d, n)["state"] == "connected" and pv_row(d, n)["updates"] for n in names), 20, f"{names} connected")
+    d.wait_for(
+        lambda: all(
+            pv_row(d, n)["state"] == "connected" and pv_row(d, n)["updates"] for n in names
+        ),
+        20,
+        f"{names} connected",
+    )
 
 
 @pytest.fixture
@@ -111,7 +121,9 @@ def test_each_condition_kind_fires_through_the_daemon(tmp_path, reset):
         ("text", f'name = "{NAME}"\nwhen = "string_equals"\nvalue = "stop"'),
         ("change", f'name = "{NAME}"\nwhen = "change"'),
     ]
-    d.write_rules("".join(pv_rule(d, name, table, path="{pvname}={value}") for name, table in rules))
+    d.write_rules(
+        "".join(pv_rule(d, name, table, path="{pvname}={value}") for name, table in rules)
+    )
     with d:
         connected(d, ACQ, VAL, NAME)
         for value in (1, 2, 3, 0):
@@ -120,18 +132,34 @@ def test_each_condition_kind_fires_through_the_daemon(tmp_path, reset):
             put(VAL, value)
         for value in ("a.h5", "b.txt", "stop", "c.h5"):
             put(NAME, value)
-        expected = {"rising": 1, "equals": 1, "transition": 1, "above": 1, "in-range": 1, "regex": 2, "text": 1, "change": 4}
-        d.wait_for(lambda: {n: len(fired(d, n)) for n in expected} == expected, 20, f"runs {expected}")
+        expected = {
+            "rising": 1,
+            "equals": 1,
+            "transition": 1,
+            "above": 1,
+            "in-range": 1,
+            "regex": 2,
+            "text": 1,
+            "change": 4,
+        }
+        d.wait_for(
+            lambda: {n: len(fired(d, n)) for n in expected} == expected, 20, f"runs {expected}"
+        )
         time.sleep(0.5)
         assert {n: len(fired(d, n)) for n in expected} == expected
         d.wait_for(lambda: len(d.markers()) == sum(expected.values()), 20, "every run done")
-        assert sorted(v for v in d.markers().values() if v.startswith(VAL)) == [f"{VAL}=10.5", f"{VAL}=25.0"]
+        assert sorted(v for v in d.markers().values() if v.startswith(VAL)) == [
+            f"{VAL}=10.5",
+            f"{VAL}=25.0",
+        ]
 
 
 def test_debounce_and_paused_rules(tmp_path, reset):
     """A fire inside the debounce hold-off is dropped; a paused rule records the skip."""
     d = Daemon(tmp_path)
-    d.write_rules(pv_rule(d, "quiet", f'name = "{ACQ}"\nwhen = "rising"\ndebounce = "2s"', path="{value}"))
+    d.write_rules(
+        pv_rule(d, "quiet", f'name = "{ACQ}"\nwhen = "rising"\ndebounce = "2s"', path="{value}")
+    )
     with d:
         connected(d, ACQ)
         for _ in range(3):
@@ -146,7 +174,11 @@ def test_debounce_and_paused_rules(tmp_path, reset):
         d.ctl("pause", "quiet")
         time.sleep(2.0)  # past the hold-off
         put(ACQ, 1)
-        d.wait_for(lambda: any(e["data"].get("reason") == "paused" for e in events(d, "trigger.skipped")), 20, "skip")
+        d.wait_for(
+            lambda: any(e["data"].get("reason") == "paused" for e in events(d, "trigger.skipped")),
+            20,
+            "skip",
+        )
         assert len(fired(d, "quiet")) == 1
 
 
@@ -154,8 +186,10 @@ def state_of(d: Daemon, rule: str) -> list[str]:
     return [r["state"] for r in fired(d, rule)]
 
 
-AD_TABLE = (f'name = "{ACQ}"\nwhen = "falling"\nsnapshot = ["{NAME}"]\nwait_for_file = "{{pv[{NAME}]}}"\n'
-            'file_timeout = "{timeout}"\nfile_settle = "0.3s"')  # fmt: skip
+AD_TABLE = (
+    f'name = "{ACQ}"\nwhen = "falling"\nsnapshot = ["{NAME}"]\nwait_for_file = "{{pv[{NAME}]}}"\n'
+    'file_timeout = "{timeout}"\nfile_settle = "0.3s"'
+)
 
 
 def test_pv_and_file_rule_waits_for_the_file_or_fails_clearly(tmp_path, reset):
@@ -178,7 +212,10 @@ def test_pv_and_file_rule_waits_for_the_file_or_fails_clearly(tmp_path, reset):
         write_file(data, b"frames")
         d.wait_for(lambda: len(d.markers()) == 1, 20, "the run after the file")
         (run,) = fired(d, "ad")
-        assert run["trigger"][0]["file"]["path"] == str(data) and run["trigger"][0]["file"]["size"] == 6
+        assert (
+            run["trigger"][0]["file"]["path"] == str(data)
+            and run["trigger"][0]["file"]["size"] == 6
+        )
         missing = tmp_path / "data" / "never.h5"
         put(NAME, str(missing))
         put(ACQ, 1)
@@ -186,7 +223,9 @@ def test_pv_and_file_rule_waits_for_the_file_or_fails_clearly(tmp_path, reset):
         (failure,) = d.wait_for(lambda: events(d, "trigger.failed"), 20, "the trigger to fail")
         assert failure["level"] == "error" and failure["rule"] == "ad" and failure["run"]
         assert f"file {missing} not complete after 2 s: it does not exist" in failure["message"]
-        d.wait_for(lambda: state_of(d, "ad") == ["succeeded", "rejected"], 10, "the second run rejected")
+        d.wait_for(
+            lambda: state_of(d, "ad") == ["succeeded", "rejected"], 10, "the second run rejected"
+        )
         assert len(d.markers()) == 1
 
 
@@ -220,8 +259,18 @@ def test_snapshot_without_value_fails_or_takes_its_default(tmp_path, reset):
     connected in status and in the event log."""
     d = Daemon(tmp_path)
     d.write_rules(
-        pv_rule(d, "strict", f'name = "{ACQ}"\nwhen = "rising"\nsnapshot = ["TEST:NOPE"]', path="{pv[TEST:NOPE]}")
-        + pv_rule(d, "lenient", f'name = "{ACQ}"\nwhen = "rising"\nsnapshot = ["TEST:NOPE"]\nsnapshot_defaults = {{ "TEST:NOPE" = "none" }}', path="{pv[TEST:NOPE]}")
+        pv_rule(
+            d,
+            "strict",
+            f'name = "{ACQ}"\nwhen = "rising"\nsnapshot = ["TEST:NOPE"]',
+            path="{pv[TEST:NOPE]}",
+        )
+        + pv_rule(
+            d,
+            "lenient",
+            f'name = "{ACQ}"\nwhen = "rising"\nsnapshot = ["TEST:NOPE"]\nsnapshot_defaults = {{ "TEST:NOPE" = "none" }}',
+            path="{pv[TEST:NOPE]}",
+        )
     )
     with d:
         connected(d, ACQ)
@@ -231,11 +280,15 @@ def test_snapshot_without_value_fails_or_takes_its_default(tmp_path, reset):
         assert failure["rule"] == "strict" and "TEST:NOPE (no value yet)" in failure["message"]
         assert (failure["data"]["reason"], failure["level"]) == ("snapshot-failed", "error")
         assert fired(d, "strict") == []
-        d.wait_for(lambda: pv_row(d, "TEST:NOPE")["state"] == "never connected", 20, "never connected")
+        d.wait_for(
+            lambda: pv_row(d, "TEST:NOPE")["state"] == "never connected", 20, "never connected"
+        )
         (never,) = events(d, "source.never_connected")
         assert never["data"] == {"pv": "TEST:NOPE"} and never["level"] == "warning"
         assert "TEST:NOPE" in d.ctl("status").stdout
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(d.socket)), base_url="http://triggerd") as http:
+        with httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(d.socket)), base_url="http://triggerd"
+        ) as http:
             metrics = http.get("/metrics").text
         assert 'triggerd_pv_connected{pv="TEST:NOPE",state="never connected"} 0' in metrics
         assert f'triggerd_pv_connected{{pv="{ACQ}",state="connected"}} 1' in metrics
@@ -245,8 +298,10 @@ def test_snapshot_without_value_fails_or_takes_its_default(tmp_path, reset):
 def test_a_value_of_the_wrong_type_is_an_error_for_that_rule_only(tmp_path, reset):
     """'above' on a text PV reports an error naming the rule, once; a rule on another PV works."""
     d = Daemon(tmp_path)
-    d.write_rules(pv_rule(d, "numeric", f'name = "{NAME}"\nwhen = "above"\nthreshold = 1')
-                  + pv_rule(d, "fine", f'name = "{ACQ}"\nwhen = "rising"', path="{value}"))  # fmt: skip
+    d.write_rules(
+        pv_rule(d, "numeric", f'name = "{NAME}"\nwhen = "above"\nthreshold = 1')
+        + pv_rule(d, "fine", f'name = "{ACQ}"\nwhen = "rising"', path="{value}")
+    )
     with d:
         connected(d, ACQ, NAME)
         put(NAME, "abc")
@@ -254,7 +309,11 @@ def test_a_value_of_the_wrong_type_is_an_error_for_that_rule_only(tmp_path, rese
         put(ACQ, 1)
         d.wait_for(lambda: len(fired(d, "fine")) == 1, 20, "the other rule")
         (error,) = d.wait_for(lambda: events(d, "source.error"), 20, "the error")
-        assert error["level"] == "error" and "rule 'numeric'" in error["message"] and NAME in error["message"]
+        assert (
+            error["level"] == "error"
+            and "rule 'numeric'" in error["message"]
+            and NAME in error["message"]
+        )
         assert fired(d, "numeric") == []
 
 
@@ -269,13 +328,28 @@ def test_ioc_restart_is_recorded_and_fires_nothing(tmp_path, reset):
     warning in triggerctl status."""
     d = Daemon(tmp_path)
     capture = f'name = "{CAPTURE}"\nwhen = "transition"\nfrom = "Capture"\nto = "Done"\nsnapshot = ["{NAME}"]'
-    d.write_rules(pv_rule(d, "any", f'name = "{ACQ}"\nwhen = "change"', path="{value}")
-                  + pv_rule(d, "done", capture) + pv_rule(d, "compare", capture + '\nacross_disconnect = "compare"')
-                  + pv_rule(d, "typo", f'name = "{CAPTURE}"\nwhen = "transition"\nfrom = "Capturing"\nto = "Done"', path="{value}"))  # fmt: skip
+    d.write_rules(
+        pv_rule(d, "any", f'name = "{ACQ}"\nwhen = "change"', path="{value}")
+        + pv_rule(d, "done", capture)
+        + pv_rule(d, "compare", capture + '\nacross_disconnect = "compare"')
+        + pv_rule(
+            d,
+            "typo",
+            f'name = "{CAPTURE}"\nwhen = "transition"\nfrom = "Capturing"\nto = "Done"',
+            path="{value}",
+        )
+    )
     with d:
         connected(d, ACQ, CAPTURE, NAME)
-        (typo,) = d.wait_for(lambda: [e for e in events(d, "source.error") if "'typo'" in e["message"]], 10, "the state name error")
-        assert "from = 'Capturing' is not a state of the PV (its states: Done, Capture)" in typo["message"]
+        (typo,) = d.wait_for(
+            lambda: [e for e in events(d, "source.error") if "'typo'" in e["message"]],
+            10,
+            "the state name error",
+        )
+        assert (
+            "from = 'Capturing' is not a state of the PV (its states: Done, Capture)"
+            in typo["message"]
+        )
         assert typo["data"] == {"pv": CAPTURE} and typo["level"] == "error"
         assert any("'typo'" in w and "'Capturing'" in w for w in pv_row(d, CAPTURE)["warnings"])
         assert "rule 'typo': from = 'Capturing' is not a state" in d.ctl("status").stdout
@@ -287,9 +361,25 @@ def test_ioc_restart_is_recorded_and_fires_nothing(tmp_path, reset):
             d.wait_for(lambda: pv_row(d, ACQ)["state"] == "disconnected", 10, "disconnected")
         finally:
             reset.start()
-        d.wait_for(lambda: all(pv_row(d, pv)["state"] == "connected" for pv in (ACQ, CAPTURE, NAME)), 30, "reconnected")
-        (empty,) = d.wait_for(lambda: [e for e in events(d, "trigger.skipped") if e["data"].get("reason") == "snapshot-empty"], 10, "the skip")
-        assert empty["rule"] == "compare" and empty["level"] == "warning" and empty["data"]["pvs"] == [NAME]
+        d.wait_for(
+            lambda: all(pv_row(d, pv)["state"] == "connected" for pv in (ACQ, CAPTURE, NAME)),
+            30,
+            "reconnected",
+        )
+        (empty,) = d.wait_for(
+            lambda: [
+                e
+                for e in events(d, "trigger.skipped")
+                if e["data"].get("reason") == "snapshot-empty"
+            ],
+            10,
+            "the skip",
+        )
+        assert (
+            empty["rule"] == "compare"
+            and empty["level"] == "warning"
+            and empty["data"]["pvs"] == [NAME]
+        )
         assert f"snapshot PV {NAME} is empty" in empty["message"]
         time.sleep(0.5)
         assert d.runs_db() == [] and events(d, "trigger.failed") == []
@@ -300,17 +390,27 @@ def test_ioc_restart_is_recorded_and_fires_nothing(tmp_path, reset):
         put(NAME, str(tmp_path / "scan_0002.h5"))  # and a real capture
         put(CAPTURE, 1)
         put(CAPTURE, 0)
-        d.wait_for(lambda: sorted(r["rule"] for r in d.runs_db()) == ["any", "compare", "done"], 20, "one run each")
-        assert [r["trigger"][0]["snapshot"][NAME]["value"] for r in d.runs_db()[1:]] == [str(tmp_path / "scan_0002.h5")] * 2
+        d.wait_for(
+            lambda: sorted(r["rule"] for r in d.runs_db()) == ["any", "compare", "done"],
+            20,
+            "one run each",
+        )
+        assert [r["trigger"][0]["snapshot"][NAME]["value"] for r in d.runs_db()[1:]] == [
+            str(tmp_path / "scan_0002.h5")
+        ] * 2
 
 
-def test_a_counter_fires_once_per_increment_names_what_it_missed_or_runs_each_value(tmp_path, reset):
+def test_a_counter_fires_once_per_increment_names_what_it_missed_or_runs_each_value(
+    tmp_path, reset
+):
     """when = "increment" on a counter (FileNumber): one run per increase; a jump of 3 is one
     run and a pv.missed_values warning naming the 2 values not seen; with each = true one run
     per value, {index} the value; a reset to 0 is a new baseline, no run."""
     d = Daemon(tmp_path)
-    d.write_rules(pv_rule(d, "count", f'name = "{ACQ}"\nwhen = "increment"', path="n{index}")
-                  + pv_rule(d, "each", f'name = "{ACQ}"\nwhen = "increment"\neach = true', path="n{index}"))  # fmt: skip
+    d.write_rules(
+        pv_rule(d, "count", f'name = "{ACQ}"\nwhen = "increment"', path="n{index}")
+        + pv_rule(d, "each", f'name = "{ACQ}"\nwhen = "increment"\neach = true', path="n{index}")
+    )
 
     def indexes(rule: str) -> list[int]:
         return [r["trigger"][0]["index"] for r in fired(d, rule)]
@@ -319,12 +419,24 @@ def test_a_counter_fires_once_per_increment_names_what_it_missed_or_runs_each_va
         connected(d, ACQ)
         for value in (1, 4, 0, 1):
             put(ACQ, value)
-        d.wait_for(lambda: indexes("count") == [1, 4, 1] and indexes("each") == [1, 2, 3, 4, 1], 20, f"runs {indexes('count')} {indexes('each')}")
+        d.wait_for(
+            lambda: indexes("count") == [1, 4, 1] and indexes("each") == [1, 2, 3, 4, 1],
+            20,
+            f"runs {indexes('count')} {indexes('each')}",
+        )
         (missed,) = events(d, "pv.missed_values")
         assert missed["rule"] == "count" and missed["level"] == "warning"
-        assert missed["data"] == {"pv": ACQ, "missed": [2, 3], "count": 2, "value": 4, "old_value": 1}
+        assert missed["data"] == {
+            "pv": ACQ,
+            "missed": [2, 3],
+            "count": 2,
+            "value": 4,
+            "old_value": 1,
+        }
         d.wait_for(lambda: len(d.markers()) == 8, 20, "every run done")
-        assert sorted(d.markers().values()) == sorted(["n1", "n4", "n1", "n1", "n2", "n3", "n4", "n1"])
+        assert sorted(d.markers().values()) == sorted(
+            ["n1", "n4", "n1", "n1", "n2", "n3", "n4", "n1"]
+        )
         time.sleep(0.3)
         assert len(d.runs_db()) == 8
 
@@ -334,7 +446,9 @@ def test_reload_starts_and_stops_pv_monitors(tmp_path, reset):
     d = Daemon(tmp_path)
     with d:
         assert d.ctl_json("status")["pvs"] == []
-        d.write_rules(pv_rule(d, "late", f'name = "{ACQ}"\nwhen = "rising"', path="{value}"), name="pv.toml")
+        d.write_rules(
+            pv_rule(d, "late", f'name = "{ACQ}"\nwhen = "rising"', path="{value}"), name="pv.toml"
+        )
         assert json.loads(d.ctl("reload", "--json").stdout)["ok"]
         connected(d, ACQ)
         put(ACQ, 1)
@@ -349,7 +463,10 @@ def test_status_pvs_show_the_daemon_and_pause_a_rule(tmp_path, reset):
     pauses it (recorded with the client's name), triggerctl resume shows in the PV; RUNNING
     drops to 0 as the daemon stops."""
     prefix = "TD1:"
-    d = Daemon(tmp_path, extra_config=f'\n[status_pvs]\nprefix = "{prefix}"\nport = {STATUS_PV_PORT}\ninterval = 0.2\n')
+    d = Daemon(
+        tmp_path,
+        extra_config=f'\n[status_pvs]\nprefix = "{prefix}"\nport = {STATUS_PV_PORT}\ninterval = 0.2\n',
+    )
     d.write_rules(pv_rule(d, "scan", f'name = "{ACQ}"\nwhen = "falling"', path="{value}"))
 
     def get(name: str):
@@ -358,12 +475,18 @@ def test_status_pvs_show_the_daemon_and_pause_a_rule(tmp_path, reset):
     with d:
         connected(d, ACQ)
         running: list = []
-        monitor = epics.PV(prefix + "RUNNING", callback=lambda value=None, **_: running.append(value), connection_timeout=5)
+        monitor = epics.PV(
+            prefix + "RUNNING",
+            callback=lambda value=None, **_: running.append(value),
+            connection_timeout=5,
+        )
         d.wait_for(lambda: get("RUNNING") == 1, 10, "RUNNING = 1")
         assert get("scan:PAUSE") == 0 and get("LAST_RULE") == ""
         put(ACQ, 1)
         put(ACQ, 0)
-        d.wait_for(lambda: get("LAST_RULE") == "scan" and get("scan:FIRED") == 1, 10, "LAST_RULE and FIRED")
+        d.wait_for(
+            lambda: get("LAST_RULE") == "scan" and get("scan:FIRED") == 1, 10, "LAST_RULE and FIRED"
+        )
         assert get("LAST_TRIGGER").endswith("Z") and get("RUNS_FAILED") == 0
         assert epics.caput(prefix + "scan:PAUSE", 1, wait=True, timeout=5) == 1
         assert [r["paused"] for r in d.ctl_json("rules")] == [True]
@@ -371,13 +494,23 @@ def test_status_pvs_show_the_daemon_and_pause_a_rule(tmp_path, reset):
         assert "by Channel Access client" in paused["message"] and paused["rule"] == "scan"
         put(ACQ, 1)
         put(ACQ, 0)
-        d.wait_for(lambda: any(e["data"].get("reason") == "paused" for e in events(d, "trigger.skipped")), 10, "skip")
+        d.wait_for(
+            lambda: any(e["data"].get("reason") == "paused" for e in events(d, "trigger.skipped")),
+            10,
+            "skip",
+        )
         d.ctl("resume", "scan")
         d.wait_for(lambda: get("scan:PAUSE") == 0, 10, "PAUSE follows triggerctl resume")
-        d.write_rules(pv_rule(d, "v1.late-rule", f'name = "{VAL}"\nwhen = "change"', path="{value}"), name="more.toml")
+        d.write_rules(
+            pv_rule(d, "v1.late-rule", f'name = "{VAL}"\nwhen = "change"', path="{value}"),
+            name="more.toml",
+        )
         d.ctl("reload")
         assert epics.caput(prefix + "v1.late-rule:PAUSE", "paused", wait=True, timeout=5) == 1
-        assert {r["name"]: r["paused"] for r in d.ctl_json("rules")} == {"scan": False, "v1.late-rule": True}
+        assert {r["name"]: r["paused"] for r in d.ctl_json("rules")} == {
+            "scan": False,
+            "v1.late-rule": True,
+        }
         d.wait_for(lambda: running == [1], 10, "the RUNNING monitor")
     d.wait_for(lambda: running[-1:] == [0], 10, "RUNNING = 0 at stop")
     monitor.disconnect()
@@ -391,11 +524,15 @@ def test_index_is_for_counting_rules_only_and_the_example_rule_file_loads(tmp_pa
 
     from triggerd.daemon.rules import RulesError, load_rules
 
-    (tmp_path / "bad.toml").write_text('[[rule]]\nname = "r"\nworkflow = "w"\nparams = { n = "{index}" }\n'
-                                       '[rule.pv]\nname = "BL:Capture_RBV"\nwhen = "falling"\n')  # fmt: skip
+    (tmp_path / "bad.toml").write_text(
+        '[[rule]]\nname = "r"\nworkflow = "w"\nparams = { n = "{index}" }\n'
+        '[rule.pv]\nname = "BL:Capture_RBV"\nwhen = "falling"\n'
+    )
     with pytest.raises(RulesError) as caught:
         load_rules([tmp_path])
-    assert "key 'rule[0].params.n'" in str(caught.value) and "'{index}' is the counter value" in str(caught.value)
+    assert "key 'rule[0].params.n'" in str(
+        caught.value
+    ) and "'{index}' is the counter value" in str(caught.value)
     (tmp_path / "bad.toml").unlink()
     examples = Path(__file__).parents[2] / "triggers" / "examples"
     (tmp_path / "ad.toml").write_text((examples / "areadetector.toml").read_text())

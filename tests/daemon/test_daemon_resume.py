@@ -35,7 +35,8 @@ main.define({{a: b, b: c}})
 def daemon(tmp_path, *, idempotent: bool) -> Daemon:
     d = Daemon(tmp_path)
     (tmp_path / "workflows" / "chain.py").write_text(CHAIN.format(idempotent=idempotent))
-    d.write_rules(textwrap.dedent(f"""
+    d.write_rules(
+        textwrap.dedent(f"""
         [[rule]]
         name = "chain"
         workflow = "chain"
@@ -43,13 +44,18 @@ def daemon(tmp_path, *, idempotent: bool) -> Daemon:
         [rule.files]
         roots = ["{d.incoming}"]
         glob = "*.dat"
-    """))
+    """)
+    )
     return d
 
 
 def ledger(d: Daemon) -> list[str]:
     path = d.root / "ledger.jsonl"
-    return [json.loads(line)["task"] for line in path.read_text().splitlines()] if path.exists() else []
+    return (
+        [json.loads(line)["task"] for line in path.read_text().splitlines()]
+        if path.exists()
+        else []
+    )
 
 
 @pytest.mark.parametrize("idempotent", [True, False])
@@ -60,7 +66,11 @@ def test_a_run_resumes_after_kill_9_without_running_ended_tasks_again(tmp_path, 
         d.wait_for(lambda: ledger(d) == ["a", "b"], what="task b to start")
         d.kill()
         d.start()
-        d.wait_for(lambda: [r["state"] for r in d.runs_db()] in (["succeeded"], ["failed"]), timeout=30, what="the run to end")
+        d.wait_for(
+            lambda: [r["state"] for r in d.runs_db()] in (["succeeded"], ["failed"]),
+            timeout=30,
+            what="the run to end",
+        )
         (run,) = d.ctl_json("runs")
         events = d.ctl_json("events", "--run", run["run_id"], "--limit", "500")
         shown = d.ctl("show", run["run_id"]).stdout
@@ -68,10 +78,15 @@ def test_a_run_resumes_after_kill_9_without_running_ended_tasks_again(tmp_path, 
     assert [e["data"]["attempt"] for e in started] == [1, 2]
     assert "resumed (attempt 2): 1 tasks had ended" in started[1]["message"]
     # triggerctl show: the two attempts apart
-    assert "attempt 1 " in shown and "attempt 2 " in shown and "resumed: 1 tasks had ended, 1 were running or due" in shown
+    assert (
+        "attempt 1 " in shown
+        and "attempt 2 " in shown
+        and "resumed: 1 tasks had ended, 1 were running or due" in shown
+    )
     if idempotent:
         assert run["state"] == "succeeded"
-        assert ledger(d) == ["a", "b", "b", "c"]  # a not again; b again (its worker went with the daemon)
+        # a not again; b again (its worker went with the daemon)
+        assert ledger(d) == ["a", "b", "b", "c"]
         assert any(e["kind"] == "task.retried" and e["task"] == "b" for e in events)
     else:
         assert run["state"] == "failed"

@@ -33,12 +33,16 @@ def test_each_change_of_state_is_one_event():
     broker.up()
     watch.check([broker.reading])
     assert [kind for kind, _ in notes.events] == ["dependency.down", "dependency.up"]
-    assert notes.events[0][1].startswith("broker (redis://h:6379/0): ConnectionError: refused; work that needs it waits")
+    assert notes.events[0][1].startswith(
+        "broker (redis://h:6379/0): ConnectionError: refused; work that needs it waits"
+    )
     assert "give up after 60 s" in notes.events[0][1]
     assert [r.name for r in watch.down()] == []
 
 
-def test_a_queue_without_a_worker_is_down_at_the_second_check_and_up_when_nothing_waits(monkeypatch):
+def test_a_queue_without_a_worker_is_down_at_the_second_check_and_up_when_nothing_waits(
+    monkeypatch,
+):
     import triggerd.engine.celery_admin as admin
 
     consumed: set[str] = {"task"}
@@ -51,9 +55,10 @@ def test_a_queue_without_a_worker_is_down_at_the_second_check_and_up_when_nothin
         watch.check(watch.queue_readings())
         return [r.name for r in watch.down()]
 
-    assert asyncio.run(check({"task": 2, "gpu": 1})) == []  # the first miss may be a worker reconnecting
+    # the first miss may be a worker reconnecting
+    assert asyncio.run(check({"task": 2, "gpu": 1})) == []
     assert asyncio.run(check({"task": 2, "gpu": 1})) == ["queue gpu"]
-    (kind, message), = notes.events
+    ((kind, message),) = notes.events
     assert kind == "dependency.down" and "no worker consumes queue 'gpu' (1 jobs wait)" in message
     watch._queues.clear()  # the jobs were taken: nothing waits on any queue
     watch.check(watch.queue_readings())

@@ -423,7 +423,9 @@ def test_held_files_released_while_closed_are_skipped_one_event_each(make, close
     assert h.d.tick(10.0) is None
     assert h.submitted == [] and h.d.held() == 0
     skipped = h.of("trigger.skipped")
-    assert [(f["data"]["reason"], f["data"]["event"]["path"]) for _, _, f in skipped] == [(closed, e.path) for e in events]
+    assert [(f["data"]["reason"], f["data"]["event"]["path"]) for _, _, f in skipped] == [
+        (closed, e.path) for e in events
+    ]
 
 
 def test_held_file_dispatched_meanwhile_is_skipped_as_duplicate(make, state):
@@ -433,13 +435,24 @@ def test_held_file_dispatched_meanwhile_is_skipped_as_duplicate(make, state):
     taken, fresh = ev("v1/raw/a.h5", 0.0), ev("v1/raw/b.h5", 0.0)
     h.d.on_file(taken, 0.0)
     h.d.on_file(fresh, 0.0)
-    state.enqueue(run_id="other", key="other", rule="compress", workflow="w", params={}, trigger=[],
-                  files=[taken.identity], waiting=False)  # fmt: skip
+    state.enqueue(
+        run_id="other",
+        key="other",
+        rule="compress",
+        workflow="w",
+        params={},
+        trigger=[],
+        files=[taken.identity],
+        waiting=False,
+    )
     h.d.tick(10.0)
     (row,) = h.submitted
     assert [t["path"] for t in row.trigger] == [fresh.path]
     (skipped,) = h.of("trigger.skipped")
-    assert (skipped[2]["data"]["reason"], skipped[2]["data"]["event"]["path"]) == ("duplicate", taken.path)
+    assert (skipped[2]["data"]["reason"], skipped[2]["data"]["event"]["path"]) == (
+        "duplicate",
+        taken.path,
+    )
 
 
 # -- keys, manual runs, the outbox ---------------------------------------------------------
@@ -534,7 +547,9 @@ def test_replace_rules_keeps_groups_of_surviving_rules(make, load):
     )
     assert h.d.held() == 2
     skipped = h.of("trigger.skipped")
-    assert [(f["rule"], f["data"]["reason"]) for _, _, f in skipped] == [("gone", "reloaded-away")] * 2
+    assert [(f["rule"], f["data"]["reason"]) for _, _, f in skipped] == [
+        ("gone", "reloaded-away")
+    ] * 2
     h.d.tick(6.0)
     (row,) = h.submitted
     assert (row.rule, row.workflow, len(row.trigger)) == ("keep", "new_workflow", 2)
@@ -548,9 +563,14 @@ def test_replace_rules_skips_held_files_the_new_rule_no_longer_matches(make, loa
     h = make(rule(params='{ dataset = "{root}" }', limits=debounce))
     h.d.on_file(ev("v1/raw/a.h5", 0.0), 0.0)
     h.d.on_file(ev("v2/raw/b.h5", 0.0), 0.0)
-    h.d.replace_rules(load(rule(params='{ dataset = "{root}" }', limits=debounce, pattern=r"v2/raw/.+\.h5$")))
+    h.d.replace_rules(
+        load(rule(params='{ dataset = "{root}" }', limits=debounce, pattern=r"v2/raw/.+\.h5$"))
+    )
     (skipped,) = h.of("trigger.skipped")
-    assert (skipped[2]["data"]["reason"], skipped[2]["data"]["event"]["path"]) == ("reloaded-away", f"{ROOT}/v1/raw/a.h5")
+    assert (skipped[2]["data"]["reason"], skipped[2]["data"]["event"]["path"]) == (
+        "reloaded-away",
+        f"{ROOT}/v1/raw/a.h5",
+    )
     h.d.tick(6.0)
     (row,) = h.submitted
     assert [t["path"] for t in row.trigger] == [f"{ROOT}/v2/raw/b.h5"]
@@ -608,9 +628,20 @@ snapshot = ["BL:FILE"]
 
 def pv_ev(timestamp: float, *, file: str | None = "/d/a.h5") -> PvEvent:
     seen = timestamp - 1 if file is not None else None  # None: never had a value
-    snapshot = {"BL:FILE": {"value": file, "timestamp": seen, "severity": 0, "connected": file is not None}}
-    return PvEvent(rule="scan", pv="BL:ACQ", value=0, old_value=1, timestamp=timestamp, severity=0,
-                   reason="falling", seen_at=timestamp, snapshot=snapshot)  # fmt: skip
+    snapshot = {
+        "BL:FILE": {"value": file, "timestamp": seen, "severity": 0, "connected": file is not None}
+    }
+    return PvEvent(
+        rule="scan",
+        pv="BL:ACQ",
+        value=0,
+        old_value=1,
+        timestamp=timestamp,
+        severity=0,
+        reason="falling",
+        seen_at=timestamp,
+        snapshot=snapshot,
+    )
 
 
 def test_pv_event_runs_once_through_the_outbox_with_limits(make, state):
@@ -620,9 +651,15 @@ def test_pv_event_runs_once_through_the_outbox_with_limits(make, state):
     match = h.d.on_pv(pv_ev(100.0))
     run_id = h.d.fire_pv(match, 100.0)
     (row,) = h.submitted
-    assert row.run_id == run_id and row.params == {"file": "/d/a.h5", "at": "1970-01-01T00:01:40.000000Z"}
+    assert row.run_id == run_id and row.params == {
+        "file": "/d/a.h5",
+        "at": "1970-01-01T00:01:40.000000Z",
+    }
     assert row.key == pv_key("scan", pv_ev(100.0))
-    assert row.trigger[0]["snapshot"]["BL:FILE"]["value"] == "/d/a.h5" and row.trigger[0]["type"] == "pv"
+    assert (
+        row.trigger[0]["snapshot"]["BL:FILE"]["value"] == "/d/a.h5"
+        and row.trigger[0]["type"] == "pv"
+    )
     assert h.d.fire_pv(h.d.on_pv(pv_ev(100.0)), 100.5) is None
     assert h.of("trigger.skipped")[0][2]["data"]["reason"] == "duplicate"
     second = h.d.fire_pv(h.d.on_pv(pv_ev(101.0)), 101.0)
@@ -643,13 +680,31 @@ def test_pv_event_of_a_paused_rule_or_with_a_missing_snapshot_starts_nothing(mak
     assert h.d.on_pv(pv_ev(1.5)) is None
     h.d.draining = False
     assert h.d.on_pv(pv_ev(2.0, file=None)) is None
-    assert h.d.on_pv(PvEvent(rule="gone", pv="X", value=1, old_value=0, timestamp=3.0, severity=0, reason="", seen_at=3.0)) is None
+    assert (
+        h.d.on_pv(
+            PvEvent(
+                rule="gone",
+                pv="X",
+                value=1,
+                old_value=0,
+                timestamp=3.0,
+                severity=0,
+                reason="",
+                seen_at=3.0,
+            )
+        )
+        is None
+    )
     skipped = h.of("trigger.skipped")
     assert [(f["rule"], f["data"]["reason"], f["level"]) for _, _, f in skipped] == [
-        ("scan", "paused", "info"), ("scan", "draining", "info"),
-        ("scan", "snapshot-failed", "error"), ("gone", "reloaded-away", "info"),
-    ]  # fmt: skip
-    assert "BL:FILE (no value yet)" in skipped[2][1] and skipped[2][1].startswith("scan: BL:ACQ = 0 skipped: ")
+        ("scan", "paused", "info"),
+        ("scan", "draining", "info"),
+        ("scan", "snapshot-failed", "error"),
+        ("gone", "reloaded-away", "info"),
+    ]
+    assert "BL:FILE (no value yet)" in skipped[2][1] and skipped[2][1].startswith(
+        "scan: BL:ACQ = 0 skipped: "
+    )
     assert all(f["source"]["pv"] in ("BL:ACQ", "X") for _, _, f in skipped)
     assert h.of("trigger.failed") == [] and h.submitted == []
 

@@ -26,7 +26,11 @@ pytestmark = pytest.mark.timeout(600 if FULL else 120)
 
 def rules(d: Daemon, reload: int) -> str:
     """One rule over two roots, whose ignore list differs at every reload (so its watches change)."""
-    return d.default_rules(roots=[d.root / "archive", d.incoming], glob="**/*.dat", ignore=("*.tmp", ".*", f"*.skip{reload}"))
+    return d.default_rules(
+        roots=[d.root / "archive", d.incoming],
+        glob="**/*.dat",
+        ignore=("*.tmp", ".*", f"*.skip{reload}"),
+    )
 
 
 def settled_runs(d: Daemon, quiet: float = 2.0) -> list[dict]:
@@ -48,6 +52,7 @@ def test_watch_changing_reloads_during_a_stream_lose_and_double_no_file(tmp_path
     paths = [str(d.incoming / f"f{i:05d}.dat") for i in range(FILES)]
     answers: list[dict] = []
     with d:
+
         def stream() -> None:
             start = time.monotonic()
             for i, path in enumerate(paths):
@@ -59,7 +64,9 @@ def test_watch_changing_reloads_during_a_stream_lose_and_double_no_file(tmp_path
         writer.start()
         with ControlClient(d.socket) as client:  # what `triggerctl reload` sends
             for reload in range(1, RELOADS + 1):  # spread over the stream
-                time.sleep(max(0.0, started + reload * FILES / RATE / (RELOADS + 1) - time.monotonic()))
+                time.sleep(
+                    max(0.0, started + reload * FILES / RATE / (RELOADS + 1) - time.monotonic())
+                )
                 d.write_rules(rules(d, reload))
                 answers.append(client.post("/reload"))
         writer.join()
@@ -71,6 +78,8 @@ def test_watch_changing_reloads_during_a_stream_lose_and_double_no_file(tmp_path
     per_file = collections.Counter(r["trigger"][0]["path"] for r in runs)
     missing = sorted(set(paths) - set(per_file))
     twice = sorted(p for p, n in per_file.items() if n > 1)
-    assert not missing and not twice, f"{len(missing)} files never ran ({missing[:3]}), {len(twice)} ran twice ({twice[:3]})"
+    assert not missing and not twice, (
+        f"{len(missing)} files never ran ({missing[:3]}), {len(twice)} ran twice ({twice[:3]})"
+    )
     assert len(runs) == FILES
     print(f"{FILES} files, {RELOADS} watch-changing reloads in {streamed:.1f} s: one run each")

@@ -80,8 +80,12 @@ ignore = ["*.tmp", ".*"]
 def test_every_file_placeholder_renders():
     """Each file placeholder renders the event's value; mtime is ISO 8601 UTC."""
     names = ["path", "name", "stem", "suffix", "dir", "relative", "root", "mtime"]
-    params = {n: f"<{{{n}}}>" for n in names} | {"size": "s={size}", "inode": "i={inode}",
-              "count": "c={count}", "group": "{match[visit]}-{match[1]}-{match[0]}"}  # fmt: skip
+    params = {n: f"<{{{n}}}>" for n in names} | {
+        "size": "s={size}",
+        "inode": "i={inode}",
+        "count": "c={count}",
+        "group": "{match[visit]}-{match[1]}-{match[0]}",
+    }
     rule = file_rule(params, pattern=r"(?P<visit>[^/]+)/raw/")
     match = rule.match(event("/data/mx1/v42/raw/scan_001.h5"))
     assert match is not None
@@ -104,13 +108,27 @@ def test_every_file_placeholder_renders():
 
 def test_a_value_that_is_one_placeholder_keeps_its_type():
     """ "{size}" is an int, "{files}" a list, "{path}" a str; anything more is a string."""
-    params = {"size": "{size}", "inode": "{inode}", "count": "{count}", "files": "{files}",
-              "path": "{path}", "padded": "{size:>6}", "text": "{size} B", "repr": "{name!r}"}  # fmt: skip
+    params = {
+        "size": "{size}",
+        "inode": "{inode}",
+        "count": "{count}",
+        "files": "{files}",
+        "path": "{path}",
+        "padded": "{size:>6}",
+        "text": "{size} B",
+        "repr": "{name!r}",
+    }
     params = file_rule(params).match(event("/data/mx1/a.h5")).params
     assert params == {
-        "size": 1234, "inode": 42, "count": 1, "files": ["/data/mx1/a.h5"],
-        "path": "/data/mx1/a.h5", "padded": "  1234", "text": "1234 B", "repr": "'a.h5'",
-    }  # fmt: skip
+        "size": 1234,
+        "inode": 42,
+        "count": 1,
+        "files": ["/data/mx1/a.h5"],
+        "path": "/data/mx1/a.h5",
+        "padded": "  1234",
+        "text": "1234 B",
+        "repr": "'a.h5'",
+    }
 
 
 def test_non_string_params_and_escaped_braces_pass_through():
@@ -134,8 +152,10 @@ def test_non_string_params_and_escaped_braces_pass_through():
 
 def test_batch_render_lists_every_file_and_takes_the_rest_from_the_first():
     """render() of three events gives {files} of all three, {count} 3, and the first one's name."""
-    rule = file_rule({"files": "{files}", "count": "{count}", "first": "{name}", "visit": "{match[v]}"},
-                     pattern=r"(?P<v>\w+)/")  # fmt: skip
+    rule = file_rule(
+        {"files": "{files}", "count": "{count}", "first": "{name}", "visit": "{match[v]}"},
+        pattern=r"(?P<v>\w+)/",
+    )
     events = [event(f"/data/mx1/{v}/f{n}.h5") for n, v in enumerate(["a", "b", "c"])]
     assert rule.render(events) == {
         "files": ["/data/mx1/a/f0.h5", "/data/mx1/b/f1.h5", "/data/mx1/c/f2.h5"],
@@ -152,8 +172,16 @@ def test_batch_render_lists_every_file_and_takes_the_rest_from_the_first():
 def test_hostile_file_names_render_verbatim():
     """Spaces, quotes, ';', '$()', newlines and undecodable bytes reach params unchanged."""
     rule = file_rule({"path": "{path}", "name": "{name}", "msg": "file {name} done"})
-    for name in ["a b.h5", "it's \"q\".h5", "x; rm -rf ~.h5", "$(reboot).h5", "two\nlines.h5",
-                 os.fsdecode(b"caf\xe9.h5"), "{path}.h5", "%s.h5"]:  # fmt: skip
+    for name in [
+        "a b.h5",
+        "it's \"q\".h5",
+        "x; rm -rf ~.h5",
+        "$(reboot).h5",
+        "two\nlines.h5",
+        os.fsdecode(b"caf\xe9.h5"),
+        "{path}.h5",
+        "%s.h5",
+    ]:
         params = rule.match(event(f"/data/mx1/{name}")).params
         assert params == {"path": f"/data/mx1/{name}", "name": name, "msg": f"file {name} done"}
 
@@ -163,11 +191,20 @@ def test_hostile_file_names_render_verbatim():
 
 @pytest.mark.parametrize(
     ("glob", "relative", "matches"),
-    [("**/*.h5", "a.h5", True), ("**/*.h5", "x/y/a.h5", True), ("**/*.h5", "x/a.h5x", False),
-     ("*.h5", "a.h5", True), ("*.h5", "x/a.h5", False), ("raw/**/*.h5", "raw/a.h5", True),
-     ("raw/**/*.h5", "raw/1/2/a.h5", True), ("raw/**/*.h5", "cooked/a.h5", False),
-     ("**", "x/y/z", True), ("scan_??.h5", "scan_01.h5", True), ("scan_[0-9]*", "scan_x", False)],
-)  # fmt: skip
+    [
+        ("**/*.h5", "a.h5", True),
+        ("**/*.h5", "x/y/a.h5", True),
+        ("**/*.h5", "x/a.h5x", False),
+        ("*.h5", "a.h5", True),
+        ("*.h5", "x/a.h5", False),
+        ("raw/**/*.h5", "raw/a.h5", True),
+        ("raw/**/*.h5", "raw/1/2/a.h5", True),
+        ("raw/**/*.h5", "cooked/a.h5", False),
+        ("**", "x/y/z", True),
+        ("scan_??.h5", "scan_01.h5", True),
+        ("scan_[0-9]*", "scan_x", False),
+    ],
+)
 def test_glob_double_star_spans_directories(glob, relative, matches):
     """A glob matches the whole path under the root; only '**' crosses '/'."""
     assert glob_match(glob, relative.split("/")) is matches
@@ -358,12 +395,20 @@ def test_unknown_placeholder_names_rule_key_and_allowed_names(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "why"),
-    [("{path.__class__}", "attribute access is not allowed"), ("{match[v].upper}", "attribute access"),
-     ("{path[0]}", "only {match[group]} may be indexed"), ("{match}", "name a group"),
-     ("{}", "positional"), ("{0}", "positional"), ("{name", "expected '}'"),
-     ("{files}.txt", "must be the whole value"), ("{size:d}{name:d}", "bad format spec"),
-     ("{size:{name}}", "inside a format spec"), ("{path!x}", "unknown conversion")],
-)  # fmt: skip
+    [
+        ("{path.__class__}", "attribute access is not allowed"),
+        ("{match[v].upper}", "attribute access"),
+        ("{path[0]}", "only {match[group]} may be indexed"),
+        ("{match}", "name a group"),
+        ("{}", "positional"),
+        ("{0}", "positional"),
+        ("{name", "expected '}'"),
+        ("{files}.txt", "must be the whole value"),
+        ("{size:d}{name:d}", "bad format spec"),
+        ("{size:{name}}", "inside a format spec"),
+        ("{path!x}", "unknown conversion"),
+    ],
+)
 def test_dangerous_or_malformed_placeholders_are_refused_at_load(tmp_path, value, why):
     """Attribute access, other indexing, positional fields and bad specs never reach rendering."""
     text = MX.replace('file = "{path}"', f"file = '{value}'")
@@ -493,8 +538,17 @@ file_timeout = "30s"
 
 
 def pv_event(snapshot, value=0, old_value=1, timestamp=1_700_000_000.5):
-    return PvEvent(rule="scan", pv="BL:HDF:Capture_RBV", value=value, old_value=old_value,
-                   timestamp=timestamp, severity=0, reason="falling", seen_at=timestamp, snapshot=snapshot)
+    return PvEvent(
+        rule="scan",
+        pv="BL:HDF:Capture_RBV",
+        value=value,
+        old_value=old_value,
+        timestamp=timestamp,
+        severity=0,
+        reason="falling",
+        seen_at=timestamp,
+        snapshot=snapshot,
+    )
 
 
 def taken(value, timestamp=1_700_000_000.25, connected=True):
@@ -508,35 +562,70 @@ def test_pv_rule_renders_its_event_and_snapshot(tmp_path):
     assert rule.pv.name == "BL:HDF:Capture_RBV" and rule.pv.condition.kind == "falling"
     assert rule.pv.file_timeout == 30.0 and rule.pv.file_settle == 0.5
     assert rule.match(event("/data/a.h5")) is None
-    found = rule.render_pv(pv_event({"BL:HDF:FullFileName_RBV": taken("/data/scan 1.h5"), "BL:SAMPLE": taken("lysozyme")}))
+    found = rule.render_pv(
+        pv_event(
+            {"BL:HDF:FullFileName_RBV": taken("/data/scan 1.h5"), "BL:SAMPLE": taken("lysozyme")}
+        )
+    )
     assert found.wait_for_file == "/data/scan 1.h5"
     assert found.params == {
-        "file": "/data/scan 1.h5", "sample": "lysozyme", "at": "2023-11-14T22:13:20.500000Z",
-        "capture": 0, "was": 1, "by": "BL:HDF:Capture_RBV", "label": "lysozyme",
+        "file": "/data/scan 1.h5",
+        "sample": "lysozyme",
+        "at": "2023-11-14T22:13:20.500000Z",
+        "capture": 0,
+        "was": 1,
+        "by": "BL:HDF:Capture_RBV",
+        "label": "lysozyme",
         "all": {
-            "BL:HDF:FullFileName_RBV": {"value": "/data/scan 1.h5", "timestamp": "2023-11-14T22:13:20.250000Z", "severity": 0, "missing": False},
-            "BL:SAMPLE": {"value": "lysozyme", "timestamp": "2023-11-14T22:13:20.250000Z", "severity": 0, "missing": False},
+            "BL:HDF:FullFileName_RBV": {
+                "value": "/data/scan 1.h5",
+                "timestamp": "2023-11-14T22:13:20.250000Z",
+                "severity": 0,
+                "missing": False,
+            },
+            "BL:SAMPLE": {
+                "value": "lysozyme",
+                "timestamp": "2023-11-14T22:13:20.250000Z",
+                "severity": 0,
+                "missing": False,
+            },
         },
-    }  # fmt: skip
+    }
 
 
 def test_pv_rule_snapshot_defaults_and_missing_values(tmp_path):
     """A snapshot PV without a value (never seen, or disconnected) takes its default, marked
     missing; one without a default fails the trigger, naming the PV and why."""
     rule = load_one(tmp_path, AD_RULE)
-    found = rule.render_pv(pv_event({"BL:HDF:FullFileName_RBV": taken("/d/a.h5"), "BL:SAMPLE": taken("x", connected=False)}))
+    found = rule.render_pv(
+        pv_event(
+            {"BL:HDF:FullFileName_RBV": taken("/d/a.h5"), "BL:SAMPLE": taken("x", connected=False)}
+        )
+    )
     assert found.params["sample"] == "unknown"
-    assert found.params["all"]["BL:SAMPLE"] == {"value": "unknown", "timestamp": None, "severity": None, "missing": True}
-    with pytest.raises(TriggerFailed, match=r"BL:HDF:FullFileName_RBV \(no value yet\).*snapshot_defaults"):
-        rule.render_pv(pv_event({"BL:HDF:FullFileName_RBV": taken(None, timestamp=None, connected=False)}))
+    assert found.params["all"]["BL:SAMPLE"] == {
+        "value": "unknown",
+        "timestamp": None,
+        "severity": None,
+        "missing": True,
+    }
+    with pytest.raises(
+        TriggerFailed, match=r"BL:HDF:FullFileName_RBV \(no value yet\).*snapshot_defaults"
+    ):
+        rule.render_pv(
+            pv_event({"BL:HDF:FullFileName_RBV": taken(None, timestamp=None, connected=False)})
+        )
     with pytest.raises(TriggerFailed, match=r"BL:HDF:FullFileName_RBV \(disconnected\)"):
         rule.render_pv(pv_event({"BL:HDF:FullFileName_RBV": taken("/d/a.h5", connected=False)}))
 
 
 def test_pv_rule_value_its_format_cannot_take_fails_the_trigger(tmp_path):
     """{value:.2f} on a text value is not a crash: the trigger fails with the value in the message."""
-    rule = load_one(tmp_path, '[[rule]]\nname = "t"\nworkflow = "w"\nparams = { v = "{value:.2f}" }\n'
-                              '[rule.pv]\nname = "A:B"\nwhen = "change"\n')  # fmt: skip
+    rule = load_one(
+        tmp_path,
+        '[[rule]]\nname = "t"\nworkflow = "w"\nparams = { v = "{value:.2f}" }\n'
+        '[rule.pv]\nname = "A:B"\nwhen = "change"\n',
+    )
     assert rule.render_pv(pv_event({}, value=2.5)).params == {"v": "2.50"}
     with pytest.raises(TriggerFailed, match=r"A:B|Capture_RBV = 'text'"):
         rule.render_pv(pv_event({}, value="text"))
@@ -545,17 +634,55 @@ def test_pv_rule_value_its_format_cannot_take_fails_the_trigger(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "key", "words"),
     [
-        (('"{pv[BL:SAMPLE]}"', '"{pv[BL:OTHER]}"'), "rule[0].params.sample", "'BL:OTHER' is neither the rule's PV nor in its snapshot list"),
-        (('"{pvname}"', '"{pv}"'), "rule[0].params.by", "name a PV, as in {pv[BL:DET:FileName_RBV]}"),
-        (('"{snapshot}"', '"x {snapshot}"'), "rule[0].params.all", "a table of PVs: it must be the whole value"),
+        (
+            ('"{pv[BL:SAMPLE]}"', '"{pv[BL:OTHER]}"'),
+            "rule[0].params.sample",
+            "'BL:OTHER' is neither the rule's PV nor in its snapshot list",
+        ),
+        (
+            ('"{pvname}"', '"{pv}"'),
+            "rule[0].params.by",
+            "name a PV, as in {pv[BL:DET:FileName_RBV]}",
+        ),
+        (
+            ('"{snapshot}"', '"x {snapshot}"'),
+            "rule[0].params.all",
+            "a table of PVs: it must be the whole value",
+        ),
         (('"{timestamp}"', '"{path}"'), "rule[0].params.at", "unknown placeholder '{path}'"),
-        (('"BL:SAMPLE" = "unknown"', '"BL:NOPE" = 1'), "rule[0].pv.snapshot_defaults.BL:NOPE", "not in snapshot"),
-        (('wait_for_file = "{pv[BL:HDF:FullFileName_RBV]}"', 'wait_for_file = "{match[1]}"'), "rule[0].pv.wait_for_file", "unknown placeholder"),
+        (
+            ('"BL:SAMPLE" = "unknown"', '"BL:NOPE" = 1'),
+            "rule[0].pv.snapshot_defaults.BL:NOPE",
+            "not in snapshot",
+        ),
+        (
+            ('wait_for_file = "{pv[BL:HDF:FullFileName_RBV]}"', 'wait_for_file = "{match[1]}"'),
+            "rule[0].pv.wait_for_file",
+            "unknown placeholder",
+        ),
         (('file_timeout = "30s"', 'file_timeout = 0'), "rule[0].pv.file_timeout", "duration > 0"),
-        (('snapshot = ["BL:HDF:FullFileName_RBV", "BL:SAMPLE"]', 'snapshot = ["A", "A"]'), "rule[0].pv.snapshot", "each PV once"),
-        (('file_timeout = "30s"', '[rule.limits]\nbatch = 2'), "rule[0].limits.batch", "not for a PV rule"),
+        (
+            ('snapshot = ["BL:HDF:FullFileName_RBV", "BL:SAMPLE"]', 'snapshot = ["A", "A"]'),
+            "rule[0].pv.snapshot",
+            "each PV once",
+        ),
+        (
+            ('file_timeout = "30s"', '[rule.limits]\nbatch = 2'),
+            "rule[0].limits.batch",
+            "not for a PV rule",
+        ),
     ],
-    ids=["unknown-pv", "bare-pv", "snapshot-in-text", "file-placeholder", "default-of-unknown", "wait-template", "timeout", "duplicate", "batch"],
+    ids=[
+        "unknown-pv",
+        "bare-pv",
+        "snapshot-in-text",
+        "file-placeholder",
+        "default-of-unknown",
+        "wait-template",
+        "timeout",
+        "duplicate",
+        "batch",
+    ],
 )
 def test_a_bad_pv_rule_placeholder_or_snapshot_names_its_key(tmp_path, edit, key, words):
     """Snapshot, defaults, wait_for_file and the PV placeholders are checked at load, with the key."""
@@ -599,7 +726,9 @@ def test_example_rule_file_loads_and_matches(tmp_path, monkeypatch):
     wherever it is loaded."""
     monkeypatch.chdir(tmp_path)
     rules = load_rules(
-        [REPO / "triggers"], known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file(), base=REPO / "config"
+        [REPO / "triggers"],
+        known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file(),
+        base=REPO / "config",
     )
     rule = rules.by_name("file-info")
     root = str(REPO / "var" / "incoming")
@@ -616,14 +745,27 @@ def test_example_pv_rule_file_loads_and_renders():
     against workflows/ and renders file_info's parameters from a FileNumber_RBV increment
     (the counter pattern it recommends: Channel Access may coalesce Capture_RBV's edges)."""
     rules = load_rules(
-        [REPO / "triggers" / "examples"], known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file()
+        [REPO / "triggers" / "examples"],
+        known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file(),
     )
     rule = rules.by_name("ad-capture-done")
     assert (rule.pv.name, rule.pv.condition.kind, rule.pv.condition.across_disconnect) == (
-        "BL13:DET1:HDF1:FileNumber_RBV", "increment", "ignore")  # fmt: skip
-    event = PvEvent(rule=rule.name, pv="BL13:DET1:HDF1:FileNumber_RBV", value=21, old_value=20, timestamp=1.0,
-                    severity=0, reason="increment", seen_at=1.0, index=21,
-                    snapshot={"BL13:DET1:HDF1:FullFileName_RBV": taken("/data/a.h5")})  # fmt: skip
+        "BL13:DET1:HDF1:FileNumber_RBV",
+        "increment",
+        "ignore",
+    )
+    event = PvEvent(
+        rule=rule.name,
+        pv="BL13:DET1:HDF1:FileNumber_RBV",
+        value=21,
+        old_value=20,
+        timestamp=1.0,
+        severity=0,
+        reason="increment",
+        seen_at=1.0,
+        index=21,
+        snapshot={"BL13:DET1:HDF1:FullFileName_RBV": taken("/data/a.h5")},
+    )
     found = rule.render_pv(event)
     assert found.params == {"path": "/data/a.h5", "name": "unknown"}
     assert found.wait_for_file == "/data/a.h5"
@@ -635,7 +777,9 @@ def test_example_rules_drop_no_trigger_by_default(directory):
     """The example rules keep no limit that drops a trigger: every rule enabled, no PV
     debounce or settle (file rule limits only delay or group); the comments of the PV
     example's debounce and settle say that they drop."""
-    rules = load_rules([REPO / directory], known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file())
+    rules = load_rules(
+        [REPO / directory], known_workflows=lambda n: (REPO / "workflows" / f"{n}.py").is_file()
+    )
     assert rules.rules
     for rule in rules:
         assert rule.enabled, rule.name
@@ -654,11 +798,24 @@ def test_example_rules_drop_no_trigger_by_default(directory):
         ('name = "A:B"\nwhen = "sometimes"\n', "rule[0].pv.when", "unknown condition 'sometimes'"),
         ('name = "A:B"\nwhen = "above"\n', "rule[0].pv.threshold", ""),
         ('name = "A:B"\nwhen = "regex"\npattern = "(unclosed"\n', "rule[0].pv.pattern", ""),
-        ('name = "A:B"\nwhen = "above"\nthreshold = 1\nlow = 0\n', "rule[0].pv.low", "not used by when = 'above'"),
+        (
+            'name = "A:B"\nwhen = "above"\nthreshold = 1\nlow = 0\n',
+            "rule[0].pv.low",
+            "not used by when = 'above'",
+        ),
         ('name = "A:B"\nwhen = "falling"\nsettle = "soon"\n', "rule[0].pv.settle", ""),
         ('name = "A:B"\nwhen = "falling"\nsnapshots = []\n', "rule[0].pv.snapshots", "unknown key"),
     ],
-    ids=["no-name", "spaces", "kind", "no-threshold", "bad-regex", "foreign-key", "bad-settle", "unknown"],
+    ids=[
+        "no-name",
+        "spaces",
+        "kind",
+        "no-threshold",
+        "bad-regex",
+        "foreign-key",
+        "bad-settle",
+        "unknown",
+    ],
 )
 def test_a_bad_pv_rule_names_its_key(tmp_path, table, key, words):
     """[rule.pv] is checked at load as the PV source will read it: each problem names the key."""

@@ -61,7 +61,8 @@ def test_tcp_control_api_requires_the_bearer_token(tmp_path):
     port = _free_port()
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token-for-tests\n")
-    token_file.chmod(0o600)  # a token others can read is refused (tests/daemon/test_api_boundaries.py)
+    # a token others can read is refused (tests/daemon/test_api_boundaries.py)
+    token_file.chmod(0o600)
     extra = f'token_file = "{token_file}"\ntcp = "127.0.0.1:{port}"\n'
     with Daemon(tmp_path, extra_config=extra):
         url = f"http://127.0.0.1:{port}/status"
@@ -86,7 +87,10 @@ def test_second_daemon_on_the_same_state_directory_refuses_to_start(tmp_path):
     with Daemon(tmp_path) as first:
         second = subprocess.run(
             [str(BIN / "triggerd"), "run", "--config", str(tmp_path / "triggerd.toml")],
-            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert second.returncode == 2
         assert f"another triggerd (pid {first.proc.pid})" in second.stderr

@@ -21,7 +21,12 @@ def test_every_recorded_skip_is_counted_per_rule_and_reason(tmp_path):
     configure_logging("warning", "json", stream=io.StringIO())  # as the entry point does
     settings = load_settings(overrides={"paths": {"state_dir": str(tmp_path / "var")}})
     service = Service(settings)
-    for rule, reason in [("scan", "debounce"), ("scan", "debounce"), ("scan", "paused"), ("files", "duplicate")]:
+    for rule, reason in [
+        ("scan", "debounce"),
+        ("scan", "debounce"),
+        ("scan", "paused"),
+        ("files", "duplicate"),
+    ]:
         service.notify("trigger.skipped", f"{rule}: skipped", rule=rule, data={"reason": reason})
     service.notify("trigger.fired", "scan: fired", rule="scan")
     assert service.metrics.skipped_by_reason("scan") == {"debounce": 2, "paused": 1}
@@ -44,7 +49,9 @@ def test_paused_rule_skips_are_events_and_counted_in_rules_status_and_metrics():
             return found if len(found) == len(names) else []
 
         events = d.wait_for(skipped_events, 20, "three trigger.skipped events")
-        assert sorted(e["data"]["event"]["path"] for e in events) == [str(d.incoming / n) for n in names]
+        assert sorted(e["data"]["event"]["path"] for e in events) == [
+            str(d.incoming / n) for n in names
+        ]
         assert {(e["rule"], e["data"]["reason"]) for e in events} == {("record", "paused")}
         assert all(e["message"].endswith("skipped: the rule is paused") for e in events)
         assert d.runs_db() == []
@@ -55,7 +62,9 @@ def test_paused_rule_skips_are_events_and_counted_in_rules_status_and_metrics():
         status = d.ctl_json("status")
         assert (status["skipped"]["total"], status["skipped"]["by_reason"]) == (3, {"paused": 3})
         assert "triggers skipped since the daemon started: 3 (paused 3)" in d.ctl("status").stdout
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(d.socket)), base_url="http://triggerd") as http:
+        with httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(d.socket)), base_url="http://triggerd"
+        ) as http:
             metrics = http.get("/metrics").text
         assert "# TYPE triggerd_triggers_skipped_total counter" in metrics
         assert 'triggerd_triggers_skipped_total{rule="record",reason="paused"} 3' in metrics

@@ -31,14 +31,25 @@ from triggerd.daemon.status_pvs import may_write
 
 # A value for each read-only PV that differs from anything the daemon shows in these tests.
 SPOOFS = {
-    "RUNNING": 0, "DRAINING": 1, "RUNS_ACTIVE": 7, "RUNS_QUEUED": 7, "RUNS_FAILED": 7, "OUTBOX": 7,
-    "LAST_TRIGGER": "spoofed", "LAST_RULE": "spoofed", "record:FIRED": 99,
-}  # fmt: skip
+    "RUNNING": 0,
+    "DRAINING": 1,
+    "RUNS_ACTIVE": 7,
+    "RUNS_QUEUED": 7,
+    "RUNS_FAILED": 7,
+    "OUTBOX": 7,
+    "LAST_TRIGGER": "spoofed",
+    "LAST_RULE": "spoofed",
+    "record:FIRED": 99,
+}
 
 
 def config(prefix: str, *lines: str, port: int | None = STATUS_PV_PORT) -> str:
     port_line = [] if port is None else [f"port = {port}"]
-    return "\n[status_pvs]\n" + "\n".join([f'prefix = "{prefix}"', *port_line, "interval = 0.2", *lines]) + "\n"
+    return (
+        "\n[status_pvs]\n"
+        + "\n".join([f'prefix = "{prefix}"', *port_line, "interval = 0.2", *lines])
+        + "\n"
+    )
 
 
 def get(pv: str):
@@ -92,7 +103,11 @@ def test_only_pause_is_writable_other_status_pvs_refuse_puts_and_keep_their_valu
     with d:
         d.wait_for(lambda: get(prefix + "RUNNING") == 1, 10, "RUNNING = 1")
         write_file(d.incoming / "a.dat")
-        d.wait_for(lambda: get(prefix + "LAST_RULE") == "record" and get(prefix + "record:FIRED") == 1, 20, "LAST_RULE, FIRED")
+        d.wait_for(
+            lambda: get(prefix + "LAST_RULE") == "record" and get(prefix + "record:FIRED") == 1,
+            20,
+            "LAST_RULE, FIRED",
+        )
         d.wait_for(lambda: get(prefix + "RUNS_ACTIVE") == 0, 20, "the run's end")
         for name, spoof in SPOOFS.items():
             before = get(prefix + name)
@@ -100,11 +115,13 @@ def test_only_pause_is_writable_other_status_pvs_refuse_puts_and_keep_their_valu
             with pytest.raises(epics.ca.CASeverityException, match="Write access denied"):
                 epics.caput(prefix + name, spoof, wait=True, timeout=5)  # libca refuses on its side
             assert raw_put(prefix + name, spoof) == "ECA_PUTFAIL", name
-            assert get(prefix + name) == before, name  # read at once: before any refresh could restore it
+            # read at once: before any refresh could restore it
+            assert get(prefix + name) == before, name
         refused = events(d, "daemon.status_pv_refused")
         assert sorted(e["data"]["pv"] for e in refused) == sorted(prefix + name for name in SPOOFS)
         assert {e["data"]["reason"] for e in refused} == {"read-only"}
-        assert "Invalid write request" not in d.log.read_text()  # one warning line a refusal, no caproto traceback
+        # one warning line a refusal, no caproto traceback
+        assert "Invalid write request" not in d.log.read_text()
 
         assert rights(prefix + "record:PAUSE") == (True, True)
         assert epics.caput(prefix + "record:PAUSE", 1, wait=True, timeout=5) == 1
@@ -121,7 +138,9 @@ def test_writers_limit_pause_to_the_listed_users_and_hosts(tmp_path, monkeypatch
     not listed, so libca shows it no write access."""
     prefix = "TDW:"
     writers = ["beamline@*", "bl13-ws1"]
-    assert not may_write(writers, socket.gethostname(), getpass.getuser()), "this machine is listed: rename the writers"
+    assert not may_write(writers, socket.gethostname(), getpass.getuser()), (
+        "this machine is listed: rename the writers"
+    )
     d = Daemon(tmp_path, extra_config=config(prefix, f"writers = {json.dumps(writers)}"))
     pause = prefix + "record:PAUSE"
     with d:
@@ -150,9 +169,15 @@ def test_writers_syntax():
     writers = ["ops@ws1", "ws2.example.org", "blctl@*", "10"]
     assert may_write(writers, "ws1", "ops") and may_write(writers, "WS1.example.org", "ops")
     assert not may_write(writers, "ws1", "visitor") and not may_write(writers, "ws10", "ops")
-    assert may_write(writers, "ws2.EXAMPLE.org", "anyone") and not may_write(writers, "ws2", "anyone")
+    assert may_write(writers, "ws2.EXAMPLE.org", "anyone") and not may_write(
+        writers, "ws2", "anyone"
+    )
     assert may_write(writers, "anywhere", "blctl") and not may_write(writers, "10.0.0.5", "x")
-    assert not may_write(writers, None, None) and may_write(["*"], None, None) and may_write([], None, None)
+    assert (
+        not may_write(writers, None, None)
+        and may_write(["*"], None, None)
+        and may_write([], None, None)
+    )
     assert may_write(["*@ws3"], "ws3", "anyone")
     for bad in ("@ws1", "ops@", "a b", "a@b@c", ""):
         with pytest.raises(ValueError, match="user@host"):
@@ -166,12 +191,18 @@ def test_a_taken_port_is_an_error_that_names_the_setting(tmp_path):
     prefix = "TDP:"
     d = Daemon(tmp_path, extra_config=config(prefix))
     with socket.socket() as other:
-        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a CA server: past the last test's TIME_WAIT
+        # as a CA server: past the last test's TIME_WAIT
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         other.bind(("127.0.0.1", STATUS_PV_PORT))
         other.listen()
         with d:
-            (failed,) = d.wait_for(lambda: events(d, "daemon.status_pvs_failed"), 10, "daemon.status_pvs_failed")
-            assert "status_pvs.port" in failed["message"] and f"port {STATUS_PV_PORT}" in failed["message"]
+            (failed,) = d.wait_for(
+                lambda: events(d, "daemon.status_pvs_failed"), 10, "daemon.status_pvs_failed"
+            )
+            assert (
+                "status_pvs.port" in failed["message"]
+                and f"port {STATUS_PV_PORT}" in failed["message"]
+            )
             shown = d.ctl_json("status")["status_pvs"]
             assert shown["prefix"] == prefix and "status_pvs.port" in shown["error"]
             assert "not served" in d.ctl("status").stdout
@@ -185,7 +216,9 @@ print(json.dumps({pv: epics.caget(pv, connection_timeout=5, timeout=5) for pv in
 """
 
 
-def test_next_to_an_ioc_a_client_finds_both_with_the_address_triggerctl_status_announces(tmp_path, soft_ioc):
+def test_next_to_an_ioc_a_client_finds_both_with_the_address_triggerctl_status_announces(
+    tmp_path, soft_ioc
+):
     """Only `prefix` set, an IOC serving on this host's CA server port: the status PVs get a port
     of their own (the default, 5069), the log and triggerctl status name the EPICS_CA_ADDR_LIST
     entry, and a client with the IOC's host plus that entry reads PVs of both."""
@@ -194,20 +227,44 @@ def test_next_to_an_ioc_a_client_finds_both_with_the_address_triggerctl_status_a
         try:
             probe.bind(("127.0.0.1", default_port))
         except OSError:
-            pytest.fail(f"127.0.0.1:{default_port} is taken by another program; this test needs the default port")
+            pytest.fail(
+                f"127.0.0.1:{default_port} is taken by another program; this test needs the default port"
+            )
     prefix = "TDD:"
     d = Daemon(tmp_path, extra_config=config(prefix, port=None))
     with d:
         shown = d.ctl_json("status")["status_pvs"]
         entry = f"127.0.0.1:{default_port}"
-        assert shown["ca_addr_list"] == entry and shown["port"] == default_port and shown["writers"] == []
+        assert (
+            shown["ca_addr_list"] == entry
+            and shown["port"] == default_port
+            and shown["writers"] == []
+        )
         assert f"clients add {entry} to EPICS_CA_ADDR_LIST" in d.ctl("status").stdout
         assert entry in d.log.read_text()  # the start-up log line
-        env = {**os.environ, "EPICS_CA_ADDR_LIST": f"127.0.0.1 {shown['ca_addr_list']}", "EPICS_CA_AUTO_ADDR_LIST": "NO"}
+        env = {
+            **os.environ,
+            "EPICS_CA_ADDR_LIST": f"127.0.0.1 {shown['ca_addr_list']}",
+            "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        }
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-c", CLIENT, soft_ioc.pv("ACQ"), prefix + "RUNNING", prefix + "record:PAUSE"],
-                              env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CLIENT,
+                soft_ioc.pv("ACQ"),
+                prefix + "RUNNING",
+                prefix + "record:PAUSE",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         values = json.loads(done.stdout.splitlines()[-1])
-        assert values[soft_ioc.pv("ACQ")] is not None, f"the IOC's PV not found ({time.monotonic() - started:.1f} s)"
+        assert values[soft_ioc.pv("ACQ")] is not None, (
+            f"the IOC's PV not found ({time.monotonic() - started:.1f} s)"
+        )
         assert values[prefix + "RUNNING"] == 1 and values[prefix + "record:PAUSE"] == 0, values

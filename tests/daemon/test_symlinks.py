@@ -17,13 +17,25 @@ pytestmark = pytest.mark.timeout(120)
 MODES = ["closed", "moved", "settled", "marker"]
 
 
-def rules(d: Daemon, mode: str, *, follow: bool = False, roots: list[Path] | None = None, ignore: tuple[str, ...] = ("*.tmp", ".*")) -> str:
-    return d.default_rules(roots=roots or [], ignore=ignore, catch_up="all", files_extra=f"""
+def rules(
+    d: Daemon,
+    mode: str,
+    *,
+    follow: bool = False,
+    roots: list[Path] | None = None,
+    ignore: tuple[str, ...] = ("*.tmp", ".*"),
+) -> str:
+    return d.default_rules(
+        roots=roots or [],
+        ignore=ignore,
+        catch_up="all",
+        files_extra=f"""
         complete = "{mode}"
         settle = "0.3s"
         poll = "0.2s"
         follow_symlinks = {str(follow).lower()}
-    """)
+    """,
+    )
 
 
 def complete(mode: str, path: Path, data: bytes = b"x") -> None:
@@ -108,7 +120,9 @@ def test_followed_links_count_only_inside_the_roots(tmp_path, mode):
         if mode == "closed":  # a link is never closed after writing: the scan at start finds it
             d.stop()
             d.start()
-        d.wait_for(lambda: str(d.incoming / "alias.dat") in recorded(d), 20, "the link inside the roots")
+        d.wait_for(
+            lambda: str(d.incoming / "alias.dat") in recorded(d), 20, "the link inside the roots"
+        )
         time.sleep(1.0)
         assert recorded(d) == {str(inside / "frame.dat"), str(d.incoming / "alias.dat")}
 
@@ -148,7 +162,14 @@ def test_the_daemons_own_files_never_trigger(tmp_path):
     scan at start; a file in a subdirectory of the state directory (where the default
     layout keeps var/incoming) and one beside it do."""
     d = Daemon(tmp_path)
-    d.write_rules(rules(d, "closed", roots=[tmp_path], ignore=("out", "*.log", "*.tmp", "*.toml", "workflows", "triggers")))
+    d.write_rules(
+        rules(
+            d,
+            "closed",
+            roots=[tmp_path],
+            ignore=("out", "*.log", "*.tmp", "*.toml", "workflows", "triggers"),
+        )
+    )
     with d:
         write_file(tmp_path / "var" / "planted.dat")
         (tmp_path / "var" / "incoming").mkdir()
@@ -156,7 +177,11 @@ def test_the_daemons_own_files_never_trigger(tmp_path):
         write_file(inside)
         beside = tmp_path / "beside.dat"
         write_file(beside)
-        d.wait_for(lambda: {str(beside), str(inside)} <= recorded(d), 20, "the files in a subdirectory and beside")
+        d.wait_for(
+            lambda: {str(beside), str(inside)} <= recorded(d),
+            20,
+            "the files in a subdirectory and beside",
+        )
         time.sleep(1.5)
     with d:
         time.sleep(1.5)
@@ -169,11 +194,15 @@ def test_explain_says_why_a_link_or_a_state_file_does_not_trigger(tmp_path):
     d.write_rules(rules(d, "closed"))
     with d:
         os.symlink(d.root / "var" / "hmac.key", d.incoming / "key.dat")
-        (why,) = [r["why"] for r in d.ctl_json("test-trigger", str(d.incoming / "key.dat"))["rules"]]
+        (why,) = [
+            r["why"] for r in d.ctl_json("test-trigger", str(d.incoming / "key.dat"))["rules"]
+        ]
         assert why == "'key.dat' is a symbolic link (follow_symlinks = false)"
         d.write_rules(rules(d, "closed", follow=True))
         d.ctl("reload")
-        (why,) = [r["why"] for r in d.ctl_json("test-trigger", str(d.incoming / "key.dat"))["rules"]]
+        (why,) = [
+            r["why"] for r in d.ctl_json("test-trigger", str(d.incoming / "key.dat"))["rules"]
+        ]
         assert "is a symbolic link to" in why and "outside the rule's roots" in why
         d.write_rules(rules(d, "closed", roots=[tmp_path]))
         d.ctl("reload")

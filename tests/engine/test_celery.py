@@ -58,14 +58,22 @@ def test_tasks_run_on_the_worker_and_say_which(celery_cluster, executor, collect
     started = [e for e in collector.of(result.run_id) if e.kind == "task.started"]
     assert [e.data["worker"] for e in started] == [MAIN_WORKER, MAIN_WORKER]
     assert [e.kind for e in collector.of(result.run_id)] == [
-        "run.started", "dag.started", "task.started", "task.succeeded",
-        "task.started", "task.succeeded", "dag.succeeded", "run.succeeded",
-    ]  # fmt: skip
+        "run.started",
+        "dag.started",
+        "task.started",
+        "task.succeeded",
+        "task.started",
+        "task.succeeded",
+        "dag.succeeded",
+        "run.succeeded",
+    ]
 
 
 def test_a_workflow_file_that_differs_on_the_worker_is_refused(celery_cluster, collector, tmp_path):
     """The submitter's copy of 'sequence' has one more line: the worker refuses the task."""
-    (tmp_path / "sequence.py").write_text((WORKFLOWS / "sequence.py").read_text() + "\n# edited here only\n")
+    (tmp_path / "sequence.py").write_text(
+        (WORKFLOWS / "sequence.py").read_text() + "\n# edited here only\n"
+    )
     ex = celery_cluster.executor(collector, workflows=[tmp_path])
     try:
         result = ex.submit("sequence").wait(30)
@@ -74,7 +82,9 @@ def test_a_workflow_file_that_differs_on_the_worker_is_refused(celery_cluster, c
     assert result.status == "failed"
     assert "differs from the one the run was started with" in result.error
     assert result.tasks["main_dag:1"]["first_task"] == "failed"
-    assert "second_task" not in celery_cluster.store.snapshot(result.run_id)["meta"].get("log", {}).get("main_dag:1", {}).get("tasks", {})
+    assert "second_task" not in celery_cluster.store.snapshot(result.run_id)["meta"].get(
+        "log", {}
+    ).get("main_dag:1", {}).get("tasks", {})
 
 
 def _intercept_and_forward(redis_client, queue: str, change_blob) -> str:
@@ -105,19 +115,27 @@ def test_task_data_changed_in_the_broker_is_refused(celery_cluster, executor, ch
     """Input data altered (or replaced by a plain pickle) on its way breaks the job's seal:
     the worker refuses the whole job (an event says so), nothing of it runs or is
     unpickled, and the run does not go on as if it had; stopping it ends it."""
-    celery_cluster.write_workflow("intercepted", HEADER + """
+    celery_cluster.write_workflow(
+        "intercepted",
+        HEADER
+        + """
 def produce(data, store, signal, context):
     data["value"] = 1
 def consume(data, store, signal, context):
     store.set("consumed", data["value"])
 d = Dag("d")
 d.define({PythonTask("produce", produce): PythonTask("consume", consume, queue="intercept")})
-""")
+""",
+    )
     handle = executor.submit("intercepted")
     task_id = _intercept_and_forward(celery_cluster.redis.client, "intercept", change)
-    wait_for(lambda: refusals(celery_cluster.redis.client, task_id), 20, "the worker to refuse the job")
+    wait_for(
+        lambda: refusals(celery_cluster.redis.client, task_id), 20, "the worker to refuse the job"
+    )
     (refused,) = refusals(celery_cluster.redis.client, task_id)
-    assert "job message signature does not match" in refused["message"] and refused["level"] == "error"
+    assert (
+        "job message signature does not match" in refused["message"] and refused["level"] == "error"
+    )
     assert refused["data"]["claims"]["task"] == "consume"
     assert not handle.done()
     executor.stop_run(handle.run_id)
@@ -126,15 +144,21 @@ d.define({PythonTask("produce", produce): PythonTask("consume", consume, queue="
     assert "consumed" not in celery_cluster.store.snapshot(handle.run_id)["data"]
 
 
-def test_stop_run_terminates_a_bash_task_on_the_worker(celery_cluster, executor, collector, tmp_path):
+def test_stop_run_terminates_a_bash_task_on_the_worker(
+    celery_cluster, executor, collector, tmp_path
+):
     """stop_run reaches the worker through Redis: the command's process is gone, the run
     ends stopped within seconds and the next task is cancelled."""
-    celery_cluster.write_workflow("sleepy", HEADER + """
+    celery_cluster.write_workflow(
+        "sleepy",
+        HEADER
+        + """
 parameters = Parameters([Option("pidfile")])
 nap = BashTask("nap", lambda data, store: ["sh", "-c", 'echo $$ > "$0"; exec sleep 60', store.get("pidfile")])
 d = Dag("d")
 d.define({nap: PythonTask("after")})
-""")
+""",
+    )
     pidfile = tmp_path / "nap.pid"
     handle = executor.submit("sleepy", {"pidfile": str(pidfile)})
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the command to start")
@@ -155,12 +179,19 @@ d.define({nap: PythonTask("after")})
 def test_a_task_that_ignores_stop_is_revoked_after_the_grace(celery_cluster, executor, collector):
     """A Python task that never looks at is_stopped is given up on after the 1 s grace and
     its pool child terminated; the worker serves the next run."""
-    celery_cluster.write_workflow("stubborn", HEADER + """
+    celery_cluster.write_workflow(
+        "stubborn",
+        HEADER
+        + """
 d = Dag("d")
 d.define({PythonTask("ignore", lambda *a: time.sleep(30)): PythonTask("after")})
-""")
+""",
+    )
     handle = executor.submit("stubborn")
-    wait_for(lambda: happened(collector, handle.run_id, "task.started", "ignore"), what="the task to start")
+    wait_for(
+        lambda: happened(collector, handle.run_id, "task.started", "ignore"),
+        what="the task to start",
+    )
     t0 = time.monotonic()
     executor.stop_run(handle.run_id)
     result = handle.wait(10)
@@ -176,7 +207,10 @@ def test_a_task_waits_for_a_worker_on_its_queue(celery_cluster, executor, collec
     """heavy_task (queue 'high_memory') does not run while no worker consumes that queue;
     a stopped run's job is dropped unrun; a worker started with -Q high_memory runs it."""
     waiting = executor.submit("queues")
-    wait_for(lambda: happened(collector, waiting.run_id, "task.succeeded", "light_task"), what="light_task")
+    wait_for(
+        lambda: happened(collector, waiting.run_id, "task.succeeded", "light_task"),
+        what="light_task",
+    )
     with pytest.raises(TimeoutError):
         waiting.wait(1.0)
     assert waiting.run_id in executor.active_runs()
@@ -184,7 +218,11 @@ def test_a_task_waits_for_a_worker_on_its_queue(celery_cluster, executor, collec
     assert celery_cluster.redis.client.llen("high_memory") == 1
     executor.stop_run(waiting.run_id)
     stopped = waiting.wait(10)
-    assert stopped.tasks["main_dag:1"] == {"light_task": "succeeded", "heavy_task": "stopped", "report": "cancelled"}
+    assert stopped.tasks["main_dag:1"] == {
+        "light_task": "succeeded",
+        "heavy_task": "stopped",
+        "report": "cancelled",
+    }
 
     celery_cluster.start_worker("memory@triggerd-test", ["-Q", "high_memory", "-c", "1"])
     result = executor.submit("queues").wait(30)
@@ -192,32 +230,47 @@ def test_a_task_waits_for_a_worker_on_its_queue(celery_cluster, executor, collec
     doc = celery_cluster.store.snapshot(result.run_id)
     log = doc["meta"]["log"]["main_dag:1"]["tasks"]
     assert {task: entry["worker"] for task, entry in log.items()} == {
-        "light_task": MAIN_WORKER, "heavy_task": "memory@triggerd-test", "report": MAIN_WORKER,
-    }  # fmt: skip
-    assert doc["data"]["queues"] == {"light_task": "task", "heavy_task": "high_memory", "report": "task"}
+        "light_task": MAIN_WORKER,
+        "heavy_task": "memory@triggerd-test",
+        "report": MAIN_WORKER,
+    }
+    assert doc["data"]["queues"] == {
+        "light_task": "task",
+        "heavy_task": "high_memory",
+        "report": "task",
+    }
     # the stopped run's job reached the new worker first and was dropped, not run
     assert celery_cluster.redis.client.llen("high_memory") == 0
-    assert "heavy_task" not in celery_cluster.store.snapshot(waiting.run_id)["meta"]["log"]["main_dag:1"]["tasks"]
+    assert (
+        "heavy_task"
+        not in celery_cluster.store.snapshot(waiting.run_id)["meta"]["log"]["main_dag:1"]["tasks"]
+    )
 
 
 def test_a_signal_nobody_answers_times_out(celery_cluster):
     """With its runner gone, a task's start_dag raises SignalTimeout after signal_timeout
     instead of hanging; the worker still reports the failure to the (dead) runner's inbox."""
-    celery_cluster.write_workflow("orphan", HEADER + """
+    celery_cluster.write_workflow(
+        "orphan",
+        HEADER
+        + """
 def spawn(data, store, signal, context):
     signal.start_dag("sub")
 main = Dag("main")
 main.define({PythonTask("spawn", spawn): None})
 sub = Dag("sub", autostart=False)
 sub.define({PythonTask("t"): None})
-""")
+""",
+    )
     from triggerd.engine.job import WorkflowCache
 
     workflow = WorkflowCache([celery_cluster.wf]).get("orphan")
     run_id, inbox = f"orphan-{uuid.uuid4().hex}", f"triggerd:inbox:test-{uuid.uuid4().hex}"
     celery_cluster.store.add(run_id, {"name": "orphan"})
     data = Codec(TEST_KEY).dumps(MultiTaskData(dataset=TaskData()), bind=dag_data_of(run_id))
-    job = TaskJob(run_id, "orphan", workflow.content_hash, "main:1", "main", "spawn", "task", None, data)
+    job = TaskJob(
+        run_id, "orphan", workflow.content_hash, "main:1", "main", "spawn", "task", None, data
+    )
     celery_cluster.send_job(job, inbox)
     client = celery_cluster.redis.client
     messages = []
@@ -229,7 +282,10 @@ sub.define({PythonTask("t"): None})
     assert messages[1]["action"] == "start_dag" and messages[1]["payload"]["name"] == "sub"
     outcome = messages[2]["outcome"]
     assert outcome["outcome"] == "failed"
-    assert "SignalTimeout" in outcome["message"] and f"within {SIGNAL_TIMEOUT:g} s" in outcome["message"]
+    assert (
+        "SignalTimeout" in outcome["message"]
+        and f"within {SIGNAL_TIMEOUT:g} s" in outcome["message"]
+    )
     assert SIGNAL_TIMEOUT <= outcome["ended"] - outcome["started"] < SIGNAL_TIMEOUT + 3
 
 
@@ -250,7 +306,9 @@ def test_make_executor_picks_celery_from_settings(celery_cluster, collector):
 def test_celery_settings_mask_passwords_and_want_a_redis_url(tmp_path):
     """config show hides the broker password; a non-Redis broker URL is refused by key."""
     config = tmp_path / "triggerd.toml"
-    config.write_text('[executor]\nkind = "celery"\n[celery]\nbroker_url = "redis://:s3cret@redis.example:6379/2"\n')
+    config.write_text(
+        '[executor]\nkind = "celery"\n[celery]\nbroker_url = "redis://:s3cret@redis.example:6379/2"\n'
+    )
     shown = load_settings(config).to_toml_dict()["celery"]
     assert shown["broker_url"] == "redis://:***@redis.example:6379/2"
     assert shown["signal_timeout"] == 30.0 and shown["visibility_timeout"] == 300.0
@@ -274,24 +332,40 @@ def test_an_unreachable_redis_is_a_clear_error_at_start(tmp_path):
 
 def triggerctl(*args: str, config) -> subprocess.CompletedProcess:
     binary = Path(sys.executable).parent / "triggerctl"
-    return subprocess.run([str(binary), *args, "--config", str(config)], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(binary), *args, "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
 
 
-def test_triggerctl_workers_lists_workers_and_the_tasks_they_run(celery_cluster, executor, collector, tmp_path):
+def test_triggerctl_workers_lists_workers_and_the_tasks_they_run(
+    celery_cluster, executor, collector, tmp_path
+):
     """`triggerctl workers --json` names each worker with its pid, queues, concurrency
     and the task it runs at this moment; the table shows the same."""
     config = tmp_path / "ctl.toml"
-    config.write_text(f'[executor]\nkind = "celery"\n[celery]\nbroker_url = "{celery_cluster.redis.url}"\n')
-    celery_cluster.write_workflow("napping", HEADER + 'd = Dag("d")\nd.define({PythonTask("nap", lambda *a: time.sleep(6)): None})\n')
+    config.write_text(
+        f'[executor]\nkind = "celery"\n[celery]\nbroker_url = "{celery_cluster.redis.url}"\n'
+    )
+    celery_cluster.write_workflow(
+        "napping",
+        HEADER + 'd = Dag("d")\nd.define({PythonTask("nap", lambda *a: time.sleep(6)): None})\n',
+    )
     handle = executor.submit("napping")
-    wait_for(lambda: happened(collector, handle.run_id, "task.started", "nap"), what="the task to start")
+    wait_for(
+        lambda: happened(collector, handle.run_id, "task.started", "nap"), what="the task to start"
+    )
     done = triggerctl("workers", "--json", config=config)
     assert done.returncode == 0, done.stderr
     (main,) = [w for w in json.loads(done.stdout) if w["name"] == MAIN_WORKER]
     assert main["pid"] == celery_cluster.worker.process.pid
     assert main["queues"] == ["dag", "task", "workflow"] and main["concurrency"] == 2
     (job,) = main["running"]
-    assert (job["run_id"], job["workflow"], job["dag"], job["task"]) == (handle.run_id, "napping", "d:1", "nap")
+    assert (job["run_id"], job["workflow"], job["dag"], job["task"]) == (
+        handle.run_id,
+        "napping",
+        "d:1",
+        "nap",
+    )
     assert abs(job["started"] - time.time()) < 10
     table = triggerctl("workers", config=config).stdout
     assert MAIN_WORKER in table and "napping/d:1/nap" in table
@@ -302,7 +376,9 @@ def test_triggerctl_workers_stop_shuts_one_worker_down(celery_cluster, tmp_path)
     """`triggerctl workers stop NAME` ends that worker's process (warm shutdown) and no
     other; an unknown name is an error naming it; without a name or --all it refuses."""
     config = tmp_path / "ctl.toml"
-    config.write_text(f'[executor]\nkind = "celery"\n[celery]\nbroker_url = "{celery_cluster.redis.url}"\n')
+    config.write_text(
+        f'[executor]\nkind = "celery"\n[celery]\nbroker_url = "{celery_cluster.redis.url}"\n'
+    )
     doomed = celery_cluster.start_worker("doomed@triggerd-test", ["-Q", "doomed", "-c", "1"])
     done = triggerctl("workers", "stop", "doomed@triggerd-test", config=config)
     assert done.returncode == 0, done.stderr

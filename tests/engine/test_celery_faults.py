@@ -20,7 +20,9 @@ SECOND_WORKER = "second@triggerd-test"
 
 # A task that writes "<worker main pid> <pool child pid>" to a file when it starts, then
 # takes a while: long enough to be killed mid-task.
-SLOW = HEADER + """
+SLOW = (
+    HEADER
+    + """
 parameters = Parameters([Option("out"), Option("hold", default=3.0, type=float)])
 
 def slow(data, store, signal, context):
@@ -33,10 +35,13 @@ def slow(data, store, signal, context):
 d = Dag("d")
 d.define({{PythonTask("slow", slow, idempotent={idempotent}): PythonTask("after")}})
 """
+)
 
 
 # A task that waits to be stopped (up to "hold" s) and writes down whether it saw the stop.
-WAITS_FOR_STOP = HEADER + """
+WAITS_FOR_STOP = (
+    HEADER
+    + """
 parameters = Parameters([Option("out"), Option("hold", default=30.0, type=float)])
 
 def waits(data, store, signal, context):
@@ -50,6 +55,7 @@ def waits(data, store, signal, context):
 d = Dag("d")
 d.define({PythonTask("waits", waits): PythonTask("after")})
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +91,9 @@ def worker_by_pid(faulty, pid: int):
     return worker
 
 
-def test_a_task_that_is_not_idempotent_fails_instead_of_running_twice(faulty, executor, collector, tmp_path):
+def test_a_task_that_is_not_idempotent_fails_instead_of_running_twice(
+    faulty, executor, collector, tmp_path
+):
     """The same kill, with idempotent=False: the redelivered job is refused, the run
     fails with a message saying why, the task ran exactly once and 'after' never ran."""
     out = tmp_path / "attempts"
@@ -102,7 +110,9 @@ def test_a_task_that_is_not_idempotent_fails_instead_of_running_twice(faulty, ex
     assert "lost mid-task" in failure["error"] and "idempotent=False" in failure["error"]
 
 
-def test_redis_restarted_empty_mid_run_loses_nothing_and_runs_nothing_twice(faulty, executor, collector, tmp_path):
+def test_redis_restarted_empty_mid_run_loses_nothing_and_runs_nothing_twice(
+    faulty, executor, collector, tmp_path
+):
     """Redis killed and restarted without its data while a task runs: the running task's
     worker reports to the new Redis, its successor is sent there, the run succeeds and
     the task ran once; a run submitted right after succeeds too."""
@@ -128,7 +138,8 @@ def test_a_stop_asked_while_redis_is_away_reaches_the_task_when_it_is_back(tmp_p
     try:
         with cluster(tmp_path, server, worker_args=["-c", "1"]) as running:
             running.write_workflow("waits_for_stop", WAITS_FOR_STOP)
-            executor = running.executor(collector, stop_grace=None)  # no forced end: one stop, one write
+            # no forced end: one stop, one write
+            executor = running.executor(collector, stop_grace=None)
             try:
                 out = tmp_path / "saw"
                 handle = executor.submit("waits_for_stop", {"out": str(out), "hold": 60.0})
@@ -167,7 +178,9 @@ def deliveries(faulty) -> int:
     return sum(1 for line in logs.splitlines() if "/d:1/slow[" in line and "received" in line)
 
 
-def test_a_worker_killed_mid_task_hands_the_task_to_another_worker(faulty, executor, collector, tmp_path):
+def test_a_worker_killed_mid_task_hands_the_task_to_another_worker(
+    faulty, executor, collector, tmp_path
+):
     """kill -9 of the whole worker (main process and pool) while it runs a task: after
     the visibility timeout the other worker runs it again, the run succeeds, and the
     event log says the task was retried. (Last in this module: one worker stays dead.)"""
@@ -182,6 +195,8 @@ def test_a_worker_killed_mid_task_hands_the_task_to_another_worker(faulty, execu
     assert result.tasks["d:1"] == {"slow": "succeeded", "after": "succeeded"}
     (first, second) = attempts(out)
     assert first[0] != second[0]  # another worker's pool
-    assert faulty.store.snapshot(result.run_id)["meta"]["log"]["d:1"]["tasks"]["slow"]["end_time"] > 0
+    assert (
+        faulty.store.snapshot(result.run_id)["meta"]["log"]["d:1"]["tasks"]["slow"]["end_time"] > 0
+    )
     retried = [e for e in collector.of(handle.run_id) if e.kind == "task.retried"]
     assert len(retried) == 1 and retried[0].task == "slow" and "lost mid-task" in retried[0].message

@@ -25,7 +25,9 @@ from support import REPO, stop_process, wait_for
 
 from triggerd.engine.celery_worker import TASK_NAME
 
-pytest.importorskip("flower", reason="flower is not installed (pip install -e '.[test]' installs it)")
+pytest.importorskip(
+    "flower", reason="flower is not installed (pip install -e '.[test]' installs it)"
+)
 
 HEADER = "from triggerd.flow import *\nimport time\n"
 NOBODY = "flower_nobody"  # a queue no worker consumes: its job stays queued
@@ -46,12 +48,18 @@ class Flower:
         self.url = f"http://127.0.0.1:{free_port()}"
         celery, *words = readme_commands()[-1]
         assert celery == "celery" and "flower" in words and "--address=127.0.0.1" in words, words
-        ours = {"--broker": cluster.redis.url, "--port": self.url.rpartition(":")[2]}  # for the README's examples
-        words = [f"{w.split('=')[0]}={ours[w.split('=')[0]]}" if w.split("=")[0] in ours else w for w in words]
+        # for the README's examples
+        ours = {"--broker": cluster.redis.url, "--port": self.url.rpartition(":")[2]}
+        words = [
+            f"{w.split('=')[0]}={ours[w.split('=')[0]]}" if w.split("=")[0] in ours else w
+            for w in words
+        ]
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "celery"), *words, "--persistent=False"],
-            env={**os.environ, "FLOWER_UNAUTHENTICATED_API": "true"}, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env={**os.environ, "FLOWER_UNAUTHENTICATED_API": "true"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self._app = cluster.app
 
     def get(self, path: str) -> Any:
@@ -107,40 +115,71 @@ def test_flower_names_triggerd_tasks_and_shows_how_they_ended(celery_cluster, fl
     and one queued where no worker looks. Flower names each workflow/DAG/task and shows
     SUCCESS, FAILURE (with triggerd's reason), REVOKED, and the queued one as PENDING. A
     job the worker refuses (not sealed with our key) is a FAILURE too."""
-    celery_cluster.write_workflow("flower_ok", HEADER + 'd = Dag("d")\nd.define({PythonTask("fine"): None})\n')
-    celery_cluster.write_workflow("flower_fail", HEADER + """
+    celery_cluster.write_workflow(
+        "flower_ok", HEADER + 'd = Dag("d")\nd.define({PythonTask("fine"): None})\n'
+    )
+    celery_cluster.write_workflow(
+        "flower_fail",
+        HEADER
+        + """
 def broken(data, store, signal, context):
     raise ValueError("broken on purpose")
 d = Dag("d")
 d.define({PythonTask("broken", broken): None})
-""")
-    celery_cluster.write_workflow("flower_stop", HEADER + """
+""",
+    )
+    celery_cluster.write_workflow(
+        "flower_stop",
+        HEADER
+        + """
 def patient(data, store, signal, context):
     while not signal.is_stopped:
         time.sleep(0.02)
     raise StopTask("stopped as asked")
 d = Dag("d")
 d.define({PythonTask("patient", patient): None})
-""")
-    celery_cluster.write_workflow("flower_queued", HEADER + f'd = Dag("d")\nd.define({{PythonTask("waiting", queue="{NOBODY}"): None}})\n')
+""",
+    )
+    celery_cluster.write_workflow(
+        "flower_queued",
+        HEADER + f'd = Dag("d")\nd.define({{PythonTask("waiting", queue="{NOBODY}"): None}})\n',
+    )
     executor = celery_cluster.executor(collector, stop_grace=1.0)
     try:
-        runs = {name: executor.submit(name) for name in ("flower_ok", "flower_fail", "flower_stop", "flower_queued")}
-        celery_cluster.app.send_task(TASK_NAME, args=[{"v": 3, "run_id": "forged"}], queue="task", shadow="forged/d:1/job")
-        wait_for(lambda: any(e.kind == "task.started" for e in collector.of(runs["flower_stop"].run_id)), 20, "the patient task to start")
+        runs = {
+            name: executor.submit(name)
+            for name in ("flower_ok", "flower_fail", "flower_stop", "flower_queued")
+        }
+        celery_cluster.app.send_task(
+            TASK_NAME, args=[{"v": 3, "run_id": "forged"}], queue="task", shadow="forged/d:1/job"
+        )
+        wait_for(
+            lambda: any(e.kind == "task.started" for e in collector.of(runs["flower_stop"].run_id)),
+            20,
+            "the patient task to start",
+        )
         queued = _shown(flower, "flower_queued/d:1/waiting", {"PENDING"})
         executor.stop_run(runs["flower_stop"].run_id)
-        results = {name: handle.wait(20) for name, handle in runs.items() if name != "flower_queued"}
+        results = {
+            name: handle.wait(20) for name, handle in runs.items() if name != "flower_queued"
+        }
     finally:
         executor.close()
         celery_cluster.redis.client.delete(NOBODY)
-    assert [results[name].status for name in ("flower_ok", "flower_fail", "flower_stop")] == ["succeeded", "failed", "stopped"]
+    assert [results[name].status for name in ("flower_ok", "flower_fail", "flower_stop")] == [
+        "succeeded",
+        "failed",
+        "stopped",
+    ]
 
     ok = _shown(flower, "flower_ok/d:1/fine", {"SUCCESS"})
     failed = _shown(flower, "flower_fail/d:1/broken", {"FAILURE"})
     stopped = _shown(flower, "flower_stop/d:1/patient", {"REVOKED"})
     assert ok["worker"] == failed["worker"] == stopped["worker"] == MAIN_WORKER
-    assert failed["exception"].startswith("TaskFailed(") and "ValueError: broken on purpose" in failed["exception"]
+    assert (
+        failed["exception"].startswith("TaskFailed(")
+        and "ValueError: broken on purpose" in failed["exception"]
+    )
     refused = _shown(flower, "forged/d:1/job", {"FAILURE"})
     assert refused["exception"].startswith("TaskFailed('the job was refused and nothing of it ran")
     assert queued["state"] == "PENDING" and queued.get("worker") is None
@@ -153,6 +192,8 @@ def _shown(flower: Flower, name: str, states: set[str]) -> dict[str, Any]:
     """The task Flower lists as ``name``, once it is in one of ``states``."""
     deadline = time.monotonic() + 10
     while (task := flower.task(name)) is None or task["state"] not in states:
-        assert time.monotonic() < deadline, f"flower shows {name} as {task and task['state']}, not {states}"
+        assert time.monotonic() < deadline, (
+            f"flower shows {name} as {task and task['state']}, not {states}"
+        )
         time.sleep(0.05)
     return task

@@ -30,15 +30,20 @@ from triggerd.flow import MultiTaskData, TaskData
 HEADER = "from triggerd.flow import *\nimport time\n"
 
 # The task creates the file named by the run's "out" parameter: proof that it ran.
-TOUCH = HEADER + """
+TOUCH = (
+    HEADER
+    + """
 def touch(data, store, signal, context):
     open(store.get("out"), "w").close()
 d = Dag("d")
 d.define({PythonTask("touch", touch): None})
 """
+)
 
 # A task that runs a while, polling its stop flag, and says whether it saw a stop.
-POLLS = HEADER + """
+POLLS = (
+    HEADER
+    + """
 parameters = Parameters([Option("out"), Option("hold", default=3.0, type=float)])
 def polls(data, store, signal, context):
     deadline = time.monotonic() + store.get("hold")
@@ -48,6 +53,7 @@ def polls(data, store, signal, context):
 d = Dag("d")
 d.define({PythonTask("polls", polls): None})
 """
+)
 
 CODEC = Codec(TEST_KEY)
 
@@ -75,13 +81,31 @@ def new_run(celery_cluster, tmp_path: Path) -> tuple[str, Path]:
     return run_id, out
 
 
-def job_for(touch, run_id: str, *, dag_data: bytes | None = None, content_hash: str | None = None) -> TaskJob:
-    data = dag_data if dag_data is not None else CODEC.dumps(MultiTaskData(dataset=TaskData()), bind=dag_data_of(run_id))
-    return TaskJob(run_id, "touch", touch.content_hash if content_hash is None else content_hash, "d:1", "d", "touch", "task", None, data)
+def job_for(
+    touch, run_id: str, *, dag_data: bytes | None = None, content_hash: str | None = None
+) -> TaskJob:
+    data = (
+        dag_data
+        if dag_data is not None
+        else CODEC.dumps(MultiTaskData(dataset=TaskData()), bind=dag_data_of(run_id))
+    )
+    return TaskJob(
+        run_id,
+        "touch",
+        touch.content_hash if content_hash is None else content_hash,
+        "d:1",
+        "d",
+        "touch",
+        "task",
+        None,
+        data,
+    )
 
 
 def send(celery_cluster, message: dict[str, Any], task_id: str) -> None:
-    celery_cluster.app.send_task(TASK_NAME, args=[message], task_id=task_id, queue="task", routing_key="task")
+    celery_cluster.app.send_task(
+        TASK_NAME, args=[message], task_id=task_id, queue="task", routing_key="task"
+    )
 
 
 def assert_refused(celery_cluster, task_id: str, inbox: str, out: Path, reason: str) -> None:
@@ -115,7 +139,11 @@ def test_an_unsigned_job_is_refused(celery_cluster, touch, tmp_path):
 def test_a_job_signed_with_another_key_is_refused(celery_cluster, touch, tmp_path):
     run_id, out = new_run(celery_cluster, tmp_path)
     inbox, task_id = f"triggerd:inbox:test-{uuid.uuid4().hex}", uuid.uuid4().hex
-    send(celery_cluster, job_message(job_for(touch, run_id), inbox, task_id, Codec(b"k" * 32)), task_id)
+    send(
+        celery_cluster,
+        job_message(job_for(touch, run_id), inbox, task_id, Codec(b"k" * 32)),
+        task_id,
+    )
     assert_refused(celery_cluster, task_id, inbox, out, "signature does not match")
 
 
@@ -129,12 +157,29 @@ def _changed(value: Any) -> Any:
     return [["touch", [], base64.b64encode(b"TD2").decode()]]  # inputs
 
 
-FIELDS = ["v", "run_id", "workflow", "content_hash", "dag", "blueprint", "task", "queue", "inputs", "dag_data", "reply_to", "rule", "attempt", "job_id"]
+FIELDS = [
+    "v",
+    "run_id",
+    "workflow",
+    "content_hash",
+    "dag",
+    "blueprint",
+    "task",
+    "queue",
+    "inputs",
+    "dag_data",
+    "reply_to",
+    "rule",
+    "attempt",
+    "job_id",
+]
 
 
 def test_the_seal_covers_every_field_a_worker_reads():
     """Every field of a job message is in FIELDS, so the test below alters each one."""
-    message = job_message(TaskJob("r", "w", "0" * 64, "d:1", "d", "t", "task", None, None), "inbox", "id", CODEC)
+    message = job_message(
+        TaskJob("r", "w", "0" * 64, "d:1", "d", "t", "task", None, None), "inbox", "id", CODEC
+    )
     assert sorted(message) == sorted([*FIELDS, "sig"])
 
 
@@ -162,18 +207,28 @@ def test_a_sealed_job_without_a_content_hash_is_refused(celery_cluster, touch, t
     """An empty hash used to skip the check that the worker runs the submitter's file."""
     run_id, out = new_run(celery_cluster, tmp_path)
     inbox, task_id = f"triggerd:inbox:test-{uuid.uuid4().hex}", uuid.uuid4().hex
-    send(celery_cluster, job_message(job_for(touch, run_id, content_hash=""), inbox, task_id, CODEC), task_id)
+    send(
+        celery_cluster,
+        job_message(job_for(touch, run_id, content_hash=""), inbox, task_id, CODEC),
+        task_id,
+    )
     assert_refused(celery_cluster, task_id, inbox, out, "content hash")
 
 
-def test_data_signed_for_another_run_is_refused_before_it_is_unpickled(celery_cluster, touch, tmp_path):
+def test_data_signed_for_another_run_is_refused_before_it_is_unpickled(
+    celery_cluster, touch, tmp_path
+):
     """Signed data of run A in a (validly sealed) job of run B: the task fails with
     PayloadRejected before its code runs; nothing is unpickled, no file is created."""
     other, _ = new_run(celery_cluster, tmp_path)
     run_id, out = new_run(celery_cluster, tmp_path)
     moved = CODEC.dumps(MultiTaskData(dataset=TaskData()), bind=dag_data_of(other))
     inbox, task_id = f"triggerd:inbox:test-{uuid.uuid4().hex}", uuid.uuid4().hex
-    send(celery_cluster, job_message(job_for(touch, run_id, dag_data=moved), inbox, task_id, CODEC), task_id)
+    send(
+        celery_cluster,
+        job_message(job_for(touch, run_id, dag_data=moved), inbox, task_id, CODEC),
+        task_id,
+    )
     client = celery_cluster.redis.client
     messages: list[dict] = []
     while not messages or messages[-1]["type"] != "done":
@@ -189,14 +244,26 @@ def test_data_signed_for_another_run_is_refused_before_it_is_unpickled(celery_cl
 # -- the runner's side ---------------------------------------------------------------------
 
 
-def test_forged_completions_on_the_inbox_change_nothing(celery_cluster, executor, collector, tmp_path):
+def test_forged_completions_on_the_inbox_change_nothing(
+    celery_cluster, executor, collector, tmp_path
+):
     """While a task runs, an unsigned 'done' and one signed with another key arrive on
     the executor's inbox for it: both are refused (message.refused events), the task's
     real completion ends it, and the run succeeds."""
     handle = executor.submit("polls", {"out": str(tmp_path / "x"), "hold": 2.0})
-    wait_for(lambda: any(e.kind == "task.started" for e in collector.of(handle.run_id)), 20, "the task to start")
-    forged = {"type": "done", "run_id": handle.run_id, "dag": "d:1", "task": "polls", "worker": "mallory",
-              "outcome": {"outcome": "failed", "message": "forged"}}  # fmt: skip
+    wait_for(
+        lambda: any(e.kind == "task.started" for e in collector.of(handle.run_id)),
+        20,
+        "the task to start",
+    )
+    forged = {
+        "type": "done",
+        "run_id": handle.run_id,
+        "dag": "d:1",
+        "task": "polls",
+        "worker": "mallory",
+        "outcome": {"outcome": "failed", "message": "forged"},
+    }
     client = celery_cluster.redis.client
     inbox = f"triggerd:inbox:{executor._id}"
     client.rpush(inbox, json.dumps(forged))
@@ -205,14 +272,23 @@ def test_forged_completions_on_the_inbox_change_nothing(celery_cluster, executor
     assert result.status == "succeeded", result.error
     refused = [e for e in collector.of("") if e.kind == "message.refused"]
     assert len(refused) == 2
-    assert "unsigned inbox message" in refused[0].message and "signature does not match" in refused[1].message
+    assert (
+        "unsigned inbox message" in refused[0].message
+        and "signature does not match" in refused[1].message
+    )
 
 
-def test_a_stop_flag_set_by_someone_else_stops_nothing(celery_cluster, executor, collector, tmp_path):
+def test_a_stop_flag_set_by_someone_else_stops_nothing(
+    celery_cluster, executor, collector, tmp_path
+):
     """A stop flag written straight into Redis (any value but the runner's tag) is not a
     stop: the polling task runs its full time and the run succeeds."""
     handle = executor.submit("polls", {"out": str(tmp_path / "x"), "hold": 2.0})
-    wait_for(lambda: any(e.kind == "task.started" for e in collector.of(handle.run_id)), 20, "the task to start")
+    wait_for(
+        lambda: any(e.kind == "task.started" for e in collector.of(handle.run_id)),
+        20,
+        "the task to start",
+    )
     for dag in ("d:1", "*"):
         celery_cluster.redis.client.set(stop_key(handle.run_id, 1, dag), "1")
     result = handle.wait(30)
@@ -225,15 +301,24 @@ def test_a_forged_reply_to_a_signal_is_ignored(celery_cluster):
     or sealed for another request) is ignored, the runner's is returned."""
     client = celery_cluster.redis.client
     inbox = f"triggerd:inbox:test-{uuid.uuid4().hex}"
-    channel = RedisChannel(client, run_id="r", dag="d:1", inbox=inbox, codec=CODEC, timeout=SIGNAL_TIMEOUT)
+    channel = RedisChannel(
+        client, run_id="r", dag="d:1", inbox=inbox, codec=CODEC, timeout=SIGNAL_TIMEOUT
+    )
     answer: list[dict] = []
-    asking = threading.Thread(target=lambda: answer.append(channel.request("join_dags", {"names": []})))
+    asking = threading.Thread(
+        target=lambda: answer.append(channel.request("join_dags", {"names": []}))
+    )
     asking.start()
     popped = client.blpop([inbox], timeout=10)
     assert popped is not None
     request = CODEC.unseal(INBOX, json.loads(popped[1]))
     client.rpush(request["reply_to"], json.dumps({"ok": False, "error": "forged"}))
-    client.rpush(request["reply_to"], json.dumps(CODEC.seal(REPLY, {"ok": False, "request_id": "another"})))
-    client.rpush(request["reply_to"], json.dumps(CODEC.seal(REPLY, {"ok": True, "request_id": request["request_id"]})))
+    client.rpush(
+        request["reply_to"], json.dumps(CODEC.seal(REPLY, {"ok": False, "request_id": "another"}))
+    )
+    client.rpush(
+        request["reply_to"],
+        json.dumps(CODEC.seal(REPLY, {"ok": True, "request_id": request["request_id"]})),
+    )
     asking.join(10)
     assert answer == [{"ok": True}]

@@ -47,7 +47,11 @@ HEADER = "from triggerd.flow import *\nimport os, time, threading\n"
 
 def test_task_that_raises_fails_run_with_traceback_and_cancels_downstream(workdir, executor):
     """A raising task ends the run failed, records its traceback, and its successor never runs."""
-    write(workdir, "boom", HEADER + """
+    write(
+        workdir,
+        "boom",
+        HEADER
+        + """
 def explode(data, store, signal, context):
     raise ValueError("bad pixel map")
 def after(data, store, signal, context):
@@ -56,7 +60,8 @@ a = PythonTask("explode", explode)
 b = PythonTask("after", after)
 d = Dag("d")
 d.define({a: b})
-""")
+""",
+    )
     result = executor.submit("boom").wait(30)
     assert result.status == "failed"
     assert result.tasks["d:1"] == {"explode": "failed", "after": "cancelled"}
@@ -72,10 +77,15 @@ d.define({a: b})
 
 def test_worker_process_killed_mid_task_fails_only_that_run(workdir, executor):
     """A task whose process dies (os._exit) fails its run; a fresh worker serves the next run."""
-    write(workdir, "crash", HEADER + """
+    write(
+        workdir,
+        "crash",
+        HEADER
+        + """
 d = Dag("d")
 d.define({PythonTask("die", lambda *a: os._exit(3)): None})
-""")
+""",
+    )
     write(workdir, "fine", HEADER + "d = Dag('d')\nd.define({PythonTask('t'): None})\n")
     result = executor.submit("crash").wait(30)
     assert result.status == "failed"
@@ -85,12 +95,17 @@ d.define({PythonTask("die", lambda *a: os._exit(3)): None})
 
 def test_unpicklable_task_data_names_task_key_and_type(workdir, executor):
     """Returning a lock in task data fails the task with the task name, the key and the type."""
-    write(workdir, "lock", HEADER + """
+    write(
+        workdir,
+        "lock",
+        HEADER
+        + """
 def keep_lock(data, store, signal, context):
     data["guard"] = threading.Lock()
 d = Dag("d")
 d.define({PythonTask("keep_lock", keep_lock): None})
-""")
+""",
+    )
     result = executor.submit("lock").wait(30)
     assert result.status == "failed"
     assert "task 'keep_lock'" in result.error
@@ -99,7 +114,11 @@ d.define({PythonTask("keep_lock", keep_lock): None})
 
 def test_sub_dags_joined_from_a_task_do_not_deadlock_a_one_worker_pool(workdir, executor):
     """With one worker, a task blocked in join_dags frees its slot so the sub-DAGs still run."""
-    write(workdir, "subs", HEADER + """
+    write(
+        workdir,
+        "subs",
+        HEADER
+        + """
 def spawn(data, store, signal, context):
     names = [signal.start_dag("sub", data=MultiTaskData(dataset=TaskData({"i": i}))) for i in range(3)]
     assert signal.join_dags(names)
@@ -110,7 +129,8 @@ main = Dag("main")
 main.define({PythonTask("spawn", spawn): None})
 sub = Dag("sub", autostart=False)
 sub.define({PythonTask("work", work): None})
-""")
+""",
+    )
     result = executor.submit("subs").wait(30)
     assert result.status == "succeeded", result.error
     doc = executor.store.snapshot(result.run_id)["data"]
@@ -120,10 +140,15 @@ sub.define({PythonTask("work", work): None})
 
 def test_stop_run_terminates_a_running_bash_task(workdir, executor):
     """stop_run ends a run whose BashTask sleeps: the process is terminated and the run ends stopped."""
-    write(workdir, "sleepy", HEADER + """
+    write(
+        workdir,
+        "sleepy",
+        HEADER
+        + """
 d = Dag("d")
 d.define({BashTask("nap", ["sleep", "60"]): PythonTask("after")})
-""")
+""",
+    )
     handle = executor.submit("sleepy")
     deadline = time.monotonic() + 10
     while not any(e.kind == "task.started" for e in executor.collector.of(handle.run_id)):
@@ -156,11 +181,16 @@ def test_failing_import_in_workflow_names_the_line(workdir, executor):
 
 def test_cyclic_dag_error_names_the_cycle(workdir, executor):
     """A DAG with a cycle is refused at load, and the message lists the tasks of the cycle."""
-    write(workdir, "cyclic", HEADER + """
+    write(
+        workdir,
+        "cyclic",
+        HEADER
+        + """
 a, b, c = PythonTask("a"), PythonTask("b"), PythonTask("c")
 d = Dag("loop")
 d.define({a: b, b: c, c: a})
-""")
+""",
+    )
     with pytest.raises(DirectedAcyclicGraphInvalid.__mro__[1]) as err:
         executor.submit("cyclic")
     message = str(err.value)
@@ -170,11 +200,16 @@ d.define({a: b, b: c, c: a})
 
 def test_unknown_workflow_and_bad_arguments_are_refused_before_running(workdir, executor):
     """An unknown name, a missing required option and an unconvertible value raise at submit."""
-    write(workdir, "params", HEADER + """
+    write(
+        workdir,
+        "params",
+        HEADER
+        + """
 parameters = Parameters([Option("count", type=int), Option("label", default="x")])
 d = Dag("d")
 d.define({PythonTask("t"): None})
-""")
+""",
+    )
     with pytest.raises(WorkflowImportError, match="workflow 'ghost' not found"):
         executor.submit("ghost")
     with pytest.raises(WorkflowArgumentError, match=r"missing: count \(int\)"):
@@ -186,12 +221,17 @@ d.define({PythonTask("t"): None})
 
 def test_changed_workflow_file_is_refused_by_the_worker(workdir, executor):
     """A worker whose copy of the workflow differs from the submitted one refuses the task."""
-    path = write(workdir, "drift", HEADER + """
+    path = write(
+        workdir,
+        "drift",
+        HEADER
+        + """
 def slow(data, store, signal, context):
     time.sleep(0.5)
 d = Dag("d")
 d.define({PythonTask("first", slow): PythonTask("second")})
-""")
+""",
+    )
     handle = executor.submit("drift")
     time.sleep(0.2)
     path.write_text(path.read_text() + "\n# edited while running\n")
@@ -206,8 +246,14 @@ def test_events_tell_the_story_of_a_run(workdir, executor):
     result = executor.submit("story").wait(30)
     events = executor.collector.of(result.run_id)
     assert [e.kind for e in events] == [
-        "run.started", "dag.started", "task.started", "task.succeeded",
-        "task.started", "task.succeeded", "dag.succeeded", "run.succeeded",
+        "run.started",
+        "dag.started",
+        "task.started",
+        "task.succeeded",
+        "task.started",
+        "task.succeeded",
+        "dag.succeeded",
+        "run.succeeded",
     ]
     assert {e.workflow for e in events} == {"story"}
     ids = [e.id for e in events]

@@ -36,11 +36,19 @@ d.define({PythonTask("make", make, queue=QUEUE): PythonTask("read", read, queue=
 """
 
 
-def _config(tmp_path, mongo_url: str, database: str, *, executor: str, redis_url: str = "redis://127.0.0.1:1/0"):
+def _config(
+    tmp_path,
+    mongo_url: str,
+    database: str,
+    *,
+    executor: str,
+    redis_url: str = "redis://127.0.0.1:1/0",
+):
     wf = tmp_path / "wf"
     wf.mkdir(exist_ok=True)
     path = tmp_path / "triggerd.toml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         [paths]
         state_dir = "{tmp_path / 'state'}"
         workflows = ["{wf}", "{WORKFLOWS}"]
@@ -57,7 +65,8 @@ def _config(tmp_path, mongo_url: str, database: str, *, executor: str, redis_url
         broker_url = "{redis_url}"
         [log]
         format = "console"
-        """))
+        """)
+    )
     return path, wf
 
 
@@ -72,7 +81,9 @@ def _check(settings, run_id: str) -> None:
 
 def test_the_local_pool_runs_on_a_mongodb_store(tmp_path, mongo_server):
     """Each pool worker opens the MongoDB store itself; an array crosses tasks via GridFS."""
-    config, wf = _config(tmp_path, mongo_server.url, f"local_{uuid.uuid4().hex[:8]}", executor="local")
+    config, wf = _config(
+        tmp_path, mongo_server.url, f"local_{uuid.uuid4().hex[:8]}", executor="local"
+    )
     (wf / "arrays.py").write_text(ARRAYS.replace("QUEUE", "'task'"))
     settings = load_settings(config)
     collector = EventCollector()
@@ -82,12 +93,22 @@ def test_the_local_pool_runs_on_a_mongodb_store(tmp_path, mongo_server):
     _check(settings, result.run_id)
 
 
-def test_a_celery_worker_runs_on_a_mongodb_store(tmp_path, mongo_server, redis_server, celery_cluster):
+def test_a_celery_worker_runs_on_a_mongodb_store(
+    tmp_path, mongo_server, redis_server, celery_cluster
+):
     """A worker configured with the MongoDB store (on a queue of its own) and a submitter
     with the same settings share the run's document; nothing lands in SQLite."""
-    config, wf = _config(tmp_path, mongo_server.url, f"celery_{uuid.uuid4().hex[:8]}", executor="celery", redis_url=redis_server.url)
+    config, wf = _config(
+        tmp_path,
+        mongo_server.url,
+        f"celery_{uuid.uuid4().hex[:8]}",
+        executor="celery",
+        redis_url=redis_server.url,
+    )
     (wf / "arrays.py").write_text(ARRAYS.replace("QUEUE", "'mongo'"))
-    worker = WorkerProcess(config, "mongo@triggerd-test", ["-Q", "mongo", "-c", "1"], tmp_path / "worker.log")
+    worker = WorkerProcess(
+        config, "mongo@triggerd-test", ["-Q", "mongo", "-c", "1"], tmp_path / "worker.log"
+    )
     try:
         worker.wait_ready(celery_cluster.app)
         settings = load_settings(config)

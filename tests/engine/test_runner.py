@@ -68,7 +68,19 @@ def test_linear_chain_runs_in_order_and_passes_data():
 
 def test_diamond_waits_for_both_branches_and_keeps_predecessor_order_and_slots():
     """The join task starts once, after both branches, with one input per branch and slot aliases."""
-    run = Run({"d": shape("d", [("top", "left", "first"), ("top", "right"), ("left", "join"), ("right", "join", "r")])})
+    run = Run(
+        {
+            "d": shape(
+                "d",
+                [
+                    ("top", "left", "first"),
+                    ("top", "right"),
+                    ("left", "join"),
+                    ("right", "join", "r"),
+                ],
+            )
+        }
+    )
     run.start()
     assert sorted(started(finish(run, "d:1", "top"))) == [("d:1", "left"), ("d:1", "right")]
     assert started(finish(run, "d:1", "right")) == []
@@ -105,7 +117,11 @@ def test_empty_limit_skips_everything_downstream_and_run_succeeds():
     cmds = finish(run, "m:1", "a", outcome="stopped", limit=())
     assert [c.task for c in of(cmds, SkipTask)] == ["b", "c"]
     assert of(cmds, RunFinished) == [RunFinished("succeeded", None)]
-    assert run.dags["m:1"] == {"a": TaskState.STOPPED, "b": TaskState.SKIPPED, "c": TaskState.SKIPPED}
+    assert run.dags["m:1"] == {
+        "a": TaskState.STOPPED,
+        "b": TaskState.SKIPPED,
+        "c": TaskState.SKIPPED,
+    }
 
 
 def test_propagate_skip_false_lets_successor_run_with_no_input():
@@ -184,13 +200,23 @@ def test_invalid_transition_is_an_internal_error():
 
 def test_start_dag_signal_names_copies_and_passes_data_to_start_tasks():
     """start_dag replies with 'sub:1', 'sub:2'; the copies' start tasks get the given data."""
-    run = Run({"main": shape("main", [], tasks=["spawn"]), "sub": shape("sub", [("x", "y")], autostart=False)})
+    run = Run(
+        {
+            "main": shape("main", [], tasks=["spawn"]),
+            "sub": shape("sub", [("x", "y")], autostart=False),
+        }
+    )
     cmds = run.start()
     assert started(cmds) == [("main:1", "spawn")]
     cmds = run.handle(SignalReceived("r1", "main:1", "start_dag", {"name": "sub", "data": "D1"}))
     assert cmds[0] == Reply("r1", {"dag_name": "sub:1"})
     (start_x,) = of(cmds, StartTask)
-    assert (start_x.dag, start_x.task, start_x.inputs, start_x.dag_data) == ("sub:1", "x", None, "D1")
+    assert (start_x.dag, start_x.task, start_x.inputs, start_x.dag_data) == (
+        "sub:1",
+        "x",
+        None,
+        "D1",
+    )
     cmds = run.handle(SignalReceived("r2", "main:1", "start_dag", {"name": "sub", "data": None}))
     assert cmds[0] == Reply("r2", {"dag_name": "sub:2"})
 
@@ -205,11 +231,18 @@ def test_start_dag_unknown_name_is_refused_with_dag_name_unknown():
 
 def test_join_dags_replies_only_when_named_dags_end():
     """join_dags blocks (no reply) until every named DAG has finished."""
-    run = Run({"main": shape("main", [], tasks=["spawn"]), "sub": shape("sub", [], tasks=["w"], autostart=False)})
+    run = Run(
+        {
+            "main": shape("main", [], tasks=["spawn"]),
+            "sub": shape("sub", [], tasks=["w"], autostart=False),
+        }
+    )
     run.start()
     run.handle(SignalReceived("s1", "main:1", "start_dag", {"name": "sub"}))
     run.handle(SignalReceived("s2", "main:1", "start_dag", {"name": "sub"}))
-    assert run.handle(SignalReceived("j", "main:1", "join_dags", {"names": ["sub:1", "sub:2"]})) == []
+    assert (
+        run.handle(SignalReceived("j", "main:1", "join_dags", {"names": ["sub:1", "sub:2"]})) == []
+    )
     assert of(finish(run, "sub:1", "w"), Reply) == []
     cmds = finish(run, "sub:2", "w")
     assert of(cmds, Reply) == [Reply("j", {"ok": True})]
@@ -235,13 +268,22 @@ def test_join_own_dag_is_refused_instead_of_hanging():
 
 def test_stop_workflow_signal_and_start_dag_after_stop_returns_none():
     """After stop_workflow, is_stopped is true and start_dag returns None as in Lightflow."""
-    run = Run({"main": shape("main", [], tasks=["t"]), "sub": shape("sub", [], tasks=["x"], autostart=False)})
+    run = Run(
+        {
+            "main": shape("main", [], tasks=["t"]),
+            "sub": shape("sub", [], tasks=["x"], autostart=False),
+        }
+    )
     run.start()
     cmds = run.handle(SignalReceived("s", "main:1", "stop_workflow", {}))
     # the stop reaches running tasks before the caller's reply, so is_stopped is true at once
     assert cmds == [StopTasks(("main:1",)), Reply("s", {"ok": True})]
-    assert run.handle(SignalReceived("q", "main:1", "is_stopped", {})) == [Reply("q", {"stopped": True})]
-    assert run.handle(SignalReceived("d", "main:1", "start_dag", {"name": "sub"})) == [Reply("d", {"dag_name": None})]
+    assert run.handle(SignalReceived("q", "main:1", "is_stopped", {})) == [
+        Reply("q", {"stopped": True})
+    ]
+    assert run.handle(SignalReceived("d", "main:1", "start_dag", {"name": "sub"})) == [
+        Reply("d", {"dag_name": None})
+    ]
 
 
 def test_stop_dag_stops_only_that_dag():

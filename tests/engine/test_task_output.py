@@ -70,7 +70,11 @@ def shape(events: list[LogEvent]) -> list[tuple]:
 def test_python_task_prints_logs_and_raises(workdir, executor):
     """print, stderr writes, logging and structlog records of a raising task become its
     events, exactly and in order, bound to run, DAG, task and worker, before task.failed."""
-    write(workdir, "talk", HEADER + """
+    write(
+        workdir,
+        "talk",
+        HEADER
+        + """
 log = logging.getLogger("beamline.reduce")
 def talk(data, store, signal, context):
     print("first line")
@@ -90,7 +94,8 @@ def talk(data, store, signal, context):
     raise ValueError("bad pixel map")
 d = Dag("d")
 d.define({PythonTask("talk", talk): None})
-""")
+""",
+    )
     result = executor.submit("talk").wait(30)
     assert result.status == "failed"
     events = executor.collector.of(result.run_id)
@@ -109,10 +114,17 @@ d.define({PythonTask("talk", talk): None})
     (started,) = [e for e in events if e.kind == "task.started"]
     worker = started.data["worker"]
     for event in mine:
-        assert (event.run, event.workflow, event.dag, event.task) == (result.run_id, "talk", "d:1", "talk")
+        assert (event.run, event.workflow, event.dag, event.task) == (
+            result.run_id,
+            "talk",
+            "d:1",
+            "talk",
+        )
         assert event.worker == worker and event.pid == int(worker.split("-")[1])
     logs = [e for e in mine if e.kind == "log"]
-    assert [e.data["logger"] for e in logs] == ["beamline.reduce"] * 2 + ["beamline.sl"] * 2 + ["beamline.reduce"]
+    assert [e.data["logger"] for e in logs] == ["beamline.reduce"] * 2 + ["beamline.sl"] * 2 + [
+        "beamline.reduce"
+    ]
     assert logs[2].data["fields"] == {"frames": 42, "sample": "lyso"}
     assert "ZeroDivisionError: division by zero" in logs[-1].data["exception"]
     kinds = [e.kind for e in events]
@@ -127,7 +139,11 @@ BASH_LINES = "for i in $(seq 1 1000); do echo line $i; done; echo oops 1 >&2; ec
 def test_bash_task_lines_are_events_with_and_without_callbacks(workdir, executor):
     """1000 stdout and 2 stderr lines become output events with the command's pid, both for
     a BashTask with callbacks and captures (which still get every line) and one without."""
-    write(workdir, "chatty", HEADER + f"""
+    write(
+        workdir,
+        "chatty",
+        HEADER
+        + f"""
 CMD = ["sh", "-c", {BASH_LINES!r}]
 seen = {{}}
 def on_process(pid, data, store, signal, context):
@@ -143,7 +159,8 @@ with_callbacks = BashTask(
 )
 d = Dag("d")
 d.define({{with_callbacks: BashTask("plain", CMD)}})
-""")
+""",
+    )
     result = executor.submit("chatty").wait(60)
     assert result.status == "succeeded", result.error
     events = executor.collector.of(result.run_id)
@@ -155,7 +172,9 @@ d.define({{with_callbacks: BashTask("plain", CMD)}})
         assert [e.message for e in mine if e.data["stream"] == "stderr"] == ["oops 1", "oops 2"]
         assert len({e.data["pid"] for e in mine}) == 1
         assert all((e.run, e.dag) == (result.run_id, "d:1") for e in mine)
-        finished = next(i for i, e in enumerate(events) if e.kind == "task.succeeded" and e.task == task)
+        finished = next(
+            i for i, e in enumerate(events) if e.kind == "task.succeeded" and e.task == task
+        )
         assert all(events.index(e) < finished for e in mine)
     data = executor.store.snapshot(result.run_id)["data"]
     assert data["callbacks"]["out"] == [line + "\n" for line in expected_out]
@@ -188,7 +207,11 @@ def test_two_tasks_running_at_once_keep_their_own_events(workdir, executor2):
 def test_undecodable_bytes_nul_and_long_lines(workdir, executor):
     """Non-UTF-8 bytes (printed via surrogateescape, or from a command) become \\x escapes,
     a NUL stays, and a line past 64 KiB is cut with a note; nothing crashes."""
-    write(workdir, "odd", HEADER + """
+    write(
+        workdir,
+        "odd",
+        HEADER
+        + """
 def odd(data, store, signal, context):
     print("raw \\udcff\\udcfe bytes")
     print("nul\\x00here")
@@ -196,23 +219,37 @@ def odd(data, store, signal, context):
 d = Dag("d")
 odd_bash = BashTask("odd_bash", ["sh", "-c", "printf 'caf\\\\351\\\\n'; printf 'a\\\\000b\\\\n'; head -c 200000 /dev/zero | tr '\\\\0' y; echo; printf 'end'"])
 d.define({PythonTask("odd", odd): odd_bash})
-""")
+""",
+    )
     result = executor.submit("odd").wait(30)
     assert result.status == "succeeded", result.error
     events = executor.collector.of(result.run_id)
     note = " … [line truncated: {} bytes in all]"
     py = of_task(events, "odd")
-    assert [e.message for e in py] == ["raw \\xff\\xfe bytes", "nul\x00here", "x" * MAX_LINE + note.format(100_000)]
+    assert [e.message for e in py] == [
+        "raw \\xff\\xfe bytes",
+        "nul\x00here",
+        "x" * MAX_LINE + note.format(100_000),
+    ]
     assert py[2].data["truncated"] == 100_000
     bash = of_task(events, "odd_bash")
-    assert [e.message for e in bash] == ["caf\\xe9", "a\x00b", "y" * MAX_LINE + note.format(200_000), "end"]
+    assert [e.message for e in bash] == [
+        "caf\\xe9",
+        "a\x00b",
+        "y" * MAX_LINE + note.format(200_000),
+        "end",
+    ]
     assert [e.data.get("truncated") for e in bash] == [None, None, 200_000, None]
 
 
 def test_output_of_a_task_thread_arrives_while_the_task_waits_in_join_dags(workdir, executor):
     """A task blocked in join_dags (waiting for its reply on the pipe) does not hold back
     what its own thread prints: the test sees that line before it lets the sub-DAG end."""
-    write(workdir, "waits", HEADER + """
+    write(
+        workdir,
+        "waits",
+        HEADER
+        + """
 parameters = Parameters([Option("flag")])
 def spawn(data, store, signal, context):
     threading.Thread(target=lambda: (time.sleep(0.2), print("from my thread")), daemon=True).start()
@@ -226,7 +263,8 @@ main = Dag("main")
 main.define({PythonTask("spawn", spawn): None})
 sub = Dag("sub", autostart=False)
 sub.define({PythonTask("hold", hold): None})
-""")
+""",
+    )
     flag = workdir / "flag"
     handle = executor.submit("waits", {"flag": str(flag)})
 
@@ -268,10 +306,18 @@ def test_workers_own_loggers_are_never_task_events():
     its events; another library's record is."""
     events: list[LogEvent] = []
     with _capture(events, "t"):
-        for name in ("celery.app.trace", "celery", "kombu.connection", "billiard.pool", "triggerd.engine.job"):
+        for name in (
+            "celery.app.trace",
+            "celery",
+            "kombu.connection",
+            "billiard.pool",
+            "triggerd.engine.job",
+        ):
             logging.getLogger(name).warning("internal")
         logging.getLogger("celerymatic").warning("a library of the task")
-    assert [(e.message, e.data["logger"]) for e in events] == [("a library of the task", "celerymatic")]
+    assert [(e.message, e.data["logger"]) for e in events] == [
+        ("a library of the task", "celerymatic")
+    ]
 
 
 def test_concurrent_tasks_in_threads_and_plain_threads():
@@ -301,7 +347,9 @@ def test_concurrent_tasks_in_threads_and_plain_threads():
                 time.sleep(0.1)  # "a" has ended by now
                 plain("while b alone runs")  # b's: the thread is newer than b
 
-    old = threading.Thread(target=lambda: (first_may_end.wait(5), time.sleep(0.05), print("old thread")))
+    old = threading.Thread(
+        target=lambda: (first_may_end.wait(5), time.sleep(0.05), print("old thread"))
+    )
     old.start()  # alive before both tasks: never theirs
     threads = [threading.Thread(target=task, args=(name,)) for name in ("a", "b")]
     for t in threads:
@@ -319,7 +367,9 @@ def test_batcher_sends_in_order_within_the_delay_and_on_flush():
     """The batcher hands events on in order, within its delay even when few wait, and
     flush() sends what waits at once."""
     batches: list[list[str]] = []
-    batcher = EventBatcher(lambda batch: batches.append([e.message for e in batch]), size=10, delay=0.05)
+    batcher = EventBatcher(
+        lambda batch: batches.append([e.message for e in batch]), size=10, delay=0.05
+    )
     for i in range(25):
         batcher(LogEvent(kind="output", message=str(i)))
     wait_for(lambda: sum(map(len, batches)) == 25, 2, "the batches")
@@ -336,14 +386,18 @@ def test_a_background_child_holding_the_output_does_not_hold_the_task():
     from triggerd.flow.bash_task import BashTask
 
     pids: list[int] = []
-    task = BashTask("bg", "sleep 30 & echo started", callback_process=lambda pid, *a: pids.append(pid))
+    task = BashTask(
+        "bg", "sleep 30 & echo started", callback_process=lambda pid, *a: pids.append(pid)
+    )
     events: list[LogEvent] = []
     t0 = time.monotonic()
     try:
         with _capture(events, "bg"):
             task._run(None, None, None, None)
         assert time.monotonic() - t0 < 3
-        assert [(e.message, e.data["stream"], e.data["pid"]) for e in events] == [("started", "stdout", pids[0])]
+        assert [(e.message, e.data["stream"], e.data["pid"]) for e in events] == [
+            ("started", "stdout", pids[0])
+        ]
     finally:
         os.killpg(pids[0], signal.SIGKILL)
 

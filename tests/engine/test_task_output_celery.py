@@ -33,10 +33,16 @@ def stream_events(client, run_id: str) -> list[dict]:
 
 
 def shape(docs: list[dict], task: str) -> list[tuple]:
-    return [(d["kind"], d["message"], d["level"], d["data"].get("stream")) for d in docs if d["task"] == task]
+    return [
+        (d["kind"], d["message"], d["level"], d["data"].get("stream"))
+        for d in docs
+        if d["task"] == task
+    ]
 
 
-TALK = HEADER + """
+TALK = (
+    HEADER
+    + """
 def talk(data, store, signal, context):
     print("hello from", context.task_name)
     logging.getLogger("beamline").info("frames %d", 7)
@@ -46,6 +52,7 @@ def talk(data, store, signal, context):
 d = Dag("d")
 d.define({PythonTask("talk", talk): BashTask("shell", ["sh", "-c", "echo out; echo err >&2"])})
 """
+)
 
 
 def test_a_tasks_events_are_in_the_stream_before_its_done_message(celery_cluster):
@@ -57,7 +64,9 @@ def test_a_tasks_events_are_in_the_stream_before_its_done_message(celery_cluster
     run_id, inbox = f"talk-{uuid.uuid4().hex}", f"triggerd:inbox:test-{uuid.uuid4().hex}"
     celery_cluster.store.add(run_id, {"name": "talk_direct"})
     data = Codec(TEST_KEY).dumps(MultiTaskData(dataset=TaskData()), bind=dag_data_of(run_id))
-    job = TaskJob(run_id, "talk_direct", workflow.content_hash, "d:1", "d", "talk", "task", None, data)
+    job = TaskJob(
+        run_id, "talk_direct", workflow.content_hash, "d:1", "d", "talk", "task", None, data
+    )
     celery_cluster.send_job(job, inbox)
     client = celery_cluster.redis.client
     messages: list[dict] = []
@@ -75,7 +84,12 @@ def test_a_tasks_events_are_in_the_stream_before_its_done_message(celery_cluster
         ("output", "caf\\xe9 nul\x00", "info", "stdout"),
     ]
     for doc in docs:
-        assert (doc["workflow"], doc["dag"], doc["task"], doc["worker"]) == ("talk_direct", "d:1", "talk", MAIN_WORKER)
+        assert (doc["workflow"], doc["dag"], doc["task"], doc["worker"]) == (
+            "talk_direct",
+            "d:1",
+            "talk",
+            MAIN_WORKER,
+        )
     assert docs[2]["data"] == {"logger": "beamline.sl", "fields": {"sample": "lyso"}}
     assert [d["id"] for d in docs] == sorted(d["id"] for d in docs)
 
@@ -89,9 +103,18 @@ def test_events_of_a_run_on_the_worker(celery_cluster, executor, collector):
     assert result.status == "succeeded", result.error
     docs = stream_events(celery_cluster.redis.client, result.run_id)
     assert docs and {d["rule"] for d in docs} == {"rule-7"}
-    assert [m for _, m, _, _ in shape(docs, "talk")] == ["hello from talk", "frames 7", "beam dump", "careful", "caf\\xe9 nul\x00"]
+    assert [m for _, m, _, _ in shape(docs, "talk")] == [
+        "hello from talk",
+        "frames 7",
+        "beam dump",
+        "careful",
+        "caf\\xe9 nul\x00",
+    ]
     shell = [d for d in docs if d["task"] == "shell"]
-    assert sorted((d["message"], d["data"]["stream"]) for d in shell) == [("err", "stderr"), ("out", "stdout")]
+    assert sorted((d["message"], d["data"]["stream"]) for d in shell) == [
+        ("err", "stderr"),
+        ("out", "stdout"),
+    ]
     assert len({d["data"]["pid"] for d in shell}) == 1
     assert not [e for e in collector.of(result.run_id) if e.kind in ("output", "log")]
 
@@ -99,7 +122,9 @@ def test_events_of_a_run_on_the_worker(celery_cluster, executor, collector):
 def test_tasks_running_at_once_in_one_threads_worker_do_not_mix(celery_cluster, executor, tmp_path):
     """A worker with -P threads runs two tasks at once in one process: each one's prints
     and records are its own events, none attributed to the other."""
-    celery_cluster.start_worker("threads@triggerd-test", ["-Q", "threaded", "-P", "threads", "-c", "2"])
+    celery_cluster.start_worker(
+        "threads@triggerd-test", ["-Q", "threaded", "-P", "threads", "-c", "2"]
+    )
     celery_cluster.write_workflow("pair_threads", HEADER + overlapping_pair("threaded"))
     result = executor.submit("pair_threads", {"rendezvous": str(tmp_path)}).wait(60)
     assert result.status == "succeeded", result.error

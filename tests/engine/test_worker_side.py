@@ -33,13 +33,16 @@ def test_a_worker_started_before_the_daemon_waits_for_its_key(tmp_path: Path):
     key = _hmac_key(settings, sleep=sleep)
     assert len(waits) == 3 and key == settings.hmac_key_path.read_bytes()
     assert settings.hmac_key_path.stat().st_mode & 0o777 == 0o600
-    assert [p.name for p in settings.hmac_key_path.parent.iterdir()] == ["hmac.key"]  # no draft left
+    # no draft left
+    assert [p.name for p in settings.hmac_key_path.parent.iterdir()] == ["hmac.key"]
 
 
 def test_two_processes_creating_the_key_at_once_agree_on_one(tmp_path: Path):
     path = tmp_path / "hmac.key"
     keys: list[bytes] = []
-    threads = [threading.Thread(target=lambda: keys.append(load_or_create_key(path))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: keys.append(load_or_create_key(path))) for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -70,7 +73,10 @@ JOB = TaskJob("run-1", "wf", "hash", "d:1", "d", "t", "task", None)
 
 def test_a_task_waits_for_an_unreachable_store_then_runs():
     store, slept = _Store(down=3), []
-    assert document_for(JOB, store, give_up_after=60, sleep=slept.append).at_once == "document of run-1"
+    assert (
+        document_for(JOB, store, give_up_after=60, sleep=slept.append).at_once
+        == "document of run-1"
+    )
     assert slept == [0.5, 1.0, 2.0]
 
 
@@ -79,7 +85,9 @@ def test_a_task_that_gives_up_on_the_store_says_the_store_was_unreachable():
         document_for(JOB, _Store(down=1000), give_up_after=3, sleep=lambda s: None)
     outcome = outcome_without_document(info.value, "mongodb://db")
     assert outcome.outcome == "failed"
-    assert outcome.message.startswith("the data store (mongodb://db) could not be reached, so the task did not run")
+    assert outcome.message.startswith(
+        "the data store (mongodb://db) could not be reached, so the task did not run"
+    )
     assert "worker" not in outcome.message.split(":")[0]
 
 
@@ -88,7 +96,10 @@ def test_a_missing_document_fails_at_once_naming_both_stores():
     with pytest.raises(DocumentMissing) as info:
         document_for(JOB, store, give_up_after=60, sleep=lambda s: None)
     assert store.attempts == 1
-    assert "must share one data store" in outcome_without_document(info.value, "/var/store.sqlite").message
+    assert (
+        "must share one data store"
+        in outcome_without_document(info.value, "/var/store.sqlite").message
+    )
 
 
 class _Document:

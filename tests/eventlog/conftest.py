@@ -53,9 +53,10 @@ def mongo_db(mongo_server) -> Iterator[tuple[str, str]]:
     """(url, database) of a fresh database on the session's server, dropped after."""
     database = f"eventlog_{uuid.uuid4().hex[:12]}"
     yield mongo_server.url, database
-    client: pymongo.MongoClient = pymongo.MongoClient(mongo_server.url, serverSelectionTimeoutMS=2000)
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        mongo_server.url, serverSelectionTimeoutMS=2000
+    )
     try:
         client.drop_database(database)
     finally:
         client.close()
-

@@ -25,15 +25,22 @@ def stored(store, event: LogEvent) -> LogEvent:
 
 
 def test_bytes_are_stored_as_their_escaped_repr(store):
-    back = stored(store, LogEvent("output", "raw", data={"line": b"ok \xff\x00 done", "big": bytes(MAX_TEXT)}))
+    back = stored(
+        store, LogEvent("output", "raw", data={"line": b"ok \xff\x00 done", "big": bytes(MAX_TEXT)})
+    )
     assert back.data["line"] == "b'ok \\xff\\x00 done'"
     assert back.data["big"].endswith(f"' [truncated {MAX_TEXT - (MAX_TEXT - 64) // 4} bytes]")
     assert back.data["big"].startswith("b'\\x00\\x00")
 
 
 def test_numpy_values_become_numbers_or_a_truncated_repr(store):
-    data = {"array": np.arange(6).reshape(2, 3), "huge": np.zeros(200_000), "f": np.float32(0.25),
-            "i": np.int64(7), "flag": np.bool_(True)}  # fmt: skip
+    data = {
+        "array": np.arange(6).reshape(2, 3),
+        "huge": np.zeros(200_000),
+        "f": np.float32(0.25),
+        "i": np.int64(7),
+        "flag": np.bool_(True),
+    }
     back = stored(store, LogEvent("task.succeeded", data=data))
     assert back.data["array"] == "array([[0, 1, 2],\n       [3, 4, 5]])"
     assert back.data["huge"].startswith("array([0., 0., 0., ...,")  # numpy summarises; small anyway
@@ -49,16 +56,24 @@ def test_a_one_megabyte_string_is_truncated_with_a_note(store):
 
 
 def test_a_payload_over_the_limit_becomes_a_preview(store):
-    data = {f"part{i}": "y" * MAX_TEXT for i in range(20)}  # 20 strings under the text limit, 1.3 MiB together
+    # 20 strings under the text limit, 1.3 MiB together
+    data = {f"part{i}": "y" * MAX_TEXT for i in range(20)}
     back = stored(store, LogEvent("log", data=data))
     assert set(back.data) == {"truncated", "preview"}
-    assert back.data["truncated"].startswith("payload of ") and back.data["truncated"].endswith(f"limit of {MAX_PAYLOAD}")
+    assert back.data["truncated"].startswith("payload of ") and back.data["truncated"].endswith(
+        f"limit of {MAX_PAYLOAD}"
+    )
     assert back.data["preview"].startswith('{"part0": "yyy')
 
 
 def test_a_non_utf8_file_name_comes_back_readable_in_data_message_and_source(store):
-    event = LogEvent("trigger.skipped", f"ignored {UNDECODABLE}", rule="r", data={"path": UNDECODABLE, UNDECODABLE: 1},
-                     source={"path": UNDECODABLE, "size": 3})  # fmt: skip
+    event = LogEvent(
+        "trigger.skipped",
+        f"ignored {UNDECODABLE}",
+        rule="r",
+        data={"path": UNDECODABLE, UNDECODABLE: 1},
+        source={"path": UNDECODABLE, "size": 3},
+    )
     back = stored(store, event)
     readable = "/data/mx1/sample-\\xe9\\xff.h5"
     assert back.message == f"ignored {readable}"
@@ -69,7 +84,12 @@ def test_a_non_utf8_file_name_comes_back_readable_in_data_message_and_source(sto
 def test_keys_with_dots_and_dollars_are_made_safe(store):
     data = {"a.b": 1, "$where": {"x.y": 2, "$": 3}, 4: "int key", "ok": [{"$in": [1]}]}
     back = stored(store, LogEvent("log", data=data))
-    assert back.data == {"a\uff0eb": 1, "\uff04where": {"x\uff0ey": 2, "\uff04": 3}, "4": "int key", "ok": [{"\uff04in": [1]}]}
+    assert back.data == {
+        "a\uff0eb": 1,
+        "\uff04where": {"x\uff0ey": 2, "\uff04": 3},
+        "4": "int key",
+        "ok": [{"\uff04in": [1]}],
+    }
 
 
 def test_other_awkward_values_are_stored(store):
@@ -79,8 +99,16 @@ def test_other_awkward_values_are_stored(store):
 
     loop: dict = {}
     loop["self"] = loop
-    data = {"nan": float("nan"), "inf": float("-inf"), "big": 2**80, "set": {3, 1, 2}, "tuple": (1, "a"),
-            "broken": Broken(), "loop": loop, "path_obj": os.path}  # fmt: skip
+    data = {
+        "nan": float("nan"),
+        "inf": float("-inf"),
+        "big": 2**80,
+        "set": {3, 1, 2},
+        "tuple": (1, "a"),
+        "broken": Broken(),
+        "loop": loop,
+        "path_obj": os.path,
+    }
     back = stored(store, LogEvent("log", data=data, level="WARN", run="r\udcff"))
     assert (back.data["nan"], back.data["inf"], back.data["big"]) == ("nan", "-inf", str(2**80))
     assert (back.data["set"], back.data["tuple"]) == ([1, 2, 3], [1, "a"])
@@ -97,8 +125,13 @@ def test_other_awkward_values_are_stored(store):
 def test_levels_are_stored_in_the_five_known_names(store, level):
     back = stored(store, LogEvent("log", level=level))
     assert back.level in ("debug", "info", "warning", "error", "critical")
-    assert back.level == {"INFO": "info", "warn": "warning", 40: "error", "fatal": "critical",
-                          "nonsense": "info"}.get(level, level)  # fmt: skip
+    assert back.level == {
+        "INFO": "info",
+        "warn": "warning",
+        40: "error",
+        "fatal": "critical",
+        "nonsense": "info",
+    }.get(level, level)
 
 
 class Refusing:
@@ -139,7 +172,9 @@ def test_an_event_the_store_refuses_does_not_hold_up_the_others(tmp_path):
         assert note.kind == "eventlog.refused" and note.level == "error" and note.task == "t"
         assert note.data["kind"] == "output" and note.data["run"] == "r1"
         assert "ValueError: document too large" in note.data["error"] and note.run is None
-        assert [e.message for e in sqlite.find(run="r1", limit=100)] == [f"line {i}" for i in range(20) if i != 7]
+        assert [e.message for e in sqlite.find(run="r1", limit=100)] == [
+            f"line {i}" for i in range(20) if i != 7
+        ]
 
 
 def test_a_store_that_refuses_everything_keeps_the_events(tmp_path):

@@ -30,7 +30,9 @@ def mixed(store) -> dict[str, LogEvent]:
         "debug": clock.event("log", "detail", level="debug", **b),
         "warning": clock.event("log", "disk nearly full", level="warning", **b),
         "output": clock.event("output", "a line", **b),
-        "failed": clock.event("task.failed", "t2 failed", level="error", dag="main", task="t2", **b),
+        "failed": clock.event(
+            "task.failed", "t2 failed", level="error", dag="main", task="t2", **b
+        ),
         "critical": clock.event("daemon.stop", "out of memory", level="critical"),
         "logs_lookalike": clock.event("logs.rotated"),
     }
@@ -44,9 +46,22 @@ def pick(made: dict[str, LogEvent], *names: str) -> list[str]:
 
 def test_events_read_back_field_for_field(store):
     """Every field of an event, worker and source included, comes back as it went in."""
-    event = LogEvent("task.started", "t1 started on w3", run="r1", workflow="wf", dag="main", task="t1",
-                     rule="rule", level="info", data={"worker": "w3", "nested": {"list": [1, 2.5, None, True]}},
-                     time=BASE, host="mx-sq1", pid=4242, worker="w3", source={"path": "/data/a.h5", "size": 3})  # fmt: skip
+    event = LogEvent(
+        "task.started",
+        "t1 started on w3",
+        run="r1",
+        workflow="wf",
+        dag="main",
+        task="t1",
+        rule="rule",
+        level="info",
+        data={"worker": "w3", "nested": {"list": [1, 2.5, None, True]}},
+        time=BASE,
+        host="mx-sq1",
+        pid=4242,
+        worker="w3",
+        source={"path": "/data/a.h5", "size": 3},
+    )
     store.insert([event])
     [back] = store.find()
     assert back == event
@@ -84,7 +99,7 @@ def test_each_filter_selects_exactly_its_events(store, mixed):
 
 
 def test_a_kind_without_a_dot_selects_its_family(store, mixed):
-    """"task" matches task and task.*, not tasks.*; "log" matches log, not logs.*; dotted kinds match exactly."""
+    """ "task" matches task and task.*, not tasks.*; "log" matches log, not logs.*; dotted kinds match exactly."""
     assert ids(store.find(kinds="task")) == pick(mixed, "task_started", "task_bare", "failed")
     assert ids(store.find(kinds=["log"])) == pick(mixed, "debug", "warning")
     assert ids(store.find(kinds=["log", "output"])) == pick(mixed, "debug", "warning", "output")
@@ -108,8 +123,12 @@ def test_since_selects_events_at_or_after_a_time(store, mixed):
     fourth = mixed["task_bare"].time
     assert ids(store.find(since=fourth))[:2] == pick(mixed, "task_bare", "tasks_lookalike")
     assert len(store.find(since=fourth)) == len(mixed) - 3
-    assert ids(store.find(since=fourth + timedelta(microseconds=1)))[0] == mixed["tasks_lookalike"].id
-    assert ids(store.find(since=fourth.replace(tzinfo=None), run="r1")) == pick(mixed, "task_bare", "tasks_lookalike")
+    assert (
+        ids(store.find(since=fourth + timedelta(microseconds=1)))[0] == mixed["tasks_lookalike"].id
+    )
+    assert ids(store.find(since=fourth.replace(tzinfo=None), run="r1")) == pick(
+        mixed, "task_bare", "tasks_lookalike"
+    )
     assert store.find(since=BASE + timedelta(days=1)) == []
 
 
@@ -151,7 +170,9 @@ def test_open_event_store_picks_the_backend_by_target(tmp_path):
     from triggerd.eventlog.sqlite import SqliteEventStore
 
     assert isinstance(open_event_store(tmp_path / "e.sqlite"), SqliteEventStore)
-    chosen = open_event_store("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=100", database="x", retention_days=2)
+    chosen = open_event_store(
+        "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=100", database="x", retention_days=2
+    )
     assert isinstance(chosen, MongoEventStore)
     assert (chosen.database, chosen.retention_days) == ("x", 2)
 

@@ -32,7 +32,15 @@ def produce(client: redis.Redis, stream: str, runs: int, per_run: int) -> list[L
     pipe = client.pipeline(transaction=False)
     for i in range(per_run):
         for r in range(runs):
-            event = LogEvent("output", f"line {i}", run=f"run-{r}", workflow="wf", dag="d", task="t", data={"stream": "stdout"})
+            event = LogEvent(
+                "output",
+                f"line {i}",
+                run=f"run-{r}",
+                workflow="wf",
+                dag="d",
+                task="t",
+                data={"stream": "stdout"},
+            )
             made.append(event)
             pipe.xadd(stream, {"e": json.dumps(event.to_dict())})
     pipe.execute()
@@ -67,7 +75,9 @@ def test_mongodb_down_loses_and_doubles_nothing(stream, mongo_server, mongo_db, 
     url, database = mongo_db
     store = MongoEventStore(url, database=database).open()
     spool = Spool(tmp_path / "spool.jsonl")
-    forwarder = StreamForwarder(client, store, stream=name, spool=spool, batch=200, block=0.1, backlog_bound=500)
+    forwarder = StreamForwarder(
+        client, store, stream=name, spool=spool, batch=200, block=0.1, backlog_bound=500
+    )
     thread, stop = forwarder_thread(forwarder)
     try:
         made = produce(client, name, runs=5, per_run=100)
@@ -82,7 +92,13 @@ def test_mongodb_down_loses_and_doubles_nothing(stream, mongo_server, mongo_db, 
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - t_down)))
         mongo_server.start()
         made += produce(client, name, runs=5, per_run=20)
-        wait_for(lambda: forwarder.store_ok and forwarder.status()["spooled"] == 0 and client.xlen(name) == 0, 60, "the backlog to drain")
+        wait_for(
+            lambda: (
+                forwarder.store_ok and forwarder.status()["spooled"] == 0 and client.xlen(name) == 0
+            ),
+            60,
+            "the backlog to drain",
+        )
         for r in range(5):
             expected = [e.id for e in made if e.run == f"run-{r}"]
             assert stored_ids(store, f"run-{r}") == expected  # each once, in order
@@ -93,19 +109,25 @@ def test_mongodb_down_loses_and_doubles_nothing(stream, mongo_server, mongo_db, 
         store.close()
 
 
-def test_a_forwarder_that_died_before_acknowledging_forwards_again_without_doubles(stream, mongo_db, tmp_path):
+def test_a_forwarder_that_died_before_acknowledging_forwards_again_without_doubles(
+    stream, mongo_db, tmp_path
+):
     """Entries read and stored but not acknowledged (a crash between the two) are read
     again by the next forwarder of the same consumer; the store keeps them once."""
     client, name = stream
     url, database = mongo_db
     made = produce(client, name, runs=2, per_run=50)
     with MongoEventStore(url, database=database) as store:
-        crashed = StreamForwarder(client, store, stream=name, spool=Spool(tmp_path / "s1"), batch=60)
+        crashed = StreamForwarder(
+            client, store, stream=name, spool=Spool(tmp_path / "s1"), batch=60
+        )
         crashed._ensure_group(threading.Event())
         entries = crashed._read(resume=False)  # read, stored, never acknowledged
         store.insert([LogEvent.from_dict(json.loads(f[b"e"])) for _id, f in entries])
         assert len(entries) == 60
-        again = StreamForwarder(client, store, stream=name, spool=Spool(tmp_path / "s2"), batch=60, block=0.1)
+        again = StreamForwarder(
+            client, store, stream=name, spool=Spool(tmp_path / "s2"), batch=60, block=0.1
+        )
         thread, stop = forwarder_thread(again)
         try:
             wait_for(lambda: client.xlen(name) == 0, 20, "the stream to drain")

@@ -27,12 +27,17 @@ def raw(mongo_db):
 
 
 def index_keys(collection) -> dict[str, tuple]:
-    return {name: tuple((k, int(d)) for k, d in spec["key"]) for name, spec in collection.index_information().items()}
+    return {
+        name: tuple((k, int(d)) for k, d in spec["key"])
+        for name, spec in collection.index_information().items()
+    }
 
 
 def ttls(collection) -> dict[tuple, int | None]:
-    return {tuple(k for k, _ in spec["key"]): spec.get("expireAfterSeconds")
-            for spec in collection.index_information().values()}  # fmt: skip
+    return {
+        tuple(k for k, _ in spec["key"]): spec.get("expireAfterSeconds")
+        for spec in collection.index_information().values()
+    }
 
 
 def test_an_event_is_one_document_keyed_by_its_id(mongo_db, raw):
@@ -55,11 +60,20 @@ def test_indexes_serve_the_queries(mongo_db, raw):
     with MongoEventStore(url, database=database):
         pass
     assert set(index_keys(raw.events).values()) == {
-        (("_id", 1),), (("run", 1), ("_id", 1)), (("workflow", 1), ("_id", 1)), (("rule", 1), ("_id", 1)),
-        (("kind", 1), ("_id", 1)), (("ts", 1),)}  # fmt: skip
+        (("_id", 1),),
+        (("run", 1), ("_id", 1)),
+        (("workflow", 1), ("_id", 1)),
+        (("rule", 1), ("_id", 1)),
+        (("kind", 1), ("_id", 1)),
+        (("ts", 1),),
+    }
     assert set(index_keys(raw.run_summaries).values()) == {
-        (("_id", 1),), (("first", 1), ("_id", 1)), (("status", 1), ("first", 1), ("_id", 1)),
-        (("workflow", 1), ("first", 1), ("_id", 1)), (("rule", 1), ("first", 1), ("_id", 1))}  # fmt: skip
+        (("_id", 1),),
+        (("first", 1), ("_id", 1)),
+        (("status", 1), ("first", 1), ("_id", 1)),
+        (("workflow", 1), ("first", 1), ("_id", 1)),
+        (("rule", 1), ("first", 1), ("_id", 1)),
+    }
     assert ttls(raw.events)[("ts",)] is None
 
 
@@ -81,7 +95,10 @@ def test_retention_is_a_ttl_index_that_follows_the_configuration(mongo_db, raw):
     assert ("last_ts",) not in ttls(raw.run_summaries)
     with MongoEventStore(url, database=database, retention_days=30):
         pass
-    assert (ttls(raw.events)[("ts",)], ttls(raw.run_summaries)[("last_ts",)]) == (30 * 86400, 30 * 86400)
+    assert (ttls(raw.events)[("ts",)], ttls(raw.run_summaries)[("last_ts",)]) == (
+        30 * 86400,
+        30 * 86400,
+    )
     with pytest.raises(ValueError, match="retention_days must be positive"):
         MongoEventStore(url, database=database, retention_days=0)
 
@@ -95,13 +112,18 @@ def test_a_replay_completes_summaries_an_interrupted_insert_left_behind(mongo_db
         assert store.run("run-bad") is None
         assert store.insert(events) == 0
         summary = store.run("run-bad")
-    assert summary["status"] == "failed" and summary["dags"]["main"]["tasks"]["reduce"]["exit_code"] == 2
+    assert (
+        summary["status"] == "failed"
+        and summary["dags"]["main"]["tasks"]["reduce"]["exit_code"] == 2
+    )
 
 
 def test_write_errors_other_than_duplicate_ids_are_raised(mongo_db, raw):
     """A document the server refuses is an error; duplicates beside it are not what is reported."""
     url, database = mongo_db
-    raw.create_collection("events", validator={"$jsonSchema": {"properties": {"message": {"maxLength": 10}}}})
+    raw.create_collection(
+        "events", validator={"$jsonSchema": {"properties": {"message": {"maxLength": 10}}}}
+    )
     stored = LogEvent("log", "short")
     with MongoEventStore(url, database=database) as store:
         assert store.insert([stored]) == 1
@@ -127,8 +149,14 @@ def test_url_options_reach_the_client_and_defaults_fill_the_rest(mongo_db):
 def test_the_database_comes_from_the_argument_else_the_url_else_triggerd(mongo_server):
     """database= wins over the URL's path; the URL's path over the default."""
     named = mongo_server.url.replace("/?", "/eventlog_from_url?")
-    with MongoEventStore(named) as from_url, MongoEventStore(named, database="eventlog_from_arg") as from_arg:
-        assert (from_url._events.database.name, from_arg._events.database.name) == ("eventlog_from_url", "eventlog_from_arg")
+    with (
+        MongoEventStore(named) as from_url,
+        MongoEventStore(named, database="eventlog_from_arg") as from_arg,
+    ):
+        assert (from_url._events.database.name, from_arg._events.database.name) == (
+            "eventlog_from_url",
+            "eventlog_from_arg",
+        )
     with MongoEventStore(mongo_server.url) as default:
         assert default._events.database.name == "triggerd"
     client: pymongo.MongoClient = pymongo.MongoClient(mongo_server.url)
@@ -158,7 +186,9 @@ def test_a_malformed_url_is_a_config_error_without_the_password():
     assert "s3cret" not in str(caught.value)
 
 
-def test_an_outage_raises_backend_unavailable_and_the_same_batch_is_stored_after_a_restart(mongo_db, mongo_server):
+def test_an_outage_raises_backend_unavailable_and_the_same_batch_is_stored_after_a_restart(
+    mongo_db, mongo_server
+):
     """With the server killed, insert and find raise BackendUnavailable; once it is back the
     forwarder's retry of the batch stores it whole, once."""
     url, database = mongo_db

@@ -15,7 +15,9 @@ from triggerd.eventlog.sqlite import SqliteEventStore
 
 def test_one_wal_file_with_json_payloads_iso_times_and_epoch(tmp_path):
     path = tmp_path / "sub" / "events.sqlite"
-    event = LogEvent("log", "m", data={"n": 1}, time=datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC))
+    event = LogEvent(
+        "log", "m", data={"n": 1}, time=datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
+    )
     with SqliteEventStore(path) as store:
         store.insert([event])
     with sqlite3.connect(path) as raw:
@@ -24,15 +26,22 @@ def test_one_wal_file_with_json_payloads_iso_times_and_epoch(tmp_path):
     assert row == (event.id, 1767323045.6, "2026-01-02T03:04:05.600000Z", '{"n":1}', 2)
 
 
-@pytest.mark.parametrize(("filters", "index"), [
-    ("run = 'r'", "events_run"), ("workflow = 'w'", "events_workflow"), ("rule = 'x'", "events_rule"),
-    ("kind = 'log' OR (kind >= 'task.' AND kind < 'task/')", "events_kind"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        ("run = 'r'", "events_run"),
+        ("workflow = 'w'", "events_workflow"),
+        ("rule = 'x'", "events_rule"),
+        ("kind = 'log' OR (kind >= 'task.' AND kind < 'task/')", "events_kind"),
+    ],
+)
 def test_the_queries_use_an_index(tmp_path, filters, index):
     with SqliteEventStore(tmp_path / "e.sqlite"):
         pass
     with sqlite3.connect(tmp_path / "e.sqlite") as raw:
-        plan = raw.execute(f"EXPLAIN QUERY PLAN SELECT * FROM events WHERE {filters} ORDER BY id LIMIT 5").fetchall()
+        plan = raw.execute(
+            f"EXPLAIN QUERY PLAN SELECT * FROM events WHERE {filters} ORDER BY id LIMIT 5"
+        ).fetchall()
     assert index in " ".join(str(step) for step in plan)
 
 

@@ -102,9 +102,11 @@ class Audit:
         return not (self.lost or self.duplicated or self.falsely_succeeded)
 
     def summary(self) -> str:
-        return (f"{self.files} files, {self.runs} runs ({self.succeeded} succeeded), {self.executions} task "
-                f"executions; lost {len(self.lost)}, duplicated {len(self.duplicated)}, falsely succeeded "
-                f"{len(self.falsely_succeeded)}")  # fmt: skip
+        return (
+            f"{self.files} files, {self.runs} runs ({self.succeeded} succeeded), {self.executions} task "
+            f"executions; lost {len(self.lost)}, duplicated {len(self.duplicated)}, falsely succeeded "
+            f"{len(self.falsely_succeeded)}"
+        )
 
     def assert_clean(self) -> None:
         problems = [*self.lost[:10], *self.duplicated[:10], *self.falsely_succeeded[:10]]
@@ -114,9 +116,19 @@ class Audit:
 class Deployment:
     """See the module docstring; ``with Deployment(root) as d:`` starts everything."""
 
-    def __init__(self, root: Path, *, tasks: int = 3, workers: int = 2, concurrency: int = 2,
-                 visibility_timeout: float = 20.0, hold: float = 0.0, extra_config: str = "",
-                 state_dir: Path | None = None, env: dict[str, str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        root: Path,
+        *,
+        tasks: int = 3,
+        workers: int = 2,
+        concurrency: int = 2,
+        visibility_timeout: float = 20.0,
+        hold: float = 0.0,
+        extra_config: str = "",
+        state_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.root = root
         self.tasks = tasks
         self.hold = hold
@@ -124,7 +136,13 @@ class Deployment:
         self.incoming = root / "incoming"
         self.state = state_dir or root / "state"
         self.ledger = root / "executions.jsonl"
-        for d in (self.incoming, root / "workflows", root / "triggers", root / "redis", root / "mongo"):
+        for d in (
+            self.incoming,
+            root / "workflows",
+            root / "triggers",
+            root / "redis",
+            root / "mongo",
+        ):
             d.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(root / "redis", appendonly=True)
         self.mongo = MongoServer(root / "mongo")
@@ -132,7 +150,8 @@ class Deployment:
         (root / "workflows" / "probe.py").write_text(probe_workflow(tasks))
         (root / "triggers" / "probe.toml").write_text(self.rule())
         self.config = root / "triggerd.toml"
-        self.config.write_text(textwrap.dedent(f"""
+        self.config.write_text(
+            textwrap.dedent(f"""
             [paths]
             state_dir = "{self.state}"
             workflows = ["{root / 'workflows'}"]
@@ -151,7 +170,9 @@ class Deployment:
             level = "info"
             [daemon]
             drain_timeout = 5.0
-        """) + extra_config)
+        """)
+            + extra_config
+        )
         self._worker_names = [f"w{i}@faults" for i in range(1, workers + 1)]
         self._concurrency = concurrency
         self.workers: list[WorkerProcess] = []
@@ -186,7 +207,12 @@ class Deployment:
         self.close()
 
     def _worker(self, name: str) -> WorkerProcess:
-        return WorkerProcess(self.config, name, ["-c", str(self._concurrency)], self.root / f"{name.split('@')[0]}.log")
+        return WorkerProcess(
+            self.config,
+            name,
+            ["-c", str(self._concurrency)],
+            self.root / f"{name.split('@')[0]}.log",
+        )
 
     def start_worker(self, name: str, *, wait: bool = True) -> WorkerProcess:
         worker = self._worker(name)
@@ -205,14 +231,23 @@ class Deployment:
         env = {k: v for k, v in os.environ.items() if k not in ("TRIGGERD_CONFIG", "NOTIFY_SOCKET")}
         env.update(self.env)
         with self.daemon_log.open("ab") as out:
-            self.daemon = subprocess.Popen([str(BIN / "triggerd"), "run", "--config", str(self.config)],
-                                           cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+            self.daemon = subprocess.Popen(
+                [str(BIN / "triggerd"), "run", "--config", str(self.config)],
+                cwd=self.root,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while not self.answers():
             if self.daemon.poll() is not None:
-                raise AssertionError(f"the daemon exited with {self.daemon.returncode}:\n{self.tail()}")
+                raise AssertionError(
+                    f"the daemon exited with {self.daemon.returncode}:\n{self.tail()}"
+                )
             if time.monotonic() > deadline:
-                raise AssertionError(f"the daemon did not answer within {timeout} s:\n{self.tail()}")
+                raise AssertionError(
+                    f"the daemon did not answer within {timeout} s:\n{self.tail()}"
+                )
             time.sleep(0.1)
 
     def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
@@ -244,7 +279,9 @@ class Deployment:
         return rss_kib(self.daemon.pid), len(os.listdir(f"/proc/{self.daemon.pid}/fd"))
 
     def tail(self, chars: int = 4000) -> str:
-        return self.daemon_log.read_text(errors="replace")[-chars:] if self.daemon_log.exists() else ""
+        return (
+            self.daemon_log.read_text(errors="replace")[-chars:] if self.daemon_log.exists() else ""
+        )
 
     # -- the control API --------------------------------------------------------------------
 
@@ -265,12 +302,19 @@ class Deployment:
             return client.get("/status")
 
     def ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "triggerctl"), *args, "--config", str(self.config)], cwd=self.root,
-                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        return subprocess.run(
+            [str(BIN / "triggerctl"), *args, "--config", str(self.config)],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     # -- load ---------------------------------------------------------------------------------
 
-    def drop(self, count: int, rate: float, prefix: str, *, during: Callable[[int], None] | None = None) -> list[Path]:
+    def drop(
+        self, count: int, rate: float, prefix: str, *, during: Callable[[int], None] | None = None
+    ) -> list[Path]:
         """Write ``count`` files at ``rate`` a second (each written, then closed: complete);
         ``during(i)`` is called before the i-th file (to inject a fault mid-stream)."""
         paths = []
@@ -288,15 +332,30 @@ class Deployment:
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run row, straight from the state file (also while the daemon is down)."""
-        conn = sqlite3.connect(f"{(self.state / 'state.sqlite').as_uri()}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(
+            f"{(self.state / 'state.sqlite').as_uri()}?mode=ro", uri=True, timeout=30
+        )
         try:
-            rows = conn.execute("SELECT run_id, state, trigger, error, attempts FROM runs ORDER BY seq").fetchall()
+            rows = conn.execute(
+                "SELECT run_id, state, trigger, error, attempts FROM runs ORDER BY seq"
+            ).fetchall()
         finally:
             conn.close()
-        return [{"run_id": r[0], "state": r[1], "trigger": json.loads(r[2]), "error": r[3], "attempts": r[4]} for r in rows]
+        return [
+            {
+                "run_id": r[0],
+                "state": r[1],
+                "trigger": json.loads(r[2]),
+                "error": r[3],
+                "attempts": r[4],
+            }
+            for r in rows
+        ]
 
     def _states(self) -> dict[str, int]:
-        conn = sqlite3.connect(f"{(self.state / 'state.sqlite').as_uri()}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(
+            f"{(self.state / 'state.sqlite').as_uri()}?mode=ro", uri=True, timeout=30
+        )
         try:
             return dict(conn.execute("SELECT state, COUNT(*) FROM runs GROUP BY state").fetchall())
         finally:
@@ -315,25 +374,35 @@ class Deployment:
                     return time.monotonic()
             if time.monotonic() > deadline:
                 seen = {t.get("path") for r in self.runs() for t in r["trigger"]}
-                raise AssertionError(f"not settled within {timeout} s: {len(wanted - seen)} files without a run, "
-                                     f"runs by state {states}\n{self.tail()}")  # fmt: skip
+                raise AssertionError(
+                    f"not settled within {timeout} s: {len(wanted - seen)} files without a run, "
+                    f"runs by state {states}\n{self.tail()}"
+                )
             time.sleep(0.5)
 
     def executions(self) -> collections.Counter[tuple[str, str]]:
         if not self.ledger.exists():
             return collections.Counter()
-        return collections.Counter((e["run"], e["task"]) for e in map(json.loads, self.ledger.read_text().splitlines()))
+        return collections.Counter(
+            (e["run"], e["task"]) for e in map(json.loads, self.ledger.read_text().splitlines())
+        )
 
     def logged(self, run_ids: set[str]) -> collections.Counter[tuple[str, str, str]]:
         """Events in the MongoDB event log: (run, kind, task) -> how many."""
-        client: pymongo.MongoClient = pymongo.MongoClient(self.mongo.url, serverSelectionTimeoutMS=5000)
+        client: pymongo.MongoClient = pymongo.MongoClient(
+            self.mongo.url, serverSelectionTimeoutMS=5000
+        )
         try:
-            found = client["faults"]["events"].find({"run": {"$in": sorted(run_ids)}}, {"run": 1, "kind": 1, "task": 1})
+            found = client["faults"]["events"].find(
+                {"run": {"$in": sorted(run_ids)}}, {"run": 1, "kind": 1, "task": 1}
+            )
             return collections.Counter((e["run"], e["kind"], e.get("task") or "") for e in found)
         finally:
             client.close()
 
-    def audit(self, paths: list[Path], *, events_within: float = 60.0, reexecution_allowed: bool = False) -> Audit:
+    def audit(
+        self, paths: list[Path], *, events_within: float = 60.0, reexecution_allowed: bool = False
+    ) -> Audit:
         """One run per file, each succeeded, each task executed once (more only where
         ``reexecution_allowed``: a worker died mid-task), and in the event log each run's
         end, each task's success and each execution's output line exactly once."""
@@ -354,16 +423,24 @@ class Deployment:
                 audit.duplicated.append(f"{path.name}: {len(runs)} runs")
             for run in runs:
                 if run["state"] != "succeeded":
-                    audit.lost.append(f"{path.name}: run {run['run_id']} {run['state']}: {run['error']}")
+                    audit.lost.append(
+                        f"{path.name}: run {run['run_id']} {run['state']}: {run['error']}"
+                    )
                     continue
                 audit.succeeded += 1
                 for task in tasks:
                     count = executions[(run["run_id"], task)]
                     if count == 0:
-                        audit.falsely_succeeded.append(f"{path.name}: run {run['run_id']} succeeded, {task} never ran")
+                        audit.falsely_succeeded.append(
+                            f"{path.name}: run {run['run_id']} succeeded, {task} never ran"
+                        )
                     elif count > 1:
-                        (audit.reexecuted if reexecution_allowed else audit.duplicated).append(f"{path.name}: {task} ran {count} times")
-        audit.executions = sum(n for (run, _task), n in executions.items() if run in {r["run_id"] for r in mine})
+                        (audit.reexecuted if reexecution_allowed else audit.duplicated).append(
+                            f"{path.name}: {task} ran {count} times"
+                        )
+        audit.executions = sum(
+            n for (run, _task), n in executions.items() if run in {r["run_id"] for r in mine}
+        )
         succeeded = {r["run_id"] for r in mine if r["state"] == "succeeded"}
         expected = collections.Counter()
         may_lack: collections.Counter[tuple[str, str, str]] = collections.Counter()
@@ -382,8 +459,12 @@ class Deployment:
                 break
             time.sleep(0.5)
         extra = {k: logged[k] - n for k, n in expected.items() if logged[k] > n}
-        audit.lost += [f"event {kind} of {run} {task}: {n} missing" for (run, kind, task), n in missing.items()]
-        audit.duplicated += [f"event {kind} of {run} {task}: {n} extra" for (run, kind, task), n in extra.items()]
+        audit.lost += [
+            f"event {kind} of {run} {task}: {n} missing" for (run, kind, task), n in missing.items()
+        ]
+        audit.duplicated += [
+            f"event {kind} of {run} {task}: {n} extra" for (run, kind, task), n in extra.items()
+        ]
         return audit
 
 

@@ -18,26 +18,45 @@ from typing import Any
 __all__ = ["record", "render"]
 
 
-def record(scenario: str, *, load: str, injected: str, audit: Any, recovery: float | None,
-           api_slowest: float | None = None, reproduce: str = "", expected: str = "") -> None:  # fmt: skip
+def record(
+    scenario: str,
+    *,
+    load: str,
+    injected: str,
+    audit: Any,
+    recovery: float | None,
+    api_slowest: float | None = None,
+    reproduce: str = "",
+    expected: str = "",
+) -> None:
     """Keep one scenario's outcome (a no-op unless TRIGGERD_FAULTS_REPORT names a file)."""
     target = os.environ.get("TRIGGERD_FAULTS_REPORT")
     if not target:
         return
     row = {
-        "scenario": scenario, "load": load, "injected": injected,
+        "scenario": scenario,
+        "load": load,
+        "injected": injected,
         "expected": expected or "one run per file, each task once, every event once",
-        "observed": audit.summary(), "lost": len(audit.lost), "duplicated": len(audit.duplicated),
-        "falsely_succeeded": len(audit.falsely_succeeded), "reexecuted": len(audit.reexecuted),
-        "recovery": recovery, "api_slowest": api_slowest, "reproduce": reproduce, "at": time.time(),
-    }  # fmt: skip
+        "observed": audit.summary(),
+        "lost": len(audit.lost),
+        "duplicated": len(audit.duplicated),
+        "falsely_succeeded": len(audit.falsely_succeeded),
+        "reexecuted": len(audit.reexecuted),
+        "recovery": recovery,
+        "api_slowest": api_slowest,
+        "reproduce": reproduce,
+        "at": time.time(),
+    }
     with open(target, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    head = ("| scenario | load | injected | expected | observed | lost | duplicated | falsely succeeded "
-            "| recovery | API slowest | reproduce |\n|---|---|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+    head = (
+        "| scenario | load | injected | expected | observed | lost | duplicated | falsely succeeded "
+        "| recovery | API slowest | reproduce |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for r in rows:
         recovery = "-" if r["recovery"] is None else f"{r['recovery']:.1f} s"
@@ -63,8 +82,11 @@ def update(page: Path, rows: list[dict[str, Any]], command: str) -> None:
 
 
 if __name__ == "__main__":
-    rows_read = [json.loads(line) for line in Path(sys.argv[1]).read_text().splitlines() if line.strip()]
-    found = list({row["scenario"]: row for row in rows_read}.values())  # the latest of each scenario
+    rows_read = [
+        json.loads(line) for line in Path(sys.argv[1]).read_text().splitlines() if line.strip()
+    ]
+    # the latest of each scenario
+    found = list({row["scenario"]: row for row in rows_read}.values())
     if len(sys.argv) > 2:
         update(Path(sys.argv[2]), found, "make faults")
     else:

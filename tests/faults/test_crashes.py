@@ -14,7 +14,9 @@ from support import wait_for
 
 pytestmark = pytest.mark.timeout(900 if FULL else 300)
 
-CRASH_LOAD = Load(files=40, rate=10.0, outage=10.0) if FULL else Load(files=12, rate=10.0, outage=4.0)
+CRASH_LOAD = (
+    Load(files=40, rate=10.0, outage=10.0) if FULL else Load(files=12, rate=10.0, outage=4.0)
+)
 
 
 def test_daemon_killed_with_runs_on_the_workers_resumes_them(tmp_path):
@@ -24,16 +26,28 @@ def test_daemon_killed_with_runs_on_the_workers_resumes_them(tmp_path):
     with Deployment(tmp_path, hold=1.0) as d:
         paths = d.drop(CRASH_LOAD.files, CRASH_LOAD.rate, "crash")
         # mid-way: some tasks have ended, runs are on the workers
-        wait_for(lambda: sum(d.executions().values()) >= CRASH_LOAD.files and sum(r["state"] == "running" for r in d.runs()) >= 2,
-                 60, "runs half done on the workers")  # fmt: skip
+        wait_for(
+            lambda: (
+                sum(d.executions().values()) >= CRASH_LOAD.files
+                and sum(r["state"] == "running" for r in d.runs()) >= 2
+            ),
+            60,
+            "runs half done on the workers",
+        )
         d.kill_daemon()
         time.sleep(CRASH_LOAD.outage)  # tasks finish on the workers meanwhile
         d.start_daemon()
         back = time.monotonic()
         settled = d.wait_settled(paths, timeout=180)
         audit = d.audit(paths)
-    record("daemon kill -9", load=CRASH_LOAD.describe() + ", 3 tasks of 1 s", injected=f"daemon kill -9 with runs on the workers, down {CRASH_LOAD.outage:g} s",
-           audit=audit, recovery=settled - back, reproduce="make faults FAULTS_ARGS='-k daemon_killed'")  # fmt: skip
+    record(
+        "daemon kill -9",
+        load=CRASH_LOAD.describe() + ", 3 tasks of 1 s",
+        injected=f"daemon kill -9 with runs on the workers, down {CRASH_LOAD.outage:g} s",
+        audit=audit,
+        recovery=settled - back,
+        reproduce="make faults FAULTS_ARGS='-k daemon_killed'",
+    )
     audit.assert_clean()
     resumed = [r for r in d.runs() if r["attempts"] > 1]
     assert resumed, "no run was resumed: the crash came too late to test anything"
@@ -57,11 +71,18 @@ def test_a_worker_killed_mid_task_hands_its_tasks_to_the_other(tmp_path):
         paths = d.drop(CRASH_LOAD.files, CRASH_LOAD.rate, "wkill", during=during)
         settled = d.wait_settled(paths, timeout=180)
         audit = d.audit(paths, reexecution_allowed=True)
-    record("worker kill -9", load=CRASH_LOAD.describe() + ", 3 tasks of 1 s", injected="one of two workers kill -9 mid-task",
-           audit=audit, recovery=settled - killed[0], expected="one run per file; a task re-run only where its worker died",
-           reproduce="make faults FAULTS_ARGS='-k worker_killed'")  # fmt: skip
+    record(
+        "worker kill -9",
+        load=CRASH_LOAD.describe() + ", 3 tasks of 1 s",
+        injected="one of two workers kill -9 mid-task",
+        audit=audit,
+        recovery=settled - killed[0],
+        expected="one run per file; a task re-run only where its worker died",
+        reproduce="make faults FAULTS_ARGS='-k worker_killed'",
+    )
     audit.assert_clean()
-    assert len(audit.reexecuted) <= 2 * 2  # at most what the killed worker (-c 2) was running, per its two slots
+    # at most what the killed worker (-c 2) was running, per its two slots
+    assert len(audit.reexecuted) <= 2 * 2
 
 
 def test_every_worker_gone_for_a_while_then_back(tmp_path):
@@ -85,9 +106,15 @@ def test_every_worker_gone_for_a_while_then_back(tmp_path):
         status = d.status()
         settled = d.wait_settled(paths, timeout=180)
         audit = d.audit(paths, reexecution_allowed=True)
-    record("all workers gone", load=CRASH_LOAD.describe() + ", 3 tasks of 0.5 s",
-           injected=f"both workers kill -9, new ones {CRASH_LOAD.outage:g} s later", audit=audit, recovery=settled - back,
-           expected="one run per file; a task re-run only where its worker died",
-           reproduce="make faults FAULTS_ARGS='-k every_worker'")  # fmt: skip
+    record(
+        "all workers gone",
+        load=CRASH_LOAD.describe() + ", 3 tasks of 0.5 s",
+        injected=f"both workers kill -9, new ones {CRASH_LOAD.outage:g} s later",
+        audit=audit,
+        recovery=settled - back,
+        expected="one run per file; a task re-run only where its worker died",
+        reproduce="make faults FAULTS_ARGS='-k every_worker'",
+    )
     audit.assert_clean()
-    assert status["runs"]["running"] + status["runs"]["submitted"] > 0  # the runs waited, they did not fail
+    # the runs waited, they did not fail
+    assert status["runs"]["running"] + status["runs"]["submitted"] > 0

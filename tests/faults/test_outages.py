@@ -48,7 +48,8 @@ def _outage(d: Deployment, name: str, stop, start, *, prefix: str, shows: tuple[
         during(i)
         if timer_started and not back:
             seen_down.update(n for n, state in _states(d).items() if state == "down")
-            if "event log" in seen_down and not events_refused:  # asked while it is away: says so at once
+            # asked while it is away: says so at once
+            if "event log" in seen_down and not events_refused:
                 t0 = time.monotonic()
                 done = d.ctl("events", "--limit", "5")
                 events_refused.append((time.monotonic() - t0, done))
@@ -61,11 +62,18 @@ def _outage(d: Deployment, name: str, stop, start, *, prefix: str, shows: tuple[
             back["at"] = time.monotonic()
         settled = d.wait_settled(paths, timeout=120 + LOAD.outage)
     audit = d.audit(paths)
-    assert set(shows) <= seen_down, f"status showed {seen_down} down during the {name} outage, expected {shows}"
+    assert set(shows) <= seen_down, (
+        f"status showed {seen_down} down during the {name} outage, expected {shows}"
+    )
     if "event log" in shows:
         ((took, done),) = events_refused
-        assert done.returncode != 0 and "the event log" in done.stderr and "unreachable since" in done.stderr, done.stderr
-        assert took < 3.0, f"triggerctl events took {took:.1f} s to say the event log is away"  # mostly Python starting
+        assert (
+            done.returncode != 0
+            and "the event log" in done.stderr
+            and "unreachable since" in done.stderr
+        ), done.stderr
+        # mostly Python starting
+        assert took < 3.0, f"triggerctl events took {took:.1f} s to say the event log is away"
     wait_for(lambda: all(_states(d)[n] == "up" for n in shows), 30, f"{shows} up again in status")
     text = d.ctl("status").stdout
     assert all(f"{n} " in text for n in shows), text
@@ -74,13 +82,19 @@ def _outage(d: Deployment, name: str, stop, start, *, prefix: str, shows: tuple[
         kinds = [e["kind"] for e in events if e["data"].get("name") == n]
         assert "dependency.down" in kinds and "dependency.up" in kinds, (n, kinds)
     record(
-        name, load=LOAD.describe() + f", {d.tasks}-task workflow", injected=f"{name} stopped {LOAD.outage:g} s",
-        audit=audit, recovery=settled - back["at"], api_slowest=probe.slowest,
+        name,
+        load=LOAD.describe() + f", {d.tasks}-task workflow",
+        injected=f"{name} stopped {LOAD.outage:g} s",
+        audit=audit,
+        recovery=settled - back["at"],
+        api_slowest=probe.slowest,
         reproduce=f"make faults FAULTS_ARGS='-k {name.split()[0].lower()}'",
-    )  # fmt: skip
+    )
     audit.assert_clean()
     assert not probe.failures, probe.failures[:3]
-    assert probe.slowest < 1.0, f"the control API took {probe.slowest:.2f} s to answer during the outage"
+    assert probe.slowest < 1.0, (
+        f"the control API took {probe.slowest:.2f} s to answer during the outage"
+    )
 
 
 def test_redis_outage_loses_nothing(tmp_path):
@@ -88,11 +102,15 @@ def test_redis_outage_loses_nothing(tmp_path):
     workers survive and reconnect, every file runs once when it is back."""
     with Deployment(tmp_path) as d:
         _outage(d, "Redis", d.redis.stop, d.redis.start, prefix="redis", shows=("broker",))
-        assert all(w.process.poll() is None for w in d.workers), "a worker exited during the Redis outage"
+        assert all(w.process.poll() is None for w in d.workers), (
+            "a worker exited during the Redis outage"
+        )
 
 
 def test_mongodb_outage_loses_nothing(tmp_path):
     """MongoDB (data store and event log) stopped mid-stream: runs wait for their
     documents, tasks wait for the store, events wait in the spool; all arrive after."""
     with Deployment(tmp_path) as d:
-        _outage(d, "MongoDB", d.mongo.stop, d.mongo.start, prefix="mongo", shows=("store", "event log"))
+        _outage(
+            d, "MongoDB", d.mongo.stop, d.mongo.start, prefix="mongo", shows=("store", "event log")
+        )

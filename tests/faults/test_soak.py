@@ -51,7 +51,8 @@ IOC = textwrap.dedent("""
 
 
 def pv_rules(d: Deployment) -> str:
-    return "".join(textwrap.dedent(f"""
+    return "".join(
+        textwrap.dedent(f"""
         [[rule]]
         name = "soak-pv{i}"
         workflow = "probe"
@@ -60,19 +61,32 @@ def pv_rules(d: Deployment) -> str:
         name = "SOAK:PV{i}"
         when = "above"
         threshold = 95
-    """) for i in range(PVS))
+    """)
+        for i in range(PVS)
+    )
 
 
 def test_soak_files_and_pvs_keep_memory_and_descriptors_flat(tmp_path):
     port = _free_port()
-    env = {**LOOPBACK_ENV, "EPICS_CA_SERVER_PORT": str(port), "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}"}
+    env = {
+        **LOOPBACK_ENV,
+        "EPICS_CA_SERVER_PORT": str(port),
+        "EPICS_CA_ADDR_LIST": f"127.0.0.1:{port}",
+    }
     (tmp_path / "ioc").mkdir()
     (tmp_path / "ioc" / "ioc.py").write_text(IOC)
     with (tmp_path / "ioc" / "ioc.log").open("wb") as log:
-        ioc = subprocess.Popen([sys.executable, str(tmp_path / "ioc" / "ioc.py"), str(PVS)], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, **env}, cwd=tmp_path / "ioc")  # fmt: skip
+        ioc = subprocess.Popen(
+            [sys.executable, str(tmp_path / "ioc" / "ioc.py"), str(PVS)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            cwd=tmp_path / "ioc",
+        )
     try:
-        with Deployment(tmp_path, tasks=5, env=env, extra_config='[store]\nbackend = "sqlite"\n') as d:
+        with Deployment(
+            tmp_path, tasks=5, env=env, extra_config='[store]\nbackend = "sqlite"\n'
+        ) as d:
             (d.root / "triggers" / "pvs.toml").write_text(pv_rules(d))
             assert d.ctl("reload").returncode == 0
             samples: list[tuple[int, int]] = []
@@ -97,16 +111,31 @@ def test_soak_files_and_pvs_keep_memory_and_descriptors_flat(tmp_path):
         ioc.wait(10)
     executions = d.executions()
     pv_failures = [r for r in pv_runs if r["state"] != "succeeded"]
-    pv_doubles = [r["run_id"] for r in pv_runs for t in range(1, 6) if executions[(r["run_id"], f"t{t}")] != 1]
+    pv_doubles = [
+        r["run_id"] for r in pv_runs for t in range(1, 6) if executions[(r["run_id"], f"t{t}")] != 1
+    ]
     third = max(1, len(samples) // 3)
     rss_early, rss_late = max(s[0] for s in samples[:third]), max(s[0] for s in samples[-third:])
     fds_early, fds_late = max(s[1] for s in samples[:third]), max(s[1] for s in samples[-third:])
-    record("soak", load=f"{SECONDS} s: files at {FILE_HZ:g} Hz, {PVS} PVs at 10 Hz ({len(pv_runs)} PV runs), 5-task workflows",
-           injected=f"nothing; daemon RSS {rss_early // 1024} -> {rss_late // 1024} MiB, fds {fds_early} -> {fds_late}",
-           audit=audit, recovery=None, expected="one run per file and per PV fire, memory and descriptors flat",
-           reproduce="make faults FAULTS_ARGS='-k soak'")  # fmt: skip
+    record(
+        "soak",
+        load=f"{SECONDS} s: files at {FILE_HZ:g} Hz, {PVS} PVs at 10 Hz ({len(pv_runs)} PV runs), 5-task workflows",
+        injected=f"nothing; daemon RSS {rss_early // 1024} -> {rss_late // 1024} MiB, fds {fds_early} -> {fds_late}",
+        audit=audit,
+        recovery=None,
+        expected="one run per file and per PV fire, memory and descriptors flat",
+        reproduce="make faults FAULTS_ARGS='-k soak'",
+    )
     audit.assert_clean()
     assert pvs_connected == PVS
-    assert pv_runs and not pv_failures and not pv_doubles, (len(pv_runs), pv_failures[:3], pv_doubles[:3])
-    assert rss_late <= rss_early * 1.25 + 20 * 1024, f"daemon RSS grew from {rss_early} to {rss_late} KiB"
-    assert fds_late <= fds_early + 10, f"daemon file descriptors grew from {fds_early} to {fds_late}"
+    assert pv_runs and not pv_failures and not pv_doubles, (
+        len(pv_runs),
+        pv_failures[:3],
+        pv_doubles[:3],
+    )
+    assert rss_late <= rss_early * 1.25 + 20 * 1024, (
+        f"daemon RSS grew from {rss_early} to {rss_late} KiB"
+    )
+    assert fds_late <= fds_early + 10, (
+        f"daemon file descriptors grew from {fds_early} to {fds_late}"
+    )

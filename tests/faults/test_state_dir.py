@@ -29,12 +29,23 @@ def test_sighup_in_a_loop_during_a_burst_loses_no_file(tmp_path):
     with Deployment(tmp_path) as d:
         assert d.daemon is not None
         pid = d.daemon.pid
-        paths = d.drop(BURST.files, BURST.rate, "hup", during=lambda i: os.kill(pid, signal.SIGHUP) if i % 10 == 0 else None)
+        paths = d.drop(
+            BURST.files,
+            BURST.rate,
+            "hup",
+            during=lambda i: os.kill(pid, signal.SIGHUP) if i % 10 == 0 else None,
+        )
         reloads = d.status()["reloads"]
         d.wait_settled(paths, timeout=180)
         audit = d.audit(paths)
-    record("SIGHUP loop", load=BURST.describe(), injected=f"SIGHUP every 0.2 s ({reloads} reloads)", audit=audit,
-           recovery=None, reproduce="make faults FAULTS_ARGS='-k sighup'")  # fmt: skip
+    record(
+        "SIGHUP loop",
+        load=BURST.describe(),
+        injected=f"SIGHUP every 0.2 s ({reloads} reloads)",
+        audit=audit,
+        recovery=None,
+        reproduce="make faults FAULTS_ARGS='-k sighup'",
+    )
     audit.assert_clean()
     assert reloads >= BURST.files // 10 - 2
 
@@ -43,9 +54,15 @@ def test_sighup_in_a_loop_during_a_burst_loses_no_file(tmp_path):
 def small_disk(where: Path, size_mb: int) -> Iterator[Path]:
     """A tmpfs of ``size_mb`` at ``where`` (root only: this suite runs as root in CI)."""
     where.mkdir(parents=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs for the state directory (needs root): {done.stderr.strip()}")
+        pytest.skip(
+            f"cannot mount a small tmpfs for the state directory (needs root): {done.stderr.strip()}"
+        )
     try:
         yield where
     finally:
@@ -84,7 +101,9 @@ def test_state_directory_disk_full_waits_and_loses_nothing(tmp_path):
                 fill(ballast)
                 full_at.append(time.monotonic())
             if full_at and ballast.exists():
-                seen_down.update(dep["name"] for dep in d.status()["dependencies"] if dep["state"] == "down")
+                seen_down.update(
+                    dep["name"] for dep in d.status()["dependencies"] if dep["state"] == "down"
+                )
                 if time.monotonic() - full_at[0] > FULL_DISK.outage:
                     ballast.unlink()
 
@@ -95,10 +114,20 @@ def test_state_directory_disk_full_waits_and_loses_nothing(tmp_path):
             freed = time.monotonic()
             settled = d.wait_settled(paths, timeout=180)
         audit = d.audit(paths)
-        wait_for(lambda: all(dep["state"] != "down" for dep in d.status()["dependencies"]), 30, "the state file up again")
-    record("state disk full", load=FULL_DISK.describe(), injected=f"state directory's disk (tmpfs) full {FULL_DISK.outage:g} s",
-           audit=audit, recovery=settled - freed, api_slowest=probe.slowest,
-           reproduce="make faults FAULTS_ARGS='-k disk_full'")  # fmt: skip
+        wait_for(
+            lambda: all(dep["state"] != "down" for dep in d.status()["dependencies"]),
+            30,
+            "the state file up again",
+        )
+    record(
+        "state disk full",
+        load=FULL_DISK.describe(),
+        injected=f"state directory's disk (tmpfs) full {FULL_DISK.outage:g} s",
+        audit=audit,
+        recovery=settled - freed,
+        api_slowest=probe.slowest,
+        reproduce="make faults FAULTS_ARGS='-k disk_full'",
+    )
     audit.assert_clean()
     assert "state file" in seen_down, seen_down
     assert probe.slowest < 1.0 and not probe.failures, (probe.slowest, probe.failures[:3])

@@ -71,7 +71,9 @@ class Health:
     def wait(self, root: str, state: str, timeout: float = 2.0) -> bool:
         """Wait until ``root``'s latest reported state is ``state``."""
         with self._cond:
-            return self._cond.wait_for(lambda: [s for r, s, _ in self.calls if r == root][-1:] == [state], timeout)
+            return self._cond.wait_for(
+                lambda: [s for r, s, _ in self.calls if r == root][-1:] == [state], timeout
+            )
 
 
 @pytest.fixture
@@ -106,7 +108,13 @@ def test_closed_file_is_emitted_once_with_its_stat(tmp_path, make_source):
     time.sleep(0.2)
     [event] = sink.of(path)
     st = os.stat(path)
-    assert (event.kind, event.root, event.size, event.mtime_ns, event.inode) == ("closed", str(tmp_path), 100, st.st_mtime_ns, st.st_ino)
+    assert (event.kind, event.root, event.size, event.mtime_ns, event.inode) == (
+        "closed",
+        str(tmp_path),
+        100,
+        st.st_mtime_ns,
+        st.st_ino,
+    )
 
 
 def test_file_still_open_is_not_emitted_until_closed(tmp_path, make_source):
@@ -169,7 +177,9 @@ def test_files_written_right_after_mkdir_are_not_missed(tmp_path, make_source):
         d.mkdir(parents=True)
         for j in range(5):
             expected.add(write(d / f"f{j}.h5"))
-    assert sink.wait(lambda evs: expected <= {e.path for e in evs}, timeout=3.0), expected - sink.paths()
+    assert sink.wait(lambda evs: expected <= {e.path for e in evs}, timeout=3.0), (
+        expected - sink.paths()
+    )
     assert sink.paths() == expected
 
 
@@ -271,7 +281,9 @@ def test_root_that_is_a_file_is_an_error_and_other_watches_keep_working(tmp_path
 def test_permission_denied_root_is_an_error(tmp_path, make_source):
     """A root the daemon may not read is reported as 'permission denied'."""
     if os.geteuid() == 0:
-        pytest.skip("running as root: chmod 000 does not deny root (see the root-that-is-a-file test)")
+        pytest.skip(
+            "running as root: chmod 000 does not deny root (see the root-that-is-a-file test)"
+        )
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0)
@@ -286,7 +298,14 @@ def test_permission_denied_root_is_an_error(tmp_path, make_source):
 def test_hostile_file_names_are_emitted_with_exact_paths(tmp_path, make_source):
     """Spaces, quotes, ';', '$()', newlines and non-UTF-8 bytes in names come through unchanged."""
     _, sink, _ = make_source([FileWatch(str(tmp_path))])
-    names = ["a b.h5", "q'\"x.h5", "semi;colon.h5", "$(touch pwned).h5", "new\nline.h5", os.fsdecode(b"caf\xe9.h5")]
+    names = [
+        "a b.h5",
+        "q'\"x.h5",
+        "semi;colon.h5",
+        "$(touch pwned).h5",
+        "new\nline.h5",
+        os.fsdecode(b"caf\xe9.h5"),
+    ]
     expected = {write(os.path.join(str(tmp_path), name)) for name in names}
     assert sink.wait(lambda evs: expected <= {e.path for e in evs}), expected - sink.paths()
     assert sink.paths() == expected
@@ -360,7 +379,9 @@ def test_overflow_warning_triggers_a_rescan_and_health_returns_to_watching(tmp_p
     time.sleep(0.1)
     assert sink.events == []
     # the message watchdog 7.1 logs in InotifyFD.handle_event on IN_Q_OVERFLOW
-    logging.getLogger(OVERFLOW_LOGGER).warning("Inotify queue overflowed; filesystem events were lost")
+    logging.getLogger(OVERFLOW_LOGGER).warning(
+        "Inotify queue overflowed; filesystem events were lost"
+    )
     assert sink.wait_paths(*missed)
     assert {e.kind for e in sink.events} == {"existing"}
     assert health.wait(str(tmp_path), "watching")  # the latest state, after the rescan
@@ -393,7 +414,9 @@ def test_update_adds_and_removes_watches_without_restarting_unchanged_ones(tmp_p
     source.update([wa, wc])
     writer.join()
     dropped, added = write(b / "dropped.h5"), write(c / "added.h5")
-    assert sink.wait(lambda evs: expected | {added} <= {e.path for e in evs}), expected - sink.paths()
+    assert sink.wait(lambda evs: expected | {added} <= {e.path for e in evs}), (
+        expected - sink.paths()
+    )
     time.sleep(0.2)
     assert dropped not in sink.paths()
     rows = {row["root"]: row for row in source.health()}
@@ -406,7 +429,9 @@ def test_health_reports_state_directories_and_event_counts(tmp_path, make_source
     (tmp_path / "s1").mkdir()
     (tmp_path / "s2" / "s3").mkdir(parents=True)
     missing = tmp_path / "missing"
-    source, sink, _ = make_source([FileWatch(str(tmp_path)), FileWatch(str(missing), complete="settled")])
+    source, sink, _ = make_source(
+        [FileWatch(str(tmp_path)), FileWatch(str(missing), complete="settled")]
+    )
     before = time.time()
     path = write(tmp_path / "s1" / "f.h5")
     assert sink.wait_paths(path)
@@ -430,7 +455,11 @@ def test_stop_leaves_no_threads_behind(tmp_path, make_source):
     (tmp_path / "poll").mkdir()
     before = set(threading.enumerate())
     source, sink, _ = make_source(
-        [FileWatch(str(tmp_path)), FileWatch(str(tmp_path / "poll"), complete="settled", settle=0.2, poll=0.1), FileWatch(str(tmp_path / "nope"))]
+        [
+            FileWatch(str(tmp_path)),
+            FileWatch(str(tmp_path / "poll"), complete="settled", settle=0.2, poll=0.1),
+            FileWatch(str(tmp_path / "nope")),
+        ]
     )
     path = write(tmp_path / "x.h5")
     assert sink.wait_paths(path)
@@ -454,8 +483,13 @@ def test_watch_errors_say_what_to_do():
     limit = describe(OSError(errno.ENOSPC, "inotify watch limit reached"), "/data")
     assert limit.startswith("inotify watch limit reached (fs.inotify.max_user_watches=")
     assert limit.endswith("): raise it, or use complete = 'settled' (polling)")
-    assert "max_user_instances=" in describe(OSError(errno.EMFILE, "inotify instance limit reached"), "/data")
-    assert describe(PermissionError(errno.EACCES, "Permission denied"), "/data") == "permission denied: /data"
+    assert "max_user_instances=" in describe(
+        OSError(errno.EMFILE, "inotify instance limit reached"), "/data"
+    )
+    assert (
+        describe(PermissionError(errno.EACCES, "Permission denied"), "/data")
+        == "permission denied: /data"
+    )
 
 
 def test_open_file_probe_survives_a_writer_opening_the_file_mid_probe(tmp_path):
@@ -474,7 +508,9 @@ def test_open_file_probe_survives_a_writer_opening_the_file_mid_probe(tmp_path):
         sys.exit(writer.wait())
         """
     )
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "contended.h5")], timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "contended.h5")], timeout=30
+    )
     assert done.returncode == 0
 
 
@@ -489,7 +525,13 @@ def test_a_poller_stops_within_a_second_in_the_middle_of_an_endless_walk():
             time.sleep(0.001)
             yield "/x", os.stat("/")
 
-    poller = Poller(endless, 1.0, changed=lambda path: None, gone=lambda path: None, on_walked=lambda trouble: None)
+    poller = Poller(
+        endless,
+        1.0,
+        changed=lambda path: None,
+        gone=lambda path: None,
+        on_walked=lambda trouble: None,
+    )
     poller.start()
     assert walking.wait(5)
     asked = time.monotonic()
@@ -511,4 +553,7 @@ def test_a_settled_watch_over_too_many_entries_says_so(tmp_path, make_source, mo
         assert time.monotonic() < deadline, source.health()
         time.sleep(0.05)
     (row,) = source.health()
-    assert "more than 20 entries" in row["message"] and "only part of the tree is polled" in row["message"]
+    assert (
+        "more than 20 entries" in row["message"]
+        and "only part of the tree is polled" in row["message"]
+    )

@@ -48,20 +48,80 @@ def fires_after_initial(rule: dict, initial, *values) -> list[bool]:
         ({"when": "rising"}, 0, [1, 2, 0, 0, 5], [True, False, False, False, True]),
         ({"when": "rising"}, False, [True, True, False, True], [True, False, False, True]),
         ({"when": "falling"}, 1, [1, 0, 0, 1, 0], [False, True, False, False, True]),
-        ({"when": "falling", "threshold": 10}, 20, [11, 10, 9, 15, 3], [False, True, False, False, True]),
-        ({"when": "above", "threshold": 5}, 0, [5, 6, 7, 4, 5.5], [False, True, False, False, True]),
-        ({"when": "below", "threshold": 5}, 9, [5, 4, 3, 6, 4.9], [False, True, False, False, True]),
-        ({"when": "enter_range", "low": 10, "high": 20}, 0, [5, 10, 15, 25, 20], [False, True, False, False, True]),
-        ({"when": "leave_range", "low": 10, "high": 20}, 15, [12, 21, 30, 15, 9], [False, True, False, False, True]),
+        (
+            {"when": "falling", "threshold": 10},
+            20,
+            [11, 10, 9, 15, 3],
+            [False, True, False, False, True],
+        ),
+        (
+            {"when": "above", "threshold": 5},
+            0,
+            [5, 6, 7, 4, 5.5],
+            [False, True, False, False, True],
+        ),
+        (
+            {"when": "below", "threshold": 5},
+            9,
+            [5, 4, 3, 6, 4.9],
+            [False, True, False, False, True],
+        ),
+        (
+            {"when": "enter_range", "low": 10, "high": 20},
+            0,
+            [5, 10, 15, 25, 20],
+            [False, True, False, False, True],
+        ),
+        (
+            {"when": "leave_range", "low": 10, "high": 20},
+            15,
+            [12, 21, 30, 15, 9],
+            [False, True, False, False, True],
+        ),
         ({"when": "equals", "value": 3}, 0, [1, 3, 3, 2, 3.0], [False, True, False, False, True]),
         ({"when": "not_equals", "value": 0}, 0, [0, 1, 1, 0, 2], [False, True, False, False, True]),
-        ({"when": "equals", "value": "Done"}, "Idle", ["Acquire", "Done", "Done"], [False, True, False]),
-        ({"when": "string_equals", "value": "Done"}, "Idle", ["Acquire", b"Done\0\0", "Done"], [False, True, False]),
-        ({"when": "regex", "pattern": r"\.h5$"}, "", ["a.tif", "a.h5", "a.h5", "b.h5"], [False, True, False, True]),
-        ({"when": "transition", "from": 1, "to": 0}, 0, [1, 2, 0, 1, 0], [False, False, False, False, True]),
-        ({"when": "transition", "to": "Done"}, "Idle", ["Done", "Done", "Busy", "Done"], [True, False, False, True]),
-        ({"when": "transition", "from": "Busy"}, "Idle", ["Done", "Busy", "Idle"], [False, False, True]),
-        ({"when": "increment"}, 20, [21, 21, 25, 0, 1, 1.0], [True, False, True, False, True, False]),
+        (
+            {"when": "equals", "value": "Done"},
+            "Idle",
+            ["Acquire", "Done", "Done"],
+            [False, True, False],
+        ),
+        (
+            {"when": "string_equals", "value": "Done"},
+            "Idle",
+            ["Acquire", b"Done\0\0", "Done"],
+            [False, True, False],
+        ),
+        (
+            {"when": "regex", "pattern": r"\.h5$"},
+            "",
+            ["a.tif", "a.h5", "a.h5", "b.h5"],
+            [False, True, False, True],
+        ),
+        (
+            {"when": "transition", "from": 1, "to": 0},
+            0,
+            [1, 2, 0, 1, 0],
+            [False, False, False, False, True],
+        ),
+        (
+            {"when": "transition", "to": "Done"},
+            "Idle",
+            ["Done", "Done", "Busy", "Done"],
+            [True, False, False, True],
+        ),
+        (
+            {"when": "transition", "from": "Busy"},
+            "Idle",
+            ["Done", "Busy", "Idle"],
+            [False, False, True],
+        ),
+        (
+            {"when": "increment"},
+            20,
+            [21, 21, 25, 0, 1, 1.0],
+            [True, False, True, False, True, False],
+        ),
     ],
 )
 def test_every_kind_fires_and_does_not_fire(rule, initial, values, expected):
@@ -71,9 +131,20 @@ def test_every_kind_fires_and_does_not_fire(rule, initial, values, expected):
 def test_every_kind_is_covered_above():
     """A new kind must come with a row in the table above."""
     assert set(KINDS) == {
-        "change", "rising", "falling", "equals", "not_equals", "above", "below",
-        "enter_range", "leave_range", "transition", "string_equals", "regex", "increment",
-    }  # fmt: skip
+        "change",
+        "rising",
+        "falling",
+        "equals",
+        "not_equals",
+        "above",
+        "below",
+        "enter_range",
+        "leave_range",
+        "transition",
+        "string_equals",
+        "regex",
+        "increment",
+    }
 
 
 def test_a_fire_reports_the_value_and_what_it_was_compared_with():
@@ -87,7 +158,9 @@ def test_a_fire_reports_the_value_and_what_it_was_compared_with():
 
 def test_numpy_values_are_numbers_and_char_arrays():
     np = pytest.importorskip("numpy")
-    assert fires_after_initial({"when": "above", "threshold": 1.5}, np.float64(0), np.int32(2)) == [True]
+    assert fires_after_initial({"when": "above", "threshold": 1.5}, np.float64(0), np.int32(2)) == [
+        True
+    ]
     assert fires_after_initial({"when": "rising"}, np.bool_(False), np.bool_(True)) == [True]
     name = np.frombuffer(b"/data/x_0001.h5\0\0\0junk", dtype=np.int8)
     feed = Feed({"when": "regex", "pattern": r"^/data/.+\.h5$"})
@@ -98,7 +171,9 @@ def test_numpy_values_are_numbers_and_char_arrays():
 
 def test_change_compares_arrays_and_nan_without_error():
     np = pytest.importorskip("numpy")
-    assert fires_after_initial({"when": "change"}, np.array([1, 2]), np.array([1, 2]), np.array([1, 3])) == [False, True]
+    assert fires_after_initial(
+        {"when": "change"}, np.array([1, 2]), np.array([1, 2]), np.array([1, 3])
+    ) == [False, True]
     assert fires_after_initial({"when": "change"}, math.nan, math.nan, 1.0) == [False, True]
 
 
@@ -107,28 +182,69 @@ def test_change_compares_arrays_and_nan_without_error():
 
 def test_above_with_hysteresis_does_not_chatter_around_the_threshold():
     noisy = [10.1, 9.9, 10.2, 9.8, 10.05, 9.6, 10.3]
-    assert fires_after_initial({"when": "above", "threshold": 10, "hysteresis": 0.5}, 0, *noisy) == [True] + [False] * 6
+    assert (
+        fires_after_initial({"when": "above", "threshold": 10, "hysteresis": 0.5}, 0, *noisy)
+        == [True] + [False] * 6
+    )
     # Without hysteresis the same noise fires on every upward crossing.
-    assert fires_after_initial({"when": "above", "threshold": 10}, 0, *noisy) == [True, False, True, False, True, False, True]
+    assert fires_after_initial({"when": "above", "threshold": 10}, 0, *noisy) == [
+        True,
+        False,
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
     # Back beyond the band, it re-arms.
-    assert fires_after_initial({"when": "above", "threshold": 10, "hysteresis": 0.5}, 0, 11, 9.5, 11) == [True, False, True]
+    assert fires_after_initial(
+        {"when": "above", "threshold": 10, "hysteresis": 0.5}, 0, 11, 9.5, 11
+    ) == [True, False, True]
 
 
 def test_below_and_falling_with_hysteresis():
-    assert fires_after_initial({"when": "below", "threshold": 5, "hysteresis": 1}, 10, 4, 5.5, 4, 6, 4) == [True, False, False, False, True]
-    assert fires_after_initial({"when": "falling", "threshold": 5, "hysteresis": 1}, 10, 5, 5.5, 5, 6.5, 5) == [True, False, False, False, True]
+    assert fires_after_initial(
+        {"when": "below", "threshold": 5, "hysteresis": 1}, 10, 4, 5.5, 4, 6, 4
+    ) == [True, False, False, False, True]
+    assert fires_after_initial(
+        {"when": "falling", "threshold": 5, "hysteresis": 1}, 10, 5, 5.5, 5, 6.5, 5
+    ) == [True, False, False, False, True]
 
 
 def test_range_hysteresis():
     enter = {"when": "enter_range", "low": 10, "high": 20, "hysteresis": 1}
-    assert fires_after_initial(enter, 0, 10, 9.5, 10, 8.9, 10, 20.5, 20, 21.5, 19) == [True, False, False, False, True, False, False, False, True]
+    assert fires_after_initial(enter, 0, 10, 9.5, 10, 8.9, 10, 20.5, 20, 21.5, 19) == [
+        True,
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
     leave = {"when": "leave_range", "low": 10, "high": 20, "hysteresis": 1}
-    assert fires_after_initial(leave, 15, 9.9, 10.5, 9.9, 11, 20.1, 19.5, 20.1, 18, 9) == [True, False, False, False, True, False, False, False, True]
+    assert fires_after_initial(leave, 15, 9.9, 10.5, 9.9, 11, 20.1, 19.5, 20.1, 18, 9) == [
+        True,
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_a_first_value_inside_the_condition_is_not_armed():
     """Starting above the threshold, it must go back below before an 'above' can fire."""
-    assert fires_after_initial({"when": "above", "threshold": 10}, 12, 13, 9, 11) == [False, False, True]
+    assert fires_after_initial({"when": "above", "threshold": 10}, 12, 13, 9, 11) == [
+        False,
+        False,
+        True,
+    ]
 
 
 # ------------------------------------------------------------------------- severity
@@ -181,7 +297,12 @@ def test_the_initial_value_fires_with_fire_on_connect_if_it_satisfies_the_condit
 
 @pytest.mark.parametrize("across", ["compare", "ignore"])
 def test_a_reconnect_with_the_same_value_never_fires(across):
-    for rule in ({"when": "change"}, {"when": "equals", "value": 1}, {"when": "above", "threshold": 0}, {"when": "change", "fire_on_connect": True}):
+    for rule in (
+        {"when": "change"},
+        {"when": "equals", "value": 1},
+        {"when": "above", "threshold": 0},
+        {"when": "change", "fire_on_connect": True},
+    ):
         feed = Feed({**rule, "across_disconnect": across})
         feed.state.connected(0.0)
         feed(1)
@@ -226,7 +347,9 @@ def test_by_default_a_value_arriving_with_a_reconnect_never_fires(rule):
     default that is a new baseline, not a capture that ended; the next real change fires."""
     feed = Feed(rule)
     assert Condition.parse(rule, "r").across_disconnect == "ignore"
-    start, restart, again, then = ("Capturing", "Done", "Capturing", "Done") if "from" in rule else (5, 0, 5, 0)
+    start, restart, again, then = (
+        ("Capturing", "Done", "Capturing", "Done") if "from" in rule else (5, 0, 5, 0)
+    )
     if rule["when"] == "increment":
         start, restart, again, then = 5, 0, 1, 2
     feed.state.connected(0.0)
@@ -234,9 +357,15 @@ def test_by_default_a_value_arriving_with_a_reconnect_never_fires(rule):
     feed.state.disconnected(feed.t)
     feed.state.connected(feed.t)
     decision = feed(restart)
-    assert decision.fire is False and "reconnect" in decision.reason and "across_disconnect = 'compare'" in decision.reason
+    assert (
+        decision.fire is False
+        and "reconnect" in decision.reason
+        and "across_disconnect = 'compare'" in decision.reason
+    )
     assert feed.state.baseline == restart
-    assert feed.fires(again, then) == ([True, True] if rule["when"] in ("change", "increment") else [False, True])
+    assert feed.fires(again, then) == (
+        [True, True] if rule["when"] in ("change", "increment") else [False, True]
+    )
 
 
 def test_a_reconnect_accepts_an_older_ioc_timestamp():
@@ -276,7 +405,11 @@ def test_only_a_fire_that_debounce_drops_is_marked_skipped():
     feed = Feed({"when": "equals", "value": 1, "debounce": 10})
     feed(0)
     assert [(d.fire, d.skipped) for d in (feed(1), feed(0), feed(1), feed(1))] == [
-        (True, None), (False, None), (False, "debounce"), (False, None)]  # fmt: skip
+        (True, None),
+        (False, None),
+        (False, "debounce"),
+        (False, None),
+    ]
 
 
 def test_settle_fires_only_if_the_condition_still_holds_at_check_at():
@@ -288,7 +421,9 @@ def test_settle_fires_only_if_the_condition_still_holds_at_check_at():
     early = feed.tick(3.0)
     assert early.fire is False and early.check_at == 4.0
     fired = feed.tick(4.0)
-    assert fired.fire is True and fired.value == 1 and fired.old_value == 0 and fired.check_at is None
+    assert (
+        fired.fire is True and fired.value == 1 and fired.old_value == 0 and fired.check_at is None
+    )
     assert feed.tick(5.0).fire is False
 
 
@@ -332,7 +467,11 @@ def test_settle_and_debounce_together():
     assert feed.tick(3.0).fire is True
     feed(0)  # t=4
     suppressed = feed(1)  # t=5: inside the hold-off of the fire at t=3
-    assert suppressed.fire is False and "debounce" in suppressed.reason and suppressed.skipped == "debounce"
+    assert (
+        suppressed.fire is False
+        and "debounce" in suppressed.reason
+        and suppressed.skipped == "debounce"
+    )
     assert suppressed.check_at is None  # suppressed, not settling
     feed(0, dt=10)  # t=15
     assert feed(1).check_at == 17.0  # t=16: the hold-off is over, settling again
@@ -348,12 +487,24 @@ def test_settle_and_debounce_together():
         ({"when": "above", "threshold": 5}, 0, "high", "expected a number, got str"),
         ({"when": "regex", "pattern": "x"}, "a", 3.5, "expected a string or char array, got float"),
         ({"when": "equals", "value": 2}, 0, b"2", "expected a number, got bytes"),
-        ({"when": "string_equals", "value": "x"}, "a", [1.5, 2.5], "expected a string or char array, got list"),
-        ({"when": "increment"}, 3, "img_0004.h5", "when = 'increment' needs a numeric counter PV (like FileNumber_RBV): expected a number, got str"),
+        (
+            {"when": "string_equals", "value": "x"},
+            "a",
+            [1.5, 2.5],
+            "expected a string or char array, got list",
+        ),
+        (
+            {"when": "increment"},
+            3,
+            "img_0004.h5",
+            "when = 'increment' needs a numeric counter PV (like FileNumber_RBV): expected a number, got str",
+        ),
         ({"when": "increment"}, 3, 3.5, "a counter counts in whole numbers"),
     ],
 )
-def test_a_value_of_the_wrong_type_is_an_error_for_that_rule_and_the_state_stays_usable(rule, good, bad, expected):
+def test_a_value_of_the_wrong_type_is_an_error_for_that_rule_and_the_state_stays_usable(
+    rule, good, bad, expected
+):
     feed = Feed(rule)
     feed(good)
     decision = feed(bad)
@@ -388,7 +539,11 @@ def test_a_wrong_type_cancels_a_pending_settle_and_the_rule_recovers():
         ({"when": "enter_range", "high": 3}, "low", "needs a numeric low"),
         ({"when": "leave_range", "low": 3}, "high", "needs a numeric high"),
         ({"when": "enter_range", "low": 3, "high": 1}, "high", "high >= low"),
-        ({"when": "leave_range", "low": 0, "high": 1, "hysteresis": 0.6}, "hysteresis", "cannot re-arm"),
+        (
+            {"when": "leave_range", "low": 0, "high": 1, "hysteresis": 0.6},
+            "hysteresis",
+            "cannot re-arm",
+        ),
         ({"when": "above", "threshold": 1, "hysteresis": -1}, "hysteresis", ">= 0"),
         ({"when": "above", "threshold": 1, "low": 0}, "low", "not used by when = 'above'"),
         ({"when": "regex", "pattern": "(unclosed"}, "pattern", "not a valid regular expression"),
@@ -406,7 +561,11 @@ def test_a_wrong_type_cancels_a_pending_settle_and_the_rule_recovers():
         ({"when": "change", "across_disconnect": "maybe"}, "across_disconnect", "ignore, compare"),
         ({"when": "change", "each": True}, "each", "not used by when = 'change'"),
         ({"when": "increment", "each": "yes"}, "each", "true or false"),
-        ({"when": "increment", "fire_on_connect": True}, "fire_on_connect", "never fires on connect"),
+        (
+            {"when": "increment", "fire_on_connect": True},
+            "fire_on_connect",
+            "never fires on connect",
+        ),
         ({"when": "increment", "settle": "1s"}, "settle", "takes no settle"),
         ({"when": "increment", "threshold": 1}, "threshold", "it takes: each"),
     ],
@@ -430,10 +589,18 @@ def test_parse_reads_a_rule_table_and_leaves_other_keys_alone():
         "severity_max": "minor",
     }
     cond = Condition.parse(table, "r")
-    assert (cond.kind, cond.threshold, cond.debounce, cond.settle, cond.severity_max) == ("falling", 0.0, 0.25, 1.0, 1)
+    assert (cond.kind, cond.threshold, cond.debounce, cond.settle, cond.severity_max) == (
+        "falling",
+        0.0,
+        0.25,
+        1.0,
+        1,
+    )
     assert cond.fire_on_connect is False and cond.across_disconnect == "ignore"
     assert {"name", "snapshot"}.isdisjoint(CONDITION_KEYS)
-    assert Condition.parse({"when": "above", "threshold": 2}, "r") == Condition("above", threshold=2.0)
+    assert Condition.parse({"when": "above", "threshold": 2}, "r") == Condition(
+        "above", threshold=2.0
+    )
 
 
 def test_enum_values_compare_as_index_or_as_state_name():
@@ -448,7 +615,9 @@ def test_enum_values_compare_as_index_or_as_state_name():
     decision = named.update(EnumValue(0, "Done"), timestamp=2.0, now=2.0)
     assert decision.fire and decision.value == "Done" and decision.old_value == "Capture"
     unnamed = named.update(EnumValue(3), timestamp=3.0, now=3.0)
-    assert not unnamed.fire and "enum index (3) whose state name the IOC did not send" in unnamed.error
+    assert (
+        not unnamed.fire and "enum index (3) whose state name the IOC did not send" in unnamed.error
+    )
     assert EnumValue(2, "x") == 2 and repr(EnumValue(2, "x")) == "2 ('x')"
 
 
@@ -461,7 +630,13 @@ def test_increment_fires_once_per_increase_and_names_the_values_it_did_not_see()
     feed = Feed({"when": "increment"})
     assert feed(20).fire is False  # the value at connect is a baseline
     one = feed(21)
-    assert (one.fire, one.value, one.old_value, list(one.increments), list(one.missed)) == (True, 21, 20, [21], [])
+    assert (one.fire, one.value, one.old_value, list(one.increments), list(one.missed)) == (
+        True,
+        21,
+        20,
+        [21],
+        [],
+    )
     jump = feed(25)
     assert (jump.fire, jump.value, jump.old_value) == (True, 25, 21)
     assert list(jump.increments) == [22, 23, 24, 25] and list(jump.missed) == [22, 23, 24]
@@ -483,7 +658,12 @@ def test_a_counter_counts_a_value_read_as_a_float_and_each_changes_only_the_desc
     feed = Feed({"when": "increment", "each": True})
     feed(1.0)
     decision = feed(3.0)
-    assert decision.fire and decision.value == 3 and isinstance(decision.value, int) and list(decision.increments) == [2, 3]
+    assert (
+        decision.fire
+        and decision.value == 3
+        and isinstance(decision.value, int)
+        and list(decision.increments) == [2, 3]
+    )
 
 
 def test_a_counter_across_a_reconnect_counts_only_under_compare():
@@ -504,7 +684,11 @@ def test_debounce_on_a_counter_keeps_the_increments_it_dropped():
     feed(0)
     assert feed(1).fire is True
     dropped = feed(3)
-    assert dropped.fire is False and dropped.skipped == "debounce" and list(dropped.increments) == [2, 3]
+    assert (
+        dropped.fire is False
+        and dropped.skipped == "debounce"
+        and list(dropped.increments) == [2, 3]
+    )
 
 
 # ------------------------------------------------------------- state names of enum PVs
@@ -513,11 +697,20 @@ def test_debounce_on_a_counter_keeps_the_increments_it_dropped():
 @pytest.mark.parametrize(
     ("rule", "problem"),
     [
-        ({"when": "transition", "from": "Capture", "to": "Done"}, "from = 'Capture' is not a state of the PV (its states: Done, Capturing)"),
+        (
+            {"when": "transition", "from": "Capture", "to": "Done"},
+            "from = 'Capture' is not a state of the PV (its states: Done, Capturing)",
+        ),
         ({"when": "equals", "value": "Acquire"}, "value = 'Acquire' is not a state of the PV"),
         ({"when": "string_equals", "value": "done"}, "value = 'done' is not a state"),
-        ({"when": "transition", "from": 1, "to": 2}, "to = 2 is not a state index of the PV (0..1: Done, Capturing)"),
-        ({"when": "regex", "pattern": "^Acq"}, "pattern = '^Acq' matches none of the PV's states (Done, Capturing)"),
+        (
+            {"when": "transition", "from": 1, "to": 2},
+            "to = 2 is not a state index of the PV (0..1: Done, Capturing)",
+        ),
+        (
+            {"when": "regex", "pattern": "^Acq"},
+            "pattern = '^Acq' matches none of the PV's states (Done, Capturing)",
+        ),
     ],
 )
 def test_a_state_name_the_enum_pv_does_not_have_is_a_problem(rule, problem):
@@ -528,7 +721,15 @@ def test_a_state_name_the_enum_pv_does_not_have_is_a_problem(rule, problem):
 
 def test_conditions_that_name_existing_states_or_no_state_have_no_problem():
     states = ("Done", "Capturing")
-    for rule in ({"when": "transition", "from": "Capturing", "to": "Done"}, {"when": "falling"}, {"when": "equals", "value": 1},
-                 {"when": "change"}, {"when": "increment"}, {"when": "regex", "pattern": "ing$"}, {"when": "equals", "value": True}):
+    for rule in (
+        {"when": "transition", "from": "Capturing", "to": "Done"},
+        {"when": "falling"},
+        {"when": "equals", "value": 1},
+        {"when": "change"},
+        {"when": "increment"},
+        {"when": "regex", "pattern": "ing$"},
+        {"when": "equals", "value": True},
+    ):
         assert Condition.parse(rule, "r").state_problems(states) == [], rule
-    assert Condition.parse({"when": "equals", "value": "Nope"}, "r").state_problems(()) == []  # names unknown: nothing to say
+    # names unknown: nothing to say
+    assert Condition.parse({"when": "equals", "value": "Nope"}, "r").state_problems(()) == []

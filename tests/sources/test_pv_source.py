@@ -39,7 +39,9 @@ class Seen:
         with self._cond:
             while not check():
                 if time.monotonic() > deadline:
-                    pytest.fail(f"timed out waiting for {what or check}: events={self.events} health={self.health}")
+                    pytest.fail(
+                        f"timed out waiting for {what or check}: events={self.events} health={self.health}"
+                    )
                 self._cond.wait(0.01)
 
     def states(self, pv: str) -> list[str]:
@@ -62,7 +64,9 @@ def updates(source: PvSource, pv: str) -> int:
 def running(*watches: PvWatch, connection_timeout: float = 5.0) -> Iterator[tuple[PvSource, Seen]]:
     """A started source whose PVs that exist have delivered their initial value."""
     seen = Seen()
-    source = PvSource(watches, seen.emit, on_health=seen.on_health, connection_timeout=connection_timeout)
+    source = PvSource(
+        watches, seen.emit, on_health=seen.on_health, connection_timeout=connection_timeout
+    )
     source.start()
     try:
         yield source, seen
@@ -86,12 +90,20 @@ def test_falling_edge_fires_once_with_old_and_new_value_and_the_ioc_timestamp(so
         assert seen.states(acq) == ["connected"]
         put(acq, 0)
         seen.wait(lambda: seen.events, what="the falling edge")
-        ioc_time = epics.PV(acq, form="time").get_with_metadata(use_monitor=False, form="time")["timestamp"]
+        ioc_time = epics.PV(acq, form="time").get_with_metadata(use_monitor=False, form="time")[
+            "timestamp"
+        ]
         put(acq, 0)  # no change, no monitor, no second fire
         time.sleep(QUIET)
         assert len(seen.events) == 1
         event = seen.events[0]
-        assert (event.rule, event.pv, event.value, event.old_value, event.severity) == ("acq-done", acq, 0, 1, 0)
+        assert (event.rule, event.pv, event.value, event.old_value, event.severity) == (
+            "acq-done",
+            acq,
+            0,
+            1,
+            0,
+        )
         assert event.timestamp == pytest.approx(ioc_time, abs=1e-6)
         assert event.timestamp <= event.seen_at < event.timestamp + 5
         assert event.to_dict()["type"] == "pv" and event.to_dict()["old_value"] == 1
@@ -149,7 +161,9 @@ def test_a_wrong_typed_value_is_reported_and_the_source_keeps_going(soft_ioc):
     name, acq = soft_ioc.pv("NAME"), soft_ioc.pv("ACQ")
     put(name, "/data/x.h5")
     put(acq, 0)
-    with running(watch("too-big", name, when="above", threshold=1), watch("acq", acq, when="change")) as (source, seen):
+    with running(
+        watch("too-big", name, when="above", threshold=1), watch("acq", acq, when="change")
+    ) as (source, seen):
         seen.wait(lambda: "error" in seen.states(name), what="the type error")
         message = next(m for p, s, m in seen.health if (p, s) == (name, "error"))
         assert "too-big" in message and "expected a number" in message
@@ -166,8 +180,11 @@ def test_a_pv_that_never_connects_is_reported_and_the_others_work(soft_ioc):
     missing, acq = soft_ioc.pv("NO_SUCH_RECORD"), soft_ioc.pv("ACQ")
     put(acq, 0)
     started = time.monotonic()
-    with running(watch("ghost", missing, when="change"), watch("acq", acq, when="rising"),
-                 connection_timeout=1.0) as (source, seen):
+    with running(
+        watch("ghost", missing, when="change"),
+        watch("acq", acq, when="rising"),
+        connection_timeout=1.0,
+    ) as (source, seen):
         wait_initial(source, seen, acq)
         put(acq, 1)
         seen.wait(lambda: seen.events, what="the live rule")
@@ -190,7 +207,11 @@ def test_ioc_restart_with_the_same_value_reports_health_and_does_not_fire(soft_i
         assert source.health()[0]["state"] == "disconnected"
         started = time.monotonic()
         soft_ioc.start()
-        seen.wait(lambda: seen.states(acq) == ["connected", "disconnected", "connected"], timeout=20, what="reconnect")
+        seen.wait(
+            lambda: seen.states(acq) == ["connected", "disconnected", "connected"],
+            timeout=20,
+            what="reconnect",
+        )
         seen.wait(lambda: updates(source, acq) >= 2, what="the value after reconnect")
         reconnect = time.monotonic() - started
         time.sleep(QUIET)
@@ -208,7 +229,12 @@ def test_settle_fires_only_once_the_value_held_and_a_snapshot_rides_along(soft_i
     val, name = soft_ioc.pv("VAL"), soft_ioc.pv("NAME")
     put(val, 0.0)
     put(name, "/data/a.h5")
-    settled = PvWatch("held", val, Condition.parse({"when": "above", "threshold": 5, "settle": 0.4}, where="held"), snapshot=(name,))
+    settled = PvWatch(
+        "held",
+        val,
+        Condition.parse({"when": "above", "threshold": 5, "settle": 0.4}, where="held"),
+        snapshot=(name,),
+    )
     with running(settled) as (source, seen):
         wait_initial(source, seen, val)
         wait_initial(source, seen, name)
@@ -245,6 +271,10 @@ def test_enum_pv_compares_by_index_or_state_name(soft_ioc):
         seen.wait(lambda: len(seen.events) == 3, what="three fires")
         time.sleep(QUIET)
         fired = sorted((e.rule, e.old_value, e.value) for e in seen.events)
-        assert fired == [("edge", "Capture", "Done"), ("named", "Capture", "Done"), ("started", "Done", "Capture")]
+        assert fired == [
+            ("edge", "Capture", "Done"),
+            ("named", "Capture", "Done"),
+            ("started", "Done", "Capture"),
+        ]
         assert source.health()[0]["last_value"] == "Done"
         assert not [h for h in seen.health if h[1] == "error"]

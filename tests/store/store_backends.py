@@ -100,7 +100,9 @@ class MongoBackend:
         """What someone with write access to the database could do: same file, new bytes."""
         (file,) = self.files.find()
         self.bucket.delete(file["_id"])
-        self.bucket.upload_from_stream_with_id(file["_id"], file["filename"], body, metadata=file["metadata"])
+        self.bucket.upload_from_stream_with_id(
+            file["_id"], file["filename"], body, metadata=file["metadata"]
+        )
 
     def close(self) -> None:
         try:

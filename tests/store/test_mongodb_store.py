@@ -112,8 +112,13 @@ def test_writers_on_different_keys_of_one_document_lose_nothing(mongo):
         store.add("shared")
         ctx = multiprocessing.get_context("spawn")
         go = ctx.Event()
-        procs = [ctx.Process(target=_set_many_keys, args=(mongo.spec, f"p{w}", 40, go)) for w in range(2)]
-        threads = [threading.Thread(target=_set_many_keys, args=(mongo.spec, f"t{w}", 40, go)) for w in range(2)]
+        procs = [
+            ctx.Process(target=_set_many_keys, args=(mongo.spec, f"p{w}", 40, go)) for w in range(2)
+        ]
+        threads = [
+            threading.Thread(target=_set_many_keys, args=(mongo.spec, f"t{w}", 40, go))
+            for w in range(2)
+        ]
         for worker in [*procs, *threads]:
             worker.start()
         go.set()
@@ -224,6 +229,8 @@ def test_a_document_past_16_mib_is_a_clear_store_error(mongo):
         chunk = "c" * (GRIDFS_THRESHOLD - 1024)
         for i in range(15):
             document.set(f"k{i}", chunk)
-        with pytest.raises(DocumentTooLarge, match=r"run r: writing data\.k15, data\.k16 would make .* 16 MiB"):
+        with pytest.raises(
+            DocumentTooLarge, match=r"run r: writing data\.k15, data\.k16 would make .* 16 MiB"
+        ):
             document.set_many({"k15": chunk, "k16": chunk})
         assert document.get("k14") == chunk and document.get("k15", None) is None

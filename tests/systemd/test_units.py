@@ -42,7 +42,12 @@ def test_units_pass_systemd_analyze_verify(tmp_path, unit):
     name = unit.replace("@.service", "@task.service")
     (tmp_path / name).write_text(text)
     (tmp_path / unit).write_text(text)
-    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / name)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(tmp_path / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # In a container without a running systemd, verify still parses and checks the unit;
     # only lines about the unit itself count.
     problems = [line for line in done.stderr.splitlines() if name in line or unit in line]
@@ -60,8 +65,12 @@ def test_units_are_confined(tmp_path, unit):
     """systemd-analyze security --offline scores each unit at most MAX_EXPOSURE."""
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed on this machine")
-    done = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(UNITS / unit)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(UNITS / unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout + done.stderr)
     assert found is not None, done.stdout + done.stderr
     assert float(found[1]) <= MAX_EXPOSURE, done.stdout

@@ -15,7 +15,9 @@ SCAN = r"(scan_\d+)_\d+\.h5$"
 
 def scan_files(*scans: tuple[int, int]) -> list[str]:
     """``scan_files((1, 2), (2, 1))`` -> scan_001_0001.h5, scan_001_0002.h5, scan_002_0001.h5."""
-    return [f"scan_{scan:03d}_{frame:04d}.h5" for scan, count in scans for frame in range(1, count + 1)]
+    return [
+        f"scan_{scan:03d}_{frame:04d}.h5" for scan, count in scans for frame in range(1, count + 1)
+    ]
 
 
 class FakeSignal:
@@ -133,7 +135,12 @@ def test_task_is_a_base_task_with_lightflow_keyword_arguments():
     """ChunkingTask takes BaseTask's keyword-only arguments and keeps them."""
     task = ChunkingTask("chunk", "sub", SCAN, queue="files", force_run=True, propagate_skip=False)
     assert isinstance(task, BaseTask)
-    assert (task.name, task.queue, task.has_to_run, task.propagate_skip) == ("chunk", "files", True, False)
+    assert (task.name, task.queue, task.has_to_run, task.propagate_skip) == (
+        "chunk",
+        "files",
+        True,
+        False,
+    )
 
 
 def test_bad_pattern_fails_when_the_task_is_defined():
@@ -177,7 +184,9 @@ def test_flush_on_end_false_without_consecutive_holds_back_the_key_seen_last():
 
 def test_parameters_may_be_callables_of_data_and_store():
     """Arguments given as callables (data, store) are evaluated when the task runs."""
-    task = ChunkingTask("chunk", lambda data, store: data["target"], SCAN, flush_on_end=lambda d, s: False)
+    task = ChunkingTask(
+        "chunk", lambda data, store: data["target"], SCAN, flush_on_end=lambda d, s: False
+    )
     data = MultiTaskData(dataset=TaskData({"files": scan_files((1, 1), (2, 1)), "target": "other"}))
     signal = FakeSignal()
     task._run(data, None, signal, None)

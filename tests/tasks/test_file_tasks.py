@@ -37,15 +37,28 @@ from triggerd.tasks import (
 )
 
 TASKS = [
-    GlobTask, WalkTask, CopyTask, MoveTask, RemoveTask, MakeDirTask, ChmodTask, ChownTask,
-    NotifyTriggerTask, NewLineTriggerTask,
-]  # fmt: skip
+    GlobTask,
+    WalkTask,
+    CopyTask,
+    MoveTask,
+    RemoveTask,
+    MakeDirTask,
+    ChmodTask,
+    ChownTask,
+    NotifyTriggerTask,
+    NewLineTriggerTask,
+]
 ERRORS = [
-    "LightflowFilesystemConfigError", "LightflowFilesystemPathError", "LightflowFilesystemCopyError",
-    "LightflowFilesystemMoveError", "LightflowFilesystemMkdirError", "LightflowFilesystemChownError",
-    "LightflowFilesystemChmodError", "LightflowFilesystemPermissionError",
+    "LightflowFilesystemConfigError",
+    "LightflowFilesystemPathError",
+    "LightflowFilesystemCopyError",
+    "LightflowFilesystemMoveError",
+    "LightflowFilesystemMkdirError",
+    "LightflowFilesystemChownError",
+    "LightflowFilesystemChmodError",
+    "LightflowFilesystemPermissionError",
     "LightflowFilesystemRemoveError",
-]  # fmt: skip
+]
 NO_SUCH_USER = "triggerd-no-such-user-4711"
 
 

@@ -361,7 +361,9 @@ def test_lightflow_epics_example_runs_as_it_is_but_for_its_imports(soft_ioc, tmp
         for value in (9.0, 3.5, 7.5):
             put(val, value)
         wait_for(lambda: f"PV {val} has value: 3.5" in printed(), what="pv_action_dag's print")
-        wait_for(lambda: f"Checking PV {val} with value 7.5" in printed(), what="the last value checked")
+        wait_for(
+            lambda: f"Checking PV {val} with value 7.5" in printed(), what="the last value checked"
+        )
         ex.stop_run(handle.run_id, "test done")
         result = handle.wait(10)
         assert result.status == "stopped", (result.status, result.error, result.failures)

@@ -47,16 +47,23 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 _GROUP_CONFIG = "triggerd.config"  # where the program's --config waits in click's context meta
 
 
-def _config_for_every_command(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+def _config_for_every_command(
+    ctx: click.Context, param: click.Parameter, value: Path | None
+) -> None:
     ctx.meta[_GROUP_CONFIG] = value  # a command's own --config still wins (obtain_settings)
 
 
 # On the program itself, so that `triggerctl --config FILE status` works as `triggerctl
 # status --config FILE` does.
 group_config_option = click.option(
-    "--config", type=click.Path(path_type=Path, dir_okay=False), default=None, expose_value=False,
-    is_eager=True, callback=_config_for_every_command, help="Config file for every command (as each command's --config).",
-)  # fmt: skip
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    expose_value=False,
+    is_eager=True,
+    callback=_config_for_every_command,
+    help="Config file for every command (as each command's --config).",
+)
 
 
 def obtain_settings(config_path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
@@ -143,7 +150,13 @@ def column_widths(natural: list[int], wrapping: list[bool], width: int | None) -
     return widths
 
 
-def print_table(columns: list[str], rows: list[list[Any]], *, wrap: Collection[str] = (), title: str | None = None) -> None:
+def print_table(
+    columns: list[str],
+    rows: list[list[Any]],
+    *,
+    wrap: Collection[str] = (),
+    title: str | None = None,
+) -> None:
     """A table whose every value is shown whole. Too wide for the terminal (or
     ``COLUMNS``), the columns named in ``wrap`` (default: the last) fold onto more lines;
     the others keep their width. Cells are escaped (:func:`triggerd.text.shown`): a file
@@ -154,8 +167,15 @@ def print_table(columns: list[str], rows: list[list[Any]], *, wrap: Collection[s
     from rich.text import Text
 
     cells = [["" if cell is None else shown(cell) for cell in row] for row in rows]
-    wrapping = [name in wrap for name in columns] if wrap else [i == len(columns) - 1 for i in range(len(columns))]
-    natural = [max([cell_len(name), *(cell_len(row[i]) for row in cells)]) for i, name in enumerate(columns)]
+    wrapping = (
+        [name in wrap for name in columns]
+        if wrap
+        else [i == len(columns) - 1 for i in range(len(columns))]
+    )
+    natural = [
+        max([cell_len(name), *(cell_len(row[i]) for row in cells)])
+        for i, name in enumerate(columns)
+    ]
     available = table_width()
     widths = column_widths(natural, wrapping, available)
     table = Table(title=title, box=None, header_style="bold", pad_edge=False, title_justify="left")

@@ -21,7 +21,9 @@ def drain(config_path: Path | None, as_json: bool) -> None:
     if as_json:
         print_json(data)
     else:
-        click.echo(f"draining: {data['running']} running and {data['queued']} queued runs will finish")
+        click.echo(
+            f"draining: {data['running']} running and {data['queued']} queued runs will finish"
+        )
 
 
 @click.command()

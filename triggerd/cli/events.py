@@ -65,10 +65,18 @@ class _Source:
 
     def find(self, *, wait: float = 0.0, **query: Any) -> list[dict[str, Any]]:
         if self._client is not None:
-            params = {"run": query.get("run"), "workflow": query.get("workflow"), "rule": query.get("rule"),
-                      "kind": list(query.get("kinds") or []) or None, "since": query.get("since"),
-                      "level": query.get("level"), "after": query.get("after_id"), "limit": query.get("limit", 100),
-                      "newest": query.get("newest_first", False), "wait": wait}  # fmt: skip
+            params = {
+                "run": query.get("run"),
+                "workflow": query.get("workflow"),
+                "rule": query.get("rule"),
+                "kind": list(query.get("kinds") or []) or None,
+                "since": query.get("since"),
+                "level": query.get("level"),
+                "after": query.get("after_id"),
+                "limit": query.get("limit", 100),
+                "newest": query.get("newest_first", False),
+                "wait": wait,
+            }
             return self._client.get("/events", **params)
         from triggerd.daemon.events import parse_since
 
@@ -102,7 +110,9 @@ def _source(config_path: Path | None) -> Iterator[_Source]:
 def _line(event: dict[str, Any]) -> str:
     """One event as a line: time, level, kind, where, message."""
     when = event["time"][11:23]
-    where = "/".join(p for p in (event.get("dag"), event.get("task")) if p) or event.get("rule") or ""
+    where = (
+        "/".join(p for p in (event.get("dag"), event.get("task")) if p) or event.get("rule") or ""
+    )
     run = (event.get("run") or "")[-8:]
     return f"{when} {event['level'][:4]:<4} {event['kind']:<16} {run:<8} {shown(where):<24} {shown(event['message'])}"
 
@@ -128,7 +138,9 @@ def _ctrl_c_leaves(follow: bool) -> Iterator[None]:
             raise
 
 
-def _follow(source: _Source, query: dict[str, Any], show: Any, *, until_run_ends: str | None = None) -> None:
+def _follow(
+    source: _Source, query: dict[str, Any], show: Any, *, until_run_ends: str | None = None
+) -> None:
     """Print matching events as they are stored, until Ctrl-C (or the run's end)."""
     last: str | None = query.pop("after_id", None)
     try:
@@ -151,26 +163,66 @@ def _follow(source: _Source, query: dict[str, Any], show: Any, *, until_run_ends
 @click.option("--run", help="Only events of this run.")
 @click.option("--workflow", help="Only events of this workflow.")
 @click.option("--rule", help="Only events of this rule.")
-@click.option("--kind", "kinds", multiple=True, help="Only this kind (task.failed) or family (task); repeatable.")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    help="Only this kind (task.failed) or family (task); repeatable.",
+)
 @click.option("--since", help="Only events of the last 30m, 2h, 1d... (or after an ISO time).")
-@click.option("--level", type=click.Choice(["debug", "info", "warning", "error", "critical"]), help="This level and more severe.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, _MAX_LIMIT),
-              help="At most this many: the newest (it says when there are more).")
-@click.option("-f", "--follow", is_flag=True, help="Then print new events as they come (Ctrl-C ends); with --json one per line.")
+@click.option(
+    "--level",
+    type=click.Choice(["debug", "info", "warning", "error", "critical"]),
+    help="This level and more severe.",
+)
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, _MAX_LIMIT),
+    help="At most this many: the newest (it says when there are more).",
+)
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Then print new events as they come (Ctrl-C ends); with --json one per line.",
+)
 @config_option
 @json_option
 @reports_errors
-def events(run: str | None, workflow: str | None, rule: str | None, kinds: tuple[str, ...], since: str | None,
-           level: str | None, limit: int, follow: bool, config_path: Path | None, as_json: bool) -> None:  # fmt: skip
+def events(
+    run: str | None,
+    workflow: str | None,
+    rule: str | None,
+    kinds: tuple[str, ...],
+    since: str | None,
+    level: str | None,
+    limit: int,
+    follow: bool,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
     """The event log: triggers, runs, DAGs, tasks, signals, log and output lines."""
-    query: dict[str, Any] = {"run": run, "workflow": workflow, "rule": rule, "kinds": kinds or None, "since": since, "level": level}
+    query: dict[str, Any] = {
+        "run": run,
+        "workflow": workflow,
+        "rule": rule,
+        "kinds": kinds or None,
+        "since": since,
+        "level": level,
+    }
     with _ctrl_c_leaves(follow), _source(config_path) as source:
-        found = source.find(**query, limit=min(limit + 1, _MAX_LIMIT), newest_first=True)  # one more: are there more?
+        # one more: are there more?
+        found = source.find(**query, limit=min(limit + 1, _MAX_LIMIT), newest_first=True)
         more = len(found) > limit
         found = found[:limit][::-1]  # the newest N, shown oldest first
         if more:  # on stderr: --json stays one JSON document
-            click.secho(f"(the newest {limit} shown; older events match too: raise --limit or narrow with --since, --kind, --run)",
-                        fg="yellow", err=True)  # fmt: skip
+            click.secho(
+                f"(the newest {limit} shown; older events match too: raise --limit or narrow with --since, --kind, --run)",
+                fg="yellow",
+                err=True,
+            )
         show = _json_line if as_json else (lambda e: click.echo(_line(e)))
         if as_json and not follow:
             print_json(found)
@@ -187,12 +239,21 @@ def events(run: str | None, workflow: str | None, rule: str | None, kinds: tuple
 
 @click.command()
 @click.argument("run_id")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends (Ctrl-C leaves).")
-@click.option("--all", "everything", is_flag=True, help="Task and DAG state changes too, not only output and logs.")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep printing until the run ends (Ctrl-C leaves)."
+)
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Task and DAG state changes too, not only output and logs.",
+)
 @config_option
 @json_option
 @reports_errors
-def logs(run_id: str, follow: bool, everything: bool, config_path: Path | None, as_json: bool) -> None:
+def logs(
+    run_id: str, follow: bool, everything: bool, config_path: Path | None, as_json: bool
+) -> None:
     """What RUN's tasks printed and logged, in order, with the task each line came from."""
     kinds = None if everything else ["output", "log", "task.failed"]
     query: dict[str, Any] = {"run": run_id, "kinds": kinds}
@@ -201,10 +262,15 @@ def logs(run_id: str, follow: bool, everything: bool, config_path: Path | None, 
         if as_json:
             _json_line(event)
             return
-        where, message = shown("/".join(p for p in (event.get("dag"), event.get("task")) if p)), shown(event["message"])
+        where, message = (
+            shown("/".join(p for p in (event.get("dag"), event.get("task")) if p)),
+            shown(event["message"]),
+        )
         if event["kind"] == "task.failed":
             tb = (event.get("data") or {}).get("traceback") or ""
-            click.secho(f"{where}: {message}" + (f"\n{_block(tb.rstrip())}" if tb else ""), fg="red")
+            click.secho(
+                f"{where}: {message}" + (f"\n{_block(tb.rstrip())}" if tb else ""), fg="red"
+            )
         elif event["kind"] == "output":
             stream = (event.get("data") or {}).get("stream", "stdout")
             click.echo(f"{where} {'|' if stream == 'stdout' else '!'} {message}", err=False)
@@ -243,7 +309,9 @@ def show(run_id: str, config_path: Path | None, as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
-    click.echo(f"run {shown(run_id)}: {summary.get('status')}, workflow {shown(summary.get('workflow'))}, rule {shown(summary.get('rule') or '-')}")
+    click.echo(
+        f"run {shown(run_id)}: {summary.get('status')}, workflow {shown(summary.get('workflow'))}, rule {shown(summary.get('rule') or '-')}"
+    )
     for key in ("queued", "started", "ended"):
         if summary.get(key):
             click.echo(f"  {key:<8} {summary[key]}")
@@ -252,21 +320,35 @@ def show(run_id: str, config_path: Path | None, as_json: bool) -> None:
     attempts = summary.get("attempts") or []
     if len(attempts) > 1:  # the run was resumed after the daemon stopped: each attempt apart
         for a in attempts:
-            how = (f"resumed: {a.get('tasks_ended')} tasks had ended, {a.get('tasks_running')} were running or due"
-                   if a.get("resumed") else "started")  # fmt: skip
-            click.echo(f"  attempt {a.get('attempt')} {a.get('started')} on {a.get('host') or '?'}: {how}")
+            how = (
+                f"resumed: {a.get('tasks_ended')} tasks had ended, {a.get('tasks_running')} were running or due"
+                if a.get("resumed")
+                else "started"
+            )
+            click.echo(
+                f"  attempt {a.get('attempt')} {a.get('started')} on {a.get('host') or '?'}: {how}"
+            )
     trigger = summary.get("trigger") or {}
     if trigger:
         source = trigger.get("source") or {}
-        click.echo(f"  trigger  {shown(trigger.get('message') or source.get('path') or trigger.get('event'))}")
+        click.echo(
+            f"  trigger  {shown(trigger.get('message') or source.get('path') or trigger.get('event'))}"
+        )
     if summary.get("params"):
         click.echo(f"  params   {shown(summary['params'])}")
     rows = []
     for dag, info in (summary.get("dags") or {}).items():
         for task, t in (info.get("tasks") or {}).items():
             duration = t.get("duration")
-            rows.append([dag, task, t.get("state"), t.get("worker") or t.get("host") or "",
-                         f"{duration:.3f}s" if isinstance(duration, (int, float)) else ""])  # fmt: skip
+            rows.append(
+                [
+                    dag,
+                    task,
+                    t.get("state"),
+                    t.get("worker") or t.get("host") or "",
+                    f"{duration:.3f}s" if isinstance(duration, (int, float)) else "",
+                ]
+            )
     if rows:
         print_table(["dag", "task", "state", "where", "took"], rows)
     if summary.get("error"):

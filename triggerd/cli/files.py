@@ -23,7 +23,11 @@ def _show_rules(data: dict) -> None:
     if not data["rules"]:
         click.echo("  no file rules")
     for r in data["rules"]:
-        mark = click.style("match", fg="green") if r["matches"] else click.style("no", fg="bright_black")
+        mark = (
+            click.style("match", fg="green")
+            if r["matches"]
+            else click.style("no", fg="bright_black")
+        )
         click.echo(f"  {r['rule']:<24} {mark:<5}  {shown(r['why'])}")
         if r["params"] is not None:  # ASCII JSON: every odd character of a name as an escape
             click.echo(f"  {'':<24} -> {r['workflow']} {json.dumps(r['params'], default=str)}")
@@ -58,13 +62,21 @@ def explain(path: Path, config_path: Path | None, as_json: bool) -> None:
     click.echo(shown(data["path"]) + ("" if data["exists"] else "  (does not exist now)"))
     click.echo("rules:")
     _show_rules(data)
-    click.echo("seen by the watcher:" if data["observed"] else "seen by the watcher: nothing since the daemon started")
+    click.echo(
+        "seen by the watcher:"
+        if data["observed"]
+        else "seen by the watcher: nothing since the daemon started"
+    )
     for o in data["observed"]:
-        extra = f" run {o['run']}" if "run" in o else f" size {o.get('size')}" if "size" in o else ""
+        extra = (
+            f" run {o['run']}" if "run" in o else f" size {o.get('size')}" if "size" in o else ""
+        )
         click.echo(f"  {_when(o['at'])}  {shown(o['what'])}{extra}")
     for s in data["skipped"]:
         click.echo(f"  {_when(s['at'])}  skipped by {s['rule']}: {shown(s['reason'])}")
     click.echo("ledger (dispatched versions):" if data["ledger"] else "ledger: never dispatched")
     for e in data["ledger"]:
         current = "current version" if e["current_version"] else "older version"
-        click.echo(f"  {_when(e['at'])}  {e['rule']}: run {e['run']} ({e['run_state']}), {current}, size {e['size']}")
+        click.echo(
+            f"  {_when(e['at'])}  {e['rule']}: run {e['run']} ({e['run_state']}), {current}, size {e['size']}"
+        )

@@ -24,8 +24,18 @@ def rules(config_path: Path | None, as_json: bool) -> None:
         return
     print_table(
         ["rule", "workflow", "watches", "state", "fired", "skipped", "last fired"],
-        [[r["name"], r["workflow"], _watches(r), "paused" if r["paused"] else "active", r["fired"],
-          skipped_text(r["skipped"]), ago(r["last_fired"])] for r in data],
+        [
+            [
+                r["name"],
+                r["workflow"],
+                _watches(r),
+                "paused" if r["paused"] else "active",
+                r["fired"],
+                skipped_text(r["skipped"]),
+                ago(r["last_fired"]),
+            ]
+            for r in data
+        ],
         wrap=("watches", "skipped"),
     )
 

@@ -92,15 +92,25 @@ class _StarvedQueues:
         self._asked_in_vain = False
 
     def look(self, anything_started: bool) -> None:
-        waiting = {queue: count for queue, count in self._waiting().items() if queue not in self._named}
+        waiting = {
+            queue: count for queue, count in self._waiting().items() if queue not in self._named
+        }
         if not waiting:
             return
         consumed = _consumed_queues(self._celery)
-        quiet = f"no worker has started a task after {self.every:g} s" if not anything_started else "still waiting"
+        quiet = (
+            f"no worker has started a task after {self.every:g} s"
+            if not anything_started
+            else "still waiting"
+        )
         if consumed is None:  # the workers did not say: the hint of old, once
             if not anything_started and not self._named and not self._asked_in_vain:
-                click.secho(f"  {quiet}: is one consuming the task's queue? (`triggerctl workers`; start one "
-                            "with `triggerd worker -Q task,dag,workflow`)", fg="yellow", err=True)  # fmt: skip
+                click.secho(
+                    f"  {quiet}: is one consuming the task's queue? (`triggerctl workers`; start one "
+                    "with `triggerd worker -Q task,dag,workflow`)",
+                    fg="yellow",
+                    err=True,
+                )
             self._asked_in_vain = True
             return
         starved = sorted(queue for queue in waiting if queue not in consumed)
@@ -113,8 +123,9 @@ class _StarvedQueues:
             f"  {quiet}: no worker consumes queue{'s' if len(starved) > 1 else ''} {names} ({count} task"
             f"{'s' if count > 1 else ''} waiting); start one with `triggerd worker -Q {','.join(starved)}` "
             "(`triggerctl workers` lists those running)",
-            fg="yellow", err=True,
-        )  # fmt: skip
+            fg="yellow",
+            err=True,
+        )
 
 
 def _wait(handle: Any, started: threading.Event, starved: _StarvedQueues | None) -> Any:
@@ -135,8 +146,13 @@ def _manual_trigger(run_id: str, workflow: str, arguments: dict[str, str]) -> Lo
     except (KeyError, OSError):  # no name for this uid (a container)
         user = str(os.getuid())
     by = f"{user}@{socket.gethostname()}"
-    return LogEvent("trigger.fired", f"manual start of {workflow} by `triggerctl run` ({by})", run=run_id, workflow=workflow,
-                    data={"params": arguments, "by": by, "command": "triggerctl run", "cwd": os.getcwd()})  # fmt: skip
+    return LogEvent(
+        "trigger.fired",
+        f"manual start of {workflow} by `triggerctl run` ({by})",
+        run=run_id,
+        workflow=workflow,
+        data={"params": arguments, "by": by, "command": "triggerctl run", "cwd": os.getcwd()},
+    )
 
 
 def _interrupted(signum: int, frame: Any) -> None:
@@ -182,15 +198,27 @@ def _print(show: Callable[[], None], stream: TextIO | None = None) -> None:
     help="Also look for workflows here, before the configured directories (try a file before deploying it).",
 )
 @click.option("--keep-data", is_flag=True, help="Keep the run's data store document afterwards.")
-@click.option("--hint-after", type=click.FloatRange(0, min_open=True), default=HINT_AFTER, show_default=True,
-              help="On Celery: seconds after which (and between which) queues with tasks waiting and no worker are named.")
+@click.option(
+    "--hint-after",
+    type=click.FloatRange(0, min_open=True),
+    default=HINT_AFTER,
+    show_default=True,
+    help="On Celery: seconds after which (and between which) queues with tasks waiting and no worker are named.",
+)
 @config_option
 @json_option
 @click.argument("workflow")
 @click.argument("args", nargs=-1)
 @reports_errors
-def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], keep_data: bool, hint_after: float,
-        config_path: Path | None, as_json: bool) -> None:  # fmt: skip
+def run(
+    workflow: str,
+    args: tuple[str, ...],
+    workflow_dirs: tuple[Path, ...],
+    keep_data: bool,
+    hint_after: float,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
     """Run WORKFLOW with ARGS (key=value ...) and wait for it.
 
     It runs on the configured executor: worker processes on this machine by default,
@@ -224,7 +252,9 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
     signal.signal(signal.SIGTERM, _interrupted)
     recorder.start()
     try:
-        executor = make_executor(settings, extra_workflows=extra, keep_data=keep_data or None, on_event=on_event)
+        executor = make_executor(
+            settings, extra_workflows=extra, keep_data=keep_data or None, on_event=on_event
+        )
         executor.start()
         try:
             executor.validate(workflow, arguments)  # bad input: exit 2 before a run id is shown
@@ -232,23 +262,35 @@ def run(workflow: str, args: tuple[str, ...], workflow_dirs: tuple[Path, ...], k
                 _print(lambda: click.echo(f"run {run_id} of '{workflow}'"))
             recorder.record(_manual_trigger(run_id, workflow, arguments))
             handle = executor.submit(workflow, arguments, run_id=run_id)
-            starved = _StarvedQueues(executor, settings.celery, hint_after) if settings.executor.kind == "celery" else None
+            starved = (
+                _StarvedQueues(executor, settings.celery, hint_after)
+                if settings.executor.kind == "celery"
+                else None
+            )
             try:
                 result = _wait(handle, started, starved)
             except KeyboardInterrupt:
-                click.secho("stopping the run (Ctrl-C again to leave at once)...", fg="yellow", err=True)
+                click.secho(
+                    "stopping the run (Ctrl-C again to leave at once)...", fg="yellow", err=True
+                )
                 executor.stop_run(handle.run_id, "interrupted from the terminal")
                 result = handle.wait()
         finally:
             executor.close()
     finally:
-        warning = recorder.close()  # every event of the run stored (or kept for later) before we exit
+        # every event of the run stored (or kept for later) before we exit
+        warning = recorder.close()
         if warning:
             click.secho(f"warning: {warning}", fg="yellow", err=True)
     if not as_json:
         colour = "green" if result.ok else "red"
-        _print(lambda: click.secho(f"run {result.run_id} {result.status} in {result.ended - result.started:.3f} s", fg=colour, bold=True))
+        _print(
+            lambda: click.secho(
+                f"run {result.run_id} {result.status} in {result.ended - result.started:.3f} s",
+                fg=colour,
+                bold=True,
+            )
+        )
         if result.error and not result.ok:
             _print(lambda: click.secho(f"  {result.error}", fg=colour))
     sys.exit(0 if result.ok else 1)
-

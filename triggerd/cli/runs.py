@@ -20,7 +20,9 @@ def _since(text: str | None) -> float | None:
         return None
     unit = text[-1]
     if unit not in _SINCE or not text[:-1].replace(".", "", 1).isdigit():
-        raise click.BadParameter(f"'{text}' is not a duration like 30m, 2h or 1d", param_hint="--since")
+        raise click.BadParameter(
+            f"'{text}' is not a duration like 30m, 2h or 1d", param_hint="--since"
+        )
     return time.time() - float(text[:-1]) * _SINCE[unit]
 
 
@@ -32,15 +34,31 @@ def _took(row: dict) -> str:
 
 @click.command()
 @click.option("--failed", is_flag=True, help="Only failed runs.")
-@click.option("--state", help="Only runs in these states (comma-separated: queued,running,succeeded,...).")
+@click.option(
+    "--state", help="Only runs in these states (comma-separated: queued,running,succeeded,...)."
+)
 @click.option("--rule", help="Only runs of this rule.")
 @click.option("--since", help="Only runs queued in the last 30m, 2h, 1d...")
 @click.option("--limit", default=30, show_default=True)
 @daemon_command
-def runs(failed: bool, state: str | None, rule: str | None, since: str | None, limit: int, config_path: Path | None, as_json: bool) -> None:
+def runs(
+    failed: bool,
+    state: str | None,
+    rule: str | None,
+    since: str | None,
+    limit: int,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
     """Recent runs, newest first: state, workflow, rule, what triggered them."""
     with open_client(config_path) as client:
-        data = client.get("/runs", state="failed" if failed else state, rule=rule, since=_since(since), limit=limit)
+        data = client.get(
+            "/runs",
+            state="failed" if failed else state,
+            rule=rule,
+            since=_since(since),
+            limit=limit,
+        )
     if as_json:
         print_json(data)
         return
@@ -51,12 +69,24 @@ def runs(failed: bool, state: str | None, rule: str | None, since: str | None, l
     rows = []
     for r in data:
         trigger = r["trigger"][0] if r["trigger"] else {}
-        what = trigger.get("path") or ("replay of " + r["replay_of"] if r.get("replay_of") else trigger.get("type", ""))
+        what = trigger.get("path") or (
+            "replay of " + r["replay_of"] if r.get("replay_of") else trigger.get("type", "")
+        )
         if trigger.get("type") == "pv" and not r.get("replay_of"):
             what = f"{trigger.get('pv')} = {trigger.get('value')!r}"
         if len(r["trigger"]) > 1:
             what = f"{len(r['trigger'])} files"
-        rows.append([r["run_id"], r["state"], r["workflow"], r["rule"] or "-", ago(r["queued_at"]), _took(r), what])
+        rows.append(
+            [
+                r["run_id"],
+                r["state"],
+                r["workflow"],
+                r["rule"] or "-",
+                ago(r["queued_at"]),
+                _took(r),
+                what,
+            ]
+        )
     print_table(["run", "state", "workflow", "rule", "queued", "took", "trigger"], rows)
 
 

@@ -18,7 +18,13 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m {secs}s" if hours else f"{minutes}m {secs}s"
+    return (
+        f"{days}d {hours}h {minutes}m"
+        if days
+        else f"{hours}h {minutes}m {secs}s"
+        if hours
+        else f"{minutes}m {secs}s"
+    )
 
 
 def _short(value: object, width: int = 40) -> str:
@@ -37,16 +43,26 @@ def status(config_path: Path | None, as_json: bool) -> None:
         print_json(data)
         return
     runs = data["runs"]
-    click.echo(f"triggerd pid {data['pid']}, up {_duration(data['uptime'])}, config {shown(data['config'])}")
+    click.echo(
+        f"triggerd pid {data['pid']}, up {_duration(data['uptime'])}, config {shown(data['config'])}"
+    )
     if data.get("executor_waiting"):
-        click.secho(f"executor ({data['executor']}) not started yet, runs wait in the outbox: {data['executor_waiting']}", fg="yellow")
+        click.secho(
+            f"executor ({data['executor']}) not started yet, runs wait in the outbox: {data['executor_waiting']}",
+            fg="yellow",
+        )
     last_reload = data.get("last_reload")
     if last_reload and not last_reload["ok"]:
-        click.secho(f"the last reload ({ago(last_reload['at'])}) was refused, the rules from before run on: "
-                    f"{shown(last_reload['error'])}", fg="red")  # fmt: skip
+        click.secho(
+            f"the last reload ({ago(last_reload['at'])}) was refused, the rules from before run on: "
+            f"{shown(last_reload['error'])}",
+            fg="red",
+        )
     state = "DRAINING (no new triggers)" if data["draining"] else "taking triggers"
-    click.echo(f"{state}; runs: {runs['running']} running, {runs.get('submitted', 0)} waiting for a worker, {runs['queued']} queued (outbox), "
-               f"{runs['held']} files held (debounce/batch), {runs['failed']} failed, {runs['succeeded']} succeeded")
+    click.echo(
+        f"{state}; runs: {runs['running']} running, {runs.get('submitted', 0)} waiting for a worker, {runs['queued']} queued (outbox), "
+        f"{runs['held']} files held (debounce/batch), {runs['failed']} failed, {runs['succeeded']} succeeded"
+    )
     click.echo(f"triggers skipped since the daemon started: {skipped_text(data['skipped'])}")
     dependencies = data.get("dependencies") or []
     if dependencies:
@@ -58,38 +74,82 @@ def status(config_path: Path | None, as_json: bool) -> None:
             if d["state"] == "down":
                 click.secho(f"  {d['name']}: {d['error']} (work that needs it waits)", fg="red")
     if data.get("state_writes_waiting"):
-        click.secho(f"{data['state_writes_waiting']} triggers and run states wait to be written to the state file", fg="red")
+        click.secho(
+            f"{data['state_writes_waiting']} triggers and run states wait to be written to the state file",
+            fg="red",
+        )
     if data["sources"]:
         print_table(
             ["source", "mode", "state", "dirs", "events", "last event"],
-            [[s["root"], s["complete"], s["state"], s.get("watched_dirs", ""), s.get("events", ""), ago(s.get("last_event"))] for s in data["sources"]],
+            [
+                [
+                    s["root"],
+                    s["complete"],
+                    s["state"],
+                    s.get("watched_dirs", ""),
+                    s.get("events", ""),
+                    ago(s.get("last_event")),
+                ]
+                for s in data["sources"]
+            ],
             wrap=("source",),
         )
         for s in data["sources"]:
             if s["state"] != "watching" and s.get("message"):
-                click.secho(f"  {s['root']}: {s['message']}", fg="yellow" if s["state"] == "waiting" else "red")
+                click.secho(
+                    f"  {s['root']}: {s['message']}",
+                    fg="yellow" if s["state"] == "waiting" else "red",
+                )
     if data.get("pvs"):
         print_table(
             ["pv", "state", "since", "value", "updates", "rules"],
-            [[p["name"], p["state"], ago(p["since"]), _short(p["last_value"]), p["updates"], ", ".join(p["rules"] + [f"{r} (snapshot)" for r in p.get("snapshot_of", [])])] for p in data["pvs"]],
+            [
+                [
+                    p["name"],
+                    p["state"],
+                    ago(p["since"]),
+                    _short(p["last_value"]),
+                    p["updates"],
+                    ", ".join(p["rules"] + [f"{r} (snapshot)" for r in p.get("snapshot_of", [])]),
+                ]
+                for p in data["pvs"]
+            ],
             wrap=("value", "rules"),
         )
         for p in data["pvs"]:
             if p["state"] != "connected" and p.get("message"):
-                click.secho(f"  {p['name']}: {shown(p['message'])}", fg="red" if p["state"] == "never connected" else "yellow")
-            for warning in p.get("warnings", ()):  # a rule that cannot work on this PV (a state name it lacks)
+                click.secho(
+                    f"  {p['name']}: {shown(p['message'])}",
+                    fg="red" if p["state"] == "never connected" else "yellow",
+                )
+            # a rule that cannot work on this PV (a state name it lacks)
+            for warning in p.get("warnings", ()):
                 click.secho(f"  {p['name']}: {shown(warning)}", fg="red")
     if data.get("waiting_for_files"):
         click.echo(f"{data['waiting_for_files']} PV triggers waiting for their file to be complete")
     status_pvs = data.get("status_pvs")
     if status_pvs and status_pvs.get("error"):
-        click.secho(f"status PVs {status_pvs['prefix']}*: not served: {status_pvs['error']}", fg="red")
+        click.secho(
+            f"status PVs {status_pvs['prefix']}*: not served: {status_pvs['error']}", fg="red"
+        )
     elif status_pvs:
-        click.echo(f"status PVs {status_pvs['prefix']}*: clients add {status_pvs['ca_addr_list']} to EPICS_CA_ADDR_LIST; "
-                   f"PAUSE writable by {', '.join(status_pvs['writers']) or 'anyone'}")  # fmt: skip
+        click.echo(
+            f"status PVs {status_pvs['prefix']}*: clients add {status_pvs['ca_addr_list']} to EPICS_CA_ADDR_LIST; "
+            f"PAUSE writable by {', '.join(status_pvs['writers']) or 'anyone'}"
+        )
     print_table(
         ["rule", "workflow", "source", "state", "fired", "skipped", "last fired"],
-        [[r["name"], r["workflow"], r["source"], "paused" if r["paused"] else "active", r["fired"],
-          skipped_text(r["skipped"]), ago(r["last_fired"])] for r in data["rules"]],
+        [
+            [
+                r["name"],
+                r["workflow"],
+                r["source"],
+                "paused" if r["paused"] else "active",
+                r["fired"],
+                skipped_text(r["skipped"]),
+                ago(r["last_fired"]),
+            ]
+            for r in data["rules"]
+        ],
         wrap=("source", "skipped"),
     )

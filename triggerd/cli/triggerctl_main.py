@@ -27,7 +27,26 @@ def cli() -> None:
     """Operate triggerd: runs, workflows, rules and sources."""
 
 
-for command in (status, rules, runs, start, stop, replay, test_trigger, explain, pause, resume, drain, reload, run, workflows, workers, events, logs, show):
+for command in (
+    status,
+    rules,
+    runs,
+    start,
+    stop,
+    replay,
+    test_trigger,
+    explain,
+    pause,
+    resume,
+    drain,
+    reload,
+    run,
+    workflows,
+    workers,
+    events,
+    logs,
+    show,
+):
     cli.add_command(command)
 
 

@@ -43,7 +43,9 @@ def config_show(config_path: Path | None, as_json: bool) -> None:
         click.echo(f"\n[{section}]")
         for key, value in values.items():
             # TOML as one would write it: permissions in octal
-            click.echo(f"{key} = {oct(value) if key.endswith('_mode') and isinstance(value, int) else json.dumps(value)}")
+            click.echo(
+                f"{key} = {oct(value) if key.endswith('_mode') and isinstance(value, int) else json.dumps(value)}"
+            )
 
 
 @cli.command("run")
@@ -64,12 +66,32 @@ def run_daemon(config_path: Path | None) -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @config_option
-@click.option("-Q", "--queues", default="task,dag,workflow", show_default=True, help="Queues to consume, comma-separated (e.g. task,high_memory).")
-@click.option("-c", "--concurrency", type=int, default=None, help="Tasks run at once (default: Celery's, one per CPU).")
-@click.option("-n", "--hostname", "name", default=None, help="Worker name, e.g. gpu1@%h (Celery's -n).")
+@click.option(
+    "-Q",
+    "--queues",
+    default="task,dag,workflow",
+    show_default=True,
+    help="Queues to consume, comma-separated (e.g. task,high_memory).",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Tasks run at once (default: Celery's, one per CPU).",
+)
+@click.option(
+    "-n", "--hostname", "name", default=None, help="Worker name, e.g. gpu1@%h (Celery's -n)."
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @reports_errors
-def worker(config_path: Path | None, queues: str, concurrency: int | None, name: str | None, celery_args: tuple[str, ...]) -> None:
+def worker(
+    config_path: Path | None,
+    queues: str,
+    concurrency: int | None,
+    name: str | None,
+    celery_args: tuple[str, ...],
+) -> None:
     """Run a Celery worker for workflows run with executor.kind = "celery".
 
     It runs tasks from its own workflows directories (deploy the same files as the
@@ -82,7 +104,9 @@ def worker(config_path: Path | None, queues: str, concurrency: int | None, name:
     names = [q.strip() for q in queues.split(",") if q.strip()]
     if not names:
         raise click.BadParameter("name at least one queue", param_hint="-Q")
-    argv = worker_argv(names, concurrency=concurrency, name=name, loglevel=settings.log.level, extra=celery_args)
+    argv = worker_argv(
+        names, concurrency=concurrency, name=name, loglevel=settings.log.level, extra=celery_args
+    )
     sys.exit(run_worker(settings, argv))
 
 
@@ -103,7 +127,9 @@ def check(config_path: Path | None) -> None:
         if problem is not None:
             click.secho(f"{subject}: {problem}", fg="red")
         elif subject == "rules" and checked.rules is not None:
-            click.echo(f"rules: {len(checked.rules.rules)} rules in {len(checked.rules.files)} files: ok")
+            click.echo(
+                f"rules: {len(checked.rules.rules)} rules in {len(checked.rules.files)} files: ok"
+            )
         else:
             click.echo(f"{subject}: ok")
     for warning in checked.warnings:
@@ -115,9 +141,18 @@ def check(config_path: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--prefix", type=click.Path(path_type=Path, file_okay=False), default=Path("/"), show_default=True,
-              help="Lay the install out under this directory (a test, a chroot); every path written is under it.")
-@click.option("--no-user", is_flag=True, help="Do not create the service user and group (create them yourself).")
+@click.option(
+    "--prefix",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/"),
+    show_default=True,
+    help="Lay the install out under this directory (a test, a chroot); every path written is under it.",
+)
+@click.option(
+    "--no-user",
+    is_flag=True,
+    help="Do not create the service user and group (create them yourself).",
+)
 @reports_errors
 def init(prefix: Path, no_user: bool) -> None:
     """Lay out a system install: /etc/triggerd (config, workflows, example rules), the
@@ -127,7 +162,8 @@ def init(prefix: Path, no_user: bool) -> None:
     """
     from triggerd.install import lay_out, next_steps
 
-    bin_dir = Path(sys.executable).parent  # the venv whose triggerd runs this (not resolved: a venv's python is a link)
+    # the venv whose triggerd runs this (not resolved: a venv's python is a link)
+    bin_dir = Path(sys.executable).parent
     for step in lay_out(prefix, bin_dir=bin_dir, create_user=not no_user):
         click.echo(str(step))
     click.echo(next_steps(prefix))

@@ -23,14 +23,22 @@ __all__ = ["workers"]
 def _celery(config_path: Path | None):
     settings = obtain_settings(config_path)
     if settings.executor.kind != "celery":
-        fail(f'executor.kind is "{settings.executor.kind}" in {settings.source}: runs use no Celery workers (set executor.kind = "celery")')
+        fail(
+            f'executor.kind is "{settings.executor.kind}" in {settings.source}: runs use no Celery workers (set executor.kind = "celery")'
+        )
     return settings.celery
 
 
 @click.group(invoke_without_command=True)
 @config_option
 @json_option
-@click.option("--timeout", type=float, default=1.0, show_default=True, help="Seconds to wait for workers to answer.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds to wait for workers to answer.",
+)
 @click.pass_context
 @reports_errors
 def workers(ctx: click.Context, config_path: Path | None, as_json: bool, timeout: float) -> None:
@@ -52,19 +60,39 @@ def workers(ctx: click.Context, config_path: Path | None, as_json: bool, timeout
         return
     rows = []
     for w in found:
-        jobs = [f"{j['workflow']}/{j['dag']}/{j['task']} ({ago(j['started']).replace(' ago', '')})" for j in w["running"]]
-        rows.append([w["name"], w["pid"], ",".join(w["queues"]), w["concurrency"], f"{len(w['running'])}", "; ".join(jobs) or "-"])
-    print_table(["worker", "pid", "queues", "slots", "busy", "running now"], rows, wrap=("queues", "running now"))
+        jobs = [
+            f"{j['workflow']}/{j['dag']}/{j['task']} ({ago(j['started']).replace(' ago', '')})"
+            for j in w["running"]
+        ]
+        rows.append(
+            [
+                w["name"],
+                w["pid"],
+                ",".join(w["queues"]),
+                w["concurrency"],
+                f"{len(w['running'])}",
+                "; ".join(jobs) or "-",
+            ]
+        )
+    print_table(
+        ["worker", "pid", "queues", "slots", "busy", "running now"],
+        rows,
+        wrap=("queues", "running now"),
+    )
 
 
 @workers.command()
 @click.argument("names", nargs=-1)
-@click.option("--all", "everyone", is_flag=True, help="Every worker (without NAME this is required).")
+@click.option(
+    "--all", "everyone", is_flag=True, help="Every worker (without NAME this is required)."
+)
 @config_option
 @json_option
 @click.pass_obj
 @reports_errors
-def stop(obj: dict, names: tuple[str, ...], everyone: bool, config_path: Path | None, as_json: bool) -> None:
+def stop(
+    obj: dict, names: tuple[str, ...], everyone: bool, config_path: Path | None, as_json: bool
+) -> None:
     """Shut workers down gracefully: they finish their running tasks, take no new ones and exit.
 
     NAME is a worker name as `triggerctl workers` shows it (e.g. celery@beamline-node1).
@@ -75,7 +103,9 @@ def stop(obj: dict, names: tuple[str, ...], everyone: bool, config_path: Path | 
         fail("name the workers to stop, or pass --all")
     config_path = config_path or obj["config_path"]  # given after `stop` or before it
     as_json = as_json or obj["as_json"]
-    done = shutdown_workers(_celery(config_path), list(names) or None, timeout=max(obj["timeout"], 1.0))
+    done = shutdown_workers(
+        _celery(config_path), list(names) or None, timeout=max(obj["timeout"], 1.0)
+    )
     if as_json:
         print_json({"stopping": done})
         return
@@ -83,6 +113,9 @@ def stop(obj: dict, names: tuple[str, ...], everyone: bool, config_path: Path | 
     for name in done:
         click.echo(f"{name}: shutting down (finishes its running tasks first)")
     if missing:
-        fail(f"no answer from {', '.join(missing)}: check the names with `triggerctl workers`", code=1)
+        fail(
+            f"no answer from {', '.join(missing)}: check the names with `triggerctl workers`",
+            code=1,
+        )
     if not done:
         fail("no worker answered", code=1)

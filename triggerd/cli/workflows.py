@@ -22,13 +22,22 @@ def _describe(name: str, item: Any) -> dict:
         "path": str(item.path),
         "summary": item.summary,
         "doc": item.docstring or "",
-        "dags": {n: {"autostart": d.autostart, "tasks": list(d.shape().tasks)} for n, d in item.dags.items()},
+        "dags": {
+            n: {"autostart": d.autostart, "tasks": list(d.shape().tasks)}
+            for n, d in item.dags.items()
+        },
         "parameters": [opt.to_dict() for opt in item.parameters],
     }
 
 
 @click.command()
-@click.option("--workflows", "workflow_dirs", multiple=True, type=click.Path(path_type=Path, file_okay=False, exists=True), help="Look here instead of the configured directories.")
+@click.option(
+    "--workflows",
+    "workflow_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Look here instead of the configured directories.",
+)
 @config_option
 @json_option
 @reports_errors

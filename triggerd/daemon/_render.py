@@ -36,17 +36,34 @@ __all__ = [
 
 # name -> a sample value of its type, used to check format specs at load time.
 FILE_PLACEHOLDERS: Mapping[str, Any] = {
-    "path": "", "name": "", "stem": "", "suffix": "", "dir": "", "relative": "", "root": "",
-    "size": 0, "mtime": "", "inode": 0, "match": "", "files": [], "count": 0,
-}  # fmt: skip
+    "path": "",
+    "name": "",
+    "stem": "",
+    "suffix": "",
+    "dir": "",
+    "relative": "",
+    "root": "",
+    "size": 0,
+    "mtime": "",
+    "inode": 0,
+    "match": "",
+    "files": [],
+    "count": 0,
+}
 # A PV rule: the PV that fired (name, value, the value it was compared with, the IOC's
 # time stamp in ISO 8601 UTC, alarm severity), {pv[NAME]} the value of the trigger PV or a
 # snapshot PV, {snapshot} every snapshot PV with its time stamp and severity, {index} the
 # counter value a run of a when = "increment" rule is for.
 PV_PLACEHOLDERS: Mapping[str, Any] = {
-    "pvname": "", "value": 0, "old_value": 0, "timestamp": "", "severity": 0, "pv": "", "snapshot": {},
+    "pvname": "",
+    "value": 0,
+    "old_value": 0,
+    "timestamp": "",
+    "severity": 0,
+    "pv": "",
+    "snapshot": {},
     "index": 0,
-}  # fmt: skip
+}
 INDEXED = ("match", "pv")  # the placeholders that take a [key]
 _INDEX_HINT = {"match": "{match[group]}", "pv": "{pv[NAME]}"}
 WHOLE_ONLY = ("files", "snapshot")  # a list or table: a whole value, never part of a string
@@ -197,7 +214,9 @@ def _placeholder(
         raise TemplateError(f"unknown placeholder '{shown}' (allowed: {names})")
     if name in INDEXED and not key:
         example = "{match[visit]} or {match[1]}" if name == "match" else "{pv[BL:DET:FileName_RBV]}"
-        raise TemplateError(f"placeholder '{shown}': name a {'group' if name == 'match' else 'PV'}, as in {example}")
+        raise TemplateError(
+            f"placeholder '{shown}': name a {'group' if name == 'match' else 'PV'}, as in {example}"
+        )
     if name not in INDEXED and key is not None:
         raise TemplateError(f"placeholder '{shown}': only {indexed} may be indexed")
     if conversion is not None and conversion not in "rsa":

@@ -25,8 +25,19 @@ from ._render import param_templates
 __all__ = ["FILES_KEYS", "LIMITS_KEYS", "RULE_KEYS", "RuleProblem", "RulesError", "read_rule_specs"]
 
 RULE_KEYS = ("name", "workflow", "params", "limits", "enabled", "description", "files", "pv")
-FILES_KEYS = ("roots", "pattern", "glob", "recursive", "ignore", "complete", "settle", "poll",
-              "marker_suffix", "catch_up", "follow_symlinks")  # fmt: skip
+FILES_KEYS = (
+    "roots",
+    "pattern",
+    "glob",
+    "recursive",
+    "ignore",
+    "complete",
+    "settle",
+    "poll",
+    "marker_suffix",
+    "catch_up",
+    "follow_symlinks",
+)
 LIMITS_KEYS = ("concurrent", "debounce", "batch", "batch_window", "rate")
 COMPLETE_MODES = ("closed", "moved", "settled", "marker")
 CATCH_UP_MODES = ("missed", "none", "all")
@@ -124,7 +135,10 @@ def _pv(f: Any, table: Mapping[str, Any], loc: tuple[str | int, ...]) -> Any:
     where = (*loc, "pv")
     before = len(f.problems)
     for key in sorted(set(pv) - CONDITION_KEYS - set(PV_KEYS)):
-        f.problem((*where, key), f"unknown key (a PV rule takes {', '.join(sorted(CONDITION_KEYS | set(PV_KEYS)))})")
+        f.problem(
+            (*where, key),
+            f"unknown key (a PV rule takes {', '.join(sorted(CONDITION_KEYS | set(PV_KEYS)))})",
+        )
     spec = {
         "name": f.get(pv, where, "name", _pv_name, _REQUIRED),
         "snapshot": f.get(pv, where, "snapshot", _pv_names, ()),
@@ -135,23 +149,35 @@ def _pv(f: Any, table: Mapping[str, Any], loc: tuple[str | int, ...]) -> Any:
     }
     if spec["snapshot"] is not _BAD and spec["snapshot_defaults"] is not _BAD:
         for name in sorted(set(spec["snapshot_defaults"]) - set(spec["snapshot"])):
-            f.problem((*where, "snapshot_defaults", name), "a default for a PV that is not in snapshot = [...]")
+            f.problem(
+                (*where, "snapshot_defaults", name),
+                "a default for a PV that is not in snapshot = [...]",
+            )
     try:
-        spec["condition"] = Condition.parse({k: v for k, v in pv.items() if k in CONDITION_KEYS}, where=f.source)
+        spec["condition"] = Condition.parse(
+            {k: v for k, v in pv.items() if k in CONDITION_KEYS}, where=f.source
+        )
     except ConfigError as exc:
         f.problem((*where, exc.key) if exc.key else where, exc.reason)
     return spec if len(f.problems) == before else _BAD
 
 
-def _no_index_unless_counting(f: Any, pv: Mapping[str, Any], templates: Mapping[tuple[str, str], Any],
-                              loc: tuple[str | int, ...]) -> None:  # fmt: skip
+def _no_index_unless_counting(
+    f: Any,
+    pv: Mapping[str, Any],
+    templates: Mapping[tuple[str, str], Any],
+    loc: tuple[str | int, ...],
+) -> None:
     """``{index}`` is the counter value of a ``when = "increment"`` rule's run; elsewhere it
     would always be empty."""
     if pv["condition"].kind == "increment":
         return
     for key, template in templates.items():
         if any(p.name == "index" for p in template.placeholders):
-            f.problem((*loc, *key), "'{index}' is the counter value of a when = \"increment\" rule; this rule does not count")
+            f.problem(
+                (*loc, *key),
+                "'{index}' is the counter value of a when = \"increment\" rule; this rule does not count",
+            )
 
 
 def _pv_names(value: Any) -> tuple[str, ...]:
@@ -235,8 +261,14 @@ class _RuleFile:
         key = _dotted(loc) if loc else None
         self.problems.append(RuleProblem(self.source, message, key, line or self.line_of(loc)))
 
-    def get(self, table: Mapping[str, Any], loc: tuple[str | int, ...], key: str,
-            check: Callable[[Any], Any], default: Any = None) -> Any:  # fmt: skip
+    def get(
+        self,
+        table: Mapping[str, Any],
+        loc: tuple[str | int, ...],
+        key: str,
+        check: Callable[[Any], Any],
+        default: Any = None,
+    ) -> Any:
         if key not in table:
             if default is _REQUIRED:
                 self.problem((*loc, key), "required key is missing", self.line_of(loc))
@@ -355,7 +387,10 @@ def _rule(f: _RuleFile, table: Any, index: int) -> dict[str, Any] | None:
     if pv is not None and files is None and isinstance(spec["limits"], dict):
         for key in ("debounce", "batch", "batch_window"):
             if spec["limits"].get(key) not in (None, _BAD):
-                f.problem((*loc, "limits", key), "not for a PV rule (its [rule.pv] table takes debounce and settle)")
+                f.problem(
+                    (*loc, "limits", key),
+                    "not for a PV rule (its [rule.pv] table takes debounce and settle)",
+                )
     pvs = (pv["name"], *pv["snapshot"]) if isinstance(pv, dict) else None if pv is _BAD else ()
     if spec["params"] is not _BAD:
         kind = "files" if files is not None else ("pv" if pv is not None else "manual")
@@ -400,7 +435,8 @@ def _files(f: _RuleFile, table: Mapping[str, Any], loc: tuple[str | int, ...]) -
     if "pattern" in files and "glob" in files:
         f.problem(loc, "give pattern (a regex) or glob, not both")
     roots = f.get(files, loc, "roots", _roots, _REQUIRED)
-    if isinstance(roots, tuple):  # like settings paths: against the config's directory; textual, no links resolved
+    # like settings paths: against the config's directory; textual, no links resolved
+    if isinstance(roots, tuple):
         roots = tuple(os.path.normpath(os.path.join(f.base, os.path.expanduser(r))) for r in roots)
     return {
         "roots": roots,
@@ -427,7 +463,9 @@ def _marker(value: Any) -> str:
 
 
 def read_rule_specs(
-    dirs: Iterable[Path], known_workflows: Callable[[str], bool] | None = None, base: Path | None = None
+    dirs: Iterable[Path],
+    known_workflows: Callable[[str], bool] | None = None,
+    base: Path | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Specs of every rule in ``*.toml`` of ``dirs`` and the files read; RulesError
     otherwise. Relative roots are relative to ``base`` (default: the working directory)."""

@@ -85,12 +85,16 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def refused(request: Request, exc: HTTPException) -> JSONResponse:
         """As FastAPI's own handler, but its message may name any file."""
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         """A query value or body field out of range or of the wrong type: the caller's fault."""
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
         return JSONResponse({"error": f"bad request: {problems}"}, status_code=400)
 
     if token is not None:
@@ -105,7 +109,9 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
     @app.exception_handler(TriggerdError)
     async def triggerd_error(request: Request, exc: TriggerdError) -> JSONResponse:
         # A service the daemon needs is away (503: ask again later); else the request's fault.
-        return JSONResponse({"error": str(exc)}, status_code=503 if isinstance(exc, BackendUnavailable) else 400)
+        return JSONResponse(
+            {"error": str(exc)}, status_code=503 if isinstance(exc, BackendUnavailable) else 400
+        )
 
     @app.get("/status")
     async def get_status() -> dict[str, Any]:
@@ -126,10 +132,17 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
         return {"rule": name, "paused": paused}
 
     @app.get("/runs")
-    async def get_runs(state: str | None = None, rule: str | None = None, since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
-                       limit: _Limit = 50) -> list[dict[str, Any]]:  # fmt: skip
+    async def get_runs(
+        state: str | None = None,
+        rule: str | None = None,
+        since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        limit: _Limit = 50,
+    ) -> list[dict[str, Any]]:
         states = [s for s in (state or "").split(",") if s]
-        return [r.to_dict() for r in daemon.state.runs(states=states, rule=rule, since=since, limit=limit)]
+        return [
+            r.to_dict()
+            for r in daemon.state.runs(states=states, rule=rule, since=since, limit=limit)
+        ]
 
     @app.get("/runs/{run_id}")
     async def get_run(run_id: str) -> dict[str, Any]:
@@ -157,7 +170,14 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
         if row is None:
             raise HTTPException(404, f"no run {run_id} (see: triggerctl runs)")
         daemon.validate_start(row.workflow, row.params)
-        new = _dispatcher(daemon).start_manual(row.workflow, row.params, rule=row.rule, replay_of=run_id, trigger=row.trigger, now=time.time())
+        new = _dispatcher(daemon).start_manual(
+            row.workflow,
+            row.params,
+            rule=row.rule,
+            replay_of=run_id,
+            trigger=row.trigger,
+            now=time.time(),
+        )
         return {"run_id": new, "replay_of": run_id}
 
     @app.post("/test-trigger")
@@ -172,7 +192,11 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
     async def drain() -> dict[str, Any]:
         _dispatcher(daemon).draining = True
         daemon.notify("daemon.draining", "draining: no new triggers are taken; running runs finish")
-        return {"draining": True, "running": _dispatcher(daemon).running(), "queued": _dispatcher(daemon).queued()}
+        return {
+            "draining": True,
+            "running": _dispatcher(daemon).running(),
+            "queued": _dispatcher(daemon).queued(),
+        }
 
     @app.post("/reload")
     async def reload() -> dict[str, Any]:
@@ -201,19 +225,36 @@ def create_app(daemon: Daemon, *, token: str | None = None) -> FastAPI:
         if daemon.eventlog is None:
             raise HTTPException(503, "the daemon is still starting")
         try:
-            query = {"run": run, "workflow": workflow, "rule": rule, "kinds": kind, "since": parse_since(since),
-                     "level": level, "after_id": after, "limit": limit, "newest_first": newest}  # fmt: skip
+            query = {
+                "run": run,
+                "workflow": workflow,
+                "rule": rule,
+                "kinds": kind,
+                "since": parse_since(since),
+                "level": level,
+                "after_id": after,
+                "limit": limit,
+                "newest_first": newest,
+            }
             found = await daemon.eventlog.find(wait=min(max(wait, 0.0), 60.0), **query)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
         return [e.to_dict() for e in found]
 
     @app.get("/eventlog/runs")
-    async def event_runs(failed: bool = False, since: str | None = None, workflow: str | None = None, rule: str | None = None, limit: _Limit = 100) -> list[dict[str, Any]]:
+    async def event_runs(
+        failed: bool = False,
+        since: str | None = None,
+        workflow: str | None = None,
+        rule: str | None = None,
+        limit: _Limit = 100,
+    ) -> list[dict[str, Any]]:
         if daemon.eventlog is None:
             raise HTTPException(503, "the daemon is still starting")
         try:
-            return await daemon.eventlog.runs(failed=failed, since=parse_since(since), workflow=workflow, rule=rule, limit=limit)
+            return await daemon.eventlog.runs(
+                failed=failed, since=parse_since(since), workflow=workflow, rule=rule, limit=limit
+            )
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
 
@@ -251,14 +292,25 @@ class _Bounded:
     def __init__(self, app: Any):
         self._app = app
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            code, text = (413, f"request body larger than {MAX_BODY} bytes") if length.isdigit() else (400, "bad Content-Length")
-            response = JSONResponse({"error": text}, status_code=code, headers={"connection": "close"})
+            code, text = (
+                (413, f"request body larger than {MAX_BODY} bytes")
+                if length.isdigit()
+                else (400, "bad Content-Length")
+            )
+            response = JSONResponse(
+                {"error": text}, status_code=code, headers={"connection": "close"}
+            )
             await response(scope, receive, send)
             return
         received = 0
@@ -268,7 +320,9 @@ class _Bounded:
             try:
                 message = await asyncio.wait_for(receive(), BODY_TIMEOUT)
             except TimeoutError:
-                raise _Refused(408, f"request body stalled for more than {BODY_TIMEOUT:g} s") from None
+                raise _Refused(
+                    408, f"request body stalled for more than {BODY_TIMEOUT:g} s"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY:
@@ -292,7 +346,11 @@ class _TimedH11(H11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self._head_timer is not None and self.cycle is not None and self.cycle is not self._waiting_after:
+        if (
+            self._head_timer is not None
+            and self.cycle is not None
+            and self.cycle is not self._waiting_after
+        ):
             self._head_timer.cancel()  # the head is in
             self._head_timer = None
 
@@ -326,7 +384,10 @@ def _clear_socket_path(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
-        raise ConfigError(f"{path} exists and is not a socket: refusing to replace it (remove it, or set daemon.socket)", key="daemon.socket")
+        raise ConfigError(
+            f"{path} exists and is not a socket: refusing to replace it (remove it, or set daemon.socket)",
+            key="daemon.socket",
+        )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(1.0)
@@ -336,7 +397,9 @@ def _clear_socket_path(path: Path) -> None:
         return
     finally:
         probe.close()
-    raise ConfigError(f"another process answers on {path}: is triggerd already running?", key="daemon.socket")
+    raise ConfigError(
+        f"another process answers on {path}: is triggerd already running?", key="daemon.socket"
+    )
 
 
 class _QuietServer(uvicorn.Server):
@@ -366,12 +429,21 @@ class ControlServer:
         self._socket.parent.mkdir(parents=True, exist_ok=True)
         _clear_socket_path(self._socket)
         options = {"log_config": None, "access_log": False, "lifespan": "off", "http": _TimedH11}
-        configs = [uvicorn.Config(_Bounded(create_app(self._daemon)), uds=str(self._socket), **options)]
+        configs = [
+            uvicorn.Config(_Bounded(create_app(self._daemon)), uds=str(self._socket), **options)
+        ]
         if self._tcp:
             assert self._token_file is not None
             token = read_secret(self._token_file, what="API token", key="daemon.token_file")
             host, _, port = self._tcp.rpartition(":")
-            configs.append(uvicorn.Config(_Bounded(create_app(self._daemon, token=token)), host=host, port=int(port), **options))
+            configs.append(
+                uvicorn.Config(
+                    _Bounded(create_app(self._daemon, token=token)),
+                    host=host,
+                    port=int(port),
+                    **options,
+                )
+            )
         for config in configs:
             server = _QuietServer(config)
             self._servers.append(server)

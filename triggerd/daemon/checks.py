@@ -40,9 +40,13 @@ def check_everything(settings: Settings) -> Checked:
         checked.rules = load_rules_for(settings)
         checked.results.append(("rules", None))
     except TriggerdError as exc:  # one result per problem, so that they are counted right
-        checked.results += [("rules", str(problem)) for problem in getattr(exc, "problems", None) or [exc]]
+        checked.results += [
+            ("rules", str(problem)) for problem in getattr(exc, "problems", None) or [exc]
+        ]
     for name, item in discover_workflows(settings.paths.workflows):
-        checked.results.append((f"workflow {name}", str(item) if isinstance(item, Exception) else None))
+        checked.results.append(
+            (f"workflow {name}", str(item) if isinstance(item, Exception) else None)
+        )
     checked.warnings = setup_warnings(settings, checked.rules)
     return checked
 
@@ -53,15 +57,25 @@ def setup_warnings(settings: Settings, rules: RuleSet | None) -> list[str]:
     ``triggerd check`` prints them; ``triggerd run`` logs them and records them."""
     warnings = []
     if settings.source == BUILTIN_SOURCE:
-        warnings.append("no config file found (--config, $TRIGGERD_CONFIG, ./triggerd.toml, ./config/triggerd.toml, "
-                        f"/etc/triggerd/triggerd.toml): built-in defaults, paths relative to {settings.base_dir}")  # fmt: skip
-    for key, dirs in (("paths.workflows", settings.paths.workflows), ("paths.triggers", settings.paths.triggers)):
+        warnings.append(
+            "no config file found (--config, $TRIGGERD_CONFIG, ./triggerd.toml, ./config/triggerd.toml, "
+            f"/etc/triggerd/triggerd.toml): built-in defaults, paths relative to {settings.base_dir}"
+        )
+    for key, dirs in (
+        ("paths.workflows", settings.paths.workflows),
+        ("paths.triggers", settings.paths.triggers),
+    ):
         for directory in dirs:
             if not directory.is_dir():
-                warnings.append(f"{key}: {directory} does not exist" + (" (no rules are read from it)" if key == "paths.triggers" else ""))
+                warnings.append(
+                    f"{key}: {directory} does not exist"
+                    + (" (no rules are read from it)" if key == "paths.triggers" else "")
+                )
     if rules is not None and not rules.rules:
         where = ", ".join(str(d / "*.toml") for d in settings.paths.triggers)
-        warnings.append(f"no trigger rules ({where}): the daemon would watch nothing and start no run by itself")
+        warnings.append(
+            f"no trigger rules ({where}): the daemon would watch nothing and start no run by itself"
+        )
     return warnings
 
 
@@ -77,7 +91,12 @@ def _secrets(settings: Settings) -> list[tuple[str, str | None]]:
         if settings.security.hmac_key is not None:
             Codec(settings.security.hmac_key.get_secret_value().encode())
         elif settings.hmac_key_path.exists():
-            check_private(settings.hmac_key_path, settings.hmac_key_path.stat(), what="HMAC key", key="security.hmac_key_file")
+            check_private(
+                settings.hmac_key_path,
+                settings.hmac_key_path.stat(),
+                what="HMAC key",
+                key="security.hmac_key_file",
+            )
         results.append(("HMAC key", None))
     except TriggerdError as exc:
         results.append(("HMAC key", str(exc)))

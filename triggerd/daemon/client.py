@@ -28,13 +28,22 @@ class ApiError(TriggerdError):
 class ControlClient:
     """``ControlClient(socket)`` or ``ControlClient(url="http://host:port", token=...)``."""
 
-    def __init__(self, socket: Path | None = None, *, url: str | None = None, token: str | None = None, timeout: float = 30.0):
+    def __init__(
+        self,
+        socket: Path | None = None,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+    ):
         if (socket is None) == (url is None):
             raise ValueError("give either a unix socket path or a URL")
         headers = {"authorization": f"Bearer {token}"} if token else {}
         transport = httpx.HTTPTransport(uds=str(socket)) if socket is not None else None
         self._where = f"unix socket {socket}" if socket is not None else str(url)
-        self._http = httpx.Client(base_url=url or "http://triggerd", transport=transport, headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=url or "http://triggerd", transport=transport, headers=headers, timeout=timeout
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -54,7 +63,9 @@ class ControlClient:
                 "'triggerd run' (or 'systemctl start triggerd'), or point --config at its settings"
             ) from exc
         except httpx.TimeoutException as exc:
-            raise BackendUnavailable(f"the daemon did not answer within the timeout ({self._where})") from exc
+            raise BackendUnavailable(
+                f"the daemon did not answer within the timeout ({self._where})"
+            ) from exc
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -70,4 +81,6 @@ class ControlClient:
     def post(self, path: str, body: Any = None) -> Any:
         # Not httpx's json=: it cannot encode a file name that is not UTF-8 (triggerd.text).
         content = None if body is None else dumps(body).encode()
-        return self.request("POST", path, content=content, headers={"content-type": "application/json"})
+        return self.request(
+            "POST", path, content=content, headers={"content-type": "application/json"}
+        )

@@ -56,8 +56,12 @@ class StateWrites:
 
     def _down(self, exc: StateUnavailable, what: str) -> None:
         if self.health.ok is not False:
-            _log.error("the state file cannot be written: triggers and run states wait in memory, in order, "
-                       "until it can (nothing is dropped; a crash meanwhile loses them)", error=str(exc), doing=what)  # fmt: skip
+            _log.error(
+                "the state file cannot be written: triggers and run states wait in memory, in order, "
+                "until it can (nothing is dropped; a crash meanwhile loses them)",
+                error=str(exc),
+                doing=what,
+            )
         self.health.down(str(exc))
         if self._retry is None:
             self._retry = self._loop.call_later(RETRY, self._again)

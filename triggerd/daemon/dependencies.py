@@ -31,13 +31,21 @@ Notify = Callable[..., None]
 
 def _ago(seconds: float) -> str:
     seconds = max(0, int(seconds))
-    return f"{seconds // 3600}h {seconds % 3600 // 60}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60}s" if seconds >= 60 else f"{seconds}s"
+    return (
+        f"{seconds // 3600}h {seconds % 3600 // 60}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m {seconds % 60}s"
+        if seconds >= 60
+        else f"{seconds}s"
+    )
 
 
 class DependencyWatch:
     """Turns readings into ``dependency.*`` events on change; keeps the latest for status."""
 
-    def __init__(self, notify: Notify, *, give_up_after: float, celery: CelerySettings | None = None):
+    def __init__(
+        self, notify: Notify, *, give_up_after: float, celery: CelerySettings | None = None
+    ):
         self._notify = notify
         self._give_up_after = give_up_after
         self._celery = celery
@@ -45,7 +53,9 @@ class DependencyWatch:
         self._queues: dict[str, Dependency] = {}  # Celery queues with work waiting: consumed?
         self._unconsumed: dict[str, int] = {}  # checks in a row that found no worker on a queue
 
-    async def watch(self, readings: Callable[[], list[Reading]], waiting: Callable[[], dict[str, int]]) -> None:
+    async def watch(
+        self, readings: Callable[[], list[Reading]], waiting: Callable[[], dict[str, int]]
+    ) -> None:
         """Once a second :meth:`check`; with Celery, every :data:`QUEUE_CHECK_EVERY`
         seconds while jobs wait (``waiting()``: jobs no worker took, by queue), ask the
         workers which queues they consume, on a thread."""
@@ -74,8 +84,11 @@ class DependencyWatch:
             if queue in consumed:
                 self._unconsumed.pop(queue, None)
                 health.up()
-            elif self._unconsumed.setdefault(queue, 0) >= 1:  # twice in a row: not a worker reconnecting
-                health.down(f"no worker consumes queue '{queue}' ({count} jobs wait): start one with `triggerd worker -Q {queue}`")
+            elif self._unconsumed.setdefault(queue, 0) >= 1:
+                # twice in a row: not a worker reconnecting
+                health.down(
+                    f"no worker consumes queue '{queue}' ({count} jobs wait): start one with `triggerd worker -Q {queue}`"
+                )
             else:
                 self._unconsumed[queue] += 1
 
@@ -95,16 +108,24 @@ class DependencyWatch:
                     "dependency.down",
                     f"{reading.name} ({reading.target}): {reading.error}; work that needs it waits "
                     f"(runs give up after {self._give_up_after:g} s: executor.give_up_after)",
-                    level="warning", data=reading.to_dict(),
-                )  # fmt: skip
+                    level="warning",
+                    data=reading.to_dict(),
+                )
             elif reading.ok is True and was is False:
                 assert before is not None
                 down_for = reading.since - before.since
-                self._notify("dependency.up", f"{reading.name} ({reading.target}) answers again after {_ago(down_for)}",
-                             data={**reading.to_dict(), "down_for": down_for})  # fmt: skip
+                self._notify(
+                    "dependency.up",
+                    f"{reading.name} ({reading.target}) answers again after {_ago(down_for)}",
+                    data={**reading.to_dict(), "down_for": down_for},
+                )
         for gone in set(self._last) - seen:  # a queue without jobs waiting any more, say
             if self._last[gone].ok is False:
-                self._notify("dependency.up", f"{gone}: nothing waits for it any more", data={**self._last[gone].to_dict(), "state": "up"})
+                self._notify(
+                    "dependency.up",
+                    f"{gone}: nothing waits for it any more",
+                    data={**self._last[gone].to_dict(), "state": "up"},
+                )
             del self._last[gone]
 
     def down(self) -> list[Reading]:

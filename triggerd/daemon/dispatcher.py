@@ -56,8 +56,12 @@ def _debounce_key(match: Match) -> str:
     differ per event until the group is released, so they do not count."""
     templates = match.rule.params
     kept = {
-        k: v for k, v in match.params.items()
-        if not (isinstance(templates.get(k), str) and ("{files}" in templates[k] or "{count}" in templates[k]))
+        k: v
+        for k, v in match.params.items()
+        if not (
+            isinstance(templates.get(k), str)
+            and ("{files}" in templates[k] or "{count}" in templates[k])
+        )
     }
     return json.dumps(kept, sort_keys=True, default=str)
 
@@ -73,7 +77,9 @@ def idempotency_key(rule: str, events: Sequence[FileEvent]) -> str:
 def pv_key(rule: str, event: PvEvent) -> str:
     """The same rule, PV, IOC time stamp and value (and counter index: an ``each`` increment
     rule fires once per counter value for one update) always give the same key."""
-    fields = [rule, event.pv, repr(event.timestamp), event.value] + ([event.index] if event.index is not None else [])
+    fields = [rule, event.pv, repr(event.timestamp), event.value] + (
+        [event.index] if event.index is not None else []
+    )
     what = json.dumps(fields, default=repr, ensure_ascii=True)
     return "pv:" + hashlib.sha256(what.encode()).hexdigest()[:40]
 
@@ -95,8 +101,15 @@ class _Group:
 
 
 class Dispatcher:
-    def __init__(self, state: StateDB, rules: RuleSet, *, submit: Callable[[RunRow], None], notify: Notify,
-                 resuming: Collection[str] = ()):  # fmt: skip
+    def __init__(
+        self,
+        state: StateDB,
+        rules: RuleSet,
+        *,
+        submit: Callable[[RunRow], None],
+        notify: Notify,
+        resuming: Collection[str] = (),
+    ):
         self._state = state
         self._rules = rules
         self._submit = submit
@@ -113,7 +126,8 @@ class Dispatcher:
         self._resuming = set(resuming)
         for row in sorted(state.queued(), key=lambda row: row.run_id not in self._resuming):
             self._queues[row.rule].append(row)
-        self._disabled = {r.name for r in rules.rules if not r.enabled}  # enabled = false in its file
+        # enabled = false in its file
+        self._disabled = {r.name for r in rules.rules if not r.enabled}
         self.paused: set[str] = set(self._disabled)
         self.draining = False
         # Why runs may not be handed to the executor now (it cannot reach its backend yet):
@@ -140,7 +154,9 @@ class Dispatcher:
                 group.rule, group.events = new, kept
         disabled = {r.name for r in rules.rules if not r.enabled}
         # An operator's pause survives a reload; a rule's own 'enabled' setting follows its file.
-        self.paused = ({n for n in self.paused if n in names} - (self._disabled - disabled)) | (disabled - self._disabled)
+        self.paused = ({n for n in self.paused if n in names} - (self._disabled - disabled)) | (
+            disabled - self._disabled
+        )
         self._disabled = disabled
         self._rules = rules
 
@@ -149,7 +165,9 @@ class Dispatcher:
 
     # -- events in ------------------------------------------------------------------------
 
-    def on_file(self, event: FileEvent, now: float, *, rules: Collection[str] | None = None) -> list[str]:
+    def on_file(
+        self, event: FileEvent, now: float, *, rules: Collection[str] | None = None
+    ) -> list[str]:
         """Dispatch a complete file to every rule that matches (of ``rules``, if given:
         a catch-up scan is for the rules that asked for it); returns queued run ids."""
         queued = []
@@ -163,7 +181,9 @@ class Dispatcher:
 
     def _admit(self, match: Match, now: float) -> str | None:
         rule, event = match.rule, match.event
-        reason = self._closed(rule) or ("duplicate" if self._state.dispatched(rule.name, event.identity) else None)
+        reason = self._closed(rule) or (
+            "duplicate" if self._state.dispatched(rule.name, event.identity) else None
+        )
         if reason:
             self._skip_file(rule, event, reason)
             return None
@@ -172,7 +192,12 @@ class Dispatcher:
             group_key = "" if (limits.batch or limits.batch_window) else _debounce_key(match)
             group = self._groups.setdefault((rule.name, group_key), _Group(rule, first=now))
             if any(e.identity == event.identity for e in group.events):
-                self._skip_file(rule, event, "duplicate", "this version of the file is held for the next run already")
+                self._skip_file(
+                    rule,
+                    event,
+                    "duplicate",
+                    "this version of the file is held for the next run already",
+                )
             else:
                 group.events.append(event)
             group.last = now
@@ -191,22 +216,45 @@ class Dispatcher:
 
     # -- skipped triggers -----------------------------------------------------------------
 
-    def skip(self, rule: str, reason: str, what: str, *, why: str | None = None, level: str = "info",
-             workflow: str | None = None, data: dict[str, Any] | None = None,
-             source: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def skip(
+        self,
+        rule: str,
+        reason: str,
+        what: str,
+        *,
+        why: str | None = None,
+        level: str = "info",
+        workflow: str | None = None,
+        data: dict[str, Any] | None = None,
+        source: dict[str, Any] | None = None,
+    ) -> None:
         """Record one match that does not become a run: a ``trigger.skipped`` event with
         ``data.reason`` (a key of :data:`SKIP_REASONS`) and a message saying ``what`` was
         skipped and ``why`` (by default, the reason in words). The daemon counts these
         per rule and reason where it records events."""
         why = why or SKIP_REASONS.get(reason, reason)
-        self._notify("trigger.skipped", f"{rule}: {what} skipped: {why}", level=level, rule=rule,
-                     workflow=workflow, data={"reason": reason, **(data or {})}, source=source)  # fmt: skip
+        self._notify(
+            "trigger.skipped",
+            f"{rule}: {what} skipped: {why}",
+            level=level,
+            rule=rule,
+            workflow=workflow,
+            data={"reason": reason, **(data or {})},
+            source=source,
+        )
 
     def _skip_file(self, rule: Rule, event: FileEvent, reason: str, why: str | None = None) -> None:
         """A file version the rule matched does not become (part of) a run."""
         if reason == "duplicate" and why is None:
             why = "this version of the file was dispatched before"
-        self.skip(rule.name, reason, event.path, why=why, workflow=rule.workflow, data={"event": event.to_dict()})
+        self.skip(
+            rule.name,
+            reason,
+            event.path,
+            why=why,
+            workflow=rule.workflow,
+            data={"event": event.to_dict()},
+        )
 
     def tick(self, now: float) -> float | None:
         """Release held-back groups that are due; returns when the next one is due."""
@@ -220,7 +268,9 @@ class Dispatcher:
         group = self._groups.pop(key)
         events = []
         for event in group.events:
-            reason = self._closed(group.rule) or ("duplicate" if self._state.dispatched(group.rule.name, event.identity) else None)
+            reason = self._closed(group.rule) or (
+                "duplicate" if self._state.dispatched(group.rule.name, event.identity) else None
+            )
             if reason:
                 self._skip_file(group.rule, event, reason)
             else:
@@ -229,36 +279,85 @@ class Dispatcher:
             return None
         return self._fire(group.rule, events, group.rule.render(events), now)
 
-    def _fire(self, rule: Rule, events: list[FileEvent], params: dict[str, Any], now: float) -> str | None:
+    def _fire(
+        self, rule: Rule, events: list[FileEvent], params: dict[str, Any], now: float
+    ) -> str | None:
         what = events[0].path if len(events) == 1 else f"{len(events)} files"
-        source = events[0].to_dict() if len(events) == 1 else {"files": [e.to_dict() for e in events]}
+        source = (
+            events[0].to_dict() if len(events) == 1 else {"files": [e.to_dict() for e in events]}
+        )
         return self._enqueue(
-            rule, idempotency_key(rule.name, events), params, now, what=what, source=source,
-            trigger=[e.to_dict() for e in events], files=[e.identity for e in events],
+            rule,
+            idempotency_key(rule.name, events),
+            params,
+            now,
+            what=what,
+            source=source,
+            trigger=[e.to_dict() for e in events],
+            files=[e.identity for e in events],
             data={"files": len(events)},
-        )  # fmt: skip
+        )
 
-    def _enqueue(self, rule: Rule, key: str, params: dict[str, Any], now: float, *, what: str,
-                 source: dict[str, Any], trigger: list[dict[str, Any]],
-                 files: Iterable[tuple[str, int, int, int]] = (), data: dict[str, Any] | None = None,
-                 waiting: bool = False) -> str | None:  # fmt: skip
+    def _enqueue(
+        self,
+        rule: Rule,
+        key: str,
+        params: dict[str, Any],
+        now: float,
+        *,
+        what: str,
+        source: dict[str, Any],
+        trigger: list[dict[str, Any]],
+        files: Iterable[tuple[str, int, int, int]] = (),
+        data: dict[str, Any] | None = None,
+        waiting: bool = False,
+    ) -> str | None:
         """One run request into the outbox (with its files' ledger rows); None for a
         duplicate. ``waiting``: it waits for its file (:meth:`file_ready`) before the queue."""
         run_id = new_id()
         added = self._state.enqueue(
-            run_id=run_id, key=key, rule=rule.name, workflow=rule.workflow, params=params,
-            trigger=trigger, files=list(files), waiting=waiting,
+            run_id=run_id,
+            key=key,
+            rule=rule.name,
+            workflow=rule.workflow,
+            params=params,
+            trigger=trigger,
+            files=list(files),
+            waiting=waiting,
         )
         if not added:
-            self.skip(rule.name, "duplicate", what, why=f"a run with its key {key} was queued before",
-                      workflow=rule.workflow, data={"key": key}, source=source)  # fmt: skip
+            self.skip(
+                rule.name,
+                "duplicate",
+                what,
+                why=f"a run with its key {key} was queued before",
+                workflow=rule.workflow,
+                data={"key": key},
+                source=source,
+            )
             return None
         if waiting:
             file = trigger[0]["wait_for_file"]
-            self._notify("trigger.waiting", f"{rule.name}: {what}: run {run_id} waits for {file} to be complete", rule=rule.name, run=run_id, workflow=rule.workflow, data={"key": key, "file": file}, source=source)
+            self._notify(
+                "trigger.waiting",
+                f"{rule.name}: {what}: run {run_id} waits for {file} to be complete",
+                rule=rule.name,
+                run=run_id,
+                workflow=rule.workflow,
+                data={"key": key, "file": file},
+                source=source,
+            )
             return run_id
         self._queue(run_id)
-        self._notify("trigger.fired", f"{rule.name}: {what} -> {rule.workflow}", rule=rule.name, run=run_id, workflow=rule.workflow, data={"key": key, "params": params, **(data or {})}, source=source)
+        self._notify(
+            "trigger.fired",
+            f"{rule.name}: {what} -> {rule.workflow}",
+            rule=rule.name,
+            run=run_id,
+            workflow=rule.workflow,
+            data={"key": key, "params": params, **(data or {})},
+            source=source,
+        )
         self.pump(now)
         return run_id
 
@@ -271,7 +370,8 @@ class Dispatcher:
         :meth:`fire_pv` in the same loop turn."""
         what, source = f"{event.pv} = {event.value!r}", event.to_dict()
         rule = self._rule_or_none(event.rule)
-        if rule is None or rule.pv is None:  # removed (or no longer a PV rule) by a reload meanwhile
+        # removed (or no longer a PV rule) by a reload meanwhile
+        if rule is None or rule.pv is None:
             self.skip(event.rule, "reloaded-away", what, source=source)
             return None
         if reason := self._closed(rule):
@@ -280,12 +380,28 @@ class Dispatcher:
         try:
             rule.pv.resolve(event.snapshot)  # checked apart to tell the two failures apart
         except TriggerFailed as exc:  # a snapshot PV without value or default
-            self.skip(rule.name, "snapshot-failed", what, why=str(exc), level="error", workflow=rule.workflow, source=source)
+            self.skip(
+                rule.name,
+                "snapshot-failed",
+                what,
+                why=str(exc),
+                level="error",
+                workflow=rule.workflow,
+                source=source,
+            )
             return None
         try:
             return rule.render_pv(event)
         except TriggerFailed as exc:  # a value the format spec of a parameter cannot take
-            self.skip(rule.name, "params-failed", what, why=str(exc), level="error", workflow=rule.workflow, source=source)
+            self.skip(
+                rule.name,
+                "params-failed",
+                what,
+                why=str(exc),
+                level="error",
+                workflow=rule.workflow,
+                source=source,
+            )
             return None
 
     def fire_pv(self, match: PvMatch, now: float) -> str | None:
@@ -296,9 +412,15 @@ class Dispatcher:
         if match.wait_for_file is not None:
             source["wait_for_file"] = match.wait_for_file
         return self._enqueue(
-            rule, pv_key(rule.name, event), dict(match.params), now, what=f"{event.pv} = {event.value!r} ({event.reason})",
-            source=source, trigger=[source], waiting=match.wait_for_file is not None,
-        )  # fmt: skip
+            rule,
+            pv_key(rule.name, event),
+            dict(match.params),
+            now,
+            what=f"{event.pv} = {event.value!r} ({event.reason})",
+            source=source,
+            trigger=[source],
+            waiting=match.wait_for_file is not None,
+        )
 
     def file_ready(self, run_id: str, file: dict[str, Any], now: float) -> None:
         """A waiting run's file is complete: it joins the queue (``file`` goes into its trigger)."""
@@ -309,7 +431,15 @@ class Dispatcher:
         if not self._state.release(run_id, trigger):
             return
         self._queue(run_id)
-        self._notify("trigger.fired", f"{row.rule}: {file['path']} complete -> {row.workflow}", rule=row.rule, run=run_id, workflow=row.workflow, data={"key": row.key, "params": row.params, "file": file}, source=trigger[0])
+        self._notify(
+            "trigger.fired",
+            f"{row.rule}: {file['path']} complete -> {row.workflow}",
+            rule=row.rule,
+            run=run_id,
+            workflow=row.workflow,
+            data={"key": row.key, "params": row.params, "file": file},
+            source=trigger[0],
+        )
         self.pump(now)
 
     def file_failed(self, run_id: str, reason: str) -> None:
@@ -319,18 +449,48 @@ class Dispatcher:
             return
         self._state.set_state(run_id, "rejected", error=reason)
         source = row.trigger[0] if row.trigger else None
-        self._notify("trigger.failed", f"{row.rule}: run {run_id}: {reason}", level="error", rule=row.rule, run=run_id, workflow=row.workflow, data={"reason": reason, "file": (source or {}).get("wait_for_file")}, source=source)
+        self._notify(
+            "trigger.failed",
+            f"{row.rule}: run {run_id}: {reason}",
+            level="error",
+            rule=row.rule,
+            run=run_id,
+            workflow=row.workflow,
+            data={"reason": reason, "file": (source or {}).get("wait_for_file")},
+            source=source,
+        )
 
-    def start_manual(self, workflow: str, params: dict[str, Any], *, rule: str | None = None, replay_of: str | None = None, trigger: list[dict[str, Any]] | None = None, now: float = 0.0) -> str:
+    def start_manual(
+        self,
+        workflow: str,
+        params: dict[str, Any],
+        *,
+        rule: str | None = None,
+        replay_of: str | None = None,
+        trigger: list[dict[str, Any]] | None = None,
+        now: float = 0.0,
+    ) -> str:
         """A run asked for by an operator; it goes through the outbox like any other."""
         run_id = new_id()
         prefix = "replay" if replay_of else "manual"
         self._state.enqueue(
-            run_id=run_id, key=f"{prefix}:{run_id}", rule=rule, workflow=workflow, params=params,
-            trigger=trigger or [{"type": "manual"}], replay_of=replay_of,
+            run_id=run_id,
+            key=f"{prefix}:{run_id}",
+            rule=rule,
+            workflow=workflow,
+            params=params,
+            trigger=trigger or [{"type": "manual"}],
+            replay_of=replay_of,
         )
         self._queue(run_id)
-        self._notify("trigger.fired", f"{prefix} start of {workflow}", rule=rule, run=run_id, workflow=workflow, data={"params": params, "replay_of": replay_of})
+        self._notify(
+            "trigger.fired",
+            f"{prefix} start of {workflow}",
+            rule=rule,
+            run=run_id,
+            workflow=workflow,
+            data={"params": params, "replay_of": replay_of},
+        )
         self.pump(now=now)
         return run_id
 
@@ -360,7 +520,9 @@ class Dispatcher:
             return
         for name, queue in self._queues.items():
             rule = self._rule_or_none(name)
-            while queue and (rule is None or queue[0].run_id in self._resuming or self._may_start(rule, now)):
+            while queue and (
+                rule is None or queue[0].run_id in self._resuming or self._may_start(rule, now)
+            ):
                 row = queue.popleft()
                 self._resuming.discard(row.run_id)
                 self._active_runs[row.run_id] = row.rule

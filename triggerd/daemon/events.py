@@ -57,8 +57,12 @@ class DaemonEventLog:
         self._loop = loop
         self.store = event_store_for(settings)
         state = settings.paths.state_dir
-        self.writer = EventWriter(self.store, spool=Spool(state / "events-spool.jsonl"), pending=state / "events-pending.jsonl",
-                                  target=_describe(settings))  # fmt: skip
+        self.writer = EventWriter(
+            self.store,
+            spool=Spool(state / "events-spool.jsonl"),
+            pending=state / "events-pending.jsonl",
+            target=_describe(settings),
+        )
         self.writer.listeners.append(self._stored)
         self.forwarder: StreamForwarder | None = None
         self._forwarder_stop = threading.Event()
@@ -70,10 +74,14 @@ class DaemonEventLog:
         try:
             self.store.open()
         except TriggerdError as exc:
-            log.error("event log unavailable at start: events are spooled until it answers", error=str(exc))
+            log.error(
+                "event log unavailable at start: events are spooled until it answers",
+                error=str(exc),
+            )
         self.writer.start()
         try:
-            adopt(handover_dir(self._settings), self.record)  # what `triggerctl run`s could not store
+            # what `triggerctl run`s could not store
+            adopt(handover_dir(self._settings), self.record)
         except OSError as exc:
             log.error("cannot take over the events `triggerctl run` left", error=str(exc))
         if self._settings.executor.kind == "celery":
@@ -83,14 +91,19 @@ class DaemonEventLog:
 
             self._redis = connect(self._settings.celery.broker_url)
             self.forwarder = StreamForwarder(
-                self._redis, self.store, stream=events_stream_key(),
+                self._redis,
+                self.store,
+                stream=events_stream_key(),
                 spool=Spool(self._settings.paths.state_dir / "events-stream-spool.jsonl"),
                 backlog_bound=self._settings.eventlog.backlog_bound,
                 authentic=event_is_ours(Codec(hmac_key(self._settings))),
-            )  # fmt: skip
+            )
             self.forwarder.listeners.append(self._stored)
             self._forwarder_thread = threading.Thread(
-                target=self.forwarder.run, args=(self._forwarder_stop,), name="triggerd-event-forwarder", daemon=True
+                target=self.forwarder.run,
+                args=(self._forwarder_stop,),
+                name="triggerd-event-forwarder",
+                daemon=True,
             )
             self._forwarder_thread.start()
 
@@ -108,7 +121,10 @@ class DaemonEventLog:
         self.store.close()
 
     def status(self) -> dict[str, Any]:
-        status: dict[str, Any] = {"store": _describe(self._settings), "writer": self.writer.status()}
+        status: dict[str, Any] = {
+            "store": _describe(self._settings),
+            "writer": self.writer.status(),
+        }
         if self.forwarder is not None:
             status["forwarder"] = self.forwarder.status()
         return status
@@ -199,7 +215,9 @@ class RunEventLog:
         except OSError as exc:
             log.warning("events of this run cannot be kept on disk until stored", error=str(exc))
             pending = None
-        self.writer = EventWriter(self.store, spool=Spool(self.handover.spool), pending=pending, target=self.target)
+        self.writer = EventWriter(
+            self.store, spool=Spool(self.handover.spool), pending=pending, target=self.target
+        )
         self.writer.start()
         try:
             adopt(self.handover.directory, self.writer.put)
@@ -227,9 +245,11 @@ class RunEventLog:
         if not left:
             return None
         why = self.writer.last_error or "it did not answer in time"
-        return (f"the event log ({self.target}) could not take the events of run {self.run_id} ({why}): "
-                f"{left} wait in {self.handover.directory} and are stored when the daemon starts, "
-                "or at the next `triggerctl run`")  # fmt: skip
+        return (
+            f"the event log ({self.target}) could not take the events of run {self.run_id} ({why}): "
+            f"{left} wait in {self.handover.directory} and are stored when the daemon starts, "
+            "or at the next `triggerctl run`"
+        )
 
 
 class _StreamTail:
@@ -250,7 +270,9 @@ class _StreamTail:
         self._last = "0-0"
         self._stop = threading.Event()
         self._deadline = 0.0
-        self._thread = threading.Thread(target=self._follow, name="triggerctl-event-stream", daemon=True)
+        self._thread = threading.Thread(
+            target=self._follow, name="triggerctl-event-stream", daemon=True
+        )
 
     def start(self) -> None:
         import redis
@@ -280,9 +302,13 @@ class _StreamTail:
                 if stopping and end is None:
                     newest = self._client.xrevrange(self._key, count=1)
                     end = _entry_id(newest[0][0]) if newest else (0, 0)
-                if end is not None and (_entry_id(self._last) >= end or time.monotonic() > self._deadline):
+                if end is not None and (
+                    _entry_id(self._last) >= end or time.monotonic() > self._deadline
+                ):
                     return
-                reply = self._client.xread({self._key: self._last}, count=1000, block=None if stopping else 1000)
+                reply = self._client.xread(
+                    {self._key: self._last}, count=1000, block=None if stopping else 1000
+                )
             except redis.RedisError as exc:
                 if stopping:
                     log.warning("cannot read the run's last output from Redis", error=str(exc))

@@ -65,58 +65,158 @@ class Metrics:
 
     def render(self, daemon: Daemon) -> str:
         out = _Writer()
-        out.metric("triggerd_uptime_seconds", "gauge", "Seconds since the daemon started.", [({}, time.time() - daemon.started)])
+        out.metric(
+            "triggerd_uptime_seconds",
+            "gauge",
+            "Seconds since the daemon started.",
+            [({}, time.time() - daemon.started)],
+        )
         d = daemon.dispatcher
         if d is not None:
             stats = daemon.state.rule_stats()
-            out.metric("triggerd_triggers_fired_total", "counter", "Runs each rule has fired (all time, from the state file).",
-                       [({"rule": r.name}, stats.get(r.name, {}).get("fired", 0)) for r in d.rules.rules])  # fmt: skip
-            out.metric("triggerd_triggers_skipped_total", "counter", "Triggers that did not become a run, by rule and reason, since the daemon started.",
-                       [({"rule": rule, "reason": reason}, n) for (rule, reason), n in sorted(self.skipped.items())])  # fmt: skip
-            out.metric("triggerd_outbox_depth", "gauge", "Runs queued in the outbox, not yet handed to the executor.", [({}, d.queued())])
-            out.metric("triggerd_runs_running", "gauge", "Runs handed to the executor and not ended: running, or waiting for a worker (triggerd_runs by state tells them apart).", [({}, d.running())])
-            out.metric("triggerd_files_held", "gauge", "Files held back by debounce or batching.", [({}, d.held())])
-            out.metric("triggerd_runs", "gauge", "Runs in the state file by state.",
-                       [({"state": state}, n) for state, n in sorted(daemon.state.counts().items())])  # fmt: skip
-        out.metric("triggerd_runs_ended_total", "counter", "Runs ended since the daemon started, by outcome.",
-                   [({"workflow": w, "outcome": o}, n) for (w, o), n in sorted(self.runs_ended.items())])  # fmt: skip
-        out.metric("triggerd_tasks_ended_total", "counter", "Tasks ended since the daemon started, by outcome.",
-                   [({"workflow": w, "outcome": o}, n) for (w, o), n in sorted(self.tasks_ended.items())])  # fmt: skip
+            out.metric(
+                "triggerd_triggers_fired_total",
+                "counter",
+                "Runs each rule has fired (all time, from the state file).",
+                [({"rule": r.name}, stats.get(r.name, {}).get("fired", 0)) for r in d.rules.rules],
+            )
+            out.metric(
+                "triggerd_triggers_skipped_total",
+                "counter",
+                "Triggers that did not become a run, by rule and reason, since the daemon started.",
+                [
+                    ({"rule": rule, "reason": reason}, n)
+                    for (rule, reason), n in sorted(self.skipped.items())
+                ],
+            )
+            out.metric(
+                "triggerd_outbox_depth",
+                "gauge",
+                "Runs queued in the outbox, not yet handed to the executor.",
+                [({}, d.queued())],
+            )
+            out.metric(
+                "triggerd_runs_running",
+                "gauge",
+                "Runs handed to the executor and not ended: running, or waiting for a worker (triggerd_runs by state tells them apart).",
+                [({}, d.running())],
+            )
+            out.metric(
+                "triggerd_files_held",
+                "gauge",
+                "Files held back by debounce or batching.",
+                [({}, d.held())],
+            )
+            out.metric(
+                "triggerd_runs",
+                "gauge",
+                "Runs in the state file by state.",
+                [({"state": state}, n) for state, n in sorted(daemon.state.counts().items())],
+            )
+        out.metric(
+            "triggerd_runs_ended_total",
+            "counter",
+            "Runs ended since the daemon started, by outcome.",
+            [({"workflow": w, "outcome": o}, n) for (w, o), n in sorted(self.runs_ended.items())],
+        )
+        out.metric(
+            "triggerd_tasks_ended_total",
+            "counter",
+            "Tasks ended since the daemon started, by outcome.",
+            [({"workflow": w, "outcome": o}, n) for (w, o), n in sorted(self.tasks_ended.items())],
+        )
         histogram = []
         for workflow in sorted(self._task_count):
             for le in _BUCKETS:
-                histogram.append(("_bucket", {"workflow": workflow, "le": f"{le:g}"}, self._task_buckets[(workflow, le)]))
-            histogram.append(("_bucket", {"workflow": workflow, "le": "+Inf"}, self._task_count[workflow]))
+                histogram.append(
+                    (
+                        "_bucket",
+                        {"workflow": workflow, "le": f"{le:g}"},
+                        self._task_buckets[(workflow, le)],
+                    )
+                )
+            histogram.append(
+                ("_bucket", {"workflow": workflow, "le": "+Inf"}, self._task_count[workflow])
+            )
             histogram.append(("_sum", {"workflow": workflow}, self._task_sum[workflow]))
             histogram.append(("_count", {"workflow": workflow}, self._task_count[workflow]))
         out.histogram("triggerd_task_duration_seconds", "Task run times by workflow.", histogram)
         if daemon._source is not None:
-            out.metric("triggerd_source_up", "gauge", "1 if a watched root is being watched, 0 if waiting or in error.",
-                       [({"root": h["root"], "state": h["state"]}, 1 if h["state"] == "watching" else 0)
-                        for h in daemon._source.health()])  # fmt: skip
+            out.metric(
+                "triggerd_source_up",
+                "gauge",
+                "1 if a watched root is being watched, 0 if waiting or in error.",
+                [
+                    ({"root": h["root"], "state": h["state"]}, 1 if h["state"] == "watching" else 0)
+                    for h in daemon._source.health()
+                ],
+            )
         pvs = daemon.pv.health() if daemon.pv is not None else []
         if pvs:
-            out.metric("triggerd_pv_connected", "gauge", "1 if a monitored PV is connected.",
-                       [({"pv": p["name"], "state": p["state"]}, 1 if p["state"] == "connected" else 0) for p in pvs])  # fmt: skip
-            out.metric("triggerd_pv_updates_total", "counter", "Values received per monitored PV since it was monitored.",
-                       [({"pv": p["name"]}, p["updates"]) for p in pvs])  # fmt: skip
-            out.metric("triggerd_pv_backlog", "gauge", "PV updates received and not yet evaluated.", [({}, daemon.pv.backlog() if daemon.pv is not None else 0)])
+            out.metric(
+                "triggerd_pv_connected",
+                "gauge",
+                "1 if a monitored PV is connected.",
+                [
+                    ({"pv": p["name"], "state": p["state"]}, 1 if p["state"] == "connected" else 0)
+                    for p in pvs
+                ],
+            )
+            out.metric(
+                "triggerd_pv_updates_total",
+                "counter",
+                "Values received per monitored PV since it was monitored.",
+                [({"pv": p["name"]}, p["updates"]) for p in pvs],
+            )
+            out.metric(
+                "triggerd_pv_backlog",
+                "gauge",
+                "PV updates received and not yet evaluated.",
+                [({}, daemon.pv.backlog() if daemon.pv is not None else 0)],
+            )
         readings = daemon.readings()
         if readings:
-            out.metric("triggerd_dependency_up", "gauge", "1 if a service the daemon needs answered when last used, 0 if not (-1: not used yet).",
-                       [({"name": r.name, "target": r.target}, {True: 1, False: 0, None: -1}[r.ok]) for r in readings])  # fmt: skip
-            out.metric("triggerd_dependency_state_since_seconds", "gauge", "Unix time of the last change of a dependency's state.",
-                       [({"name": r.name}, r.since) for r in readings])  # fmt: skip
+            out.metric(
+                "triggerd_dependency_up",
+                "gauge",
+                "1 if a service the daemon needs answered when last used, 0 if not (-1: not used yet).",
+                [
+                    ({"name": r.name, "target": r.target}, {True: 1, False: 0, None: -1}[r.ok])
+                    for r in readings
+                ],
+            )
+            out.metric(
+                "triggerd_dependency_state_since_seconds",
+                "gauge",
+                "Unix time of the last change of a dependency's state.",
+                [({"name": r.name}, r.since) for r in readings],
+            )
         if daemon.eventlog is not None:
             status = daemon.eventlog.status()
             writer, forwarder = status["writer"], status.get("forwarder") or {}
             backlog = writer["queued"] + writer["spooled"] + (forwarder.get("spooled") or 0)
             backlog += (forwarder.get("stream_lag") or 0) + (forwarder.get("stream_pending") or 0)
-            out.metric("triggerd_eventlog_backlog", "gauge", "Events not yet in the event store (queue, stream, spool files).", [({}, backlog)])
-            out.metric("triggerd_eventlog_store_up", "gauge", "1 if the event store took the last batch.",
-                       [({}, 1 if writer["store_ok"] and forwarder.get("store_ok", True) else 0)])  # fmt: skip
-            out.metric("triggerd_eventlog_events_total", "counter", "Events stored since the daemon started.",
-                       [({"path": "daemon"}, writer["written"]), ({"path": "stream"}, forwarder.get("forwarded", 0))])  # fmt: skip
+            out.metric(
+                "triggerd_eventlog_backlog",
+                "gauge",
+                "Events not yet in the event store (queue, stream, spool files).",
+                [({}, backlog)],
+            )
+            out.metric(
+                "triggerd_eventlog_store_up",
+                "gauge",
+                "1 if the event store took the last batch.",
+                [({}, 1 if writer["store_ok"] and forwarder.get("store_ok", True) else 0)],
+            )
+            out.metric(
+                "triggerd_eventlog_events_total",
+                "counter",
+                "Events stored since the daemon started.",
+                [
+                    ({"path": "daemon"}, writer["written"]),
+                    ({"path": "stream"}, forwarder.get("forwarded", 0)),
+                ],
+            )
         return out.text()
 
 
@@ -124,13 +224,19 @@ class _Writer:
     def __init__(self) -> None:
         self._lines: list[str] = []
 
-    def metric(self, name: str, kind: str, help_text: str, samples: list[tuple[dict[str, Any], float]]) -> None:
+    def metric(
+        self, name: str, kind: str, help_text: str, samples: list[tuple[dict[str, Any], float]]
+    ) -> None:
         self._lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         self._lines += [f"{name}{_labels(labels)} {_number(value)}" for labels, value in samples]
 
-    def histogram(self, name: str, help_text: str, samples: list[tuple[str, dict[str, Any], float]]) -> None:
+    def histogram(
+        self, name: str, help_text: str, samples: list[tuple[str, dict[str, Any], float]]
+    ) -> None:
         self._lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        self._lines += [f"{name}{suffix}{_labels(labels)} {_number(value)}" for suffix, labels, value in samples]
+        self._lines += [
+            f"{name}{suffix}{_labels(labels)} {_number(value)}" for suffix, labels, value in samples
+        ]
 
     def text(self) -> str:
         return "\n".join(self._lines) + "\n"
@@ -139,7 +245,10 @@ class _Writer:
 def _labels(labels: dict[str, Any]) -> str:
     if not labels:
         return ""
-    escaped = (f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), chr(92) + "n")}"' for k, v in labels.items())
+    escaped = (
+        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), chr(92) + "n")}"'
+        for k, v in labels.items()
+    )
     return "{" + ",".join(escaped) + "}"
 
 

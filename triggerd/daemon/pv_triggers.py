@@ -33,18 +33,30 @@ _FILE_POLL = 0.1  # seconds between two looks at a file a run waits for
 
 def pv_watches_for(rules: RuleSet) -> list[PvWatch]:
     """One watch per PV rule: its PV, its condition and the PVs it snapshots."""
-    return [PvWatch(r.name, r.pv.name, r.pv.condition, r.pv.snapshot) for r in rules.rules if r.pv is not None]
+    return [
+        PvWatch(r.name, r.pv.name, r.pv.condition, r.pv.snapshot)
+        for r in rules.rules
+        if r.pv is not None
+    ]
 
 
 class PvTriggers:
     """The daemon's PV side. ``queued()`` is called whenever a run joined the outbox queue
     (the daemon then arms its timers for the limits)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, dispatcher: Dispatcher, state: StateDB, *,
-                 notify: Notify, queued: Callable[[], None],
-                 durably: Callable[[str, Callable[[], None]], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        dispatcher: Dispatcher,
+        state: StateDB,
+        *,
+        notify: Notify,
+        queued: Callable[[], None],
+        durably: Callable[[str, Callable[[], None]], None] | None = None,
+    ) -> None:
         self._loop = loop
-        self._durably = durably or (lambda what, action: action())  # StateWrites.run: waits while the disk is full
+        # StateWrites.run: waits while the disk is full
+        self._durably = durably or (lambda what, action: action())
         self._dispatcher = dispatcher
         self._state = state
         self._notify = notify
@@ -59,8 +71,12 @@ class PvTriggers:
         """Monitor the PVs of the PV rules (no PV rule: pyepics is never imported)."""
         self._watches = pv_watches_for(rules)
         if self._watches:
-            self._source = PvSource(self._watches, self._from_source, on_health=self._from_health,
-                                    on_skipped=self._from_skip)  # fmt: skip
+            self._source = PvSource(
+                self._watches,
+                self._from_source,
+                on_health=self._from_health,
+                on_skipped=self._from_skip,
+            )
             self._source.start()
 
     def update(self, rules: RuleSet) -> None:
@@ -91,25 +107,52 @@ class PvTriggers:
         self._loop.call_soon_threadsafe(self._on_skip, event, reason)
 
     def _on_skip(self, event: PvEvent, reason: str) -> None:
-        workflow = next((r.workflow for r in self._dispatcher.rules.rules if r.name == event.rule), None)
-        self._dispatcher.skip(event.rule, reason, f"{event.pv} = {event.value!r} ({event.reason})",
-                              workflow=workflow, source=event.to_dict())  # fmt: skip
+        workflow = next(
+            (r.workflow for r in self._dispatcher.rules.rules if r.name == event.rule), None
+        )
+        self._dispatcher.skip(
+            event.rule,
+            reason,
+            f"{event.pv} = {event.value!r} ({event.reason})",
+            workflow=workflow,
+            source=event.to_dict(),
+        )
 
     def _on_event(self, event: PvEvent) -> None:
         if event.missed_count:
-            shown = ", ".join(map(str, event.missed)) + (", ..." if event.missed_count > len(event.missed) else "")
-            self._notify("pv.missed_values", f"{event.rule}: {event.pv} went from {event.old_value!r} to {event.value!r}: "
-                         f"{event.missed_count} value(s) no update showed ({shown})", level="warning", rule=event.rule,
-                         data={"pv": event.pv, "missed": list(event.missed), "count": event.missed_count,
-                               "value": event.value, "old_value": event.old_value})  # fmt: skip
+            shown = ", ".join(map(str, event.missed)) + (
+                ", ..." if event.missed_count > len(event.missed) else ""
+            )
+            self._notify(
+                "pv.missed_values",
+                f"{event.rule}: {event.pv} went from {event.old_value!r} to {event.value!r}: "
+                f"{event.missed_count} value(s) no update showed ({shown})",
+                level="warning",
+                rule=event.rule,
+                data={
+                    "pv": event.pv,
+                    "missed": list(event.missed),
+                    "count": event.missed_count,
+                    "value": event.value,
+                    "old_value": event.old_value,
+                },
+            )
         match = self._dispatcher.on_pv(event)  # the snapshot is taken now, whatever waits
         if match is None:
             return
         empty = match.rule.empty_inputs(match)
         if empty:  # an IOC restarted, a detector that wrote no file: no run on an empty name
             why = f"snapshot PV {', '.join(empty)} is empty (give it a default in snapshot_defaults to start the run anyway)"
-            self._dispatcher.skip(match.rule.name, "snapshot-empty", f"{event.pv} = {event.value!r}", why=why, level="warning",
-                                  workflow=match.rule.workflow, data={"pvs": empty}, source=event.to_dict())  # fmt: skip
+            self._dispatcher.skip(
+                match.rule.name,
+                "snapshot-empty",
+                f"{event.pv} = {event.value!r}",
+                why=why,
+                level="warning",
+                workflow=match.rule.workflow,
+                data={"pvs": empty},
+                source=event.to_dict(),
+            )
             return
         now = time.time()
 
@@ -126,7 +169,12 @@ class PvTriggers:
 
     def _health_changed(self, pv: str, state: str, message: str) -> None:
         level = "info" if state == "connected" else "error" if state == "error" else "warning"
-        self._notify("source." + state.replace(" ", "_"), f"{pv}: {message or state}", level=level, data={"pv": pv})
+        self._notify(
+            "source." + state.replace(" ", "_"),
+            f"{pv}: {message or state}",
+            level=level,
+            data={"pv": pv},
+        )
 
     # -- runs waiting for their file ------------------------------------------------------------
 
@@ -142,10 +190,15 @@ class PvTriggers:
             try:
                 rule = self._dispatcher.rules.by_name(row.rule or "")
             except KeyError:
-                self._dispatcher.file_failed(row.run_id, f"its rule '{row.rule}' is gone (rules changed while the daemon was down)")
+                self._dispatcher.file_failed(
+                    row.run_id,
+                    f"its rule '{row.rule}' is gone (rules changed while the daemon was down)",
+                )
                 continue
             if not isinstance(path, str) or rule.pv is None:
-                self._dispatcher.file_failed(row.run_id, f"rule '{rule.name}' no longer waits for a file")
+                self._dispatcher.file_failed(
+                    row.run_id, f"rule '{rule.name}' no longer waits for a file"
+                )
                 continue
             self._wait(row.run_id, rule, path, started=row.queued_at)
 
@@ -172,7 +225,9 @@ class PvTriggers:
         assert rule.pv is not None
         settle, timeout = rule.pv.file_settle, rule.pv.file_timeout
         if not os.path.isabs(path):
-            self._dispatcher.file_failed(run_id, f"wait_for_file must name an absolute path, got {path!r}")
+            self._dispatcher.file_failed(
+                run_id, f"wait_for_file must name an absolute path, got {path!r}"
+            )
             return
         seen: tuple[int, int, int] | None = None
         seen_since = self._loop.time()
@@ -191,11 +246,19 @@ class PvTriggers:
                 seen, seen_since = now_seen, now
             if seen is not None and now - seen_since >= settle:
                 size, mtime_ns, inode = seen
-                file = {"path": path, "size": size, "mtime_ns": mtime_ns, "inode": inode, "waited": round(time.time() - started, 3)}
+                file = {
+                    "path": path,
+                    "size": size,
+                    "mtime_ns": mtime_ns,
+                    "inode": inode,
+                    "waited": round(time.time() - started, 3),
+                }
                 self._dispatcher.file_ready(run_id, file, time.time())
                 self._queued()
                 return
             if time.time() - started >= timeout:
-                self._dispatcher.file_failed(run_id, f"file {path} not complete after {timeout:g} s: {problem}")
+                self._dispatcher.file_failed(
+                    run_id, f"file {path} not complete after {timeout:g} s: {problem}"
+                )
                 return
             await asyncio.sleep(min(_FILE_POLL, max(settle, 0.01)))

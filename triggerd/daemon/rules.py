@@ -149,7 +149,10 @@ class FileRule:
             if not self.follow_symlinks:
                 return f"'{relative}' is a symbolic link (follow_symlinks = false)", None
             if not any(_under(event.link_to, os.path.realpath(r)) is not None for r in self.roots):
-                return f"'{relative}' is a symbolic link to {event.link_to!r}, outside the rule's roots", None
+                return (
+                    f"'{relative}' is a symbolic link to {event.link_to!r}, outside the rule's roots",
+                    None,
+                )
         parts = relative.split("/")
         if not self.recursive and len(parts) > 1:
             return f"'{relative}' is in a subdirectory and recursive = false", None
@@ -203,7 +206,9 @@ class PvRule:
         """Every PV the rule reads: its own first, then the snapshot PVs."""
         return (self.name, *(n for n in self.snapshot if n != self.name))
 
-    def resolve(self, taken: Mapping[str, Mapping[str, Any]], needed: Collection[str] = ()) -> dict[str, dict[str, Any]]:
+    def resolve(
+        self, taken: Mapping[str, Mapping[str, Any]], needed: Collection[str] = ()
+    ) -> dict[str, dict[str, Any]]:
         """The snapshot with defaults applied: name -> value, timestamp, severity, missing.
 
         ``taken`` is what the PV source had (:attr:`PvEvent.snapshot`). Raises
@@ -216,18 +221,31 @@ class PvRule:
         missing = []
         for name in self.snapshot:
             seen = taken.get(name) or {}
-            empty = name in needed and name in self.snapshot_defaults and _is_empty(seen.get("value"))
+            empty = (
+                name in needed and name in self.snapshot_defaults and _is_empty(seen.get("value"))
+            )
             if seen.get("connected") and seen.get("timestamp") is not None and not empty:
-                out[name] = {"value": seen.get("value"), "timestamp": seen["timestamp"],
-                             "severity": seen.get("severity", 0), "missing": False}
+                out[name] = {
+                    "value": seen.get("value"),
+                    "timestamp": seen["timestamp"],
+                    "severity": seen.get("severity", 0),
+                    "missing": False,
+                }
             elif name in self.snapshot_defaults:
-                out[name] = {"value": copy.deepcopy(self.snapshot_defaults[name]), "timestamp": None,
-                             "severity": None, "missing": True}
+                out[name] = {
+                    "value": copy.deepcopy(self.snapshot_defaults[name]),
+                    "timestamp": None,
+                    "severity": None,
+                    "missing": True,
+                }
             else:
-                missing.append(f"{name} ({'disconnected' if seen.get('timestamp') is not None else 'no value yet'})")
+                missing.append(
+                    f"{name} ({'disconnected' if seen.get('timestamp') is not None else 'no value yet'})"
+                )
         if missing:
             raise TriggerFailed(
-                "snapshot PV without a value and without a default: " + ", ".join(missing)
+                "snapshot PV without a value and without a default: "
+                + ", ".join(missing)
                 + " (give one in snapshot_defaults to start the run anyway)"
             )
         return out
@@ -303,9 +321,13 @@ class Rule:
     def __post_init__(self) -> None:
         pattern = self.files.pattern if self.files is not None else None
         pvs = self.pv.pvs if self.pv is not None else ()
-        templates, errors = param_templates(self.params, _kind(self.files, self.pv), pattern, pvs=pvs)
+        templates, errors = param_templates(
+            self.params, _kind(self.files, self.pv), pattern, pvs=pvs
+        )
         if self.pv is not None and self.pv.wait_for_file is not None:
-            waits, wait_errors = param_templates({"wait_for_file": self.pv.wait_for_file}, "pv", pvs=pvs)
+            waits, wait_errors = param_templates(
+                {"wait_for_file": self.pv.wait_for_file}, "pv", pvs=pvs
+            )
             errors += [("pv.wait_for_file", m) for _, m in wait_errors]
         else:
             waits = {}
@@ -364,13 +386,23 @@ class Rule:
         if self.pv is None:
             raise ValueError(f"rule '{self.name}' is not a PV rule")
         snapshot = self.pv.resolve(event.snapshot, self.pv_inputs)
-        values = pv_values(event.pv, event.value, event.old_value, event.timestamp, event.severity, snapshot, event.index)
+        values = pv_values(
+            event.pv,
+            event.value,
+            event.old_value,
+            event.timestamp,
+            event.severity,
+            snapshot,
+            event.index,
+        )
         try:
             params = self._render(values)
             wait = self.wait_template
             path = str(wait.render(values)) if wait is not None else None
         except (ValueError, TypeError) as exc:
-            raise TriggerFailed(f"cannot render the parameters from {event.pv} = {event.value!r}: {exc}") from None
+            raise TriggerFailed(
+                f"cannot render the parameters from {event.pv} = {event.value!r}: {exc}"
+            ) from None
         return PvMatch(rule=self, event=event, params=params, snapshot=snapshot, wait_for_file=path)
 
     @property
@@ -379,15 +411,22 @@ class Rule:
         ``{pv[NAME]}``): an empty value of one fails the trigger unless it has a default."""
         if self.pv is None:
             return frozenset()
-        templates = [*self.templates.values(), *([self.wait_template] if self.wait_template else [])]
+        templates = [
+            *self.templates.values(),
+            *([self.wait_template] if self.wait_template else []),
+        ]
         used = {p.key for t in templates for p in t.placeholders if p.name == "pv" and p.key}
         return frozenset(used & set(self.pv.snapshot))
 
     def empty_inputs(self, match: PvMatch) -> list[str]:
         """The snapshot PVs of :attr:`pv_inputs` whose value in ``match`` is empty text and
         not a default: a run would get an empty file name ("snapshot-empty")."""
-        return sorted(name for name in self.pv_inputs
-                      if not match.snapshot[name].get("missing") and _is_empty(match.snapshot[name].get("value")))  # fmt: skip
+        return sorted(
+            name
+            for name in self.pv_inputs
+            if not match.snapshot[name].get("missing")
+            and _is_empty(match.snapshot[name].get("value"))
+        )
 
     def _render(self, values: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -434,7 +473,10 @@ class RuleSet:
 
 
 def load_rules(
-    dirs: Iterable[Path], *, known_workflows: Callable[[str], bool] | None = None, base: Path | None = None
+    dirs: Iterable[Path],
+    *,
+    known_workflows: Callable[[str], bool] | None = None,
+    base: Path | None = None,
 ) -> RuleSet:
     """Read every ``*.toml`` in each directory (sorted; dot files skipped) into a RuleSet.
 

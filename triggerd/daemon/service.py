@@ -114,15 +114,32 @@ def watches_for(rules: RuleSet) -> list[FileWatch]:
             continue
         f = rule.files
         for root in f.roots:
-            seen[FileWatch(root, f.recursive, f.complete, f.settle, f.poll, f.marker_suffix, tuple(f.ignore),
-                           follow_symlinks=f.follow_symlinks, within=f.roots)] = None  # fmt: skip
+            seen[
+                FileWatch(
+                    root,
+                    f.recursive,
+                    f.complete,
+                    f.settle,
+                    f.poll,
+                    f.marker_suffix,
+                    tuple(f.ignore),
+                    follow_symlinks=f.follow_symlinks,
+                    within=f.roots,
+                )
+            ] = None
     return list(seen)
 
 
 class Daemon:
     """The running service. ``await run()`` until a stop signal; the API calls the rest."""
 
-    def __init__(self, settings: Settings, *, config_path: Path | None = None, notifier: SystemdNotifier | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        notifier: SystemdNotifier | None = None,
+    ):
         self.settings = settings
         self.config_path = config_path
         self.notifier = notifier or SystemdNotifier()
@@ -131,7 +148,9 @@ class Daemon:
         # Every event of every run, so a run resumes where it was after a crash.
         self.journal = Journal(settings.paths.state_dir / "journal.sqlite")
         self.recent: collections.deque[LogEvent] = collections.deque(maxlen=2000)
-        self.observed: collections.OrderedDict[str, list[dict[str, Any]]] = collections.OrderedDict()
+        self.observed: collections.OrderedDict[str, list[dict[str, Any]]] = (
+            collections.OrderedDict()
+        )
         self.health: dict[str, dict[str, Any]] = {}
         self.reloads = 0
         self.last_reload: dict[str, Any] | None = None  # {"at", "ok", "error"}: shown by status
@@ -154,9 +173,12 @@ class Daemon:
         self._incoming: collections.deque[FileEvent] = collections.deque()  # watchdog -> loop
         self._incoming_lock = threading.Lock()
         self._drain_scheduled = False
-        self.writes: StateWrites | None = None  # state writes, in order, waiting while the disk is full
+        # state writes, in order, waiting while the disk is full
+        self.writes: StateWrites | None = None
         celery = settings.celery if settings.executor.kind == "celery" else None
-        self.dependencies = DependencyWatch(self.notify, give_up_after=settings.executor.give_up_after, celery=celery)
+        self.dependencies = DependencyWatch(
+            self.notify, give_up_after=settings.executor.give_up_after, celery=celery
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -179,34 +201,65 @@ class Daemon:
         self.eventlog = DaemonEventLog(self.settings, self._loop)
         self.eventlog.start()
         self.add_sink(self.eventlog.record)
-        self._executor = make_executor(self.settings, on_event=self._from_executor, journal=self.journal)
-        self.dispatcher = Dispatcher(self.state, rules, submit=self._submit, notify=self.notify, resuming=requeued)
+        self._executor = make_executor(
+            self.settings, on_event=self._from_executor, journal=self.journal
+        )
+        self.dispatcher = Dispatcher(
+            self.state, rules, submit=self._submit, notify=self.notify, resuming=requeued
+        )
         try:
             self._executor.start()
-        except BackendUnavailable as exc:  # Redis not up yet (boot order): wait for it, take triggers
+        except BackendUnavailable as exc:
+            # Redis not up yet (boot order): wait for it, take triggers
             self.dispatcher.holding = str(exc)
-            self.notify("executor.waiting", f"the executor waits for its backend; runs wait in the outbox: {exc}", level="warning")
+            self.notify(
+                "executor.waiting",
+                f"the executor waits for its backend; runs wait in the outbox: {exc}",
+                level="warning",
+            )
             self._executor_retry = self._loop.create_task(self._start_executor_later())
         own_dirs, own_files = self.settings.own_files()
-        self._source = FileSource(watches_for(rules), self._from_source, on_health=self._on_health,
-                                  own_dirs=own_dirs, own_files=own_files)  # fmt: skip
+        self._source = FileSource(
+            watches_for(rules),
+            self._from_source,
+            on_health=self._on_health,
+            own_dirs=own_dirs,
+            own_files=own_files,
+        )
         self._source.start()
-        self.pv = PvTriggers(self._loop, self.dispatcher, self.state, notify=self.notify, queued=self._arm_tick, durably=self.writes.run)
+        self.pv = PvTriggers(
+            self._loop,
+            self.dispatcher,
+            self.state,
+            notify=self.notify,
+            queued=self._arm_tick,
+            durably=self.writes.run,
+        )
         self.pv.start(rules)
         self.pv.resume_waits()
         server = ControlServer(self)
         await server.start()
         await self._start_status_pvs()
-        for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop), (signal.SIGHUP, self.request_reload)):
+        for sig, handler in (
+            (signal.SIGTERM, self.request_stop),
+            (signal.SIGINT, self.request_stop),
+            (signal.SIGHUP, self.request_reload),
+        ):
             self._loop.add_signal_handler(sig, handler)
-        self.notify("daemon.started", f"triggerd started: {len(rules.rules)} rules, {len(requeued)} runs resume where they were", data={"pid": os.getpid(), "config": self.settings.source})
-        for warning in setup_warnings(self.settings, rules):  # valid, but most likely not what was meant
+        self.notify(
+            "daemon.started",
+            f"triggerd started: {len(rules.rules)} rules, {len(requeued)} runs resume where they were",
+            data={"pid": os.getpid(), "config": self.settings.source},
+        )
+        # valid, but most likely not what was meant
+        for warning in setup_warnings(self.settings, rules):
             self.notify("daemon.warning", warning, level="warning")
         self._catch_up(rules, first=True)
         self.dispatcher.pump(time.time())
         self.notifier.ready(self.summary())
         heartbeat = asyncio.create_task(self._heartbeat()) if self.notifier.enabled else None
-        waiting = getattr(self._executor, "waiting_queues", dict)  # Celery: jobs no worker took, by queue
+        # Celery: jobs no worker took, by queue
+        waiting = getattr(self._executor, "waiting_queues", dict)
         watch = asyncio.create_task(self.dependencies.watch(self.readings, waiting))
         try:
             await self._stop.wait()
@@ -228,7 +281,6 @@ class Daemon:
             found.append(self.writes.health.reading)
         found.append(self.journal.health.reading)
         return found + self.dependencies.queue_readings()
-
 
     async def _start_executor_later(self) -> None:
         """Try the executor again (1 s, 2 s, ... up to 30 s apart) until it starts; then the
@@ -272,7 +324,11 @@ class Daemon:
             self._executor_retry.cancel()
         unfinished = self.dispatcher.active_run_ids()
         self._detached = True
-        self.notify("daemon.stopped", f"triggerd stopped; {len(unfinished)} unfinished runs resume at the next start", data={"unfinished": unfinished})
+        self.notify(
+            "daemon.stopped",
+            f"triggerd stopped; {len(unfinished)} unfinished runs resume at the next start",
+            data={"unfinished": unfinished},
+        )
         self._executor.close(timeout=5)
         self.journal.close()
         if self.status_pvs is not None:
@@ -330,7 +386,11 @@ class Daemon:
                 raise ConfigError("; ".join(checked.problems))
             rules = checked.rules
         except TriggerdError as exc:
-            self.notify("daemon.reload_failed", f"reload failed, keeping the running config and rules: {exc}", level="error")
+            self.notify(
+                "daemon.reload_failed",
+                f"reload failed, keeping the running config and rules: {exc}",
+                level="error",
+            )
             self.last_reload = {"at": time.time(), "ok": False, "error": str(exc)}
             self.notifier.ready(self.summary())
             return {"ok": False, "error": str(exc)}
@@ -346,12 +406,19 @@ class Daemon:
             self.pv.update(rules)
         if self.status_pvs is not None:
             self.status_pvs.rules_changed()
-        self.settings = settings if settings.paths.state_dir == self.settings.paths.state_dir else self.settings
+        self.settings = (
+            settings if settings.paths.state_dir == self.settings.paths.state_dir else self.settings
+        )
         self.reloads += 1
         self.last_reload = {"at": time.time(), "ok": True, "error": None}
         new = {r.name for r in rules.rules}
-        self.notify("daemon.reloaded", f"reloaded: {len(new)} rules ({len(new - old)} added, {len(old - new)} removed)")
-        self._catch_up(RuleSet(tuple(r for r in rules.rules if r.name in new - old), rules.files), first=False)
+        self.notify(
+            "daemon.reloaded",
+            f"reloaded: {len(new)} rules ({len(new - old)} added, {len(old - new)} removed)",
+        )
+        self._catch_up(
+            RuleSet(tuple(r for r in rules.rules if r.name in new - old), rules.files), first=False
+        )
         self._rescan_changed(before, rules, since=began - _RELOAD_LOOKBACK)
         self.dispatcher.pump(time.time())
         self.notifier.ready(self.summary())
@@ -388,10 +455,21 @@ class Daemon:
         now = time.time()
         if not event.seen_at:
             event = dataclasses.replace(event, seen_at=now)
-        self._observe(event.path, {"at": now, "what": f"complete ({event.kind})", "size": event.size, "inode": event.inode, "mtime_ns": event.mtime_ns})
+        self._observe(
+            event.path,
+            {
+                "at": now,
+                "what": f"complete ({event.kind})",
+                "size": event.size,
+                "inode": event.inode,
+                "mtime_ns": event.mtime_ns,
+            },
+        )
         self._dispatch_file(event, now)
 
-    def _dispatch_file(self, event: FileEvent, now: float, rules: tuple[str, ...] | None = None) -> None:
+    def _dispatch_file(
+        self, event: FileEvent, now: float, rules: tuple[str, ...] | None = None
+    ) -> None:
         """To the dispatcher; while the state file cannot be written, in order, later."""
         assert self.dispatcher is not None and self.writes is not None
         dispatcher = self.dispatcher
@@ -416,7 +494,14 @@ class Daemon:
         assert self.dispatcher is not None and self._loop is not None
         if self._tick_handle is not None:
             self._tick_handle.cancel()
-        due = [t for t in (self.dispatcher.tick(time.time()), self.dispatcher.next_rate_slot(time.time())) if t is not None]
+        due = [
+            t
+            for t in (
+                self.dispatcher.tick(time.time()),
+                self.dispatcher.next_rate_slot(time.time()),
+            )
+            if t is not None
+        ]
         if due:
             delay = max(0.0, min(due) - time.time())
             self._tick_handle = self._loop.call_later(delay, self._on_tick)
@@ -433,8 +518,16 @@ class Daemon:
 
     def _health_changed(self, root: str, state: str, message: str) -> None:
         self.health[root] = {"state": state, "message": message, "since": time.time()}
-        level = "error" if state == "error" else "warning" if state in ("overflow", "waiting") else "info"
-        self.notify(f"source.{state}", f"{root}: {message or state}", level=level, data={"root": root})
+        level = (
+            "error"
+            if state == "error"
+            else "warning"
+            if state in ("overflow", "waiting")
+            else "info"
+        )
+        self.notify(
+            f"source.{state}", f"{root}: {message or state}", level=level, data={"root": root}
+        )
 
     # -- status PVs ---------------------------------------------------------------------------
 
@@ -443,11 +536,17 @@ class Daemon:
         cfg = self.settings.status_pvs
         if cfg.prefix is None:
             return
-        status = StatusPvs(self, cfg.prefix, port=cfg.port, interval=cfg.interval, writers=cfg.writers)
+        status = StatusPvs(
+            self, cfg.prefix, port=cfg.port, interval=cfg.interval, writers=cfg.writers
+        )
         try:
             await status.start()
         except Exception as exc:  # a port in use, caproto missing: the daemon's job goes on
-            self.notify("daemon.status_pvs_failed", f"status PVs under {cfg.prefix} not served: {exc}", level="error")
+            self.notify(
+                "daemon.status_pvs_failed",
+                f"status PVs under {cfg.prefix} not served: {exc}",
+                level="error",
+            )
             return
         self.status_pvs = status
 
@@ -476,12 +575,18 @@ class Daemon:
         for rule in after.rules:
             if rule.files is None or rule.name not in was:
                 continue
-            jobs += [_CatchUp(rule.name, w, since) for w in watches_for(RuleSet((rule,), ())) if w not in was[rule.name]]
+            jobs += [
+                _CatchUp(rule.name, w, since)
+                for w in watches_for(RuleSet((rule,), ()))
+                if w not in was[rule.name]
+            ]
         self._start_scan(jobs, "reload rescan")
 
     def _start_scan(self, jobs: list[_CatchUp], what: str) -> None:
         if jobs:
-            threading.Thread(target=self._scan, args=(jobs, what), name="triggerd-catch-up", daemon=True).start()
+            threading.Thread(
+                target=self._scan, args=(jobs, what), name="triggerd-catch-up", daemon=True
+            ).start()
 
     def _scan(self, jobs: list[_CatchUp], what: str) -> None:
         try:
@@ -508,7 +613,9 @@ class Daemon:
         def hand_over(rule: str, batch: list[FileEvent]) -> None:
             assert self._loop is not None
             in_flight.acquire()
-            self._loop.call_soon_threadsafe(self._on_caught_up, rule, batch, what, in_flight.release)
+            self._loop.call_soon_threadsafe(
+                self._on_caught_up, rule, batch, what, in_flight.release
+            )
 
         with self.state.ledger_reader() as dispatched:
             for job in jobs:
@@ -525,15 +632,31 @@ class Daemon:
                 if batch:
                     hand_over(job.rule, batch)
         message = f"{what} found {found} files, {known} of them dispatched before"
-        data = {"files": found, "dispatched_before": known, "rules": sorted({j.rule for j in jobs}), "scan": what}
+        data = {
+            "files": found,
+            "dispatched_before": known,
+            "rules": sorted({j.rule for j in jobs}),
+            "scan": what,
+        }
         self._loop.call_soon_threadsafe(lambda: self.notify("source.caught_up", message, data=data))
 
-    def _on_caught_up(self, rule: str, events: list[FileEvent], what: str, done: Callable[[], None]) -> None:
+    def _on_caught_up(
+        self, rule: str, events: list[FileEvent], what: str, done: Callable[[], None]
+    ) -> None:
         assert self.dispatcher is not None
         try:
             now = time.time()
             for event in events:
-                self._observe(event.path, {"at": now, "what": f"found by the {what} of rule {rule}", "size": event.size, "inode": event.inode, "mtime_ns": event.mtime_ns})
+                self._observe(
+                    event.path,
+                    {
+                        "at": now,
+                        "what": f"found by the {what} of rule {rule}",
+                        "size": event.size,
+                        "inode": event.inode,
+                        "mtime_ns": event.mtime_ns,
+                    },
+                )
                 self._dispatch_file(event, now, rules=(rule,))
         finally:
             done()
@@ -545,14 +668,29 @@ class Daemon:
         assert self.writes is not None
         run_id = row.run_id
         try:
-            self._executor.submit(row.workflow, row.params, run_id=run_id, rule=row.rule, attempt=row.attempts + 1)
+            self._executor.submit(
+                row.workflow, row.params, run_id=run_id, rule=row.rule, attempt=row.attempts + 1
+            )
         except TriggerdError as exc:
             why = str(exc)
-            self.writes.run(f"rejecting run {run_id}", lambda: self.state.set_state(run_id, "rejected", error=why))
-            self.notify("run.rejected", f"run {run_id} of {row.workflow} refused: {why}", level="error", run=run_id, workflow=row.workflow, rule=row.rule)
+            self.writes.run(
+                f"rejecting run {run_id}",
+                lambda: self.state.set_state(run_id, "rejected", error=why),
+            )
+            self.notify(
+                "run.rejected",
+                f"run {run_id} of {row.workflow} refused: {why}",
+                level="error",
+                run=run_id,
+                workflow=row.workflow,
+                rule=row.rule,
+            )
             self._loop.call_soon(self.dispatcher.finished, run_id, time.time())
             return
-        self.writes.run(f"submitting run {run_id}", lambda: self.state.set_state(run_id, "submitted", attempt=True))
+        self.writes.run(
+            f"submitting run {run_id}",
+            lambda: self.state.set_state(run_id, "submitted", attempt=True),
+        )
 
     def _from_executor(self, event: LogEvent) -> None:
         """Called on the executor's thread: hop to the loop."""
@@ -566,12 +704,19 @@ class Daemon:
         assert self.writes is not None
         run_id = event.run
         if event.kind == "run.started":
-            self.writes.run(f"recording run {run_id} running", lambda: self.state.set_state(run_id, "running"))
+            self.writes.run(
+                f"recording run {run_id} running", lambda: self.state.set_state(run_id, "running")
+            )
         elif event.kind in ("run.succeeded", "run.failed", "run.aborted", "run.stopped"):
             state, error = event.kind.split(".")[1], event.data.get("error")
-            self.writes.run(f"recording the end of run {run_id}", lambda: self._record_end(run_id, state, error, notify=False))
+            self.writes.run(
+                f"recording the end of run {run_id}",
+                lambda: self._record_end(run_id, state, error, notify=False),
+            )
 
-    def _record_end(self, run_id: str, state: str, error: str | None, *, notify: bool = True) -> None:
+    def _record_end(
+        self, run_id: str, state: str, error: str | None, *, notify: bool = True
+    ) -> None:
         """A run has ended: its state, its slot freed for the next queued run."""
         assert self.dispatcher is not None
         row = self.state.run(run_id)
@@ -581,8 +726,15 @@ class Daemon:
         if self._executor is not None:
             self._executor.forget(run_id)  # its end is in the outbox now: the journal may go
         if notify:
-            self.notify(f"run.{state}", f"run {run_id} {state}: {error}", level="warning", run=run_id,
-                        workflow=row.workflow, rule=row.rule, data={"error": error})  # fmt: skip
+            self.notify(
+                f"run.{state}",
+                f"run {run_id} {state}: {error}",
+                level="warning",
+                run=run_id,
+                workflow=row.workflow,
+                rule=row.rule,
+                data={"error": error},
+            )
         self.dispatcher.finished(run_id, time.time())
         if not self.dispatcher.running():
             self._idle.set()
@@ -600,7 +752,9 @@ class Daemon:
         if paused != (rule in self.dispatcher.paused):
             (self.dispatcher.paused.add if paused else self.dispatcher.paused.discard)(rule)
             action = "paused" if paused else "resumed"
-            self.notify(f"rule.{action}", f"rule {rule} {action} by {by}", rule=rule, data={"by": by})
+            self.notify(
+                f"rule.{action}", f"rule {rule} {action} by {by}", rule=rule, data={"by": by}
+            )
         return rule in self.dispatcher.paused
 
     def stop_run(self, run_id: str) -> dict[str, Any]:
@@ -613,8 +767,15 @@ class Daemon:
             assert self.dispatcher is not None
             self.dispatcher.drop(run_id)
             self.state.set_state(run_id, "stopped", error="stopped before it started")
-            self.notify("run.stopped", f"run {run_id} of '{row.workflow}' stopped before it started", level="warning",
-                        run=run_id, workflow=row.workflow, rule=row.rule, data={"error": "stopped before it started"})  # fmt: skip
+            self.notify(
+                "run.stopped",
+                f"run {run_id} of '{row.workflow}' stopped before it started",
+                level="warning",
+                run=run_id,
+                workflow=row.workflow,
+                rule=row.rule,
+                data={"error": "stopped before it started"},
+            )
             return {"ok": True, "state": "stopped"}
         if row.state not in ("submitted", "running"):
             return {"ok": False, "error": f"run {run_id} already ended ({row.state})"}
@@ -630,8 +791,31 @@ class Daemon:
 
     # -- the event log (issue 6 sends these to MongoDB; here: log and memory) ----------------
 
-    def notify(self, kind: str, message: str, level: str = "info", run: str | None = None, workflow: str | None = None, rule: str | None = None, dag: str | None = None, data: dict[str, Any] | None = None, source: dict[str, Any] | None = None) -> None:
-        self._record(LogEvent(kind, message, run=run, workflow=workflow, rule=rule, dag=dag, level=level, data=data or {}, source=source))
+    def notify(
+        self,
+        kind: str,
+        message: str,
+        level: str = "info",
+        run: str | None = None,
+        workflow: str | None = None,
+        rule: str | None = None,
+        dag: str | None = None,
+        data: dict[str, Any] | None = None,
+        source: dict[str, Any] | None = None,
+    ) -> None:
+        self._record(
+            LogEvent(
+                kind,
+                message,
+                run=run,
+                workflow=workflow,
+                rule=rule,
+                dag=dag,
+                level=level,
+                data=data or {},
+                source=source,
+            )
+        )
 
     def _record(self, event: LogEvent) -> None:
         self.recent.append(event)

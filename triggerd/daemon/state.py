@@ -62,7 +62,9 @@ CREATE TABLE IF NOT EXISTS watermarks (
     since       REAL NOT NULL              -- when the rule first watched: catch_up='missed' looks back to here
 );
 """
-_DISPATCHED = "SELECT 1 FROM ledger WHERE rule = ? AND path = ? AND inode = ? AND size = ? AND mtime_ns = ?"
+_DISPATCHED = (
+    "SELECT 1 FROM ledger WHERE rule = ? AND path = ? AND inode = ? AND size = ? AND mtime_ns = ?"
+)
 
 
 class StateUnavailable(BackendUnavailable):
@@ -131,11 +133,16 @@ class StateDB:
         connection (WAL lets readers run beside the writer) those queries neither hold
         the lock nor run on the daemon's event loop.
         """
-        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(
+            f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None
+        )
         try:
+
             def dispatched(rule: str, identity: tuple[str, int, int, int]) -> bool:
                 path, inode, size, mtime_ns = identity
-                row = conn.execute(_DISPATCHED, (rule, os.fsencode(path), inode, size, mtime_ns)).fetchone()
+                row = conn.execute(
+                    _DISPATCHED, (rule, os.fsencode(path), inode, size, mtime_ns)
+                ).fetchone()
                 return row is not None
 
             yield dispatched
@@ -157,11 +164,14 @@ class StateDB:
                         conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:  # full, read-only, an I/O error, locked for 30 s
+            except sqlite3.OperationalError as exc:
+                # full, read-only, an I/O error, locked for 30 s
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                raise StateUnavailable(f"the state file {self.path} cannot be written: {exc}") from exc
+                raise StateUnavailable(
+                    f"the state file {self.path} cannot be written: {exc}"
+                ) from exc
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -195,18 +205,33 @@ class StateDB:
                 conn.execute(
                     "INSERT INTO runs (run_id, key, rule, workflow, params, trigger, state, queued_at, replay_of)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, key, rule, workflow, _dumps(params), _dumps(trigger), "waiting" if waiting else "queued", now, replay_of),
+                    (
+                        run_id,
+                        key,
+                        rule,
+                        workflow,
+                        _dumps(params),
+                        _dumps(trigger),
+                        "waiting" if waiting else "queued",
+                        now,
+                        replay_of,
+                    ),
                 )
                 if rule is not None:
                     conn.executemany(
                         "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [(rule, os.fsencode(p), ino, size, mt, run_id, now) for p, ino, size, mt in files],
+                        [
+                            (rule, os.fsencode(p), ino, size, mt, run_id, now)
+                            for p, ino, size, mt in files
+                        ],
                     )
         except sqlite3.IntegrityError:
             return False
         return True
 
-    def set_state(self, run_id: str, state: str, *, error: str | None = None, attempt: bool = False) -> None:
+    def set_state(
+        self, run_id: str, state: str, *, error: str | None = None, attempt: bool = False
+    ) -> None:
         now = time.time()
         with self._tx() as conn:
             conn.execute(
@@ -221,16 +246,24 @@ class StateDB:
     def release(self, run_id: str, trigger: list[dict[str, Any]]) -> bool:
         """A waiting run's file is complete: it joins the queue, its trigger says which file."""
         with self._tx() as conn:
-            return conn.execute(
-                "UPDATE runs SET state = 'queued', trigger = ? WHERE run_id = ? AND state = 'waiting'",
-                (_dumps(trigger), run_id),
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    "UPDATE runs SET state = 'queued', trigger = ? WHERE run_id = ? AND state = 'waiting'",
+                    (_dumps(trigger), run_id),
+                ).rowcount
+                == 1
+            )
 
     def requeue_unfinished(self) -> list[str]:
         """At start-up: runs submitted or running when the daemon died go back to the queue
         (they resume from their journal when they are handed out again); returns which."""
         with self._tx() as conn:
-            ids = [row[0] for row in conn.execute("SELECT run_id FROM runs WHERE state IN ('submitted', 'running') ORDER BY seq")]
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT run_id FROM runs WHERE state IN ('submitted', 'running') ORDER BY seq"
+                )
+            ]
             conn.execute("UPDATE runs SET state = 'queued' WHERE state IN ('submitted', 'running')")
             return ids
 
@@ -240,8 +273,11 @@ class StateDB:
         found: set[str] = set()
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            rows = self._query(f"SELECT run_id FROM runs WHERE run_id IN ({','.join('?' * len(chunk))})"
-                               " AND state IN ('waiting', 'queued', 'submitted', 'running')", chunk)  # fmt: skip
+            rows = self._query(
+                f"SELECT run_id FROM runs WHERE run_id IN ({','.join('?' * len(chunk))})"
+                " AND state IN ('waiting', 'queued', 'submitted', 'running')",
+                chunk,
+            )
             found.update(row[0] for row in rows)
         return found
 
@@ -258,7 +294,14 @@ class StateDB:
         rows = self._rows("WHERE run_id = ?", (run_id,))
         return rows[0] if rows else None
 
-    def runs(self, *, states: Sequence[str] = (), rule: str | None = None, since: float | None = None, limit: int = 50) -> list[RunRow]:
+    def runs(
+        self,
+        *,
+        states: Sequence[str] = (),
+        rule: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+    ) -> list[RunRow]:
         where, args = [], []
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
@@ -276,7 +319,9 @@ class StateDB:
         return dict(self._query("SELECT state, COUNT(*) FROM runs GROUP BY state"))
 
     def rule_stats(self) -> dict[str, dict[str, Any]]:
-        rows = self._query("SELECT rule, COUNT(*), MAX(queued_at) FROM runs WHERE rule IS NOT NULL GROUP BY rule")
+        rows = self._query(
+            "SELECT rule, COUNT(*), MAX(queued_at) FROM runs WHERE rule IS NOT NULL GROUP BY rule"
+        )
         return {rule: {"fired": count, "last_fired": last} for rule, count, last in rows}
 
     def _rows(self, clause: str, args: Sequence[Any] = ()) -> list[RunRow]:

@@ -108,8 +108,14 @@ def status_view(daemon: Daemon) -> dict[str, Any] | None:
         return None
     if daemon.status_pvs is not None:
         return daemon.status_pvs.describe()
-    why = next((e.message for e in reversed(daemon.recent) if e.kind == "daemon.status_pvs_failed"), None)
-    return {"prefix": cfg.prefix, "port": cfg.port, "error": why or "not served (see the daemon.status_pvs_failed event)"}
+    why = next(
+        (e.message for e in reversed(daemon.recent) if e.kind == "daemon.status_pvs_failed"), None
+    )
+    return {
+        "prefix": cfg.prefix,
+        "port": cfg.port,
+        "error": why or "not served (see the daemon.status_pvs_failed event)",
+    }
 
 
 class _HideRefusals(logging.Filter):
@@ -127,7 +133,15 @@ _REFUSALS = _HideRefusals()
 class StatusPvs:
     """Serve the daemon's status under ``prefix`` on ``port``; ``await start()``, ``await stop()``."""
 
-    def __init__(self, daemon: Daemon, prefix: str, *, port: int, interval: float = 1.0, writers: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        prefix: str,
+        *,
+        port: int,
+        interval: float = 1.0,
+        writers: Sequence[str] = (),
+    ) -> None:
         self._daemon = daemon
         self._prefix = prefix
         self._port = port
@@ -160,7 +174,14 @@ class StatusPvs:
 
         try:
             self._define_channels()
-            for name in ("RUNNING", "DRAINING", "RUNS_ACTIVE", "RUNS_QUEUED", "RUNS_FAILED", "OUTBOX"):
+            for name in (
+                "RUNNING",
+                "DRAINING",
+                "RUNS_ACTIVE",
+                "RUNS_QUEUED",
+                "RUNS_FAILED",
+                "OUTBOX",
+            ):
                 self._add(name, self._integer(value=0))
             for name in ("LAST_TRIGGER", "LAST_RULE"):
                 self._add(name, self._string(value=""))
@@ -172,14 +193,22 @@ class StatusPvs:
             raise
         context.ca_server_port = self._port  # the UDP search port, and what the searches answer
         logging.getLogger("caproto.circ").addFilter(_REFUSALS)
-        self._server = asyncio.get_running_loop().create_task(context.run(), name="triggerd-status-pvs")
+        self._server = asyncio.get_running_loop().create_task(
+            context.run(), name="triggerd-status-pvs"
+        )
         self._server.add_done_callback(self._server_ended)
         self._updater = asyncio.get_running_loop().create_task(self._update_loop())
         self._daemon.add_sink(self._on_event)
         await self._post("RUNNING", 1)
         where = self.describe()
-        log.info("status PVs served", prefix=self._prefix, pvs=len(self._pvdb), port=self._port,
-                 EPICS_CA_ADDR_LIST=where["ca_addr_list"], writers=where["writers"])  # fmt: skip
+        log.info(
+            "status PVs served",
+            prefix=self._prefix,
+            pvs=len(self._pvdb),
+            port=self._port,
+            EPICS_CA_ADDR_LIST=where["ca_addr_list"],
+            writers=where["writers"],
+        )
 
     async def stop(self) -> None:
         """RUNNING goes to 0 (clients see it), then the server closes its sockets."""
@@ -190,7 +219,9 @@ class StatusPvs:
         for task in (self._updater, self._server, *self._pending):
             if task is not None:
                 task.cancel()
-        await asyncio.gather(*(t for t in (self._updater, self._server) if t is not None), return_exceptions=True)
+        await asyncio.gather(
+            *(t for t in (self._updater, self._server) if t is not None), return_exceptions=True
+        )
         self._server = self._updater = None
         logging.getLogger("caproto.circ").removeFilter(_REFUSALS)
 
@@ -222,7 +253,8 @@ class StatusPvs:
         for interface in self._interfaces:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as caproto: no wait for TIME_WAIT
+                # as caproto: no wait for TIME_WAIT
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.setblocking(False)
                 sock.bind((interface, self._port))
             except OSError as exc:
@@ -231,8 +263,10 @@ class StatusPvs:
                     bound.close()
                 taken = exc.errno == errno.EADDRINUSE
                 hint = "; another triggerd or Channel Access server has it: set [status_pvs] port to a free one"
-                raise ConfigError(f"port {self._port} on {interface}: {exc.strerror}{hint if taken else ''}",
-                                  key="status_pvs.port") from None  # fmt: skip
+                raise ConfigError(
+                    f"port {self._port} on {interface}: {exc.strerror}{hint if taken else ''}",
+                    key="status_pvs.port",
+                ) from None
             sockets[interface] = sock
         return sockets
 
@@ -254,7 +288,9 @@ class StatusPvs:
             def check_access(self, hostname: str | None, username: str | None) -> Any:
                 return AccessRights.READ
 
-            async def auth_write(self, hostname: str | None, username: str | None, *args: Any, **kwargs: Any) -> Any:
+            async def auth_write(
+                self, hostname: str | None, username: str | None, *args: Any, **kwargs: Any
+            ) -> Any:
                 if AccessRights.WRITE not in self.check_access(hostname, username):
                     raise status._refuse(self.pvname, self.rule, hostname, username)
                 return await super().auth_write(hostname, username, *args, **kwargs)  # type: ignore[misc]
@@ -275,7 +311,9 @@ class StatusPvs:
                     return AccessRights.READ | AccessRights.WRITE
                 return AccessRights.READ
 
-            async def auth_write(self, hostname: str | None, username: str | None, *args: Any, **kwargs: Any) -> Any:
+            async def auth_write(
+                self, hostname: str | None, username: str | None, *args: Any, **kwargs: Any
+            ) -> Any:
                 self.client = f"Channel Access client {username}@{hostname}"
                 return await super().auth_write(hostname, username, *args, **kwargs)
 
@@ -293,19 +331,30 @@ class StatusPvs:
         channel.pvname, channel.rule = self._prefix + name, rule
         self._pvdb[self._prefix + name] = channel
 
-    def _refuse(self, pvname: str, rule: str | None, hostname: str | None, username: str | None) -> Exception:
+    def _refuse(
+        self, pvname: str, rule: str | None, hostname: str | None, username: str | None
+    ) -> Exception:
         """Log and record a refused write; the exception caproto turns into the client's CA error."""
         from caproto import Forbidden
 
         client = f"{username}@{hostname}"
         why = "not listed in [status_pvs] writers" if rule is not None else "read-only"
-        self._daemon.notify("daemon.status_pv_refused", f"write to {pvname} by Channel Access client {client} refused: {why}",
-                            level="warning", rule=rule, data={"pv": pvname, "by": client, "reason": why})  # fmt: skip
+        self._daemon.notify(
+            "daemon.status_pv_refused",
+            f"write to {pvname} by Channel Access client {client} refused: {why}",
+            level="warning",
+            rule=rule,
+            data={"pv": pvname, "by": client, "reason": why},
+        )
         return Forbidden(f"{pvname}: {why} (client {client})")
 
     def _server_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            self._daemon.notify("daemon.status_pvs_failed", f"status PVs under {self._prefix} stopped: {task.exception()}", level="error")
+            self._daemon.notify(
+                "daemon.status_pvs_failed",
+                f"status PVs under {self._prefix} stopped: {task.exception()}",
+                level="error",
+            )
 
     def rules_changed(self) -> None:
         """Add the PVs of new rules and drop those of removed ones (after a reload)."""
@@ -316,7 +365,11 @@ class StatusPvs:
             self._pvdb.pop(f"{self._prefix}{gone}:PAUSE", None)
             self._pvdb.pop(f"{self._prefix}{gone}:FIRED", None)
         for new in names - self._rules:
-            self._add(f"{new}:PAUSE", self._pause(value=PAUSE_STATES[new in d.paused], enum_strings=PAUSE_STATES), rule=new)
+            self._add(
+                f"{new}:PAUSE",
+                self._pause(value=PAUSE_STATES[new in d.paused], enum_strings=PAUSE_STATES),
+                rule=new,
+            )
             self._add(f"{new}:FIRED", self._integer(value=0))
         self._rules = names
 
@@ -340,7 +393,9 @@ class StatusPvs:
         await self._post("RUNS_ACTIVE", d.running())
         await self._post("RUNS_QUEUED", d.queued())
         await self._post("RUNS_FAILED", counts.get("failed", 0))
-        await self._post("OUTBOX", d.queued() + (daemon.pv.waiting() if daemon.pv is not None else 0))
+        await self._post(
+            "OUTBOX", d.queued() + (daemon.pv.waiting() if daemon.pv is not None else 0)
+        )
         for rule in self._rules:
             await self._post(f"{rule}:PAUSE", PAUSE_STATES[rule in d.paused])
             await self._post(f"{rule}:FIRED", stats.get(rule, {}).get("fired", 0))

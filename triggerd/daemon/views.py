@@ -99,13 +99,25 @@ def _candidate(rule: Rule, path: str) -> FileEvent | None:
     """The event the source would emit for ``path`` under one of ``rule``'s roots."""
     if rule.files is None:
         return None
-    root = next((r for r in rule.files.roots if path == r or path.startswith(r.rstrip("/") + "/")), None)
+    root = next(
+        (r for r in rule.files.roots if path == r or path.startswith(r.rstrip("/") + "/")), None
+    )
     if root is None:
         root = rule.files.roots[0] if rule.files.roots else "/"
-    link_to = os.path.realpath(path) if os.path.islink(path) else None  # as the source reports a link
+    # as the source reports a link
+    link_to = os.path.realpath(path) if os.path.islink(path) else None
     try:
         st = os.stat(path)
-        return FileEvent(path, root, st.st_size, st.st_mtime_ns, st.st_ino, "closed", time.time(), link_to=link_to)
+        return FileEvent(
+            path,
+            root,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ino,
+            "closed",
+            time.time(),
+            link_to=link_to,
+        )
     except OSError:
         return FileEvent(path, root, 0, 0, 0, "closed", time.time(), link_to=link_to)
 
@@ -124,7 +136,10 @@ def test_trigger(daemon: Daemon, path: str) -> dict[str, Any]:
         match = rule.match(event)
         why = rule.explain(event)
         if match is not None and own:
-            match, why = None, "one of the daemon's own files (state, key, store, event log): never triggers"
+            match, why = (
+                None,
+                "one of the daemon's own files (state, key, store, event log): never triggers",
+            )
         results.append(
             {
                 "rule": rule.name,
@@ -158,7 +173,12 @@ def explain(daemon: Daemon, path: str) -> dict[str, Any]:
             }
         )
     skipped = [
-        {"at": e.time.timestamp(), "rule": e.rule, "reason": e.data.get("reason"), "message": e.message}
+        {
+            "at": e.time.timestamp(),
+            "rule": e.rule,
+            "reason": e.data.get("reason"),
+            "message": e.message,
+        }
         for e in daemon.recent
         if e.kind == "trigger.skipped" and e.data.get("event", {}).get("path") == path
     ]

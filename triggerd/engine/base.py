@@ -84,7 +84,9 @@ class RunHandle:
 
     def wait(self, timeout: float | None = None) -> RunResult:
         if not self._done.wait(timeout):
-            raise TimeoutError(f"run {self.run_id} of '{self.workflow}' did not end within {timeout} s")
+            raise TimeoutError(
+                f"run {self.run_id} of '{self.workflow}' did not end within {timeout} s"
+            )
         assert self._result is not None
         return self._result
 
@@ -117,10 +119,18 @@ class ActiveRun:
         if command.inputs is not None:
             inputs = tuple((i.name, i.aliases, i.data) for i in command.inputs)
         return TaskJob(
-            self.run_id, self.workflow.name, self.workflow.content_hash, command.dag,
-            command.blueprint, command.task, command.queue, inputs, command.dag_data, self.rule,
+            self.run_id,
+            self.workflow.name,
+            self.workflow.content_hash,
+            command.dag,
+            command.blueprint,
+            command.task,
+            command.queue,
+            inputs,
+            command.dag_data,
+            self.rule,
             self.attempt,
-        )  # fmt: skip
+        )
 
 
 class Executor(ABC):
@@ -141,7 +151,11 @@ class Executor(ABC):
         self._journal = journal
         self._journaling = journal is not None  # off while closing: what ends then is not an end
         self._give_up_after = give_up_after
-        self._keeper = StoreKeeper(store, target=_describe(store), give_up_after=give_up_after) if store is not None else None
+        self._keeper = (
+            StoreKeeper(store, target=_describe(store), give_up_after=give_up_after)
+            if store is not None
+            else None
+        )
         self._keep_data = keep_data
         self._stop_grace = stop_grace
         self._sinks: list[EventSink] = [on_event] if on_event else []
@@ -229,7 +243,9 @@ class Executor(ABC):
         shapes = loaded.shapes()
         handle = RunHandle(run_id or new_id(), workflow)
         keep = self._keep_data if keep_data is None else keep_data
-        active = ActiveRun(handle, loaded, r.Run(shapes), keep, rule, params, attempt, attempts={attempt})
+        active = ActiveRun(
+            handle, loaded, r.Run(shapes), keep, rule, params, attempt, attempts={attempt}
+        )
         self._call(lambda: self._begin(active))
         return handle
 
@@ -242,7 +258,9 @@ class Executor(ABC):
         tasks still running ``stop_grace`` seconds later are terminated."""
         self._call(lambda: self._stop(run_id, reason))
         if self._stop_grace is not None:
-            timer = threading.Timer(self._stop_grace, lambda: self._call(lambda: self._terminate(run_id)))
+            timer = threading.Timer(
+                self._stop_grace, lambda: self._call(lambda: self._terminate(run_id))
+            )
             timer.daemon = True
             self._timers.append(timer)
             timer.start()
@@ -279,8 +297,15 @@ class Executor(ABC):
         if self._journal is not None:
             active.records = self._journal.records(run_id)
             first = active.records[0].entry if active.records else None
-            if active.records and not (isinstance(first, Begun) and first.content_hash == active.workflow.content_hash):
-                self._emit(active, "run.restarted", f"the workflow file of '{active.workflow.name}' changed since the run began: it starts over", level="warning")
+            if active.records and not (
+                isinstance(first, Begun) and first.content_hash == active.workflow.content_hash
+            ):
+                self._emit(
+                    active,
+                    "run.restarted",
+                    f"the workflow file of '{active.workflow.name}' changed since the run began: it starts over",
+                    level="warning",
+                )
                 self._journal.forget(run_id)
                 active.records = []
         if self._keeper is None:
@@ -288,16 +313,29 @@ class Executor(ABC):
             return
         if self._keeper.health.ok is False:
             reading = self._keeper.health.reading
-            self._emit(active, "run.waiting", f"the data store ({reading.target}) is unreachable: the run starts when it answers", level="warning", data={"dependency": "store", "error": reading.error})
+            self._emit(
+                active,
+                "run.waiting",
+                f"the data store ({reading.target}) is unreachable: the run starts when it answers",
+                level="warning",
+                data={"dependency": "store", "error": reading.error},
+            )
         make = _document_maker(active, fresh=not active.records)
-        self._keeper.submit(f"creating the document of run {run_id}", make, done=lambda exc: self._call(lambda: self._prepared(active, exc)))
+        self._keeper.submit(
+            f"creating the document of run {run_id}",
+            make,
+            done=lambda exc: self._call(lambda: self._prepared(active, exc)),
+        )
 
     def _prepared(self, active: ActiveRun, error: BaseException | None) -> None:
         """The run's document is written (or could not be): start its DAGs (or fail it)."""
         if self._runs.get(active.run_id) is not active:
             return  # stopped while it waited; the keeper removes the document after writing it
         if error is not None:
-            self._finish(active, r.RunFinished("failed", f"its data store document could not be written: {error}"))
+            self._finish(
+                active,
+                r.RunFinished("failed", f"its data store document could not be written: {error}"),
+            )
             return
         active.prepared = True
         if active.records:
@@ -317,10 +355,17 @@ class Executor(ABC):
         for document in plan.events:  # the same ids: the event log keeps one of each
             self._record(LogEvent.from_dict(document))
         self._restore_signals(plan.signals)
-        message = (f"run of '{active.workflow.name}' resumed (attempt {active.attempt}): {plan.finished_tasks} "
-                   f"tasks had ended, {len(plan.outstanding)} were running or due")  # fmt: skip
-        data = {"params": jsonable(active.params), "attempt": active.attempt, "resumed": True,
-                "tasks_ended": plan.finished_tasks, "tasks_running": len(plan.outstanding)}  # fmt: skip
+        message = (
+            f"run of '{active.workflow.name}' resumed (attempt {active.attempt}): {plan.finished_tasks} "
+            f"tasks had ended, {len(plan.outstanding)} were running or due"
+        )
+        data = {
+            "params": jsonable(active.params),
+            "attempt": active.attempt,
+            "resumed": True,
+            "tasks_ended": plan.finished_tasks,
+            "tasks_running": len(plan.outstanding),
+        }
         self._emit(active, "run.started", message, data=data)
         for command in plan.commands:
             match command:
@@ -341,11 +386,20 @@ class Executor(ABC):
         if sent is not None:
             task = active.workflow.task(command.blueprint, command.task)
             if not task.idempotent:
-                message = (f"task '{command.task}' was running when the daemon stopped, and it is not "
-                           "idempotent (idempotent=False), so it was not run again")  # fmt: skip
+                message = (
+                    f"task '{command.task}' was running when the daemon stopped, and it is not "
+                    "idempotent (idempotent=False), so it was not run again"
+                )
                 self._lost_task(active, command.dag, command.task, message)
                 return
-            self._emit(active, "task.retried", f"{command.task} runs again: it was running when the daemon stopped", dag=command.dag, task=command.task, level="warning")
+            self._emit(
+                active,
+                "task.retried",
+                f"{command.task} runs again: it was running when the daemon stopped",
+                dag=command.dag,
+                task=command.task,
+                level="warning",
+            )
         self._jobs.append((active.run_id, command))
 
     def _restore_signals(self, signals: Mapping[str, Mapping[str, Any]]) -> None:  # noqa: B027 - optional hook
@@ -355,11 +409,29 @@ class Executor(ABC):
         """What to journal beside a signal request, to answer it after a restart."""
         return {}
 
-    def _journal_append(self, active: ActiveRun, entry: Entry, event: LogEvent | None = None, extra: dict[str, Any] | None = None) -> None:
+    def _journal_append(
+        self,
+        active: ActiveRun,
+        entry: Entry,
+        event: LogEvent | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         if self._journal is not None and self._journaling:
-            self._journal.append(active.run_id, active.attempt, entry, {**(extra or {}), **({"event": event.to_dict()} if event else {})})
+            self._journal.append(
+                active.run_id,
+                active.attempt,
+                entry,
+                {**(extra or {}), **({"event": event.to_dict()} if event else {})},
+            )
 
-    def _feed(self, run_id: str, event: r.Event, *, emitted: LogEvent | None = None, extra: dict[str, Any] | None = None) -> None:
+    def _feed(
+        self,
+        run_id: str,
+        event: r.Event,
+        *,
+        emitted: LogEvent | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         """Journal ``event``, record ``emitted`` (the event that reports it), then hand it
         to the run's runner and perform what it says."""
         active = self._runs.get(run_id)
@@ -373,10 +445,20 @@ class Executor(ABC):
         if emitted is not None:
             self._record(emitted)
         self._perform(active, active.run.handle(event))
-        if not active.run.finished and self._runs.get(run_id) is active and self._in_flight(run_id) == 0 and not active.run.joining():
+        if (
+            not active.run.finished
+            and self._runs.get(run_id) is active
+            and self._in_flight(run_id) == 0
+            and not active.run.joining()
+        ):
             # Our own bug: nothing of the run is running or queued, so nothing will ever
             # end it. Fail it rather than leave it "running" forever.
-            self._perform(active, active.run.abandon("internal error: the run has no task running or queued (please report this)"))
+            self._perform(
+                active,
+                active.run.abandon(
+                    "internal error: the run has no task running or queued (please report this)"
+                ),
+            )
 
     def _stop(self, run_id: str, reason: str) -> None:
         if run_id in self._runs:
@@ -384,9 +466,25 @@ class Executor(ABC):
             return
         # Not (or no longer) ours: say it ended, so that whoever asked does not wait on it.
         # A run that just ended has said so already; the daemon keeps the first end.
-        self._record(LogEvent("run.stopped", f"run {run_id} stopped ({reason}): the executor had no task of it", run=run_id, level="warning", data={"error": reason}))
+        self._record(
+            LogEvent(
+                "run.stopped",
+                f"run {run_id} stopped ({reason}): the executor had no task of it",
+                run=run_id,
+                level="warning",
+                data={"error": reason},
+            )
+        )
 
-    def _signal(self, run_id: str, request_id: str, dag: str, action: str, payload: dict[str, Any], task: str | None = None) -> None:
+    def _signal(
+        self,
+        run_id: str,
+        request_id: str,
+        dag: str,
+        action: str,
+        payload: dict[str, Any],
+        task: str | None = None,
+    ) -> None:
         """A task's signal (start_dag, join_dags, stop_dag, stop_workflow): record it as a
         ``signal.<action>`` event, then hand it to the runner."""
         active = self._runs.get(run_id)
@@ -394,35 +492,81 @@ class Executor(ABC):
             data: dict[str, Any] = {k: v for k, v in payload.items() if k in ("name", "names")}
             if action == "start_dag":
                 data["with_data"] = payload.get("data") is not None
-            target = payload.get("name") or ", ".join(payload.get("names") or []) or ("every other DAG" if action == "join_dags" else "")
-            message = f"{task or dag} asks to {action.replace('_', ' ')}" + (f" {target}" if target else "")
+            target = (
+                payload.get("name")
+                or ", ".join(payload.get("names") or [])
+                or ("every other DAG" if action == "join_dags" else "")
+            )
+            message = f"{task or dag} asks to {action.replace('_', ' ')}" + (
+                f" {target}" if target else ""
+            )
             self._emit(active, f"signal.{action}", message, dag=dag, task=task, data=data)
-        self._feed(run_id, r.SignalReceived(request_id, dag, action, payload), extra=self._signal_detail(request_id))
+        self._feed(
+            run_id,
+            r.SignalReceived(request_id, dag, action, payload),
+            extra=self._signal_detail(request_id),
+        )
 
     def _outcome(self, active: ActiveRun, dag: str, task: str, outcome: TaskOutcome) -> None:
         """A task came back from a worker: record it and feed it to the runner."""
         duration = outcome.ended - outcome.started
         if outcome.outcome == "failed":
-            active.failures.append({"dag": dag, "task": task, "error": outcome.message, "traceback": outcome.traceback})
-            event = self._event(active, "task.failed", f"{task} failed: {outcome.message}", dag=dag, task=task, level="error", data={"duration": duration, "traceback": outcome.traceback})
-            self._feed(active.run_id, r.TaskFailed(dag, task, outcome.message, outcome.traceback), emitted=event)
+            active.failures.append(
+                {"dag": dag, "task": task, "error": outcome.message, "traceback": outcome.traceback}
+            )
+            event = self._event(
+                active,
+                "task.failed",
+                f"{task} failed: {outcome.message}",
+                dag=dag,
+                task=task,
+                level="error",
+                data={"duration": duration, "traceback": outcome.traceback},
+            )
+            self._feed(
+                active.run_id,
+                r.TaskFailed(dag, task, outcome.message, outcome.traceback),
+                emitted=event,
+            )
         else:
             level = {"aborted": "error", "stopped": "warning"}.get(outcome.outcome, "info")
-            text = f"{task} {outcome.outcome} in {duration:.3f} s" + (f": {outcome.message}" if outcome.message else "")
-            event = self._event(active, f"task.{outcome.outcome}", text, dag=dag, task=task, level=level, data={"duration": duration})
-            self._feed(active.run_id, r.TaskFinished(dag, task, outcome.outcome, outcome.limit, outcome.data, outcome.message), emitted=event)
+            text = f"{task} {outcome.outcome} in {duration:.3f} s" + (
+                f": {outcome.message}" if outcome.message else ""
+            )
+            event = self._event(
+                active,
+                f"task.{outcome.outcome}",
+                text,
+                dag=dag,
+                task=task,
+                level=level,
+                data={"duration": duration},
+            )
+            self._feed(
+                active.run_id,
+                r.TaskFinished(
+                    dag, task, outcome.outcome, outcome.limit, outcome.data, outcome.message
+                ),
+                emitted=event,
+            )
 
     def _lost_task(self, active: ActiveRun, dag: str, task: str, message: str) -> None:
         """A task that never came back (its worker died, the broker refused it): failed."""
         active.failures.append({"dag": dag, "task": task, "error": message, "traceback": ""})
-        event = self._event(active, "task.failed", f"{task} failed: {message}", dag=dag, task=task, level="error")
+        event = self._event(
+            active, "task.failed", f"{task} failed: {message}", dag=dag, task=task, level="error"
+        )
         self._feed(active.run_id, r.TaskFailed(dag, task, message), emitted=event)
 
     def _terminated_task(self, active: ActiveRun, dag: str, task: str) -> None:
         """A task ended by force after the stop grace: it counts as stopped."""
         message = f"terminated: still running {self._stop_grace:g} s after its run was stopped"
-        event = self._event(active, "task.stopped", f"{task} {message}", dag=dag, task=task, level="warning")
-        self._feed(active.run_id, r.TaskFinished(dag, task, "stopped", (), None, message), emitted=event)
+        event = self._event(
+            active, "task.stopped", f"{task} {message}", dag=dag, task=task, level="warning"
+        )
+        self._feed(
+            active.run_id, r.TaskFinished(dag, task, "stopped", (), None, message), emitted=event
+        )
 
     def _next_job(self) -> tuple[ActiveRun, r.StartTask] | None:
         """The first queued job still to be sent, dropping those of ended runs and ending
@@ -435,7 +579,12 @@ class Executor(ABC):
                 self._jobs.popleft()
             elif active.run.is_stopped(command.dag):
                 self._jobs.popleft()
-                self._feed(run_id, r.TaskFinished(command.dag, command.task, "stopped", (), None, "stopped before it started"))
+                self._feed(
+                    run_id,
+                    r.TaskFinished(
+                        command.dag, command.task, "stopped", (), None, "stopped before it started"
+                    ),
+                )
             else:
                 return active, command
         return None
@@ -452,15 +601,40 @@ class Executor(ABC):
                 case r.SkipTask(dag=dag, task=task):
                     self._emit(active, "task.skipped", f"{task} skipped", dag=dag, task=task)
                 case r.CancelTask(dag=dag, task=task):
-                    self._emit(active, "task.cancelled", f"{task} cancelled: its DAG was stopped", dag=dag, task=task, level="warning")
+                    self._emit(
+                        active,
+                        "task.cancelled",
+                        f"{task} cancelled: its DAG was stopped",
+                        dag=dag,
+                        task=task,
+                        level="warning",
+                    )
                 case r.DagStarted(dag=dag, queue=dag_queue):
                     active.dag_started[dag] = time.time()
                     self._meta(active, {f"log.{dag}.start_time": active.dag_started[dag]})
-                    self._emit(active, "dag.started", f"DAG {dag} started", dag=dag, data={"queue": dag_queue})
+                    self._emit(
+                        active,
+                        "dag.started",
+                        f"DAG {dag} started",
+                        dag=dag,
+                        data={"queue": dag_queue},
+                    )
                 case r.DagFinished(dag=dag, status=status):
                     end = time.time()
-                    self._meta(active, {f"log.{dag}.end_time": end, f"log.{dag}.duration": end - active.dag_started.get(dag, end)})
-                    self._emit(active, f"dag.{status}", f"DAG {dag} {status}", dag=dag, level="info" if status == "succeeded" else "warning")
+                    self._meta(
+                        active,
+                        {
+                            f"log.{dag}.end_time": end,
+                            f"log.{dag}.duration": end - active.dag_started.get(dag, end),
+                        },
+                    )
+                    self._emit(
+                        active,
+                        f"dag.{status}",
+                        f"DAG {dag} {status}",
+                        dag=dag,
+                        level="info" if status == "succeeded" else "warning",
+                    )
                 case r.RunFinished():
                     self._finish(active, command)
                 case r.Ignored(reason=reason):
@@ -468,7 +642,9 @@ class Executor(ABC):
                 case _:
                     raise InternalError(f"unknown command {command!r}")
 
-    def _finish(self, active: ActiveRun, command: r.RunFinished, *, event: LogEvent | None = None) -> None:
+    def _finish(
+        self, active: ActiveRun, command: r.RunFinished, *, event: LogEvent | None = None
+    ) -> None:
         """The run has ended: journal and record its end (``event``: as recorded before a
         restart), remove its document, release whoever waits for it."""
         run_id = active.run_id
@@ -478,25 +654,56 @@ class Executor(ABC):
         if event is None:
             level = "info" if command.status == "succeeded" else "error"
             message = f"run of '{active.workflow.name}' {command.status} in {ended - active.started:.3f} s"
-            event = self._event(active, f"run.{command.status}", message + (f": {command.error}" if command.error else ""), level=level, data={"duration": ended - active.started, "error": command.error})
+            event = self._event(
+                active,
+                f"run.{command.status}",
+                message + (f": {command.error}" if command.error else ""),
+                level=level,
+                data={"duration": ended - active.started, "error": command.error},
+            )
         self._journal_append(active, Ended(command.status, command.error), event)
         self._record(event)
         if self._keeper is not None and not active.keep_data:
-            self._keeper.submit(f"removing the document of run {run_id}", lambda store: store.remove(run_id))
-        tasks = {dag: {t: s.value for t, s in states.items()} for dag, states in active.run.dags.items()}
+            self._keeper.submit(
+                f"removing the document of run {run_id}", lambda store: store.remove(run_id)
+            )
+        tasks = {
+            dag: {t: s.value for t, s in states.items()} for dag, states in active.run.dags.items()
+        }
         self._run_ended(run_id)
         del self._runs[run_id]
-        active.handle._finish(RunResult(run_id, active.workflow.name, command.status, command.error, tasks, active.failures, active.started, ended))
+        active.handle._finish(
+            RunResult(
+                run_id,
+                active.workflow.name,
+                command.status,
+                command.error,
+                tasks,
+                active.failures,
+                active.started,
+                ended,
+            )
+        )
 
     def _meta(self, active: ActiveRun, values: Mapping[str, Any]) -> None:
         """Run times in the document's meta section, as Lightflow keeps them: written when
         the store answers, in order; a failure costs only the times."""
         if self._keeper is not None:
             run_id = active.run_id
-            self._keeper.submit(f"writing times of run {run_id}", lambda store: store.get(run_id).set_many(values, section="meta"))
+            self._keeper.submit(
+                f"writing times of run {run_id}",
+                lambda store: store.get(run_id).set_many(values, section="meta"),
+            )
 
     def _event(self, active: ActiveRun, kind: str, message: str, **fields: Any) -> LogEvent:
-        return LogEvent(kind, message, run=active.run_id, workflow=active.workflow.name, rule=active.rule, **fields)
+        return LogEvent(
+            kind,
+            message,
+            run=active.run_id,
+            workflow=active.workflow.name,
+            rule=active.rule,
+            **fields,
+        )
 
     def _emit(self, active: ActiveRun, kind: str, message: str, **fields: Any) -> None:
         self._record(self._event(active, kind, message, **fields))
@@ -532,4 +739,7 @@ def _describe(store: Any) -> str:
 
 def jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
     """Parameters as JSON-safe values for an event: anything else as its repr."""
-    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in params.items()}
+    return {
+        k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+        for k, v in params.items()
+    }

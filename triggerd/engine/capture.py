@@ -63,7 +63,19 @@ _MAX_TEXT = 64 * 1024  # characters of a log message or exception text an event 
 # Loggers of the worker's own machinery: never a task's events, whoever's thread logs.
 _INTERNAL = ("celery", "kombu", "amqp", "billiard", "triggerd.engine")
 # Keys structlog adds to every event dict; the others are the caller's fields.
-_STRUCTLOG_KEYS = frozenset({"event", "level", "logger", "timestamp", "exc_info", "exception", "stack_info", "_record", "_from_structlog"})
+_STRUCTLOG_KEYS = frozenset(
+    {
+        "event",
+        "level",
+        "logger",
+        "timestamp",
+        "exc_info",
+        "exception",
+        "stack_info",
+        "_record",
+        "_from_structlog",
+    }
+)
 # The worker's name goes into its own field once the schema has one (schema v2).
 _WORKER_FIELD = "worker" in {f.name for f in dataclasses.fields(LogEvent)}
 
@@ -74,8 +86,17 @@ _current: ContextVar[TaskCapture | None] = ContextVar("triggerd_task_capture", d
 class TaskCapture:
     """The output and log records of one running task, turned into events for ``emit``."""
 
-    def __init__(self, emit: EventEmitter, *, run: str, workflow: str, dag: str, task: str, worker: str,
-                 rule: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        emit: EventEmitter,
+        *,
+        run: str,
+        workflow: str,
+        dag: str,
+        task: str,
+        worker: str,
+        rule: str | None = None,
+    ):
         self._emit = emit
         self._bound = {"run": run, "workflow": workflow, "dag": dag, "task": task, "rule": rule}
         self._worker = worker
@@ -85,7 +106,9 @@ class TaskCapture:
         self.pid = os.getpid()
         self._printed = {name: _Lines(self._output_to(name, None)) for name in ("stdout", "stderr")}
 
-    def event(self, kind: str, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
+    def event(
+        self, kind: str, message: str, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
         """Create the event here and now (its id and time) and hand it on; never raises."""
         data = dict(data or {})
         fields: dict[str, Any] = {}
@@ -94,7 +117,11 @@ class TaskCapture:
         else:
             data["worker"] = self._worker
         try:
-            self._emit(LogEvent(kind=kind, message=message, level=level, data=data, **self._bound, **fields))
+            self._emit(
+                LogEvent(
+                    kind=kind, message=message, level=level, data=data, **self._bound, **fields
+                )
+            )
         except Exception:  # noqa: BLE001 - a task's print must never fail because of us
             pass
 
@@ -129,11 +156,21 @@ class TaskCapture:
 
 
 @contextlib.contextmanager
-def capture_task(emit: EventEmitter, *, run: str, workflow: str, dag: str, task: str, worker: str,
-                 rule: str | None = None) -> Iterator[TaskCapture]:  # fmt: skip
+def capture_task(
+    emit: EventEmitter,
+    *,
+    run: str,
+    workflow: str,
+    dag: str,
+    task: str,
+    worker: str,
+    rule: str | None = None,
+) -> Iterator[TaskCapture]:
     """Turn what the task run in this block prints and logs into its events (``rule``: the
     trigger rule that started the run, when there is one)."""
-    capture = TaskCapture(emit, run=run, workflow=workflow, dag=dag, task=task, worker=worker, rule=rule)
+    capture = TaskCapture(
+        emit, run=run, workflow=workflow, dag=dag, task=task, worker=worker, rule=rule
+    )
     token = _current.set(capture)
     _HUB.enter(capture)
     try:
@@ -216,7 +253,9 @@ class _RoutedStream:
             return len(text)
         except UnicodeEncodeError:  # e.g. undecodable file name bytes; never fail a print
             encoding = getattr(self._target, "encoding", None) or "utf-8"
-            return self._target.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
+            return self._target.write(
+                text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+            )
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -375,7 +414,9 @@ class EventBatcher:
             try:
                 self._send(batch)
             except Exception as exc:  # noqa: BLE001 - the task goes on; its events are lost
-                _log.warning("could not send %d task events: %s: %s", len(batch), type(exc).__name__, exc)
+                _log.warning(
+                    "could not send %d task events: %s: %s", len(batch), type(exc).__name__, exc
+                )
 
     def _loop(self) -> None:
         while True:

@@ -27,7 +27,10 @@ def list_workers(celery: CelerySettings, *, timeout: float = 1.0) -> list[dict[s
     try:
         # Each question waits the whole timeout for answers: ask all three at once.
         with ThreadPoolExecutor(3) as pool:
-            asked = [pool.submit(question) for question in (inspect.stats, inspect.active_queues, inspect.active)]
+            asked = [
+                pool.submit(question)
+                for question in (inspect.stats, inspect.active_queues, inspect.active)
+            ]
             stats, queues, active = (future.result() or {} for future in asked)
     except OperationalError as exc:
         raise _unreachable(celery, exc) from exc
@@ -36,16 +39,18 @@ def list_workers(celery: CelerySettings, *, timeout: float = 1.0) -> list[dict[s
     workers = []
     for name in sorted({*stats, *queues, *active}):
         info = stats.get(name, {})
-        workers.append({
-            "name": name,
-            "host": name.partition("@")[2] or name,
-            "pid": info.get("pid"),
-            "queues": sorted(q["name"] for q in queues.get(name, [])),
-            "concurrency": info.get("pool", {}).get("max-concurrency"),
-            "pool": info.get("pool", {}).get("implementation", "").rpartition(":")[2],
-            "jobs_done": sum(info.get("total", {}).values()),
-            "running": [_job(task) for task in active.get(name, [])],
-        })  # fmt: skip
+        workers.append(
+            {
+                "name": name,
+                "host": name.partition("@")[2] or name,
+                "pid": info.get("pid"),
+                "queues": sorted(q["name"] for q in queues.get(name, [])),
+                "concurrency": info.get("pool", {}).get("max-concurrency"),
+                "pool": info.get("pool", {}).get("implementation", "").rpartition(":")[2],
+                "jobs_done": sum(info.get("total", {}).values()),
+                "running": [_job(task) for task in active.get(name, [])],
+            }
+        )
     return workers
 
 
@@ -61,7 +66,9 @@ def consumed_queues(celery: CelerySettings, *, timeout: float = 1.0) -> set[str]
     return {queue["name"] for queues in replies.values() for queue in queues or []}
 
 
-def shutdown_workers(celery: CelerySettings, names: list[str] | None = None, *, timeout: float = 2.0) -> list[str]:
+def shutdown_workers(
+    celery: CelerySettings, names: list[str] | None = None, *, timeout: float = 2.0
+) -> list[str]:
     """Ask workers (``names``, or all) to shut down warmly: they finish the tasks they run,
     take no new ones, and exit. Returns the names of those that were told (they answered
     a ping just before)."""

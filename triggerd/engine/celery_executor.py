@@ -118,8 +118,15 @@ class CeleryExecutor(Executor):
         give_up_after: float = 43_200.0,
         journal: Journal | None = None,
     ):
-        super().__init__(workflows=workflows, store=store, keep_data=keep_data, stop_grace=stop_grace, on_event=on_event,
-                         give_up_after=give_up_after, journal=journal)  # fmt: skip
+        super().__init__(
+            workflows=workflows,
+            store=store,
+            keep_data=keep_data,
+            stop_grace=stop_grace,
+            on_event=on_event,
+            give_up_after=give_up_after,
+            journal=journal,
+        )
         self._settings = celery
         self._codec = codec
         self._id = journal.identity() if journal is not None else uuid.uuid4().hex
@@ -129,12 +136,18 @@ class CeleryExecutor(Executor):
         self._acks: list[bytes] = []  # messages acted on: off the processing list next
         self._parked: dict[str, list[_Message]] = {}  # run id -> its messages, until it resumes
         self._resumable: set[str] = set()  # runs with a journal, not resumed yet
-        self._preset: dict[_Key, str] = {}  # a job's Celery task id, chosen (and journaled) before it is sent
+        # a job's Celery task id, chosen (and journaled) before it is sent
+        self._preset: dict[_Key, str] = {}
         self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._running: dict[_Key, _Sent] = {}  # jobs sent, not yet done
         # A lost worker's job comes back within the visibility timeout plus a sweep; a job
         # silent for longer than that will not come back: it has failed.
-        self._lost_after = celery.visibility_timeout + restore_interval(celery.visibility_timeout) + HEARTBEAT_TTL + 5.0
+        self._lost_after = (
+            celery.visibility_timeout
+            + restore_interval(celery.visibility_timeout)
+            + HEARTBEAT_TTL
+            + 5.0
+        )
         self._requests: dict[str, str] = {}  # signal request id -> reply key
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
@@ -144,7 +157,8 @@ class CeleryExecutor(Executor):
         self._unsendable_since: float | None = None  # the first failed send of this outage
         self._next_lost_check = 0.0  # monotonic: when to look for jobs the broker lost next
         self._next_send = 0.0  # no send before this (monotonic), while sends fail
-        self._unwritten: list[tuple[Callable[..., None], tuple[Any, ...]]] = []  # writes Redis missed
+        # writes Redis missed
+        self._unwritten: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -191,7 +205,8 @@ class CeleryExecutor(Executor):
         assert self._redis is not None
         last_word = connect_once(self._settings.broker_url)  # Redis may be down: no retries now
         try:
-            push(last_word, self._inbox_key, self._codec.seal(INBOX, {"type": "wake"}))  # ends the wait at once
+            # ends the wait at once
+            push(last_word, self._inbox_key, self._codec.seal(INBOX, {"type": "wake"}))
         except redis.RedisError:
             pass  # the listener notices the closing flag within _BLPOP_TIMEOUT
         for thread in self._threads:
@@ -277,10 +292,14 @@ class CeleryExecutor(Executor):
                         self._call(self._broker_lost)
                     self._broker_answers()
                     self._call(self._check_workers)
-                raw = self._redis.blmove(self._inbox_key, self._processing_key, _BLPOP_TIMEOUT, "LEFT", "RIGHT")
+                raw = self._redis.blmove(
+                    self._inbox_key, self._processing_key, _BLPOP_TIMEOUT, "LEFT", "RIGHT"
+                )
             except redis.RedisError as exc:
                 if self.broker.ok is not False:
-                    _log.warning("celery executor: Redis unreachable; runs wait for it", error=str(exc))
+                    _log.warning(
+                        "celery executor: Redis unreachable; runs wait for it", error=str(exc)
+                    )
                 self.broker.down(f"{type(exc).__name__}: {exc}")
                 self._closing.wait(1.0)  # back-off before reconnecting, not a poll
                 continue
@@ -300,9 +319,17 @@ class CeleryExecutor(Executor):
         self._call(lambda: self._on_raw(message))
 
     def _refuse(self, raw: bytes, reason: str) -> None:
-        _log.error("celery executor: a message on the inbox was refused", error=reason, message=raw[:200])
-        self._record(LogEvent("message.refused", f"a message on the executor's inbox was refused, nothing acted on: {reason}",
-                              level="error", data={"message": raw[:200].decode("utf-8", "replace")}))  # fmt: skip
+        _log.error(
+            "celery executor: a message on the inbox was refused", error=reason, message=raw[:200]
+        )
+        self._record(
+            LogEvent(
+                "message.refused",
+                f"a message on the executor's inbox was refused, nothing acted on: {reason}",
+                level="error",
+                data={"message": raw[:200].decode("utf-8", "replace")},
+            )
+        )
         self._acks.append(raw)
 
     def _broker_answers(self) -> None:
@@ -326,7 +353,11 @@ class CeleryExecutor(Executor):
         try:
             self._on_message(message.body)
         except (KeyError, TypeError, ValueError) as exc:
-            _log.error("celery executor: a malformed message on the inbox, dropped", error=f"{type(exc).__name__}: {exc}", message=message.raw[:200])
+            _log.error(
+                "celery executor: a malformed message on the inbox, dropped",
+                error=f"{type(exc).__name__}: {exc}",
+                message=message.raw[:200],
+            )
         self._acks.append(message.raw)
 
     def _unpark(self, run_id: str | None = None) -> None:
@@ -358,29 +389,55 @@ class CeleryExecutor(Executor):
                 worker = message["worker"]
                 if message.get("redelivered"):
                     text = f"{task} started again on {worker}: the worker that had it was lost mid-task"
-                    self._emit(active, "task.retried", text, dag=dag, task=task, level="warning", data={"worker": worker})
+                    self._emit(
+                        active,
+                        "task.retried",
+                        text,
+                        dag=dag,
+                        task=task,
+                        level="warning",
+                        data={"worker": worker},
+                    )
                 else:
-                    self._emit(active, "task.started", f"{task} started on {worker}", dag=dag, task=task, data={"worker": worker})
+                    self._emit(
+                        active,
+                        "task.started",
+                        f"{task} started on {worker}",
+                        dag=dag,
+                        task=task,
+                        data={"worker": worker},
+                    )
         elif kind == "done":
             if active is None:
                 return  # a late completion of a run that has ended (e.g. a redelivery)
             if sent is None:
                 # A job Celery delivered twice, one given up on after the stop grace, or one
                 # of an earlier attempt.
-                self._emit(active, "run.ignored", f"late or duplicate completion of {dag}/{task}", level="warning")
+                self._emit(
+                    active,
+                    "run.ignored",
+                    f"late or duplicate completion of {dag}/{task}",
+                    level="warning",
+                )
                 return
             del self._running[(run_id, dag, task)]
             self._outcome(active, dag, task, decode_outcome(message["outcome"]))
         elif kind == "signal":
             if active is None:  # the run has ended: answer now rather than let it time out
                 error = {"error": f"run {run_id} has ended", "error_type": "RequestFailed"}
-                self._redis_call(push, message["reply_to"], self._codec.seal(REPLY, {**error, "request_id": message["request_id"]}))
+                self._redis_call(
+                    push,
+                    message["reply_to"],
+                    self._codec.seal(REPLY, {**error, "request_id": message["request_id"]}),
+                )
                 return
             payload = dict(message["payload"])
             if isinstance(payload.get("data"), str):
                 payload["data"] = unb64(payload["data"])  # signed bytes, opaque to the runner
             self._requests[message["request_id"]] = message["reply_to"]
-            self._signal(run_id, message["request_id"], dag, message["action"], payload, task=task or None)
+            self._signal(
+                run_id, message["request_id"], dag, message["action"], payload, task=task or None
+            )
         else:
             raise InternalError(f"unknown message on the executor's inbox: {kind!r}")
 
@@ -420,23 +477,39 @@ class CeleryExecutor(Executor):
         a worker killed just as it took it from the queue) is lost: it is sent again under
         its id. A claimed one is running or done; it is watched like any started job."""
         now = time.monotonic()
-        old = [(key, sent) for key, sent in self._running.items() if not sent.started and now - sent.sent_at > self._lost_after]
+        old = [
+            (key, sent)
+            for key, sent in self._running.items()
+            if not sent.started and now - sent.sent_at > self._lost_after
+        ]
         if not old:
             return
         try:
             states = delivery_state(self._redis, [sent.task_id for _key, sent in old])  # type: ignore[arg-type]
-            unclaimed = [(key, sent) for (key, sent), state in zip(old, states, strict=True) if state is None]
+            unclaimed = [
+                (key, sent) for (key, sent), state in zip(old, states, strict=True) if state is None
+            ]
             for (_key, sent), state in zip(old, states, strict=True):
                 sent.started = sent.started or state is not None
-            held = still_with_broker(self._redis, {s.command.queue for _k, s in unclaimed}, [s.task_id for _k, s in unclaimed])  # type: ignore[arg-type]
+            held = still_with_broker(
+                self._redis,
+                {s.command.queue for _k, s in unclaimed},
+                [s.task_id for _k, s in unclaimed],
+            )  # type: ignore[arg-type]
         except redis.RedisError:
             return  # the listener reports the outage
         for key, sent in unclaimed:
             if sent.task_id in held:
                 continue
             if self._send_again(key, sent) and (active := self._runs.get(key[0])) is not None:
-                self._emit(active, "task.retried", f"{key[2]} sent again: the broker lost its job (a worker died as it took it)",
-                           dag=key[1], task=key[2], level="warning")  # fmt: skip
+                self._emit(
+                    active,
+                    "task.retried",
+                    f"{key[2]} sent again: the broker lost its job (a worker died as it took it)",
+                    dag=key[1],
+                    task=key[2],
+                    level="warning",
+                )
 
     def _send_again(self, key: _Key, sent: _Sent) -> bool:
         """Back to the front of the queue, under the same task id (so a copy the broker
@@ -455,12 +528,16 @@ class CeleryExecutor(Executor):
         Stop flags are set again at once. A job that had not started may be gone from its
         queue, or running with its "started" message lost; the running ones show by their
         heartbeat within two periods, so only after that are the others sent again."""
-        _log.error("celery executor: Redis restarted without its data; jobs that did not start are sent again")
+        _log.error(
+            "celery executor: Redis restarted without its data; jobs that did not start are sent again"
+        )
         for run_id, active in self._runs.items():
             stopped = tuple(dag for dag in active.run.dags if active.run.is_stopped(dag))
             if stopped:
                 self._redis_call(mark_stopped, self._codec, run_id, active.attempts, stopped)
-        timer = threading.Timer(2 * HEARTBEAT_PERIOD + 0.5, lambda: self._call(self._send_unstarted_again))
+        timer = threading.Timer(
+            2 * HEARTBEAT_PERIOD + 0.5, lambda: self._call(self._send_unstarted_again)
+        )
         timer.daemon = True
         self._timers.append(timer)
         timer.start()
@@ -475,7 +552,12 @@ class CeleryExecutor(Executor):
             if running:
                 sent.started = True  # it runs; its worker reports to the inbox when done
             elif self._send_again(key, sent):
-                _log.warning("celery executor: job sent again after Redis lost it", run=key[0], dag=key[1], task=key[2])
+                _log.warning(
+                    "celery executor: job sent again after Redis lost it",
+                    run=key[0],
+                    dag=key[1],
+                    task=key[2],
+                )
 
     def _terminate(self, run_id: str) -> None:
         """The stop grace is over: revoke the run's jobs and count them as stopped."""
@@ -519,17 +601,31 @@ class CeleryExecutor(Executor):
             self._journal_append(active, Sent(command.dag, command.task, task_id, active.attempt))
         try:
             self._app.send_task(
-                TASK_NAME, args=[job_message(active.job(command), self._inbox_key, task_id, self._codec)], task_id=task_id,
-                queue=command.queue, routing_key=command.queue, retry=False,
+                TASK_NAME,
+                args=[job_message(active.job(command), self._inbox_key, task_id, self._codec)],
+                task_id=task_id,
+                queue=command.queue,
+                routing_key=command.queue,
+                retry=False,
                 # What Flower and worker logs show instead of a message full of base64.
                 shadow=f"{active.workflow.name}/{command.dag}/{command.task}",
-                argsrepr=repr({"run_id": run_id, "workflow": active.workflow.name, "dag": command.dag, "task": command.task}),
-            )  # fmt: skip
+                argsrepr=repr(
+                    {
+                        "run_id": run_id,
+                        "workflow": active.workflow.name,
+                        "dag": command.dag,
+                        "task": command.task,
+                    }
+                ),
+            )
         except OperationalError as exc:
             now = time.monotonic()
             if self._unsendable_since is None:
                 self._unsendable_since = now
-                _log.warning("celery executor: the broker is unreachable; jobs wait to be sent", error=str(exc))
+                _log.warning(
+                    "celery executor: the broker is unreachable; jobs wait to be sent",
+                    error=str(exc),
+                )
             self._next_send = now + _SEND_RETRY
             self.broker.down(f"{type(exc).__name__}: {exc}")
             return False
@@ -591,7 +687,9 @@ class CeleryExecutor(Executor):
     def _reply(self, request_id: str, payload: dict[str, Any]) -> None:
         reply_to = self._requests.pop(request_id, None)
         if reply_to is not None:
-            self._redis_call(push, reply_to, self._codec.seal(REPLY, {**payload, "request_id": request_id}))
+            self._redis_call(
+                push, reply_to, self._codec.seal(REPLY, {**payload, "request_id": request_id})
+            )
 
     def _stop_tasks(self, run_id: str, dags: tuple[str, ...]) -> None:
         self._redis_call(mark_stopped, self._codec, run_id, self._attempts(run_id), dags)
@@ -620,7 +718,9 @@ class CeleryExecutor(Executor):
         try:
             fn(self._redis, *args)
         except redis.RedisError as exc:
-            _log.warning("celery executor: a Redis write waits for Redis", call=fn.__name__, error=str(exc))
+            _log.warning(
+                "celery executor: a Redis write waits for Redis", call=fn.__name__, error=str(exc)
+            )
             self._unwritten.append((fn, args))
 
     def _write_again(self) -> None:

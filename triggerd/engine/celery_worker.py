@@ -208,7 +208,6 @@ def _closed_channel_raises_connection_error() -> None:
     kombu_redis.Channel._connparams = _connparams
 
 
-
 def restore_interval(visibility_timeout: float) -> int:
     """Seconds between sweeps for lost jobs: a fraction of the timeout, 1 to 10 s."""
     return max(1, min(10, int(visibility_timeout / 2)))
@@ -221,11 +220,21 @@ def job_message(job: TaskJob, inbox: str, job_id: str, codec: Codec) -> dict[str
     if job.inputs is not None:
         inputs = [[name, list(aliases), b64(blob)] for name, aliases, blob in job.inputs]
     body = {
-        "v": MESSAGE_VERSION, "run_id": job.run_id, "workflow": job.workflow,
-        "content_hash": job.content_hash, "dag": job.dag, "blueprint": job.blueprint,
-        "task": job.task, "queue": job.queue, "inputs": inputs,
-        "dag_data": b64(job.dag_data), "reply_to": inbox, "rule": job.rule, "attempt": job.attempt, "job_id": job_id,
-    }  # fmt: skip
+        "v": MESSAGE_VERSION,
+        "run_id": job.run_id,
+        "workflow": job.workflow,
+        "content_hash": job.content_hash,
+        "dag": job.dag,
+        "blueprint": job.blueprint,
+        "task": job.task,
+        "queue": job.queue,
+        "inputs": inputs,
+        "dag_data": b64(job.dag_data),
+        "reply_to": inbox,
+        "rule": job.rule,
+        "attempt": job.attempt,
+        "job_id": job_id,
+    }
     return codec.seal(JOB, body)
 
 
@@ -239,11 +248,15 @@ def parse_job(message: Any, codec: Codec, delivery_id: str) -> tuple[TaskJob, st
     except PayloadRejected as exc:
         version = message.get("v") if isinstance(message, dict) else None
         if version != MESSAGE_VERSION:
-            raise PayloadRejected(f"{exc} (message version {version!r}; this worker reads {MESSAGE_VERSION}: are all triggerd installs the same version?)") from None
+            raise PayloadRejected(
+                f"{exc} (message version {version!r}; this worker reads {MESSAGE_VERSION}: are all triggerd installs the same version?)"
+            ) from None
         raise
     try:
         if message.get("v") != MESSAGE_VERSION:
-            raise ValueError(f"unknown message version {message.get('v')!r} (this worker reads {MESSAGE_VERSION})")
+            raise ValueError(
+                f"unknown message version {message.get('v')!r} (this worker reads {MESSAGE_VERSION})"
+            )
         inputs = None
         if message["inputs"] is not None:
             inputs = tuple(
@@ -251,17 +264,28 @@ def parse_job(message: Any, codec: Codec, delivery_id: str) -> tuple[TaskJob, st
                 for name, aliases, blob in message["inputs"]
             )
         job = TaskJob(
-            str(message["run_id"]), str(message["workflow"]), str(message["content_hash"]),
-            str(message["dag"]), str(message["blueprint"]), str(message["task"]),
-            str(message["queue"]), inputs, unb64(message.get("dag_data")),
-            str(message["rule"]) if message.get("rule") is not None else None, int(message["attempt"]),
-        )  # fmt: skip
+            str(message["run_id"]),
+            str(message["workflow"]),
+            str(message["content_hash"]),
+            str(message["dag"]),
+            str(message["blueprint"]),
+            str(message["task"]),
+            str(message["queue"]),
+            inputs,
+            unb64(message.get("dag_data")),
+            str(message["rule"]) if message.get("rule") is not None else None,
+            int(message["attempt"]),
+        )
         inbox = str(message["reply_to"])
         job_id = message["job_id"]
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise PayloadRejected(f"malformed triggerd job message, refused: {type(exc).__name__}: {exc}") from None
+        raise PayloadRejected(
+            f"malformed triggerd job message, refused: {type(exc).__name__}: {exc}"
+        ) from None
     if job_id != delivery_id:
-        raise PayloadRejected(f"a job signed for task id {job_id!r} arrived as {delivery_id!r} (replayed?): refused")
+        raise PayloadRejected(
+            f"a job signed for task id {job_id!r} arrived as {delivery_id!r} (replayed?): refused"
+        )
     if not _CONTENT_HASH.fullmatch(job.content_hash):
         raise PayloadRejected("a job without its workflow file's content hash (sha256): refused")
     return job, inbox
@@ -296,7 +320,9 @@ class WorkerSide:
                 self._store = self._store_spec.create(self._codec)
                 self._redis = connect(self._settings.celery.broker_url)
                 self._heartbeats = Heartbeats(self._redis)
-                self._events = EventBatcher(EventStream(self._redis, codec=self._codec, maxlen=self._events_maxlen).append)
+                self._events = EventBatcher(
+                    EventStream(self._redis, codec=self._codec, maxlen=self._events_maxlen).append
+                )
                 let_task_records_through()
                 self._pid = os.getpid()
             assert self._workflows is not None and self._redis is not None
@@ -321,12 +347,23 @@ class WorkerSide:
             self._refuse(message, exc, hostname, delivery_id, events)
             raise TaskFailed(f"the job was refused and nothing of it ran: {exc}") from None
         channel = RedisChannel(
-            client, run_id=job.run_id, dag=job.dag, inbox=inbox, codec=self._codec,
-            timeout=self._settings.celery.signal_timeout, task=job.task, attempt=job.attempt,
-        )  # fmt: skip
+            client,
+            run_id=job.run_id,
+            dag=job.dag,
+            inbox=inbox,
+            codec=self._codec,
+            timeout=self._settings.celery.signal_timeout,
+            task=job.task,
+            attempt=job.attempt,
+        )
         now = time.time()
-        status, stopped = self._until_sent("claiming the job", lambda: claim(client, self._codec, delivery_id, job))
-        if status == "again" and self._until_sent("asking who runs the job", lambda: still_running(client, delivery_id) or delivery_done(client, delivery_id)):
+        status, stopped = self._until_sent(
+            "claiming the job", lambda: claim(client, self._codec, delivery_id, job)
+        )
+        if status == "again" and self._until_sent(
+            "asking who runs the job",
+            lambda: still_running(client, delivery_id) or delivery_done(client, delivery_id),
+        ):
             status = "done"  # another worker is at it, or finished while we watched
         if status == "done":
             # Celery gives a job out again once it is unacknowledged for
@@ -336,12 +373,16 @@ class WorkerSide:
             _log.warning(
                 "a job already finished or still running elsewhere was delivered again: "
                 "dropped (does the task run longer than celery.visibility_timeout?)",
-                run=job.run_id, dag=job.dag, task=job.task,
-            )  # fmt: skip
+                run=job.run_id,
+                dag=job.dag,
+                task=job.task,
+            )
             raise Ignore()
         if stopped:
             # Stopped while queued, or a redelivery of a job whose run has ended.
-            outcome = TaskOutcome("stopped", (), None, "stopped before it started", started=now, ended=now)
+            outcome = TaskOutcome(
+                "stopped", (), None, "stopped before it started", started=now, ended=now
+            )
         elif status == "again" and not _idempotent(workflows, job):
             message = (
                 f"the worker running task '{job.task}' was lost mid-task, and the task is not "
@@ -349,60 +390,124 @@ class WorkerSide:
             )
             outcome = TaskOutcome("failed", message=message, started=now, ended=now)
         else:
-            self._until_sent("telling the runner the task started", lambda: start(client, self._codec, inbox, job, hostname, delivery_id, redelivered=status == "again"))
+            self._until_sent(
+                "telling the runner the task started",
+                lambda: start(
+                    client,
+                    self._codec,
+                    inbox,
+                    job,
+                    hostname,
+                    delivery_id,
+                    redelivered=status == "again",
+                ),
+            )
             with heartbeats.running(delivery_id):
                 try:
                     outcome = self._run(job, workflows, store, channel, hostname, events)
                 except Exception as exc:  # noqa: BLE001 - our bug: still say how the task ended
-                    _log.exception("triggerd failed running a task", run=job.run_id, dag=job.dag, task=job.task)
-                    outcome = TaskOutcome("failed", message=f"internal error running the task: {type(exc).__name__}: {exc}",
-                                          started=now, ended=time.time())  # fmt: skip
+                    _log.exception(
+                        "triggerd failed running a task", run=job.run_id, dag=job.dag, task=job.task
+                    )
+                    outcome = TaskOutcome(
+                        "failed",
+                        message=f"internal error running the task: {type(exc).__name__}: {exc}",
+                        started=now,
+                        ended=time.time(),
+                    )
             # What the task printed before it ended, however it ended, and before its end.
             self._until_sent("sending the task's output", events.flush)
-        self._until_sent("telling the runner how the task ended", lambda: finish(client, self._codec, inbox, job, outcome, hostname, delivery_id))
-        _log.debug("task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome)
+        self._until_sent(
+            "telling the runner how the task ended",
+            lambda: finish(client, self._codec, inbox, job, outcome, hostname, delivery_id),
+        )
+        _log.debug(
+            "task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome
+        )
         # Only now, the runner told: a task that ends in an exception is what Celery records
         # as a failure. Nothing listens to Celery's result (the runner learns from Redis).
         if outcome.outcome == "failed":
             raise TaskFailed(outcome.message or f"task '{job.task}' failed")
         if outcome.outcome in ("stopped", "aborted"):
-            raise TaskStopped(f"{outcome.outcome}: {outcome.message}" if outcome.message else outcome.outcome)
+            raise TaskStopped(
+                f"{outcome.outcome}: {outcome.message}" if outcome.message else outcome.outcome
+            )
         return outcome.outcome
 
-    def _refuse(self, message: Any, exc: PayloadRejected, hostname: str, delivery_id: str, events: EventBatcher) -> None:
+    def _refuse(
+        self,
+        message: Any,
+        exc: PayloadRejected,
+        hostname: str,
+        delivery_id: str,
+        events: EventBatcher,
+    ) -> None:
         """A job that is not ours to run: nothing of it runs; a log line and an event say so.
         What it claims to be is shown as claimed (unverified), shortened."""
-        claims = {k: str(message.get(k))[:200] for k in ("run_id", "workflow", "dag", "task")} if isinstance(message, dict) else {}
-        _log.error("a job was refused and nothing of it ran", reason=str(exc), delivery=delivery_id, claims=claims)
-        events(LogEvent(
-            "job.refused", f"a job was refused and nothing of it ran: {exc}", level="error", worker=hostname,
-            data={"delivery": delivery_id, "claims": claims},
-        ))  # fmt: skip
+        claims = (
+            {k: str(message.get(k))[:200] for k in ("run_id", "workflow", "dag", "task")}
+            if isinstance(message, dict)
+            else {}
+        )
+        _log.error(
+            "a job was refused and nothing of it ran",
+            reason=str(exc),
+            delivery=delivery_id,
+            claims=claims,
+        )
+        events(
+            LogEvent(
+                "job.refused",
+                f"a job was refused and nothing of it ran: {exc}",
+                level="error",
+                worker=hostname,
+                data={"delivery": delivery_id, "claims": claims},
+            )
+        )
         self._until_sent("reporting a refused job", events.flush)
 
     def _until_sent(self, what: str, send: Callable[[], _T]) -> _T:
         """``send()``, again while Redis cannot be reached, for up to ``executor.give_up_after``."""
         return patiently(
-            send, away=lambda exc: isinstance(exc, redis.RedisError), give_up_after=self._settings.executor.give_up_after,
-            max_backoff=5.0, on_first=lambda exc: _log.warning("Redis unreachable: the worker waits for it", doing=what, error=str(exc)),
-        )  # fmt: skip
+            send,
+            away=lambda exc: isinstance(exc, redis.RedisError),
+            give_up_after=self._settings.executor.give_up_after,
+            max_backoff=5.0,
+            on_first=lambda exc: _log.warning(
+                "Redis unreachable: the worker waits for it", doing=what, error=str(exc)
+            ),
+        )
 
     def _run(
-        self, job: TaskJob, workflows: WorkflowCache, store: Any, channel: RedisChannel, hostname: str, events: EventBatcher
+        self,
+        job: TaskJob,
+        workflows: WorkflowCache,
+        store: Any,
+        channel: RedisChannel,
+        hostname: str,
+        events: EventBatcher,
     ) -> TaskOutcome:
         try:
             document = document_for(job, store, give_up_after=self._settings.executor.give_up_after)
         except Exception as exc:  # noqa: BLE001 - reported as the task's failure, saying why
             return outcome_without_document(exc, self._store_spec.describe())
         return execute_task(
-            job, workflows=workflows, codec=self._codec, channel=channel, store=document, hostname=hostname, emit=events
+            job,
+            workflows=workflows,
+            codec=self._codec,
+            channel=channel,
+            store=document,
+            hostname=hostname,
+            emit=events,
         )
 
 
 def _idempotent(workflows: WorkflowCache, job: TaskJob) -> bool:
     """The task's ``idempotent`` flag; True if it cannot be looked up (running it reports why)."""
     try:
-        return bool(workflows.get(job.workflow, job.content_hash).task(job.blueprint, job.task).idempotent)
+        return bool(
+            workflows.get(job.workflow, job.content_hash).task(job.blueprint, job.task).idempotent
+        )
     except Exception:  # noqa: BLE001 - execute_task reports the lookup's error properly
         return True
 
@@ -421,8 +526,9 @@ def _hmac_key(settings: Settings, *, sleep: Callable[[float], Any] = time.sleep)
                 "waiting for the HMAC key file: a worker signs and verifies task data with the "
                 "daemon's key, which the daemon writes at its first start; on another host, copy "
                 "the daemon's key file here (mode 0600) or set security.hmac_key_file",
-                path=str(path), waited=waited,
-            )  # fmt: skip
+                path=str(path),
+                waited=waited,
+            )
         sleep(1.0)
         waited += 1.0
     return hmac_key(settings)

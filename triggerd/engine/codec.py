@@ -29,7 +29,14 @@ import cloudpickle
 from triggerd.errors import ConfigError, TriggerdError
 from triggerd.private import check_private, make_private_dir
 
-__all__ = ["Codec", "PayloadRejected", "UnpicklableData", "dag_data_of", "load_or_create_key", "output_of"]
+__all__ = [
+    "Codec",
+    "PayloadRejected",
+    "UnpicklableData",
+    "dag_data_of",
+    "load_or_create_key",
+    "output_of",
+]
 
 _MAGIC = b"TD2"  # 2: the signature also covers what the data belongs to (``bind``)
 _UNBOUND_MAGIC = b"TD1"  # signed, but valid anywhere: refused since TD2
@@ -66,12 +73,16 @@ class Codec:
 
     def __init__(self, key: bytes):
         if len(key) < 16:
-            raise ConfigError("the HMAC key must be at least 16 bytes long", key="security.hmac_key")
+            raise ConfigError(
+                "the HMAC key must be at least 16 bytes long", key="security.hmac_key"
+            )
         self._key = key
 
     def _sign(self, bind: str, body: bytes) -> bytes:
         context = bind.encode("utf-8", "surrogateescape")
-        return hmac.new(self._key, len(context).to_bytes(4, "big") + context + body, hashlib.sha256).digest()
+        return hmac.new(
+            self._key, len(context).to_bytes(4, "big") + context + body, hashlib.sha256
+        ).digest()
 
     def dumps(self, obj: Any, *, bind: str, what: str = "data") -> bytes:
         """``obj`` pickled and signed for ``bind`` (what it belongs to: see the module doc);
@@ -85,7 +96,9 @@ class Codec:
     def loads(self, blob: bytes, *, bind: str) -> Any:
         """The object in ``blob``, unpickled only if it was signed with this key for ``bind``."""
         if blob.startswith(_UNBOUND_MAGIC):
-            raise PayloadRejected("payload signed by an older triggerd, for no run in particular: refused to unpickle it")
+            raise PayloadRejected(
+                "payload signed by an older triggerd, for no run in particular: refused to unpickle it"
+            )
         if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + _SIG:
             raise PayloadRejected("payload is not signed by triggerd: refused to unpickle it")
         signature = blob[len(_MAGIC) : len(_MAGIC) + _SIG]
@@ -112,7 +125,9 @@ class Codec:
         """``message`` without its ``sig``, if that is the seal of a ``kind`` message;
         :class:`PayloadRejected` otherwise (unsigned, forged, tampered, another kind)."""
         if not isinstance(message, dict):
-            raise PayloadRejected(f"a {kind} message must be a JSON object, not {type(message).__name__}: refused")
+            raise PayloadRejected(
+                f"a {kind} message must be a JSON object, not {type(message).__name__}: refused"
+            )
         signature = message.get("sig")
         if not isinstance(signature, str) or not signature.isascii():
             raise PayloadRejected(f"unsigned {kind} message: refused")
@@ -120,9 +135,13 @@ class Codec:
         try:
             expected = self.tag(_MESSAGE, kind, _canonical(body))
         except (TypeError, ValueError) as exc:
-            raise PayloadRejected(f"{kind} message cannot be encoded canonically ({exc}): refused") from None
+            raise PayloadRejected(
+                f"{kind} message cannot be encoded canonically ({exc}): refused"
+            ) from None
         if not hmac.compare_digest(signature, expected):
-            raise PayloadRejected(f"{kind} message signature does not match (forged, tampered, or signed with another key): refused")
+            raise PayloadRejected(
+                f"{kind} message signature does not match (forged, tampered, or signed with another key): refused"
+            )
         return body
 
 
@@ -177,7 +196,9 @@ def load_or_create_key(path: Path) -> bytes:
             draft.unlink()
         return key
     except OSError as exc:
-        raise ConfigError(f"cannot read the HMAC key file: {exc.strerror}", source=str(path)) from exc
+        raise ConfigError(
+            f"cannot read the HMAC key file: {exc.strerror}", source=str(path)
+        ) from exc
     if len(key) < 16:
         raise ConfigError("the HMAC key file holds fewer than 16 bytes", source=str(path))
     return key

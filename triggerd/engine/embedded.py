@@ -77,7 +77,8 @@ def celery_executor(
     """
     from .celery_executor import CeleryExecutor  # Celery loads only when it is used
 
-    key = hmac_key(settings)  # jobs, messages and the store's blobs are signed with it, as by the workers
+    # jobs, messages and the store's blobs are signed with it, as by the workers
+    key = hmac_key(settings)
     make_private_dir(settings.paths.state_dir, settings.paths.state_dir_mode)
     codec = Codec(key)
     store = store_spec(settings).create(codec)  # opened by the executor's store keeper
@@ -105,4 +106,10 @@ def make_executor(
     """The executor ``executor.kind`` names ("local" or "celery"), not yet started.
     ``journal``: where runs are journaled, so they resume after a crash (the daemon's)."""
     factory = celery_executor if settings.executor.kind == "celery" else local_executor
-    return factory(settings, extra_workflows=extra_workflows, keep_data=keep_data, on_event=on_event, journal=journal)
+    return factory(
+        settings,
+        extra_workflows=extra_workflows,
+        keep_data=keep_data,
+        on_event=on_event,
+        journal=journal,
+    )

@@ -30,7 +30,16 @@ from .capture import capture_task
 from .codec import Codec, UnpicklableData, dag_data_of, output_of
 from .store_keeper import MAX_BACKOFF, unavailable, unsent
 
-__all__ = ["PatientDocument", "TaskJob", "TaskOutcome", "WorkflowCache", "WorkflowChanged", "document_for", "execute_task", "outcome_without_document"]
+__all__ = [
+    "PatientDocument",
+    "TaskJob",
+    "TaskOutcome",
+    "WorkflowCache",
+    "WorkflowChanged",
+    "document_for",
+    "execute_task",
+    "outcome_without_document",
+]
 
 _log = get_logger(__name__)
 
@@ -102,10 +111,16 @@ def _input_data(job: TaskJob, codec: Codec) -> MultiTaskData | None:
     """The task's input, each piece unpickled only if it was signed for this run (and, a
     predecessor's output, for that predecessor in this DAG)."""
     if job.inputs is None:
-        return codec.loads(job.dag_data, bind=dag_data_of(job.run_id)) if job.dag_data is not None else None
+        return (
+            codec.loads(job.dag_data, bind=dag_data_of(job.run_id))
+            if job.dag_data is not None
+            else None
+        )
     data = MultiTaskData()
     for name, aliases, blob in job.inputs:
-        data.add_dataset(name, codec.loads(blob, bind=output_of(job.run_id, job.dag, name)), aliases=aliases)
+        data.add_dataset(
+            name, codec.loads(blob, bind=output_of(job.run_id, job.dag, name)), aliases=aliases
+        )
     return data
 
 
@@ -146,7 +161,15 @@ def execute_task(
 
     entry: dict[str, Any] = {"start_time": started, "worker": hostname, "queue": job.queue}
     capturing = (
-        capture_task(emit, run=job.run_id, workflow=job.workflow, dag=job.dag, task=job.task, worker=worker or hostname, rule=job.rule)
+        capture_task(
+            emit,
+            run=job.run_id,
+            workflow=job.workflow,
+            dag=job.dag,
+            task=job.task,
+            worker=worker or hostname,
+            rule=job.rule,
+        )
         if emit is not None
         else contextlib.nullcontext()
     )
@@ -166,35 +189,62 @@ def execute_task(
                 stop_callback=lambda exc: record("stopped", exc),
                 abort_callback=lambda exc: record("aborted", exc),
             )
-            output = action.data.default_dataset if isinstance(action.data, MultiTaskData) and len(action.data) else TaskData()
+            output = (
+                action.data.default_dataset
+                if isinstance(action.data, MultiTaskData) and len(action.data)
+                else TaskData()
+            )
             blob = codec.dumps(output, bind=output_of(job.run_id, job.dag, job.task), what="data")
             outcome, message = ended[-1] if ended else ("succeeded", "")
             result = TaskOutcome(outcome, action.limit_names(), blob, message, "", started)
         except UnpicklableData as exc:
-            result = _failed(f"task '{job.task}' returned data that cannot be pickled: {exc}", "", started)
+            result = _failed(
+                f"task '{job.task}' returned data that cannot be pickled: {exc}", "", started
+            )
         except Exception as exc:  # noqa: BLE001 - a task may raise anything; it is recorded
             result = _failed(f"{type(exc).__name__}: {exc}", _user_traceback(exc), started)
     finished = time.time()
     if store is not None:
-        at_once = store.at_once if isinstance(store, PatientDocument) else store  # the task has ended: no waiting
+        # the task has ended: no waiting
+        at_once = store.at_once if isinstance(store, PatientDocument) else store
         try:
-            at_once.set(meta_key, {**entry, "end_time": finished, "duration": finished - started}, section="meta")
+            at_once.set(
+                meta_key,
+                {**entry, "end_time": finished, "duration": finished - started},
+                section="meta",
+            )
         except Exception as exc:  # noqa: BLE001 - the task has ended; only its times are lost
-            _log.warning("the task's end time could not be written to the data store", run=job.run_id, dag=job.dag, task=job.task, error=f"{type(exc).__name__}: {exc}")
+            _log.warning(
+                "the task's end time could not be written to the data store",
+                run=job.run_id,
+                dag=job.dag,
+                task=job.task,
+                error=f"{type(exc).__name__}: {exc}",
+            )
     return replace(result, ended=finished)
 
 
-def document_for(job: TaskJob, store: Any, *, give_up_after: float, sleep: Callable[[float], Any] = time.sleep) -> PatientDocument:
+def document_for(
+    job: TaskJob, store: Any, *, give_up_after: float, sleep: Callable[[float], Any] = time.sleep
+) -> PatientDocument:
     """The run's data store document. While the store is unreachable this waits (and
     says so in the log), up to ``give_up_after`` seconds; then it raises what the store
     raised. A missing document raises :class:`~triggerd.store.DocumentMissing` at once.
     The task's own reads and writes of it wait the same way (:class:`PatientDocument`)."""
     document = patiently(
         lambda: store.open().get(job.run_id),  # open: a no-op once open
-        away=unavailable, give_up_after=give_up_after, max_backoff=MAX_BACKOFF, sleep=sleep,
-        on_first=lambda exc: _log.warning("data store unreachable: the task waits for it", run=job.run_id,
-                                          dag=job.dag, task=job.task, error=str(exc)),
-    )  # fmt: skip
+        away=unavailable,
+        give_up_after=give_up_after,
+        max_backoff=MAX_BACKOFF,
+        sleep=sleep,
+        on_first=lambda exc: _log.warning(
+            "data store unreachable: the task waits for it",
+            run=job.run_id,
+            dag=job.dag,
+            task=job.task,
+            error=str(exc),
+        ),
+    )
     return PatientDocument(document, job, give_up_after=give_up_after, sleep=sleep)
 
 
@@ -206,7 +256,14 @@ class PatientDocument:
     one that broke off mid-way may have landed, and appending twice is worse than
     failing and saying so. ``at_once`` is the document without the waiting."""
 
-    def __init__(self, document: Any, job: TaskJob, *, give_up_after: float, sleep: Callable[[float], Any] = time.sleep):
+    def __init__(
+        self,
+        document: Any,
+        job: TaskJob,
+        *,
+        give_up_after: float,
+        sleep: Callable[[float], Any] = time.sleep,
+    ):
         self.at_once = document
         self.run_id = job.run_id
         self._job, self._give_up_after, self._sleep = job, give_up_after, sleep
@@ -214,10 +271,19 @@ class PatientDocument:
     def _waiting(self, attempt: Callable[[], Any], away: Callable[[BaseException], bool]) -> Any:
         job = self._job
         return patiently(
-            attempt, away=away, give_up_after=self._give_up_after, max_backoff=MAX_BACKOFF, sleep=self._sleep,
-            on_first=lambda exc: _log.warning("data store unreachable: the task's store call waits for it",
-                                              run=job.run_id, dag=job.dag, task=job.task, error=str(exc)),
-        )  # fmt: skip
+            attempt,
+            away=away,
+            give_up_after=self._give_up_after,
+            max_backoff=MAX_BACKOFF,
+            sleep=self._sleep,
+            on_first=lambda exc: _log.warning(
+                "data store unreachable: the task's store call waits for it",
+                run=job.run_id,
+                dag=job.dag,
+                task=job.task,
+                error=str(exc),
+            ),
+        )
 
     def get(self, key: str, default: Any = None, *, section: str = "data") -> Any:
         return self._waiting(lambda: self.at_once.get(key, default, section=section), unavailable)
@@ -226,10 +292,14 @@ class PatientDocument:
         return self._waiting(lambda: self.at_once.set(key, value, section=section), unavailable)
 
     def push(self, key: str, value: Any, *, section: str = "data") -> bool:
-        return self._waiting(lambda: self.at_once.push(key, value, section=section), _unsent_and_away)
+        return self._waiting(
+            lambda: self.at_once.push(key, value, section=section), _unsent_and_away
+        )
 
     def extend(self, key: str, values: list, *, section: str = "data") -> bool:
-        return self._waiting(lambda: self.at_once.extend(key, values, section=section), _unsent_and_away)
+        return self._waiting(
+            lambda: self.at_once.extend(key, values, section=section), _unsent_and_away
+        )
 
 
 def _unsent_and_away(exc: BaseException) -> bool:

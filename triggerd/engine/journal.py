@@ -85,7 +85,9 @@ class Ended:
 Entry = Begun | Sent | Ended | r.TaskFinished | r.TaskFailed | r.SignalReceived | r.StopRequested
 
 
-def encode(entry: Entry, extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], bytes | None]:
+def encode(
+    entry: Entry, extra: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any], bytes | None]:
     """``(kind, body, data)`` of an entry; ``extra`` goes into the body (e.g. a signal's
     reply key, the event that reported a task's end)."""
     body: dict[str, Any]
@@ -94,18 +96,41 @@ def encode(entry: Entry, extra: dict[str, Any] | None = None) -> tuple[str, dict
         case Begun(workflow=workflow, content_hash=content_hash):
             kind, body = "begun", {"workflow": workflow, "content_hash": content_hash}
         case Sent(dag=dag, task=task, delivery=delivery, attempt=attempt):
-            kind, body = "sent", {"dag": dag, "task": task, "delivery": delivery, "attempt": attempt}
+            kind, body = (
+                "sent",
+                {"dag": dag, "task": task, "delivery": delivery, "attempt": attempt},
+            )
         case Ended(status=status, error=error):
             kind, body = "ended", {"status": status, "error": error}
-        case r.TaskFinished(dag=dag, task=task, outcome=outcome, limit=limit, data=blob, message=message):
-            kind, body, data = "finished", {"dag": dag, "task": task, "outcome": outcome,
-                                            "limit": list(limit) if limit is not None else None, "message": message}, blob  # fmt: skip
+        case r.TaskFinished(
+            dag=dag, task=task, outcome=outcome, limit=limit, data=blob, message=message
+        ):
+            kind, body, data = (
+                "finished",
+                {
+                    "dag": dag,
+                    "task": task,
+                    "outcome": outcome,
+                    "limit": list(limit) if limit is not None else None,
+                    "message": message,
+                },
+                blob,
+            )
         case r.TaskFailed(dag=dag, task=task, error=error, traceback=tb):
             kind, body = "failed", {"dag": dag, "task": task, "error": error, "traceback": tb}
         case r.SignalReceived(request_id=request_id, dag=dag, action=action, payload=payload):
             plain = {k: v for k, v in payload.items() if k != "data"}
-            kind, body, data = "signal", {"request_id": request_id, "dag": dag, "action": action, "payload": plain,
-                                          "has_data": payload.get("data") is not None}, payload.get("data")  # fmt: skip
+            kind, body, data = (
+                "signal",
+                {
+                    "request_id": request_id,
+                    "dag": dag,
+                    "action": action,
+                    "payload": plain,
+                    "has_data": payload.get("data") is not None,
+                },
+                payload.get("data"),
+            )
         case r.StopRequested(reason=reason):
             kind, body = "stop", {"reason": reason}
         case _:
@@ -122,7 +147,14 @@ def decode(kind: str, body: dict[str, Any], data: bytes | None) -> Entry:
         return Ended(body["status"], body.get("error"))
     if kind == "finished":
         limit = body.get("limit")
-        return r.TaskFinished(body["dag"], body["task"], body["outcome"], tuple(limit) if limit is not None else None, data, body.get("message", ""))
+        return r.TaskFinished(
+            body["dag"],
+            body["task"],
+            body["outcome"],
+            tuple(limit) if limit is not None else None,
+            data,
+            body.get("message", ""),
+        )
     if kind == "failed":
         return r.TaskFailed(body["dag"], body["task"], body["error"], body.get("traceback", ""))
     if kind == "signal":
@@ -183,7 +215,9 @@ class Journal:
             conn.execute("INSERT INTO meta VALUES ('executor_id', ?)", (ident,))
             return ident
 
-    def append(self, run_id: str, attempt: int, entry: Entry, extra: dict[str, Any] | None = None) -> bool:
+    def append(
+        self, run_id: str, attempt: int, entry: Entry, extra: dict[str, Any] | None = None
+    ) -> bool:
         """Append ``entry`` to the run's journal; False (logged) when it could not be written."""
         kind, body, data = encode(entry, extra)
         with self._lock:
@@ -191,11 +225,23 @@ class Journal:
             try:
                 conn = self._use()
                 if seq is None:
-                    row = conn.execute("SELECT MAX(seq) FROM entries WHERE run_id = ?", (run_id,)).fetchone()
+                    row = conn.execute(
+                        "SELECT MAX(seq) FROM entries WHERE run_id = ?", (run_id,)
+                    ).fetchone()
                     seq = (row[0] or 0) if row else 0
                 seq += 1
-                conn.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (run_id, seq, attempt, kind, json.dumps(body, ensure_ascii=True, default=repr), data, time.time()))  # fmt: skip
+                conn.execute(
+                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        seq,
+                        attempt,
+                        kind,
+                        json.dumps(body, ensure_ascii=True, default=repr),
+                        data,
+                        time.time(),
+                    ),
+                )
             except sqlite3.Error as exc:
                 self._failed(exc, run_id)
                 return False
@@ -206,9 +252,14 @@ class Journal:
     def records(self, run_id: str) -> list[Record]:
         """The run's entries in the order they were appended (none for a new run)."""
         with self._lock:
-            rows = self._use().execute(
-                "SELECT attempt, kind, body, data FROM entries WHERE run_id = ? ORDER BY seq", (run_id,)
-            ).fetchall()
+            rows = (
+                self._use()
+                .execute(
+                    "SELECT attempt, kind, body, data FROM entries WHERE run_id = ? ORDER BY seq",
+                    (run_id,),
+                )
+                .fetchall()
+            )
         records = []
         for attempt, kind, body, data in rows:
             fields = json.loads(body)
@@ -238,6 +289,10 @@ class Journal:
         self.failures += 1
         message = f"{type(exc).__name__}: {exc}"
         if self.health.ok is not False or message != self.health.reading.error:
-            _log.error("the run journal cannot be written: runs go on, but a crash now would repeat their work",
-                       path=str(self.path), run=run_id, error=message)  # fmt: skip
+            _log.error(
+                "the run journal cannot be written: runs go on, but a crash now would repeat their work",
+                path=str(self.path),
+                run=run_id,
+                error=message,
+            )
         self.health.down(message)

@@ -56,12 +56,21 @@ class LocalExecutor(Executor):
     ):
         """``log_level``/``log_format``: how worker processes log (as ``log.level`` and
         ``log.format``); by default the level this process's root logger has."""
-        super().__init__(workflows=workflows, store=store, keep_data=keep_data, stop_grace=stop_grace, on_event=on_event,
-                         give_up_after=give_up_after, journal=journal)  # fmt: skip
+        super().__init__(
+            workflows=workflows,
+            store=store,
+            keep_data=keep_data,
+            stop_grace=stop_grace,
+            on_event=on_event,
+            give_up_after=give_up_after,
+            journal=journal,
+        )
         if store_spec is None and store_path is not None:
             store_spec = StoreSpec("sqlite", store_path)
         level = log_level or logging.getLogger().getEffectiveLevel()
-        self._worker_config = WorkerConfig(codec_key, tuple(self._dirs), store_spec, level, log_format, give_up_after)
+        self._worker_config = WorkerConfig(
+            codec_key, tuple(self._dirs), store_spec, level, log_format, give_up_after
+        )
         self._size = workers or os.cpu_count() or 2
         self._start_method = start_method
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -81,7 +90,9 @@ class LocalExecutor(Executor):
         self._ctx = context(self._start_method)
         self._start_keeper()
         self._idle = [spawn_worker(self._ctx, self._worker_config) for _ in range(self._size)]
-        self._thread = threading.Thread(target=self._loop, name="triggerd-local-executor", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name="triggerd-local-executor", daemon=True
+        )
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -159,7 +170,9 @@ class LocalExecutor(Executor):
             worker.joining = action == "join_dags"
             self._requests[request_id] = worker
             assert worker.job is not None and worker.run_id is not None
-            self._signal(worker.run_id, request_id, worker.job.dag, action, payload, task=worker.job.task)
+            self._signal(
+                worker.run_id, request_id, worker.job.dag, action, payload, task=worker.job.task
+            )
         elif message[0] == "events":
             self._task_events(message[1])
         elif message[0] == "done":
@@ -219,7 +232,9 @@ class LocalExecutor(Executor):
             self._terminated_task(active, job.dag, job.task)
             return
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        self._lost_task(active, job.dag, job.task, f"the worker process running the task died ({how})")
+        self._lost_task(
+            active, job.dag, job.task, f"the worker process running the task died ({how})"
+        )
 
     def _dispatch(self) -> None:
         while not self._closing and (next_job := self._next_job()) is not None:
@@ -245,7 +260,14 @@ class LocalExecutor(Executor):
         self._busy[worker.conn.fileno()] = worker
         # After a crash the task counts as interrupted: run again only if idempotent.
         self._journal_append(active, Sent(command.dag, command.task, worker.name, active.attempt))
-        self._emit(active, "task.started", f"{command.task} started on {worker.name}", dag=command.dag, task=command.task, data={"worker": worker.name})
+        self._emit(
+            active,
+            "task.started",
+            f"{command.task} started on {worker.name}",
+            dag=command.dag,
+            task=command.task,
+            data={"worker": worker.name},
+        )
         try:
             worker.conn.send(worker.job)
         except OSError:

@@ -126,7 +126,12 @@ class _PipeChannel:
 
     def request(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         if payload.get("data") is not None:
-            payload = {**payload, "data": self._codec.dumps(payload["data"], bind=dag_data_of(self.run_id), what="start_dag data")}
+            payload = {
+                **payload,
+                "data": self._codec.dumps(
+                    payload["data"], bind=dag_data_of(self.run_id), what="start_dag data"
+                ),
+            }
         with self._request_lock:
             request_id = f"{os.getpid()}-{next(self._ids)}"
             self.send(("signal", request_id, action, payload))
@@ -139,7 +144,9 @@ class _PipeChannel:
         return bool(self._stop_flag.value)
 
 
-def worker_main(conn: multiprocessing.connection.Connection, stop_flag: Any, config: WorkerConfig) -> None:
+def worker_main(
+    conn: multiprocessing.connection.Connection, stop_flag: Any, config: WorkerConfig
+) -> None:
     """Loop: receive a job, run it, send its outcome; a ``None`` job ends the process."""
     # Ctrl-C is the executor's to handle. A no-op handler, not SIG_IGN: an ignored signal
     # stays ignored across exec, and BashTask commands must still see SIGINT.
@@ -148,7 +155,9 @@ def worker_main(conn: multiprocessing.connection.Connection, stop_flag: Any, con
     codec = Codec(config.key)
     workflows = WorkflowCache(config.workflows, validate=False)
     channel = _PipeChannel(conn, stop_flag, codec)
-    events = EventBatcher(lambda batch: channel.send(("events", [event.to_dict() for event in batch])))
+    events = EventBatcher(
+        lambda batch: channel.send(("events", [event.to_dict() for event in batch]))
+    )
     # Not opened here: a store that is down when the worker starts is waited for per task.
     store = config.store.create(codec) if config.store is not None else None
     hostname = worker_hostname()
@@ -161,14 +170,24 @@ def worker_main(conn: multiprocessing.connection.Connection, stop_flag: Any, con
             return
         channel.run_id = job.run_id
         try:
-            document = document_for(job, store, give_up_after=config.give_up_after) if store is not None else None
+            document = (
+                document_for(job, store, give_up_after=config.give_up_after)
+                if store is not None
+                else None
+            )
         except Exception as exc:  # noqa: BLE001 - reported as the task's failure
             assert config.store is not None
             outcome = outcome_without_document(exc, config.store.describe())
         else:
             outcome = execute_task(
-                job, workflows=workflows, codec=codec, channel=channel, store=document, hostname=hostname,
-                emit=events, worker=f"local-{os.getpid()}",
+                job,
+                workflows=workflows,
+                codec=codec,
+                channel=channel,
+                store=document,
+                hostname=hostname,
+                emit=events,
+                worker=f"local-{os.getpid()}",
             )
         events.flush()  # the executor sees a task's output before its end
         channel.send(("done", outcome))

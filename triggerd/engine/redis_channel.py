@@ -154,7 +154,12 @@ class EventStream:
         pipe = self._client.pipeline(transaction=False)
         for event in events:
             document = json.dumps(event.to_dict(), default=repr)
-            pipe.xadd(key, {"e": document, "t": self._codec.tag(EVENT, document)}, maxlen=self._maxlen, approximate=True)
+            pipe.xadd(
+                key,
+                {"e": document, "t": self._codec.tag(EVENT, document)},
+                maxlen=self._maxlen,
+                approximate=True,
+            )
         pipe.execute()
 
 
@@ -195,7 +200,9 @@ def connect(url: str, *, retries: int = 8) -> redis.Redis:
 def connect_once(url: str, timeout: float = 1.0) -> redis.Redis:
     """A client for a last word (a wake-up, a clean-up at shutdown): one attempt, short
     timeouts, so a Redis that is down costs ``timeout``, not :func:`connect`'s retries."""
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
 
 
 def b64(blob: bytes | None) -> str | None:
@@ -246,31 +253,64 @@ def claim(client: redis.Redis, codec: Codec, delivery_id: str, job: TaskJob) -> 
     pipe = client.pipeline(transaction=False)
     pipe.set(key, "running", nx=True, ex=KEY_TTL)
     pipe.get(key)
-    pipe.mget([stop_key(job.run_id, job.attempt, job.dag), stop_key(job.run_id, job.attempt, RUN_WIDE)])
+    pipe.mget(
+        [stop_key(job.run_id, job.attempt, job.dag), stop_key(job.run_id, job.attempt, RUN_WIDE)]
+    )
     claimed, state, flags = pipe.execute()
     status = "first" if claimed else "done" if state == b"done" else "again"
     return status, stopped(codec, job.run_id, job.attempt, (job.dag, RUN_WIDE), flags)
 
 
-def start(client: redis.Redis, codec: Codec, inbox: str, job: TaskJob, worker: str, delivery_id: str, *, redelivered: bool) -> None:
+def start(
+    client: redis.Redis,
+    codec: Codec,
+    inbox: str,
+    job: TaskJob,
+    worker: str,
+    delivery_id: str,
+    *,
+    redelivered: bool,
+) -> None:
     """The job's first heartbeat and the runner's ``started`` message (the moment
     ``task.started`` is true); ``redelivered``: a worker had it before and was lost."""
-    message = {"type": "started", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker,
-               "redelivered": redelivered, "delivery": delivery_id}  # fmt: skip
+    message = {
+        "type": "started",
+        "run_id": job.run_id,
+        "dag": job.dag,
+        "task": job.task,
+        "worker": worker,
+        "redelivered": redelivered,
+        "delivery": delivery_id,
+    }
     pipe = client.pipeline(transaction=False)
     pipe.set(alive_key(delivery_id), repr(time.time()), px=int(HEARTBEAT_TTL * 1000))
     _push(pipe, inbox, codec.seal(INBOX, message))
     pipe.execute()
 
 
-def finish(client: redis.Redis, codec: Codec, inbox: str, job: TaskJob, outcome: TaskOutcome, worker: str, delivery_id: str) -> None:
+def finish(
+    client: redis.Redis,
+    codec: Codec,
+    inbox: str,
+    job: TaskJob,
+    outcome: TaskOutcome,
+    worker: str,
+    delivery_id: str,
+) -> None:
     """Tell the runner how the task ended (its output stays signed), end its heartbeat
     and mark the job finished, so that later copies of it are dropped unrun."""
     fields = asdict(outcome)
     fields["data"] = b64(outcome.data)
     fields["limit"] = list(outcome.limit) if outcome.limit is not None else None
-    message = {"type": "done", "run_id": job.run_id, "dag": job.dag, "task": job.task, "worker": worker,
-               "outcome": fields, "delivery": delivery_id}  # fmt: skip
+    message = {
+        "type": "done",
+        "run_id": job.run_id,
+        "dag": job.dag,
+        "task": job.task,
+        "worker": worker,
+        "outcome": fields,
+        "delivery": delivery_id,
+    }
     pipe = client.pipeline(transaction=False)
     _push(pipe, inbox, codec.seal(INBOX, message))
     pipe.delete(alive_key(delivery_id))
@@ -317,7 +357,9 @@ class Heartbeats:
         with self._lock:
             self._keys.add(key)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._beat, name="triggerd-heartbeats", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._beat, name="triggerd-heartbeats", daemon=True
+                )
                 self._thread.start()
         try:
             yield
@@ -396,13 +438,26 @@ class RedisChannel:
         been stopped (or has ended) and still no answer came for another period.
         """
         if payload.get("data") is not None:
-            payload = {**payload, "data": b64(self._codec.dumps(payload["data"], bind=dag_data_of(self._run_id), what="start_dag data"))}
+            payload = {
+                **payload,
+                "data": b64(
+                    self._codec.dumps(
+                        payload["data"], bind=dag_data_of(self._run_id), what="start_dag data"
+                    )
+                ),
+            }
         request_id = uuid.uuid4().hex
         answer_to = reply_key(request_id)
         message = {
-            "type": "signal", "request_id": request_id, "run_id": self._run_id, "dag": self._dag, "task": self._task,
-            "action": action, "payload": payload, "reply_to": answer_to,
-        }  # fmt: skip
+            "type": "signal",
+            "request_id": request_id,
+            "run_id": self._run_id,
+            "dag": self._dag,
+            "task": self._task,
+            "action": action,
+            "payload": payload,
+            "reply_to": answer_to,
+        }
         push(self._client, self._inbox, self._codec.seal(INBOX, message))
         stop_seen = False
         while True:
@@ -431,7 +486,13 @@ class RedisChannel:
             if reply.pop("request_id", None) != request_id:
                 raise PayloadRejected("a reply to another request: refused")
         except (ValueError, PayloadRejected) as exc:
-            _log.error("a reply to a signal was refused", run=self._run_id, dag=self._dag, task=self._task, error=str(exc))
+            _log.error(
+                "a reply to a signal was refused",
+                run=self._run_id,
+                dag=self._dag,
+                task=self._task,
+                error=str(exc),
+            )
             return None
         return reply
 
@@ -440,9 +501,19 @@ class RedisChannel:
         is "not yet": a task that polls it goes on instead of failing with the outage, and
         sees the stop once Redis answers (the runner writes a missed flag again)."""
         try:
-            flags = self._client.mget([stop_key(self._run_id, self._attempt, dag_name), stop_key(self._run_id, self._attempt, RUN_WIDE)])
+            flags = self._client.mget(
+                [
+                    stop_key(self._run_id, self._attempt, dag_name),
+                    stop_key(self._run_id, self._attempt, RUN_WIDE),
+                ]
+            )
         except redis.RedisError as exc:
-            _log.warning("Redis unreachable: the task's stop flag cannot be read yet", run=self._run_id, dag=dag_name, error=str(exc))
+            _log.warning(
+                "Redis unreachable: the task's stop flag cannot be read yet",
+                run=self._run_id,
+                dag=dag_name,
+                error=str(exc),
+            )
             return False
         return stopped(self._codec, self._run_id, self._attempt, (dag_name, RUN_WIDE), flags)
 
@@ -451,17 +522,23 @@ class RedisChannel:
         return stopped(self._codec, self._run_id, self._attempt, (RUN_WIDE,), [flag])
 
 
-def mark_stopped(client: redis.Redis, codec: Codec, run_id: str, attempts: Iterable[int], dags: tuple[str, ...]) -> None:
+def mark_stopped(
+    client: redis.Redis, codec: Codec, run_id: str, attempts: Iterable[int], dags: tuple[str, ...]
+) -> None:
     """Set the stop flags of ``dags`` (:data:`RUN_WIDE` for the whole run) in each of
     ``attempts`` (those whose jobs may still run); each flag's value is its tag."""
     pipe = client.pipeline(transaction=False)
     for attempt in attempts:
         for dag in dags:
-            pipe.set(stop_key(run_id, attempt, dag), _stop_tag(codec, run_id, attempt, dag), ex=KEY_TTL)
+            pipe.set(
+                stop_key(run_id, attempt, dag), _stop_tag(codec, run_id, attempt, dag), ex=KEY_TTL
+            )
     pipe.execute()
 
 
-def stopped(codec: Codec, run_id: str, attempt: int, dags: Iterable[str], flags: Iterable[bytes | None]) -> bool:
+def stopped(
+    codec: Codec, run_id: str, attempt: int, dags: Iterable[str], flags: Iterable[bytes | None]
+) -> bool:
     """Whether any of the flags read for ``dags`` is a stop the runner set. A flag with any
     other value was not set by a holder of the key: it is logged and stops nothing."""
     for dag, flag in zip(dags, flags, strict=True):
@@ -469,7 +546,9 @@ def stopped(codec: Codec, run_id: str, attempt: int, dags: Iterable[str], flags:
             continue
         if hmac.compare_digest(flag, _stop_tag(codec, run_id, attempt, dag).encode()):
             return True
-        _log.error("a stop flag not set by triggerd was ignored", run=run_id, attempt=attempt, dag=dag)
+        _log.error(
+            "a stop flag not set by triggerd was ignored", run=run_id, attempt=attempt, dag=dag
+        )
     return False
 
 
@@ -500,13 +579,19 @@ KOMBU_UNACKED = "unacked"  # kombu's Redis transport: hash of messages delivered
 KOMBU_PRIORITY_SEP = "\x06\x16"  # kombu's separator of a queue's priority lists
 
 
-def still_with_broker(client: redis.Redis, queues: Iterable[str], delivery_ids: list[str]) -> set[str]:
+def still_with_broker(
+    client: redis.Redis, queues: Iterable[str], delivery_ids: list[str]
+) -> set[str]:
     """Which of these jobs the broker still holds: in a queue (any priority list) or
     delivered and not acknowledged. One that is in neither, and that no worker claimed,
     was lost on its way to a worker (a worker killed as it took it)."""
     if not delivery_ids:
         return set()
-    keys = [f"{q}{suffix}" for q in queues for suffix in ("", *(f"{KOMBU_PRIORITY_SEP}{p}" for p in (3, 6, 9)))]
+    keys = [
+        f"{q}{suffix}"
+        for q in queues
+        for suffix in ("", *(f"{KOMBU_PRIORITY_SEP}{p}" for p in (3, 6, 9)))
+    ]
     found = client.eval(_FIND_JOBS, len(keys) + 1, *keys, KOMBU_UNACKED, *delivery_ids)
     return {f.decode() if isinstance(f, bytes) else f for f in found}
 
@@ -515,5 +600,7 @@ def delivery_state(client: redis.Redis, delivery_ids: list[str]) -> list[str | N
     """For each job, ``"running"`` or ``"done"`` once a worker took it, else None."""
     if not delivery_ids:
         return []
-    return [None if v is None else v.decode() for v in client.mget([delivery_key(d) for d in delivery_ids])]
-
+    return [
+        None if v is None else v.decode()
+        for v in client.mget([delivery_key(d) for d in delivery_ids])
+    ]

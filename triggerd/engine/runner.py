@@ -190,7 +190,15 @@ class Ignored:
 
 
 Command = (
-    StartTask | SkipTask | CancelTask | StopTasks | Reply | DagStarted | DagFinished | RunFinished | Ignored
+    StartTask
+    | SkipTask
+    | CancelTask
+    | StopTasks
+    | Reply
+    | DagStarted
+    | DagFinished
+    | RunFinished
+    | Ignored
 )
 
 
@@ -444,16 +452,27 @@ class Run:
             return [Reply(event.request_id, {"stopped": self.is_stopped(event.dag)})]
         if action == "stop_workflow":
             # StopTasks before the Reply: once stop_workflow() returns, is_stopped is true.
-            return [*self._stop_all("stopped", f"DAG '{event.dag}' stopped the workflow"), Reply(event.request_id, {"ok": True})]
+            return [
+                *self._stop_all("stopped", f"DAG '{event.dag}' stopped the workflow"),
+                Reply(event.request_id, {"ok": True}),
+            ]
         if action == "stop_dag":
-            return [*self._stop_dag(payload.get("name") or event.dag), Reply(event.request_id, {"ok": True})]
+            return [
+                *self._stop_dag(payload.get("name") or event.dag),
+                Reply(event.request_id, {"ok": True}),
+            ]
         if action == "start_dag":
             return self._signal_start_dag(event)
         if action == "join_dags":
             names = payload.get("names")
             targets = tuple(names) if names is not None else None
             if targets is not None and event.dag in targets:
-                return [_refuse(event.request_id, f"DAG '{event.dag}' cannot join itself: it would wait forever")]
+                return [
+                    _refuse(
+                        event.request_id,
+                        f"DAG '{event.dag}' cannot join itself: it would wait forever",
+                    )
+                ]
             self._joins.append((event.request_id, event.dag, targets))
             return self._answer_joins()
         return [_refuse(event.request_id, f"unknown signal action '{action}'")]
@@ -462,13 +481,23 @@ class Run:
         blueprint = event.payload.get("name")
         if blueprint not in self._shapes:
             known = ", ".join(sorted(self._shapes)) or "none"
-            return [_refuse(event.request_id, f"the workflow has no DAG '{blueprint}' (it has: {known})", "DagNameUnknown")]
+            return [
+                _refuse(
+                    event.request_id,
+                    f"the workflow has no DAG '{blueprint}' (it has: {known})",
+                    "DagNameUnknown",
+                )
+            ]
         if self._stopping:
             return [Reply(event.request_id, {"dag_name": None})]
         commands = self._start_dag(blueprint, event.payload.get("data"))
         started = commands[0]
         assert isinstance(started, DagStarted)
-        return [Reply(event.request_id, {"dag_name": started.dag}), *commands, *self._check_finished()]
+        return [
+            Reply(event.request_id, {"dag_name": started.dag}),
+            *commands,
+            *self._check_finished(),
+        ]
 
     def _stop_dag(self, name: str) -> list[Command]:
         dag = self._dags.get(name)

@@ -41,7 +41,9 @@ def unsent(exc: BaseException) -> bool:
     """Whether the store surely did nothing of a request that failed with ``exc``, so
     that a write which is not idempotent (an append) may be sent again: MongoDB had no
     server to send it to; SQLite rolled the transaction back (locked, or disk I/O)."""
-    return (isinstance(exc, BackendUnavailable) and exc.unsent) or isinstance(exc, sqlite3.OperationalError)
+    return (isinstance(exc, BackendUnavailable) and exc.unsent) or isinstance(
+        exc, sqlite3.OperationalError
+    )
 
 
 @dataclass
@@ -84,7 +86,11 @@ class StoreKeeper:
             self._thread.join(max(0.1, deadline - time.monotonic()))
             self._thread = None
         if left:
-            _log.warning("data store: operations not done at shutdown", left=left, error=self.health.reading.error)
+            _log.warning(
+                "data store: operations not done at shutdown",
+                left=left,
+                error=self.health.reading.error,
+            )
         return left
 
     def submit(self, what: str, fn: Callable[[Any], Any], done: Done | None = None) -> None:
@@ -127,7 +133,11 @@ class StoreKeeper:
                 except Exception:  # noqa: BLE001 - a callback's bug must not stop the keeper
                     _log.exception("data store: a completion callback failed", what=op.what)
             elif error is not None:
-                _log.error("data store: an operation failed", what=op.what, error=f"{type(error).__name__}: {error}")
+                _log.error(
+                    "data store: an operation failed",
+                    what=op.what,
+                    error=f"{type(error).__name__}: {error}",
+                )
 
     def _attempt(self, op: _Op) -> BaseException | None:
         try:
@@ -135,7 +145,9 @@ class StoreKeeper:
         except Exception as exc:  # noqa: BLE001 - classified by the caller
             if unavailable(exc):
                 if self.health.ok is not False:
-                    _log.warning("data store unreachable: runs wait for it", error=str(exc), what=op.what)
+                    _log.warning(
+                        "data store unreachable: runs wait for it", error=str(exc), what=op.what
+                    )
                 self.health.down(f"{type(exc).__name__}: {exc}")
             return exc
         if self.health.ok is False:

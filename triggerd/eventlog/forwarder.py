@@ -74,8 +74,13 @@ def insert_isolating(store: EventStore, events: Sequence[LogEvent]) -> int:
             store.insert([note])
         except Exception:
             raise exc from None
-        _log.error("the event store refused an event; a note is stored in its place",
-                   kind=event.kind, id=event.id, run=event.run, error=note.data["error"])
+        _log.error(
+            "the event store refused an event; a note is stored in its place",
+            kind=event.kind,
+            id=event.id,
+            run=event.run,
+            error=note.data["error"],
+        )
         return 1
 
 
@@ -87,10 +92,22 @@ def _refused(event: LogEvent, exc: Exception) -> LogEvent:
         "eventlog.refused",
         f"the event store refused this {event.kind} event ({error[:200]})",
         level="error",
-        workflow=event.workflow, dag=event.dag, task=event.task, rule=event.rule,
-        data={"kind": event.kind, "run": event.run, "error": error, "message": event.message[:2000]},
-        id=event.id, time=event.time, host=event.host, pid=event.pid, worker=event.worker,
-    )  # fmt: skip
+        workflow=event.workflow,
+        dag=event.dag,
+        task=event.task,
+        rule=event.rule,
+        data={
+            "kind": event.kind,
+            "run": event.run,
+            "error": error,
+            "message": event.message[:2000],
+        },
+        id=event.id,
+        time=event.time,
+        host=event.host,
+        pid=event.pid,
+        worker=event.worker,
+    )
 
 
 class Spool:
@@ -137,7 +154,8 @@ class Spool:
             with self.path.open(encoding="utf-8") as f:
                 events = [LogEvent.from_dict(json.loads(line)) for line in f if line.strip()]
             for start in range(0, len(events), batch):
-                insert(events[start : start + batch])  # idempotent: a retry after a failure is harmless
+                # idempotent: a retry after a failure is harmless
+                insert(events[start : start + batch])
             self.path.unlink()
             self._count = 0
             return len(events)
@@ -194,10 +212,14 @@ class StreamForwarder:
         group = self._group_seen
         lag, pending = group.get("lag"), group.get("pending")
         return {
-            "forwarded": self.forwarded, "stream_lag": lag, "stream_pending": pending,
-            "spooled": len(self._spool), "store_ok": self.store_ok, "redis_ok": self.redis_ok,
+            "forwarded": self.forwarded,
+            "stream_lag": lag,
+            "stream_pending": pending,
+            "spooled": len(self._spool),
+            "store_ok": self.store_ok,
+            "redis_ok": self.redis_ok,
             "last_error": self.last_error,
-        }  # fmt: skip
+        }
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -249,12 +271,17 @@ class StreamForwarder:
 
     def _read(self, resume: bool) -> list[tuple[bytes, dict[bytes, bytes]]]:
         reply = self._client.xreadgroup(
-            self._group, self._consumer, {self._stream: "0" if resume else ">"},
-            count=self._batch, block=None if resume else self._block_ms,
-        )  # fmt: skip
+            self._group,
+            self._consumer,
+            {self._stream: "0" if resume else ">"},
+            count=self._batch,
+            block=None if resume else self._block_ms,
+        )
         return reply[0][1] if reply else []
 
-    def _forward(self, entries: list[tuple[bytes, dict[bytes, bytes]]], stop: threading.Event) -> None:
+    def _forward(
+        self, entries: list[tuple[bytes, dict[bytes, bytes]]], stop: threading.Event
+    ) -> None:
         ids = [entry_id for entry_id, _fields in entries]
         events = [_decode(entry_id, fields, self._authentic) for entry_id, fields in entries]
         while not stop.is_set():
@@ -271,7 +298,8 @@ class StreamForwarder:
 
     def _insert(self, events: list[LogEvent]) -> bool:
         try:
-            insert_isolating(self._store.open(), events)  # open: a no-op once open; a store down at start opens late
+            # open: a no-op once open; a store down at start opens late
+            insert_isolating(self._store.open(), events)
         except Exception as exc:  # noqa: BLE001 - any store failure: keep the events, retry
             self._trouble("the event store", exc)
             self.store_ok = False
@@ -317,17 +345,29 @@ class StreamForwarder:
         self.last_error = message
 
 
-def _decode(entry_id: bytes, fields: dict[bytes, bytes], authentic: Authentic | None = None) -> LogEvent:
+def _decode(
+    entry_id: bytes, fields: dict[bytes, bytes], authentic: Authentic | None = None
+) -> LogEvent:
     """The event of a stream entry; a malformed one, or one ``authentic`` refuses (its tag
     is not a worker's), becomes an error event saying so, not a crash and not a log line."""
     if authentic is not None and not authentic(fields.get(b"e", b""), fields.get(b"t")):
         raw = repr(fields)[:500]
-        return LogEvent("eventlog.forged", f"stream entry {entry_id.decode()} does not carry a worker's tag: dropped", level="error", data={"entry": raw})
+        return LogEvent(
+            "eventlog.forged",
+            f"stream entry {entry_id.decode()} does not carry a worker's tag: dropped",
+            level="error",
+            data={"entry": raw},
+        )
     try:
         return LogEvent.from_dict(json.loads(fields[b"e"]))
     except Exception as exc:  # noqa: BLE001 - a writer may have put anything there
         raw = repr(fields)[:2000]
-        return LogEvent("eventlog.malformed", f"stream entry {entry_id.decode()} is not an event: {exc}", level="error", data={"entry": raw})
+        return LogEvent(
+            "eventlog.malformed",
+            f"stream entry {entry_id.decode()} is not an event: {exc}",
+            level="error",
+            data={"entry": raw},
+        )
 
 
 class _StillDown(Exception):
@@ -345,8 +385,16 @@ class EventWriter:
     go to the spool.
     """
 
-    def __init__(self, store: EventStore, *, spool: Spool, pending: Path | None = None, batch: int = 1000,
-                 delay: float = 0.02, target: str = "the event store"):  # fmt: skip
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        spool: Spool,
+        pending: Path | None = None,
+        batch: int = 1000,
+        delay: float = 0.02,
+        target: str = "the event store",
+    ):
         self._store = store
         self.health = Dependency("event log", target)
         self._spool = spool
@@ -370,10 +418,15 @@ class EventWriter:
             if len(left):
                 with left.path.open(encoding="utf-8") as f:
                     events = [LogEvent.from_dict(json.loads(line)) for line in f if line.strip()]
-                _log.info("storing the events a previous run of the daemon had not stored", events=len(events))
+                _log.info(
+                    "storing the events a previous run of the daemon had not stored",
+                    events=len(events),
+                )
                 for event in events:  # in front of anything new; still in the file until stored
                     self._queue.put(event)
-            self._pending_fd = os.open(self._pending_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._pending_fd = os.open(
+                self._pending_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+            )
         self._thread = threading.Thread(target=self._run, name="triggerd-event-writer", daemon=True)
         self._thread.start()
 
@@ -385,7 +438,8 @@ class EventWriter:
         with self._pending_lock:
             try:
                 os.write(self._pending_fd, line)
-            except OSError as exc:  # a full disk: the event is still stored, unless the daemon dies first
+            except OSError as exc:
+                # a full disk: the event is still stored, unless the daemon dies first
                 self.last_error = f"cannot keep events pending on disk: {exc}"
             self._queue.put(event)
 
@@ -424,8 +478,13 @@ class EventWriter:
             self._pending_fd = -1
 
     def status(self) -> dict[str, Any]:
-        return {"written": self.written, "queued": self._queue.qsize(), "spooled": len(self._spool),
-                "store_ok": self.store_ok, "last_error": self.last_error}  # fmt: skip
+        return {
+            "written": self.written,
+            "queued": self._queue.qsize(),
+            "spooled": len(self._spool),
+            "store_ok": self.store_ok,
+            "last_error": self.last_error,
+        }
 
     def _run(self) -> None:
         closing = False

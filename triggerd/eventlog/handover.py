@@ -71,7 +71,8 @@ class Handover:
         if self._fd >= 0:
             if not left:
                 with contextlib.suppress(FileNotFoundError):
-                    self._lock.unlink()  # before the unlock: an adopter that opened it finds no files
+                    # before the unlock: an adopter that opened it finds no files
+                    self._lock.unlink()
             os.close(self._fd)
             self._fd = -1
         return left
@@ -81,8 +82,13 @@ def adopt(directory: Path, put: Callable[[LogEvent], None]) -> int:
     """Hand the events every writer left in ``directory`` (and that no live writer holds)
     to ``put``, oldest file first, then remove their files; returns how many."""
     try:
-        names = sorted({p.name[len(_PREFIX) :].split(".", 1)[0] for p in Path(directory).iterdir()
-                        if p.name.startswith(_PREFIX) and p.name.endswith(_KINDS)})  # fmt: skip
+        names = sorted(
+            {
+                p.name[len(_PREFIX) :].split(".", 1)[0]
+                for p in Path(directory).iterdir()
+                if p.name.startswith(_PREFIX) and p.name.endswith(_KINDS)
+            }
+        )
     except FileNotFoundError:
         return 0
     adopted = 0
@@ -103,7 +109,11 @@ def adopt(directory: Path, put: Callable[[LogEvent], None]) -> int:
         finally:
             handover.release()
     if adopted:
-        _log.info("storing events a `triggerctl run` could not store", events=adopted, directory=str(directory))
+        _log.info(
+            "storing events a `triggerctl run` could not store",
+            events=adopted,
+            directory=str(directory),
+        )
     return adopted
 
 

@@ -52,8 +52,12 @@ __all__ = ["MongoEventStore"]
 _DUPLICATE_KEY = 11000
 # What MongoClient gets unless the URL sets it (URL options are passed on unchanged).
 _EVENT_INDEXES = {"run_id": "run", "workflow_id": "workflow", "rule_id": "rule", "kind_id": "kind"}
-_RUN_INDEXES = {"first_id": [], "status_first_id": ["status"], "workflow_first_id": ["workflow"],
-                "rule_first_id": ["rule"]}  # fmt: skip
+_RUN_INDEXES = {
+    "first_id": [],
+    "status_first_id": ["status"],
+    "workflow_first_id": ["workflow"],
+    "rule_first_id": ["rule"],
+}
 
 
 def _document(event: LogEvent) -> dict[str, Any]:
@@ -81,7 +85,9 @@ def _summary_update(delta: RunDelta) -> UpdateOne:
 
 def _duplicate_id(error: Mapping[str, Any]) -> bool:
     """A write error that says the event is stored already (not a clash on another unique index)."""
-    return error.get("code") == _DUPLICATE_KEY and list(error.get("keyPattern") or {"_id": 1}) == ["_id"]
+    return error.get("code") == _DUPLICATE_KEY and list(error.get("keyPattern") or {"_id": 1}) == [
+        "_id"
+    ]
 
 
 def _errmsg(exc: PyMongoError) -> str:
@@ -97,7 +103,9 @@ def _ttl_seconds(retention_days: float | None) -> int | None:
     return max(1, round(retention_days * 86400))
 
 
-def _ensure_ttl(collection: Collection, field: str, name: str, seconds: int | None, *, plain: bool) -> None:
+def _ensure_ttl(
+    collection: Collection, field: str, name: str, seconds: int | None, *, plain: bool
+) -> None:
     """The single-field index on ``field`` expires documents after ``seconds`` (None:
     never; then it stays as a plain index only if ``plain``)."""
     current = None
@@ -110,8 +118,11 @@ def _ensure_ttl(collection: Collection, field: str, name: str, seconds: int | No
             return
         if seconds is not None and held is not None:
             try:
-                collection.database.command("collMod", collection.name,
-                                            index={"name": index_name, "expireAfterSeconds": seconds})  # fmt: skip
+                collection.database.command(
+                    "collMod",
+                    collection.name,
+                    index={"name": index_name, "expireAfterSeconds": seconds},
+                )
                 return
             except OperationFailure:
                 pass  # a server without collMod of TTL indexes: build it again
@@ -158,11 +169,17 @@ class MongoEventStore(EventStore):
                 try:
                     client: MongoClient = client_for(self.url, tz_aware=True)
                 except (ConfigurationError, ValueError) as exc:  # an unparsable URL or option
-                    raise ConfigError(f"{exc} ({mask_url_password(self.url)})", key="eventlog.url") from exc
+                    raise ConfigError(
+                        f"{exc} ({mask_url_password(self.url)})", key="eventlog.url"
+                    ) from exc
                 try:
                     with self._available("connecting", "the event log is not open"):
                         client.admin.command("ping")
-                        db = client[self.database] if self.database else client.get_default_database(DEFAULT_DATABASE)
+                        db = (
+                            client[self.database]
+                            if self.database
+                            else client.get_default_database(DEFAULT_DATABASE)
+                        )
                         events, runs = db[self.collection], db[self.runs_collection]
                         self._create_indexes(events, runs)
                 except OperationFailure as exc:  # e.g. authentication failed, not authorised
@@ -175,7 +192,12 @@ class MongoEventStore(EventStore):
                 except BaseException:
                     client.close()
                     raise
-                self._client, self._events, self._summaries, self._pid = client, events, runs, os.getpid()
+                self._client, self._events, self._summaries, self._pid = (
+                    client,
+                    events,
+                    runs,
+                    os.getpid(),
+                )
         return self
 
     def _create_indexes(self, events: Collection, runs: Collection) -> None:
@@ -212,7 +234,9 @@ class MongoEventStore(EventStore):
         collection, runs = self._use()
         safe = [sanitize(event) for event in events]
         documents = [_document(event) for event in safe]
-        with self._available(f"inserting {len(documents)} events", "they may be stored in part: insert them again"):
+        with self._available(
+            f"inserting {len(documents)} events", "they may be stored in part: insert them again"
+        ):
             try:
                 stored = len(collection.insert_many(documents, ordered=False).inserted_ids)
             except BulkWriteError as exc:
@@ -236,7 +260,11 @@ class MongoEventStore(EventStore):
                 # Two upserts creating one summary at once: the loser gets a duplicate key
                 # (servers before 4.2 do not retry it). Every update is idempotent: again.
                 errors = exc.details.get("writeErrors") or []
-                if attempt == 2 or exc.details.get("writeConcernErrors") or not all(map(_duplicate_id, errors)):
+                if (
+                    attempt == 2
+                    or exc.details.get("writeConcernErrors")
+                    or not all(map(_duplicate_id, errors))
+                ):
                     raise
                 updates = [updates[error["index"]] for error in errors]
 
@@ -267,11 +295,19 @@ class MongoEventStore(EventStore):
             where["_id"] = {"$gt": query.after_id}
         order = DESCENDING if query.newest_first else ASCENDING
         with self._available("reading events", "nothing was read"):
-            documents = list(collection.find(where, {"ts": 0}).sort("_id", order).limit(query.limit))
+            documents = list(
+                collection.find(where, {"ts": 0}).sort("_id", order).limit(query.limit)
+            )
         return [LogEvent.from_dict(doc) for doc in documents]
 
-    def _runs(self, failed: bool, since: datetime | None, workflow: str | None, rule: str | None,
-              limit: int) -> list[dict[str, Any]]:  # fmt: skip
+    def _runs(
+        self,
+        failed: bool,
+        since: datetime | None,
+        workflow: str | None,
+        rule: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
         _, runs = self._use()
         where: dict[str, Any] = {}
         if failed:
@@ -283,8 +319,11 @@ class MongoEventStore(EventStore):
         if rule is not None:
             where["rule"] = rule
         with self._available("reading run summaries", "nothing was read"):
-            documents = list(runs.find(where, {"dags": 0}).sort([("first", DESCENDING), ("_id", DESCENDING)])
-                             .limit(limit))  # fmt: skip
+            documents = list(
+                runs.find(where, {"dags": 0})
+                .sort([("first", DESCENDING), ("_id", DESCENDING)])
+                .limit(limit)
+            )
         return [public(doc, with_dags=False) for doc in documents]
 
     def _run(self, run_id: str) -> dict[str, Any] | None:

@@ -34,7 +34,15 @@ from typing import Any
 
 from triggerd.eventlog.schema import LEVELS, LogEvent, format_time, new_id, parse_time
 
-__all__ = ["MAX_DEPTH", "MAX_PAYLOAD", "MAX_TEXT", "safe_key", "safe_text", "safe_value", "sanitize"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_PAYLOAD",
+    "MAX_TEXT",
+    "safe_key",
+    "safe_text",
+    "safe_value",
+    "sanitize",
+]
 
 MAX_TEXT = 64 * 1024  # characters of one string
 MAX_PAYLOAD = 1024 * 1024  # characters (about) of data, and again of source
@@ -67,7 +75,9 @@ def safe_text(value: str, limit: int = MAX_TEXT) -> str:
 
 def safe_key(key: Any) -> str:
     """A field name MongoDB and JSON accept, readable as the original."""
-    text = safe_text(key if isinstance(key, str) else _repr(key) if not _scalar(key) else str(key), 1024)
+    text = safe_text(
+        key if isinstance(key, str) else _repr(key) if not _scalar(key) else str(key), 1024
+    )
     text = text.replace(".", "\uff0e").replace("\x00", "\\x00")
     if text.startswith("$"):
         text = "\uff04" + text[1:]
@@ -75,8 +85,13 @@ def safe_key(key: Any) -> str:
 
 
 def _plain_key(key: str) -> bool:
-    return (len(key) <= 1024 and "." not in key and "\x00" not in key and not key.startswith("$")
-            and (key.isascii() or safe_text(key) is key))  # fmt: skip
+    return (
+        len(key) <= 1024
+        and "." not in key
+        and "\x00" not in key
+        and not key.startswith("$")
+        and (key.isascii() or safe_text(key) is key)
+    )
 
 
 def _scalar(value: Any) -> bool:
@@ -174,7 +189,9 @@ def safe_value(value: Any, limit: int = MAX_PAYLOAD) -> Any:
             return out
         text = json.dumps(out, ensure_ascii=False)
     except Exception as exc:  # RecursionError and the like: the note is the payload
-        return {"unstorable": f"{type(value).__name__}: {type(exc).__name__}: {safe_text(str(exc), 1000)}"}
+        return {
+            "unstorable": f"{type(value).__name__}: {type(exc).__name__}: {safe_text(str(exc), 1000)}"
+        }
     if len(text) <= limit:
         return out
     return {
@@ -194,12 +211,25 @@ def _level(value: Any) -> str:
 def _optional_text(value: Any, limit: int = 1024) -> str | None:
     if value is None:
         return None
-    return safe_text(value if isinstance(value, str) else _repr(value) if not _scalar(value) else str(value), limit)
+    return safe_text(
+        value if isinstance(value, str) else _repr(value) if not _scalar(value) else str(value),
+        limit,
+    )
 
 
 # (field, its limit): the text fields of an event
-_TEXTS = (("kind", 200), ("message", MAX_TEXT), ("run", 1024), ("workflow", 1024), ("dag", 1024),
-          ("task", 1024), ("rule", 1024), ("id", 200), ("host", 1024), ("worker", 1024))  # fmt: skip
+_TEXTS = (
+    ("kind", 200),
+    ("message", MAX_TEXT),
+    ("run", 1024),
+    ("workflow", 1024),
+    ("dag", 1024),
+    ("task", 1024),
+    ("rule", 1024),
+    ("id", 200),
+    ("host", 1024),
+    ("worker", 1024),
+)
 
 
 def _payload(value: Any) -> dict[str, Any]:
@@ -214,12 +244,20 @@ def sanitize(event: LogEvent) -> LogEvent:
     try:
         return _sanitized(event)
     except Exception as exc:  # our own gap: keep what surely stores, and say why
-        def plain(value: Any) -> str | None:
-            return value if type(value) is str and value.isascii() and 0 < len(value) <= 200 else None
 
-        return LogEvent("log", f"an event could not be made storable: {type(exc).__name__}", level="error",
-                        id=plain(event.id) or new_id(), run=plain(event.run),
-                        data={"error": _optional_text(exc, 2000), "kind": plain(event.kind)})  # fmt: skip
+        def plain(value: Any) -> str | None:
+            return (
+                value if type(value) is str and value.isascii() and 0 < len(value) <= 200 else None
+            )
+
+        return LogEvent(
+            "log",
+            f"an event could not be made storable: {type(exc).__name__}",
+            level="error",
+            id=plain(event.id) or new_id(),
+            run=plain(event.run),
+            data={"error": _optional_text(exc, 2000), "kind": plain(event.kind)},
+        )
 
 
 def _sanitized(event: LogEvent) -> LogEvent:

@@ -89,18 +89,65 @@ def _json(value: Any) -> str:
 
 def _row(event: LogEvent) -> tuple:
     source = None if event.source is None else _json(event.source)
-    return (event.id, event.time.timestamp(), format_time(event.time), event.kind, event.run,
-            event.workflow, event.dag, event.task, event.rule, event.level, event.message,
-            event.host, event.pid, event.worker, source, _json(event.data), event.v)  # fmt: skip
+    return (
+        event.id,
+        event.time.timestamp(),
+        format_time(event.time),
+        event.kind,
+        event.run,
+        event.workflow,
+        event.dag,
+        event.task,
+        event.rule,
+        event.level,
+        event.message,
+        event.host,
+        event.pid,
+        event.worker,
+        source,
+        _json(event.data),
+        event.v,
+    )
 
 
 def _event(row: tuple) -> LogEvent:
-    (ident, _, moment, kind, run, workflow, dag, task, rule, level, message, host, pid,
-     worker, source, data, v) = row  # fmt: skip
-    return LogEvent(kind, message, run=run, workflow=workflow, dag=dag, task=task, rule=rule,
-                    level=level, data=json.loads(data), id=ident, time=datetime.fromisoformat(moment),
-                    host=host, pid=pid, worker=worker, source=None if source is None else json.loads(source),
-                    v=v)  # fmt: skip
+    (
+        ident,
+        _,
+        moment,
+        kind,
+        run,
+        workflow,
+        dag,
+        task,
+        rule,
+        level,
+        message,
+        host,
+        pid,
+        worker,
+        source,
+        data,
+        v,
+    ) = row
+    return LogEvent(
+        kind,
+        message,
+        run=run,
+        workflow=workflow,
+        dag=dag,
+        task=task,
+        rule=rule,
+        level=level,
+        data=json.loads(data),
+        id=ident,
+        time=datetime.fromisoformat(moment),
+        host=host,
+        pid=pid,
+        worker=worker,
+        source=None if source is None else json.loads(source),
+        v=v,
+    )
 
 
 class SqliteEventStore(EventStore):
@@ -167,7 +214,9 @@ class SqliteEventStore(EventStore):
             conn.executemany(_INSERT, rows)
             stored = conn.total_changes - before
             for delta in changes:
-                found = conn.execute("SELECT doc, last_ts FROM run_summaries WHERE run = ?", (delta.run,)).fetchone()
+                found = conn.execute(
+                    "SELECT doc, last_ts FROM run_summaries WHERE run = ?", (delta.run,)
+                ).fetchone()
                 doc = apply(json.loads(found[0]) if found else {}, delta)
                 last_ts = delta.last_time.timestamp() if delta.last_time else None
                 if found and found[1] is not None:
@@ -175,9 +224,16 @@ class SqliteEventStore(EventStore):
                 conn.execute(
                     "INSERT OR REPLACE INTO run_summaries (run, status, workflow, rule, first, last_ts, doc)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (delta.run, doc.get("status"), doc.get("workflow"), doc.get("rule"), doc.get("first"),
-                     last_ts, _json(doc)),
-                )  # fmt: skip
+                    (
+                        delta.run,
+                        doc.get("status"),
+                        doc.get("workflow"),
+                        doc.get("rule"),
+                        doc.get("first"),
+                        last_ts,
+                        _json(doc),
+                    ),
+                )
         if self.retention_days is not None and time.monotonic() - self._pruned > _PRUNE_EVERY:
             self._prune()
         return stored
@@ -210,7 +266,12 @@ class SqliteEventStore(EventStore):
             where.append("id > ?")
             args.append(query.after_id)
         sql = f"SELECT {_COLUMNS} FROM events"
-        if query.since is not None and query.run is None and query.workflow is None and query.rule is None:
+        if (
+            query.since is not None
+            and query.run is None
+            and query.workflow is None
+            and query.rule is None
+        ):
             # without statistics the planner walks the ids from the oldest; a recent
             # ``since`` on a large log wants the time index
             sql += " INDEXED BY events_ts"
@@ -222,8 +283,14 @@ class SqliteEventStore(EventStore):
             rows = conn.execute(sql, args).fetchall()
         return [_event(row) for row in rows]
 
-    def _runs(self, failed: bool, since: datetime | None, workflow: str | None, rule: str | None,
-              limit: int) -> list[dict[str, Any]]:  # fmt: skip
+    def _runs(
+        self,
+        failed: bool,
+        since: datetime | None,
+        workflow: str | None,
+        rule: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
         where: list[str] = []
         args: list[Any] = []
         if failed:
@@ -247,5 +314,7 @@ class SqliteEventStore(EventStore):
 
     def _run(self, run_id: str) -> dict[str, Any] | None:
         with self._transaction() as conn:
-            found = conn.execute("SELECT doc FROM run_summaries WHERE run = ?", (run_id,)).fetchone()
+            found = conn.execute(
+                "SELECT doc FROM run_summaries WHERE run = ?", (run_id,)
+            ).fetchone()
         return None if found is None else public(json.loads(found[0]))

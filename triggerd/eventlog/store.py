@@ -72,9 +72,21 @@ class EventQuery:
         if limit < 0:
             raise ValueError(f"limit must be 0 or more, not {limit}")
         # as stored: a run or name given with surrogate escapes finds what sanitize made of it
-        run, workflow, rule = (None if v is None else safe_text(v, 1024) for v in (run, workflow, rule))
-        return cls(run, workflow, rule, tuple(exact), tuple(families), since, levels,
-                   after_id, limit, newest_first)  # fmt: skip
+        run, workflow, rule = (
+            None if v is None else safe_text(v, 1024) for v in (run, workflow, rule)
+        )
+        return cls(
+            run,
+            workflow,
+            rule,
+            tuple(exact),
+            tuple(families),
+            since,
+            levels,
+            after_id,
+            limit,
+            newest_first,
+        )
 
 
 class EventStore(ABC):
@@ -122,8 +134,17 @@ class EventStore(ABC):
         newest ``limit`` events, newest first (``triggerctl events`` without
         ``--since``); otherwise the oldest, oldest first.
         """
-        query = EventQuery.of(run=run, workflow=workflow, rule=rule, kinds=kinds, since=since, level=level,
-                              after_id=after_id, limit=limit, newest_first=newest_first)  # fmt: skip
+        query = EventQuery.of(
+            run=run,
+            workflow=workflow,
+            rule=rule,
+            kinds=kinds,
+            since=since,
+            level=level,
+            after_id=after_id,
+            limit=limit,
+            newest_first=newest_first,
+        )
         return [] if query.limit == 0 else self._find(query)
 
     @abstractmethod
@@ -149,8 +170,14 @@ class EventStore(ABC):
         return [] if limit == 0 else self._runs(failed, since, workflow, rule, limit)
 
     @abstractmethod
-    def _runs(self, failed: bool, since: datetime | None, workflow: str | None, rule: str | None,
-              limit: int) -> list[dict[str, Any]]: ...  # fmt: skip
+    def _runs(
+        self,
+        failed: bool,
+        since: datetime | None,
+        workflow: str | None,
+        rule: str | None,
+        limit: int,
+    ) -> list[dict[str, Any]]: ...
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """One run's summary with its DAGs and tasks (see

@@ -67,7 +67,10 @@ DAG_STATES: dict[str, tuple[str, int]] = {
 TASK_STATES: dict[str, tuple[str, int]] = {
     "task.started": ("running", 1),
     "task.retried": ("running", 1),
-    **{f"task.{s}": (s, 2) for s in ("succeeded", "failed", "skipped", "stopped", "cancelled", "aborted")},
+    **{
+        f"task.{s}": (s, 2)
+        for s in ("succeeded", "failed", "skipped", "stopped", "cancelled", "aborted")
+    },
 }
 FAILED_STATUSES = ("failed", "aborted", "rejected")  # what ``runs(failed=True)`` lists
 TRACEBACK_TAIL = 4000
@@ -139,8 +142,15 @@ def _run_event(delta: RunDelta, event: LogEvent, when: str) -> None:
     state, rank = RUN_STATES[event.kind]
     data = event.data
     if event.kind == "trigger.fired":
-        delta.set["trigger"] = {"event": event.id, "time": when, "rule": event.rule, "message": event.message,
-                                "source": event.source, "host": event.host, "data": dict(data)}  # fmt: skip
+        delta.set["trigger"] = {
+            "event": event.id,
+            "time": when,
+            "rule": event.rule,
+            "message": event.message,
+            "source": event.source,
+            "host": event.host,
+            "data": dict(data),
+        }
     if rank == 1:
         delta.lower("queued", when)
         fields: dict[str, Any] = {"status": state}
@@ -153,14 +163,23 @@ def _run_event(delta: RunDelta, event: LogEvent, when: str) -> None:
         attempt = _number(data.get("attempt"))
         if isinstance(attempt, int):  # each time the run was handed to an executor
             delta.set[f"attempts.{attempt}"] = {
-                "attempt": attempt, "started": when, "host": event.host, "resumed": bool(data.get("resumed")),
-                "tasks_ended": _number(data.get("tasks_ended")), "tasks_running": _number(data.get("tasks_running")),
-            }  # fmt: skip
+                "attempt": attempt,
+                "started": when,
+                "host": event.host,
+                "resumed": bool(data.get("resumed")),
+                "tasks_ended": _number(data.get("tasks_ended")),
+                "tasks_running": _number(data.get("tasks_running")),
+            }
         fields = {"status": state}
     else:
         error = data.get("error") or (event.message if state in FAILED_STATUSES else None)
-        fields = {"status": state, "ended": when, "duration": _number(data.get("duration")),
-                  "error": _head(error), "traceback": _tail(data.get("traceback"), TRACEBACK_TAIL)}  # fmt: skip
+        fields = {
+            "status": state,
+            "ended": when,
+            "duration": _number(data.get("duration")),
+            "error": _head(error),
+            "traceback": _tail(data.get("traceback"), TRACEBACK_TAIL),
+        }
     delta.guard("status_key", rank, event, fields)
 
 
@@ -179,15 +198,24 @@ def _task_event(delta: RunDelta, event: LogEvent, when: str, prefix: str) -> Non
     data = event.data
     if rank == 1:
         worker = event.worker or data.get("worker")
-        start = {"started": when, "host": event.host, "pid": event.pid,
-                 "worker": worker if worker is None else str(worker)}  # fmt: skip
+        start = {
+            "started": when,
+            "host": event.host,
+            "pid": event.pid,
+            "worker": worker if worker is None else str(worker),
+        }
         delta.guard(f"{prefix}start_key", 1, event, {f"{prefix}{k}": v for k, v in start.items()})
         fields: dict[str, Any] = {"state": state}
     else:
         error = data.get("error") or (event.message if state in ("failed", "aborted") else None)
-        fields = {"state": state, "ended": when, "duration": _number(data.get("duration")),
-                  "error": _head(error), "traceback": _tail(data.get("traceback"), TRACEBACK_TAIL),
-                  "exit_code": _number(data.get("exit_code"))}  # fmt: skip
+        fields = {
+            "state": state,
+            "ended": when,
+            "duration": _number(data.get("duration")),
+            "error": _head(error),
+            "traceback": _tail(data.get("traceback"), TRACEBACK_TAIL),
+            "exit_code": _number(data.get("exit_code")),
+        }
     delta.guard(f"{prefix}state_key", rank, event, {f"{prefix}{k}": v for k, v in fields.items()})
 
 
@@ -290,10 +318,28 @@ def public(doc: Mapping[str, Any], *, with_dags: bool = True) -> dict[str, Any]:
     """A stored summary as the queries return it: no bookkeeping fields, DAGs and tasks
     keyed by their real names, durations computed from the times where no event said,
     ``params`` from the trigger when run.started has not been seen."""
-    out = {k: v for k, v in doc.items() if k not in _INTERNAL and not k.endswith("_key") and k != "dags"}
+    out = {
+        k: v
+        for k, v in doc.items()
+        if k not in _INTERNAL and not k.endswith("_key") and k != "dags"
+    }
     out["run"] = doc.get("run") or doc.get("_id")
-    for name in ("workflow", "rule", "status", "params", "trigger", "host", "queued", "started",
-                 "ended", "duration", "error", "traceback", "first", "last"):  # fmt: skip
+    for name in (
+        "workflow",
+        "rule",
+        "status",
+        "params",
+        "trigger",
+        "host",
+        "queued",
+        "started",
+        "ended",
+        "duration",
+        "error",
+        "traceback",
+        "first",
+        "last",
+    ):
         out.setdefault(name, None)
     if out["params"] is None and isinstance(out["trigger"], Mapping):
         params = (out["trigger"].get("data") or {}).get("params")
@@ -301,14 +347,20 @@ def public(doc: Mapping[str, Any], *, with_dags: bool = True) -> dict[str, Any]:
     if out["duration"] is None:
         out["duration"] = _seconds(out["started"], out["ended"])
     attempts = doc.get("attempts")
-    out["attempts"] = sorted(attempts.values(), key=lambda a: a.get("attempt") or 0) if isinstance(attempts, Mapping) else []
+    out["attempts"] = (
+        sorted(attempts.values(), key=lambda a: a.get("attempt") or 0)
+        if isinstance(attempts, Mapping)
+        else []
+    )
     if with_dags:
         dags: dict[str, Any] = {}
         for dag_node in (doc.get("dags") or {}).values():
             dag = _entry(dag_node)
             dag.setdefault("state", None)
-            dag["tasks"] = {task_node.get("name", ""): _entry(task_node)
-                            for task_node in (dag_node.get("tasks") or {}).values()}  # fmt: skip
+            dag["tasks"] = {
+                task_node.get("name", ""): _entry(task_node)
+                for task_node in (dag_node.get("tasks") or {}).values()
+            }
             dags[dag_node.get("name", "")] = dag
         out["dags"] = dags
     return out

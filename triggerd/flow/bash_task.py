@@ -157,7 +157,9 @@ class BashTask(BaseTask):
                     if pipe is not None:
                         events = opener(name, proc.pid) if opener is not None else None
                         echo = None if asked else fd  # where the command wrote before we read it
-                        reader = _start(_pump, pipe, callback, sink, args, failures, lock, events, echo)
+                        reader = _start(
+                            _pump, pipe, callback, sink, args, failures, lock, events, echo
+                        )
                         (readers if asked else extra).append(reader)
                 if proc.stdin is not None:
                     _start(_feed, proc.stdin, bytes(stdin))
@@ -239,7 +241,7 @@ def _echo(fd: int, raw: bytes) -> int | None:
     view = memoryview(raw)
     try:
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     except OSError:  # closed or broken: the events still have every line
         return None
     return fd

@@ -37,6 +37,7 @@ def trusted_definitions() -> Iterator[None]:
     finally:
         _VALIDATE.reset(token)
 
+
 __all__ = ["Dag", "DagShape", "TaskShape"]
 
 
@@ -64,7 +65,9 @@ class DagShape:
 class Dag:
     """A directed acyclic graph of tasks (Lightflow's ``Dag``)."""
 
-    def __init__(self, name: str, *, autostart: bool = True, queue: str = "dag", schema: dict | None = None):
+    def __init__(
+        self, name: str, *, autostart: bool = True, queue: str = "dag", schema: dict | None = None
+    ):
         self._name = name
         self._autostart = autostart
         self._queue = queue
@@ -115,7 +118,9 @@ class Dag:
                 graph.add_edge(parent, child, slot=slot or None)
         return graph
 
-    def _entries(self, schema: dict | None) -> Iterator[tuple[BaseTask, list[tuple[BaseTask, Any]]]]:
+    def _entries(
+        self, schema: dict | None
+    ) -> Iterator[tuple[BaseTask, list[tuple[BaseTask, Any]]]]:
         """Each parent task with its (child, slot) pairs, checked: the schema's forms read."""
         if schema is None:
             raise DirectedAcyclicGraphUndefined(self._name)
@@ -152,7 +157,9 @@ class Dag:
                     f"DAG '{self._name}': two different tasks are named '{task.name}'; "
                     "task names must be unique within a DAG"
                 )
-            tasks[task.name] = TaskShape(task.name, task.queue, task.has_to_run, task.propagate_skip)
+            tasks[task.name] = TaskShape(
+                task.name, task.queue, task.has_to_run, task.propagate_skip
+            )
         # Per child, in the order its predecessors were added: that order decides which
         # predecessor's dataset is the default one, as in Lightflow.
         edges = tuple(

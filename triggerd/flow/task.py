@@ -55,7 +55,9 @@ class TaskParameters(dict):
         except KeyError:
             raise AttributeError(key) from None
 
-    def eval(self, data: Any, data_store: Any, *, exclude: Iterable[str] | None = None) -> TaskParameters:
+    def eval(
+        self, data: Any, data_store: Any, *, exclude: Iterable[str] | None = None
+    ) -> TaskParameters:
         """A copy with every callable replaced by its value; ``exclude`` keys are left out."""
         skip = set(exclude or ())
         return TaskParameters(

@@ -110,7 +110,11 @@ class MultiTaskData:
         return dict(self._aliases)
 
     def add_dataset(
-        self, task_name: str, dataset: TaskData | None = None, *, aliases: Iterable[str] | None = None
+        self,
+        task_name: str,
+        dataset: TaskData | None = None,
+        *,
+        aliases: Iterable[str] | None = None,
     ) -> None:
         """Append a dataset, reachable by ``task_name`` and every alias."""
         self._datasets.append(dataset if dataset is not None else TaskData())

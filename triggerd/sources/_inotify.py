@@ -14,7 +14,13 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["OVERFLOW_LOGGER", "OverflowHandler", "describe", "quiet_duplicate_callback_warnings", "watched_dirs"]
+__all__ = [
+    "OVERFLOW_LOGGER",
+    "OverflowHandler",
+    "describe",
+    "quiet_duplicate_callback_warnings",
+    "watched_dirs",
+]
 
 # watchdog reports a kernel queue overflow only as a WARNING on this logger.
 OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
@@ -49,7 +55,9 @@ def watched_dirs(observer: Any, observed: Any) -> int | None:
 
 def quiet_duplicate_callback_warnings() -> None:
     """watchdog warns each time a directory made with ``mkdir -p`` gets its (harmless) watch twice."""
-    warnings.filterwarnings("ignore", message=r"Callback with id '\d+' already exists", category=RuntimeWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"Callback with id '\d+' already exists", category=RuntimeWarning
+    )
 
 
 def describe(exc: OSError, root: str) -> str:

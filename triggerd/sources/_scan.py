@@ -26,8 +26,21 @@ from triggerd.log import get_logger
 if TYPE_CHECKING:
     from triggerd.sources.files import FileWatch
 
-__all__ = ["MAX_DEPTH", "MAX_ENTRIES", "TooMany", "arrival_ns", "complete_files", "count_dirs", "file_stat", "ignored", "inside",
-           "open_for_writing", "regular_stat", "relative", "walk_files"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_ENTRIES",
+    "TooMany",
+    "arrival_ns",
+    "complete_files",
+    "count_dirs",
+    "file_stat",
+    "ignored",
+    "inside",
+    "open_for_writing",
+    "regular_stat",
+    "relative",
+    "walk_files",
+]
 
 log = get_logger(__name__)
 
@@ -59,7 +72,9 @@ def relative(path: str, root: str) -> str | None:
 
 def ignored(rel: str, patterns: tuple[str, ...]) -> bool:
     """True if the basename or any directory component of ``rel`` matches one of ``patterns``."""
-    return bool(patterns) and any(fnmatchcase(part, pat) for part in rel.split("/") for pat in patterns)
+    return bool(patterns) and any(
+        fnmatchcase(part, pat) for part in rel.split("/") for pat in patterns
+    )
 
 
 Signature = tuple[int, int, int]
@@ -93,7 +108,9 @@ def regular_stat(path: str) -> os.stat_result | None:
     return st if stat.S_ISREG(st.st_mode) else None
 
 
-def file_stat(path: str, *, follow: bool = False, within: tuple[str, ...] = ()) -> tuple[os.stat_result, str | None] | None:
+def file_stat(
+    path: str, *, follow: bool = False, within: tuple[str, ...] = ()
+) -> tuple[os.stat_result, str | None] | None:
     """A watched name's stat if it is a regular file, with None; if it is a symbolic link
     and ``follow``, its target's stat and resolved path, provided the target is a regular
     file inside ``within``; None for anything else (gone, a directory, a link not followed
@@ -110,7 +127,11 @@ def file_stat(path: str, *, follow: bool = False, within: tuple[str, ...] = ()) 
         target = os.path.realpath(path, strict=True)  # raises on a loop or a dangling link
     except (OSError, ValueError):
         return None
-    target_stat = regular_stat(target) if inside(target, [os.path.realpath(root) for root in within]) else None
+    target_stat = (
+        regular_stat(target)
+        if inside(target, [os.path.realpath(root) for root in within])
+        else None
+    )
     return (target_stat, target) if target_stat is not None else None
 
 
@@ -127,7 +148,11 @@ def open_for_writing(path: str) -> bool | None:
     setlease, setsig = getattr(fcntl, "F_SETLEASE", None), getattr(fcntl, "F_SETSIG", None)
     # A writer opening the file while we hold the lease makes the kernel signal us, with
     # SIGIO unless told otherwise, and SIGIO's default action ends the process.
-    if setlease is None or setsig is None or signal.getsignal(_LEASE_SIGNAL) not in (signal.SIG_DFL, signal.SIG_IGN):
+    if (
+        setlease is None
+        or setsig is None
+        or signal.getsignal(_LEASE_SIGNAL) not in (signal.SIG_DFL, signal.SIG_IGN)
+    ):
         return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -232,7 +257,11 @@ def _regular_entry(entry: os.DirEntry[str]) -> os.stat_result | None:
 
 
 def complete_files(
-    spec: FileWatch, top: str, *, young: Callable[[str], None] | None = None, arrived_since_ns: int | None = None
+    spec: FileWatch,
+    top: str,
+    *,
+    young: Callable[[str], None] | None = None,
+    arrived_since_ns: int | None = None,
 ) -> Iterator[tuple[str, os.stat_result, str | None]]:
     """The files under ``top`` that ``spec`` counts as complete, as far as a scan can tell.
 
@@ -248,8 +277,14 @@ def complete_files(
     def unreadable(directory: str, exc: OSError) -> None:
         log.warning("cannot scan directory", directory=directory, error=str(exc))
 
-    walk = walk_files(top, recursive=spec.recursive, ignore=spec.ignore, follow=spec.follow_symlinks,
-                      within=spec.within, on_error=unreadable)  # fmt: skip
+    walk = walk_files(
+        top,
+        recursive=spec.recursive,
+        ignore=spec.ignore,
+        follow=spec.follow_symlinks,
+        within=spec.within,
+        on_error=unreadable,
+    )
     for path, st, target in walk:
         arrived = arrival_ns(st)
         if spec.complete == "marker":

@@ -26,6 +26,7 @@ StatOf = Callable[[Hashable, str], "os.stat_result | None"]
 
 log = get_logger(__name__)
 
+
 @dataclass
 class _Candidate:
     signature: _scan.Signature
@@ -37,7 +38,9 @@ class _Candidate:
 class Settler:
     """Report ``(owner, path, stat)`` through ``on_settled`` once a noted file stops changing."""
 
-    def __init__(self, on_settled: Callable[[Hashable, str, os.stat_result], None], stat_of: StatOf) -> None:
+    def __init__(
+        self, on_settled: Callable[[Hashable, str, os.stat_result], None], stat_of: StatOf
+    ) -> None:
         """``stat_of(owner, path)``: the file's stat as its watch sees it (a link it does
         not follow is no file), or None."""
         self._on_settled = on_settled
@@ -115,7 +118,9 @@ class Settler:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not (self._heap and self._heap[0][0] <= time.monotonic()):
+                while not self._stopping and not (
+                    self._heap and self._heap[0][0] <= time.monotonic()
+                ):
                     self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
                 if self._stopping:
                     return
@@ -164,8 +169,15 @@ class Poller:
     After every walk, ``on_walked`` hears what went wrong ("" when nothing did).
     """
 
-    def __init__(self, walk: Callable[[Callable[[], bool]], Iterator[tuple[str, os.stat_result]]], period: float, *,
-                 changed: Callable[[str], None], gone: Callable[[str], None], on_walked: Callable[[str], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        walk: Callable[[Callable[[], bool]], Iterator[tuple[str, os.stat_result]]],
+        period: float,
+        *,
+        changed: Callable[[str], None],
+        gone: Callable[[str], None],
+        on_walked: Callable[[str], None],
+    ) -> None:
         self._walk = walk
         self._period = period
         self._changed, self._gone, self._on_walked = changed, gone, on_walked

@@ -59,4 +59,3 @@ class FileEvent:
             "seen_at": self.seen_at,
             **({"link_to": self.link_to} if self.link_to is not None else {}),
         }
-

@@ -90,23 +90,34 @@ class FileWatch:
     poll: float = 1.0  # settled: polling period
     marker_suffix: str = ".done"  # marker: '<file><suffix>' marks <file> complete
     ignore: tuple[str, ...] = ()  # fnmatch patterns on the basename and each directory under root
-    follow_symlinks: bool = False  # report links (and walk linked directories) whose target is within
+    # report links (and walk linked directories) whose target is within
+    follow_symlinks: bool = False
     within: tuple[str, ...] = ()  # where a followed link may lead: the rule's roots (default: root)
 
     def __post_init__(self) -> None:
         if not os.path.isabs(self.root):
-            raise ConfigError(f"watch root must be an absolute path, not {self.root!r}", key="roots")
+            raise ConfigError(
+                f"watch root must be an absolute path, not {self.root!r}", key="roots"
+            )
         object.__setattr__(self, "root", os.path.normpath(self.root))
         object.__setattr__(self, "ignore", tuple(self.ignore))
-        object.__setattr__(self, "within", tuple(os.path.normpath(r) for r in self.within) or (self.root,))
+        object.__setattr__(
+            self, "within", tuple(os.path.normpath(r) for r in self.within) or (self.root,)
+        )
         if self.complete not in COMPLETE_MODES:
-            raise ConfigError(f"unknown completion {self.complete!r} (allowed: {', '.join(COMPLETE_MODES)})", key="complete")
+            raise ConfigError(
+                f"unknown completion {self.complete!r} (allowed: {', '.join(COMPLETE_MODES)})",
+                key="complete",
+            )
         if not self.settle > 0:
             raise ConfigError(f"settle must be > 0 seconds, not {self.settle!r}", key="settle")
         if not self.poll > 0:
             raise ConfigError(f"poll must be > 0 seconds, not {self.poll!r}", key="poll")
         if not self.marker_suffix or "/" in self.marker_suffix:
-            raise ConfigError(f"marker_suffix must be a non-empty name suffix, not {self.marker_suffix!r}", key="marker_suffix")
+            raise ConfigError(
+                f"marker_suffix must be a non-empty name suffix, not {self.marker_suffix!r}",
+                key="marker_suffix",
+            )
 
 
 @dataclass(eq=False)
@@ -152,10 +163,17 @@ class FileSource:
     (skipped by the scan) is reported by the running watch when it completes.
     """
 
-    def __init__(self, watches: Iterable[FileWatch], emit: Callable[[FileEvent], None], *,
-                 on_health: Callable[[str, str, str], None] | None = None,
-                 reconcile: float | None = None, retry: float = 1.0,
-                 own_dirs: Iterable[str | os.PathLike[str]] = (), own_files: Iterable[str | os.PathLike[str]] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        watches: Iterable[FileWatch],
+        emit: Callable[[FileEvent], None],
+        *,
+        on_health: Callable[[str, str, str], None] | None = None,
+        reconcile: float | None = None,
+        retry: float = 1.0,
+        own_dirs: Iterable[str | os.PathLike[str]] = (),
+        own_files: Iterable[str | os.PathLike[str]] = (),
+    ) -> None:
         self._emit = emit
         self._own_dirs = frozenset(os.path.realpath(d) for d in own_dirs)
         self._own_files = frozenset(os.path.realpath(f) for f in own_files)
@@ -237,7 +255,9 @@ class FileSource:
                 removed = [live for spec, live in self._lives.items() if spec not in wanted]
                 added = [_Live(spec) for spec in wanted if spec not in self._lives]
                 for live in added:
-                    predecessor = next((old for old in removed if old.spec.root == live.spec.root), None)
+                    predecessor = next(
+                        (old for old in removed if old.spec.root == live.spec.root), None
+                    )
                     if predecessor is not None:
                         live.recent = predecessor.recent  # one memory for both while they overlap
                     self._lives[live.spec] = live
@@ -250,7 +270,14 @@ class FileSource:
                     del self._lives[live.spec]
             if self._started:
                 for live in removed:
-                    successor = next((new for new in added if new.spec.root == live.spec.root and new.poller is not None), None)
+                    successor = next(
+                        (
+                            new
+                            for new in added
+                            if new.spec.root == live.spec.root and new.poller is not None
+                        ),
+                        None,
+                    )
                     if successor is not None and live.poller is not None:
                         self._settler.hand_over(live, successor, successor.spec.settle)
                     self._deactivate(live)
@@ -260,9 +287,15 @@ class FileSource:
         with self._lock:
             lives = list(self._lives.values())
             rows = [
-                {"root": live.spec.root, "complete": live.spec.complete, "state": live.state,
-                 "message": live.message, "watched_dirs": live.dirs if live.running else 0,
-                 "events": live.events, "last_event": live.last_event}
+                {
+                    "root": live.spec.root,
+                    "complete": live.spec.complete,
+                    "state": live.state,
+                    "message": live.message,
+                    "watched_dirs": live.dirs if live.running else 0,
+                    "events": live.events,
+                    "last_event": live.last_event,
+                }
                 for live in lives
             ]
         for live, row in zip(lives, rows, strict=True):
@@ -304,7 +337,12 @@ class FileSource:
                 live.poller = self._poller(live)
                 live.poller.start()
             else:
-                observed = self._ensure_inotify().schedule(handler, spec.root, recursive=spec.recursive, event_filter=_FILTERS[spec.complete])
+                observed = self._ensure_inotify().schedule(
+                    handler,
+                    spec.root,
+                    recursive=spec.recursive,
+                    event_filter=_FILTERS[spec.complete],
+                )
                 self._refs[observed] = self._refs.get(observed, 0) + 1
                 live.observed = observed
             live.handler = handler
@@ -320,7 +358,8 @@ class FileSource:
         state, message = "watching", ""
         watched = self._inotify_dirs(live)
         if watched is not None and watched < total:
-            total = _scan.count_dirs(spec.root, recursive=spec.recursive)  # a directory removed meanwhile is no limit
+            # a directory removed meanwhile is no limit
+            total = _scan.count_dirs(spec.root, recursive=spec.recursive)
             watched = self._inotify_dirs(live)
             if watched is not None and watched < total:
                 state = "error"
@@ -336,9 +375,15 @@ class FileSource:
         spec = live.spec
 
         def walk(stopping: Callable[[], bool]) -> Iterator[tuple[str, os.stat_result]]:
-            for path, st, _target in _scan.walk_files(spec.root, recursive=spec.recursive, ignore=spec.ignore,
-                                                      follow=spec.follow_symlinks, within=spec.within,
-                                                      stopping=stopping, max_entries=_scan.MAX_ENTRIES):  # fmt: skip
+            for path, st, _target in _scan.walk_files(
+                spec.root,
+                recursive=spec.recursive,
+                ignore=spec.ignore,
+                follow=spec.follow_symlinks,
+                within=spec.within,
+                stopping=stopping,
+                max_entries=_scan.MAX_ENTRIES,
+            ):
                 yield path, st
 
         def changed(path: str) -> None:
@@ -347,10 +392,21 @@ class FileSource:
 
         def walked(trouble: str) -> None:
             if live.active and live.state in ("watching", "error"):
-                self._set(live, "error" if trouble else "watching", f"{trouble}: only part of the tree is polled" if trouble else "")
-                live.retry_at = float("inf")  # its poller goes on; activating it again would change nothing
+                self._set(
+                    live,
+                    "error" if trouble else "watching",
+                    f"{trouble}: only part of the tree is polled" if trouble else "",
+                )
+                # its poller goes on; activating it again would change nothing
+                live.retry_at = float("inf")
 
-        return Poller(walk, spec.poll, changed=changed, gone=lambda path: self._settler.forget(live, path), on_walked=walked)
+        return Poller(
+            walk,
+            spec.poll,
+            changed=changed,
+            gone=lambda path: self._settler.forget(live, path),
+            on_walked=walked,
+        )
 
     def _deactivate(self, live: _Live) -> None:
         poller, live.poller = live.poller, None
@@ -379,7 +435,11 @@ class FileSource:
 
     def _inotify_dirs(self, live: _Live) -> int | None:
         observer, observed = self._observer, live.observed
-        return None if observer is None or observed is None else _inotify.watched_dirs(observer, observed)
+        return (
+            None
+            if observer is None or observed is None
+            else _inotify.watched_dirs(observer, observed)
+        )
 
     # -- events (watchdog and settle threads) ----------------------------------------------------
 
@@ -433,7 +493,8 @@ class FileSource:
     def _emit_path(self, live: _Live, path: str, kind: str) -> None:
         if self._wanted(live.spec, path):
             found = _scan.file_stat(path, follow=live.spec.follow_symlinks, within=live.spec.within)
-            if found is not None:  # None: deleted before it was complete, a directory, a link not followed
+            # None: deleted before it was complete, a directory, a link not followed
+            if found is not None:
                 self._deliver(live, _event(live.spec, path, *found, kind))
 
     def _emit_if_finished(self, live: _Live, path: str) -> None:
@@ -449,13 +510,21 @@ class FileSource:
         if before is None or _scan.open_for_writing(path):
             return
         after = _scan.file_stat(path, follow=spec.follow_symlinks, within=spec.within)
-        if after is not None and _scan.signature(after[0]) == _scan.signature(before[0]) and self._wanted(spec, path):
+        if (
+            after is not None
+            and _scan.signature(after[0]) == _scan.signature(before[0])
+            and self._wanted(spec, path)
+        ):
             self._deliver(live, _event(spec, path, *after, "marker"))
 
     def _on_settled(self, owner: Hashable, path: str, st: os.stat_result) -> None:
         assert isinstance(owner, _Live)
         if self._wanted(owner.spec, path):
-            target = os.path.realpath(path) if owner.spec.follow_symlinks and os.path.islink(path) else None
+            target = (
+                os.path.realpath(path)
+                if owner.spec.follow_symlinks and os.path.islink(path)
+                else None
+            )
             self._deliver(owner, _event(owner.spec, path, st, target, "settled"))
 
     def own(self, path: str) -> bool:
@@ -491,11 +560,15 @@ class FileSource:
         except Exception:
             log.exception("file event consumer failed", path=event.path)
 
-    def _scan(self, spec: FileWatch, top: str, live: _Live | None, *, arrived_since_ns: int | None = None) -> Iterator[FileEvent]:
+    def _scan(
+        self, spec: FileWatch, top: str, live: _Live | None, *, arrived_since_ns: int | None = None
+    ) -> Iterator[FileEvent]:
         young = None
         if live is not None and live.active and live.running and spec.complete == "settled":
             young = functools.partial(self._settler.note, live, settle=spec.settle)
-        for path, st, target in _scan.complete_files(spec, top, young=young, arrived_since_ns=arrived_since_ns):
+        for path, st, target in _scan.complete_files(
+            spec, top, young=young, arrived_since_ns=arrived_since_ns
+        ):
             if not self._excluded(path):
                 yield _event(spec, path, st, target, "existing")
 
@@ -528,7 +601,11 @@ class FileSource:
                 if live.observed is not None:
                     live.rescan = True
                     if live.state in ("watching", "rescanning"):
-                        self._set(live, "overflow", "inotify queue overflowed, events were lost: rescanning")
+                        self._set(
+                            live,
+                            "overflow",
+                            "inotify queue overflowed, events were lost: rescanning",
+                        )
         self._wake.set()
 
     # -- the keeper: one thread for waiting roots, retries, liveness and rescans ----------------
@@ -554,7 +631,11 @@ class FileSource:
             for live in lives:
                 if live.running and _root_changed(live):
                     self._deactivate(live)
-                    self._set(live, "waiting", f"{live.spec.root} disappeared: waiting for it to come back")
+                    self._set(
+                        live,
+                        "waiting",
+                        f"{live.spec.root} disappeared: waiting for it to come back",
+                    )
             for live in lives:
                 if live.state == "waiting" or (live.state == "error" and now >= live.retry_at):
                     if live.running:
@@ -578,8 +659,12 @@ class FileSource:
                     live.followup = time.monotonic() + _FOLLOWUP
 
 
-def _event(spec: FileWatch, path: str, st: os.stat_result, target: str | None, kind: str) -> FileEvent:
-    return FileEvent(path, spec.root, st.st_size, st.st_mtime_ns, st.st_ino, kind, time.time(), link_to=target)
+def _event(
+    spec: FileWatch, path: str, st: os.stat_result, target: str | None, kind: str
+) -> FileEvent:
+    return FileEvent(
+        path, spec.root, st.st_size, st.st_mtime_ns, st.st_ino, kind, time.time(), link_to=target
+    )
 
 
 def _root_changed(live: _Live) -> bool:

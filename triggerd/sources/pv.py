@@ -92,7 +92,11 @@ class PvEvent:
     missed_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        counter = {"index": self.index, "missed": list(self.missed), "missed_count": self.missed_count}
+        counter = {
+            "index": self.index,
+            "missed": list(self.missed),
+            "missed_count": self.missed_count,
+        }
         return {
             "type": "pv",
             "rule": self.rule,
@@ -135,7 +139,8 @@ class _Channel:
     severity: int | None = None
     updates: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # rule -> the error last reported
-    warnings: dict[str, str] = field(default_factory=dict)  # rule -> what it names that the PV lacks
+    # rule -> what it names that the PV lacks
+    warnings: dict[str, str] = field(default_factory=dict)
     pv: Any = None
     labels: tuple[str, ...] | None = None  # an enum PV's state names, once fetched
     fetching: bool = False
@@ -154,10 +159,15 @@ class PvSource:
     a PV may take to connect at start before it is reported ``never connected``.
     """
 
-    def __init__(self, watches: Iterable[PvWatch], emit: Callable[[PvEvent], None], *,
-                 on_health: Callable[[str, str, str], None] | None = None,
-                 on_skipped: Callable[[PvEvent, str], None] | None = None,
-                 connection_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        watches: Iterable[PvWatch],
+        emit: Callable[[PvEvent], None],
+        *,
+        on_health: Callable[[str, str, str], None] | None = None,
+        on_skipped: Callable[[PvEvent, str], None] | None = None,
+        connection_timeout: float = 5.0,
+    ) -> None:
         self._watches = list(dict.fromkeys(watches))
         self._emit = emit
         self._on_health = on_health
@@ -238,10 +248,22 @@ class PvSource:
         state name it does not have, a value the rule cannot compare)."""
         with self._lock:
             return [
-                {"name": c.name, "state": c.state, "since": c.since, "message": c.message,
-                 "last_value": c.last_value, "timestamp": c.timestamp, "severity": c.severity,
-                 "updates": c.updates, "rules": [w.rule for w, _ in c.rules], "snapshot_of": list(c.readers),
-                 "warnings": [f"rule {rule!r}: {text}" for rule, text in (*c.warnings.items(), *c.errors.items())]}
+                {
+                    "name": c.name,
+                    "state": c.state,
+                    "since": c.since,
+                    "message": c.message,
+                    "last_value": c.last_value,
+                    "timestamp": c.timestamp,
+                    "severity": c.severity,
+                    "updates": c.updates,
+                    "rules": [w.rule for w, _ in c.rules],
+                    "snapshot_of": list(c.readers),
+                    "warnings": [
+                        f"rule {rule!r}: {text}"
+                        for rule, text in (*c.warnings.items(), *c.errors.items())
+                    ],
+                }
                 for c in self._channels.values()
             ]
 
@@ -250,16 +272,32 @@ class PvSource:
     def _on_connection(self, pvname: str | None = None, conn: bool = False, **_: Any) -> None:
         self._queue.put(("connection", pvname, bool(conn)))
 
-    def _on_value(self, pvname: str | None = None, value: Any = None, ftype: Any = None, nelm: Any = None,
-                  timestamp: Any = None, severity: Any = None, **_: Any) -> None:
+    def _on_value(
+        self,
+        pvname: str | None = None,
+        value: Any = None,
+        ftype: Any = None,
+        nelm: Any = None,
+        timestamp: Any = None,
+        severity: Any = None,
+        **_: Any,
+    ) -> None:
         try:
             native = _native(ftype)
             plain = _plain(value, native == "char" and isinstance(nelm, int) and nelm > 1)
         except Exception:  # never raise into libca
             log.exception("could not convert a PV value", pv=pvname)
             return
-        self._queue.put(("value", pvname, plain, float(timestamp) if timestamp is not None else time.time(),
-                         int(severity) if severity is not None else 0, native == "enum"))
+        self._queue.put(
+            (
+                "value",
+                pvname,
+                plain,
+                float(timestamp) if timestamp is not None else time.time(),
+                int(severity) if severity is not None else 0,
+                native == "enum",
+            )
+        )
 
     # -- the source's thread ---------------------------------------------------------------
 
@@ -267,7 +305,9 @@ class PvSource:
         while True:
             due = self._due
             try:
-                item = self._queue.get(timeout=None if due is None else max(0.0, due - time.monotonic()))
+                item = self._queue.get(
+                    timeout=None if due is None else max(0.0, due - time.monotonic())
+                )
             except queue.Empty:
                 item = None
             if item is _STOP:
@@ -301,7 +341,9 @@ class PvSource:
                 for watch, state in channel.rules:
                     self._decided(channel, watch, state.connected(now), None, None)
             elif channel.state != "disconnected":
-                self._set(channel, "disconnected", "connection lost; Channel Access keeps searching")
+                self._set(
+                    channel, "disconnected", "connection lost; Channel Access keeps searching"
+                )
                 for watch, state in channel.rules:
                     self._decided(channel, watch, state.disconnected(now), None, None)
             return
@@ -320,9 +362,14 @@ class PvSource:
                 del channel.held[:-_HELD_MAX]
                 return
             labels = channel.labels
-            value = EnumValue(value, labels[value] if isinstance(value, int) and 0 <= value < len(labels) else None)
+            value = EnumValue(
+                value,
+                labels[value] if isinstance(value, int) and 0 <= value < len(labels) else None,
+            )
         with self._lock:
-            plain = value.label if isinstance(value, EnumValue) and value.label is not None else value
+            plain = (
+                value.label if isinstance(value, EnumValue) and value.label is not None else value
+            )
             channel.last_value, channel.timestamp, channel.severity = plain, timestamp, severity
             channel.updates += 1
         for watch, state in channel.rules:
@@ -341,7 +388,9 @@ class PvSource:
                 if text:
                     channel.warnings[watch.rule] = text
             if text and text != before:
-                self._report(channel.name, "error", f"rule {watch.rule!r}: {text}: it can never fire")
+                self._report(
+                    channel.name, "error", f"rule {watch.rule!r}: {text}: it can never fire"
+                )
 
     def _fetch_labels(self, channel: _Channel) -> None:
         """Ask the IOC for an enum PV's state names on a short-lived thread (a CA get may
@@ -362,7 +411,10 @@ class PvSource:
             finally:
                 channel.fetching = False
             if not labels:
-                log.warning("enum PV without state names: text conditions cannot compare it", pv=channel.name)
+                log.warning(
+                    "enum PV without state names: text conditions cannot compare it",
+                    pv=channel.name,
+                )
             self._queue.put(("labels", channel.name, labels))
 
         threading.Thread(target=fetch, name="triggerd-pv-labels", daemon=True).start()
@@ -376,19 +428,30 @@ class PvSource:
         for channel in self._channels.values():
             if channel.state == "connecting":
                 if now >= channel.deadline:
-                    self._set(channel, "never connected",
-                              f"no IOC answered within {self._connection_timeout:g} s; still searching")
+                    self._set(
+                        channel,
+                        "never connected",
+                        f"no IOC answered within {self._connection_timeout:g} s; still searching",
+                    )
                 else:
                     due.append(channel.deadline)
             for watch, state in channel.rules:
                 if state.check_at is not None and now >= state.check_at:
-                    self._decided(channel, watch, state.tick(now), channel.timestamp, channel.severity)
+                    self._decided(
+                        channel, watch, state.tick(now), channel.timestamp, channel.severity
+                    )
                 if state.check_at is not None:
                     due.append(state.check_at)
         self._due = min(due, default=None)
 
-    def _decided(self, channel: _Channel, watch: PvWatch, decision: Decision,
-                 timestamp: float | None, severity: int | None) -> None:
+    def _decided(
+        self,
+        channel: _Channel,
+        watch: PvWatch,
+        decision: Decision,
+        timestamp: float | None,
+        severity: int | None,
+    ) -> None:
         if decision.check_at is not None and (self._due is None or decision.check_at < self._due):
             self._due = decision.check_at  # a settle began: wake up for it
         if decision.error is not None:
@@ -414,21 +477,56 @@ class PvSource:
             except Exception:
                 log.exception("PV event consumer failed", rule=watch.rule, pv=channel.name)
 
-    def _fired(self, channel: _Channel, watch: PvWatch, decision: Decision,
-               timestamp: float | None, severity: int | None) -> list[PvEvent]:
+    def _fired(
+        self,
+        channel: _Channel,
+        watch: PvWatch,
+        decision: Decision,
+        timestamp: float | None,
+        severity: int | None,
+    ) -> list[PvEvent]:
         """The events of one fire: one, or for ``increment`` with ``each``, one per counter
         value (at most EACH_MAX: the older values of a larger jump count as missed)."""
         counted = decision.increments
         if counted is None:
             return [self._event(channel, watch, decision, timestamp, severity)]
         if not watch.condition.each:
-            return [self._event(channel, watch, decision, timestamp, severity, index=counted[-1], missed=counted[:-1])]
+            return [
+                self._event(
+                    channel,
+                    watch,
+                    decision,
+                    timestamp,
+                    severity,
+                    index=counted[-1],
+                    missed=counted[:-1],
+                )
+            ]
         missed, runs = counted[:-EACH_MAX], counted[-EACH_MAX:]
-        return [self._event(channel, watch, decision, timestamp, severity, index=n, missed=missed if n == runs[0] else range(0))
-                for n in runs]  # fmt: skip
+        return [
+            self._event(
+                channel,
+                watch,
+                decision,
+                timestamp,
+                severity,
+                index=n,
+                missed=missed if n == runs[0] else range(0),
+            )
+            for n in runs
+        ]
 
-    def _event(self, channel: _Channel, watch: PvWatch, decision: Decision, timestamp: float | None,
-               severity: int | None, *, index: int | None = None, missed: range = range(0)) -> PvEvent:  # fmt: skip
+    def _event(
+        self,
+        channel: _Channel,
+        watch: PvWatch,
+        decision: Decision,
+        timestamp: float | None,
+        severity: int | None,
+        *,
+        index: int | None = None,
+        missed: range = range(0),
+    ) -> PvEvent:
         return PvEvent(
             rule=watch.rule,
             pv=channel.name,
@@ -447,8 +545,12 @@ class PvSource:
     @staticmethod
     def _taken(channel: _Channel) -> dict[str, Any]:
         """A snapshot PV as it is now (the source's thread is its only writer)."""
-        return {"value": _jsonable(channel.last_value), "timestamp": channel.timestamp,
-                "severity": channel.severity, "connected": channel.state == "connected"}
+        return {
+            "value": _jsonable(channel.last_value),
+            "timestamp": channel.timestamp,
+            "severity": channel.severity,
+            "connected": channel.state == "connected",
+        }
 
     def _set(self, channel: _Channel, state: str, message: str) -> None:
         with self._lock:

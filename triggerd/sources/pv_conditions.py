@@ -125,10 +125,11 @@ _KIND_KEYS: dict[str, frozenset[str]] = {
     "transition": frozenset({"from", "to"}),
     "increment": frozenset({"each"}),
 }
-_COMMON_KEYS = frozenset({"when", "severity_max", "fire_on_connect", "across_disconnect", "debounce", "settle"})
+_COMMON_KEYS = frozenset(
+    {"when", "severity_max", "fire_on_connect", "across_disconnect", "debounce", "settle"}
+)
 #: Every key a condition may read; a rule loader can flag the others of ``[rule.pv]``.
 CONDITION_KEYS = _COMMON_KEYS.union(*_KIND_KEYS.values())
-
 
 
 class EnumValue(int):
@@ -193,7 +194,10 @@ class Condition:
             if self.low > self.high:
                 raise bad("high", f"expected high >= low ({self.low}), not {self.high}")
             if self.kind == "leave_range" and self.high - self.low < 2 * self.hysteresis:
-                raise bad("hysteresis", f"a range {self.low}..{self.high} cannot re-arm with hysteresis {self.hysteresis}: expected at most {(self.high - self.low) / 2}")
+                raise bad(
+                    "hysteresis",
+                    f"a range {self.low}..{self.high} cannot re-arm with hysteresis {self.hysteresis}: expected at most {(self.high - self.low) / 2}",
+                )
         if self.kind in ("equals", "not_equals"):
             if self.value is None:
                 raise bad("value", f"'{self.kind}' needs a value (number, bool or string)")
@@ -207,7 +211,9 @@ class Condition:
             try:
                 object.__setattr__(self, "_regex", re.compile(self.pattern))
             except re.error as exc:
-                raise bad("pattern", f"not a valid regular expression ({exc}): {self.pattern!r}") from None
+                raise bad(
+                    "pattern", f"not a valid regular expression ({exc}): {self.pattern!r}"
+                ) from None
         if self.kind == "transition":
             if self.from_value is None and self.to_value is None:
                 raise bad("to", "'transition' needs 'from', 'to' or both")
@@ -219,15 +225,27 @@ class Condition:
                 raise bad("to", "'from' and 'to' must both be numbers or both be strings")
         if self.kind == "increment":
             if self.fire_on_connect:
-                raise bad("fire_on_connect", "a counter's value at connect is no increment: 'increment' never fires on connect")
+                raise bad(
+                    "fire_on_connect",
+                    "a counter's value at connect is no increment: 'increment' never fires on connect",
+                )
             if self.settle:
-                raise bad("settle", "an increment does not hold over time: 'increment' takes no settle (debounce works)")
+                raise bad(
+                    "settle",
+                    "an increment does not hold over time: 'increment' takes no settle (debounce works)",
+                )
         if self.each and self.kind != "increment":
             raise bad("each", "only when = 'increment' starts one run per value")
         if self.severity_max not in SEVERITIES.values():
-            raise bad("severity_max", f"expected one of {', '.join(SEVERITIES)} or 0..3, not {self.severity_max!r}")
+            raise bad(
+                "severity_max",
+                f"expected one of {', '.join(SEVERITIES)} or 0..3, not {self.severity_max!r}",
+            )
         if self.across_disconnect not in ACROSS_DISCONNECT:
-            raise bad("across_disconnect", f"expected one of {', '.join(ACROSS_DISCONNECT)}, not {self.across_disconnect!r}")
+            raise bad(
+                "across_disconnect",
+                f"expected one of {', '.join(ACROSS_DISCONNECT)}, not {self.across_disconnect!r}",
+            )
         for key in ("debounce", "settle"):
             seconds = getattr(self, key)
             if not math.isfinite(seconds) or seconds < 0:
@@ -242,11 +260,21 @@ class Condition:
         """
         kind = mapping.get("when")
         if kind is None:
-            raise ConfigError(f"missing: expected one of {', '.join(KINDS)}", source=where, key="when")
+            raise ConfigError(
+                f"missing: expected one of {', '.join(KINDS)}", source=where, key="when"
+            )
         if not isinstance(kind, str) or kind not in KINDS:
-            raise ConfigError(f"unknown condition {kind!r} (allowed: {', '.join(KINDS)})", source=where, key="when")
+            raise ConfigError(
+                f"unknown condition {kind!r} (allowed: {', '.join(KINDS)})",
+                source=where,
+                key="when",
+            )
         for key in sorted(CONDITION_KEYS & set(mapping) - _COMMON_KEYS - _KIND_KEYS[kind]):
-            raise ConfigError(f"not used by when = '{kind}' (it takes: {', '.join(sorted(_KIND_KEYS[kind])) or 'no further keys'})", source=where, key=key)
+            raise ConfigError(
+                f"not used by when = '{kind}' (it takes: {', '.join(sorted(_KIND_KEYS[kind])) or 'no further keys'})",
+                source=where,
+                key=key,
+            )
 
         def number(key: str) -> float | None:
             raw = mapping.get(key)
@@ -267,10 +295,16 @@ class Condition:
         if isinstance(severity, str) and severity.upper() in SEVERITIES:
             severity = SEVERITIES[severity.upper()]
         elif isinstance(severity, bool) or not isinstance(severity, int):
-            raise ConfigError(f"expected one of {', '.join(SEVERITIES)} or 0..3, not {severity!r}", source=where, key="severity_max")
+            raise ConfigError(
+                f"expected one of {', '.join(SEVERITIES)} or 0..3, not {severity!r}",
+                source=where,
+                key="severity_max",
+            )
         for key in ("fire_on_connect", "each"):
             if not isinstance(mapping.get(key, False), bool):
-                raise ConfigError(f"expected true or false, not {mapping[key]!r}", source=where, key=key)
+                raise ConfigError(
+                    f"expected true or false, not {mapping[key]!r}", source=where, key=key
+                )
         try:
             return cls(
                 kind=kind,
@@ -376,22 +410,35 @@ class Condition:
         state name that is not one of them, or an index beyond them, never matches, so
         the rule would never fire and never say why. Empty: nothing to report.
         """
-        if not states or self.domain not in ("text", "number") or self.kind in _NUMERIC or self.kind == "increment":
+        if (
+            not states
+            or self.domain not in ("text", "number")
+            or self.kind in _NUMERIC
+            or self.kind == "increment"
+        ):
             return []
         named = {"value": self.value, "from": self.from_value, "to": self.to_value}
         if self.kind == "regex":
             assert self._regex is not None
             if not any(self._regex.search(state) for state in states):
-                return [f"pattern = {self.pattern!r} matches none of the PV's states ({', '.join(states)})"]
+                return [
+                    f"pattern = {self.pattern!r} matches none of the PV's states ({', '.join(states)})"
+                ]
             return []
         problems = []
         for key, wanted in named.items():
             if wanted is None or isinstance(wanted, bool):
                 continue
             if isinstance(wanted, str) and wanted not in states:
-                problems.append(f"{key} = {wanted!r} is not a state of the PV (its states: {', '.join(states)})")
-            elif not isinstance(wanted, str) and not (math.isfinite(wanted) and wanted == int(wanted) and 0 <= wanted < len(states)):
-                problems.append(f"{key} = {wanted!r} is not a state index of the PV (0..{len(states) - 1}: {', '.join(states)})")
+                problems.append(
+                    f"{key} = {wanted!r} is not a state of the PV (its states: {', '.join(states)})"
+                )
+            elif not isinstance(wanted, str) and not (
+                math.isfinite(wanted) and wanted == int(wanted) and 0 <= wanted < len(states)
+            ):
+                problems.append(
+                    f"{key} = {wanted!r} is not a state index of the PV (0..{len(states) - 1}: {', '.join(states)})"
+                )
         return problems
 
 
@@ -489,10 +536,18 @@ class PvRuleState:
         cond = self.condition
         first = self._fresh
         if not first and self._last_timestamp is not None and timestamp < self._last_timestamp:
-            return self._decision(False, f"out of order: timestamp {timestamp} before {self._last_timestamp}; ignored", value=value)
+            return self._decision(
+                False,
+                f"out of order: timestamp {timestamp} before {self._last_timestamp}; ignored",
+                value=value,
+            )
         if severity > cond.severity_max:
             self._last_timestamp = timestamp
-            return self._decision(False, f"severity {_severity_name(severity)} above {_severity_name(cond.severity_max)}; ignored", value=value)
+            return self._decision(
+                False,
+                f"severity {_severity_name(severity)} above {_severity_name(cond.severity_max)}; ignored",
+                value=value,
+            )
         try:
             v = _convert(value, cond.domain)
             if cond.kind == "increment":
@@ -502,8 +557,16 @@ class PvRuleState:
             self._pending = None
             message = f"{cond.describe()}: {exc}"
             if cond.kind == "increment":
-                message = f"when = 'increment' needs a numeric counter PV (like FileNumber_RBV): {exc}"
-            return self._decision(False, "wrong value type" + ("; pending settle cancelled" if cancelled else ""), value=value, old_value=self._baseline, error=message)
+                message = (
+                    f"when = 'increment' needs a numeric counter PV (like FileNumber_RBV): {exc}"
+                )
+            return self._decision(
+                False,
+                "wrong value type" + ("; pending settle cancelled" if cancelled else ""),
+                value=value,
+                old_value=self._baseline,
+                error=message,
+            )
 
         self._connected = True
         self._fresh = False
@@ -518,7 +581,12 @@ class PvRuleState:
             return self._decision(False, "initial value on connect; baseline only", value=v)
         if first and cond.across_disconnect == "ignore":
             self._armed = not cond.inside(v) if cond.crossing else True
-            return self._decision(False, "first value after reconnect; baseline only (across_disconnect = 'compare' would compare it)", value=v, old_value=old)
+            return self._decision(
+                False,
+                "first value after reconnect; baseline only (across_disconnect = 'compare' would compare it)",
+                value=v,
+                old_value=old,
+            )
         if cond.kind == "increment":
             return self._count(now, v, old)
 
@@ -528,7 +596,9 @@ class PvRuleState:
             if cond.kind == "change":
                 if _same(v, pending.old_value):
                     self._pending = None
-                    return self._decision(False, "changed back during settle; cancelled", value=v, old_value=old)
+                    return self._decision(
+                        False, "changed back during settle; cancelled", value=v, old_value=old
+                    )
                 if not _same(v, old):
                     pending.due, pending.value = now + cond.settle, v
                     return self._decision(False, "changed again; settling", value=v, old_value=old)
@@ -539,7 +609,12 @@ class PvRuleState:
                 pending.value = v
                 return self._decision(False, "still holds; settling", value=v, old_value=old)
             self._pending = None
-            return self._decision(False, f"no longer {cond.describe()} during settle; cancelled", value=v, old_value=old)
+            return self._decision(
+                False,
+                f"no longer {cond.describe()} during settle; cancelled",
+                value=v,
+                old_value=old,
+            )
 
         if self._matches(old, v):
             return self._trigger(now, v, old, cond.describe())
@@ -551,11 +626,23 @@ class PvRuleState:
         if pending is None:
             return self._decision(False, "nothing pending")
         if now < pending.due:
-            return self._decision(False, "settling", value=pending.value, old_value=pending.old_value)
+            return self._decision(
+                False, "settling", value=pending.value, old_value=pending.old_value
+            )
         self._pending = None
         if self.condition.kind != "change" and not self.condition.inside(self._baseline):
-            return self._decision(False, "no longer holds at settle time", value=self._baseline, old_value=pending.old_value)
-        return self._fire_now(now, pending.value, pending.old_value, f"{pending.reason}; settled {self.condition.settle:g}s")
+            return self._decision(
+                False,
+                "no longer holds at settle time",
+                value=self._baseline,
+                old_value=pending.old_value,
+            )
+        return self._fire_now(
+            now,
+            pending.value,
+            pending.old_value,
+            f"{pending.reason}; settled {self.condition.settle:g}s",
+        )
 
     # -- inside
 
@@ -568,7 +655,9 @@ class PvRuleState:
         if _same(v, old):
             return False
         if cond.kind == "transition":
-            return (cond.from_value is None or _same(old, cond.from_value)) and (cond.to_value is None or _same(v, cond.to_value))
+            return (cond.from_value is None or _same(old, cond.from_value)) and (
+                cond.to_value is None or _same(v, cond.to_value)
+            )
         return cond.inside(v)
 
     def _count(self, now: float, v: int, old: int) -> Decision:
@@ -578,7 +667,9 @@ class PvRuleState:
             what = "increment" if len(increments) == 1 else f"increment by {len(increments)}"
             return self._trigger(now, v, old, what, increments=increments)
         if v < old:
-            return self._decision(False, "counter went down (reset); new baseline", value=v, old_value=old)
+            return self._decision(
+                False, "counter went down (reset); new baseline", value=v, old_value=old
+            )
         return self._decision(False, "counter unchanged", value=v, old_value=old)
 
     def _rearm(self, v: Any) -> None:
@@ -587,18 +678,30 @@ class PvRuleState:
         elif self.condition.rearmed(v):
             self._armed = True
 
-    def _trigger(self, now: float, v: Any, old: Any, reason: str, *, increments: range | None = None) -> Decision:
+    def _trigger(
+        self, now: float, v: Any, old: Any, reason: str, *, increments: range | None = None
+    ) -> Decision:
         cond = self.condition
         if cond.settle > 0 and not self._debounced(now):
             self._pending = _Pending(now + cond.settle, v, old, reason)
-            return self._decision(False, f"{reason}; settling {cond.settle:g}s", value=v, old_value=old)
+            return self._decision(
+                False, f"{reason}; settling {cond.settle:g}s", value=v, old_value=old
+            )
         return self._fire_now(now, v, old, reason, increments=increments)
 
-    def _fire_now(self, now: float, v: Any, old: Any, reason: str, *, increments: range | None = None) -> Decision:
+    def _fire_now(
+        self, now: float, v: Any, old: Any, reason: str, *, increments: range | None = None
+    ) -> Decision:
         if self._debounced(now):
             until = self._last_fire + self.condition.debounce  # type: ignore[operator]
-            return self._decision(False, f"{reason}; suppressed by debounce until {until}", value=v, old_value=old,
-                                  skipped="debounce", increments=increments)  # fmt: skip
+            return self._decision(
+                False,
+                f"{reason}; suppressed by debounce until {until}",
+                value=v,
+                old_value=old,
+                skipped="debounce",
+                increments=increments,
+            )
         self._last_fire = now
         return self._decision(True, reason, value=v, old_value=old, increments=increments)
 
@@ -606,8 +709,17 @@ class PvRuleState:
         """A fire now falls inside the hold-off after the last one."""
         return self._last_fire is not None and now < self._last_fire + self.condition.debounce
 
-    def _decision(self, fire: bool, reason: str, *, value: Any = None, old_value: Any = None, error: str | None = None,
-                  skipped: str | None = None, increments: range | None = None) -> Decision:  # fmt: skip
+    def _decision(
+        self,
+        fire: bool,
+        reason: str,
+        *,
+        value: Any = None,
+        old_value: Any = None,
+        error: str | None = None,
+        skipped: str | None = None,
+        increments: range | None = None,
+    ) -> Decision:
         return Decision(fire, reason, value, old_value, self.check_at, error, skipped, increments)
 
 
@@ -640,11 +752,15 @@ def _convert(value: Any, domain: str) -> Any:
             return value
         if isinstance(value, EnumValue):
             if value.label is None:
-                raise TypeError(f"an enum index ({int(value)}) whose state name the IOC did not send")
+                raise TypeError(
+                    f"an enum index ({int(value)}) whose state name the IOC did not send"
+                )
             return value.label
         if isinstance(value, bytes | bytearray):
             return _text(bytes(value))
-        if isinstance(value, list | tuple) and all(isinstance(c, int) and not isinstance(c, bool) for c in value):
+        if isinstance(value, list | tuple) and all(
+            isinstance(c, int) and not isinstance(c, bool) for c in value
+        ):
             return _text(bytes(c & 0xFF for c in value))
         raise TypeError(f"expected a string or char array, got {_kind(value)}")
     # "any" (change): make arrays comparable, char arrays stay sequences.
@@ -678,6 +794,3 @@ def _severity_name(severity: int) -> str:
         if number == severity:
             return name
     return str(severity)
-
-
-

@@ -166,7 +166,9 @@ def lookup(tree: Any, parts: list[str], default: Any, marker_kind: MarkerKind) -
     return node
 
 
-def slot(tree: dict, parts: list[str], key: str, marker_kind: MarkerKind) -> tuple[dict | list, Any, Any]:
+def slot(
+    tree: dict, parts: list[str], key: str, marker_kind: MarkerKind
+) -> tuple[dict | list, Any, Any]:
     """Where a write lands: (container, index, current value or MISSING). Intermediate
     dicts are created, as Mongo's ``$set``/``$push`` do; a path through a scalar, a
     marker or past the end of a list raises :class:`KeyConflict`."""
@@ -183,7 +185,11 @@ def slot(tree: dict, parts: list[str], key: str, marker_kind: MarkerKind) -> tup
             node = node[int(part)]
         else:
             where = ".".join(parts[:depth])
-            has = f"a list without index {part}" if isinstance(node, list) else f"a {kind_of(node, marker_kind)}"
+            has = (
+                f"a list without index {part}"
+                if isinstance(node, list)
+                else f"a {kind_of(node, marker_kind)}"
+            )
             raise KeyConflict(f"store key '{key}': '{where}' holds {has}, not a dict")
     raise InternalError("a store key without segments got past split_key")
 

@@ -46,10 +46,16 @@ class GridFiles:
             for n, start in enumerate(range(0, len(body), CHUNK))
         )
         self.files.insert_many(
-            {"_id": file_id, "length": len(body), "chunkSize": CHUNK, "uploadDate": now,
-             "filename": what, "metadata": {"run_id": run_id}}
+            {
+                "_id": file_id,
+                "length": len(body),
+                "chunkSize": CHUNK,
+                "uploadDate": now,
+                "filename": what,
+                "metadata": {"run_id": run_id},
+            }
             for file_id, body, what in blobs
-        )  # fmt: skip
+        )
 
     def download(self, run_id: str, file_ids: list[ObjectId]) -> dict[ObjectId, bytes]:
         """The bodies of the run's complete files among ``file_ids``; others are left out."""
@@ -57,7 +63,9 @@ class GridFiles:
         lengths = {file["_id"]: file["length"] for file in self.files.find(query, {"length": 1})}
         pieces: dict[ObjectId, list[bytes]] = {file_id: [] for file_id in lengths}
         fields = {"_id": 0, "files_id": 1, "data": 1}
-        for chunk in self.chunks.find({"files_id": {"$in": list(lengths)}}, fields).sort([("files_id", 1), ("n", 1)]):
+        for chunk in self.chunks.find({"files_id": {"$in": list(lengths)}}, fields).sort(
+            [("files_id", 1), ("n", 1)]
+        ):
             pieces[chunk["files_id"]].append(chunk["data"])
         bodies = {file_id: b"".join(parts) for file_id, parts in pieces.items()}
         return {file_id: body for file_id, body in bodies.items() if len(body) == lengths[file_id]}

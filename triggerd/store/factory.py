@@ -62,7 +62,9 @@ class StoreSpec:
 
 def store_spec(settings: Settings) -> StoreSpec:
     store = settings.store
-    return StoreSpec(store.backend, settings.store_path, store.url, store.database, store.collection)
+    return StoreSpec(
+        store.backend, settings.store_path, store.url, store.database, store.collection
+    )
 
 
 def make_store(settings: Settings, codec: BlobCodec) -> SqliteDataStore | MongoDataStore:

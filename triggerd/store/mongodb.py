@@ -198,7 +198,9 @@ class MongoDataStore:
                 try:
                     client: MongoClient = client_for(self.url)
                 except (ConfigurationError, ValueError) as exc:  # an unparsable URL or option
-                    raise ConfigError(f"{exc} ({mask_url_password(self.url)})", key="store.url") from exc
+                    raise ConfigError(
+                        f"{exc} ({mask_url_password(self.url)})", key="store.url"
+                    ) from exc
                 try:
                     with self._available("connecting", "the data store is not open"):
                         client.admin.command("ping")
@@ -217,7 +219,11 @@ class MongoDataStore:
         return self
 
     def _connect(self, client: MongoClient) -> _Handles:
-        db = client[self.database] if self.database else client.get_default_database(DEFAULT_DATABASE)
+        db = (
+            client[self.database]
+            if self.database
+            else client.get_default_database(DEFAULT_DATABASE)
+        )
         return _Handles(db[self.collection], GridFiles.create(db, f"{self.collection}_blobs"))
 
     def close(self) -> None:
@@ -254,14 +260,22 @@ class MongoDataStore:
             raise ValueError("meta keys must be str, without '.' and without a leading '$'")
         encoded = {k: encode.top(v, f"store meta[{k!r}]") for k, v in meta.items()}
         name, now, handles = meta.get("name"), datetime.now(UTC), self._use()
-        document = {"_id": run_id, "workflow": name if isinstance(name, str) else None,
-                    "meta": encoded, "data": {}, "created": now, "last_modified": now}  # fmt: skip
+        document = {
+            "_id": run_id,
+            "workflow": name if isinstance(name, str) else None,
+            "meta": encoded,
+            "data": {},
+            "created": now,
+            "last_modified": now,
+        }
         with self._available(f"adding run {run_id}", "the run's document was not created"):
             with self._staged(handles, run_id, encode.blobs) as staging:
                 try:
                     handles.runs.insert_one(document)
                 except DuplicateKeyError:
-                    raise DocumentExists(f"the data store already holds a document for run {run_id}") from None
+                    raise DocumentExists(
+                        f"the data store already holds a document for run {run_id}"
+                    ) from None
                 staging.landed = True
         return run_id
 
@@ -290,8 +304,11 @@ class MongoDataStore:
         return document
 
     def _get(self, run_id: str, section: str, parts: list[str], default: Any) -> Any:
-        value = self._read(run_id, {_projected(section, parts): 1},
-                           lambda doc: lookup(doc.get(section, {}), parts, MISSING, _marker_kind))  # fmt: skip
+        value = self._read(
+            run_id,
+            {_projected(section, parts): 1},
+            lambda doc: lookup(doc.get(section, {}), parts, MISSING, _marker_kind),
+        )
         return default if value is MISSING else value
 
     def _read(self, run_id: str, projection: dict, pick: Any) -> Any:
@@ -319,31 +336,42 @@ class MongoDataStore:
             if type(marker) is Binary:
                 return datetime.fromisoformat(bytes(marker).decode())
             if marker not in bodies:
-                raise BlobMissing(f"run {run_id}: GridFS file {marker} referenced by the store is missing")
+                raise BlobMissing(
+                    f"run {run_id}: GridFS file {marker} referenced by the store is missing"
+                )
             return self._codec.loads(bodies[marker], bind=blob_binding(run_id))
 
         return decode_tree(node, _marker_kind, unmark)
 
-    def _write(self, run_id: str, section: str, writes: list[_Write], push: bool, blobs: list[Blob]) -> bool:
+    def _write(
+        self, run_id: str, section: str, writes: list[_Write], push: bool, blobs: list[Blob]
+    ) -> bool:
         """One update command for all ``writes``; False when the document is gone, as
         Lightflow's modified_count. The blobs of the values it replaced are deleted."""
         handles, now = self._use(), datetime.now(UTC)
         paths = {".".join((section, *parts)): value for parts, _, value in writes}
         if push:
-            update = {"$push": {p: {"$each": v} for p, v in paths.items()}, "$set": {"last_modified": now}}
+            update = {
+                "$push": {p: {"$each": v} for p, v in paths.items()},
+                "$set": {"last_modified": now},
+            }
             fetch: list[str] = []
         else:
             update = {"$set": {**paths, "last_modified": now}}
             fetch = _disjoint(_projected(section, parts) for parts, _, _ in writes)
         query = {"_id": run_id, **_no_padding(section, writes)}
-        with self._available(f"writing to run {run_id}", "the write may or may not have been stored"):
+        with self._available(
+            f"writing to run {run_id}", "the write may or may not have been stored"
+        ):
             with self._staged(handles, run_id, blobs) as staging:
                 for _attempt in range(_ATTEMPTS):
                     try:
                         before = handles.runs.find_one_and_update(
-                            query, update, dict.fromkeys(fetch or ["_id"], 1),
+                            query,
+                            update,
+                            dict.fromkeys(fetch or ["_id"], 1),
                             return_document=ReturnDocument.BEFORE,
-                        )  # fmt: skip
+                        )
                     except OperationFailure as exc:
                         if exc.code in _TOO_LARGE_ERRORS or self._too_large(handles, run_id, paths):
                             raise DocumentTooLarge(
@@ -356,18 +384,28 @@ class MongoDataStore:
                             raise
                         if not self._explain(handles, run_id, section, writes, push):
                             return False
-                        raise InternalError(f"MongoDB refused a write to run {run_id} that the "
-                                            f"store allows: {_errmsg(exc)}") from exc  # fmt: skip
+                        raise InternalError(
+                            f"MongoDB refused a write to run {run_id} that the "
+                            f"store allows: {_errmsg(exc)}"
+                        ) from exc
                     if before is not None:
                         staging.landed = True
                         break
                     if not self._explain(handles, run_id, section, writes, push):
                         return False
                 else:
-                    raise InternalError(f"run {run_id}: the write's filter keeps refusing keys that fit")
+                    raise InternalError(
+                        f"run {run_id}: the write's filter keeps refusing keys that fit"
+                    )
             tree = before.get(section, {})
-            old = [lookup(tree, parts, MISSING, _marker_kind) for parts, _, _ in writes] if fetch else []
-            handles.blobs.delete([m for n in old for m in markers(n, _marker_kind) if type(m) is ObjectId])
+            old = (
+                [lookup(tree, parts, MISSING, _marker_kind) for parts, _, _ in writes]
+                if fetch
+                else []
+            )
+            handles.blobs.delete(
+                [m for n in old for m in markers(n, _marker_kind) if type(m) is ObjectId]
+            )
         return True
 
     @staticmethod
@@ -380,7 +418,9 @@ class MongoDataStore:
         written = sum(len(bson.encode({"v": value})) for value in paths.values())
         return len(bson.encode(document)) + written > _MAX_DOCUMENT
 
-    def _explain(self, handles: _Handles, run_id: str, section: str, writes: list[_Write], push: bool) -> bool:
+    def _explain(
+        self, handles: _Handles, run_id: str, section: str, writes: list[_Write], push: bool
+    ) -> bool:
         """Why an update did not land: False without a document, else the KeyConflict
         the SQLite store raises; True when the keys fit by now (the shape changed back)."""
         fields = dict.fromkeys((f"{section}.{parts[0]}" for parts, _, _ in writes), 1)
@@ -441,8 +481,14 @@ def _no_padding(section: str, writes: list[_Write]) -> dict:
         for depth in range(1, len(parts)):
             if INDEX.fullmatch(parts[depth]):
                 container = ".".join((section, *parts[:depth]))
-                conditions.append({"$or": [{container: {"$not": {"$type": "array"}}},
-                                           {f"{container}.{parts[depth]}": {"$exists": True}}]})  # fmt: skip
+                conditions.append(
+                    {
+                        "$or": [
+                            {container: {"$not": {"$type": "array"}}},
+                            {f"{container}.{parts[depth]}": {"$exists": True}},
+                        ]
+                    }
+                )
     return {"$and": conditions} if conditions else {}
 
 
@@ -481,12 +527,18 @@ class MongoDocument(DocumentBase):
     def set_many(self, values: Mapping[str, Any], *, section: str = DATA) -> bool:
         """``set`` of every ``key: value`` in one update command (the engine's bookkeeping)."""
         section, encode = check_section(section), self._store._encoder(self.run_id)
-        writes = _merged([(_split(k), k, encode.top(v, f"store {section}.{k}")) for k, v in values.items()])
+        writes = _merged(
+            [(_split(k), k, encode.top(v, f"store {section}.{k}")) for k, v in values.items()]
+        )
         used = {m for _, _, value in writes for m in markers(value, _marker_kind)}
         blobs = [blob for blob in encode.blobs if blob[0] in used]  # of keys later ones replaced
         return self._store._write(self.run_id, section, writes, False, blobs)
 
     def _append(self, key: str, values: list, section: str) -> bool:
-        section, parts, encode = check_section(section), _split(key), self._store._encoder(self.run_id)
+        section, parts, encode = (
+            check_section(section),
+            _split(key),
+            self._store._encoder(self.run_id),
+        )
         encoded = [encode.top(v, f"store {section}.{key}[+{i}]") for i, v in enumerate(values)]
         return self._store._write(self.run_id, section, [(parts, key, encoded)], True, encode.blobs)

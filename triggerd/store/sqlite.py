@@ -272,7 +272,11 @@ class SqliteDocument(DocumentBase):
         return self._store._update(self.run_id, section, change, encode.blobs)
 
     def _append(self, key: str, values: list, section: str) -> bool:
-        section, parts, encode = check_section(section), split_key(key), _Encoder(self._store._codec, self.run_id)
+        section, parts, encode = (
+            check_section(section),
+            split_key(key),
+            _Encoder(self._store._codec, self.run_id),
+        )
         encoded = [encode(v, f"store {section}.{key}[+{i}]") for i, v in enumerate(values)]
 
         def change(tree: dict) -> list[str]:
@@ -285,4 +289,3 @@ class SqliteDocument(DocumentBase):
             return []
 
         return self._store._update(self.run_id, section, change, encode.blobs)
-

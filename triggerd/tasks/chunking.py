@@ -123,10 +123,14 @@ class ChunkingTask(BaseTask):
             flush_on_end=flush_on_end,
         )
 
-    def run(self, data: MultiTaskData, store: Any, signal: Any, context: Any, **kwargs: Any) -> Action:
+    def run(
+        self, data: MultiTaskData, store: Any, signal: Any, context: Any, **kwargs: Any
+    ) -> Action:
         params = self.params.eval(data, store)
         if params.in_key not in data:
-            raise KeyError(f"task '{self.name}': the input data has no '{params.in_key}' list of names")
+            raise KeyError(
+                f"task '{self.name}': the input data has no '{params.in_key}' list of names"
+            )
         names = data[params.in_key]
         if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
             raise TypeError(

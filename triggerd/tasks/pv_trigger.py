@@ -120,7 +120,8 @@ class PvTriggerTask(BaseTask):
             force_run=force_run,
             propagate_skip=propagate_skip,
         )
-        if callback is not None and not callable(callback):  # None: updates are taken and dropped, as in Lightflow
+        # None: updates are taken and dropped, as in Lightflow
+        if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable or None, not {callback!r}")
         # Definition errors in literal arguments fail when the workflow loads.
         if not callable(pv_name):
