@@ -39,7 +39,10 @@ config_option = click.option(
     "config_path",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Config file (default: $TRIGGERD_CONFIG, ./triggerd.toml, ./config/triggerd.toml, /etc/triggerd/triggerd.toml).",
+    help=(
+        "Config file (default: $TRIGGERD_CONFIG, ./triggerd.toml, ./config/triggerd.toml, "
+        "/etc/triggerd/triggerd.toml)."
+    ),
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 

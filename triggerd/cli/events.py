@@ -114,7 +114,10 @@ def _line(event: dict[str, Any]) -> str:
         "/".join(p for p in (event.get("dag"), event.get("task")) if p) or event.get("rule") or ""
     )
     run = (event.get("run") or "")[-8:]
-    return f"{when} {event['level'][:4]:<4} {event['kind']:<16} {run:<8} {shown(where):<24} {shown(event['message'])}"
+    return (
+        f"{when} {event['level'][:4]:<4} {event['kind']:<16} {run:<8} "
+        f"{shown(where):<24} {shown(event['message'])}"
+    )
 
 
 def _block(text: str) -> str:
@@ -219,7 +222,8 @@ def events(
         found = found[:limit][::-1]  # the newest N, shown oldest first
         if more:  # on stderr: --json stays one JSON document
             click.secho(
-                f"(the newest {limit} shown; older events match too: raise --limit or narrow with --since, --kind, --run)",
+                f"(the newest {limit} shown; older events match too: "
+                "raise --limit or narrow with --since, --kind, --run)",
                 fg="yellow",
                 err=True,
             )
@@ -310,7 +314,8 @@ def show(run_id: str, config_path: Path | None, as_json: bool) -> None:
         print_json(summary)
         return
     click.echo(
-        f"run {shown(run_id)}: {summary.get('status')}, workflow {shown(summary.get('workflow'))}, rule {shown(summary.get('rule') or '-')}"
+        f"run {shown(run_id)}: {summary.get('status')}, "
+        f"workflow {shown(summary.get('workflow'))}, rule {shown(summary.get('rule') or '-')}"
     )
     for key in ("queued", "started", "ended"):
         if summary.get(key):
@@ -321,7 +326,8 @@ def show(run_id: str, config_path: Path | None, as_json: bool) -> None:
     if len(attempts) > 1:  # the run was resumed after the daemon stopped: each attempt apart
         for a in attempts:
             how = (
-                f"resumed: {a.get('tasks_ended')} tasks had ended, {a.get('tasks_running')} were running or due"
+                f"resumed: {a.get('tasks_ended')} tasks had ended, "
+                f"{a.get('tasks_running')} were running or due"
                 if a.get("resumed")
                 else "started"
             )
@@ -331,9 +337,8 @@ def show(run_id: str, config_path: Path | None, as_json: bool) -> None:
     trigger = summary.get("trigger") or {}
     if trigger:
         source = trigger.get("source") or {}
-        click.echo(
-            f"  trigger  {shown(trigger.get('message') or source.get('path') or trigger.get('event'))}"
-        )
+        what = trigger.get("message") or source.get("path") or trigger.get("event")
+        click.echo(f"  trigger  {shown(what)}")
     if summary.get("params"):
         click.echo(f"  params   {shown(summary['params'])}")
     rows = []

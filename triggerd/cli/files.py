@@ -78,5 +78,6 @@ def explain(path: Path, config_path: Path | None, as_json: bool) -> None:
     for e in data["ledger"]:
         current = "current version" if e["current_version"] else "older version"
         click.echo(
-            f"  {_when(e['at'])}  {e['rule']}: run {e['run']} ({e['run_state']}), {current}, size {e['size']}"
+            f"  {_when(e['at'])}  {e['rule']}: run {e['run']} ({e['run_state']}), "
+            f"{current}, size {e['size']}"
         )

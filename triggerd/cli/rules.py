@@ -55,7 +55,10 @@ def _watches(rule: dict) -> str:
 
 
 _TOGGLE_HELP = {
-    "pause": "Stop RULE from firing: its triggers meanwhile are skipped (trigger.skipped, reason paused) and counted.",
+    "pause": (
+        "Stop RULE from firing: its triggers meanwhile are skipped "
+        "(trigger.skipped, reason paused) and counted."
+    ),
     "resume": "Let a paused RULE fire again.",
 }
 

@@ -106,8 +106,8 @@ class _StarvedQueues:
         if consumed is None:  # the workers did not say: the hint of old, once
             if not anything_started and not self._named and not self._asked_in_vain:
                 click.secho(
-                    f"  {quiet}: is one consuming the task's queue? (`triggerctl workers`; start one "
-                    "with `triggerd worker -Q task,dag,workflow`)",
+                    f"  {quiet}: is one consuming the task's queue? "
+                    "(`triggerctl workers`; start one with `triggerd worker -Q task,dag,workflow`)",
                     fg="yellow",
                     err=True,
                 )
@@ -120,8 +120,9 @@ class _StarvedQueues:
         count = sum(waiting[queue] for queue in starved)
         names = ", ".join(f"'{queue}'" for queue in starved)
         click.secho(
-            f"  {quiet}: no worker consumes queue{'s' if len(starved) > 1 else ''} {names} ({count} task"
-            f"{'s' if count > 1 else ''} waiting); start one with `triggerd worker -Q {','.join(starved)}` "
+            f"  {quiet}: no worker consumes queue{'s' if len(starved) > 1 else ''} {names} "
+            f"({count} task{'s' if count > 1 else ''} waiting); "
+            f"start one with `triggerd worker -Q {','.join(starved)}` "
             "(`triggerctl workers` lists those running)",
             fg="yellow",
             err=True,
@@ -195,7 +196,10 @@ def _print(show: Callable[[], None], stream: TextIO | None = None) -> None:
     "workflow_dirs",
     multiple=True,
     type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="Also look for workflows here, before the configured directories (try a file before deploying it).",
+    help=(
+        "Also look for workflows here, before the configured directories "
+        "(try a file before deploying it)."
+    ),
 )
 @click.option("--keep-data", is_flag=True, help="Keep the run's data store document afterwards.")
 @click.option(
@@ -203,7 +207,10 @@ def _print(show: Callable[[], None], stream: TextIO | None = None) -> None:
     type=click.FloatRange(0, min_open=True),
     default=HINT_AFTER,
     show_default=True,
-    help="On Celery: seconds after which (and between which) queues with tasks waiting and no worker are named.",
+    help=(
+        "On Celery: seconds after which (and between which) queues with tasks waiting "
+        "and no worker are named."
+    ),
 )
 @config_option
 @json_option

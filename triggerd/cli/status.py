@@ -44,24 +44,28 @@ def status(config_path: Path | None, as_json: bool) -> None:
         return
     runs = data["runs"]
     click.echo(
-        f"triggerd pid {data['pid']}, up {_duration(data['uptime'])}, config {shown(data['config'])}"
+        f"triggerd pid {data['pid']}, up {_duration(data['uptime'])}, "
+        f"config {shown(data['config'])}"
     )
     if data.get("executor_waiting"):
         click.secho(
-            f"executor ({data['executor']}) not started yet, runs wait in the outbox: {data['executor_waiting']}",
+            f"executor ({data['executor']}) not started yet, "
+            f"runs wait in the outbox: {data['executor_waiting']}",
             fg="yellow",
         )
     last_reload = data.get("last_reload")
     if last_reload and not last_reload["ok"]:
         click.secho(
-            f"the last reload ({ago(last_reload['at'])}) was refused, the rules from before run on: "
-            f"{shown(last_reload['error'])}",
+            f"the last reload ({ago(last_reload['at'])}) was refused, "
+            f"the rules from before run on: {shown(last_reload['error'])}",
             fg="red",
         )
     state = "DRAINING (no new triggers)" if data["draining"] else "taking triggers"
     click.echo(
-        f"{state}; runs: {runs['running']} running, {runs.get('submitted', 0)} waiting for a worker, {runs['queued']} queued (outbox), "
-        f"{runs['held']} files held (debounce/batch), {runs['failed']} failed, {runs['succeeded']} succeeded"
+        f"{state}; runs: {runs['running']} running, "
+        f"{runs.get('submitted', 0)} waiting for a worker, {runs['queued']} queued (outbox), "
+        f"{runs['held']} files held (debounce/batch), {runs['failed']} failed, "
+        f"{runs['succeeded']} succeeded"
     )
     click.echo(f"triggers skipped since the daemon started: {skipped_text(data['skipped'])}")
     dependencies = data.get("dependencies") or []
@@ -75,7 +79,8 @@ def status(config_path: Path | None, as_json: bool) -> None:
                 click.secho(f"  {d['name']}: {d['error']} (work that needs it waits)", fg="red")
     if data.get("state_writes_waiting"):
         click.secho(
-            f"{data['state_writes_waiting']} triggers and run states wait to be written to the state file",
+            f"{data['state_writes_waiting']} triggers and run states wait to be written "
+            "to the state file",
             fg="red",
         )
     if data["sources"]:
@@ -134,7 +139,8 @@ def status(config_path: Path | None, as_json: bool) -> None:
         )
     elif status_pvs:
         click.echo(
-            f"status PVs {status_pvs['prefix']}*: clients add {status_pvs['ca_addr_list']} to EPICS_CA_ADDR_LIST; "
+            f"status PVs {status_pvs['prefix']}*: "
+            f"clients add {status_pvs['ca_addr_list']} to EPICS_CA_ADDR_LIST; "
             f"PAUSE writable by {', '.join(status_pvs['writers']) or 'anyone'}"
         )
     print_table(

@@ -43,9 +43,8 @@ def config_show(config_path: Path | None, as_json: bool) -> None:
         click.echo(f"\n[{section}]")
         for key, value in values.items():
             # TOML as one would write it: permissions in octal
-            click.echo(
-                f"{key} = {oct(value) if key.endswith('_mode') and isinstance(value, int) else json.dumps(value)}"
-            )
+            octal = key.endswith("_mode") and isinstance(value, int)
+            click.echo(f"{key} = {oct(value) if octal else json.dumps(value)}")
 
 
 @cli.command("run")
@@ -146,7 +145,10 @@ def check(config_path: Path | None) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     default=Path("/"),
     show_default=True,
-    help="Lay the install out under this directory (a test, a chroot); every path written is under it.",
+    help=(
+        "Lay the install out under this directory (a test, a chroot); "
+        "every path written is under it."
+    ),
 )
 @click.option(
     "--no-user",

@@ -24,7 +24,8 @@ def _celery(config_path: Path | None):
     settings = obtain_settings(config_path)
     if settings.executor.kind != "celery":
         fail(
-            f'executor.kind is "{settings.executor.kind}" in {settings.source}: runs use no Celery workers (set executor.kind = "celery")'
+            f'executor.kind is "{settings.executor.kind}" in {settings.source}: '
+            'runs use no Celery workers (set executor.kind = "celery")'
         )
     return settings.celery
 
