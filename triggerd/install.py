@@ -210,8 +210,14 @@ def next_steps(prefix: Path) -> str:
         [
             "next:",
             f"  {sudo}systemctl daemon-reload && {sudo}systemctl enable --now triggerd",
-            f"  {sudo}usermod -aG {SERVICE_USER} $USER     # then log in again: triggerctl reaches the socket",
-            f"  cp {at.etc}/triggers/examples/incoming.toml {at.etc}/triggers/  # a first rule: edit its roots",
+            (
+                f"  {sudo}usermod -aG {SERVICE_USER} $USER     "
+                "# then log in again: triggerctl reaches the socket"
+            ),
+            (
+                f"  cp {at.etc}/triggers/examples/incoming.toml {at.etc}/triggers/  "
+                "# a first rule: edit its roots"
+            ),
             f"  triggerctl --config {at.config} status"
             if at.prefix != Path("/")
             else "  triggerctl status",

@@ -69,8 +69,8 @@ def check_private(path: Path, st: os.stat_result, *, what: str, key: str) -> Non
     """Refuse a secret file that group or others may read, write or execute."""
     if stat.S_IMODE(st.st_mode) & 0o077:
         raise ConfigError(
-            f"the {what} file is accessible to group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
-            f"make it private with: chmod 600 {path}",
+            f"the {what} file is accessible to group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}): make it private with: chmod 600 {path}",
             source=str(path),
             key=key,
         )

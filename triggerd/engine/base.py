@@ -303,7 +303,8 @@ class Executor(ABC):
                 self._emit(
                     active,
                     "run.restarted",
-                    f"the workflow file of '{active.workflow.name}' changed since the run began: it starts over",
+                    f"the workflow file of '{active.workflow.name}' changed since the run began: "
+                    "it starts over",
                     level="warning",
                 )
                 self._journal.forget(run_id)
@@ -356,8 +357,8 @@ class Executor(ABC):
             self._record(LogEvent.from_dict(document))
         self._restore_signals(plan.signals)
         message = (
-            f"run of '{active.workflow.name}' resumed (attempt {active.attempt}): {plan.finished_tasks} "
-            f"tasks had ended, {len(plan.outstanding)} were running or due"
+            f"run of '{active.workflow.name}' resumed (attempt {active.attempt}): "
+            f"{plan.finished_tasks} tasks had ended, {len(plan.outstanding)} were running or due"
         )
         data = {
             "params": jsonable(active.params),
@@ -653,7 +654,10 @@ class Executor(ABC):
             self._meta(active, {"end_time": ended, "duration": ended - active.started})
         if event is None:
             level = "info" if command.status == "succeeded" else "error"
-            message = f"run of '{active.workflow.name}' {command.status} in {ended - active.started:.3f} s"
+            message = (
+                f"run of '{active.workflow.name}' {command.status} "
+                f"in {ended - active.started:.3f} s"
+            )
             event = self._event(
                 active,
                 f"run.{command.status}",

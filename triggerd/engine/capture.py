@@ -129,7 +129,8 @@ class TaskCapture:
         self._printed[stream].write(_encode(text))
 
     def open_output(self, stream: str, pid: int | None = None) -> _Lines:
-        """A writer for a command's ``stream`` (flow's :data:`~triggerd.flow.context.OutputOpener`)."""
+        """A writer for a command's ``stream`` (flow's
+        :data:`~triggerd.flow.context.OutputOpener`)."""
         return _Lines(self._output_to(stream, pid))
 
     def logged(self, record: logging.LogRecord) -> None:

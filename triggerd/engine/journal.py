@@ -290,7 +290,8 @@ class Journal:
         message = f"{type(exc).__name__}: {exc}"
         if self.health.ok is not False or message != self.health.reading.error:
             _log.error(
-                "the run journal cannot be written: runs go on, but a crash now would repeat their work",
+                "the run journal cannot be written: "
+                "runs go on, but a crash now would repeat their work",
                 path=str(self.path),
                 run=run_id,
                 error=message,

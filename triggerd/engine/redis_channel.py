@@ -475,7 +475,8 @@ class RedisChannel:
             if self._run_stopped():
                 if stop_seen:
                     raise SignalTimeout(
-                        f"join_dags got no answer within {self._timeout:g} s of its run being stopped"
+                        f"join_dags got no answer within {self._timeout:g} s "
+                        "of its run being stopped"
                     )
                 stop_seen = True
 

@@ -229,7 +229,8 @@ class _DagRun:
             new = TRANSITIONS[(state, action)]
         except KeyError:
             raise InternalError(
-                f"invalid transition of task '{task}' in DAG '{self.name}': {state.value} --{action}-->"
+                f"invalid transition of task '{task}' in DAG '{self.name}': "
+                f"{state.value} --{action}-->"
             ) from None
         self.states[task] = new
         return new

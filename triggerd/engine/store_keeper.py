@@ -121,7 +121,8 @@ class StoreKeeper:
                     continue
                 error = BackendUnavailable(
                     f"the data store ({self.health.reading.target}) was unreachable for "
-                    f"{self._give_up_after:g} s (executor.give_up_after) while {op.what}: gave up ({error})"
+                    f"{self._give_up_after:g} s (executor.give_up_after) "
+                    f"while {op.what}: gave up ({error})"
                 )
             backoff = 0.5
             with self._cond:

@@ -54,7 +54,8 @@ def watched_dirs(observer: Any, observed: Any) -> int | None:
 
 
 def quiet_duplicate_callback_warnings() -> None:
-    """watchdog warns each time a directory made with ``mkdir -p`` gets its (harmless) watch twice."""
+    """watchdog warns each time a directory made with ``mkdir -p`` gets its (harmless) watch
+    twice."""
     warnings.filterwarnings(
         "ignore", message=r"Callback with id '\d+' already exists", category=RuntimeWarning
     )
@@ -63,9 +64,17 @@ def quiet_duplicate_callback_warnings() -> None:
 def describe(exc: OSError, root: str) -> str:
     """What is wrong with watching ``root``, and what to do about it."""
     if exc.errno == errno.ENOSPC:
-        return f"inotify watch limit reached (fs.inotify.max_user_watches={_sysctl('max_user_watches')}): raise it, or use complete = 'settled' (polling)"
+        return (
+            "inotify watch limit reached "
+            f"(fs.inotify.max_user_watches={_sysctl('max_user_watches')}): "
+            "raise it, or use complete = 'settled' (polling)"
+        )
     if exc.errno == errno.EMFILE and "inotify" in str(exc):
-        return f"inotify instance limit reached (fs.inotify.max_user_instances={_sysctl('max_user_instances')}): raise it, or use complete = 'settled' (polling)"
+        return (
+            "inotify instance limit reached "
+            f"(fs.inotify.max_user_instances={_sysctl('max_user_instances')}): "
+            "raise it, or use complete = 'settled' (polling)"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied: {root}"
     if exc.errno == errno.ENOTDIR:

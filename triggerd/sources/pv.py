@@ -11,11 +11,12 @@ polling loop. That thread never calls into CA, so it needs no CA context.
 
 Values reach the conditions and the events as plain data: numbers as Python numbers, an
 enum as an :class:`EnumValue` (its index, and its state name fetched from the IOC once per
-connect; conditions compare either, events and snapshots carry the name), a DBR_STRING as text, a CHAR array (a waveform of CHAR such as
-areaDetector's ``FullFileName_RBV``, a long string record) as text up to its first NUL
-(UTF-8), other arrays as lists. A value the condition cannot compare (text under
-``above``) is reported through ``on_health(pv, "error", ...)`` once per rule until a good
-value comes, and the source keeps going.
+connect; conditions compare either, events and snapshots carry the name), a DBR_STRING as
+text, a CHAR array (a waveform of CHAR such as areaDetector's ``FullFileName_RBV``, a long
+string record) as text up to its first NUL (UTF-8), other arrays as lists. A value the
+condition cannot compare (text under ``above``) is reported through
+``on_health(pv, "error", ...)`` once per rule until a good value comes, and the source
+keeps going.
 
 A rule whose condition was met but that does not fire (inside its ``debounce``) is reported
 through ``on_skipped(event, reason)``: the event it would have emitted and a short reason.

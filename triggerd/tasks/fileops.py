@@ -310,7 +310,8 @@ class CopyTask(BaseTask):
             if os.path.isdir(source):
                 if not os.path.isdir(destination):
                     raise LightflowFilesystemPathError(
-                        f"The destination of the directory {source} is not an existing directory: {destination}"
+                        f"The destination of the directory {source} is not an existing directory: "
+                        f"{destination}"
                     )
                 target = os.path.join(destination, os.path.basename(os.path.normpath(source)))
                 real_source = os.path.realpath(source)
@@ -372,7 +373,8 @@ class MoveTask(BaseTask):
             log.info("Move %s to %s", source, destination)
             if os.path.isdir(source) and not os.path.isdir(destination):
                 raise LightflowFilesystemPathError(
-                    f"The destination of the directory {source} is not an existing directory: {destination}"
+                    f"The destination of the directory {source} is not an existing directory: "
+                    f"{destination}"
                 )
             try:
                 shutil.move(source, destination)
