@@ -373,13 +373,7 @@ class MongoDataStore:
                             return_document=ReturnDocument.BEFORE,
                         )
                     except OperationFailure as exc:
-                        if exc.code in _TOO_LARGE_ERRORS or self._too_large(handles, run_id, paths):
-                            raise DocumentTooLarge(
-                                f"run {run_id}: writing {', '.join(sorted(paths))} would make the run's "
-                                f"document larger than MongoDB's 16 MiB ({_errmsg(exc)}); values over "
-                                f"{self.gridfs_threshold:,} bytes go to GridFS, but many smaller ones add up: "
-                                "keep bulk data in files and store their paths"
-                            ) from exc
+                        self._refuse_if_too_large(handles, run_id, paths, exc)
                         if exc.code not in _SHAPE_ERRORS:
                             raise
                         if not self._explain(handles, run_id, section, writes, push):
@@ -407,6 +401,19 @@ class MongoDataStore:
                 [m for n in old for m in markers(n, _marker_kind) if type(m) is ObjectId]
             )
         return True
+
+    def _refuse_if_too_large(
+        self, handles: _Handles, run_id: str, paths: Mapping[str, Any], exc: OperationFailure
+    ) -> None:
+        """Raise DocumentTooLarge if MongoDB refused writing ``paths`` for the 16 MiB limit."""
+        if exc.code in _TOO_LARGE_ERRORS or self._too_large(handles, run_id, paths):
+            raise DocumentTooLarge(
+                f"run {run_id}: writing {', '.join(sorted(paths))} "
+                "would make the run's document larger than MongoDB's 16 MiB "
+                f"({_errmsg(exc)}); values over {self.gridfs_threshold:,} bytes "
+                "go to GridFS, but many smaller ones add up: "
+                "keep bulk data in files and store their paths"
+            ) from exc
 
     @staticmethod
     def _too_large(handles: _Handles, run_id: str, paths: Mapping[str, Any]) -> bool:
