@@ -140,7 +140,8 @@ class Processes:
     def check(proc: subprocess.Popen, logfile: Path) -> None:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"{proc.args[0]} exited with {proc.returncode}:\n{logfile.read_text(errors='replace')[-3000:]}"
+                f"{proc.args[0]} exited with {proc.returncode}:\n"
+                f"{logfile.read_text(errors='replace')[-3000:]}"
             )
 
     def stop(self, proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -187,7 +188,8 @@ def _status_kb(path: str, field: str) -> int:
 
 
 def tree_memory(pid: int) -> dict[str, float]:
-    """VmRSS (and PSS, which splits the pages shared since fork) of a process and its descendants."""
+    """VmRSS (and PSS, which splits the pages shared since fork) of a process and its
+    descendants."""
     rss = pss = 0
     count = 0
     for p in process_tree(pid):
@@ -342,7 +344,8 @@ def bench_bare(
 
         wait_until(ready, 60, "the bare Celery worker did not answer a ping", logfile)
         log(
-            f"bare Celery: {repeat} round trips, {max(5, repeat // 10)} bursts of 52 (load {load():.2f})"
+            f"bare Celery: {repeat} round trips, {max(5, repeat // 10)} bursts of 52 "
+            f"(load {load():.2f})"
         )
         for i in range(max(20, repeat // 10)):
             assert echo.apply_async((i,)).get(timeout=10) == i
@@ -601,7 +604,8 @@ def bench_lightflow(
     try:
         for wf, _tasks in CASES:
             log(
-                f"Lightflow, polling {tag}: {wf}, {warmup} warm-up + {repeat} runs (load {load():.2f})"
+                f"Lightflow, polling {tag}: {wf}, {warmup} warm-up + {repeat} runs "
+                f"(load {load():.2f})"
             )
             driver_log = workdir / f"lightflow-driver-{tag}-{wf}.log"
             driver = procs.start(
@@ -671,9 +675,11 @@ def report(results: dict[str, Any], concurrency: int) -> None:
     git = results["git"]
     print()
     print(
-        f"{results['date']}, {results['cpus']} CPUs, Python {results['python']}, commit {git['commit']}"
+        f"{results['date']}, {results['cpus']} CPUs, Python {results['python']}, "
+        f"commit {git['commit']}"
         f"{' + ' + str(len(git['modified'])) + ' modified files' if git['modified'] else ''}; "
-        f"load {results['load_at_start']:.2f} at start, {results.get('load_at_end', float('nan')):.2f} at end"
+        f"load {results['load_at_start']:.2f} at start, "
+        f"{results.get('load_at_end', float('nan')):.2f} at end"
     )
     print(
         f"submit -> run ended, median; one worker each, prefork -c {concurrency}; "
@@ -695,7 +701,8 @@ def report(results: dict[str, Any], concurrency: int) -> None:
     marginal = (td["bench_chain20"]["p50_s"] - td["bench_chain3"]["p50_s"]) / 17
     print()
     print(
-        f"bare Celery round trip (apply_async -> get): p50 {ms(rt['p50_s'])}, p99 {ms(rt['p99_s'])} (n={rt['n']}); "
+        f"bare Celery round trip (apply_async -> get): p50 {ms(rt['p50_s'])}, "
+        f"p99 {ms(rt['p99_s'])} (n={rt['n']}); "
         f"52 at once: p50 {ms(bare['burst52']['p50_s'])}"
     )
     print(
@@ -704,7 +711,8 @@ def report(results: dict[str, Any], concurrency: int) -> None:
     )
     print()
     print(
-        "CPU per run, ms: worker tree / submitter / redis-server (Lightflow: worker tree / redis-server)"
+        "CPU per run, ms: worker tree / submitter / redis-server "
+        "(Lightflow: worker tree / redis-server)"
     )
     print(f"  bare Celery, one round trip: {cpu_ms(rt)}; 52 at once: {cpu_ms(bare['burst52'])}")
     for wf, tasks in CASES:
@@ -723,14 +731,17 @@ def report(results: dict[str, Any], concurrency: int) -> None:
     systems += [(f"Lightflow {tag}", data["worker_memory"]) for tag, data in lf.items()]
     print()
     print(
-        f"{'worker tree, idle after its runs':<34}{'processes':>10}{'RSS':>10}{'RSS/process':>13}{'PSS':>10}"
+        f"{'worker tree, idle after its runs':<34}"
+        f"{'processes':>10}{'RSS':>10}{'RSS/process':>13}{'PSS':>10}"
     )
     for label, mem in systems:
         print(
-            f"{label:<34}{mem['processes']:>10}{mem['rss_mb']:>7.0f} MB{mem['rss_per_process_mb']:>10.1f} MB{mem['pss_mb']:>7.0f} MB"
+            f"{label:<34}{mem['processes']:>10}{mem['rss_mb']:>7.0f} MB"
+            f"{mem['rss_per_process_mb']:>10.1f} MB{mem['pss_mb']:>7.0f} MB"
         )
     print(
-        f"(triggerd's runner: in the submitting process, {results['triggerd']['submitter_rss_mb']:.0f} MB RSS here)"
+        "(triggerd's runner: in the submitting process, "
+        f"{results['triggerd']['submitter_rss_mb']:.0f} MB RSS here)"
     )
     results["derived"] = {
         "speedups": speedups,
@@ -746,11 +757,13 @@ def report(results: dict[str, Any], concurrency: int) -> None:
                 if tag in speedups[wf]:
                     got = speedups[wf][tag]
                     print(
-                        f"  {wf} vs Lightflow {tag}: {got:.0f}× (≥ {floor}×): {'met' if got >= floor else 'MISSED'}"
+                        f"  {wf} vs Lightflow {tag}: {got:.0f}× (≥ {floor}×): "
+                        f"{'met' if got >= floor else 'MISSED'}"
                     )
         ratio = per_task / rt["p50_s"]
         print(
-            f"  per-task overhead {ratio:.2f}× a bare Celery round trip (≤ 2×): {'met' if ratio <= 2 else 'MISSED'}"
+            f"  per-task overhead {ratio:.2f}× a bare Celery round trip (≤ 2×): "
+            f"{'met' if ratio <= 2 else 'MISSED'}"
         )
         lf_mem = (lf.get(default) or next(iter(lf.values())))["worker_memory"]
         td_mem = results["triggerd"]["worker_memory"]

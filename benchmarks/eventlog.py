@@ -11,8 +11,9 @@ ingest   Its own redis-server and MongoDB-wire server (secantusdb, from the test
          the last event stored. Then the same events, as the documents the store writes,
          go with raw ``insert_many`` (batches of 1000, unordered) into a fresh collection
          with the store's indexes: the forwarder's cost is its time over that time (it
-         also reads and acknowledges the stream and keeps the run summaries). The mix per run: 1 run.started,
-         4 task events, 95 output lines (what a chatty task gives).
+         also reads and acknowledges the stream and keeps the run summaries). The mix
+         per run: 1 run.started, 4 task events, 95 output lines (what a chatty task
+         gives).
 follow   A real daemon on the embedded default; a BashTask prints its clock 20 times a
          second; ``triggerctl logs RUN -f --json`` follows: latency is the time the
          follower read the line minus the time the command printed it.
@@ -60,11 +61,14 @@ for i in range(n):
     run = f"run-{i // 100}"
     j = i % 100
     if j == 0:
-        e = LogEvent("run.started", "run started", run=run, workflow="bench", data={"params": {"path": f"/data/f{i}.h5"}})
+        e = LogEvent("run.started", "run started", run=run, workflow="bench", \
+data={"params": {"path": f"/data/f{i}.h5"}})
     elif j < 5:
-        e = LogEvent("task.succeeded", "t done", run=run, workflow="bench", dag="d:1", task=f"t{j}", data={"duration": 0.01})
+        e = LogEvent("task.succeeded", "t done", run=run, workflow="bench", dag="d:1", \
+task=f"t{j}", data={"duration": 0.01})
     else:
-        e = LogEvent("output", f"frame {j} of /data/f{i}.h5: 1024 x 1024, mean 1234.5", run=run, workflow="bench", dag="d:1", task="t1", data={"stream": "stdout"})
+        e = LogEvent("output", f"frame {j} of /data/f{i}.h5: 1024 x 1024, mean 1234.5", \
+run=run, workflow="bench", dag="d:1", task="t1", data={"stream": "stdout"})
     batch.append(e)
     if len(batch) == 500:
         stream.append(batch)
@@ -170,7 +174,9 @@ def part_ingest(n: int) -> dict[str, Any]:
 FOLLOW_WORKFLOW = '''
 from triggerd.flow import BashTask, Dag, Option, Parameters
 parameters = Parameters([Option("lines", default=200, type=int)])
-clock = BashTask("clock", lambda data, store: ["sh", "-c", 'i=0; while [ $i -lt "$0" ]; do date +%s.%N; i=$((i+1)); sleep 0.05; done', str(store.get("lines"))])
+clock = BashTask("clock", lambda data, store: \
+["sh", "-c", 'i=0; while [ $i -lt "$0" ]; do date +%s.%N; i=$((i+1)); sleep 0.05; done', \
+str(store.get("lines"))])
 d = Dag("d")
 d.define({clock: None})
 '''
@@ -254,14 +260,17 @@ def main() -> None:
     if args.ingest:
         results["ingest"] = r = part_ingest(args.ingest)
         print(
-            f"ingest: {r['events']} events, stream -> MongoDB {r['ingest_s']} s = {r['ingest_events_per_s']} events/s "
-            f"(target >= 10000); raw insert_many {r['raw_insert_many_s']} s = {r['raw_events_per_s']} events/s; "
+            f"ingest: {r['events']} events, "
+            f"stream -> MongoDB {r['ingest_s']} s = {r['ingest_events_per_s']} events/s "
+            f"(target >= 10000); "
+            f"raw insert_many {r['raw_insert_many_s']} s = {r['raw_events_per_s']} events/s; "
             f"forwarder over raw: {r['forwarder_over_raw']:+.0%} (target <= +20%)"
         )
     if args.follow:
         results["follow"] = f = part_follow(args.follow)
         print(
-            f"logs -f: {f['lines']} lines, latency p50 {f['p50_ms']} ms, p90 {f['p90_ms']} ms, p99 {f['p99_ms']} ms (target p50 < 100 ms)"
+            f"logs -f: {f['lines']} lines, latency p50 {f['p50_ms']} ms, p90 {f['p90_ms']} ms, "
+            f"p99 {f['p99_ms']} ms (target p50 < 100 ms)"
         )
     print(json.dumps(results))
 

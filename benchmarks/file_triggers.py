@@ -30,8 +30,9 @@ burst     Same daemon (``concurrent`` unset); after 2 warm-up files, N files are
           runs per path are counted from ``var/state.sqlite`` and from the markers. One
           ``triggerctl status`` is sent 1 s into the burst and timed (is the API usable?).
 catch-up  A tree of N files (N/1000 dirs x 1000; built once, kept as
-          ``$TMPDIR/triggerd-bench-tree-N`` for the next time: delete it when done). In-process: ``FileSource.scan()`` of a ``closed`` watch over the
-          tree (and the bare walk without the "still open for writing?" lease probe);
+          ``$TMPDIR/triggerd-bench-tree-N`` for the next time: delete it when done).
+          In-process: ``FileSource.scan()`` of a ``closed`` watch over the tree (and
+          the bare walk without the "still open for writing?" lease probe);
           a ``StateDB`` ledger filled with all N identities via ``enqueue(files=...)``
           in batches of 1000; then ``StateDB.dispatched()`` for all N. End to end: a
           daemon started on the tree with ``catch_up = "all"`` and that pre-filled
@@ -128,7 +129,8 @@ class DaemonProc:
             while True:
                 if self.proc.poll() is not None:
                     raise RuntimeError(
-                        f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                        f"daemon exited with {self.proc.returncode}:\n"
+                        f"{self.log.read_text()[-3000:]}"
                     )
                 if not api and any(e.get("kind") == "daemon.started" for e in self.log_events()):
                     return self
@@ -381,7 +383,8 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
             wait_for(lambda: len(d.markers()) >= n + 3, 60, f"{n} runs")
             started = {p: t for t, p in d.markers()}
             rows = d.query(
-                "SELECT json_extract(trigger, '$[0].path'), json_extract(trigger, '$[0].seen_at'), queued_at FROM runs WHERE rule = ?",
+                "SELECT json_extract(trigger, '$[0].path'), json_extract(trigger, '$[0].seen_at'), "
+                "queued_at FROM runs WHERE rule = ?",
                 (RULE,),
             )
         finally:
@@ -427,11 +430,14 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
         ("  outbox -> task", to_task),
     ):
         print(
-            f"{label:<22}{ms(xs, 0.5):>9.1f}{ms(xs, 0.9):>9.1f}{ms(xs, 0.99):>9.1f}{max(xs) * 1e3:>9.1f}"
+            f"{label:<22}{ms(xs, 0.5):>9.1f}{ms(xs, 0.9):>9.1f}"
+            f"{ms(xs, 0.99):>9.1f}{max(xs) * 1e3:>9.1f}"
         )
     print(
-        f"(from just after close(): p50 {result['from_after_close_p50_ms']} ms, p99 {result['from_after_close_p99_ms']} ms;"
-        f" close() itself p50 {result['close_call_p50_ms']} ms, max {result['close_call_max_ms']} ms)"
+        f"(from just after close(): p50 {result['from_after_close_p50_ms']} ms, "
+        f"p99 {result['from_after_close_p99_ms']} ms;"
+        f" close() itself p50 {result['close_call_p50_ms']} ms, "
+        f"max {result['close_call_max_ms']} ms)"
     )
     print(f"target {result['target']}: {'met' if result['met'] else 'NOT met'}")
     return result
@@ -467,7 +473,9 @@ def part_burst(
             while time.monotonic() < deadline:
                 counts = dict(
                     d.query(
-                        "SELECT state, COUNT(*) FROM runs WHERE rule = ? AND json_extract(trigger, '$[0].path') LIKE ? GROUP BY state",
+                        "SELECT state, COUNT(*) FROM runs "
+                        "WHERE rule = ? AND json_extract(trigger, '$[0].path') LIKE ? "
+                        "GROUP BY state",
                         (RULE, f"{d.watch}/b-%"),
                     )
                 )
@@ -481,11 +489,13 @@ def part_burst(
             sampler.stop()
             probe.join(300)
             per_path = d.query(
-                "SELECT json_extract(trigger, '$[0].path'), COUNT(*) FROM runs WHERE rule = ? GROUP BY 1",
+                "SELECT json_extract(trigger, '$[0].path'), COUNT(*) FROM runs "
+                "WHERE rule = ? GROUP BY 1",
                 (RULE,),
             )
             times = d.query(
-                "SELECT MAX(queued_at), MAX(ended_at), COUNT(*) FROM runs WHERE rule = ? AND json_extract(trigger, '$[0].path') LIKE ?",
+                "SELECT MAX(queued_at), MAX(ended_at), COUNT(*) FROM runs "
+                "WHERE rule = ? AND json_extract(trigger, '$[0].path') LIKE ?",
                 (RULE, f"{d.watch}/b-%"),
             )[0]
             states = dict(d.query("SELECT state, COUNT(*) FROM runs GROUP BY state"))
@@ -538,21 +548,26 @@ def part_burst(
     print(f"\nburst: {n} files written in {result['write_s']} s into one directory")
     print(f"{'all runs queued after':<34}{result['all_queued_s']} s")
     print(
-        f"{'all runs succeeded after':<34}{result['all_succeeded_s']} s ({result['runs_per_s']} runs/s)"
+        f"{'all runs succeeded after':<34}{result['all_succeeded_s']} s "
+        f"({result['runs_per_s']} runs/s)"
     )
     print(f"{'run states':<34}{states}")
     print(
-        f"{'paths with a run / twice / none':<34}{result['paths_with_run']} / {result['paths_twice']} / {result['paths_missing']}"
+        f"{'paths with a run / twice / none':<34}"
+        f"{result['paths_with_run']} / {result['paths_twice']} / {result['paths_missing']}"
     )
     print(
-        f"{'markers / paths / paths twice':<34}{result['markers']} / {result['marker_paths']} / {result['marker_paths_twice']}"
+        f"{'markers / paths / paths twice':<34}"
+        f"{result['markers']} / {result['marker_paths']} / {result['marker_paths_twice']}"
     )
     print(f"{'inotify overflows':<34}{overflow}")
     print(
-        f"{'`triggerctl status` at 1 s took':<34}{result['status_during_burst_s']} s (exit {result['status_exit']}; 2: no answer in 30 s)"
+        f"{'`triggerctl status` at 1 s took':<34}{result['status_during_burst_s']} s "
+        f"(exit {result['status_exit']}; 2: no answer in 30 s)"
     )
     print(
-        f"{'daemon RSS idle / max':<34}{result['daemon_rss_idle_mb']} / {result['daemon_rss_max_mb']} MB"
+        f"{'daemon RSS idle / max':<34}"
+        f"{result['daemon_rss_idle_mb']} / {result['daemon_rss_max_mb']} MB"
     )
     print(f"{'children RSS max (sum)':<34}{result['children_rss_max_mb']} MB")
     print(
@@ -697,23 +712,29 @@ def part_catch_up(n: int, keep: bool, profile: Path | None = None) -> dict[str, 
     print(f"\ncatch-up: {n} existing files in {result['dirs']} directories (warm page cache)")
     print(f"{'walk (scandir + stat)':<40}{walk_s:>8.2f} s")
     print(
-        f"{'FileSource.scan() (+ lease probe)':<40}{scan_s:>8.2f} s  ({result['scan_files_per_s']} files/s)"
+        f"{'FileSource.scan() (+ lease probe)':<40}{scan_s:>8.2f} s  "
+        f"({result['scan_files_per_s']} files/s)"
     )
     print(f"{'ledger fill, 1000 files a transaction':<40}{fill_s:>8.2f} s")
     print(
-        f"{'StateDB.dispatched() x N (all hits)':<40}{dedup_s:>8.2f} s  ({result['dedup_us_per_file']} us/file)"
+        f"{'StateDB.dispatched() x N (all hits)':<40}{dedup_s:>8.2f} s  "
+        f"({result['dedup_us_per_file']} us/file)"
     )
     print(f"{'  (all misses, extrapolated)':<40}{miss_s:>8.2f} s")
     print(f"{'scan + dedup':<40}{scan_s + dedup_s:>8.2f} s")
     print(
-        f"{'daemon: started -> caught up':<40}{e2e_s:>8.2f} s  ({caught.get('event')}, {result['daemon_new_runs']} new runs)"
+        f"{'daemon: started -> caught up':<40}{e2e_s:>8.2f} s  "
+        f"({caught.get('event')}, {result['daemon_new_runs']} new runs)"
     )
     print(f"{'daemon: spawn -> caught up':<40}{result['daemon_spawn_to_caught_up_s']:>8.2f} s")
     print(
-        f"{'daemon: `triggerctl status` meanwhile':<40}{result['status_during_catch_up_s']:>8.2f} s (exit {result['status_exit']}; 2: no answer in 30 s)"
+        f"{'daemon: `triggerctl status` meanwhile':<40}"
+        f"{result['status_during_catch_up_s']:>8.2f} s "
+        f"(exit {result['status_exit']}; 2: no answer in 30 s)"
     )
     print(
-        f"{'daemon: RSS max, CPU (cores) meanwhile':<40}{result['daemon_rss_max_mb']:>8.1f} MB, {result['daemon_cpu_share']}"
+        f"{'daemon: RSS max, CPU (cores) meanwhile':<40}"
+        f"{result['daemon_rss_max_mb']:>8.1f} MB, {result['daemon_cpu_share']}"
     )
     verdict = {True: "met", False: "NOT met", None: "not judged (fewer than 100k files)"}[
         result["met"]
@@ -736,7 +757,10 @@ def main() -> None:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="run each daemon under cProfile, save <part>.prof in DIR and print the top functions (slows it down)",
+        help=(
+            "run each daemon under cProfile, save <part>.prof in DIR "
+            "and print the top functions (slows it down)"
+        ),
     )
     args = parser.parse_args()
     if args.latency is None and args.burst is None and args.catch_up is None:

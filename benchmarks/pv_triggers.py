@@ -54,9 +54,9 @@ latency   ``TRIG`` (longOut) with one rule ``when = "rising"``, ``path = "{value
           decided) -> ``queued_at`` (run in the outbox) -> task start.
 many      ``pvs`` longOut records, each counting up at ``each_hz`` (10 Hz: the IOC sets a
           tenth of them every 10 ms); one rule per PV, ``when = "above"``,
-          ``threshold = 1e9`` (never fires), so every update is evaluated. After all PVs are connected and 3 s of
-          warm-up, S seconds: the daemon's CPU share of one core, RSS, backlog, updates
-          received vs sent.
+          ``threshold = 1e9`` (never fires), so every update is evaluated. After all PVs
+          are connected and 3 s of warm-up, S seconds: the daemon's CPU share of one
+          core, RSS, backlog, updates received vs sent.
 reference After --rate and --many (daemon stopped, IOC sending the same updates again):
           bare clients in a subprocess each, ``--reference`` seconds, their CPU share and
           CPU per update: ``pv`` pyepics PVs as PvSource creates them (``form="time"``,
@@ -194,8 +194,10 @@ IOC_SCRIPT = textwrap.dedent(
         finally:
             elapsed = time.monotonic() - t0
             sent.set(sets)
-            print(json.dumps({"ioc": "stopped", "mode": mode, "sets": sets, "ticks": ticks, "elapsed_s": elapsed,
-                              "rate_hz": sets / elapsed if elapsed else 0, "wakes": wakes, "max_burst": max_burst,
+            print(json.dumps({"ioc": "stopped", "mode": mode, "sets": sets, "ticks": ticks, \
+"elapsed_s": elapsed,
+                              "rate_hz": sets / elapsed if elapsed else 0, "wakes": wakes, \
+"max_burst": max_burst,
                               "max_lag_ms": max_lag * 1e3}), flush=True)
 
 
@@ -304,7 +306,8 @@ REFERENCE_SCRIPT = textwrap.dedent(
         def counted(**kw):
             if threading.get_ident() not in kept:
                 kept.add(threading.get_ident())
-                ctypes.pythonapi.PyGILState_Ensure()  # never released: the state outlives the callback
+                ctypes.pythonapi.PyGILState_Ensure()  \
+# never released: the state outlives the callback
             plain(**kw)
 
         mode = mode[: -len("+keep")]
@@ -324,23 +327,28 @@ REFERENCE_SCRIPT = textwrap.dedent(
         def on_event(args):
             if args.status == dbr.ECA_NORMAL:
                 v = ctypes.cast(args.raw_dbr, ctypes.POINTER(dbr.time_long)).contents
-                last[args.chid] = (v.value, v.stamp.secs + 1e-9 * v.stamp.nsec + 631152000, v.severity)
+                last[args.chid] = (v.value, v.stamp.secs + 1e-9 * v.stamp.nsec + 631152000, \
+v.severity)
                 counted()
 
-        callback, uarg, subs = dbr.make_callback(on_event, dbr.event_handler_args), ctypes.py_object(0), []
+        callback, uarg, subs = dbr.make_callback(on_event, dbr.event_handler_args), \
+ctypes.py_object(0), []
         for c in chids:
             subs.append(ctypes.c_void_p())
-            epics.ca.libca.ca_create_subscription(dbr.TIME_LONG, 1, c, dbr.DBE_VALUE | dbr.DBE_ALARM,
+            epics.ca.libca.ca_create_subscription(dbr.TIME_LONG, 1, c, \
+dbr.DBE_VALUE | dbr.DBE_ALARM,
                                                   callback, uarg, ctypes.byref(subs[-1]))
         epics.ca.flush_io()
     elif mode == "c":  # no Python at all: a C function that ignores its arguments (x86-64 only)
         import ctypes
         from epics import dbr
-        libcom = ctypes.CDLL(os.path.join(os.path.dirname(epics.ca.libca._name), "libComPYEPICS.so"))
+        libcom = ctypes.CDLL(os.path.join(os.path.dirname(epics.ca.libca._name), \
+"libComPYEPICS.so"))
         callback, subs = ctypes.cast(libcom.epicsThreadGetIdSelf, ctypes.c_void_p), []
         for c in chids:
             subs.append(ctypes.c_void_p())
-            epics.ca.libca.ca_create_subscription(dbr.TIME_LONG, 1, c, dbr.DBE_VALUE | dbr.DBE_ALARM,
+            epics.ca.libca.ca_create_subscription(dbr.TIME_LONG, 1, c, \
+dbr.DBE_VALUE | dbr.DBE_ALARM,
                                                   callback, None, ctypes.byref(subs[-1]))
         epics.ca.flush_io()
 
@@ -351,7 +359,8 @@ REFERENCE_SCRIPT = textwrap.dedent(
                 stat = open(f"/proc/self/task/{tid}/stat").read()
             except OSError:
                 continue
-            name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+            name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], \
+stat[stat.rindex(")") + 2 :].split()
             found[f"{name}/{tid}"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return found
 
@@ -360,7 +369,8 @@ REFERENCE_SCRIPT = textwrap.dedent(
     time.sleep(seconds)
     c1, t1, n1, th1 = os.times(), time.monotonic(), count[0], threads()
     cpu = (c1.user + c1.system) - (c0.user + c0.system)
-    print(json.dumps({"mode": sys.argv[1], "updates": n1 - n0, "wall_s": t1 - t0, "cpu_s": cpu, "threads0": th0, "threads1": th1}), flush=True)
+    print(json.dumps({"mode": sys.argv[1], "updates": n1 - n0, "wall_s": t1 - t0, "cpu_s": cpu, \
+"threads0": th0, "threads1": th1}), flush=True)
     os._exit(0)  # no CA clean-up of hundreds of channels at exit
     """
 )
@@ -453,7 +463,8 @@ class PvDaemon:
             while True:
                 if self.proc.poll() is not None:
                     raise RuntimeError(
-                        f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                        f"daemon exited with {self.proc.returncode}:\n"
+                        f"{self.log.read_text()[-3000:]}"
                     )
                 if sock.exists():
                     self.client = self.client or ControlClient(sock, timeout=30)
@@ -681,7 +692,10 @@ def part_rate(
     rows = [
         (
             "IOC: set / rate / max lag",
-            f"{sent} / {result['ioc_rate_hz']} Hz / {result['ioc_max_lag_ms']} ms (max burst {result['ioc_max_burst']})",
+            (
+                f"{sent} / {result['ioc_rate_hz']} Hz / {result['ioc_max_lag_ms']} ms "
+                f"(max burst {result['ioc_max_burst']})"
+            ),
         ),
         ("IOC CPU (cores)", result["ioc_cpu_share"]),
         ("daemon: updates received / lost", f"{received} / {result['lost']}"),
@@ -698,13 +712,19 @@ def part_rate(
         ("daemon CPU by thread (cores)", result["daemon_threads"]),
         (
             "daemon RSS idle / max / end",
-            f"{result['daemon_rss_idle_mb']} / {result['daemon_rss_max_mb']} / {result['daemon_rss_end_mb']} MB",
+            (
+                f"{result['daemon_rss_idle_mb']} / {result['daemon_rss_max_mb']} / "
+                f"{result['daemon_rss_end_mb']} MB"
+            ),
         ),
         ("status answered in, max", f"{result['status_max_s']} s"),
         *(
             (
                 f"bare pyepics client ({mode}): CPU",
-                f"{r['cpu_share']} cores, {r['cpu_us_per_update']} us/update ({r['updates_per_s']}/s), {r['threads']}",
+                (
+                    f"{r['cpu_share']} cores, {r['cpu_us_per_update']} us/update "
+                    f"({r['updates_per_s']}/s), {r['threads']}"
+                ),
             )
             for mode, r in refs.items()
         ),
@@ -789,7 +809,8 @@ def part_eval(n: int, keep: bool) -> dict[str, Any]:
         result["update"][label] = {**_us(times), "fires": fires}
         s = result["update"][label]
         print(
-            f"{'update: ' + label:<44}{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{fires:>8}"
+            f"{'update: ' + label:<44}"
+            f"{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{fires:>8}"
         )
 
     # A fire: the PvEvent with a 2-PV snapshot (source thread), render_pv (event loop).
@@ -800,7 +821,8 @@ def part_eval(n: int, keep: bool) -> dict[str, Any]:
             [[rule]]
             name = "scan"
             workflow = "bench_touch"
-            params = {{ path = "{{pv[{pv('NAME')}]}}", out = "{root / 'out'}", n = "{{value}}", frames = "{{pv[{pv('FRAMES')}]}}", at = "{{timestamp}}" }}
+            params = {{ path = "{{pv[{pv('NAME')}]}}", out = "{root / 'out'}", n = "{{value}}", \
+frames = "{{pv[{pv('FRAMES')}]}}", at = "{{timestamp}}" }}
             [rule.pv]
             name = "{pv('ACQ')}"
             when = "falling"
@@ -846,7 +868,8 @@ def part_eval(n: int, keep: bool) -> dict[str, Any]:
     ):
         s = result[key]
         print(
-            f"{label:<44}{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{n // 10:>8}"
+            f"{label:<44}"
+            f"{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{n // 10:>8}"
         )
 
     # The PV source itself: the CA callback's part and its thread's loop body, per update.
@@ -884,7 +907,8 @@ def part_eval(n: int, keep: bool) -> dict[str, Any]:
         ):
             s = _us(ns)
             print(
-                f"{f'source, {count} PV: {part}':<44}{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{0:>8}"
+                f"{f'source, {count} PV: {part}':<44}"
+                f"{s['p50_us']:>8}{s['p99_us']:>8}{s['max_us']:>9}{s['mean_us']:>8}{0:>8}"
             )
     worst = round(
         max(
@@ -896,12 +920,13 @@ def part_eval(n: int, keep: bool) -> dict[str, Any]:
     result["target"] = "rule evaluation p99 < 1 ms"
     result["met"] = worst < 1000
     print(
-        f"target {result['target']}: {'met' if result['met'] else 'NOT met'} (worst p99: {worst} us)"
+        f"target {result['target']}: {'met' if result['met'] else 'NOT met'} "
+        f"(worst p99: {worst} us)"
     )
     return result
 
 
-# -- 3. latency -------------------------------------------------------------------------------------
+# -- 3. latency -----------------------------------------------------------------------------------
 
 
 def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) -> dict[str, Any]:
@@ -947,7 +972,8 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
                 put_at[str(1000 + i)] = fire(1000 + i, 3 + i + 1)
             started = {p: t for t, p in d.markers()}
             rows = d.query(
-                "SELECT json_extract(trigger, '$[0].value'), json_extract(trigger, '$[0].timestamp'), "
+                "SELECT json_extract(trigger, '$[0].value'), "
+                "json_extract(trigger, '$[0].timestamp'), "
                 "json_extract(trigger, '$[0].seen_at'), queued_at FROM runs WHERE rule = 'lat'"
             )
             trig.disconnect()
@@ -996,13 +1022,14 @@ def part_latency(n: int, gap: float, keep: bool, profile: Path | None = None) ->
         ("  outbox -> task", to_task),
     ):
         print(
-            f"{label:<26}{ms(xs, 0.5):>9.2f}{ms(xs, 0.9):>9.2f}{ms(xs, 0.99):>9.2f}{max(xs) * 1e3:>9.2f}"
+            f"{label:<26}{ms(xs, 0.5):>9.2f}{ms(xs, 0.9):>9.2f}"
+            f"{ms(xs, 0.99):>9.2f}{max(xs) * 1e3:>9.2f}"
         )
     print(f"target {result['target']}: {'met' if result['met'] else 'NOT met'}")
     return result
 
 
-# -- 4. many ------------------------------------------------------------------------------------------
+# -- 4. many --------------------------------------------------------------------------------------
 
 
 def part_many(
@@ -1110,7 +1137,8 @@ def part_many(
     if count < 500 or count * each_hz < 5000:  # the target is for 500 PVs at 10 Hz
         result["met"] = None
     print(
-        f"\nmany: {count} PVs at {each_hz:g} Hz each for {seconds:g} s, one rule each (when = \"above\", never fires)"
+        f"\nmany: {count} PVs at {each_hz:g} Hz each for {seconds:g} s, "
+        "one rule each (when = \"above\", never fires)"
     )
     rows = [
         (
@@ -1134,14 +1162,20 @@ def part_many(
         ("daemon CPU by thread (cores)", result["daemon_threads"]),
         (
             "daemon RSS / max; workers",
-            f"{result['daemon_rss_mb']} / {result['daemon_rss_max_mb']} MB; {result['children_rss_mb']} MB",
+            (
+                f"{result['daemon_rss_mb']} / {result['daemon_rss_max_mb']} MB; "
+                f"{result['children_rss_mb']} MB"
+            ),
         ),
         ("status answered in, max", f"{result['status_max_s']} s"),
         ("runs started", runs),
         *(
             (
                 f"bare pyepics client ({mode}): CPU",
-                f"{r['cpu_share']} cores, {r['cpu_us_per_update']} us/update ({r['updates_per_s']}/s), {r['threads']}",
+                (
+                    f"{r['cpu_share']} cores, {r['cpu_us_per_update']} us/update "
+                    f"({r['updates_per_s']}/s), {r['threads']}"
+                ),
             )
             for mode, r in refs.items()
         ),
@@ -1182,7 +1216,10 @@ def main() -> None:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="run each daemon under cProfile, save <part>.prof in DIR and print its top (slows it down)",
+        help=(
+            "run each daemon under cProfile, save <part>.prof in DIR "
+            "and print its top (slows it down)"
+        ),
     )
     args = parser.parse_args()
     if args.rate is None and args.eval is None and args.latency is None and args.many is None:

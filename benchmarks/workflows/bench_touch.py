@@ -1,4 +1,5 @@
-"""One task: note when it started and which file triggered the run (for benchmarks/file_triggers.py).
+"""One task: note when it started and which file triggered the run (for
+benchmarks/file_triggers.py).
 
 Writes ``<out>/<run id>`` holding "<time.time() at task start>\\t<path>": one marker per
 run, so a file that triggered twice leaves two markers with the same path.
