@@ -78,7 +78,8 @@ _IOC_SCRIPT = textwrap.dedent(
     builder.longOut("ACQ", initial_value=0)
     builder.aOut("VAL", initial_value=0.0, HIHI=100, HHSV="INVALID")
     builder.longStringOut("NAME", initial_value="", length=256)
-    builder.boolOut("CAPTURE", ZNAM="Done", ONAM="Capture", initial_value=0)  # areaDetector's Capture_RBV
+    builder.boolOut("CAPTURE", ZNAM="Done", ONAM="Capture", initial_value=0)  \
+# areaDetector's Capture_RBV
     builder.LoadDatabase()
     softioc.iocInit(dispatcher, enable_pva=False)  # PVA would bind every interface
     print("IOC READY", flush=True)

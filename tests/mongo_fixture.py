@@ -91,7 +91,8 @@ class MongoServer:
         while not self.answers():
             if self.process is not None and self.process.poll() is not None:
                 pytest.fail(
-                    f"{BINARY} exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}"
+                    f"{BINARY} exited with {self.process.returncode}:\n"
+                    f"{self.log.read_text()[-3000:]}"
                 )
             if time.monotonic() > deadline:
                 pytest.fail(

@@ -133,7 +133,8 @@ class RedisServer:
     def _up(self) -> bool:
         if self.process.poll() is not None:
             pytest.fail(
-                f"redis-server exited with {self.process.returncode}:\n{self.log.read_text()[-2000:]}"
+                f"redis-server exited with {self.process.returncode}:\n"
+                f"{self.log.read_text()[-2000:]}"
             )
         try:
             return bool(self.client.ping())
@@ -178,7 +179,8 @@ class WorkerProcess:
         def answered() -> bool:
             if self.process.poll() is not None:
                 pytest.fail(
-                    f"worker {self.name} exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}"
+                    f"worker {self.name} exited with {self.process.returncode}:\n"
+                    f"{self.log.read_text()[-3000:]}"
                 )
             return bool(app.control.ping(destination=[self.name], timeout=0.5, limit=1))
 

@@ -95,11 +95,13 @@ class Terminal:
         while text not in self.output:
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"{text!r} not printed within {timeout} s; the terminal shows:\n{self.output[-3000:]}"
+                    f"{text!r} not printed within {timeout} s; the terminal shows:\n"
+                    f"{self.output[-3000:]}"
                 )
             if not self._read(0.1) and self.process.poll() is not None:
                 raise AssertionError(
-                    f"exited ({self.process.returncode}) before printing {text!r}:\n{self.output[-3000:]}"
+                    f"exited ({self.process.returncode}) before printing {text!r}:\n"
+                    f"{self.output[-3000:]}"
                 )
 
     def finish(self, timeout: float) -> int:

@@ -171,7 +171,8 @@ def test_unknown_key_lists_allowed_keys(isolated: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert str(info.value) == (
-        f"{path}: key 'executor.worker': unknown key (allowed: kind, workers, start_method, stop_grace, give_up_after)"
+        f"{path}: key 'executor.worker': unknown key "
+        "(allowed: kind, workers, start_method, stop_grace, give_up_after)"
     )
 
 
@@ -289,8 +290,8 @@ def test_a_mongodb_event_log_without_any_url_names_file_and_key(isolated: Path) 
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert (
-        str(info.value)
-        == f"{path}: key 'eventlog': backend = 'mongodb' needs a URL: set eventlog.url or [mongodb] url"
+        str(info.value) == f"{path}: key 'eventlog': backend = 'mongodb' needs a URL: "
+        "set eventlog.url or [mongodb] url"
     )
 
 

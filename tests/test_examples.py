@@ -361,7 +361,8 @@ def test_bash_counts_lines_captures_stdout_and_passes_env(run_ok):
 
 
 def test_timing_stores_each_earlier_task_duration(run_ok):
-    """report stores a positive duration for each sleep task, at least its sleep, and not its own."""
+    """report stores a positive duration for each sleep task, at least its
+    sleep, and not its own."""
     out = run_ok("timing")
     durations = out.store["data"]["durations"]
     assert set(durations) == {"sleep_1", "sleep_2", "sleep_3"}

@@ -108,7 +108,8 @@ def test_running_workflows_by_hand(clone, tmp_path):
         from triggerd.flow import Dag, Option, Parameters, PythonTask
         parameters = Parameters([Option("k")])
         d = Dag("main")
-        d.define({PythonTask("show", lambda data, store, signal, context: print(store.get("k"))): None})
+        d.define({PythonTask("show", lambda data, store, signal, context: \
+print(store.get("k"))): None})
     ''')
     )
     for command in lines(block):

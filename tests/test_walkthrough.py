@@ -234,7 +234,8 @@ from triggerd.cli.triggerd_main import cli as triggerd
 def commands(group, prefix):
     found = [prefix]
     for name, command in sorted(group.commands.items()):
-        found += commands(command, (*prefix, name)) if isinstance(command, click.Group) else [(*prefix, name)]
+        found += commands(command, (*prefix, name)) if isinstance(command, click.Group) \
+else [(*prefix, name)]
     return found
 
 shown = 0

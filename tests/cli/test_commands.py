@@ -134,10 +134,12 @@ def test_unknown_workflow_says_where_it_looked(site):
 
 
 def test_workflows_lists_summaries_parameters_and_broken_files(site):
-    """`triggerctl workflows` shows each workflow's summary and options, and a broken file's error."""
+    """`triggerctl workflows` shows each workflow's summary and options, and a
+    broken file's error."""
     draft(site, "broken", "def (:\n")
     (site / "drafts" / "ok.py").write_text(
-        '"""A draft that works."""\nfrom triggerd.flow import *\nd = Dag("d")\nd.define({PythonTask("t"): None})\n'
+        '"""A draft that works."""\nfrom triggerd.flow import *\n'
+        'd = Dag("d")\nd.define({PythonTask("t"): None})\n'
     )
     done = cli(["triggerctl", "workflows", "--workflows", "drafts"], site)
     assert done.returncode == 0, done.stderr
@@ -194,7 +196,8 @@ def test_check_reports_a_rule_naming_an_unknown_workflow_with_file_and_key(site)
     (site / "triggers").mkdir()
     rule_file = site / "triggers" / "bad.toml"
     rule_file.write_text(
-        '[[rule]]\nname = "x"\nworkflow = "no_such_flow"\n[rule.files]\nroots = ["/tmp"]\ncomplete = "eventually"\n'
+        '[[rule]]\nname = "x"\nworkflow = "no_such_flow"\n'
+        '[rule.files]\nroots = ["/tmp"]\ncomplete = "eventually"\n'
     )
     (site / "triggerd.toml").write_text(
         (site / "triggerd.toml")
@@ -338,7 +341,8 @@ def test_check_warns_loudly_of_no_rules_and_missing_directories(tmp_path):
 
 def test_run_on_celery_names_the_queue_no_worker_consumes(site, celery_cluster):
     """`triggerctl run queues` with a worker on the default queues only: light_task runs, and
-    after --hint-after (2 s here) the hint names 'high_memory' (and only it), and the worker that would take it."""
+    after --hint-after (2 s here) the hint names 'high_memory' (and only it), and the worker
+    that would take it."""
     from support import celery_sections
 
     config = site / "triggerd.toml"

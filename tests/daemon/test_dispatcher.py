@@ -226,7 +226,8 @@ def test_draining_skips_new_files(make, state):
 
 
 def test_concurrency_limit_holds_runs_in_order(make, state):
-    """With concurrent = 2, five files give two submitted runs; each finished run releases the next, in order."""
+    """With concurrent = 2, five files give two submitted runs; each finished run
+    releases the next, in order."""
     h = make(rule(limits="{ concurrent = 2 }"))
     run_ids = [h.d.on_file(ev(f"v1/raw/{n}.h5", float(n)), float(n))[0] for n in range(5)]
     assert h.ids == run_ids[:2]
@@ -257,7 +258,8 @@ def test_rule_at_its_limit_does_not_hold_up_another_rule(make):
 
 
 def test_rate_limit_defers_until_the_window_moves(make):
-    """With rate = '2/min', a third run waits until 60 s after the first and starts when pumped then."""
+    """With rate = '2/min', a third run waits until 60 s after the first and
+    starts when pumped then."""
     h = make(rule(limits='{ rate = "2/min" }'))
     now = 1000.0
     run_ids = [h.d.on_file(ev(f"v1/raw/{n}.h5", now), now)[0] for n in range(3)]
@@ -271,7 +273,8 @@ def test_rate_limit_defers_until_the_window_moves(make):
 
 
 def test_rate_limit_counts_a_released_run_from_when_it_was_submitted(make):
-    """A run released by tick(now) counts against the rate limit from ``now``, not from when its file was seen."""
+    """A run released by tick(now) counts against the rate limit from ``now``, not from
+    when its file was seen."""
     h = make(rule(limits='{ debounce = "5s", rate = "1/min" }'))
     h.d.on_file(ev("v1/raw/a.h5", 0.0), 0.0)
     h.d.tick(5.0)
@@ -285,7 +288,8 @@ def test_rate_limit_counts_a_released_run_from_when_it_was_submitted(make):
 
 
 def test_next_rate_slot_is_none_when_no_run_waits(make):
-    """With nothing queued, next_rate_slot asks for no wake-up (a past slot would make the daemon spin)."""
+    """With nothing queued, next_rate_slot asks for no wake-up (a past slot would
+    make the daemon spin)."""
     h = make(rule(limits='{ rate = "2/min" }'))
     h.d.on_file(ev("v1/raw/a.h5", 0.0), 0.0)
     assert h.d.queued() == 0
@@ -294,7 +298,8 @@ def test_next_rate_slot_is_none_when_no_run_waits(make):
 
 
 def test_rejected_submit_frees_its_slot(make, state):
-    """A run the executor refused (the service marks it rejected and calls finished) frees its slot."""
+    """A run the executor refused (the service marks it rejected and calls
+    finished) frees its slot."""
     h = make(rule(limits="{ concurrent = 1 }"))
     first = h.d.on_file(ev("v1/raw/a.h5", 1.0), 1.0)[0]
     second = h.d.on_file(ev("v1/raw/b.h5", 2.0), 2.0)[0]
@@ -309,7 +314,8 @@ def test_rejected_submit_frees_its_slot(make, state):
 
 
 def test_debounce_releases_one_run_after_the_quiet_period(make, state):
-    """Three files rendering the same params within the debounce become one run 5 s after the last."""
+    """Three files rendering the same params within the debounce become one run
+    5 s after the last."""
     h = make(rule(params='{ dataset = "{dir}" }', limits='{ debounce = "5s" }'))
     events = [ev(f"v1/raw/{n}.h5", float(n)) for n in range(3)]
     for event in events:
@@ -343,7 +349,8 @@ def test_debounce_keeps_groups_with_different_params_apart(make):
 
 
 def test_debounce_with_files_param_gives_one_run_with_all_files(make):
-    """A debounced rule using {files}/{count} still groups by its other params: one run lists every file."""
+    """A debounced rule using {files}/{count} still groups by its other params: one
+    run lists every file."""
     h = make(
         rule(
             params='{ dataset = "{dir}", files = "{files}", count = "{count}" }',
@@ -474,7 +481,8 @@ def test_idempotency_key_is_stable_for_rule_and_file_versions():
 
 
 def test_manual_start_bypasses_rule_limits(make, state):
-    """start_manual queues a run with no rule and key 'manual:<id>', submitted even when a rule is at its limit."""
+    """start_manual queues a run with no rule and key 'manual:<id>', submitted even when a
+    rule is at its limit."""
     h = make(rule(limits="{ concurrent = 1 }"))
     h.d.on_file(ev("v1/raw/a.h5", 1.0), 1.0)
     h.d.on_file(ev("v1/raw/b.h5", 2.0), 2.0)
@@ -517,7 +525,8 @@ def test_replay_keeps_what_it_replays(make, state):
 
 
 def test_drop_removes_a_queued_run(make):
-    """drop() takes a queued run out of the queue so it never starts; unknown or started runs are not dropped."""
+    """drop() takes a queued run out of the queue so it never starts; unknown or started
+    runs are not dropped."""
     h = make(rule(limits="{ concurrent = 1 }"))
     run_ids = [h.d.on_file(ev(f"v1/raw/{n}.h5", float(n)), float(n))[0] for n in range(3)]
     assert h.d.drop(run_ids[1]) is True
@@ -530,7 +539,8 @@ def test_drop_removes_a_queued_run(make):
 
 
 def test_replace_rules_keeps_groups_of_surviving_rules(make, load):
-    """On reload, held groups of rules that still exist stay (under the new rule); those of removed rules go."""
+    """On reload, held groups of rules that still exist stay (under the new rule);
+    those of removed rules go."""
     debounce = '{ debounce = "5s" }'
     h = make(
         rule("keep", params='{ dataset = "{dir}" }', limits=debounce),
@@ -577,7 +587,8 @@ def test_replace_rules_skips_held_files_the_new_rule_no_longer_matches(make, loa
 
 
 def test_replace_rules_keeps_operator_pauses_of_surviving_rules(make, load):
-    """A rule an operator paused stays paused across a reload; a removed rule's pause is forgotten."""
+    """A rule an operator paused stays paused across a reload; a removed rule's
+    pause is forgotten."""
     h = make(rule("a"), rule("b"))
     h.d.paused |= {"a", "b"}
     h.d.replace_rules(load(rule("a"), rule("c", enabled=False)))

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.timeout(600 if FULL else 120)
 
 
 def rules(d: Daemon, reload: int) -> str:
-    """One rule over two roots, whose ignore list differs at every reload (so its watches change)."""
+    """One rule over two roots, whose ignore list differs at every reload (so
+    its watches change)."""
     return d.default_rules(
         roots=[d.root / "archive", d.incoming],
         glob="**/*.dat",

@@ -373,9 +373,13 @@ def test_unknown_key_lists_the_allowed_ones(tmp_path):
 
 
 def test_bad_duration_names_key_line_and_value(tmp_path):
-    """debounce = 'soon' is reported as '<file>: line N: key ...: expected a duration ..., got 'soon''."""
+    """debounce = 'soon' is reported as '<file>: line N: key ...: expected a
+    duration ..., got 'soon''."""
     err = load_error(tmp_path, MX.replace('"5s"', '"soon"'))
-    expected = f"{tmp_path / 'triggers' / 'a.toml'}: line 6: key 'rule[0].limits.debounce': expected a duration like '5s'"
+    expected = (
+        f"{tmp_path / 'triggers' / 'a.toml'}: line 6: "
+        "key 'rule[0].limits.debounce': expected a duration like '5s'"
+    )
     assert str(err).startswith(expected)
     assert str(err).endswith("got 'soon'")
     assert err.key == "rule[0].limits.debounce"
@@ -386,7 +390,10 @@ def test_unknown_placeholder_names_rule_key_and_allowed_names(tmp_path):
     text = "".join(
         f'[[rule]]\nname = "r{n}"\nworkflow = "w"\n[rule.files]\nroots = ["/d"]\n' for n in range(2)
     )
-    text += '[[rule]]\nname = "r2"\nworkflow = "w"\nparams = { dataset = "{dirname}" }\n[rule.files]\nroots = ["/d"]\n'
+    text += (
+        '[[rule]]\nname = "r2"\nworkflow = "w"\nparams = { dataset = "{dirname}" }\n'
+        '[rule.files]\nroots = ["/d"]\n'
+    )
     (problem,) = load_error(tmp_path, text).problems
     assert (problem.key, problem.line) == ("rule[2].params.dataset", 14)
     assert "unknown placeholder '{dirname}'" in problem.message
@@ -437,7 +444,8 @@ def test_duplicate_rule_names_across_files_name_both_files(tmp_path):
 
 
 def test_unknown_workflow_is_reported_when_workflows_are_known(tmp_path):
-    """known_workflows returning False gives "rule 'x': workflow 'y' not found in workflows dirs"."""
+    """known_workflows returning False gives "rule 'x': workflow 'y' not found
+    in workflows dirs"."""
     err = load_error(tmp_path, MX, known_workflows=lambda name: name == "other")
     assert err.problems[0].key == "rule[0].workflow"
     assert (
@@ -620,7 +628,8 @@ def test_pv_rule_snapshot_defaults_and_missing_values(tmp_path):
 
 
 def test_pv_rule_value_its_format_cannot_take_fails_the_trigger(tmp_path):
-    """{value:.2f} on a text value is not a crash: the trigger fails with the value in the message."""
+    """{value:.2f} on a text value is not a crash: the trigger fails with the
+    value in the message."""
     rule = load_one(
         tmp_path,
         '[[rule]]\nname = "t"\nworkflow = "w"\nparams = { v = "{value:.2f}" }\n'
@@ -685,7 +694,8 @@ def test_pv_rule_value_its_format_cannot_take_fails_the_trigger(tmp_path):
     ],
 )
 def test_a_bad_pv_rule_placeholder_or_snapshot_names_its_key(tmp_path, edit, key, words):
-    """Snapshot, defaults, wait_for_file and the PV placeholders are checked at load, with the key."""
+    """Snapshot, defaults, wait_for_file and the PV placeholders are checked at
+    load, with the key."""
     text = AD_RULE.replace(*edit)
     assert text != AD_RULE
     problems = load_error(tmp_path, text).problems

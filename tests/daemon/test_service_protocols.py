@@ -27,7 +27,8 @@ def _receive_until(sock: socket.socket, wanted: str, timeout: float = 15) -> lis
 
 
 def test_systemd_notify_ready_status_watchdog_reload_and_stopping(tmp_path):
-    """Under systemd the daemon sends READY with a STATUS line, WATCHDOG pings, RELOADING, STOPPING."""
+    """Under systemd the daemon sends READY with a STATUS line, WATCHDOG pings,
+    RELOADING, STOPPING."""
     address = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(address)

@@ -154,7 +154,8 @@ def test_ledger_for_lists_every_rule_and_version_of_a_path(db, clock):
 
 
 def test_set_state_sets_started_and_ended_at(db, clock):
-    """started_at is set by the first 'running', ended_at by a final state; attempts count submissions."""
+    """started_at is set by the first 'running', ended_at by a final state;
+    attempts count submissions."""
     enqueue(db, "run1")
     assert db.run("run1").queued_at == 1000.0
     clock.now = 1001.0

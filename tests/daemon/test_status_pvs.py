@@ -1,4 +1,5 @@
-"""Status PVs (``[status_pvs]``, triggerd/daemon/status_pvs.py) through a real daemon and real clients.
+"""Status PVs (``[status_pvs]``, triggerd/daemon/status_pvs.py) through a real daemon and
+real clients.
 
 Two Channel Access clients look at them: pyepics (libca, as caget, caput and CSS) shows
 the access rights a client is given; caproto's sync client puts whatever it is asked to,
@@ -67,7 +68,8 @@ def rights(pv: str) -> tuple[bool, bool]:
 
 
 def raw_put(pv: str, value) -> str | None:
-    """Put with caproto's client, which ignores access rights: the CA error's name, or None if it worked."""
+    """Put with caproto's client, which ignores access rights: the CA error's name,
+    or None if it worked."""
     try:
         caproto_client.write(pv, value, notify=True, timeout=5, repeater=False)
     except ErrorResponseReceived as exc:
@@ -77,7 +79,8 @@ def raw_put(pv: str, value) -> str | None:
 
 @contextlib.contextmanager
 def client_as(monkeypatch: pytest.MonkeyPatch, user: str, host: str) -> Iterator[None]:
-    """caproto's client asserts ``user`` on ``host`` (a CA client says who it is; nothing checks)."""
+    """caproto's client asserts ``user`` on ``host`` (a CA client says who it
+    is; nothing checks)."""
     with monkeypatch.context() as m:
         m.setenv("LOGNAME", user)  # the first name getpass.getuser() looks at
         m.setattr(socket, "gethostname", lambda: host)
@@ -228,7 +231,8 @@ def test_next_to_an_ioc_a_client_finds_both_with_the_address_triggerctl_status_a
             probe.bind(("127.0.0.1", default_port))
         except OSError:
             pytest.fail(
-                f"127.0.0.1:{default_port} is taken by another program; this test needs the default port"
+                f"127.0.0.1:{default_port} is taken by another program; "
+                "this test needs the default port"
             )
     prefix = "TDD:"
     d = Daemon(tmp_path, extra_config=config(prefix, port=None))

@@ -154,7 +154,8 @@ def test_stop_run_terminates_a_bash_task_on_the_worker(
         HEADER
         + """
 parameters = Parameters([Option("pidfile")])
-nap = BashTask("nap", lambda data, store: ["sh", "-c", 'echo $$ > "$0"; exec sleep 60', store.get("pidfile")])
+nap = BashTask("nap", lambda data, store: \
+["sh", "-c", 'echo $$ > "$0"; exec sleep 60', store.get("pidfile")])
 d = Dag("d")
 d.define({nap: PythonTask("after")})
 """,

@@ -120,7 +120,8 @@ def test_sub_dags_joined_from_a_task_do_not_deadlock_a_one_worker_pool(workdir, 
         HEADER
         + """
 def spawn(data, store, signal, context):
-    names = [signal.start_dag("sub", data=MultiTaskData(dataset=TaskData({"i": i}))) for i in range(3)]
+    names = [signal.start_dag("sub", data=MultiTaskData(dataset=TaskData({"i": i}))) \
+for i in range(3)]
     assert signal.join_dags(names)
     store.set("names", names)
 def work(data, store, signal, context):
@@ -139,7 +140,8 @@ sub.define({PythonTask("work", work): None})
 
 
 def test_stop_run_terminates_a_running_bash_task(workdir, executor):
-    """stop_run ends a run whose BashTask sleeps: the process is terminated and the run ends stopped."""
+    """stop_run ends a run whose BashTask sleeps: the process is terminated and
+    the run ends stopped."""
     write(
         workdir,
         "sleepy",

@@ -67,7 +67,8 @@ def test_linear_chain_runs_in_order_and_passes_data():
 
 
 def test_diamond_waits_for_both_branches_and_keeps_predecessor_order_and_slots():
-    """The join task starts once, after both branches, with one input per branch and slot aliases."""
+    """The join task starts once, after both branches, with one input per branch
+    and slot aliases."""
     run = Run(
         {
             "d": shape(
@@ -125,7 +126,8 @@ def test_empty_limit_skips_everything_downstream_and_run_succeeds():
 
 
 def test_propagate_skip_false_lets_successor_run_with_no_input():
-    """A skipped task with propagate_skip=False does not skip its successor, which gets no datasets."""
+    """A skipped task with propagate_skip=False does not skip its successor,
+    which gets no datasets."""
     run = Run({"m": shape("m", [("a", "b"), ("b", "c")], b={"propagate_skip": False})})
     run.start()
     cmds = finish(run, "m:1", "a", limit=())
@@ -142,7 +144,8 @@ def test_force_run_runs_despite_limit():
 
 
 def test_failure_fails_the_run_cancels_downstream_and_lets_running_tasks_finish():
-    """A failing task stops the run: successors are cancelled, a parallel task may finish, the run ends failed."""
+    """A failing task stops the run: successors are cancelled, a parallel task may
+    finish, the run ends failed."""
     run = Run({"m": shape("m", [("a", "b"), ("a", "c"), ("b", "d")])})
     run.start()
     finish(run, "m:1", "a")
@@ -287,7 +290,8 @@ def test_stop_workflow_signal_and_start_dag_after_stop_returns_none():
 
 
 def test_stop_dag_stops_only_that_dag():
-    """stop_dag flags one DAG: it ends stopped while the others carry on and the run still succeeds."""
+    """stop_dag flags one DAG: it ends stopped while the others carry on and the
+    run still succeeds."""
     run = Run({"a": shape("a", [("a1", "a2")]), "b": shape("b", [("b1", "b2")])})
     run.start()
     cmds = run.handle(SignalReceived("s", "a:1", "stop_dag", {"name": "a:1"}))

@@ -217,7 +217,8 @@ def odd(data, store, signal, context):
     print("nul\\x00here")
     print("x" * 100_000)
 d = Dag("d")
-odd_bash = BashTask("odd_bash", ["sh", "-c", "printf 'caf\\\\351\\\\n'; printf 'a\\\\000b\\\\n'; head -c 200000 /dev/zero | tr '\\\\0' y; echo; printf 'end'"])
+odd_bash = BashTask("odd_bash", ["sh", "-c", "printf 'caf\\\\351\\\\n'; printf 'a\\\\000b\\\\n'; \
+head -c 200000 /dev/zero | tr '\\\\0' y; echo; printf 'end'"])
 d.define({PythonTask("odd", odd): odd_bash})
 """,
     )

@@ -99,7 +99,8 @@ def test_each_filter_selects_exactly_its_events(store, mixed):
 
 
 def test_a_kind_without_a_dot_selects_its_family(store, mixed):
-    """ "task" matches task and task.*, not tasks.*; "log" matches log, not logs.*; dotted kinds match exactly."""
+    """ "task" matches task and task.*, not tasks.*; "log" matches log, not logs.*; dotted
+    kinds match exactly."""
     assert ids(store.find(kinds="task")) == pick(mixed, "task_started", "task_bare", "failed")
     assert ids(store.find(kinds=["log"])) == pick(mixed, "debug", "warning")
     assert ids(store.find(kinds=["log", "output"])) == pick(mixed, "debug", "warning", "output")
@@ -109,7 +110,8 @@ def test_a_kind_without_a_dot_selects_its_family(store, mixed):
 
 
 def test_level_is_a_minimum(store, mixed):
-    """warning selects warning, error and critical; debug selects everything; unknown levels are refused."""
+    """warning selects warning, error and critical; debug selects everything;
+    unknown levels are refused."""
     assert ids(store.find(level="warning")) == pick(mixed, "warning", "failed", "critical")
     assert ids(store.find(level="ERROR")) == pick(mixed, "failed", "critical")
     assert len(store.find(level="debug")) == len(mixed)
@@ -133,7 +135,8 @@ def test_since_selects_events_at_or_after_a_time(store, mixed):
 
 
 def test_following_with_after_id_sees_every_event_once(store):
-    """Asking again and again for events after the last id seen yields each event exactly once, in order."""
+    """Asking again and again for events after the last id seen yields each event
+    exactly once, in order."""
     clock, seen, last = Clock(), [], None
     made = [clock.event("output", f"line {i}", run="r1") for i in range(25)]
     for start in range(0, 25, 7):

@@ -75,7 +75,8 @@ def test_to_dict_has_every_field_and_from_dict_inverts_it():
 
 
 def test_from_dict_reads_stored_documents_and_older_versions():
-    """_id for id, a naive datetime as UTC, JSON text payloads, missing optional fields, unknown ones ignored."""
+    """_id for id, a naive datetime as UTC, JSON text payloads, missing optional fields,
+    unknown ones ignored."""
     stored = {
         "_id": "01ABC",
         "v": 1,
@@ -121,7 +122,8 @@ def test_sanitize_leaves_a_clean_event_as_it_is_and_is_idempotent():
 
 
 def test_sanitize_puts_times_in_utc_and_mends_odd_fields():
-    """An aware time in another zone becomes UTC; a non-str time, pid, host or id does not break it."""
+    """An aware time in another zone becomes UTC; a non-str time, pid, host or
+    id does not break it."""
     there = BASE.astimezone(timezone(timedelta(hours=10)))
     assert sanitize(LogEvent("log", time=there)).time.tzinfo == UTC
     odd = sanitize(
@@ -155,7 +157,8 @@ def test_safe_text_and_safe_key():
 
 
 def test_an_event_that_cannot_be_mended_becomes_an_error_record_of_its_run():
-    """Even a time zone that raises does not make sanitize raise: a log record keeps the id and run."""
+    """Even a time zone that raises does not make sanitize raise: a log record
+    keeps the id and run."""
 
     class BrokenZone(tzinfo):
         def utcoffset(self, moment):

@@ -17,7 +17,8 @@ def at(seconds: int) -> str:
 
 
 def test_a_successful_run_is_summarised_with_its_trigger_dags_and_tasks(store):
-    """Status, parameters, trigger, times, durations and per-task worker and host, as show needs them."""
+    """Status, parameters, trigger, times, durations and per-task worker and
+    host, as show needs them."""
     store.insert(successful_run(Clock()))
     summary = store.run("run-ok")
     assert summary == {
@@ -141,7 +142,8 @@ def test_a_failed_run_keeps_its_error_and_the_tasks_traceback(store):
 
 
 def test_a_huge_traceback_keeps_its_end_in_the_summary_and_all_of_it_in_the_event(store):
-    """The summary stays small (the last 4000 characters); the event keeps up to the 64 KiB text limit."""
+    """The summary stays small (the last 4000 characters); the event keeps up to
+    the 64 KiB text limit."""
     traceback = (
         "Traceback (most recent call last):\n" + "  frame\n" * 5000 + "RuntimeError: the end\n"
     )
@@ -160,7 +162,8 @@ def test_a_huge_traceback_keeps_its_end_in_the_summary_and_all_of_it_in_the_even
 
 
 def comparable(summary: dict) -> dict:
-    """A summary without what differs between two copies of one sequence: run id, trigger event id."""
+    """A summary without what differs between two copies of one sequence: run
+    id, trigger event id."""
     return {**summary, "run": None, "trigger": {**summary["trigger"], "event": None}}
 
 
@@ -174,7 +177,8 @@ def sequences(tag: str) -> tuple[list[LogEvent], list[str]]:
 
 
 def test_the_summary_is_the_same_whatever_order_the_events_arrive_in(store):
-    """Reversed, shuffled, one at a time or in batches, replayed: a final status never goes back to running."""
+    """Reversed, shuffled, one at a time or in batches, replayed: a final status never
+    goes back to running."""
     events, runs = sequences("in-order")
     store.insert(events)
     expected = [comparable(store.run(run)) for run in runs]
@@ -283,7 +287,8 @@ def test_runs_lists_summaries_newest_first_with_filters(store):
 
 
 def test_two_writers_at_once_lose_nothing(make_store):
-    """Two store objects (two forwarders) inserting one run's events interleaved, one at a time, in threads."""
+    """Two store objects (two forwarders) inserting one run's events interleaved, one
+    at a time, in threads."""
 
     def events_of(run: str) -> list[LogEvent]:
         clock = Clock(start=BASE + timedelta(hours=1))

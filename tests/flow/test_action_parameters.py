@@ -159,7 +159,8 @@ def test_check_missing_lists_required_options_absent_from_args() -> None:
 
 
 def test_consolidate_converts_args_and_defaults_and_passes_extras() -> None:
-    """consolidate converts given args, adds converted defaults, and passes unknown args unconverted."""
+    """consolidate converts given args, adds converted defaults, and passes
+    unknown args unconverted."""
     params = _params()
     args = {"name": 12, "count": "3", "unknown": "7"}
     result = params.consolidate(args)

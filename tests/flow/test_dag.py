@@ -69,7 +69,8 @@ def test_constructor_schema_equals_define() -> None:
 
 
 def test_shape_task_properties() -> None:
-    """shape() gives every task's queue, force_run and propagate_skip, and the DAG's own settings."""
+    """shape() gives every task's queue, force_run and propagate_skip, and the
+    DAG's own settings."""
     a = PythonTask("a", queue="fast")
     b = PythonTask("b", force_run=True)
     c = PythonTask("c", propagate_skip=False)

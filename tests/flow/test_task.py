@@ -1,4 +1,5 @@
-"""BaseTask._run wrapper, PythonTask, TaskParameters and TaskContext (LIGHTFLOW.md §1.3-1.5, §1.10)."""
+"""BaseTask._run wrapper, PythonTask, TaskParameters and TaskContext
+(LIGHTFLOW.md §1.3-1.5, §1.10)."""
 
 from __future__ import annotations
 
@@ -193,7 +194,8 @@ def test_stop_task_from_callback_init_is_graceful() -> None:
 
 
 def test_abort_workflow_is_graceful_and_returns_action() -> None:
-    """AbortWorkflow ends with finally(Aborted), the abort callback, and an Action (no exception)."""
+    """AbortWorkflow ends with finally(Aborted), the abort callback, and an
+    Action (no exception)."""
     rec = Recorder()
     err = AbortWorkflow("stop all")
 
@@ -243,7 +245,8 @@ def test_non_action_return_raises(bad: object) -> None:
 
 
 def test_output_data_is_flattened_with_task_name_in_history() -> None:
-    """The returned data is flattened (default dataset wins) and has the task name appended to its history."""
+    """The returned data is flattened (default dataset wins) and has the task name
+    appended to its history."""
     rec = Recorder()
     data = MultiTaskData()
     data.add_dataset("p1", TaskData({"k": "p1", "only1": 1}, task_history=["p1"]))
@@ -262,7 +265,8 @@ def test_output_data_is_flattened_with_task_name_in_history() -> None:
 
 
 def test_returned_action_data_is_flattened_and_limit_kept() -> None:
-    """A returned Action with new data gets that data flattened, the history appended, and keeps its limit."""
+    """A returned Action with new data gets that data flattened, the history
+    appended, and keeps its limit."""
     rec = Recorder()
     new = MultiTaskData()
     new.add_dataset("a", TaskData({"x": 1}))
@@ -331,7 +335,8 @@ def test_task_needs_a_name() -> None:
 
 
 def test_task_parameters_attribute_access() -> None:
-    """TaskParameters is a dict whose keys read as attributes; a missing one raises AttributeError."""
+    """TaskParameters is a dict whose keys read as attributes; a missing one
+    raises AttributeError."""
     params = TaskParameters({"command": "ls", "cwd": None})
     assert isinstance(params, dict)
     assert params.command == "ls"
@@ -341,7 +346,8 @@ def test_task_parameters_attribute_access() -> None:
 
 
 def test_task_parameters_attribute_assignment_and_deletion() -> None:
-    """Attribute-style assignment and deletion write to and delete from the dict, as in Lightflow."""
+    """Attribute-style assignment and deletion write to and delete from the
+    dict, as in Lightflow."""
     params = TaskParameters({"command": "ls"})
     params.cwd = "/tmp"
     assert params["cwd"] == "/tmp"
@@ -355,7 +361,8 @@ def test_task_parameters_attribute_assignment_and_deletion() -> None:
 
 
 def test_task_parameters_eval_calls_callables_and_drops_excluded() -> None:
-    """eval returns a new TaskParameters with callables called as f(data, store) and excluded keys left out."""
+    """eval returns a new TaskParameters with callables called as f(data, store) and
+    excluded keys left out."""
     data, store = object(), object()
     seen = []
 
@@ -378,7 +385,8 @@ def test_task_parameters_eval_calls_callables_and_drops_excluded() -> None:
 
 
 def test_task_parameters_eval_single() -> None:
-    """eval_single evaluates one key (callable or value) and raises AttributeError for a missing key."""
+    """eval_single evaluates one key (callable or value) and raises
+    AttributeError for a missing key."""
     params = TaskParameters({"command": lambda d, s: f"echo {d}", "cwd": "/x"})
     assert params.eval_single("command", "hi", None) == "echo hi"
     assert params.eval_single("cwd", None, None) == "/x"

@@ -130,7 +130,8 @@ def test_constructor_dataset_and_aliases_point_to_index_zero() -> None:
 
 
 def test_add_alias_in_range_and_out_of_range() -> None:
-    """add_alias points a new alias at an index, and an out-of-range index raises DataInvalidIndex."""
+    """add_alias points a new alias at an index, and an out-of-range index
+    raises DataInvalidIndex."""
     multi = _three()
     multi.add_alias("extra", 2)
     assert multi("extra")["v"] == "c"
@@ -140,7 +141,8 @@ def test_add_alias_in_range_and_out_of_range() -> None:
 
 
 def test_get_by_alias_unknown_and_get_by_index_out_of_range() -> None:
-    """An unknown alias raises DataInvalidAlias and an out-of-range index raises DataInvalidIndex."""
+    """An unknown alias raises DataInvalidAlias and an out-of-range index raises
+    DataInvalidIndex."""
     multi = _three()
     with pytest.raises(DataInvalidAlias):
         multi.get_by_alias("nope")
@@ -171,7 +173,8 @@ def test_default_dataset_is_first_and_settable_by_alias_and_index() -> None:
 
 
 def test_set_default_errors() -> None:
-    """An unknown alias or out-of-range index for the default raises and leaves the default as is."""
+    """An unknown alias or out-of-range index for the default raises and leaves
+    the default as is."""
     multi = _three()
     multi.set_default_by_index(1)
     with pytest.raises(DataInvalidAlias):
@@ -245,7 +248,8 @@ def test_flatten_points_every_alias_to_index_zero() -> None:
 
 
 def test_flatten_not_in_place_returns_new_object_and_keeps_original() -> None:
-    """flatten(in_place=False) returns a new flattened MultiTaskData and leaves the original intact."""
+    """flatten(in_place=False) returns a new flattened MultiTaskData and leaves
+    the original intact."""
     multi = _conflicting()
     flat = multi.flatten(in_place=False)
     assert flat is not multi

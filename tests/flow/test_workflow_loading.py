@@ -146,7 +146,8 @@ def test_invalid_names_are_refused(tmp_path: Path, name: str) -> None:
 
 
 def test_missing_workflow_lists_searched_dirs(tmp_path: Path) -> None:
-    """A workflow found in no directory raises WorkflowImportError listing every searched directory."""
+    """A workflow found in no directory raises WorkflowImportError listing every
+    searched directory."""
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     with pytest.raises(WorkflowImportError) as info:
@@ -190,7 +191,8 @@ def test_exception_inside_function_names_innermost_line_of_file(tmp_path: Path) 
 
 
 def test_sys_exit_at_import_is_an_import_error_not_system_exit(tmp_path: Path) -> None:
-    """sys.exit() in a workflow file raises WorkflowImportError naming file and line, never SystemExit."""
+    """sys.exit() in a workflow file raises WorkflowImportError naming file and
+    line, never SystemExit."""
     path = _write(tmp_path / "tflexit.py", "import sys\nsys.exit(3)\n")
     try:
         with pytest.raises(WorkflowImportError) as info:
@@ -246,7 +248,8 @@ def test_a_worker_loads_without_checking_what_the_submitter_checked(tmp_path: Pa
 
 
 def test_duplicate_task_names_refused_at_load(tmp_path: Path) -> None:
-    """Two different tasks with one name in a DAG make load_workflow raise WorkflowDefinitionError."""
+    """Two different tasks with one name in a DAG make load_workflow raise
+    WorkflowDefinitionError."""
     _write(
         tmp_path / "tfldup.py",
         """
@@ -297,7 +300,8 @@ def test_reload_picks_up_changed_file(tmp_path: Path) -> None:
 
 
 def test_discover_reports_broken_file_and_loads_the_good_ones(tmp_path: Path) -> None:
-    """discover_workflows yields (name, error) for a broken file and (name, Workflow) for good ones."""
+    """discover_workflows yields (name, error) for a broken file and (name,
+    Workflow) for good ones."""
     _write(tmp_path / "tflgood.py", SIMPLE)
     _write(tmp_path / "tflbroken.py", "raise RuntimeError('nope')\n")
     _write(tmp_path / "tflsyntaxbad.py", "def (:\n")
@@ -326,7 +330,8 @@ def test_discover_skips_underscore_files_and_dirs(tmp_path: Path) -> None:
 
 
 def test_discover_first_directory_wins_and_missing_dirs_are_ignored(tmp_path: Path) -> None:
-    """A name in two directories is reported once, from the first; missing directories are skipped."""
+    """A name in two directories is reported once, from the first; missing
+    directories are skipped."""
     _write(tmp_path / "a" / "tflsame.py", '"""from a"""\n')
     _write(tmp_path / "b" / "tflsame.py", '"""from b"""\n')
     results = list(discover_workflows([tmp_path / "nope", tmp_path / "a", tmp_path / "b"]))

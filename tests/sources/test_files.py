@@ -133,7 +133,8 @@ def test_file_still_open_is_not_emitted_until_closed(tmp_path, make_source):
 
 
 def test_rename_into_place_is_emitted_once_as_moved(tmp_path, make_source):
-    """'a.tmp' written then renamed to 'a.h5' gives exactly one 'moved' event for a.h5 and none for a.tmp."""
+    """'a.tmp' written then renamed to 'a.h5' gives exactly one 'moved' event for
+    a.h5 and none for a.tmp."""
     _, sink, _ = make_source([FileWatch(str(tmp_path), ignore=("*.tmp",))])
     tmp = write(tmp_path / "a.tmp")
     os.rename(tmp, tmp_path / "a.h5")
@@ -169,7 +170,8 @@ def test_hidden_files_and_directories_are_ignored(tmp_path, make_source):
 
 
 def test_files_written_right_after_mkdir_are_not_missed(tmp_path, make_source):
-    """Files created in new subdirectories before their watch lands are still emitted (20 dirs x 5 files)."""
+    """Files created in new subdirectories before their watch lands are still
+    emitted (20 dirs x 5 files)."""
     _, sink, _ = make_source([FileWatch(str(tmp_path))])
     expected = set()
     for i in range(20):
@@ -209,7 +211,8 @@ def test_file_deleted_before_close_gives_nothing(tmp_path, make_source):
 
 
 def test_settled_mode_emits_once_after_the_file_stops_growing(tmp_path, make_source):
-    """Polling: a file growing in three steps gives one 'settled' event with its final size; a file deleted early gives none."""
+    """Polling: a file growing in three steps gives one 'settled' event with its final size; a file
+    deleted early gives none."""
     _, sink, _ = make_source([FileWatch(str(tmp_path), complete="settled", settle=0.3, poll=0.1)])
     path = tmp_path / "growing.dat"
     gone = write(tmp_path / "gone.dat")
@@ -224,7 +227,8 @@ def test_settled_mode_emits_once_after_the_file_stops_growing(tmp_path, make_sou
 
 
 def test_marker_mode_emits_the_data_file_when_its_marker_appears(tmp_path, make_source):
-    """A '.done' marker (after or before the data) emits the data file once; markers and orphans give nothing."""
+    """A '.done' marker (after or before the data) emits the data file once; markers and
+    orphans give nothing."""
     _, sink, _ = make_source([FileWatch(str(tmp_path), complete="marker")])
     data = write(tmp_path / "scan1.h5")
     time.sleep(0.2)
@@ -239,7 +243,8 @@ def test_marker_mode_emits_the_data_file_when_its_marker_appears(tmp_path, make_
 
 
 def test_missing_root_is_waited_for_then_watched(tmp_path, make_source):
-    """A root that does not exist yet is 'waiting'; once it appears, files already in it and new ones are emitted."""
+    """A root that does not exist yet is 'waiting'; once it appears, files already in it and
+    new ones are emitted."""
     root = tmp_path / "later"
     source, sink, health = make_source([FileWatch(str(root))])
     assert source.health()[0]["state"] == "waiting"
@@ -265,7 +270,8 @@ def test_root_deleted_and_recreated_is_watched_again(tmp_path, make_source):
 
 
 def test_root_that_is_a_file_is_an_error_and_other_watches_keep_working(tmp_path, make_source):
-    """A root that cannot be watched is reported as 'error' with a reason; the other watch still emits."""
+    """A root that cannot be watched is reported as 'error' with a reason; the
+    other watch still emits."""
     bad, good = tmp_path / "not-a-dir", tmp_path / "good"
     write(bad)
     good.mkdir()
@@ -373,7 +379,8 @@ def test_scan_skips_files_still_open_and_the_watch_reports_them_on_close(tmp_pat
 
 
 def test_overflow_warning_triggers_a_rescan_and_health_returns_to_watching(tmp_path, make_source):
-    """watchdog's overflow warning makes the source rescan (files emitted as 'existing') and go overflow -> rescanning -> watching."""
+    """watchdog's overflow warning makes the source rescan (files emitted as 'existing') and go
+    overflow -> rescanning -> watching."""
     missed = [write(tmp_path / f"missed{i}.h5") for i in range(3)]
     source, sink, health = make_source([FileWatch(str(tmp_path))])
     time.sleep(0.1)
@@ -400,7 +407,8 @@ def test_reconcile_scan_finds_files_no_event_reported(tmp_path, make_source):
 
 
 def test_update_adds_and_removes_watches_without_restarting_unchanged_ones(tmp_path, make_source):
-    """update() starts a new watch and stops a dropped one while the unchanged one keeps every event and its counters."""
+    """update() starts a new watch and stops a dropped one while the unchanged one keeps every
+    event and its counters."""
     a, b, c = (tmp_path / n for n in "abc")
     for d in (a, b, c):
         d.mkdir()
@@ -425,7 +433,8 @@ def test_update_adds_and_removes_watches_without_restarting_unchanged_ones(tmp_p
 
 
 def test_health_reports_state_directories_and_event_counts(tmp_path, make_source):
-    """health() gives root, complete, state, message, watched_dirs, events and last_event per watch."""
+    """health() gives root, complete, state, message, watched_dirs, events and
+    last_event per watch."""
     (tmp_path / "s1").mkdir()
     (tmp_path / "s2" / "s3").mkdir(parents=True)
     missing = tmp_path / "missing"
@@ -451,7 +460,8 @@ def test_health_reports_state_directories_and_event_counts(tmp_path, make_source
 
 
 def test_stop_leaves_no_threads_behind(tmp_path, make_source):
-    """start() then stop() with inotify, polling and waiting watches leaves threading.enumerate() as it was."""
+    """start() then stop() with inotify, polling and waiting watches leaves
+    threading.enumerate() as it was."""
     (tmp_path / "poll").mkdir()
     before = set(threading.enumerate())
     source, sink, _ = make_source(
@@ -493,14 +503,16 @@ def test_watch_errors_say_what_to_do():
 
 
 def test_open_file_probe_survives_a_writer_opening_the_file_mid_probe(tmp_path):
-    """Scans probe 'still open for writing?' with a read lease; a writer breaking it must not kill the process (SIGIO)."""
+    """Scans probe 'still open for writing?' with a read lease; a writer breaking it must not
+    kill the process (SIGIO)."""
     script = textwrap.dedent(
         """
         import subprocess, sys, time
         from triggerd.sources._scan import open_for_writing
         path = sys.argv[1]
         open(path, "wb").close()
-        loop = f"import time\\nend = time.time() + 1.2\\nwhile time.time() < end: open({path!r}, 'ab').close()"
+        loop = f"import time\\nend = time.time() + 1.2\\nwhile time.time() < end: \
+open({path!r}, 'ab').close()"
         writer = subprocess.Popen([sys.executable, "-c", loop])
         end = time.time() + 1.0
         while time.time() < end:

@@ -497,7 +497,10 @@ def test_settle_and_debounce_together():
             {"when": "increment"},
             3,
             "img_0004.h5",
-            "when = 'increment' needs a numeric counter PV (like FileNumber_RBV): expected a number, got str",
+            (
+                "when = 'increment' needs a numeric counter PV (like FileNumber_RBV): "
+                "expected a number, got str"
+            ),
         ),
         ({"when": "increment"}, 3, 3.5, "a counter counts in whole numbers"),
     ],

@@ -40,7 +40,8 @@ class Seen:
             while not check():
                 if time.monotonic() > deadline:
                     pytest.fail(
-                        f"timed out waiting for {what or check}: events={self.events} health={self.health}"
+                        f"timed out waiting for {what or check}: "
+                        f"events={self.events} health={self.health}"
                     )
                 self._cond.wait(0.01)
 

@@ -73,7 +73,8 @@ def test_datetime_and_special_floats_round_trip(doc):
 
 
 def test_numpy_array_round_trips_through_a_blob(doc, backend):
-    """A numpy array is stored as a signed pickle in a blob (row, GridFS file) and decoded on get."""
+    """A numpy array is stored as a signed pickle in a blob (row, GridFS file)
+    and decoded on get."""
     array = np.arange(12, dtype=np.float32).reshape(3, 4)
     doc.set("img", array)
     assert backend.blob_count() == 1

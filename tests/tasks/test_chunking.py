@@ -201,7 +201,8 @@ def test_no_chunk_starts_nothing_and_joins_nothing():
 
 
 def test_a_stopped_workflow_ends_dispatching_and_joins_what_started():
-    """When start_dag returns None (workflow stopping), no more DAGs start; started ones are joined."""
+    """When start_dag returns None (workflow stopping), no more DAGs start;
+    started ones are joined."""
     names = scan_files((1, 1), (2, 1), (3, 1))
     data, signal = run_task(ChunkingTask("chunk", "sub", SCAN), names, FakeSignal(stop_after=1))
     assert signal.joined == [["sub:1"]]

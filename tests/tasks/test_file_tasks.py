@@ -99,7 +99,8 @@ def test_exports_and_exceptions_are_lightflow_exceptions():
 
 
 def test_constructors_take_lightflows_keyword_only_arguments():
-    """Each task accepts queue, callback_init, callback_finally, force_run, propagate_skip by keyword only."""
+    """Each task accepts queue, callback_init, callback_finally, force_run,
+    propagate_skip by keyword only."""
     for task in TASKS:
         params = inspect.signature(task.__init__).parameters
         for name, default in [
@@ -136,7 +137,8 @@ def test_glob_lists_matching_files_absolute_or_by_name(tmp_path):
 
 
 def test_glob_recursive_and_callable_arguments(tmp_path):
-    """'**' reaches subdirectories when recursive, and paths/pattern may be callables of data and store."""
+    """'**' reaches subdirectories when recursive, and paths/pattern may be
+    callables of data and store."""
     (tmp_path / "d" / "e").mkdir(parents=True)
     write(tmp_path / "d" / "top.h5")
     write(tmp_path / "d" / "e" / "deep.h5")
@@ -161,7 +163,8 @@ def test_glob_relative_path_is_a_path_error():
 
 
 def test_walk_reports_files_and_links_but_does_not_follow_them(tmp_path):
-    """WalkTask hands DirEntry objects of non-directories; recursive descends, a dir symlink is a file."""
+    """WalkTask hands DirEntry objects of non-directories; recursive descends, a
+    dir symlink is a file."""
     (tmp_path / "sub").mkdir()
     write(tmp_path / "a.txt", "12345")
     write(tmp_path / "sub" / "b.txt")
@@ -216,7 +219,8 @@ def test_copy_directory_into_an_existing_directory_merges(tmp_path):
 
 
 def test_copy_errors(tmp_path):
-    """A directory needs an existing destination dir (PathError); a missing file is a CopyError; relative is PathError."""
+    """A directory needs an existing destination dir (PathError); a missing file is a CopyError;
+    relative is PathError."""
     (tmp_path / "dir").mkdir()
     with pytest.raises(LightflowFilesystemPathError, match="not an existing directory"):
         run(CopyTask("copy", str(tmp_path / "dir"), str(tmp_path / "nowhere")))
@@ -244,7 +248,8 @@ def test_move_files_and_directories(tmp_path):
 
 
 def test_move_errors(tmp_path):
-    """A dir needs an existing destination dir; an existing target is a MoveError; relative paths are PathErrors."""
+    """A dir needs an existing destination dir; an existing target is a MoveError; relative
+    paths are PathErrors."""
     (tmp_path / "d").mkdir()
     with pytest.raises(LightflowFilesystemPathError, match="not an existing directory"):
         run(MoveTask("move", str(tmp_path / "d"), str(tmp_path / "nowhere")))
@@ -333,7 +338,8 @@ def make_tree(root: Path) -> Path:
 
 
 def test_chmod_recursive_non_recursive_and_only_dirs(tmp_path):
-    """Recursive changes the whole tree; non-recursive the dir and its files; only_dirs skips files."""
+    """Recursive changes the whole tree; non-recursive the dir and its files;
+    only_dirs skips files."""
     tree = make_tree(tmp_path / "t1")
     run(ChmodTask("chmod", str(tree), "755"))
     assert {mode(p) for p in (tree, tree / "f", tree / "sub", tree / "sub" / "g")} == {0o755}
@@ -358,7 +364,8 @@ def test_chmod_recursive_non_recursive_and_only_dirs(tmp_path):
 
 
 def test_chmod_errors_are_raised(tmp_path):
-    """A missing path raises ChmodError naming it; a non-octal permission is a ConfigError on definition."""
+    """A missing path raises ChmodError naming it; a non-octal permission is a
+    ConfigError on definition."""
     missing = tmp_path / "missing"
     with pytest.raises(LightflowFilesystemChmodError, match=re.escape(str(missing))):
         run(ChmodTask("chmod", str(missing), "644"))
@@ -372,7 +379,8 @@ def test_chmod_errors_are_raised(tmp_path):
 
 
 def test_chown_to_the_current_owner_by_id_and_name(tmp_path):
-    """Chown with the current uid/gid (or user name) succeeds on a tree and leaves ownership as it was."""
+    """Chown with the current uid/gid (or user name) succeeds on a tree and
+    leaves ownership as it was."""
     import pwd
 
     tree = make_tree(tmp_path / "t")
@@ -385,7 +393,8 @@ def test_chown_to_the_current_owner_by_id_and_name(tmp_path):
 
 
 def test_chown_errors_are_raised(tmp_path):
-    """Unknown user or missing path raise ChownError naming it; neither user nor group is a ConfigError."""
+    """Unknown user or missing path raise ChownError naming it; neither user nor
+    group is a ConfigError."""
     write(tmp_path / "f")
     with pytest.raises(
         LightflowFilesystemChownError,
@@ -405,7 +414,8 @@ def test_chown_errors_are_raised(tmp_path):
 
 
 def test_notify_aggregates_closed_files_and_stops_within_a_second(tmp_path):
-    """aggregate=2 hands closed files in FIFO pairs; a flipped stop flag ends the task within ~1 s."""
+    """aggregate=2 hands closed files in FIFO pairs; a flipped stop flag ends
+    the task within ~1 s."""
     calls, callback = collect()
     bg = Background(NotifyTriggerTask("watch", str(tmp_path), callback, aggregate=2))
     for name in ("1.dat", "2.dat", "3.dat", "4.dat", "5.dat"):
@@ -421,7 +431,8 @@ def test_notify_aggregates_closed_files_and_stops_within_a_second(tmp_path):
 
 
 def test_notify_exclude_mask_and_callable_path_and_start_dag(tmp_path):
-    """Paths matching exclude_mask are dropped; path may be a callable; the callback can start DAGs."""
+    """Paths matching exclude_mask are dropped; path may be a callable; the
+    callback can start DAGs."""
 
     def callback(files, data, store, signal, context):
         signal.start_dag("files_dag", data=MultiTaskData(dataset=TaskData({"files": files})))
@@ -441,7 +452,8 @@ def test_notify_exclude_mask_and_callable_path_and_start_dag(tmp_path):
 
 
 def test_notify_use_existing_with_and_without_flush(tmp_path):
-    """flush_existing hands all existing files at once; without it they head the aggregated chunks."""
+    """flush_existing hands all existing files at once; without it they head the
+    aggregated chunks."""
     for name in ("a", "b", "c"):
         write(tmp_path / name)
     calls, callback = collect()
@@ -518,7 +530,8 @@ def test_notify_never_reports_directories_and_honours_recursive(tmp_path):
 
 
 def test_notify_delete_and_move_selectors_and_skip_duplicate(tmp_path):
-    """on_file_delete reports removed files, on_file_move both ends inside the tree; skip_duplicate drops repeats."""
+    """on_file_delete reports removed files, on_file_move both ends inside the tree;
+    skip_duplicate drops repeats."""
     a, b = write(tmp_path / "a"), write(tmp_path / "b")
     calls, callback = collect()
     bg = Background(
@@ -558,7 +571,8 @@ def test_notify_delete_and_move_selectors_and_skip_duplicate(tmp_path):
 
 
 def test_notify_argument_errors(tmp_path):
-    """Relative or missing paths are PathErrors; no selected event, bad aggregate or bad regex are ConfigErrors."""
+    """Relative or missing paths are PathErrors; no selected event, bad aggregate or bad
+    regex are ConfigErrors."""
     _, callback = collect()
     with pytest.raises(LightflowFilesystemPathError, match="not an absolute path"):
         run(NotifyTriggerTask("watch", "input", callback))
@@ -588,7 +602,8 @@ def test_notify_raises_when_the_watched_directory_is_removed(tmp_path):
 
 
 def test_newline_reports_new_lines_with_newline_in_chunks(tmp_path):
-    """Only lines written after the start come, with their '\\n', in chunks of aggregate; a partial line waits."""
+    """Only lines written after the start come, with their '\\n', in chunks of aggregate;
+    a partial line waits."""
     log = write(tmp_path / "log.txt", "old line\n")
     calls, callback = collect()
     bg = Background(
@@ -605,7 +620,8 @@ def test_newline_reports_new_lines_with_newline_in_chunks(tmp_path):
 
 
 def test_newline_use_existing_flush_and_stop(tmp_path):
-    """use_existing+flush_existing hands every existing line at once; None waits 0.5 s and stops within ~1 s."""
+    """use_existing+flush_existing hands every existing line at once; None waits 0.5 s
+    and stops within ~1 s."""
     log = write(tmp_path / "log.txt", "a\nb\nc\n")
     calls, callback = collect()
     bg = Background(

@@ -1,4 +1,5 @@
-"""The watch_dir example runs on the local executor: files written into input/ are copied to output/."""
+"""The watch_dir example runs on the local executor: files written into input/
+are copied to output/."""
 
 from __future__ import annotations
 
