@@ -42,6 +42,26 @@ def status(config_path: Path | None, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
+    _print_daemon(data)
+    _print_dependencies(data.get("dependencies") or [])
+    if data.get("state_writes_waiting"):
+        click.secho(
+            f"{data['state_writes_waiting']} triggers and run states wait to be written "
+            "to the state file",
+            fg="red",
+        )
+    if data["sources"]:
+        _print_sources(data["sources"])
+    if data.get("pvs"):
+        _print_pvs(data["pvs"])
+    if data.get("waiting_for_files"):
+        click.echo(f"{data['waiting_for_files']} PV triggers waiting for their file to be complete")
+    _print_status_pvs(data.get("status_pvs"))
+    _print_rules(data["rules"])
+
+
+def _print_daemon(data: dict) -> None:
+    """The daemon's pid, uptime and config, a refused reload, its runs and skipped triggers."""
     runs = data["runs"]
     click.echo(
         f"triggerd pid {data['pid']}, up {_duration(data['uptime'])}, "
@@ -68,7 +88,9 @@ def status(config_path: Path | None, as_json: bool) -> None:
         f"{runs['succeeded']} succeeded"
     )
     click.echo(f"triggers skipped since the daemon started: {skipped_text(data['skipped'])}")
-    dependencies = data.get("dependencies") or []
+
+
+def _print_dependencies(dependencies: list[dict]) -> None:
     if dependencies:
         print_table(
             ["dependency", "state", "since", "where"],
@@ -77,62 +99,60 @@ def status(config_path: Path | None, as_json: bool) -> None:
         for d in dependencies:
             if d["state"] == "down":
                 click.secho(f"  {d['name']}: {d['error']} (work that needs it waits)", fg="red")
-    if data.get("state_writes_waiting"):
-        click.secho(
-            f"{data['state_writes_waiting']} triggers and run states wait to be written "
-            "to the state file",
-            fg="red",
-        )
-    if data["sources"]:
-        print_table(
-            ["source", "mode", "state", "dirs", "events", "last event"],
+
+
+def _print_sources(sources: list[dict]) -> None:
+    print_table(
+        ["source", "mode", "state", "dirs", "events", "last event"],
+        [
             [
-                [
-                    s["root"],
-                    s["complete"],
-                    s["state"],
-                    s.get("watched_dirs", ""),
-                    s.get("events", ""),
-                    ago(s.get("last_event")),
-                ]
-                for s in data["sources"]
-            ],
-            wrap=("source",),
-        )
-        for s in data["sources"]:
-            if s["state"] != "watching" and s.get("message"):
-                click.secho(
-                    f"  {s['root']}: {s['message']}",
-                    fg="yellow" if s["state"] == "waiting" else "red",
-                )
-    if data.get("pvs"):
-        print_table(
-            ["pv", "state", "since", "value", "updates", "rules"],
+                s["root"],
+                s["complete"],
+                s["state"],
+                s.get("watched_dirs", ""),
+                s.get("events", ""),
+                ago(s.get("last_event")),
+            ]
+            for s in sources
+        ],
+        wrap=("source",),
+    )
+    for s in sources:
+        if s["state"] != "watching" and s.get("message"):
+            click.secho(
+                f"  {s['root']}: {s['message']}",
+                fg="yellow" if s["state"] == "waiting" else "red",
+            )
+
+
+def _print_pvs(pvs: list[dict]) -> None:
+    print_table(
+        ["pv", "state", "since", "value", "updates", "rules"],
+        [
             [
-                [
-                    p["name"],
-                    p["state"],
-                    ago(p["since"]),
-                    _short(p["last_value"]),
-                    p["updates"],
-                    ", ".join(p["rules"] + [f"{r} (snapshot)" for r in p.get("snapshot_of", [])]),
-                ]
-                for p in data["pvs"]
-            ],
-            wrap=("value", "rules"),
-        )
-        for p in data["pvs"]:
-            if p["state"] != "connected" and p.get("message"):
-                click.secho(
-                    f"  {p['name']}: {shown(p['message'])}",
-                    fg="red" if p["state"] == "never connected" else "yellow",
-                )
-            # a rule that cannot work on this PV (a state name it lacks)
-            for warning in p.get("warnings", ()):
-                click.secho(f"  {p['name']}: {shown(warning)}", fg="red")
-    if data.get("waiting_for_files"):
-        click.echo(f"{data['waiting_for_files']} PV triggers waiting for their file to be complete")
-    status_pvs = data.get("status_pvs")
+                p["name"],
+                p["state"],
+                ago(p["since"]),
+                _short(p["last_value"]),
+                p["updates"],
+                ", ".join(p["rules"] + [f"{r} (snapshot)" for r in p.get("snapshot_of", [])]),
+            ]
+            for p in pvs
+        ],
+        wrap=("value", "rules"),
+    )
+    for p in pvs:
+        if p["state"] != "connected" and p.get("message"):
+            click.secho(
+                f"  {p['name']}: {shown(p['message'])}",
+                fg="red" if p["state"] == "never connected" else "yellow",
+            )
+        # a rule that cannot work on this PV (a state name it lacks)
+        for warning in p.get("warnings", ()):
+            click.secho(f"  {p['name']}: {shown(warning)}", fg="red")
+
+
+def _print_status_pvs(status_pvs: dict | None) -> None:
     if status_pvs and status_pvs.get("error"):
         click.secho(
             f"status PVs {status_pvs['prefix']}*: not served: {status_pvs['error']}", fg="red"
@@ -143,6 +163,9 @@ def status(config_path: Path | None, as_json: bool) -> None:
             f"clients add {status_pvs['ca_addr_list']} to EPICS_CA_ADDR_LIST; "
             f"PAUSE writable by {', '.join(status_pvs['writers']) or 'anyone'}"
         )
+
+
+def _print_rules(rules: list[dict]) -> None:
     print_table(
         ["rule", "workflow", "source", "state", "fired", "skipped", "last fired"],
         [
@@ -155,7 +178,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
                 skipped_text(r["skipped"]),
                 ago(r["last_fired"]),
             ]
-            for r in data["rules"]
+            for r in rules
         ],
         wrap=("source", "skipped"),
     )
