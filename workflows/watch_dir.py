@@ -2,12 +2,13 @@
 
 make_dirs creates <root>/input and <root>/output ('root' is a required parameter).
 watch_input then waits for files written into input/ (a file counts once it is
-closed after writing; files already there when the watch starts count too) and hands
-them over two at a time: each pair starts a copy of files_dag, which copies the two
-files to output/ and appends their new paths to the store list 'copied'. The store
-value 'seen' counts the files handed over. With stop_after=N (N > 0) the workflow
-stops itself once N files were seen, after the copies it started have finished;
-with the default 0 it runs until it is stopped from outside.
+closed after writing or renamed into input/; files already there when the watch
+starts count too) and hands them over two at a time: each pair starts a copy of
+files_dag, which copies the two files to output/ and appends their new paths to the
+store list 'copied'. The store value 'seen' counts the files handed over. With
+stop_after=N (N > 0) the workflow stops itself once N files were seen, after the
+copies it started have finished; with the default 0 it runs until it is stopped from
+outside.
 """
 
 import os

@@ -5,9 +5,10 @@ The tasks and exceptions of lightflow-filesystem (a workflow file runs after
 :class:`PvTriggerTask` of lightflow-epics (likewise for ``from lightflow_epics import
 PvTriggerTask``), and triggerd's :class:`ChunkingTask`.
 
-This package builds only on :mod:`triggerd.flow` and :mod:`triggerd.errors` (and on
-watchdog for :class:`NotifyTriggerTask`, and pyepics for :class:`PvTriggerTask`,
-imported when the task runs).
+This package builds only on :mod:`triggerd.flow` and :mod:`triggerd.errors`, on
+:mod:`triggerd.sources` for :class:`NotifyTriggerTask` (the daemon's file source, plus
+watchdog for Lightflow's raw create, delete and move events), and on pyepics for
+:class:`PvTriggerTask` (imported when the task runs).
 """
 
 from .chunking import ChunkingTask
