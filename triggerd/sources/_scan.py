@@ -19,12 +19,9 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
 
 from triggerd.log import get_logger
-
-if TYPE_CHECKING:
-    from triggerd.sources.files import FileWatch
+from triggerd.sources.watch import FileWatch
 
 __all__ = [
     "MAX_DEPTH",

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
+import triggerd.sources._scan as _scan
 from triggerd.log import get_logger
-from triggerd.sources import _scan
 
 __all__ = ["Poller", "Settler"]
 
