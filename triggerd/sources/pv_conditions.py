@@ -535,6 +535,38 @@ class PvRuleState:
         """A new value from the IOC (``timestamp``: the IOC's; ``now``: the daemon's clock)."""
         cond = self.condition
         first = self._fresh
+        ignored = self._ignored(value, timestamp, severity, first)
+        if ignored is not None:
+            return ignored
+        try:
+            v = _convert(value, cond.domain)
+            if cond.kind == "increment":
+                v = _whole(v)
+        except TypeError as exc:
+            return self._wrong_type(value, exc)
+
+        self._connected = True
+        self._fresh = False
+        self._last_timestamp = timestamp
+        old, had_baseline = self._baseline, self._has_baseline
+        self._baseline, self._has_baseline = v, True
+
+        if first:
+            baseline_only = self._first_value(now, v, old, had_baseline)
+            if baseline_only is not None:
+                return baseline_only
+        if cond.kind == "increment":
+            return self._count(now, v, old)
+        if self._pending is not None:
+            return self._settling(now, v, old, self._pending)
+        if self._matches(old, v):
+            return self._trigger(now, v, old, cond.describe())
+        return self._decision(False, f"not {cond.describe()}", value=v, old_value=old)
+
+    def _ignored(self, value: Any, timestamp: float, severity: int, first: bool) -> Decision | None:
+        """The decision to ignore an update older than the last one or too severe; None
+        for an update to evaluate."""
+        cond = self.condition
         if not first and self._last_timestamp is not None and timestamp < self._last_timestamp:
             return self._decision(
                 False,
@@ -545,80 +577,73 @@ class PvRuleState:
             self._last_timestamp = timestamp
             return self._decision(
                 False,
-                f"severity {_severity_name(severity)} above {_severity_name(cond.severity_max)}; ignored",
+                f"severity {_severity_name(severity)} above "
+                f"{_severity_name(cond.severity_max)}; ignored",
                 value=value,
             )
-        try:
-            v = _convert(value, cond.domain)
-            if cond.kind == "increment":
-                v = _whole(v)
-        except TypeError as exc:
-            cancelled = self._pending is not None
-            self._pending = None
-            message = f"{cond.describe()}: {exc}"
-            if cond.kind == "increment":
-                message = (
-                    f"when = 'increment' needs a numeric counter PV (like FileNumber_RBV): {exc}"
-                )
-            return self._decision(
-                False,
-                "wrong value type" + ("; pending settle cancelled" if cancelled else ""),
-                value=value,
-                old_value=self._baseline,
-                error=message,
-            )
+        return None
 
-        self._connected = True
-        self._fresh = False
-        self._last_timestamp = timestamp
-        old, had_baseline = self._baseline, self._has_baseline
-        self._baseline, self._has_baseline = v, True
+    def _wrong_type(self, value: Any, exc: TypeError) -> Decision:
+        """A value the condition cannot compare: no trigger, and a pending settle ends."""
+        cond = self.condition
+        cancelled = self._pending is not None
+        self._pending = None
+        message = f"{cond.describe()}: {exc}"
+        if cond.kind == "increment":
+            message = f"when = 'increment' needs a numeric counter PV (like FileNumber_RBV): {exc}"
+        return self._decision(
+            False,
+            "wrong value type" + ("; pending settle cancelled" if cancelled else ""),
+            value=value,
+            old_value=self._baseline,
+            error=message,
+        )
 
-        if first and not had_baseline:
+    def _first_value(self, now: float, v: Any, old: Any, had_baseline: bool) -> Decision | None:
+        """The first value since (re)connecting, when it only sets the baseline (or fires
+        with ``fire_on_connect``); None when it is compared like any other."""
+        cond = self.condition
+        if not had_baseline:
             self._armed = not cond.inside(v) if cond.crossing else True
             if cond.fire_on_connect and cond.inside(v):
                 return self._trigger(now, v, None, f"initial value on connect: {cond.describe()}")
             return self._decision(False, "initial value on connect; baseline only", value=v)
-        if first and cond.across_disconnect == "ignore":
+        if cond.across_disconnect == "ignore":
             self._armed = not cond.inside(v) if cond.crossing else True
             return self._decision(
                 False,
-                "first value after reconnect; baseline only (across_disconnect = 'compare' would compare it)",
+                "first value after reconnect; baseline only "
+                "(across_disconnect = 'compare' would compare it)",
                 value=v,
                 old_value=old,
             )
-        if cond.kind == "increment":
-            return self._count(now, v, old)
+        return None
 
-        # A settle in progress: does the condition still hold?
-        if self._pending is not None:
-            pending = self._pending
-            if cond.kind == "change":
-                if _same(v, pending.old_value):
-                    self._pending = None
-                    return self._decision(
-                        False, "changed back during settle; cancelled", value=v, old_value=old
-                    )
-                if not _same(v, old):
-                    pending.due, pending.value = now + cond.settle, v
-                    return self._decision(False, "changed again; settling", value=v, old_value=old)
-                return self._decision(False, "unchanged; settling", value=v, old_value=old)
-            if cond.crossing:
-                self._rearm(v)
-            if cond.inside(v):
-                pending.value = v
-                return self._decision(False, "still holds; settling", value=v, old_value=old)
-            self._pending = None
-            return self._decision(
-                False,
-                f"no longer {cond.describe()} during settle; cancelled",
-                value=v,
-                old_value=old,
-            )
-
-        if self._matches(old, v):
-            return self._trigger(now, v, old, cond.describe())
-        return self._decision(False, f"not {cond.describe()}", value=v, old_value=old)
+    def _settling(self, now: float, v: Any, old: Any, pending: _Pending) -> Decision:
+        """A value while ``pending`` settles: does the condition still hold?"""
+        cond = self.condition
+        if cond.kind == "change":
+            if _same(v, pending.old_value):
+                self._pending = None
+                return self._decision(
+                    False, "changed back during settle; cancelled", value=v, old_value=old
+                )
+            if not _same(v, old):
+                pending.due, pending.value = now + cond.settle, v
+                return self._decision(False, "changed again; settling", value=v, old_value=old)
+            return self._decision(False, "unchanged; settling", value=v, old_value=old)
+        if cond.crossing:
+            self._rearm(v)
+        if cond.inside(v):
+            pending.value = v
+            return self._decision(False, "still holds; settling", value=v, old_value=old)
+        self._pending = None
+        return self._decision(
+            False,
+            f"no longer {cond.describe()} during settle; cancelled",
+            value=v,
+            old_value=old,
+        )
 
     def tick(self, now: float) -> Decision:
         """Time passed: fire a settle that is due and still holds."""
