@@ -176,7 +176,8 @@ def _no_index_unless_counting(
         if any(p.name == "index" for p in template.placeholders):
             f.problem(
                 (*loc, *key),
-                "'{index}' is the counter value of a when = \"increment\" rule; this rule does not count",
+                "'{index}' is the counter value of a when = \"increment\" rule; "
+                "this rule does not count",
             )
 
 

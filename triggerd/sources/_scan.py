@@ -326,7 +326,8 @@ def complete_files(
 
 
 def count_dirs(root: str, *, recursive: bool) -> int:
-    """Directories inotify must watch for ``root``: itself and every real (non-symlink) one below."""
+    """Directories inotify must watch for ``root``: itself and every real (non-symlink)
+    one below."""
     if not recursive:
         return 1
     total, stack, seen = 0, [root], set()

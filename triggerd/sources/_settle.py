@@ -1,4 +1,5 @@
-"""Deciding when a file has stopped changing, for filesystems inotify cannot see (NFS, GPFS, Lustre).
+"""Deciding when a file has stopped changing, for filesystems inotify cannot see (NFS,
+GPFS, Lustre).
 
 A :class:`Poller` per settled watch walks its root every ``poll`` seconds and notes every
 file that is new or changed since its last walk. One :class:`Settler` thread serves every

@@ -310,7 +310,10 @@ class FileSource:
             watched = self._inotify_dirs(live)
             if watched is not None and watched < total:
                 state = "error"
-                message = f"{_inotify.describe(OSError(errno.ENOSPC, ''), spec.root)}; only {watched} of {total} directories are watched"
+                message = (
+                    f"{_inotify.describe(OSError(errno.ENOSPC, ''), spec.root)}; "
+                    f"only {watched} of {total} directories are watched"
+                )
                 live.retry_at = time.monotonic() + _PARTIAL_RETRY
         with self._lock:
             live.dirs = total

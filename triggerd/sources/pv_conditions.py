@@ -196,7 +196,8 @@ class Condition:
             if self.kind == "leave_range" and self.high - self.low < 2 * self.hysteresis:
                 raise bad(
                     "hysteresis",
-                    f"a range {self.low}..{self.high} cannot re-arm with hysteresis {self.hysteresis}: expected at most {(self.high - self.low) / 2}",
+                    f"a range {self.low}..{self.high} cannot re-arm with hysteresis "
+                    f"{self.hysteresis}: expected at most {(self.high - self.low) / 2}",
                 )
         if self.kind in ("equals", "not_equals"):
             if self.value is None:
@@ -227,12 +228,14 @@ class Condition:
             if self.fire_on_connect:
                 raise bad(
                     "fire_on_connect",
-                    "a counter's value at connect is no increment: 'increment' never fires on connect",
+                    "a counter's value at connect is no increment: "
+                    "'increment' never fires on connect",
                 )
             if self.settle:
                 raise bad(
                     "settle",
-                    "an increment does not hold over time: 'increment' takes no settle (debounce works)",
+                    "an increment does not hold over time: "
+                    "'increment' takes no settle (debounce works)",
                 )
         if self.each and self.kind != "increment":
             raise bad("each", "only when = 'increment' starts one run per value")
@@ -271,7 +274,8 @@ class Condition:
             )
         for key in sorted(CONDITION_KEYS & set(mapping) - _COMMON_KEYS - _KIND_KEYS[kind]):
             raise ConfigError(
-                f"not used by when = '{kind}' (it takes: {', '.join(sorted(_KIND_KEYS[kind])) or 'no further keys'})",
+                f"not used by when = '{kind}' "
+                f"(it takes: {', '.join(sorted(_KIND_KEYS[kind])) or 'no further keys'})",
                 source=where,
                 key=key,
             )
@@ -398,7 +402,9 @@ class Condition:
         if k == "regex":
             return f"regex {self.pattern!r}"
         if k == "transition":
-            return f"transition {'*' if self.from_value is None else repr(self.from_value)} -> {'*' if self.to_value is None else repr(self.to_value)}"
+            before = "*" if self.from_value is None else repr(self.from_value)
+            after = "*" if self.to_value is None else repr(self.to_value)
+            return f"transition {before} -> {after}"
         if k == "increment" and self.each:
             return "increment (each)"
         return k
@@ -422,7 +428,8 @@ class Condition:
             assert self._regex is not None
             if not any(self._regex.search(state) for state in states):
                 return [
-                    f"pattern = {self.pattern!r} matches none of the PV's states ({', '.join(states)})"
+                    f"pattern = {self.pattern!r} matches none of the PV's states "
+                    f"({', '.join(states)})"
                 ]
             return []
         problems = []
@@ -437,7 +444,8 @@ class Condition:
                 math.isfinite(wanted) and wanted == int(wanted) and 0 <= wanted < len(states)
             ):
                 problems.append(
-                    f"{key} = {wanted!r} is not a state index of the PV (0..{len(states) - 1}: {', '.join(states)})"
+                    f"{key} = {wanted!r} is not a state index of the PV "
+                    f"(0..{len(states) - 1}: {', '.join(states)})"
                 )
         return problems
 
