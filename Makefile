@@ -43,7 +43,7 @@ faults: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check triggerd tests workflows benchmarks
 	$(VENV)/bin/ruff format --check triggerd tests workflows benchmarks
-	$(VENV)/bin/python ../shared/tools/check_layers.py triggerd
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/local_executor.py

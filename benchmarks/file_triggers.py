@@ -63,8 +63,7 @@ from typing import Any
 
 from triggerd.daemon.state import StateDB
 from triggerd.eventlog.schema import new_id
-from triggerd.sources import _scan
-from triggerd.sources.files import FileSource, FileWatch
+from triggerd.sources import FileSource, FileWatch, _scan
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent

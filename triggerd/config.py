@@ -47,6 +47,8 @@ __all__ = [
     "Settings",
     "StatusPvSettings",
     "StoreSettings",
+    "describe_toml_value",
+    "dotted_key",
     "find_config_file",
     "load_settings",
 ]
@@ -637,7 +639,7 @@ def _config_error(exc: ValidationError, source: str, overrides: Mapping[str, Any
     for err in exc.errors(include_url=False):
         loc = err["loc"]
         origin = OVERRIDE_SOURCE if _given_in(overrides, loc) else source
-        problems.append((origin, _dotted(loc), _explain(err)))
+        problems.append((origin, dotted_key(loc), _explain(err)))
     if len(problems) == 1:
         origin, key, message = problems[0]
         return ConfigError(message, source=origin, key=key)
@@ -645,7 +647,8 @@ def _config_error(exc: ValidationError, source: str, overrides: Mapping[str, Any
     return ConfigError(f"{len(problems)} problems:\n{lines}", source=source)
 
 
-def _dotted(loc: tuple[int | str, ...]) -> str:
+def dotted_key(loc: tuple[int | str, ...]) -> str:
+    """The key a validation location names, as a TOML user writes it: ``a.b[0].c``."""
     key = ""
     for part in loc:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
@@ -673,7 +676,7 @@ def _explain(err: Any) -> str:
         return err["msg"]
     field = section.model_fields.get(str(loc[-1])) if section else None
     secret = field is not None and SecretStr in (field.annotation, *get_args(field.annotation))
-    got = "" if secret else f", got {_describe(err.get('input'))}"
+    got = "" if secret else f", got {describe_toml_value(err.get('input'))}"
     if kind == "missing":
         return "required key is missing"
     if kind == "literal_error":
@@ -696,7 +699,7 @@ def _section_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _describe(value: Any) -> str:
+def describe_toml_value(value: Any) -> str:
     """The value as the user wrote it in TOML, never as a Python type name."""
     if isinstance(value, bool):
         return "true" if value else "false"

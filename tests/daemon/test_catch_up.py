@@ -11,7 +11,7 @@ import time
 
 from daemon_harness import Daemon, write_file
 
-from triggerd.sources.files import FileSource, FileWatch
+from triggerd.sources import FileSource, FileWatch
 
 DAY = 86_400.0
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from eventlog_cases import BASE, Clock, failed_run, successful_run
 
+from triggerd.eventlog.factory import open_event_store
 from triggerd.eventlog.schema import LogEvent, format_time
-from triggerd.eventlog.store import open_event_store
 
 
 def ids(events: list[LogEvent]) -> list[str]:

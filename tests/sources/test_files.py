@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from triggerd.errors import ConfigError
-from triggerd.sources import _scan
+from triggerd.sources import FileSource, FileWatch, _scan
 from triggerd.sources._inotify import describe
 from triggerd.sources._settle import Poller
 from triggerd.sources.events import FileEvent
-from triggerd.sources.files import OVERFLOW_LOGGER, FileSource, FileWatch
+from triggerd.sources.files import OVERFLOW_LOGGER
 
 
 class Sink:

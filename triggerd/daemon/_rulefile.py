@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from triggerd.config import _describe, _dotted
+from triggerd.config import describe_toml_value, dotted_key
 from triggerd.durations import parse_duration, parse_rate
 from triggerd.errors import ConfigError
 from triggerd.sources.pv_conditions import CONDITION_KEYS, Condition
+from triggerd.sources.watch import COMPLETE_MODES
 
 from ._render import param_templates
 
@@ -39,7 +40,6 @@ FILES_KEYS = (
     "follow_symlinks",
 )
 LIMITS_KEYS = ("concurrent", "debounce", "batch", "batch_window", "rate")
-COMPLETE_MODES = ("closed", "moved", "settled", "marker")
 CATCH_UP_MODES = ("missed", "none", "all")
 
 _RULE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -176,7 +176,8 @@ def _no_index_unless_counting(
         if any(p.name == "index" for p in template.placeholders):
             f.problem(
                 (*loc, *key),
-                "'{index}' is the counter value of a when = \"increment\" rule; this rule does not count",
+                "'{index}' is the counter value of a when = \"increment\" rule; "
+                "this rule does not count",
             )
 
 
@@ -258,7 +259,7 @@ class _RuleFile:
         self.problems: list[RuleProblem] = []
 
     def problem(self, loc: tuple[str | int, ...], message: str, line: int | None = None) -> None:
-        key = _dotted(loc) if loc else None
+        key = dotted_key(loc) if loc else None
         self.problems.append(RuleProblem(self.source, message, key, line or self.line_of(loc)))
 
     def get(
@@ -277,7 +278,7 @@ class _RuleFile:
         try:
             return check(table[key])
         except ValueError as exc:
-            self.problem((*loc, key), f"{exc}, got {_describe(table[key])}")
+            self.problem((*loc, key), f"{exc}, got {describe_toml_value(table[key])}")
             return _BAD
 
     def unknown(
@@ -356,7 +357,8 @@ def _rules_of(rule_file: _RuleFile, data: dict[str, Any]) -> list[dict[str, Any]
         return []
     if not isinstance(tables, list):
         rule_file.problem(
-            ("rule",), f"expected [[rule]] tables (double brackets), got {_describe(tables)}"
+            ("rule",),
+            f"expected [[rule]] tables (double brackets), got {describe_toml_value(tables)}",
         )
         return []
     return [_rule(rule_file, table, index) for index, table in enumerate(tables)]
@@ -366,7 +368,7 @@ def _rule(f: _RuleFile, table: Any, index: int) -> dict[str, Any] | None:
     loc: tuple[str | int, ...] = ("rule", index)
     before = len(f.problems)
     if not isinstance(table, dict):
-        f.problem(loc, f"expected a [[rule]] table, got {_describe(table)}")
+        f.problem(loc, f"expected a [[rule]] table, got {describe_toml_value(table)}")
         return None
     f.unknown(table, loc, RULE_KEYS)
     spec = {

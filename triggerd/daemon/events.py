@@ -29,10 +29,11 @@ from typing import Any
 
 from triggerd.config import Settings
 from triggerd.errors import BackendUnavailable, TriggerdError
+from triggerd.eventlog.factory import open_event_store
 from triggerd.eventlog.forwarder import EventWriter, Spool, StreamForwarder
 from triggerd.eventlog.handover import Handover, adopt
 from triggerd.eventlog.schema import LogEvent
-from triggerd.eventlog.store import EventStore, open_event_store
+from triggerd.eventlog.store import EventStore
 from triggerd.log import get_logger
 from triggerd.private import make_private_dir
 

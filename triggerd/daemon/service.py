@@ -33,8 +33,8 @@ from triggerd.flow.workflow import find_workflow_file
 from triggerd.health import Reading
 from triggerd.log import get_logger
 from triggerd.private import make_private_dir
+from triggerd.sources import FileSource, FileWatch
 from triggerd.sources.events import FileEvent
-from triggerd.sources.files import FileSource, FileWatch
 
 from .api import ControlServer
 from .checks import check_everything, setup_warnings

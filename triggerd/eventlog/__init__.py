@@ -4,8 +4,8 @@ where it is kept.
 - :mod:`triggerd.eventlog.schema`: :class:`LogEvent`, ids, times, levels;
 - :mod:`triggerd.eventlog.safe`: events made storable (never raises);
 - :mod:`triggerd.eventlog.summary`: per-run summaries kept up to date by inserts;
-- :mod:`triggerd.eventlog.store`: the backend-neutral :class:`EventStore` and
-  :func:`open_event_store`;
+- :mod:`triggerd.eventlog.store`: the backend-neutral :class:`EventStore`;
+- :mod:`triggerd.eventlog.factory`: :func:`open_event_store`, the backend a target names;
 - :mod:`triggerd.eventlog.sqlite` (embedded default) and :mod:`triggerd.eventlog.mongodb`
   (imported on demand: it loads pymongo).
 

@@ -5,7 +5,8 @@ after its run: an event store that is away then (MongoDB restarting) must not ho
 nor lose the events. Such a writer takes a :class:`Handover` in a directory (the state
 directory: files ``events-run-<run id>.*``, all the daemon's own, none triggers a rule):
 its :class:`~triggerd.eventlog.forwarder.EventWriter` keeps every event in the handover's
-pending file until it is stored or spooled, and spools to the handover's spool file. A lock (``flock``) held while the writer lives tells the others to keep away.
+pending file until it is stored or spooled, and spools to the handover's spool file. A
+lock (``flock``) held while the writer lives tells the others to keep away.
 
 What is left when it ends (the store was down, or the process was killed) is taken over
 by :func:`adopt`, which the daemon calls at start and ``triggerctl run`` calls too: the

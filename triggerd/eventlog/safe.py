@@ -190,7 +190,9 @@ def safe_value(value: Any, limit: int = MAX_PAYLOAD) -> Any:
         text = json.dumps(out, ensure_ascii=False)
     except Exception as exc:  # RecursionError and the like: the note is the payload
         return {
-            "unstorable": f"{type(value).__name__}: {type(exc).__name__}: {safe_text(str(exc), 1000)}"
+            "unstorable": (
+                f"{type(value).__name__}: {type(exc).__name__}: {safe_text(str(exc), 1000)}"
+            )
         }
     if len(text) <= limit:
         return out

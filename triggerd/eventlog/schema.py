@@ -29,7 +29,9 @@ is ``None`` may be absent from a stored document, and reads back as ``None``):
     ``source.*`` (watch and PV connection health: ``source.connected|disconnected|
     never_connected|error`` with ``data.pv``); ``pv.missed_values`` (an ``increment`` rule's
     counter jumped: the values no update showed in ``data.missed``, how many in ``data.count``);
-    ``rule.paused|resumed`` (``data.by``); ``daemon.started|stopped|reloaded|reload_failed``, ``daemon.warning`` (a setup that is valid but likely a mistake: no rules, a missing directory), ``daemon.status_pvs_failed``, ``daemon.status_pv_refused``
+    ``rule.paused|resumed`` (``data.by``); ``daemon.started|stopped|reloaded|reload_failed``,
+    ``daemon.warning`` (a setup that is valid but likely a mistake: no rules, a missing
+    directory), ``daemon.status_pvs_failed``, ``daemon.status_pv_refused``
     (a Channel Access write refused); ``eventlog.refused`` (stands in for an event the store
     refused: its kind, run and the error in ``data``). Refused as not ours (see
     docs/security.md): ``job.refused`` (a worker refused a job, nothing ran),

@@ -78,7 +78,10 @@ CREATE INDEX IF NOT EXISTS run_summaries_status ON run_summaries (status, first)
 CREATE INDEX IF NOT EXISTS run_summaries_workflow ON run_summaries (workflow, first);
 CREATE INDEX IF NOT EXISTS run_summaries_rule ON run_summaries (rule, first);
 """
-_COLUMNS = "id, ts, time, kind, run, workflow, dag, task, rule, level, message, host, pid, worker, source, data, v"
+_COLUMNS = (
+    "id, ts, time, kind, run, workflow, dag, task, rule, level, message, host, pid, worker,"
+    " source, data, v"
+)
 _INSERT = f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
 _PRUNE_EVERY = 3600.0  # seconds between retention passes on insert
 
@@ -222,7 +225,8 @@ class SqliteEventStore(EventStore):
                 if found and found[1] is not None:
                     last_ts = max(found[1], last_ts or found[1])
                 conn.execute(
-                    "INSERT OR REPLACE INTO run_summaries (run, status, workflow, rule, first, last_ts, doc)"
+                    "INSERT OR REPLACE INTO run_summaries"
+                    " (run, status, workflow, rule, first, last_ts, doc)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         delta.run,

@@ -1,4 +1,5 @@
-"""The event log's storage, backend-neutral: what both backends do, and opening one.
+"""The event log's storage, backend-neutral: what both backends do
+(:func:`triggerd.eventlog.factory.open_event_store` opens one).
 
 - :class:`~triggerd.eventlog.sqlite.SqliteEventStore`: one SQLite file (WAL), the
   embedded default;
@@ -17,13 +18,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from triggerd.eventlog.safe import safe_text
 from triggerd.eventlog.schema import LEVELS, LogEvent
 
-__all__ = ["EventQuery", "EventStore", "open_event_store"]
+__all__ = ["EventQuery", "EventStore"]
 
 
 @dataclass(frozen=True)
@@ -186,16 +186,3 @@ class EventStore(ABC):
 
     @abstractmethod
     def _run(self, run_id: str) -> dict[str, Any] | None: ...
-
-
-def open_event_store(target: str | Path, **options: Any) -> EventStore:
-    """A store (not opened yet) for ``target``: a ``mongodb://`` or ``mongodb+srv://``
-    URL, else the path of a SQLite file. ``options`` go to the backend's constructor."""
-    text = str(target)
-    if text.startswith(("mongodb://", "mongodb+srv://")):
-        from triggerd.eventlog.mongodb import MongoEventStore
-
-        return MongoEventStore(text, **options)
-    from triggerd.eventlog.sqlite import SqliteEventStore
-
-    return SqliteEventStore(Path(text), **options)

@@ -19,12 +19,9 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
 
 from triggerd.log import get_logger
-
-if TYPE_CHECKING:
-    from triggerd.sources.files import FileWatch
+from triggerd.sources.watch import FileWatch
 
 __all__ = [
     "MAX_DEPTH",
@@ -202,17 +199,11 @@ def walk_files(
     entries_met = 0
     while stack:
         directory, depth = stack.pop()
-        try:
-            st = os.stat(directory)
-            with os.scandir(directory) as it:
-                entries = list(it)
-        except OSError as exc:
-            if on_error is not None:
-                on_error(directory, exc)
+        listed = _list_dir(directory, on_error)
+        if listed is None or listed[0] in seen:
             continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
+        identity, entries = listed
+        seen.add(identity)
         for entry in entries:
             entries_met += 1
             if stopping():
@@ -221,22 +212,10 @@ def walk_files(
                 raise TooMany(f"more than {max_entries} entries under {top}")
             if ignored(entry.name, ignore):
                 continue
-            try:
-                is_link = entry.is_symlink()
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
+            kind = _entry_kind(entry, follow=follow, within=within)
+            if kind is None:
                 continue
-            target = None
-            if is_link:
-                if not follow:
-                    continue
-                try:
-                    target = os.path.realpath(entry.path, strict=True)
-                except (OSError, ValueError):
-                    continue  # dangling, or a loop of links
-                if not inside(target, within):
-                    continue
-                is_dir = os.path.isdir(target)
+            is_dir, target = kind
             if is_dir:
                 if recursive and depth < MAX_DEPTH:
                     stack.append((entry.path, depth + 1))
@@ -245,6 +224,46 @@ def walk_files(
             found = regular_stat(target) if target is not None else _regular_entry(entry)
             if found is not None:
                 yield entry.path, found, target
+
+
+def _list_dir(
+    directory: str, on_error: Callable[[str, OSError], None] | None
+) -> tuple[tuple[int, int], list[os.DirEntry[str]]] | None:
+    """The directory's identity (device, inode) and its entries, or None (reported to
+    ``on_error``) when it cannot be read."""
+    try:
+        st = os.stat(directory)
+        with os.scandir(directory) as it:
+            entries = list(it)
+    except OSError as exc:
+        if on_error is not None:
+            on_error(directory, exc)
+        return None
+    return (st.st_dev, st.st_ino), entries
+
+
+def _entry_kind(
+    entry: os.DirEntry[str], *, follow: bool, within: tuple[str, ...]
+) -> tuple[bool, str | None] | None:
+    """``(is a directory, link target or None)`` for an entry a walk counts; None for one
+    it skips: unreadable, a link not followed, dangling, looping or leading outside
+    ``within`` (real paths)."""
+    try:
+        is_link = entry.is_symlink()
+        is_dir = entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return None
+    if not is_link:
+        return is_dir, None
+    if not follow:
+        return None
+    try:
+        target = os.path.realpath(entry.path, strict=True)
+    except (OSError, ValueError):
+        return None  # dangling, or a loop of links
+    if not inside(target, within):
+        return None
+    return os.path.isdir(target), target
 
 
 def _regular_entry(entry: os.DirEntry[str]) -> os.stat_result | None:
@@ -307,7 +326,8 @@ def complete_files(
 
 
 def count_dirs(root: str, *, recursive: bool) -> int:
-    """Directories inotify must watch for ``root``: itself and every real (non-symlink) one below."""
+    """Directories inotify must watch for ``root``: itself and every real (non-symlink)
+    one below."""
     if not recursive:
         return 1
     total, stack, seen = 0, [root], set()

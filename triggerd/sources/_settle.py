@@ -1,4 +1,5 @@
-"""Deciding when a file has stopped changing, for filesystems inotify cannot see (NFS, GPFS, Lustre).
+"""Deciding when a file has stopped changing, for filesystems inotify cannot see (NFS,
+GPFS, Lustre).
 
 A :class:`Poller` per settled watch walks its root every ``poll`` seconds and notes every
 file that is new or changed since its last walk. One :class:`Settler` thread serves every
@@ -17,8 +18,8 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
+import triggerd.sources._scan as _scan
 from triggerd.log import get_logger
-from triggerd.sources import _scan
 
 __all__ = ["Poller", "Settler"]
 

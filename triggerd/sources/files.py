@@ -1,19 +1,7 @@
 """The file source: watch directories, emit a :class:`FileEvent` once a file is complete.
 
-``FileWatch.complete`` says what "complete" means:
-
-``closed``
-    closed after writing (inotify IN_CLOSE_WRITE), or renamed into place (kind ``moved``).
-``moved``
-    only renamed into place: writers that write ``x.tmp`` and rename it to ``x.h5``.
-``settled``
-    for network filesystems where inotify sees nothing (NFS, GPFS, Lustre): the root is
-    walked every ``poll`` seconds (a bounded walk: :data:`_scan.MAX_ENTRIES` entries,
-    :data:`_scan.MAX_DEPTH` levels), and a file whose size + mtime stay unchanged for
-    ``settle`` seconds is complete (kind ``settled``).
-``marker``
-    ``<file><marker_suffix>`` appearing marks ``<file>`` complete (kind ``marker``), in
-    either order; the marker itself is never emitted.
+A :class:`~triggerd.sources.watch.FileWatch` names a directory and what makes a file in
+it complete (its ``complete`` mode, described in :mod:`triggerd.sources.watch`).
 
 Nothing is silently missed where it can be helped: files written into a new directory
 before its inotify watch landed are found by scanning it; a watch root that does not
@@ -52,15 +40,15 @@ from typing import Any
 from watchdog import events as wd
 from watchdog.observers.inotify import InotifyObserver
 
-from triggerd.errors import ConfigError
+import triggerd.sources._inotify as _inotify
+import triggerd.sources._scan as _scan
 from triggerd.log import get_logger
-from triggerd.sources import _inotify, _scan
 from triggerd.sources._settle import Poller, Settler
 from triggerd.sources.events import FileEvent
+from triggerd.sources.watch import FileWatch
 
-__all__ = ["COMPLETE_MODES", "HEALTH_STATES", "OVERFLOW_LOGGER", "FileSource", "FileWatch"]
+__all__ = ["HEALTH_STATES", "OVERFLOW_LOGGER", "FileSource"]
 
-COMPLETE_MODES = ("closed", "moved", "settled", "marker")
 OVERFLOW_LOGGER = _inotify.OVERFLOW_LOGGER
 HEALTH_STATES = ("watching", "waiting", "error", "overflow", "rescanning")
 
@@ -77,47 +65,6 @@ _FILTERS: dict[str, list[type[wd.FileSystemEvent]]] = {
     "moved": [wd.FileMovedEvent, *_DIRS],
     "marker": [wd.FileCreatedEvent, wd.FileClosedEvent, wd.FileMovedEvent, *_DIRS],
 }
-
-
-@dataclass(frozen=True)
-class FileWatch:
-    """One directory to watch and what makes a file in it complete (see the module doc)."""
-
-    root: str  # absolute directory; normalised (no trailing '/')
-    recursive: bool = True
-    complete: str = "closed"  # closed | moved | settled | marker
-    settle: float = 2.0  # settled: seconds size+mtime must be unchanged
-    poll: float = 1.0  # settled: polling period
-    marker_suffix: str = ".done"  # marker: '<file><suffix>' marks <file> complete
-    ignore: tuple[str, ...] = ()  # fnmatch patterns on the basename and each directory under root
-    # report links (and walk linked directories) whose target is within
-    follow_symlinks: bool = False
-    within: tuple[str, ...] = ()  # where a followed link may lead: the rule's roots (default: root)
-
-    def __post_init__(self) -> None:
-        if not os.path.isabs(self.root):
-            raise ConfigError(
-                f"watch root must be an absolute path, not {self.root!r}", key="roots"
-            )
-        object.__setattr__(self, "root", os.path.normpath(self.root))
-        object.__setattr__(self, "ignore", tuple(self.ignore))
-        object.__setattr__(
-            self, "within", tuple(os.path.normpath(r) for r in self.within) or (self.root,)
-        )
-        if self.complete not in COMPLETE_MODES:
-            raise ConfigError(
-                f"unknown completion {self.complete!r} (allowed: {', '.join(COMPLETE_MODES)})",
-                key="complete",
-            )
-        if not self.settle > 0:
-            raise ConfigError(f"settle must be > 0 seconds, not {self.settle!r}", key="settle")
-        if not self.poll > 0:
-            raise ConfigError(f"poll must be > 0 seconds, not {self.poll!r}", key="poll")
-        if not self.marker_suffix or "/" in self.marker_suffix:
-            raise ConfigError(
-                f"marker_suffix must be a non-empty name suffix, not {self.marker_suffix!r}",
-                key="marker_suffix",
-            )
 
 
 @dataclass(eq=False)
@@ -363,7 +310,10 @@ class FileSource:
             watched = self._inotify_dirs(live)
             if watched is not None and watched < total:
                 state = "error"
-                message = f"{_inotify.describe(OSError(errno.ENOSPC, ''), spec.root)}; only {watched} of {total} directories are watched"
+                message = (
+                    f"{_inotify.describe(OSError(errno.ENOSPC, ''), spec.root)}; "
+                    f"only {watched} of {total} directories are watched"
+                )
                 live.retry_at = time.monotonic() + _PARTIAL_RETRY
         with self._lock:
             live.dirs = total

@@ -175,81 +175,97 @@ class Condition:
     _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        def bad(key: str, message: str) -> ConfigError:
-            return ConfigError(message, key=key)
-
         if self.kind not in KINDS:
-            raise bad("when", f"unknown condition {self.kind!r} (allowed: {', '.join(KINDS)})")
+            raise _bad("when", f"unknown condition {self.kind!r} (allowed: {', '.join(KINDS)})")
+        self._check_numbers()
+        self._check_values()
+        self._check_increment()
+        self._check_limits()
+
+    def _check_numbers(self) -> None:
+        """Thresholds, hysteresis and range bounds."""
         if self.kind in ("above", "below") and self.threshold is None:
-            raise bad("threshold", f"'{self.kind}' needs a numeric threshold")
+            raise _bad("threshold", f"'{self.kind}' needs a numeric threshold")
         if self.kind in ("rising", "falling") and self.threshold is None:
             object.__setattr__(self, "threshold", 0.0)
         if self.hysteresis < 0 or not math.isfinite(self.hysteresis):
-            raise bad("hysteresis", f"expected a number >= 0, not {self.hysteresis!r}")
+            raise _bad("hysteresis", f"expected a number >= 0, not {self.hysteresis!r}")
         if self.kind in ("enter_range", "leave_range"):
             if self.low is None:
-                raise bad("low", f"'{self.kind}' needs a numeric low bound")
+                raise _bad("low", f"'{self.kind}' needs a numeric low bound")
             if self.high is None:
-                raise bad("high", f"'{self.kind}' needs a numeric high bound")
+                raise _bad("high", f"'{self.kind}' needs a numeric high bound")
             if self.low > self.high:
-                raise bad("high", f"expected high >= low ({self.low}), not {self.high}")
+                raise _bad("high", f"expected high >= low ({self.low}), not {self.high}")
             if self.kind == "leave_range" and self.high - self.low < 2 * self.hysteresis:
-                raise bad(
+                raise _bad(
                     "hysteresis",
-                    f"a range {self.low}..{self.high} cannot re-arm with hysteresis {self.hysteresis}: expected at most {(self.high - self.low) / 2}",
+                    f"a range {self.low}..{self.high} cannot re-arm with hysteresis "
+                    f"{self.hysteresis}: expected at most {(self.high - self.low) / 2}",
                 )
+
+    def _check_values(self) -> None:
+        """The values compared with: equals, string_equals, regex, transition."""
         if self.kind in ("equals", "not_equals"):
             if self.value is None:
-                raise bad("value", f"'{self.kind}' needs a value (number, bool or string)")
+                raise _bad("value", f"'{self.kind}' needs a value (number, bool or string)")
             if not isinstance(self.value, str) and not _is_number(self.value):
-                raise bad("value", f"expected a number, bool or string, not {self.value!r}")
+                raise _bad("value", f"expected a number, bool or string, not {self.value!r}")
         if self.kind == "string_equals" and not isinstance(self.value, str):
-            raise bad("value", f"'string_equals' needs a string value, not {self.value!r}")
+            raise _bad("value", f"'string_equals' needs a string value, not {self.value!r}")
         if self.kind == "regex":
             if not isinstance(self.pattern, str):
-                raise bad("pattern", f"'regex' needs a pattern string, not {self.pattern!r}")
+                raise _bad("pattern", f"'regex' needs a pattern string, not {self.pattern!r}")
             try:
                 object.__setattr__(self, "_regex", re.compile(self.pattern))
             except re.error as exc:
-                raise bad(
+                raise _bad(
                     "pattern", f"not a valid regular expression ({exc}): {self.pattern!r}"
                 ) from None
         if self.kind == "transition":
             if self.from_value is None and self.to_value is None:
-                raise bad("to", "'transition' needs 'from', 'to' or both")
+                raise _bad("to", "'transition' needs 'from', 'to' or both")
             for key, end in (("from", self.from_value), ("to", self.to_value)):
                 if end is not None and not isinstance(end, str) and not _is_number(end):
-                    raise bad(key, f"expected a number, bool or string, not {end!r}")
+                    raise _bad(key, f"expected a number, bool or string, not {end!r}")
             ends = [e for e in (self.from_value, self.to_value) if e is not None]
             if len({isinstance(e, str) for e in ends}) > 1:
-                raise bad("to", "'from' and 'to' must both be numbers or both be strings")
+                raise _bad("to", "'from' and 'to' must both be numbers or both be strings")
+
+    def _check_increment(self) -> None:
+        """What an increment takes and what only an increment takes."""
         if self.kind == "increment":
             if self.fire_on_connect:
-                raise bad(
+                raise _bad(
                     "fire_on_connect",
-                    "a counter's value at connect is no increment: 'increment' never fires on connect",
+                    "a counter's value at connect is no increment: "
+                    "'increment' never fires on connect",
                 )
             if self.settle:
-                raise bad(
+                raise _bad(
                     "settle",
-                    "an increment does not hold over time: 'increment' takes no settle (debounce works)",
+                    "an increment does not hold over time: "
+                    "'increment' takes no settle (debounce works)",
                 )
         if self.each and self.kind != "increment":
-            raise bad("each", "only when = 'increment' starts one run per value")
+            raise _bad("each", "only when = 'increment' starts one run per value")
+
+    def _check_limits(self) -> None:
+        """Severity, reconnect behaviour and times, which every kind takes."""
         if self.severity_max not in SEVERITIES.values():
-            raise bad(
+            raise _bad(
                 "severity_max",
                 f"expected one of {', '.join(SEVERITIES)} or 0..3, not {self.severity_max!r}",
             )
         if self.across_disconnect not in ACROSS_DISCONNECT:
-            raise bad(
+            raise _bad(
                 "across_disconnect",
                 f"expected one of {', '.join(ACROSS_DISCONNECT)}, not {self.across_disconnect!r}",
             )
         for key in ("debounce", "settle"):
             seconds = getattr(self, key)
             if not math.isfinite(seconds) or seconds < 0:
-                raise bad(key, f"expected a duration >= 0, not {seconds!r}")
+                raise _bad(key, f"expected a duration >= 0, not {seconds!r}")
 
     @classmethod
     def parse(cls, mapping: Mapping[str, Any], where: str) -> Condition:
@@ -258,23 +274,13 @@ class Condition:
         Keys not in :data:`CONDITION_KEYS` are left to the caller (``name``, ``snapshot``...);
         a condition key that the chosen kind does not take is an error (``low`` for ``above``).
         """
-        kind = mapping.get("when")
-        if kind is None:
-            raise ConfigError(
-                f"missing: expected one of {', '.join(KINDS)}", source=where, key="when"
-            )
-        if not isinstance(kind, str) or kind not in KINDS:
-            raise ConfigError(
-                f"unknown condition {kind!r} (allowed: {', '.join(KINDS)})",
-                source=where,
-                key="when",
-            )
-        for key in sorted(CONDITION_KEYS & set(mapping) - _COMMON_KEYS - _KIND_KEYS[kind]):
-            raise ConfigError(
-                f"not used by when = '{kind}' (it takes: {', '.join(sorted(_KIND_KEYS[kind])) or 'no further keys'})",
-                source=where,
-                key=key,
-            )
+        kind = _parse_kind(mapping, where)
+        severity = _parse_severity(mapping.get("severity_max", SEVERITIES["MAJOR"]), where)
+        for key in ("fire_on_connect", "each"):
+            if not isinstance(mapping.get(key, False), bool):
+                raise ConfigError(
+                    f"expected true or false, not {mapping[key]!r}", source=where, key=key
+                )
 
         def number(key: str) -> float | None:
             raw = mapping.get(key)
@@ -291,20 +297,6 @@ class Condition:
             except ValueError as exc:
                 raise ConfigError(f"{exc}, not {raw!r}", source=where, key=key) from None
 
-        severity = mapping.get("severity_max", SEVERITIES["MAJOR"])
-        if isinstance(severity, str) and severity.upper() in SEVERITIES:
-            severity = SEVERITIES[severity.upper()]
-        elif isinstance(severity, bool) or not isinstance(severity, int):
-            raise ConfigError(
-                f"expected one of {', '.join(SEVERITIES)} or 0..3, not {severity!r}",
-                source=where,
-                key="severity_max",
-            )
-        for key in ("fire_on_connect", "each"):
-            if not isinstance(mapping.get(key, False), bool):
-                raise ConfigError(
-                    f"expected true or false, not {mapping[key]!r}", source=where, key=key
-                )
         try:
             return cls(
                 kind=kind,
@@ -398,7 +390,9 @@ class Condition:
         if k == "regex":
             return f"regex {self.pattern!r}"
         if k == "transition":
-            return f"transition {'*' if self.from_value is None else repr(self.from_value)} -> {'*' if self.to_value is None else repr(self.to_value)}"
+            before = "*" if self.from_value is None else repr(self.from_value)
+            after = "*" if self.to_value is None else repr(self.to_value)
+            return f"transition {before} -> {after}"
         if k == "increment" and self.each:
             return "increment (each)"
         return k
@@ -422,7 +416,8 @@ class Condition:
             assert self._regex is not None
             if not any(self._regex.search(state) for state in states):
                 return [
-                    f"pattern = {self.pattern!r} matches none of the PV's states ({', '.join(states)})"
+                    f"pattern = {self.pattern!r} matches none of the PV's states "
+                    f"({', '.join(states)})"
                 ]
             return []
         problems = []
@@ -437,9 +432,49 @@ class Condition:
                 math.isfinite(wanted) and wanted == int(wanted) and 0 <= wanted < len(states)
             ):
                 problems.append(
-                    f"{key} = {wanted!r} is not a state index of the PV (0..{len(states) - 1}: {', '.join(states)})"
+                    f"{key} = {wanted!r} is not a state index of the PV "
+                    f"(0..{len(states) - 1}: {', '.join(states)})"
                 )
         return problems
+
+
+def _bad(key: str, message: str) -> ConfigError:
+    return ConfigError(message, key=key)
+
+
+def _parse_kind(mapping: Mapping[str, Any], where: str) -> str:
+    """The table's ``when``, checked, and no condition key that kind does not take."""
+    kind = mapping.get("when")
+    if kind is None:
+        raise ConfigError(f"missing: expected one of {', '.join(KINDS)}", source=where, key="when")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ConfigError(
+            f"unknown condition {kind!r} (allowed: {', '.join(KINDS)})",
+            source=where,
+            key="when",
+        )
+    for key in sorted(CONDITION_KEYS & set(mapping) - _COMMON_KEYS - _KIND_KEYS[kind]):
+        raise ConfigError(
+            f"not used by when = '{kind}' "
+            f"(it takes: {', '.join(sorted(_KIND_KEYS[kind])) or 'no further keys'})",
+            source=where,
+            key=key,
+        )
+    return kind
+
+
+def _parse_severity(raw: Any, where: str) -> int:
+    """``severity_max`` as a name (``"MAJOR"``, any case) or a number; the number's range is
+    the condition's to check."""
+    if isinstance(raw, str) and raw.upper() in SEVERITIES:
+        return SEVERITIES[raw.upper()]
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ConfigError(
+            f"expected one of {', '.join(SEVERITIES)} or 0..3, not {raw!r}",
+            source=where,
+            key="severity_max",
+        )
+    return raw
 
 
 # ----------------------------------------------------------------------- the decisions
@@ -535,6 +570,38 @@ class PvRuleState:
         """A new value from the IOC (``timestamp``: the IOC's; ``now``: the daemon's clock)."""
         cond = self.condition
         first = self._fresh
+        ignored = self._ignored(value, timestamp, severity, first)
+        if ignored is not None:
+            return ignored
+        try:
+            v = _convert(value, cond.domain)
+            if cond.kind == "increment":
+                v = _whole(v)
+        except TypeError as exc:
+            return self._wrong_type(value, exc)
+
+        self._connected = True
+        self._fresh = False
+        self._last_timestamp = timestamp
+        old, had_baseline = self._baseline, self._has_baseline
+        self._baseline, self._has_baseline = v, True
+
+        if first:
+            baseline_only = self._first_value(now, v, old, had_baseline)
+            if baseline_only is not None:
+                return baseline_only
+        if cond.kind == "increment":
+            return self._count(now, v, old)
+        if self._pending is not None:
+            return self._settling(now, v, old, self._pending)
+        if self._matches(old, v):
+            return self._trigger(now, v, old, cond.describe())
+        return self._decision(False, f"not {cond.describe()}", value=v, old_value=old)
+
+    def _ignored(self, value: Any, timestamp: float, severity: int, first: bool) -> Decision | None:
+        """The decision to ignore an update older than the last one or too severe; None
+        for an update to evaluate."""
+        cond = self.condition
         if not first and self._last_timestamp is not None and timestamp < self._last_timestamp:
             return self._decision(
                 False,
@@ -545,80 +612,73 @@ class PvRuleState:
             self._last_timestamp = timestamp
             return self._decision(
                 False,
-                f"severity {_severity_name(severity)} above {_severity_name(cond.severity_max)}; ignored",
+                f"severity {_severity_name(severity)} above "
+                f"{_severity_name(cond.severity_max)}; ignored",
                 value=value,
             )
-        try:
-            v = _convert(value, cond.domain)
-            if cond.kind == "increment":
-                v = _whole(v)
-        except TypeError as exc:
-            cancelled = self._pending is not None
-            self._pending = None
-            message = f"{cond.describe()}: {exc}"
-            if cond.kind == "increment":
-                message = (
-                    f"when = 'increment' needs a numeric counter PV (like FileNumber_RBV): {exc}"
-                )
-            return self._decision(
-                False,
-                "wrong value type" + ("; pending settle cancelled" if cancelled else ""),
-                value=value,
-                old_value=self._baseline,
-                error=message,
-            )
+        return None
 
-        self._connected = True
-        self._fresh = False
-        self._last_timestamp = timestamp
-        old, had_baseline = self._baseline, self._has_baseline
-        self._baseline, self._has_baseline = v, True
+    def _wrong_type(self, value: Any, exc: TypeError) -> Decision:
+        """A value the condition cannot compare: no trigger, and a pending settle ends."""
+        cond = self.condition
+        cancelled = self._pending is not None
+        self._pending = None
+        message = f"{cond.describe()}: {exc}"
+        if cond.kind == "increment":
+            message = f"when = 'increment' needs a numeric counter PV (like FileNumber_RBV): {exc}"
+        return self._decision(
+            False,
+            "wrong value type" + ("; pending settle cancelled" if cancelled else ""),
+            value=value,
+            old_value=self._baseline,
+            error=message,
+        )
 
-        if first and not had_baseline:
+    def _first_value(self, now: float, v: Any, old: Any, had_baseline: bool) -> Decision | None:
+        """The first value since (re)connecting, when it only sets the baseline (or fires
+        with ``fire_on_connect``); None when it is compared like any other."""
+        cond = self.condition
+        if not had_baseline:
             self._armed = not cond.inside(v) if cond.crossing else True
             if cond.fire_on_connect and cond.inside(v):
                 return self._trigger(now, v, None, f"initial value on connect: {cond.describe()}")
             return self._decision(False, "initial value on connect; baseline only", value=v)
-        if first and cond.across_disconnect == "ignore":
+        if cond.across_disconnect == "ignore":
             self._armed = not cond.inside(v) if cond.crossing else True
             return self._decision(
                 False,
-                "first value after reconnect; baseline only (across_disconnect = 'compare' would compare it)",
+                "first value after reconnect; baseline only "
+                "(across_disconnect = 'compare' would compare it)",
                 value=v,
                 old_value=old,
             )
-        if cond.kind == "increment":
-            return self._count(now, v, old)
+        return None
 
-        # A settle in progress: does the condition still hold?
-        if self._pending is not None:
-            pending = self._pending
-            if cond.kind == "change":
-                if _same(v, pending.old_value):
-                    self._pending = None
-                    return self._decision(
-                        False, "changed back during settle; cancelled", value=v, old_value=old
-                    )
-                if not _same(v, old):
-                    pending.due, pending.value = now + cond.settle, v
-                    return self._decision(False, "changed again; settling", value=v, old_value=old)
-                return self._decision(False, "unchanged; settling", value=v, old_value=old)
-            if cond.crossing:
-                self._rearm(v)
-            if cond.inside(v):
-                pending.value = v
-                return self._decision(False, "still holds; settling", value=v, old_value=old)
-            self._pending = None
-            return self._decision(
-                False,
-                f"no longer {cond.describe()} during settle; cancelled",
-                value=v,
-                old_value=old,
-            )
-
-        if self._matches(old, v):
-            return self._trigger(now, v, old, cond.describe())
-        return self._decision(False, f"not {cond.describe()}", value=v, old_value=old)
+    def _settling(self, now: float, v: Any, old: Any, pending: _Pending) -> Decision:
+        """A value while ``pending`` settles: does the condition still hold?"""
+        cond = self.condition
+        if cond.kind == "change":
+            if _same(v, pending.old_value):
+                self._pending = None
+                return self._decision(
+                    False, "changed back during settle; cancelled", value=v, old_value=old
+                )
+            if not _same(v, old):
+                pending.due, pending.value = now + cond.settle, v
+                return self._decision(False, "changed again; settling", value=v, old_value=old)
+            return self._decision(False, "unchanged; settling", value=v, old_value=old)
+        if cond.crossing:
+            self._rearm(v)
+        if cond.inside(v):
+            pending.value = v
+            return self._decision(False, "still holds; settling", value=v, old_value=old)
+        self._pending = None
+        return self._decision(
+            False,
+            f"no longer {cond.describe()} during settle; cancelled",
+            value=v,
+            old_value=old,
+        )
 
     def tick(self, now: float) -> Decision:
         """Time passed: fire a settle that is due and still holds."""
