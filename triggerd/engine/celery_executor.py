@@ -44,9 +44,9 @@ from triggerd.log import get_logger
 
 from . import runner as r
 from .base import ActiveRun, EventSink, Executor, RunHandle, RunResult
-from .celery_worker import TASK_NAME, celery_app, job_message, restore_interval
 from .codec import Codec, PayloadRejected
 from .journal import Journal, Sent
+from .protocol import TASK_NAME, celery_app, job_message, restore_interval
 from .redis_channel import (
     HEARTBEAT_PERIOD,
     HEARTBEAT_TTL,
