@@ -133,11 +133,11 @@ class WorkerSide:
                 "stopped", (), None, "stopped before it started", started=now, ended=now
             )
         elif redelivered and not _idempotent(opened.workflows, job):
-            message = (
+            reason = (
                 f"the worker running task '{job.task}' was lost mid-task, and the task is not "
                 "idempotent (idempotent=False), so it was not run again"
             )
-            outcome = TaskOutcome("failed", message=message, started=now, ended=now)
+            outcome = TaskOutcome("failed", message=reason, started=now, ended=now)
         else:
             outcome = self._start_and_run(
                 job, inbox, opened, hostname, delivery_id, redelivered=redelivered, now=now
