@@ -405,8 +405,8 @@ def bench_triggerd(
     warmup: int,
 ) -> dict[str, Any]:
     from triggerd.config import load_settings
-    from triggerd.engine.celery_worker import celery_app
-    from triggerd.engine.embedded import make_executor
+    from triggerd.engine.factory import make_executor
+    from triggerd.engine.protocol import celery_app
 
     config = triggerd_config(workdir, redis[0])
     settings = load_settings(config)

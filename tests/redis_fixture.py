@@ -33,9 +33,9 @@ from support import TEST_KEY, WORKFLOWS, EventCollector, stop_process
 
 from triggerd.config import CelerySettings
 from triggerd.engine.celery_executor import CeleryExecutor
-from triggerd.engine.celery_worker import TASK_NAME, celery_app, job_message
 from triggerd.engine.codec import Codec
 from triggerd.engine.job import TaskJob
+from triggerd.engine.protocol import TASK_NAME, celery_app, job_message
 from triggerd.engine.redis_channel import events_stream_key
 from triggerd.store.sqlite import SqliteDataStore
 

@@ -17,8 +17,8 @@ from support import wait_for
 
 from triggerd.config import CelerySettings
 from triggerd.daemon.client import ControlClient
-from triggerd.engine.celery_worker import celery_app
 from triggerd.engine.codec import Codec
+from triggerd.engine.protocol import celery_app
 from triggerd.engine.redis_channel import events_stream_key
 from triggerd.eventlog.schema import LogEvent
 

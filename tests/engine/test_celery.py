@@ -24,7 +24,7 @@ from support import TEST_KEY, WORKFLOWS, EventCollector, wait_for
 from triggerd.config import CelerySettings, load_settings
 from triggerd.engine.celery_executor import CeleryExecutor
 from triggerd.engine.codec import Codec, dag_data_of
-from triggerd.engine.embedded import make_executor
+from triggerd.engine.factory import make_executor
 from triggerd.engine.job import TaskJob
 from triggerd.engine.local import LocalExecutor
 from triggerd.engine.redis_channel import b64, connect

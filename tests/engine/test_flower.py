@@ -23,7 +23,7 @@ import pytest
 from redis_fixture import MAIN_WORKER, CeleryCluster, free_port
 from support import REPO, stop_process, wait_for
 
-from triggerd.engine.celery_worker import TASK_NAME
+from triggerd.engine.protocol import TASK_NAME
 
 pytest.importorskip(
     "flower", reason="flower is not installed (pip install -e '.[test]' installs it)"

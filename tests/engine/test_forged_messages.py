@@ -21,9 +21,9 @@ import pytest
 from redis_fixture import SIGNAL_TIMEOUT, refusals
 from support import TEST_KEY, wait_for
 
-from triggerd.engine.celery_worker import TASK_NAME, job_message
 from triggerd.engine.codec import Codec, dag_data_of
 from triggerd.engine.job import TaskJob, WorkflowCache
+from triggerd.engine.protocol import TASK_NAME, job_message
 from triggerd.engine.redis_channel import INBOX, REPLY, RedisChannel, stop_key
 from triggerd.flow import MultiTaskData, TaskData
 

@@ -16,7 +16,7 @@ from support import TEST_KEY, WORKFLOWS, EventCollector
 
 from triggerd.config import load_settings
 from triggerd.engine.codec import Codec
-from triggerd.engine.embedded import make_executor
+from triggerd.engine.factory import make_executor
 from triggerd.store.factory import make_store
 
 ARRAYS = """

@@ -10,9 +10,9 @@ import pytest
 from mongo_fixture import MongoServer
 
 from triggerd.config import load_settings
-from triggerd.engine.celery_worker import _hmac_key
-from triggerd.engine.codec import Codec, load_or_create_key
+from triggerd.engine.codec import Codec
 from triggerd.engine.job import PatientDocument, TaskJob, document_for, outcome_without_document
+from triggerd.engine.keys import load_or_create_key, wait_for_hmac_key
 from triggerd.errors import BackendUnavailable
 from triggerd.store import DocumentMissing
 from triggerd.store.mongodb import MongoDataStore
@@ -30,7 +30,7 @@ def test_a_worker_started_before_the_daemon_waits_for_its_key(tmp_path: Path):
         if len(waits) == 3:  # the daemon starts meanwhile
             load_or_create_key(settings.hmac_key_path)
 
-    key = _hmac_key(settings, sleep=sleep)
+    key = wait_for_hmac_key(settings, sleep=sleep)
     assert len(waits) == 3 and key == settings.hmac_key_path.read_bytes()
     assert settings.hmac_key_path.stat().st_mode & 0o777 == 0o600
     # no draft left

@@ -35,7 +35,7 @@ from support import rss_kib
 
 from triggerd.config import CelerySettings
 from triggerd.daemon.client import ControlClient
-from triggerd.engine.celery_worker import celery_app
+from triggerd.engine.protocol import celery_app
 
 __all__ = ["FULL", "Audit", "Deployment", "Load"]
 

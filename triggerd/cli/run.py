@@ -235,7 +235,7 @@ def run(
     aborted or stopped, 2 for bad input (unknown workflow, missing parameter).
     """
     from triggerd.daemon.events import RunEventLog
-    from triggerd.engine.embedded import make_executor
+    from triggerd.engine.factory import make_executor
 
     arguments = parse_assignments(args)
     settings = obtain_settings(config_path)

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from triggerd.config import Settings
+from triggerd.engine.codec import Codec
+from triggerd.engine.keys import hmac_key
 from triggerd.errors import BackendUnavailable, TriggerdError
 from triggerd.eventlog.factory import open_event_store
 from triggerd.eventlog.forwarder import EventWriter, Spool, StreamForwarder
@@ -86,8 +88,6 @@ class DaemonEventLog:
         except OSError as exc:
             log.error("cannot take over the events `triggerctl run` left", error=str(exc))
         if self._settings.executor.kind == "celery":
-            from triggerd.engine.codec import Codec
-            from triggerd.engine.embedded import hmac_key
             from triggerd.engine.redis_channel import connect, event_is_ours, events_stream_key
 
             self._redis = connect(self._settings.celery.broker_url)
@@ -258,8 +258,6 @@ class _StreamTail:
     whole) from its end at :meth:`start`, and hands the entries of one run to ``record``."""
 
     def __init__(self, settings: Settings, run_id: str, record: Callable[[LogEvent], None]):
-        from triggerd.engine.codec import Codec
-        from triggerd.engine.embedded import hmac_key
         from triggerd.engine.redis_channel import connect, event_is_ours, events_stream_key
 
         self._client = connect(settings.celery.broker_url, retries=1)

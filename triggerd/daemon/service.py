@@ -25,7 +25,7 @@ from typing import Any
 
 from triggerd.config import Settings, load_settings
 from triggerd.engine.base import Executor
-from triggerd.engine.embedded import make_executor
+from triggerd.engine.factory import make_executor
 from triggerd.engine.journal import Journal
 from triggerd.errors import BackendUnavailable, ConfigError, TriggerdError
 from triggerd.eventlog.schema import LogEvent

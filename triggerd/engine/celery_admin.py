@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError
 from triggerd.config import CelerySettings, mask_url_password
 from triggerd.errors import BackendUnavailable
 
-from .celery_worker import celery_app
+from .protocol import celery_app
 
 __all__ = ["consumed_queues", "list_workers", "shutdown_workers"]
 

@@ -1,8 +1,9 @@
 """The Celery executor: the same runner as locally, its tasks run on Celery workers.
 
 The runner stays in this process (the daemon or ``triggerctl run``), exactly as with
-:class:`~triggerd.engine.local.LocalExecutor` (both are :class:`~triggerd.engine.base.Executor`). Only the
-transport differs: a ``StartTask`` becomes a Celery job on the task's queue, and the
+:class:`~triggerd.engine.local.LocalExecutor` (both are
+:class:`~triggerd.engine.base.Executor`). Only the transport differs: a ``StartTask``
+becomes a Celery job on the task's queue (:mod:`triggerd.engine.protocol`), and the
 workers push ``started``/``done``/``signal`` messages onto this executor's Redis inbox.
 
 Two threads: one blocks on ``BLPOP`` of the inbox and hands each message to the other,
@@ -44,9 +45,9 @@ from triggerd.log import get_logger
 
 from . import runner as r
 from .base import ActiveRun, EventSink, Executor, RunHandle, RunResult
-from .celery_worker import TASK_NAME, celery_app, job_message, restore_interval
 from .codec import Codec, PayloadRejected
 from .journal import Journal, Sent
+from .protocol import TASK_NAME, celery_app, job_message, restore_interval
 from .redis_channel import (
     HEARTBEAT_PERIOD,
     HEARTBEAT_TTL,
@@ -377,69 +378,84 @@ class CeleryExecutor(Executor):
         kind = message.get("type")
         if kind == "wake":
             return
-        run_id, dag, task = message["run_id"], message["dag"], message.get("task", "")
-        active = self._runs.get(run_id)
-        sent = self._running.get((run_id, dag, task))
+        key: _Key = (message["run_id"], message["dag"], message.get("task", ""))
+        active = self._runs.get(key[0])
+        sent = self._running.get(key)
         if sent is not None and message.get("delivery") not in (None, sent.task_id):
             sent = None  # a job of an earlier attempt of this task, not the one waited for
         if kind == "started":
             if active is not None and sent is not None:
-                sent.started = True
-                sent.silent_since = None
-                worker = message["worker"]
-                if message.get("redelivered"):
-                    text = f"{task} started again on {worker}: the worker that had it was lost mid-task"
-                    self._emit(
-                        active,
-                        "task.retried",
-                        text,
-                        dag=dag,
-                        task=task,
-                        level="warning",
-                        data={"worker": worker},
-                    )
-                else:
-                    self._emit(
-                        active,
-                        "task.started",
-                        f"{task} started on {worker}",
-                        dag=dag,
-                        task=task,
-                        data={"worker": worker},
-                    )
+                self._on_started(active, sent, message, key)
         elif kind == "done":
-            if active is None:
-                return  # a late completion of a run that has ended (e.g. a redelivery)
-            if sent is None:
-                # A job Celery delivered twice, one given up on after the stop grace, or one
-                # of an earlier attempt.
-                self._emit(
-                    active,
-                    "run.ignored",
-                    f"late or duplicate completion of {dag}/{task}",
-                    level="warning",
-                )
-                return
-            del self._running[(run_id, dag, task)]
-            self._outcome(active, dag, task, decode_outcome(message["outcome"]))
+            self._on_done(active, sent, message, key)
         elif kind == "signal":
-            if active is None:  # the run has ended: answer now rather than let it time out
-                error = {"error": f"run {run_id} has ended", "error_type": "RequestFailed"}
-                self._redis_call(
-                    push,
-                    message["reply_to"],
-                    self._codec.seal(REPLY, {**error, "request_id": message["request_id"]}),
-                )
-                return
-            payload = dict(message["payload"])
-            if isinstance(payload.get("data"), str):
-                payload["data"] = unb64(payload["data"])  # signed bytes, opaque to the runner
-            self._requests[message["request_id"]] = message["reply_to"]
-            self._signal(
-                run_id, message["request_id"], dag, message["action"], payload, task=task or None
-            )
+            self._on_signal(active, message, key)
         else:
             raise InternalError(f"unknown message on the executor's inbox: {kind!r}")
+
+    def _on_started(
+        self, active: ActiveRun, sent: _Sent, message: dict[str, Any], key: _Key
+    ) -> None:
+        _run_id, dag, task = key
+        sent.started = True
+        sent.silent_since = None
+        worker = message["worker"]
+        if message.get("redelivered"):
+            self._emit(
+                active,
+                "task.retried",
+                f"{task} started again on {worker}: the worker that had it was lost mid-task",
+                dag=dag,
+                task=task,
+                level="warning",
+                data={"worker": worker},
+            )
+        else:
+            self._emit(
+                active,
+                "task.started",
+                f"{task} started on {worker}",
+                dag=dag,
+                task=task,
+                data={"worker": worker},
+            )
+
+    def _on_done(
+        self, active: ActiveRun | None, sent: _Sent | None, message: dict[str, Any], key: _Key
+    ) -> None:
+        _run_id, dag, task = key
+        if active is None:
+            return  # a late completion of a run that has ended (e.g. a redelivery)
+        if sent is None:
+            # A job Celery delivered twice, one given up on after the stop grace, or one
+            # of an earlier attempt.
+            self._emit(
+                active,
+                "run.ignored",
+                f"late or duplicate completion of {dag}/{task}",
+                level="warning",
+            )
+            return
+        del self._running[key]
+        self._outcome(active, dag, task, decode_outcome(message["outcome"]))
+
+    def _on_signal(self, active: ActiveRun | None, message: dict[str, Any], key: _Key) -> None:
+        run_id, dag, task = key
+        if active is None:  # the run has ended: answer now rather than let it time out
+            error = {"error": f"run {run_id} has ended", "error_type": "RequestFailed"}
+            self._redis_call(
+                push,
+                message["reply_to"],
+                self._codec.seal(REPLY, {**error, "request_id": message["request_id"]}),
+            )
+            return
+        payload = dict(message["payload"])
+        if isinstance(payload.get("data"), str):
+            payload["data"] = unb64(payload["data"])  # signed bytes, opaque to the runner
+        self._requests[message["request_id"]] = message["reply_to"]
+        self._signal(
+            run_id, message["request_id"], dag, message["action"], payload, task=task or None
+        )
 
     def _check_workers(self) -> None:
         """Fail started jobs whose worker has gone silent for longer than a redelivery takes;
@@ -468,7 +484,10 @@ class CeleryExecutor(Executor):
                 del self._running[key]
                 active = self._runs.get(key[0])
                 if active is not None:
-                    message = f"its worker was lost and the job was not delivered again within {self._lost_after:g} s"
+                    message = (
+                        "its worker was lost and the job was not delivered again within "
+                        f"{self._lost_after:g} s"
+                    )
                     self._lost_task(active, key[1], key[2], message)
 
     def _send_lost_again(self) -> None:
@@ -529,7 +548,8 @@ class CeleryExecutor(Executor):
         queue, or running with its "started" message lost; the running ones show by their
         heartbeat within two periods, so only after that are the others sent again."""
         _log.error(
-            "celery executor: Redis restarted without its data; jobs that did not start are sent again"
+            "celery executor: Redis restarted without its data; "
+            "jobs that did not start are sent again"
         )
         for run_id, active in self._runs.items():
             stopped = tuple(dag for dag in active.run.dags if active.run.is_stopped(dag))

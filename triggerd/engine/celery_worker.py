@@ -1,11 +1,8 @@
-"""The Celery app of triggerd and the one task its workers run: ``triggerd.execute_task``.
+"""The Celery worker of triggerd: it runs ``triggerd.execute_task`` jobs.
 
-The submitter (daemon or ``triggerctl run``) and the workers build the same app from
-settings. A job message is JSON (never pickle: a broker writer must not reach an
-unpickler) naming the workflow, DAG and task, sealed with the HMAC key over every field
-and its Celery task id (a forged, altered or replayed job is refused before anything is
-read from it, :func:`parse_job`); the worker resolves the code from its own
-workflows directory and runs :func:`~triggerd.engine.job.execute_task`, the very
+A job names the workflow, DAG and task (:mod:`triggerd.engine.protocol`: its format, and
+the check of its seal before anything of it is read); the worker resolves the code from
+its own workflows directory and runs :func:`~triggerd.engine.job.execute_task`, the very
 function the local pool runs, so "works locally" means "works on the cluster". Task
 data inside a job stays the codec's signed bytes until ``execute_task`` verifies it.
 
@@ -13,7 +10,8 @@ Jobs are acknowledged late and rejected when their worker is lost, so Celery del
 them again after ``celery.visibility_timeout``; the runner ignores the second completion.
 The runner learns how a task ended from Redis, never from Celery's result; Celery's
 state (result backend, ``celery events``, Flower) still says it: SUCCESS, FAILURE
-(:class:`TaskFailed`) or REVOKED (:class:`TaskStopped`), under the job's shadow name
+(:class:`~triggerd.engine.protocol.TaskFailed`) or REVOKED
+(:class:`~triggerd.engine.protocol.TaskStopped`), under the job's shadow name
 ``workflow/dag/task``.
 
 What a task prints and logs becomes its events (:mod:`triggerd.engine.capture`),
@@ -23,22 +21,17 @@ appended in batches to the Redis events stream, the last of them before the task
 
 from __future__ import annotations
 
-import inspect
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 from celery import Celery
-from celery.app.amqp import AMQP
-from celery.exceptions import Ignore, Terminated
-from kombu.transport import redis as kombu_redis
+from celery.exceptions import Ignore
 
-from triggerd.config import CelerySettings, Settings
-from triggerd.errors import TriggerdError
+from triggerd.config import Settings
 from triggerd.eventlog.schema import LogEvent
 from triggerd.health import patiently
 from triggerd.log import get_logger
@@ -55,240 +48,35 @@ from .job import (
     outcome_without_document,
     worker_hostname,
 )
+from .keys import wait_for_hmac_key
+from .protocol import TASK_NAME, TaskFailed, TaskStopped, celery_app, parse_job
 from .redis_channel import (
     EVENTS_MAXLEN,
     EventStream,
     Heartbeats,
     RedisChannel,
-    b64,
     claim,
     connect,
     delivery_done,
     finish,
     start,
     still_running,
-    unb64,
 )
 
-__all__ = [
-    "DEFAULT_QUEUES",
-    "MESSAGE_VERSION",
-    "TASK_NAME",
-    "TaskFailed",
-    "TaskStopped",
-    "WorkerSide",
-    "celery_app",
-    "job_message",
-    "parse_job",
-    "restore_interval",
-    "run_worker",
-    "worker_app",
-    "worker_argv",
-]
-
-TASK_NAME = "triggerd.execute_task"
-# Lightflow's queues. The runner lives in the submitting process, so only 'task' (and
-# the queues tasks name themselves) carry jobs; a worker still consumes all three, so a
-# deployment written for Lightflow keeps working unchanged.
-DEFAULT_QUEUES = ("task", "dag", "workflow")
-MESSAGE_VERSION = 3  # 3: sealed, and names its Celery task id; 2: the run's attempt
-JOB = "job"  # what a job message is sealed as (Codec.seal's kind)
-_CONTENT_HASH = re.compile(r"[0-9a-f]{64}")
+__all__ = ["WorkerSide", "run_worker", "worker_app", "worker_argv"]
 
 _log = get_logger(__name__)
 _T = TypeVar("_T")
-_KEY_WAIT_REMINDER = 30.0  # seconds between two log lines of a worker waiting for the key
 
 
-class TaskFailed(TriggerdError):
-    """Raised by ``triggerd.execute_task`` once the runner knows that its task failed (or
-    that its job was refused), so that Celery records FAILURE: in its result backend,
-    ``celery events`` and Flower. Expected (the task's ``throws``): Celery logs it as one
-    INFO line without a traceback, acknowledges the job and does not retry it."""
+class _Opened(NamedTuple):
+    """What a worker process opens once and all its tasks share."""
 
-
-class TaskStopped(TriggerdError, Terminated):
-    """Raised by ``triggerd.execute_task`` once the runner knows that its task was stopped
-    or aborted. A worker announces a task that ended with ``Terminated`` as revoked: Celery
-    records REVOKED (a ``task-revoked`` event) and acknowledges the job, as for a task
-    that ``celery control revoke --terminate`` ended."""
-
-
-_AS_TASK_V2 = inspect.signature(AMQP.as_task_v2)
-
-
-class _ShadowNamedAmqp(AMQP):
-    """Celery, except that a job's ``task-sent`` event names it by its shadow name, as the
-    worker's events do: otherwise Flower shows a job no worker has taken yet (and any job
-    whose ``task-sent`` event arrives after the worker's) as ``triggerd.execute_task``."""
-
-    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
-        message = super().as_task_v2(*args, **kwargs)
-        shadow = _AS_TASK_V2.bind(self, *args, **kwargs).arguments.get("shadow")
-        if shadow and message.sent_event is not None:
-            message.sent_event["name"] = shadow
-        return message
-
-
-def celery_app(celery: CelerySettings, *, name: str = "triggerd") -> Celery:
-    """An app configured for triggerd; connects to nothing until used."""
-    _closed_channel_raises_connection_error()
-    app = Celery(name, set_as_current=False, amqp=_ShadowNamedAmqp)
-    app.conf.update(
-        broker_url=celery.broker_url,
-        result_backend=celery.result_backend,
-        task_ignore_result=celery.result_backend is None,
-        # JSON only: the worker must never unpickle what a broker writer put there.
-        task_serializer="json",
-        result_serializer="json",
-        event_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
-        # A job is acknowledged when it has ended, and given back if its worker dies, so
-        # a lost worker means a repeated task, never a lost one.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        broker_transport_options={
-            "visibility_timeout": celery.visibility_timeout,
-            # How often workers look for jobs of lost workers to deliver again. Kombu's
-            # default sweeps every 10 s x 10 (throttle) = 100 s; this makes a lost job come
-            # back within visibility_timeout plus at most 10 s.
-            "unacked_restore_interval": restore_interval(celery.visibility_timeout),
-            "unacked_restore_throttle": 1,
-        },
-        task_time_limit=celery.task_timeout,
-        task_default_queue=DEFAULT_QUEUES[0],
-        # Flower and `celery events` need these.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
-        broker_connection_retry_on_startup=True,
-        # Reconnect for as long as Redis is away. Celery's default, 100 tries, gives up
-        # after about 46 minutes and the worker exits.
-        broker_connection_max_retries=None,
-        # triggerd's logging (structlog, JSON or console) formats Celery's records too,
-        # and a task's print() is information, not a warning.
-        worker_hijack_root_logger=False,
-        worker_redirect_stdouts_level="INFO",
-    )
-    return app
-
-
-def _closed_channel_raises_connection_error() -> None:
-    """Make kombu's Redis channel raise a connection error, not AttributeError, when it
-    is used after its connection was closed.
-
-    When Redis goes away while a job runs (acks_late: its message is unacknowledged),
-    Celery 5.6.3+ (celery/celery#10242) collects the broken connection, which detaches its
-    transport (``transport.client = None``), then closes it; closing the channel gives the
-    unacknowledged message back (kombu ``virtual.Channel.close`` ->
-    ``QoS.restore_unacked_once``), which opens a new pool from
-    ``transport.client.hostname``: AttributeError, which Celery does not expect there, so
-    the worker stopped ("Unrecoverable error") instead of reconnecting. The ack of that
-    job, when it ends, took the same path. As a connection error both are what they are:
-    the message cannot be given back or acknowledged on that connection; it stays in
-    Redis's unacked index and comes back after visibility_timeout, which a worker
-    recognises (see WorkerSide.execute).
-
-    Not fixed upstream as of kombu 5.7.0 / celery 5.7.0 (the same trace: kombu#970,
-    kombu#582); celery 5.6.2 did not close twice but hangs on reconnect (celery#9705).
-    tests/faults/test_outages.py stops Redis under workers with jobs in flight.
-    """
-    connparams = kombu_redis.Channel._connparams
-    if getattr(connparams, "triggerd_patch", False):
-        return  # done once per process, by the first app made
-
-    def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:
-        transport = self.connection
-        if transport is None or transport.client is None:
-            raise redis.exceptions.ConnectionError("this broker channel's connection was closed")
-        return connparams(self, asynchronous=asynchronous)
-
-    _connparams.triggerd_patch = True  # type: ignore[attr-defined]
-    kombu_redis.Channel._connparams = _connparams
-
-
-def restore_interval(visibility_timeout: float) -> int:
-    """Seconds between sweeps for lost jobs: a fraction of the timeout, 1 to 10 s."""
-    return max(1, min(10, int(visibility_timeout / 2)))
-
-
-def job_message(job: TaskJob, inbox: str, job_id: str, codec: Codec) -> dict[str, Any]:
-    """The JSON body of a job: names, not code; data as signed bytes in base64; sealed,
-    with ``job_id`` (the Celery task id it is sent under) among the sealed fields."""
-    inputs = None
-    if job.inputs is not None:
-        inputs = [[name, list(aliases), b64(blob)] for name, aliases, blob in job.inputs]
-    body = {
-        "v": MESSAGE_VERSION,
-        "run_id": job.run_id,
-        "workflow": job.workflow,
-        "content_hash": job.content_hash,
-        "dag": job.dag,
-        "blueprint": job.blueprint,
-        "task": job.task,
-        "queue": job.queue,
-        "inputs": inputs,
-        "dag_data": b64(job.dag_data),
-        "reply_to": inbox,
-        "rule": job.rule,
-        "attempt": job.attempt,
-        "job_id": job_id,
-    }
-    return codec.seal(JOB, body)
-
-
-def parse_job(message: Any, codec: Codec, delivery_id: str) -> tuple[TaskJob, str]:
-    """The job and the runner's inbox of a message delivered under Celery task id
-    ``delivery_id``; :class:`PayloadRejected` if it is not sealed with our key (unsigned,
-    forged, any field altered), was sealed for another task id (a replay), names no
-    workflow content hash, or is malformed."""
-    try:
-        message = codec.unseal(JOB, message)
-    except PayloadRejected as exc:
-        version = message.get("v") if isinstance(message, dict) else None
-        if version != MESSAGE_VERSION:
-            raise PayloadRejected(
-                f"{exc} (message version {version!r}; this worker reads {MESSAGE_VERSION}: are all triggerd installs the same version?)"
-            ) from None
-        raise
-    try:
-        if message.get("v") != MESSAGE_VERSION:
-            raise ValueError(
-                f"unknown message version {message.get('v')!r} (this worker reads {MESSAGE_VERSION})"
-            )
-        inputs = None
-        if message["inputs"] is not None:
-            inputs = tuple(
-                (str(name), tuple(str(a) for a in aliases), unb64(blob) or b"")
-                for name, aliases, blob in message["inputs"]
-            )
-        job = TaskJob(
-            str(message["run_id"]),
-            str(message["workflow"]),
-            str(message["content_hash"]),
-            str(message["dag"]),
-            str(message["blueprint"]),
-            str(message["task"]),
-            str(message["queue"]),
-            inputs,
-            unb64(message.get("dag_data")),
-            str(message["rule"]) if message.get("rule") is not None else None,
-            int(message["attempt"]),
-        )
-        inbox = str(message["reply_to"])
-        job_id = message["job_id"]
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise PayloadRejected(
-            f"malformed triggerd job message, refused: {type(exc).__name__}: {exc}"
-        ) from None
-    if job_id != delivery_id:
-        raise PayloadRejected(
-            f"a job signed for task id {job_id!r} arrived as {delivery_id!r} (replayed?): refused"
-        )
-    if not _CONTENT_HASH.fullmatch(job.content_hash):
-        raise PayloadRejected("a job without its workflow file's content hash (sha256): refused")
-    return job, inbox
+    workflows: WorkflowCache
+    store: Any
+    client: redis.Redis
+    heartbeats: Heartbeats
+    events: EventBatcher
 
 
 class WorkerSide:
@@ -305,29 +93,24 @@ class WorkerSide:
         self._store_spec = store_spec(settings)
         self._lock = threading.Lock()
         self._pid = -1
-        self._codec = Codec(_hmac_key(settings))
-        self._workflows: WorkflowCache | None = None
-        self._store: Any = None
-        self._redis: redis.Redis | None = None
-        self._heartbeats: Heartbeats | None = None
-        self._events: EventBatcher | None = None
+        self._codec = Codec(wait_for_hmac_key(settings))
+        self._opened: _Opened | None = None
 
-    def _open(self) -> tuple[WorkflowCache, Any, redis.Redis, Heartbeats, EventBatcher]:
+    def _open(self) -> _Opened:
         with self._lock:
             if self._pid != os.getpid():
-                self._workflows = WorkflowCache(self._settings.paths.workflows, validate=False)
+                workflows = WorkflowCache(self._settings.paths.workflows, validate=False)
                 # Not opened here: a store that is down is waited for by each task.
-                self._store = self._store_spec.create(self._codec)
-                self._redis = connect(self._settings.celery.broker_url)
-                self._heartbeats = Heartbeats(self._redis)
-                self._events = EventBatcher(
-                    EventStream(self._redis, codec=self._codec, maxlen=self._events_maxlen).append
+                store = self._store_spec.create(self._codec)
+                client = connect(self._settings.celery.broker_url)
+                stream = EventStream(client, codec=self._codec, maxlen=self._events_maxlen)
+                self._opened = _Opened(
+                    workflows, store, client, Heartbeats(client), EventBatcher(stream.append)
                 )
                 let_task_records_through()
                 self._pid = os.getpid()
-            assert self._workflows is not None and self._redis is not None
-            assert self._heartbeats is not None and self._events is not None
-            return self._workflows, self._store, self._redis, self._heartbeats, self._events
+            assert self._opened is not None
+            return self._opened
 
     def execute(self, message: Any, hostname: str, delivery_id: str) -> str:
         """Run one job, push its outcome to the runner, then end as Celery should record it:
@@ -340,23 +123,48 @@ class WorkerSide:
         unreachable, the job's messages to the runner wait and are sent again (up to
         ``executor.give_up_after``): an outage delays a completion, it does not lose it.
         """
-        workflows, store, client, heartbeats, events = self._open()
+        opened = self._open()
+        job, inbox = self._accept(message, hostname, delivery_id, opened.events)
+        now = time.time()
+        redelivered, stopped = self._claim(opened.client, job, delivery_id)
+        if stopped:
+            # Stopped while queued, or a redelivery of a job whose run has ended.
+            outcome = TaskOutcome(
+                "stopped", (), None, "stopped before it started", started=now, ended=now
+            )
+        elif redelivered and not _idempotent(opened.workflows, job):
+            reason = (
+                f"the worker running task '{job.task}' was lost mid-task, and the task is not "
+                "idempotent (idempotent=False), so it was not run again"
+            )
+            outcome = TaskOutcome("failed", message=reason, started=now, ended=now)
+        else:
+            outcome = self._start_and_run(
+                job, inbox, opened, hostname, delivery_id, redelivered=redelivered, now=now
+            )
+        self._until_sent(
+            "telling the runner how the task ended",
+            lambda: finish(opened.client, self._codec, inbox, job, outcome, hostname, delivery_id),
+        )
+        _log.debug(
+            "task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome
+        )
+        return _as_celery_records_it(job, outcome)
+
+    def _accept(
+        self, message: Any, hostname: str, delivery_id: str, events: EventBatcher
+    ) -> tuple[TaskJob, str]:
+        """The job and its runner's inbox, if the message is a job of ours to run; else the
+        refusal is reported and :class:`TaskFailed` raised."""
         try:
-            job, inbox = parse_job(message, self._codec, delivery_id)
+            return parse_job(message, self._codec, delivery_id)
         except PayloadRejected as exc:
             self._refuse(message, exc, hostname, delivery_id, events)
             raise TaskFailed(f"the job was refused and nothing of it ran: {exc}") from None
-        channel = RedisChannel(
-            client,
-            run_id=job.run_id,
-            dag=job.dag,
-            inbox=inbox,
-            codec=self._codec,
-            timeout=self._settings.celery.signal_timeout,
-            task=job.task,
-            attempt=job.attempt,
-        )
-        now = time.time()
+
+    def _claim(self, client: redis.Redis, job: TaskJob, delivery_id: str) -> tuple[bool, bool]:
+        """Take the job: whether it was delivered before (its worker was lost mid-task) and
+        whether its run was stopped; ``Ignore`` if another worker runs it or has run it."""
         status, stopped = self._until_sent(
             "claiming the job", lambda: claim(client, self._codec, delivery_id, job)
         )
@@ -378,61 +186,49 @@ class WorkerSide:
                 task=job.task,
             )
             raise Ignore()
-        if stopped:
-            # Stopped while queued, or a redelivery of a job whose run has ended.
-            outcome = TaskOutcome(
-                "stopped", (), None, "stopped before it started", started=now, ended=now
-            )
-        elif status == "again" and not _idempotent(workflows, job):
-            message = (
-                f"the worker running task '{job.task}' was lost mid-task, and the task is not "
-                "idempotent (idempotent=False), so it was not run again"
-            )
-            outcome = TaskOutcome("failed", message=message, started=now, ended=now)
-        else:
-            self._until_sent(
-                "telling the runner the task started",
-                lambda: start(
-                    client,
-                    self._codec,
-                    inbox,
-                    job,
-                    hostname,
-                    delivery_id,
-                    redelivered=status == "again",
-                ),
-            )
-            with heartbeats.running(delivery_id):
-                try:
-                    outcome = self._run(job, workflows, store, channel, hostname, events)
-                except Exception as exc:  # noqa: BLE001 - our bug: still say how the task ended
-                    _log.exception(
-                        "triggerd failed running a task", run=job.run_id, dag=job.dag, task=job.task
-                    )
-                    outcome = TaskOutcome(
-                        "failed",
-                        message=f"internal error running the task: {type(exc).__name__}: {exc}",
-                        started=now,
-                        ended=time.time(),
-                    )
-            # What the task printed before it ended, however it ended, and before its end.
-            self._until_sent("sending the task's output", events.flush)
+        return status == "again", stopped
+
+    def _start_and_run(
+        self,
+        job: TaskJob,
+        inbox: str,
+        opened: _Opened,
+        hostname: str,
+        delivery_id: str,
+        *,
+        redelivered: bool,
+        now: float,
+    ) -> TaskOutcome:
+        """Tell the runner the task started, run it with a heartbeat, and send what it
+        printed; its outcome, a failure saying so if triggerd itself failed running it."""
         self._until_sent(
-            "telling the runner how the task ended",
-            lambda: finish(client, self._codec, inbox, job, outcome, hostname, delivery_id),
+            "telling the runner the task started",
+            lambda: start(
+                opened.client,
+                self._codec,
+                inbox,
+                job,
+                hostname,
+                delivery_id,
+                redelivered=redelivered,
+            ),
         )
-        _log.debug(
-            "task ended", run=job.run_id, dag=job.dag, task=job.task, outcome=outcome.outcome
-        )
-        # Only now, the runner told: a task that ends in an exception is what Celery records
-        # as a failure. Nothing listens to Celery's result (the runner learns from Redis).
-        if outcome.outcome == "failed":
-            raise TaskFailed(outcome.message or f"task '{job.task}' failed")
-        if outcome.outcome in ("stopped", "aborted"):
-            raise TaskStopped(
-                f"{outcome.outcome}: {outcome.message}" if outcome.message else outcome.outcome
-            )
-        return outcome.outcome
+        with opened.heartbeats.running(delivery_id):
+            try:
+                outcome = self._run(job, inbox, opened, hostname)
+            except Exception as exc:  # noqa: BLE001 - our bug: still say how the task ended
+                _log.exception(
+                    "triggerd failed running a task", run=job.run_id, dag=job.dag, task=job.task
+                )
+                outcome = TaskOutcome(
+                    "failed",
+                    message=f"internal error running the task: {type(exc).__name__}: {exc}",
+                    started=now,
+                    ended=time.time(),
+                )
+        # What the task printed before it ended, however it ended, and before its end.
+        self._until_sent("sending the task's output", opened.events.flush)
+        return outcome
 
     def _refuse(
         self,
@@ -478,28 +274,45 @@ class WorkerSide:
             ),
         )
 
-    def _run(
-        self,
-        job: TaskJob,
-        workflows: WorkflowCache,
-        store: Any,
-        channel: RedisChannel,
-        hostname: str,
-        events: EventBatcher,
-    ) -> TaskOutcome:
+    def _run(self, job: TaskJob, inbox: str, opened: _Opened, hostname: str) -> TaskOutcome:
+        channel = RedisChannel(
+            opened.client,
+            run_id=job.run_id,
+            dag=job.dag,
+            inbox=inbox,
+            codec=self._codec,
+            timeout=self._settings.celery.signal_timeout,
+            task=job.task,
+            attempt=job.attempt,
+        )
+        give_up_after = self._settings.executor.give_up_after
         try:
-            document = document_for(job, store, give_up_after=self._settings.executor.give_up_after)
+            document = document_for(job, opened.store, give_up_after=give_up_after)
         except Exception as exc:  # noqa: BLE001 - reported as the task's failure, saying why
             return outcome_without_document(exc, self._store_spec.describe())
         return execute_task(
             job,
-            workflows=workflows,
+            workflows=opened.workflows,
             codec=self._codec,
             channel=channel,
             store=document,
             hostname=hostname,
-            emit=events,
+            emit=opened.events,
         )
+
+
+def _as_celery_records_it(job: TaskJob, outcome: TaskOutcome) -> str:
+    """End as Celery should record the task, once the runner has been told how it ended.
+
+    A task that ends in an exception is what Celery records as a failure. Nothing
+    listens to Celery's result (the runner learns from Redis)."""
+    if outcome.outcome == "failed":
+        raise TaskFailed(outcome.message or f"task '{job.task}' failed")
+    if outcome.outcome in ("stopped", "aborted"):
+        raise TaskStopped(
+            f"{outcome.outcome}: {outcome.message}" if outcome.message else outcome.outcome
+        )
+    return outcome.outcome
 
 
 def _idempotent(workflows: WorkflowCache, job: TaskJob) -> bool:
@@ -510,28 +323,6 @@ def _idempotent(workflows: WorkflowCache, job: TaskJob) -> bool:
         )
     except Exception:  # noqa: BLE001 - execute_task reports the lookup's error properly
         return True
-
-
-def _hmac_key(settings: Settings, *, sleep: Callable[[float], Any] = time.sleep) -> bytes:
-    """The daemon's key. Unlike the daemon, a worker never creates one (a key of its own
-    would make it refuse every job as tampered): a worker started at the same moment as a
-    new daemon waits for the daemon to write it, saying so every half minute."""
-    from .embedded import hmac_key  # embedded imports the local executor: only when needed
-
-    path = settings.hmac_key_path
-    waited = 0.0
-    while settings.security.hmac_key is None and not path.exists():
-        if waited % _KEY_WAIT_REMINDER == 0:
-            _log.warning(
-                "waiting for the HMAC key file: a worker signs and verifies task data with the "
-                "daemon's key, which the daemon writes at its first start; on another host, copy "
-                "the daemon's key file here (mode 0600) or set security.hmac_key_file",
-                path=str(path),
-                waited=waited,
-            )
-        sleep(1.0)
-        waited += 1.0
-    return hmac_key(settings)
 
 
 def worker_app(settings: Settings) -> Celery:

@@ -11,6 +11,8 @@
   is acted on (:meth:`Codec.unseal`).
 - Tags: an HMAC over a few strings (:meth:`Codec.tag`), e.g. the value of a stop flag, so
   a flag set by anyone else is not a stop.
+
+Where the key comes from (config, key file, a worker's wait for it): :mod:`.keys`.
 """
 
 from __future__ import annotations
@@ -18,23 +20,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import pickle
-import secrets
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
 
 from triggerd.errors import ConfigError, TriggerdError
-from triggerd.private import check_private, make_private_dir
 
 __all__ = [
     "Codec",
     "PayloadRejected",
     "UnpicklableData",
     "dag_data_of",
-    "load_or_create_key",
     "output_of",
 ]
 
@@ -97,7 +94,8 @@ class Codec:
         """The object in ``blob``, unpickled only if it was signed with this key for ``bind``."""
         if blob.startswith(_UNBOUND_MAGIC):
             raise PayloadRejected(
-                "payload signed by an older triggerd, for no run in particular: refused to unpickle it"
+                "payload signed by an older triggerd, for no run in particular: "
+                "refused to unpickle it"
             )
         if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + _SIG:
             raise PayloadRejected("payload is not signed by triggerd: refused to unpickle it")
@@ -140,7 +138,8 @@ class Codec:
             ) from None
         if not hmac.compare_digest(signature, expected):
             raise PayloadRejected(
-                f"{kind} message signature does not match (forged, tampered, or signed with another key): refused"
+                f"{kind} message signature does not match (forged, tampered, or signed with "
+                "another key): refused"
             )
         return body
 
@@ -167,38 +166,3 @@ def _locate_unpicklable(obj: Any, path: str, exc: Exception) -> UnpicklableData:
         except Exception as child_exc:  # noqa: BLE001
             return _locate_unpicklable(child, child_path, child_exc)
     return UnpicklableData(path, type(obj).__name__, str(exc))
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """Read the HMAC key file, creating it (mode 0600, 32 random bytes) when missing; a
-    key file that group or others may access is refused (as ssh refuses such a key)."""
-    path = Path(path)
-    try:
-        key = path.read_bytes().strip()
-        check_private(path, path.stat(), what="HMAC key", key="security.hmac_key_file")
-    except FileNotFoundError:
-        make_private_dir(path.parent)
-        key = secrets.token_hex(32).encode()
-        # Written beside it, then linked into place: a worker waiting for the file never
-        # reads it half written, and of two processes creating it at once one wins.
-        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(draft, path)
-        except FileExistsError:  # another process created it first: use theirs
-            return load_or_create_key(path)
-        finally:
-            draft.unlink()
-        return key
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read the HMAC key file: {exc.strerror}", source=str(path)
-        ) from exc
-    if len(key) < 16:
-        raise ConfigError("the HMAC key file holds fewer than 16 bytes", source=str(path))
-    return key

@@ -153,12 +153,6 @@ def execute_task(
     (default: ``hostname``).
     """
     started = time.time()
-    meta_key = f"log.{job.dag}.tasks.{job.task}"
-    ended: list[tuple[str, str]] = []
-
-    def record(outcome: str, exc: BaseException | None = None) -> None:
-        ended.append((outcome, str(exc) if exc is not None else ""))
-
     entry: dict[str, Any] = {"start_time": started, "worker": hostname, "queue": job.queue}
     capturing = (
         capture_task(
@@ -174,54 +168,79 @@ def execute_task(
         else contextlib.nullcontext()
     )
     with capturing:
-        try:
-            task = workflows.get(job.workflow, job.content_hash).task(job.blueprint, job.task)
-            data = _input_data(job, codec)
-            if store is not None:  # as Lightflow: a running task can read its own entry
-                store.set(meta_key, entry, section="meta")
-            context = TaskContext(job.task, job.dag, job.workflow, job.run_id, hostname)
-            action = task._run(
-                data,
-                store,
-                TaskSignal(channel, job.dag),
-                context,
-                success_callback=lambda: record("succeeded"),
-                stop_callback=lambda exc: record("stopped", exc),
-                abort_callback=lambda exc: record("aborted", exc),
-            )
-            output = (
-                action.data.default_dataset
-                if isinstance(action.data, MultiTaskData) and len(action.data)
-                else TaskData()
-            )
-            blob = codec.dumps(output, bind=output_of(job.run_id, job.dag, job.task), what="data")
-            outcome, message = ended[-1] if ended else ("succeeded", "")
-            result = TaskOutcome(outcome, action.limit_names(), blob, message, "", started)
-        except UnpicklableData as exc:
-            result = _failed(
-                f"task '{job.task}' returned data that cannot be pickled: {exc}", "", started
-            )
-        except Exception as exc:  # noqa: BLE001 - a task may raise anything; it is recorded
-            result = _failed(f"{type(exc).__name__}: {exc}", _user_traceback(exc), started)
+        result = _run_task(job, workflows, codec, channel, store, hostname, entry)
     finished = time.time()
     if store is not None:
-        # the task has ended: no waiting
-        at_once = store.at_once if isinstance(store, PatientDocument) else store
-        try:
-            at_once.set(
-                meta_key,
-                {**entry, "end_time": finished, "duration": finished - started},
-                section="meta",
-            )
-        except Exception as exc:  # noqa: BLE001 - the task has ended; only its times are lost
-            _log.warning(
-                "the task's end time could not be written to the data store",
-                run=job.run_id,
-                dag=job.dag,
-                task=job.task,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+        _record_end(job, store, {**entry, "end_time": finished, "duration": finished - started})
     return replace(result, ended=finished)
+
+
+def _run_task(
+    job: TaskJob,
+    workflows: WorkflowCache,
+    codec: Codec,
+    channel: SignalChannel,
+    store: Any,
+    hostname: str,
+    entry: dict[str, Any],
+) -> TaskOutcome:
+    """Find the task, run it on its verified input and sign its output; what the task
+    raises is its failure, with the traceback of its own code."""
+    started = entry["start_time"]
+    ended: list[tuple[str, str]] = []
+
+    def record(outcome: str, exc: BaseException | None = None) -> None:
+        ended.append((outcome, str(exc) if exc is not None else ""))
+
+    try:
+        task = workflows.get(job.workflow, job.content_hash).task(job.blueprint, job.task)
+        data = _input_data(job, codec)
+        if store is not None:  # as Lightflow: a running task can read its own entry
+            store.set(_meta_key(job), entry, section="meta")
+        context = TaskContext(job.task, job.dag, job.workflow, job.run_id, hostname)
+        action = task._run(
+            data,
+            store,
+            TaskSignal(channel, job.dag),
+            context,
+            success_callback=lambda: record("succeeded"),
+            stop_callback=lambda exc: record("stopped", exc),
+            abort_callback=lambda exc: record("aborted", exc),
+        )
+        output = (
+            action.data.default_dataset
+            if isinstance(action.data, MultiTaskData) and len(action.data)
+            else TaskData()
+        )
+        blob = codec.dumps(output, bind=output_of(job.run_id, job.dag, job.task), what="data")
+        outcome, message = ended[-1] if ended else ("succeeded", "")
+        return TaskOutcome(outcome, action.limit_names(), blob, message, "", started)
+    except UnpicklableData as exc:
+        return _failed(
+            f"task '{job.task}' returned data that cannot be pickled: {exc}", "", started
+        )
+    except Exception as exc:  # noqa: BLE001 - a task may raise anything; it is recorded
+        return _failed(f"{type(exc).__name__}: {exc}", _user_traceback(exc), started)
+
+
+def _meta_key(job: TaskJob) -> str:
+    """Where the task's entry (start, end, worker, queue) is in its run's ``meta`` section."""
+    return f"log.{job.dag}.tasks.{job.task}"
+
+
+def _record_end(job: TaskJob, store: Any, entry: dict[str, Any]) -> None:
+    """Write the task's entry with its end time; the task has ended, so without waiting."""
+    at_once = store.at_once if isinstance(store, PatientDocument) else store
+    try:
+        at_once.set(_meta_key(job), entry, section="meta")
+    except Exception as exc:  # noqa: BLE001 - the task has ended; only its times are lost
+        _log.warning(
+            "the task's end time could not be written to the data store",
+            run=job.run_id,
+            dag=job.dag,
+            task=job.task,
+            error=f"{type(exc).__name__}: {exc}",
+        )
 
 
 def document_for(
@@ -311,9 +330,15 @@ def outcome_without_document(exc: Exception, where: str) -> TaskOutcome:
     saying why (the store was unreachable, or the worker uses another store)."""
     now = time.time()
     if isinstance(exc, TriggerdError) and not unavailable(exc):  # DocumentMissing
-        message = f"{exc} (this worker's data store is {where}: the worker and the process that started the run must share one data store)"
+        message = (
+            f"{exc} (this worker's data store is {where}: the worker and the process that "
+            "started the run must share one data store)"
+        )
     else:
-        message = f"the data store ({where}) could not be reached, so the task did not run: {type(exc).__name__}: {exc}"
+        message = (
+            f"the data store ({where}) could not be reached, so the task did not run: "
+            f"{type(exc).__name__}: {exc}"
+        )
     return TaskOutcome("failed", message=message, started=now, ended=now)
 
 

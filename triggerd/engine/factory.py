@@ -1,7 +1,8 @@
 """Executors from settings: the embedded default (a local pool) or Celery workers.
 
-Both use the data store ``store.backend`` names (SQLite or MongoDB); :func:`make_executor`
-picks the executor by ``executor.kind``.
+Both use the data store ``store.backend`` names (SQLite or MongoDB) and the HMAC key
+(:func:`~triggerd.engine.keys.hmac_key`); :func:`make_executor` picks the executor by
+``executor.kind``.
 """
 
 from __future__ import annotations
@@ -15,21 +16,15 @@ from triggerd.private import make_private_dir
 from triggerd.store.factory import store_spec
 
 from .base import EventSink, Executor
-from .codec import Codec, load_or_create_key
+from .codec import Codec
 from .journal import Journal
+from .keys import hmac_key
 from .local import LocalExecutor
 
 if TYPE_CHECKING:
     from .celery_executor import CeleryExecutor
 
-__all__ = ["celery_executor", "hmac_key", "local_executor", "make_executor"]
-
-
-def hmac_key(settings: Settings) -> bytes:
-    """The key that signs task data: inline from the config, else from (or into) its file."""
-    if settings.security.hmac_key is not None:
-        return settings.security.hmac_key.get_secret_value().encode()
-    return load_or_create_key(settings.hmac_key_path)
+__all__ = ["celery_executor", "local_executor", "make_executor"]
 
 
 def local_executor(
