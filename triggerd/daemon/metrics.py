@@ -13,15 +13,15 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from triggerd.eventlog.schema import LogEvent
+from triggerd.runstate import END_KINDS
 
 if TYPE_CHECKING:
-    from .service import Daemon
+    from .control import DaemonView
 
 __all__ = ["Metrics"]
 
 # Seconds: from quick Python tasks to long beamline processing.
 _BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
-_RUN_ENDS = ("run.succeeded", "run.failed", "run.aborted", "run.stopped", "run.rejected")
 
 
 class Metrics:
@@ -42,7 +42,7 @@ class Metrics:
         if kind == "trigger.skipped":
             reason = event.data.get("reason") if isinstance(event.data, dict) else None
             self.skipped[(event.rule or "", str(reason or "unknown"))] += 1
-        elif kind in _RUN_ENDS:
+        elif kind in END_KINDS:
             self.runs_ended[(event.workflow or "", kind.split(".", 1)[1])] += 1
         elif kind.startswith("task.") and kind not in ("task.started", "task.retried"):
             workflow = event.workflow or ""
@@ -63,7 +63,7 @@ class Metrics:
                 counts[reason] += n
         return dict(sorted(counts.items()))
 
-    def render(self, daemon: Daemon) -> str:
+    def render(self, daemon: DaemonView) -> str:
         out = _Writer()
         out.metric(
             "triggerd_uptime_seconds",
@@ -141,16 +141,15 @@ class Metrics:
             histogram.append(("_sum", {"workflow": workflow}, self._task_sum[workflow]))
             histogram.append(("_count", {"workflow": workflow}, self._task_count[workflow]))
         out.histogram("triggerd_task_duration_seconds", "Task run times by workflow.", histogram)
-        if daemon._source is not None:
-            out.metric(
-                "triggerd_source_up",
-                "gauge",
-                "1 if a watched root is being watched, 0 if waiting or in error.",
-                [
-                    ({"root": h["root"], "state": h["state"]}, 1 if h["state"] == "watching" else 0)
-                    for h in daemon._source.health()
-                ],
-            )
+        out.metric(
+            "triggerd_source_up",
+            "gauge",
+            "1 if a watched root is being watched, 0 if waiting or in error.",
+            [
+                ({"root": h["root"], "state": h["state"]}, 1 if h["state"] == "watching" else 0)
+                for h in daemon.file_health()
+            ],
+        )
         pvs = daemon.pv.health() if daemon.pv is not None else []
         if pvs:
             out.metric(
