@@ -19,7 +19,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,10 @@ from triggerd.log import get_logger
 from triggerd.private import make_private_dir
 from triggerd.runstate import END_KINDS, RunState
 from triggerd.sources.events import FileEvent
-from triggerd.sources.files import FileSource, FileWatch
+from triggerd.sources.files import FileSource
 
 from .api import ControlServer
+from .catch_up import CatchUp, watches_for
 from .checks import check_everything, setup_warnings
 from .deferred import StateWrites
 from .dependencies import DependencyWatch
@@ -62,20 +62,10 @@ __all__ = ["Daemon", "watches_for"]
 log = get_logger("triggerd.daemon")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _FILES_PER_TURN = 20  # live file events the loop takes before other callbacks get a turn
-_CATCH_UP_BATCH = 100  # new files handed from the catch-up thread to the loop at once
 # How far before a reload began its rescan looks: past the events watchdog had queued and
 # not yet handed out, and the tick by which a ctime (the kernel's coarse clock) may lag
 # time.time(). Files found that were dispatched already cost a ledger lookup each.
 _RELOAD_LOOKBACK = 5.0
-
-
-@dataclass(frozen=True)
-class _CatchUp:
-    rule: str
-    watch: FileWatch
-    # Only files that arrived since (a time.time(); by ctime, see _scan.arrival_ns), not
-    # their mtime: a copy that keeps an old mtime arrives now. None: every file.
-    since: float | None
 
 
 @contextlib.contextmanager
@@ -99,30 +89,6 @@ def _single_instance(state_dir: Path, mode: int) -> Iterator[None]:
         lock.write(str(os.getpid()))
         lock.flush()
         yield
-
-
-def watches_for(rules: RuleSet) -> list[FileWatch]:
-    """One watch per (root, completion settings); rules sharing them share the watch."""
-    seen: dict[FileWatch, None] = {}
-    for rule in rules.rules:
-        if rule.files is None:
-            continue
-        f = rule.files
-        for root in f.roots:
-            seen[
-                FileWatch(
-                    root,
-                    f.recursive,
-                    f.complete,
-                    f.settle,
-                    f.poll,
-                    f.marker_suffix,
-                    tuple(f.ignore),
-                    follow_symlinks=f.follow_symlinks,
-                    within=f.roots,
-                )
-            ] = None
-    return list(seen)
 
 
 class Daemon:
@@ -155,6 +121,7 @@ class Daemon:
         self.eventlog: DaemonEventLog | None = None
         self.metrics = Metrics()
         self._source: FileSource | None = None
+        self._catch_up: CatchUp | None = None
         self.pv: PvTriggers | None = None
         self.status_pvs: StatusPvs | None = None
         self.dispatcher: Dispatcher | None = None
@@ -186,13 +153,7 @@ class Daemon:
 
     async def _run(self, rules: RuleSet) -> int:
         assert self._loop is not None
-        self.state.open()
-        self.writes = StateWrites(self._loop, self.settings.state_db_path)
-        requeued = self.state.requeue_unfinished()
-        self.journal.open()
-        finished = set(self.journal.runs()) - self.state.unfinished(self.journal.runs())
-        for run_id in finished:  # ended, and the daemon died before their journal went
-            self.journal.forget(run_id)
+        requeued = self._open_state()
         self.eventlog = DaemonEventLog(self.settings, self._loop)
         self.eventlog.start()
         self.add_sink(self.eventlog.record)
@@ -206,36 +167,8 @@ class Daemon:
             record_event=self.record_event,
             resuming=requeued,
         )
-        try:
-            self._executor.start()
-        except BackendUnavailable as exc:
-            # Redis not up yet (boot order): wait for it, take triggers
-            self.dispatcher.holding = str(exc)
-            self.record_event(
-                "executor.waiting",
-                f"the executor waits for its backend; runs wait in the outbox: {exc}",
-                level="warning",
-            )
-            self._executor_retry = self._loop.create_task(self._start_executor_later())
-        own_dirs, own_files = self.settings.own_files()
-        self._source = FileSource(
-            watches_for(rules),
-            self._from_source,
-            on_health=self._on_health,
-            own_dirs=own_dirs,
-            own_files=own_files,
-        )
-        self._source.start()
-        self.pv = PvTriggers(
-            self._loop,
-            self.dispatcher,
-            self.state,
-            record_event=self.record_event,
-            queued=self._arm_tick,
-            durably=self.writes.run,
-        )
-        self.pv.start(rules)
-        self.pv.resume_waits()
+        self._start_executor()
+        catch_up = self._start_sources(rules)
         server = ControlServer(self, self.settings)
         await server.start()
         await self._start_status_pvs()
@@ -247,15 +180,79 @@ class Daemon:
             self._loop.add_signal_handler(sig, handler)
         self.record_event(
             "daemon.started",
-            f"triggerd started: {len(rules.rules)} rules, {len(requeued)} runs resume where they were",
+            f"triggerd started: {len(rules.rules)} rules, "
+            f"{len(requeued)} runs resume where they were",
             data={"pid": os.getpid(), "config": self.settings.source},
         )
         # valid, but most likely not what was meant
         for warning in setup_warnings(self.settings, rules):
             self.record_event("daemon.warning", warning, level="warning")
-        self._catch_up(rules, first=True)
+        catch_up.missed(rules)
         self.dispatcher.pump(time.time())
         self.systemd.ready(self.summary())
+        await self._serve_until_stopped(server)
+        return 0
+
+    def _open_state(self) -> list[str]:
+        """Open the state file and the journal; the runs that were going on, queued again."""
+        assert self._loop is not None
+        self.state.open()
+        self.writes = StateWrites(self._loop, self.settings.state_db_path)
+        requeued = self.state.requeue_unfinished()
+        self.journal.open()
+        finished = set(self.journal.runs()) - self.state.unfinished(self.journal.runs())
+        for run_id in finished:  # ended, and the daemon died before their journal went
+            self.journal.forget(run_id)
+        return requeued
+
+    def _start_executor(self) -> None:
+        assert self._executor is not None and self.dispatcher is not None
+        assert self._loop is not None
+        try:
+            self._executor.start()
+        except BackendUnavailable as exc:
+            # Redis not up yet (boot order): wait for it, take triggers
+            self.dispatcher.holding = str(exc)
+            self.record_event(
+                "executor.waiting",
+                f"the executor waits for its backend; runs wait in the outbox: {exc}",
+                level="warning",
+            )
+            self._executor_retry = self._loop.create_task(self._start_executor_later())
+
+    def _start_sources(self, rules: RuleSet) -> CatchUp:
+        """Watch the files and PVs of ``rules``; what finds the files the watches missed."""
+        assert self._loop is not None and self.dispatcher is not None
+        assert self.writes is not None
+        own_dirs, own_files = self.settings.own_files()
+        source = self._source = FileSource(
+            watches_for(rules),
+            self._from_source,
+            on_health=self._on_health,
+            own_dirs=own_dirs,
+            own_files=own_files,
+        )
+        source.start()
+        self._catch_up = CatchUp(
+            self._loop,
+            self.state,
+            lambda watch, since: source.scan(watch, arrived_since=since),
+            self._on_caught_up,
+            self.record_event,
+        )
+        self.pv = PvTriggers(
+            self._loop,
+            self.dispatcher,
+            self.state,
+            record_event=self.record_event,
+            queued=self._arm_tick,
+            durably=self.writes.run,
+        )
+        self.pv.start(rules)
+        self.pv.resume_waits()
+        return self._catch_up
+
+    async def _serve_until_stopped(self, server: ControlServer) -> None:
         heartbeat = asyncio.create_task(self._heartbeat()) if self.systemd.enabled else None
         # Celery: jobs no worker took, by queue
         waiting = getattr(self._executor, "waiting_queues", dict)
@@ -267,7 +264,6 @@ class Daemon:
             await self._shutdown(server)
             if heartbeat:
                 heartbeat.cancel()
-        return 0
 
     # -- dependencies ---------------------------------------------------------------------------
 
@@ -417,10 +413,11 @@ class Daemon:
             "daemon.reloaded",
             f"reloaded: {len(new)} rules ({len(new - old)} added, {len(old - new)} removed)",
         )
-        self._catch_up(
-            RuleSet(tuple(r for r in rules.rules if r.name in new - old), rules.files), first=False
+        assert self._catch_up is not None
+        self._catch_up.missed(
+            RuleSet(tuple(r for r in rules.rules if r.name in new - old), rules.files)
         )
-        self._rescan_changed(before, rules, since=began - _RELOAD_LOOKBACK)
+        self._catch_up.changed(before, rules, since=began - _RELOAD_LOOKBACK)
         self.dispatcher.pump(time.time())
         self.systemd.ready(self.summary())
         return {"ok": True, "rules": sorted(new)}
@@ -551,118 +548,20 @@ class Daemon:
             return
         self.status_pvs = status
 
-    def _catch_up(self, rules: RuleSet, *, first: bool) -> None:
-        """Scan for files that arrived while the daemon was down, on a thread; dedup by ledger."""
-        assert self._source is not None
+    def _on_caught_up(self, rule: str, events: list[FileEvent], what: str) -> None:
         now = time.time()
-        jobs = []
-        for rule in rules.rules:
-            if rule.files is None or rule.files.catch_up == "none":
-                continue
-            since, first_start = self.state.watermark(rule.name, now)
-            if rule.files.catch_up == "missed" and first_start:
-                continue  # first time this rule watches: nothing was missed yet
-            cutoff = since if rule.files.catch_up == "missed" else None
-            jobs += [_CatchUp(rule.name, w, cutoff) for w in watches_for(RuleSet((rule,), ()))]
-        self._start_scan(jobs, "catch-up scan")
-
-    def _rescan_changed(self, before: RuleSet, after: RuleSet, *, since: float) -> None:
-        """After a reload: the new watches of rules that were there before (a changed
-        ignore list, completion, roots) are scanned for files that arrived since
-        ``since`` and are not in the ledger, in case one fell between the old watch
-        and the new; whatever the rule's catch_up, since no file of the gap is old."""
-        was = {rule.name: watches_for(RuleSet((rule,), ())) for rule in before.rules}
-        jobs = []
-        for rule in after.rules:
-            if rule.files is None or rule.name not in was:
-                continue
-            jobs += [
-                _CatchUp(rule.name, w, since)
-                for w in watches_for(RuleSet((rule,), ()))
-                if w not in was[rule.name]
-            ]
-        self._start_scan(jobs, "reload rescan")
-
-    def _start_scan(self, jobs: list[_CatchUp], what: str) -> None:
-        if jobs:
-            threading.Thread(
-                target=self._scan, args=(jobs, what), name="triggerd-catch-up", daemon=True
-            ).start()
-
-    def _scan(self, jobs: list[_CatchUp], what: str) -> None:
-        try:
-            self._scan_jobs(jobs, what)
-        except RuntimeError:
-            if self._loop is None or not self._loop.is_closed():
-                raise
-            # the daemon stopped during the scan: what was not handed over is caught up next start
-
-    def _scan_jobs(self, jobs: list[_CatchUp], what: str) -> None:
-        """The catch-up thread: walk, drop what the ledger has, hand the rest over in batches.
-
-        Files already dispatched (after a restart, nearly all of them) never reach the
-        event loop and are counted, not logged one by one: a 100,000-file tree must not
-        keep the loop, and with it the control API and live triggers, busy for long.
-        The loop checks the ledger again (a live event may have raced the scan).
-        """
-        assert self._source is not None and self._loop is not None
-        found = known = 0
-        # At most two batches wait for the loop: new files are read no faster than they
-        # are dispatched, and other callbacks (the control API, live events) get turns.
-        in_flight = threading.BoundedSemaphore(2)
-
-        def hand_over(rule: str, batch: list[FileEvent]) -> None:
-            assert self._loop is not None
-            in_flight.acquire()
-            self._loop.call_soon_threadsafe(
-                self._on_caught_up, rule, batch, what, in_flight.release
+        for event in events:
+            self._observe(
+                event.path,
+                {
+                    "at": now,
+                    "what": f"found by the {what} of rule {rule}",
+                    "size": event.size,
+                    "inode": event.inode,
+                    "mtime_ns": event.mtime_ns,
+                },
             )
-
-        with self.state.ledger_reader() as dispatched:
-            for job in jobs:
-                batch: list[FileEvent] = []
-                for event in self._source.scan(job.watch, arrived_since=job.since):
-                    found += 1
-                    if dispatched(job.rule, event.identity):
-                        known += 1
-                        continue
-                    batch.append(event)
-                    if len(batch) >= _CATCH_UP_BATCH:
-                        hand_over(job.rule, batch)
-                        batch = []
-                if batch:
-                    hand_over(job.rule, batch)
-        message = f"{what} found {found} files, {known} of them dispatched before"
-        data = {
-            "files": found,
-            "dispatched_before": known,
-            "rules": sorted({j.rule for j in jobs}),
-            "scan": what,
-        }
-        self._loop.call_soon_threadsafe(
-            lambda: self.record_event("source.caught_up", message, data=data)
-        )
-
-    def _on_caught_up(
-        self, rule: str, events: list[FileEvent], what: str, done: Callable[[], None]
-    ) -> None:
-        assert self.dispatcher is not None
-        try:
-            now = time.time()
-            for event in events:
-                self._observe(
-                    event.path,
-                    {
-                        "at": now,
-                        "what": f"found by the {what} of rule {rule}",
-                        "size": event.size,
-                        "inode": event.inode,
-                        "mtime_ns": event.mtime_ns,
-                    },
-                )
-                self._dispatch_file(event, now, rules=(rule,))
-        finally:
-            done()
+            self._dispatch_file(event, now, rules=(rule,))
 
     # -- runs ---------------------------------------------------------------------------------
 
