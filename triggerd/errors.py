@@ -9,7 +9,13 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailable",
     "ConfigError",
+    "Conflict",
     "InternalError",
+    "NotFound",
+    "NotReady",
+    "RuleNotFound",
+    "RunEnded",
+    "RunNotFound",
     "TriggerdError",
 ]
 
@@ -46,3 +52,40 @@ class BackendUnavailable(TriggerdError):
 
 class InternalError(TriggerdError):
     """triggerd's own bug, e.g. an invalid state transition. Please report it."""
+
+
+# -- what a request to the daemon may meet (the control API maps each to its status code) --
+
+
+class NotFound(TriggerdError):
+    """What a request names does not exist."""
+
+
+class RunNotFound(NotFound):
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        super().__init__(f"no run {run_id} (see: triggerctl runs)")
+
+
+class RuleNotFound(NotFound):
+    def __init__(self, rule: str):
+        self.rule = rule
+        super().__init__(f"no rule '{rule}' (see: triggerctl rules)")
+
+
+class Conflict(TriggerdError):
+    """The request does not fit the state of what it names."""
+
+
+class RunEnded(Conflict):
+    def __init__(self, run_id: str, state: str):
+        self.run_id = run_id
+        self.state = state
+        super().__init__(f"run {run_id} already ended ({state})")
+
+
+class NotReady(TriggerdError):
+    """The daemon is still starting: ask again shortly."""
+
+    def __init__(self) -> None:
+        super().__init__("the daemon is still starting")

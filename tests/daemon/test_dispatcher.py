@@ -72,7 +72,7 @@ class Harness:
         self.mark_submitted = mark_submitted
         self.submitted: list[RunRow] = []
         self.notes: list[tuple[str, str, dict[str, Any]]] = []
-        self.d = Dispatcher(state, rules, submit=self.submit, notify=self.notify)
+        self.d = Dispatcher(state, rules, submit=self.submit, record_event=self.notify)
 
     def submit(self, row: RunRow) -> None:
         self.submitted.append(row)

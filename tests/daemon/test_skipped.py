@@ -27,8 +27,10 @@ def test_every_recorded_skip_is_counted_per_rule_and_reason(tmp_path):
         ("scan", "paused"),
         ("files", "duplicate"),
     ]:
-        service.notify("trigger.skipped", f"{rule}: skipped", rule=rule, data={"reason": reason})
-    service.notify("trigger.fired", "scan: fired", rule="scan")
+        service.record_event(
+            "trigger.skipped", f"{rule}: skipped", rule=rule, data={"reason": reason}
+        )
+    service.record_event("trigger.fired", "scan: fired", rule="scan")
     assert service.metrics.skipped_by_reason("scan") == {"debounce": 2, "paused": 1}
     assert service.metrics.skipped_by_reason("files") == {"duplicate": 1}
     assert service.metrics.skipped_by_reason() == {"debounce": 2, "duplicate": 1, "paused": 1}

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from triggerd.config import Settings, load_settings
+from triggerd.durations import parse_since
 from triggerd.errors import TriggerdError
 from triggerd.log import configure_logging
 from triggerd.text import dumps, shown
@@ -44,6 +45,26 @@ config_option = click.option(
         "/etc/triggerd/triggerd.toml)."
     ),
 )
+
+
+def _valid_since(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a --since the daemon would refuse, before asking it."""
+    try:
+        parse_since(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("since: ")) from None
+    return value
+
+
+def since_option(what: str) -> Callable[[Any], Any]:
+    """``--since``, one dialect for every command (see :mod:`triggerd.durations`)."""
+    return click.option(
+        "--since",
+        callback=_valid_since,
+        help=f"Only {what} since then: 30m, 2h, 3d... ago, or an ISO time.",
+    )
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 

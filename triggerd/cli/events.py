@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from triggerd.durations import parse_since
+from triggerd.runstate import END_KINDS
 from triggerd.text import dumps, shown
 
 from .common import (
@@ -25,13 +27,13 @@ from .common import (
     print_json,
     print_table,
     reports_errors,
+    since_option,
 )
 
 __all__ = ["events", "logs", "show"]
 
 _FOLLOW_WAIT = 10.0  # seconds one long poll may wait for new events
 _MAX_LIMIT = 100_000  # the most the API returns at once (triggerd.daemon.api.MAX_LIMIT)
-_ENDS = ("run.succeeded", "run.failed", "run.aborted", "run.stopped", "run.rejected")
 
 
 class _Source:
@@ -78,8 +80,6 @@ class _Source:
                 "wait": wait,
             }
             return self._client.get("/events", **params)
-        from triggerd.daemon.events import parse_since
-
         if wait:
             time.sleep(min(wait, 0.2))  # no daemon to wait on: read the store again shortly
         store_query = {**query, "since": parse_since(query.get("since"))}
@@ -153,7 +153,7 @@ def _follow(
                 show(event)
             if batch:
                 last = batch[-1]["id"]
-            if until_run_ends and source.find(run=until_run_ends, kinds=list(_ENDS), limit=1):
+            if until_run_ends and source.find(run=until_run_ends, kinds=list(END_KINDS), limit=1):
                 # the run is over: what it printed before its end event is stored by now
                 for event in source.find(**query, after_id=last, limit=100_000):
                     show(event)
@@ -172,7 +172,7 @@ def _follow(
     multiple=True,
     help="Only this kind (task.failed) or family (task); repeatable.",
 )
-@click.option("--since", help="Only events of the last 30m, 2h, 1d... (or after an ISO time).")
+@since_option("events")
 @click.option(
     "--level",
     type=click.Choice(["debug", "info", "warning", "error", "critical"]),
@@ -294,7 +294,7 @@ def logs(
         if follow:
             if found:
                 query["after_id"] = found[-1]["id"]
-            if not source.find(run=run_id, kinds=list(_ENDS), limit=1):
+            if not source.find(run=run_id, kinds=list(END_KINDS), limit=1):
                 _follow(source, query, show, until_run_ends=run_id)
 
 

@@ -190,6 +190,50 @@ def _print(show: Callable[[], None], stream: TextIO | None = None) -> None:
         _reader_gone(stream or sys.stdout)
 
 
+def _shows_events(
+    recorder: Any, started: threading.Event, json_out: TextIO | None
+) -> Callable[[LogEvent], None]:
+    """What the executor calls with each event: store it, note that a task started, and
+    print it (on the executor's thread: a closed pipe must not end it, or the run would
+    never end)."""
+
+    def on_event(event: LogEvent) -> None:
+        recorder.record(event)
+        if event.kind in ("task.started", "task.retried"):
+            started.set()
+        if json_out is not None:
+            _print(lambda: click.echo(dumps(event.to_dict()), file=json_out), json_out)
+        else:
+            _print(lambda: _show(event))
+
+    return on_event
+
+
+def _wait_or_stop(
+    executor: Any, handle: Any, started: threading.Event, starved: _StarvedQueues | None
+) -> Any:
+    """The run's result; Ctrl-C (or SIGTERM) stops the run and waits for it to end."""
+    try:
+        return _wait(handle, started, starved)
+    except KeyboardInterrupt:
+        click.secho("stopping the run (Ctrl-C again to leave at once)...", fg="yellow", err=True)
+        executor.stop_run(handle.run_id, "interrupted from the terminal")
+        return handle.wait()
+
+
+def _show_result(result: Any) -> None:
+    colour = "green" if result.ok else "red"
+    _print(
+        lambda: click.secho(
+            f"run {result.run_id} {result.status} in {result.ended - result.started:.3f} s",
+            fg=colour,
+            bold=True,
+        )
+    )
+    if result.error and not result.ok:
+        _print(lambda: click.secho(f"  {result.error}", fg=colour))
+
+
 @click.command()
 @click.option(
     "--workflows",
@@ -239,28 +283,18 @@ def run(
 
     arguments = parse_assignments(args)
     settings = obtain_settings(config_path)
-    extra = [d.resolve() for d in workflow_dirs]
-    started = threading.Event()  # some task has started: workers are there
     run_id = new_id()
     recorder = RunEventLog(settings, run_id)  # the daemon's event log, daemon or not
-
-    json_out = _stdout_for_json() if as_json else None
-
-    def on_event(event: LogEvent) -> None:
-        recorder.record(event)
-        if event.kind in ("task.started", "task.retried"):
-            started.set()
-        # On the executor's thread: a closed pipe must not end it (the run would never end)
-        if json_out is not None:
-            _print(lambda: click.echo(dumps(event.to_dict()), file=json_out), json_out)
-        else:
-            _print(lambda: _show(event))
-
+    started = threading.Event()  # some task has started: workers are there
+    on_event = _shows_events(recorder, started, _stdout_for_json() if as_json else None)
     signal.signal(signal.SIGTERM, _interrupted)
     recorder.start()
     try:
         executor = make_executor(
-            settings, extra_workflows=extra, keep_data=keep_data or None, on_event=on_event
+            settings,
+            extra_workflows=[d.resolve() for d in workflow_dirs],
+            keep_data=keep_data or None,
+            on_event=on_event,
         )
         executor.start()
         try:
@@ -274,14 +308,7 @@ def run(
                 if settings.executor.kind == "celery"
                 else None
             )
-            try:
-                result = _wait(handle, started, starved)
-            except KeyboardInterrupt:
-                click.secho(
-                    "stopping the run (Ctrl-C again to leave at once)...", fg="yellow", err=True
-                )
-                executor.stop_run(handle.run_id, "interrupted from the terminal")
-                result = handle.wait()
+            result = _wait_or_stop(executor, handle, started, starved)
         finally:
             executor.close()
     finally:
@@ -290,14 +317,5 @@ def run(
         if warning:
             click.secho(f"warning: {warning}", fg="yellow", err=True)
     if not as_json:
-        colour = "green" if result.ok else "red"
-        _print(
-            lambda: click.secho(
-                f"run {result.run_id} {result.status} in {result.ended - result.started:.3f} s",
-                fg=colour,
-                bold=True,
-            )
-        )
-        if result.error and not result.ok:
-            _print(lambda: click.secho(f"  {result.error}", fg=colour))
+        _show_result(result)
     sys.exit(0 if result.ok else 1)

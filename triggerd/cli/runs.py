@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
 
-from .common import ago, daemon_command, open_client, print_json, print_table
+from triggerd.durations import parse_since
+
+from .common import ago, daemon_command, open_client, print_json, print_table, since_option
 from .run import parse_assignments
 
 __all__ = ["replay", "runs", "start", "stop"]
 
-_SINCE = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-
-def _since(text: str | None) -> float | None:
-    if not text:
-        return None
-    unit = text[-1]
-    if unit not in _SINCE or not text[:-1].replace(".", "", 1).isdigit():
-        raise click.BadParameter(
-            f"'{text}' is not a duration like 30m, 2h or 1d", param_hint="--since"
-        )
-    return time.time() - float(text[:-1]) * _SINCE[unit]
+def _timestamp(since: str | None) -> float | None:
+    moment = parse_since(since)
+    return moment.timestamp() if moment else None
 
 
 def _took(row: dict) -> str:
@@ -38,7 +31,7 @@ def _took(row: dict) -> str:
     "--state", help="Only runs in these states (comma-separated: queued,running,succeeded,...)."
 )
 @click.option("--rule", help="Only runs of this rule.")
-@click.option("--since", help="Only runs queued in the last 30m, 2h, 1d...")
+@since_option("runs queued")
 @click.option("--limit", default=30, show_default=True)
 @daemon_command
 def runs(
@@ -56,7 +49,7 @@ def runs(
             "/runs",
             state="failed" if failed else state,
             rule=rule,
-            since=_since(since),
+            since=_timestamp(since),
             limit=limit,
         )
     if as_json:

@@ -12,7 +12,7 @@ from triggerd.errors import TriggerdError
 from triggerd.flow.workflow import discover_workflows
 from triggerd.private import check_private, read_secret
 
-from .rules import RuleSet
+from .rules import RuleSet, load_rules_for
 
 __all__ = ["Checked", "check_everything", "setup_warnings"]
 
@@ -32,8 +32,6 @@ class Checked:
 
 
 def check_everything(settings: Settings) -> Checked:
-    from .service import load_rules_for  # service imports this module
-
     checked = Checked()
     checked.results += _secrets(settings)
     try:

@@ -26,7 +26,7 @@ from triggerd.health import Dependency, Reading
 __all__ = ["QUEUE_CHECK_EVERY", "DependencyWatch"]
 
 QUEUE_CHECK_EVERY = 10.0
-Notify = Callable[..., None]
+RecordEvent = Callable[..., None]
 
 
 def _ago(seconds: float) -> str:
@@ -44,9 +44,13 @@ class DependencyWatch:
     """Turns readings into ``dependency.*`` events on change; keeps the latest for status."""
 
     def __init__(
-        self, notify: Notify, *, give_up_after: float, celery: CelerySettings | None = None
+        self,
+        record_event: RecordEvent,
+        *,
+        give_up_after: float,
+        celery: CelerySettings | None = None,
     ):
-        self._notify = notify
+        self._record_event = record_event
         self._give_up_after = give_up_after
         self._celery = celery
         self._last: dict[str, Reading] = {}
@@ -104,7 +108,7 @@ class DependencyWatch:
             self._last[reading.name] = reading
             was = before.ok if before is not None else None
             if reading.ok is False and was is not False:
-                self._notify(
+                self._record_event(
                     "dependency.down",
                     f"{reading.name} ({reading.target}): {reading.error}; work that needs it waits "
                     f"(runs give up after {self._give_up_after:g} s: executor.give_up_after)",
@@ -114,14 +118,14 @@ class DependencyWatch:
             elif reading.ok is True and was is False:
                 assert before is not None
                 down_for = reading.since - before.since
-                self._notify(
+                self._record_event(
                     "dependency.up",
                     f"{reading.name} ({reading.target}) answers again after {_ago(down_for)}",
                     data={**reading.to_dict(), "down_for": down_for},
                 )
         for gone in set(self._last) - seen:  # a queue without jobs waiting any more, say
             if self._last[gone].ok is False:
-                self._notify(
+                self._record_event(
                     "dependency.up",
                     f"{gone}: nothing waits for it any more",
                     data={**self._last[gone].to_dict(), "state": "up"},

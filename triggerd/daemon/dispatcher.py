@@ -33,7 +33,7 @@ from .state import RunRow, StateDB
 
 __all__ = ["SKIP_REASONS", "Dispatcher", "idempotency_key", "pv_key"]
 
-Notify = Callable[..., None]  # notify(kind, message, **fields) -> event log
+RecordEvent = Callable[..., None]  # record_event(kind, message, **fields): the event log
 
 # Every match that does not become a run is one ``trigger.skipped`` event; its
 # ``data.reason`` is one of these (the README's event log section lists them too), and
@@ -107,13 +107,13 @@ class Dispatcher:
         rules: RuleSet,
         *,
         submit: Callable[[RunRow], None],
-        notify: Notify,
+        record_event: RecordEvent,
         resuming: Collection[str] = (),
     ):
         self._state = state
         self._rules = rules
         self._submit = submit
-        self._notify = notify
+        self._record_event = record_event
         self._groups: dict[tuple[str, str], _Group] = {}
         self._active: dict[str, int] = defaultdict(int)  # rule -> runs submitted, not ended
         self._recent: dict[str, deque[float]] = defaultdict(deque)  # rule -> submit times (rate)
@@ -233,7 +233,7 @@ class Dispatcher:
         skipped and ``why`` (by default, the reason in words). The daemon counts these
         per rule and reason where it records events."""
         why = why or SKIP_REASONS.get(reason, reason)
-        self._notify(
+        self._record_event(
             "trigger.skipped",
             f"{rule}: {what} skipped: {why}",
             level=level,
@@ -338,7 +338,7 @@ class Dispatcher:
             return None
         if waiting:
             file = trigger[0]["wait_for_file"]
-            self._notify(
+            self._record_event(
                 "trigger.waiting",
                 f"{rule.name}: {what}: run {run_id} waits for {file} to be complete",
                 rule=rule.name,
@@ -349,7 +349,7 @@ class Dispatcher:
             )
             return run_id
         self._queue(run_id)
-        self._notify(
+        self._record_event(
             "trigger.fired",
             f"{rule.name}: {what} -> {rule.workflow}",
             rule=rule.name,
@@ -431,7 +431,7 @@ class Dispatcher:
         if not self._state.release(run_id, trigger):
             return
         self._queue(run_id)
-        self._notify(
+        self._record_event(
             "trigger.fired",
             f"{row.rule}: {file['path']} complete -> {row.workflow}",
             rule=row.rule,
@@ -449,7 +449,7 @@ class Dispatcher:
             return
         self._state.set_state(run_id, "rejected", error=reason)
         source = row.trigger[0] if row.trigger else None
-        self._notify(
+        self._record_event(
             "trigger.failed",
             f"{row.rule}: run {run_id}: {reason}",
             level="error",
@@ -483,7 +483,7 @@ class Dispatcher:
             replay_of=replay_of,
         )
         self._queue(run_id)
-        self._notify(
+        self._record_event(
             "trigger.fired",
             f"{prefix} start of {workflow}",
             rule=rule,

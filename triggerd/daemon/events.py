@@ -39,7 +39,7 @@ from triggerd.eventlog.store import EventStore
 from triggerd.log import get_logger
 from triggerd.private import make_private_dir
 
-__all__ = ["DaemonEventLog", "RunEventLog", "event_store_for", "handover_dir", "parse_since"]
+__all__ = ["DaemonEventLog", "RunEventLog", "event_store_for", "handover_dir"]
 
 log = get_logger("triggerd.daemon")
 
@@ -338,19 +338,3 @@ def _describe(settings: Settings) -> str:
     from triggerd.config import mask_url_password
 
     return mask_url_password(settings.eventlog_target)
-
-
-def parse_since(text: str | None) -> datetime | None:
-    """``2h``, ``30m``, ``45s``, ``3d`` ago, or an ISO time; None for None."""
-    if text is None:
-        return None
-    from datetime import UTC, timedelta
-
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return datetime.now(UTC) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"since: expected e.g. 2h, 30m, 3d or an ISO time, not {text!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

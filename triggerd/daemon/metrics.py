@@ -13,15 +13,18 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from triggerd.eventlog.schema import LogEvent
+from triggerd.runstate import END_KINDS
 
 if TYPE_CHECKING:
-    from .service import Daemon
+    from triggerd.health import Reading
+
+    from .control import DaemonView
+    from .dispatcher import Dispatcher
 
 __all__ = ["Metrics"]
 
 # Seconds: from quick Python tasks to long beamline processing.
 _BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0)
-_RUN_ENDS = ("run.succeeded", "run.failed", "run.aborted", "run.stopped", "run.rejected")
 
 
 class Metrics:
@@ -42,7 +45,7 @@ class Metrics:
         if kind == "trigger.skipped":
             reason = event.data.get("reason") if isinstance(event.data, dict) else None
             self.skipped[(event.rule or "", str(reason or "unknown"))] += 1
-        elif kind in _RUN_ENDS:
+        elif kind in END_KINDS:
             self.runs_ended[(event.workflow or "", kind.split(".", 1)[1])] += 1
         elif kind.startswith("task.") and kind not in ("task.started", "task.retried"):
             workflow = event.workflow or ""
@@ -63,7 +66,7 @@ class Metrics:
                 counts[reason] += n
         return dict(sorted(counts.items()))
 
-    def render(self, daemon: Daemon) -> str:
+    def render(self, daemon: DaemonView) -> str:
         out = _Writer()
         out.metric(
             "triggerd_uptime_seconds",
@@ -71,48 +74,59 @@ class Metrics:
             "Seconds since the daemon started.",
             [({}, time.time() - daemon.started)],
         )
-        d = daemon.dispatcher
-        if d is not None:
-            stats = daemon.state.rule_stats()
-            out.metric(
-                "triggerd_triggers_fired_total",
-                "counter",
-                "Runs each rule has fired (all time, from the state file).",
-                [({"rule": r.name}, stats.get(r.name, {}).get("fired", 0)) for r in d.rules.rules],
-            )
-            out.metric(
-                "triggerd_triggers_skipped_total",
-                "counter",
-                "Triggers that did not become a run, by rule and reason, since the daemon started.",
-                [
-                    ({"rule": rule, "reason": reason}, n)
-                    for (rule, reason), n in sorted(self.skipped.items())
-                ],
-            )
-            out.metric(
-                "triggerd_outbox_depth",
-                "gauge",
-                "Runs queued in the outbox, not yet handed to the executor.",
-                [({}, d.queued())],
-            )
-            out.metric(
-                "triggerd_runs_running",
-                "gauge",
-                "Runs handed to the executor and not ended: running, or waiting for a worker (triggerd_runs by state tells them apart).",
-                [({}, d.running())],
-            )
-            out.metric(
-                "triggerd_files_held",
-                "gauge",
-                "Files held back by debounce or batching.",
-                [({}, d.held())],
-            )
-            out.metric(
-                "triggerd_runs",
-                "gauge",
-                "Runs in the state file by state.",
-                [({"state": state}, n) for state, n in sorted(daemon.state.counts().items())],
-            )
+        if daemon.dispatcher is not None:
+            self._triggers_and_runs(out, daemon, daemon.dispatcher)
+        self._outcomes(out)
+        _sources(out, daemon)
+        _dependencies(out, daemon.readings())
+        if daemon.eventlog is not None:
+            _eventlog(out, daemon.eventlog.status())
+        return out.text()
+
+    def _triggers_and_runs(self, out: _Writer, daemon: DaemonView, d: Dispatcher) -> None:
+        stats = daemon.state.rule_stats()
+        out.metric(
+            "triggerd_triggers_fired_total",
+            "counter",
+            "Runs each rule has fired (all time, from the state file).",
+            [({"rule": r.name}, stats.get(r.name, {}).get("fired", 0)) for r in d.rules.rules],
+        )
+        out.metric(
+            "triggerd_triggers_skipped_total",
+            "counter",
+            "Triggers that did not become a run, by rule and reason, since the daemon started.",
+            [
+                ({"rule": rule, "reason": reason}, n)
+                for (rule, reason), n in sorted(self.skipped.items())
+            ],
+        )
+        out.metric(
+            "triggerd_outbox_depth",
+            "gauge",
+            "Runs queued in the outbox, not yet handed to the executor.",
+            [({}, d.queued())],
+        )
+        out.metric(
+            "triggerd_runs_running",
+            "gauge",
+            "Runs handed to the executor and not ended: running, or waiting for a worker (triggerd_runs by state tells them apart).",
+            [({}, d.running())],
+        )
+        out.metric(
+            "triggerd_files_held",
+            "gauge",
+            "Files held back by debounce or batching.",
+            [({}, d.held())],
+        )
+        out.metric(
+            "triggerd_runs",
+            "gauge",
+            "Runs in the state file by state.",
+            [({"state": state}, n) for state, n in sorted(daemon.state.counts().items())],
+        )
+
+    def _outcomes(self, out: _Writer) -> None:
+        """Runs and tasks ended since the daemon started, and the task durations."""
         out.metric(
             "triggerd_runs_ended_total",
             "counter",
@@ -141,83 +155,87 @@ class Metrics:
             histogram.append(("_sum", {"workflow": workflow}, self._task_sum[workflow]))
             histogram.append(("_count", {"workflow": workflow}, self._task_count[workflow]))
         out.histogram("triggerd_task_duration_seconds", "Task run times by workflow.", histogram)
-        if daemon._source is not None:
-            out.metric(
-                "triggerd_source_up",
-                "gauge",
-                "1 if a watched root is being watched, 0 if waiting or in error.",
-                [
-                    ({"root": h["root"], "state": h["state"]}, 1 if h["state"] == "watching" else 0)
-                    for h in daemon._source.health()
-                ],
-            )
-        pvs = daemon.pv.health() if daemon.pv is not None else []
-        if pvs:
-            out.metric(
-                "triggerd_pv_connected",
-                "gauge",
-                "1 if a monitored PV is connected.",
-                [
-                    ({"pv": p["name"], "state": p["state"]}, 1 if p["state"] == "connected" else 0)
-                    for p in pvs
-                ],
-            )
-            out.metric(
-                "triggerd_pv_updates_total",
-                "counter",
-                "Values received per monitored PV since it was monitored.",
-                [({"pv": p["name"]}, p["updates"]) for p in pvs],
-            )
-            out.metric(
-                "triggerd_pv_backlog",
-                "gauge",
-                "PV updates received and not yet evaluated.",
-                [({}, daemon.pv.backlog() if daemon.pv is not None else 0)],
-            )
-        readings = daemon.readings()
-        if readings:
-            out.metric(
-                "triggerd_dependency_up",
-                "gauge",
-                "1 if a service the daemon needs answered when last used, 0 if not (-1: not used yet).",
-                [
-                    ({"name": r.name, "target": r.target}, {True: 1, False: 0, None: -1}[r.ok])
-                    for r in readings
-                ],
-            )
-            out.metric(
-                "triggerd_dependency_state_since_seconds",
-                "gauge",
-                "Unix time of the last change of a dependency's state.",
-                [({"name": r.name}, r.since) for r in readings],
-            )
-        if daemon.eventlog is not None:
-            status = daemon.eventlog.status()
-            writer, forwarder = status["writer"], status.get("forwarder") or {}
-            backlog = writer["queued"] + writer["spooled"] + (forwarder.get("spooled") or 0)
-            backlog += (forwarder.get("stream_lag") or 0) + (forwarder.get("stream_pending") or 0)
-            out.metric(
-                "triggerd_eventlog_backlog",
-                "gauge",
-                "Events not yet in the event store (queue, stream, spool files).",
-                [({}, backlog)],
-            )
-            out.metric(
-                "triggerd_eventlog_store_up",
-                "gauge",
-                "1 if the event store took the last batch.",
-                [({}, 1 if writer["store_ok"] and forwarder.get("store_ok", True) else 0)],
-            )
-            out.metric(
-                "triggerd_eventlog_events_total",
-                "counter",
-                "Events stored since the daemon started.",
-                [
-                    ({"path": "daemon"}, writer["written"]),
-                    ({"path": "stream"}, forwarder.get("forwarded", 0)),
-                ],
-            )
-        return out.text()
+
+
+def _sources(out: _Writer, daemon: DaemonView) -> None:
+    out.metric(
+        "triggerd_source_up",
+        "gauge",
+        "1 if a watched root is being watched, 0 if waiting or in error.",
+        [
+            ({"root": h["root"], "state": h["state"]}, 1 if h["state"] == "watching" else 0)
+            for h in daemon.file_health()
+        ],
+    )
+    pvs = daemon.pv.health() if daemon.pv is not None else []
+    if pvs:
+        out.metric(
+            "triggerd_pv_connected",
+            "gauge",
+            "1 if a monitored PV is connected.",
+            [
+                ({"pv": p["name"], "state": p["state"]}, 1 if p["state"] == "connected" else 0)
+                for p in pvs
+            ],
+        )
+        out.metric(
+            "triggerd_pv_updates_total",
+            "counter",
+            "Values received per monitored PV since it was monitored.",
+            [({"pv": p["name"]}, p["updates"]) for p in pvs],
+        )
+        out.metric(
+            "triggerd_pv_backlog",
+            "gauge",
+            "PV updates received and not yet evaluated.",
+            [({}, daemon.pv.backlog() if daemon.pv is not None else 0)],
+        )
+
+
+def _dependencies(out: _Writer, readings: list[Reading]) -> None:
+    if readings:
+        out.metric(
+            "triggerd_dependency_up",
+            "gauge",
+            "1 if a service the daemon needs answered when last used, 0 if not (-1: not used yet).",
+            [
+                ({"name": r.name, "target": r.target}, {True: 1, False: 0, None: -1}[r.ok])
+                for r in readings
+            ],
+        )
+        out.metric(
+            "triggerd_dependency_state_since_seconds",
+            "gauge",
+            "Unix time of the last change of a dependency's state.",
+            [({"name": r.name}, r.since) for r in readings],
+        )
+
+
+def _eventlog(out: _Writer, status: dict[str, Any]) -> None:
+    writer, forwarder = status["writer"], status.get("forwarder") or {}
+    backlog = writer["queued"] + writer["spooled"] + (forwarder.get("spooled") or 0)
+    backlog += (forwarder.get("stream_lag") or 0) + (forwarder.get("stream_pending") or 0)
+    out.metric(
+        "triggerd_eventlog_backlog",
+        "gauge",
+        "Events not yet in the event store (queue, stream, spool files).",
+        [({}, backlog)],
+    )
+    out.metric(
+        "triggerd_eventlog_store_up",
+        "gauge",
+        "1 if the event store took the last batch.",
+        [({}, 1 if writer["store_ok"] and forwarder.get("store_ok", True) else 0)],
+    )
+    out.metric(
+        "triggerd_eventlog_events_total",
+        "counter",
+        "Events stored since the daemon started.",
+        [
+            ({"path": "daemon"}, writer["written"]),
+            ({"path": "stream"}, forwarder.get("forwarded", 0)),
+        ],
+    )
 
 
 class _Writer:

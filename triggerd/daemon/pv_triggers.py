@@ -22,7 +22,7 @@ from typing import Any
 
 from triggerd.sources.pv import PvEvent, PvSource, PvWatch
 
-from .dispatcher import Dispatcher, Notify
+from .dispatcher import Dispatcher, RecordEvent
 from .rules import Rule, RuleSet
 from .state import StateDB
 
@@ -50,7 +50,7 @@ class PvTriggers:
         dispatcher: Dispatcher,
         state: StateDB,
         *,
-        notify: Notify,
+        record_event: RecordEvent,
         queued: Callable[[], None],
         durably: Callable[[str, Callable[[], None]], None] | None = None,
     ) -> None:
@@ -59,7 +59,7 @@ class PvTriggers:
         self._durably = durably or (lambda what, action: action())
         self._dispatcher = dispatcher
         self._state = state
-        self._notify = notify
+        self._record_event = record_event
         self._queued = queued
         self._source: PvSource | None = None
         self._watches: list[PvWatch] = []
@@ -123,7 +123,7 @@ class PvTriggers:
             shown = ", ".join(map(str, event.missed)) + (
                 ", ..." if event.missed_count > len(event.missed) else ""
             )
-            self._notify(
+            self._record_event(
                 "pv.missed_values",
                 f"{event.rule}: {event.pv} went from {event.old_value!r} to {event.value!r}: "
                 f"{event.missed_count} value(s) no update showed ({shown})",
@@ -169,7 +169,7 @@ class PvTriggers:
 
     def _health_changed(self, pv: str, state: str, message: str) -> None:
         level = "info" if state == "connected" else "error" if state == "error" else "warning"
-        self._notify(
+        self._record_event(
             "source." + state.replace(" ", "_"),
             f"{pv}: {message or state}",
             level=level,

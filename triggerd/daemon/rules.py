@@ -19,7 +19,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from triggerd.errors import ConfigError
+from triggerd.config import Settings
+from triggerd.errors import ConfigError, TriggerdError
+from triggerd.flow.workflow import find_workflow_file
 from triggerd.sources.events import FileEvent
 from triggerd.sources.pv import PvEvent
 from triggerd.sources.pv_conditions import Condition
@@ -35,6 +37,7 @@ from ._render import (
 from ._rulefile import CATCH_UP_MODES, COMPLETE_MODES, RuleProblem, RulesError, read_rule_specs
 
 __all__ = [
+    "load_rules_for",
     "CATCH_UP_MODES",
     "COMPLETE_MODES",
     "PLACEHOLDERS",
@@ -502,3 +505,16 @@ def _build(spec: Mapping[str, Any]) -> Rule:
         limits=Limits(**limits),
         **fields,
     )
+
+
+def load_rules_for(settings: Settings) -> RuleSet:
+    """The rules of ``settings``; a rule naming a workflow that is not there is an error."""
+
+    def known(name: str) -> bool:
+        try:
+            find_workflow_file(name, settings.paths.workflows)
+        except TriggerdError:
+            return False
+        return True
+
+    return load_rules(settings.paths.triggers, known_workflows=known, base=settings.base_dir)

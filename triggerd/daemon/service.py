@@ -19,7 +19,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,25 @@ from triggerd.config import Settings, load_settings
 from triggerd.engine.base import Executor
 from triggerd.engine.factory import make_executor
 from triggerd.engine.journal import Journal
-from triggerd.errors import BackendUnavailable, ConfigError, TriggerdError
+from triggerd.errors import (
+    BackendUnavailable,
+    ConfigError,
+    NotReady,
+    RuleNotFound,
+    RunEnded,
+    RunNotFound,
+    TriggerdError,
+)
 from triggerd.eventlog.schema import LogEvent
-from triggerd.flow.workflow import find_workflow_file
 from triggerd.health import Reading
 from triggerd.log import get_logger
 from triggerd.private import make_private_dir
-from triggerd.sources import FileSource, FileWatch
+from triggerd.runstate import END_KINDS, RunState
+from triggerd.sources import FileSource
 from triggerd.sources.events import FileEvent
 
 from .api import ControlServer
+from .catch_up import CatchUp, watches_for
 from .checks import check_everything, setup_warnings
 from .deferred import StateWrites
 from .dependencies import DependencyWatch
@@ -45,29 +53,19 @@ from .events import DaemonEventLog
 from .metrics import Metrics
 from .notify import SystemdNotifier
 from .pv_triggers import PvTriggers
-from .rules import RuleSet, load_rules
+from .rules import RuleSet, load_rules_for
 from .state import StateDB
-from .status_pvs import StatusPvs
+from .status_pvs import StatusPvs, status_view
 
-__all__ = ["Daemon", "load_rules_for", "watches_for"]
+__all__ = ["Daemon", "watches_for"]
 
 log = get_logger("triggerd.daemon")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _FILES_PER_TURN = 20  # live file events the loop takes before other callbacks get a turn
-_CATCH_UP_BATCH = 100  # new files handed from the catch-up thread to the loop at once
 # How far before a reload began its rescan looks: past the events watchdog had queued and
 # not yet handed out, and the tick by which a ctime (the kernel's coarse clock) may lag
 # time.time(). Files found that were dispatched already cost a ledger lookup each.
 _RELOAD_LOOKBACK = 5.0
-
-
-@dataclass(frozen=True)
-class _CatchUp:
-    rule: str
-    watch: FileWatch
-    # Only files that arrived since (a time.time(); by ctime, see _scan.arrival_ns), not
-    # their mtime: a copy that keeps an old mtime arrives now. None: every file.
-    since: float | None
 
 
 @contextlib.contextmanager
@@ -93,43 +91,6 @@ def _single_instance(state_dir: Path, mode: int) -> Iterator[None]:
         yield
 
 
-def load_rules_for(settings: Settings) -> RuleSet:
-    """The rules of ``settings``; a rule naming a workflow that is not there is an error."""
-
-    def known(name: str) -> bool:
-        try:
-            find_workflow_file(name, settings.paths.workflows)
-        except TriggerdError:
-            return False
-        return True
-
-    return load_rules(settings.paths.triggers, known_workflows=known, base=settings.base_dir)
-
-
-def watches_for(rules: RuleSet) -> list[FileWatch]:
-    """One watch per (root, completion settings); rules sharing them share the watch."""
-    seen: dict[FileWatch, None] = {}
-    for rule in rules.rules:
-        if rule.files is None:
-            continue
-        f = rule.files
-        for root in f.roots:
-            seen[
-                FileWatch(
-                    root,
-                    f.recursive,
-                    f.complete,
-                    f.settle,
-                    f.poll,
-                    f.marker_suffix,
-                    tuple(f.ignore),
-                    follow_symlinks=f.follow_symlinks,
-                    within=f.roots,
-                )
-            ] = None
-    return list(seen)
-
-
 class Daemon:
     """The running service. ``await run()`` until a stop signal; the API calls the rest."""
 
@@ -138,11 +99,11 @@ class Daemon:
         settings: Settings,
         *,
         config_path: Path | None = None,
-        notifier: SystemdNotifier | None = None,
+        systemd: SystemdNotifier | None = None,
     ):
         self.settings = settings
         self.config_path = config_path
-        self.notifier = notifier or SystemdNotifier()
+        self.systemd = systemd or SystemdNotifier()
         self.started = time.time()
         self.state = StateDB(settings.state_db_path)
         # Every event of every run, so a run resumes where it was after a crash.
@@ -160,6 +121,7 @@ class Daemon:
         self.eventlog: DaemonEventLog | None = None
         self.metrics = Metrics()
         self._source: FileSource | None = None
+        self._catch_up: CatchUp | None = None
         self.pv: PvTriggers | None = None
         self.status_pvs: StatusPvs | None = None
         self.dispatcher: Dispatcher | None = None
@@ -177,7 +139,7 @@ class Daemon:
         self.writes: StateWrites | None = None
         celery = settings.celery if settings.executor.kind == "celery" else None
         self.dependencies = DependencyWatch(
-            self.notify, give_up_after=settings.executor.give_up_after, celery=celery
+            self.record_event, give_up_after=settings.executor.give_up_after, celery=celery
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -191,13 +153,7 @@ class Daemon:
 
     async def _run(self, rules: RuleSet) -> int:
         assert self._loop is not None
-        self.state.open()
-        self.writes = StateWrites(self._loop, self.settings.state_db_path)
-        requeued = self.state.requeue_unfinished()
-        self.journal.open()
-        finished = set(self.journal.runs()) - self.state.unfinished(self.journal.runs())
-        for run_id in finished:  # ended, and the daemon died before their journal went
-            self.journal.forget(run_id)
+        requeued = self._open_state()
         self.eventlog = DaemonEventLog(self.settings, self._loop)
         self.eventlog.start()
         self.add_sink(self.eventlog.record)
@@ -205,39 +161,15 @@ class Daemon:
             self.settings, on_event=self._from_executor, journal=self.journal
         )
         self.dispatcher = Dispatcher(
-            self.state, rules, submit=self._submit, notify=self.notify, resuming=requeued
-        )
-        try:
-            self._executor.start()
-        except BackendUnavailable as exc:
-            # Redis not up yet (boot order): wait for it, take triggers
-            self.dispatcher.holding = str(exc)
-            self.notify(
-                "executor.waiting",
-                f"the executor waits for its backend; runs wait in the outbox: {exc}",
-                level="warning",
-            )
-            self._executor_retry = self._loop.create_task(self._start_executor_later())
-        own_dirs, own_files = self.settings.own_files()
-        self._source = FileSource(
-            watches_for(rules),
-            self._from_source,
-            on_health=self._on_health,
-            own_dirs=own_dirs,
-            own_files=own_files,
-        )
-        self._source.start()
-        self.pv = PvTriggers(
-            self._loop,
-            self.dispatcher,
             self.state,
-            notify=self.notify,
-            queued=self._arm_tick,
-            durably=self.writes.run,
+            rules,
+            submit=self._submit,
+            record_event=self.record_event,
+            resuming=requeued,
         )
-        self.pv.start(rules)
-        self.pv.resume_waits()
-        server = ControlServer(self)
+        self._start_executor()
+        catch_up = self._start_sources(rules)
+        server = ControlServer(self, self.settings)
         await server.start()
         await self._start_status_pvs()
         for sig, handler in (
@@ -246,18 +178,82 @@ class Daemon:
             (signal.SIGHUP, self.request_reload),
         ):
             self._loop.add_signal_handler(sig, handler)
-        self.notify(
+        self.record_event(
             "daemon.started",
-            f"triggerd started: {len(rules.rules)} rules, {len(requeued)} runs resume where they were",
+            f"triggerd started: {len(rules.rules)} rules, "
+            f"{len(requeued)} runs resume where they were",
             data={"pid": os.getpid(), "config": self.settings.source},
         )
         # valid, but most likely not what was meant
         for warning in setup_warnings(self.settings, rules):
-            self.notify("daemon.warning", warning, level="warning")
-        self._catch_up(rules, first=True)
+            self.record_event("daemon.warning", warning, level="warning")
+        catch_up.missed(rules)
         self.dispatcher.pump(time.time())
-        self.notifier.ready(self.summary())
-        heartbeat = asyncio.create_task(self._heartbeat()) if self.notifier.enabled else None
+        self.systemd.ready(self.summary())
+        await self._serve_until_stopped(server)
+        return 0
+
+    def _open_state(self) -> list[str]:
+        """Open the state file and the journal; the runs that were going on, queued again."""
+        assert self._loop is not None
+        self.state.open()
+        self.writes = StateWrites(self._loop, self.settings.state_db_path)
+        requeued = self.state.requeue_unfinished()
+        self.journal.open()
+        finished = set(self.journal.runs()) - self.state.unfinished(self.journal.runs())
+        for run_id in finished:  # ended, and the daemon died before their journal went
+            self.journal.forget(run_id)
+        return requeued
+
+    def _start_executor(self) -> None:
+        assert self._executor is not None and self.dispatcher is not None
+        assert self._loop is not None
+        try:
+            self._executor.start()
+        except BackendUnavailable as exc:
+            # Redis not up yet (boot order): wait for it, take triggers
+            self.dispatcher.holding = str(exc)
+            self.record_event(
+                "executor.waiting",
+                f"the executor waits for its backend; runs wait in the outbox: {exc}",
+                level="warning",
+            )
+            self._executor_retry = self._loop.create_task(self._start_executor_later())
+
+    def _start_sources(self, rules: RuleSet) -> CatchUp:
+        """Watch the files and PVs of ``rules``; what finds the files the watches missed."""
+        assert self._loop is not None and self.dispatcher is not None
+        assert self.writes is not None
+        own_dirs, own_files = self.settings.own_files()
+        source = self._source = FileSource(
+            watches_for(rules),
+            self._from_source,
+            on_health=self._on_health,
+            own_dirs=own_dirs,
+            own_files=own_files,
+        )
+        source.start()
+        self._catch_up = CatchUp(
+            self._loop,
+            self.state,
+            lambda watch, since: source.scan(watch, arrived_since=since),
+            self._on_caught_up,
+            self.record_event,
+        )
+        self.pv = PvTriggers(
+            self._loop,
+            self.dispatcher,
+            self.state,
+            record_event=self.record_event,
+            queued=self._arm_tick,
+            durably=self.writes.run,
+        )
+        self.pv.start(rules)
+        self.pv.resume_waits()
+        return self._catch_up
+
+    async def _serve_until_stopped(self, server: ControlServer) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat()) if self.systemd.enabled else None
         # Celery: jobs no worker took, by queue
         waiting = getattr(self._executor, "waiting_queues", dict)
         watch = asyncio.create_task(self.dependencies.watch(self.readings, waiting))
@@ -268,7 +264,6 @@ class Daemon:
             await self._shutdown(server)
             if heartbeat:
                 heartbeat.cancel()
-        return 0
 
     # -- dependencies ---------------------------------------------------------------------------
 
@@ -296,7 +291,9 @@ class Daemon:
                 delay = min(delay * 2, 30.0)
                 continue
             self.dispatcher.holding = None
-            self.notify("executor.ready", "the executor reached its backend: queued runs go out")
+            self.record_event(
+                "executor.ready", "the executor reached its backend: queued runs go out"
+            )
             self.dispatcher.pump(time.time())
             self._arm_tick()
             return
@@ -305,7 +302,7 @@ class Daemon:
         self._stop.set()
 
     async def _shutdown(self, server: Any) -> None:
-        self.notifier.stopping()
+        self.systemd.stopping()
         assert self.dispatcher is not None and self._executor is not None
         self.dispatcher.draining = True
         if self._source:
@@ -314,7 +311,7 @@ class Daemon:
             self.pv.stop()
             self.pv.cancel_waits()
         if self.dispatcher.running():
-            self.notifier.status(f"draining: {self.dispatcher.running()} runs still running")
+            self.systemd.status(f"draining: {self.dispatcher.running()} runs still running")
             self._idle.clear()
             try:
                 await asyncio.wait_for(self._idle.wait(), self.settings.daemon.drain_timeout)
@@ -324,7 +321,7 @@ class Daemon:
             self._executor_retry.cancel()
         unfinished = self.dispatcher.active_run_ids()
         self._detached = True
-        self.notify(
+        self.record_event(
             "daemon.stopped",
             f"triggerd stopped; {len(unfinished)} unfinished runs resume at the next start",
             data={"unfinished": unfinished},
@@ -340,14 +337,14 @@ class Daemon:
 
     async def _heartbeat(self) -> None:
         """Under systemd: WATCHDOG pings (a hung loop gets restarted) and a fresh STATUS line."""
-        interval = min(self.notifier.watchdog_interval or 5.0, 5.0)
+        interval = min(self.systemd.watchdog_interval or 5.0, 5.0)
         last = ""
         while True:
-            if self.notifier.watchdog_interval:
-                self.notifier.watchdog()
+            if self.systemd.watchdog_interval:
+                self.systemd.watchdog()
             summary = self.summary()
             if summary != last:
-                self.notifier.status(summary)
+                self.systemd.status(summary)
                 last = summary
             await asyncio.sleep(interval)
 
@@ -377,7 +374,7 @@ class Daemon:
 
     async def reload(self) -> dict[str, Any]:
         """Re-read config and rules; on any error keep the running ones and say why."""
-        self.notifier.reloading()
+        self.systemd.reloading()
         try:
             settings = load_settings(self.config_path)
             # As `triggerd check` does, off the loop (it imports every workflow).
@@ -386,13 +383,13 @@ class Daemon:
                 raise ConfigError("; ".join(checked.problems))
             rules = checked.rules
         except TriggerdError as exc:
-            self.notify(
+            self.record_event(
                 "daemon.reload_failed",
                 f"reload failed, keeping the running config and rules: {exc}",
                 level="error",
             )
             self.last_reload = {"at": time.time(), "ok": False, "error": str(exc)}
-            self.notifier.ready(self.summary())
+            self.systemd.ready(self.summary())
             return {"ok": False, "error": str(exc)}
         assert self.dispatcher is not None and self._source is not None
         began = time.time()
@@ -412,16 +409,17 @@ class Daemon:
         self.reloads += 1
         self.last_reload = {"at": time.time(), "ok": True, "error": None}
         new = {r.name for r in rules.rules}
-        self.notify(
+        self.record_event(
             "daemon.reloaded",
             f"reloaded: {len(new)} rules ({len(new - old)} added, {len(old - new)} removed)",
         )
-        self._catch_up(
-            RuleSet(tuple(r for r in rules.rules if r.name in new - old), rules.files), first=False
+        assert self._catch_up is not None
+        self._catch_up.missed(
+            RuleSet(tuple(r for r in rules.rules if r.name in new - old), rules.files)
         )
-        self._rescan_changed(before, rules, since=began - _RELOAD_LOOKBACK)
+        self._catch_up.changed(before, rules, since=began - _RELOAD_LOOKBACK)
         self.dispatcher.pump(time.time())
-        self.notifier.ready(self.summary())
+        self.systemd.ready(self.summary())
         return {"ok": True, "rules": sorted(new)}
 
     # -- events in ---------------------------------------------------------------------------------
@@ -525,7 +523,7 @@ class Daemon:
             if state in ("overflow", "waiting")
             else "info"
         )
-        self.notify(
+        self.record_event(
             f"source.{state}", f"{root}: {message or state}", level=level, data={"root": root}
         )
 
@@ -542,7 +540,7 @@ class Daemon:
         try:
             await status.start()
         except Exception as exc:  # a port in use, caproto missing: the daemon's job goes on
-            self.notify(
+            self.record_event(
                 "daemon.status_pvs_failed",
                 f"status PVs under {cfg.prefix} not served: {exc}",
                 level="error",
@@ -550,116 +548,20 @@ class Daemon:
             return
         self.status_pvs = status
 
-    def _catch_up(self, rules: RuleSet, *, first: bool) -> None:
-        """Scan for files that arrived while the daemon was down, on a thread; dedup by ledger."""
-        assert self._source is not None
+    def _on_caught_up(self, rule: str, events: list[FileEvent], what: str) -> None:
         now = time.time()
-        jobs = []
-        for rule in rules.rules:
-            if rule.files is None or rule.files.catch_up == "none":
-                continue
-            since, first_start = self.state.watermark(rule.name, now)
-            if rule.files.catch_up == "missed" and first_start:
-                continue  # first time this rule watches: nothing was missed yet
-            cutoff = since if rule.files.catch_up == "missed" else None
-            jobs += [_CatchUp(rule.name, w, cutoff) for w in watches_for(RuleSet((rule,), ()))]
-        self._start_scan(jobs, "catch-up scan")
-
-    def _rescan_changed(self, before: RuleSet, after: RuleSet, *, since: float) -> None:
-        """After a reload: the new watches of rules that were there before (a changed
-        ignore list, completion, roots) are scanned for files that arrived since
-        ``since`` and are not in the ledger, in case one fell between the old watch
-        and the new; whatever the rule's catch_up, since no file of the gap is old."""
-        was = {rule.name: watches_for(RuleSet((rule,), ())) for rule in before.rules}
-        jobs = []
-        for rule in after.rules:
-            if rule.files is None or rule.name not in was:
-                continue
-            jobs += [
-                _CatchUp(rule.name, w, since)
-                for w in watches_for(RuleSet((rule,), ()))
-                if w not in was[rule.name]
-            ]
-        self._start_scan(jobs, "reload rescan")
-
-    def _start_scan(self, jobs: list[_CatchUp], what: str) -> None:
-        if jobs:
-            threading.Thread(
-                target=self._scan, args=(jobs, what), name="triggerd-catch-up", daemon=True
-            ).start()
-
-    def _scan(self, jobs: list[_CatchUp], what: str) -> None:
-        try:
-            self._scan_jobs(jobs, what)
-        except RuntimeError:
-            if self._loop is None or not self._loop.is_closed():
-                raise
-            # the daemon stopped during the scan: what was not handed over is caught up next start
-
-    def _scan_jobs(self, jobs: list[_CatchUp], what: str) -> None:
-        """The catch-up thread: walk, drop what the ledger has, hand the rest over in batches.
-
-        Files already dispatched (after a restart, nearly all of them) never reach the
-        event loop and are counted, not logged one by one: a 100,000-file tree must not
-        keep the loop, and with it the control API and live triggers, busy for long.
-        The loop checks the ledger again (a live event may have raced the scan).
-        """
-        assert self._source is not None and self._loop is not None
-        found = known = 0
-        # At most two batches wait for the loop: new files are read no faster than they
-        # are dispatched, and other callbacks (the control API, live events) get turns.
-        in_flight = threading.BoundedSemaphore(2)
-
-        def hand_over(rule: str, batch: list[FileEvent]) -> None:
-            assert self._loop is not None
-            in_flight.acquire()
-            self._loop.call_soon_threadsafe(
-                self._on_caught_up, rule, batch, what, in_flight.release
+        for event in events:
+            self._observe(
+                event.path,
+                {
+                    "at": now,
+                    "what": f"found by the {what} of rule {rule}",
+                    "size": event.size,
+                    "inode": event.inode,
+                    "mtime_ns": event.mtime_ns,
+                },
             )
-
-        with self.state.ledger_reader() as dispatched:
-            for job in jobs:
-                batch: list[FileEvent] = []
-                for event in self._source.scan(job.watch, arrived_since=job.since):
-                    found += 1
-                    if dispatched(job.rule, event.identity):
-                        known += 1
-                        continue
-                    batch.append(event)
-                    if len(batch) >= _CATCH_UP_BATCH:
-                        hand_over(job.rule, batch)
-                        batch = []
-                if batch:
-                    hand_over(job.rule, batch)
-        message = f"{what} found {found} files, {known} of them dispatched before"
-        data = {
-            "files": found,
-            "dispatched_before": known,
-            "rules": sorted({j.rule for j in jobs}),
-            "scan": what,
-        }
-        self._loop.call_soon_threadsafe(lambda: self.notify("source.caught_up", message, data=data))
-
-    def _on_caught_up(
-        self, rule: str, events: list[FileEvent], what: str, done: Callable[[], None]
-    ) -> None:
-        assert self.dispatcher is not None
-        try:
-            now = time.time()
-            for event in events:
-                self._observe(
-                    event.path,
-                    {
-                        "at": now,
-                        "what": f"found by the {what} of rule {rule}",
-                        "size": event.size,
-                        "inode": event.inode,
-                        "mtime_ns": event.mtime_ns,
-                    },
-                )
-                self._dispatch_file(event, now, rules=(rule,))
-        finally:
-            done()
+            self._dispatch_file(event, now, rules=(rule,))
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -677,7 +579,7 @@ class Daemon:
                 f"rejecting run {run_id}",
                 lambda: self.state.set_state(run_id, "rejected", error=why),
             )
-            self.notify(
+            self.record_event(
                 "run.rejected",
                 f"run {run_id} of {row.workflow} refused: {why}",
                 level="error",
@@ -707,15 +609,15 @@ class Daemon:
             self.writes.run(
                 f"recording run {run_id} running", lambda: self.state.set_state(run_id, "running")
             )
-        elif event.kind in ("run.succeeded", "run.failed", "run.aborted", "run.stopped"):
+        elif event.kind in END_KINDS:
             state, error = event.kind.split(".")[1], event.data.get("error")
             self.writes.run(
                 f"recording the end of run {run_id}",
-                lambda: self._record_end(run_id, state, error, notify=False),
+                lambda: self._record_end(run_id, state, error, recorded=True),
             )
 
     def _record_end(
-        self, run_id: str, state: str, error: str | None, *, notify: bool = True
+        self, run_id: str, state: str, error: str | None, *, recorded: bool = False
     ) -> None:
         """A run has ended: its state, its slot freed for the next queued run."""
         assert self.dispatcher is not None
@@ -725,8 +627,8 @@ class Daemon:
         self.state.set_state(run_id, state, error=error)
         if self._executor is not None:
             self._executor.forget(run_id)  # its end is in the outbox now: the journal may go
-        if notify:
-            self.notify(
+        if not recorded:  # the executor recorded it itself
+            self.record_event(
                 f"run.{state}",
                 f"run {run_id} {state}: {error}",
                 level="warning",
@@ -740,34 +642,61 @@ class Daemon:
             self._idle.set()
         self._arm_tick()
 
-    def validate_start(self, workflow: str, params: dict[str, Any]) -> None:
-        """Refuse an unknown workflow or bad parameters before anything is queued."""
+    def _running_dispatcher(self) -> Dispatcher:
+        if self.dispatcher is None or self._executor is None:
+            raise NotReady()
+        return self.dispatcher
+
+    def start_run(self, workflow: str, params: dict[str, Any]) -> str:
+        """Queue a run now; an unknown workflow or bad parameters are refused before."""
+        dispatcher = self._running_dispatcher()
         assert self._executor is not None
         self._executor.validate(workflow, params)
+        return dispatcher.start_manual(workflow, params, now=time.time())
 
-    def set_paused(self, rule: str, paused: bool, *, by: str) -> bool:
-        """Pause or resume a rule (KeyError: no such rule); returns whether it is paused."""
-        assert self.dispatcher is not None
-        self.dispatcher.rules.by_name(rule)
-        if paused != (rule in self.dispatcher.paused):
-            (self.dispatcher.paused.add if paused else self.dispatcher.paused.discard)(rule)
-            action = "paused" if paused else "resumed"
-            self.notify(
-                f"rule.{action}", f"rule {rule} {action} by {by}", rule=rule, data={"by": by}
-            )
-        return rule in self.dispatcher.paused
-
-    def stop_run(self, run_id: str) -> dict[str, Any]:
+    def replay(self, run_id: str) -> str:
         row = self.state.run(run_id)
         if row is None:
-            return {"ok": False, "error": f"no run {run_id}"}
-        if row.state == "waiting" and self.pv is not None:
+            raise RunNotFound(run_id)
+        dispatcher = self._running_dispatcher()
+        assert self._executor is not None
+        self._executor.validate(row.workflow, row.params)
+        return dispatcher.start_manual(
+            row.workflow,
+            row.params,
+            rule=row.rule,
+            replay_of=run_id,
+            trigger=row.trigger,
+            now=time.time(),
+        )
+
+    def set_paused(self, rule: str, paused: bool, *, by: str) -> bool:
+        """Pause or resume a rule (RuleNotFound); returns whether it is paused."""
+        dispatcher = self._running_dispatcher()
+        try:
+            dispatcher.rules.by_name(rule)
+        except KeyError:
+            raise RuleNotFound(rule) from None
+        if paused != (rule in dispatcher.paused):
+            (dispatcher.paused.add if paused else dispatcher.paused.discard)(rule)
+            action = "paused" if paused else "resumed"
+            self.record_event(
+                f"rule.{action}", f"rule {rule} {action} by {by}", rule=rule, data={"by": by}
+            )
+        return rule in dispatcher.paused
+
+    def stop_run(self, run_id: str) -> str:
+        """Stop a run: "stopped" (it had not started, or nothing of it ran) or "stopping"."""
+        row = self.state.run(run_id)
+        if row is None:
+            raise RunNotFound(run_id)
+        dispatcher = self._running_dispatcher()
+        if row.state == RunState.WAITING and self.pv is not None:
             self.pv.cancel_wait(run_id)
-        if row.state in ("queued", "waiting"):
-            assert self.dispatcher is not None
-            self.dispatcher.drop(run_id)
-            self.state.set_state(run_id, "stopped", error="stopped before it started")
-            self.notify(
+        if row.state in (RunState.QUEUED, RunState.WAITING):
+            dispatcher.drop(run_id)
+            self.state.set_state(run_id, RunState.STOPPED, error="stopped before it started")
+            self.record_event(
                 "run.stopped",
                 f"run {run_id} of '{row.workflow}' stopped before it started",
                 level="warning",
@@ -776,22 +705,44 @@ class Daemon:
                 rule=row.rule,
                 data={"error": "stopped before it started"},
             )
-            return {"ok": True, "state": "stopped"}
-        if row.state not in ("submitted", "running"):
-            return {"ok": False, "error": f"run {run_id} already ended ({row.state})"}
-        assert self._executor is not None and self.dispatcher is not None
-        if run_id not in self.dispatcher.active_run_ids():
+            return RunState.STOPPED
+        if row.state not in (RunState.SUBMITTED, RunState.RUNNING):
+            raise RunEnded(run_id, row.state)
+        assert self._executor is not None
+        if run_id not in dispatcher.active_run_ids():
             # Marked running, yet never handed to the executor (a daemon bug, or a state
             # file edited by hand): nothing would ever end it but this. A run the executor
             # has but lost track of is ended by the executor itself (run.stopped).
             self._record_end(run_id, "stopped", "stopped by an operator; no task of it was running")
-            return {"ok": True, "state": "stopped"}
+            return RunState.STOPPED
         self._executor.stop_run(run_id, "stopped by an operator")
-        return {"ok": True, "state": "stopping"}
+        return "stopping"
+
+    def drain(self) -> dict[str, Any]:
+        dispatcher = self._running_dispatcher()
+        dispatcher.draining = True
+        self.record_event(
+            "daemon.draining", "draining: no new triggers are taken; running runs finish"
+        )
+        return {"draining": True, "running": dispatcher.running(), "queued": dispatcher.queued()}
+
+    # -- what readers see (DaemonView) -------------------------------------------------------
+
+    def file_health(self) -> list[dict[str, Any]]:
+        return self._source.health() if self._source is not None else []
+
+    def skipped_by_reason(self, rule: str | None) -> dict[str, int]:
+        return self.metrics.skipped_by_reason(rule)
+
+    def status_pvs_status(self) -> dict[str, Any] | None:
+        return status_view(self.settings.status_pvs, self.status_pvs, self.recent)
+
+    def metrics_text(self) -> str:
+        return self.metrics.render(self)
 
     # -- the event log (issue 6 sends these to MongoDB; here: log and memory) ----------------
 
-    def notify(
+    def record_event(
         self,
         kind: str,
         message: str,

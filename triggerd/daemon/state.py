@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from triggerd.errors import BackendUnavailable
+from triggerd.runstate import ENDED
 from triggerd.sqlite import connect_wal
 
 __all__ = ["LedgerEntry", "RunRow", "StateDB", "StateUnavailable"]
 
+_ENDED_SQL = ", ".join(f"'{state.value}'" for state in ENDED)  # constants, not input
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -238,7 +240,7 @@ class StateDB:
                 "UPDATE runs SET state = ?, error = COALESCE(?, error),"
                 " attempts = attempts + ?,"
                 " started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?) ELSE started_at END,"
-                " ended_at = CASE WHEN ? IN ('succeeded','failed','aborted','stopped','rejected') THEN ? ELSE ended_at END"
+                f" ended_at = CASE WHEN ? IN ({_ENDED_SQL}) THEN ? ELSE ended_at END"
                 " WHERE run_id = ?",
                 (state, error, 1 if attempt else 0, state, now, state, now, run_id),
             )

@@ -61,12 +61,14 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from triggerd.errors import ConfigError
+from triggerd.errors import ConfigError, RuleNotFound
 from triggerd.eventlog.schema import LogEvent, format_time
 from triggerd.log import get_logger
 
 if TYPE_CHECKING:
-    from .service import Daemon
+    from triggerd.config import StatusPvSettings
+
+    from .control import DaemonControl
 
 __all__ = ["StatusPvs", "may_write", "status_view"]
 
@@ -101,16 +103,16 @@ def may_write(writers: Sequence[str], host: str | None, user: str | None) -> boo
     return False
 
 
-def status_view(daemon: Daemon) -> dict[str, Any] | None:
-    """The ``status_pvs`` entry of ``triggerctl status``: None without a prefix; ``error`` when not served."""
-    cfg = daemon.settings.status_pvs
+def status_view(
+    cfg: StatusPvSettings, served: StatusPvs | None, recent: Sequence[LogEvent]
+) -> dict[str, Any] | None:
+    """The ``status_pvs`` entry of ``triggerctl status``: None without a prefix; ``error``
+    (from the last ``daemon.status_pvs_failed`` event in ``recent``) when not served."""
     if cfg.prefix is None:
         return None
-    if daemon.status_pvs is not None:
-        return daemon.status_pvs.describe()
-    why = next(
-        (e.message for e in reversed(daemon.recent) if e.kind == "daemon.status_pvs_failed"), None
-    )
+    if served is not None:
+        return served.describe()
+    why = next((e.message for e in reversed(recent) if e.kind == "daemon.status_pvs_failed"), None)
     return {
         "prefix": cfg.prefix,
         "port": cfg.port,
@@ -135,7 +137,7 @@ class StatusPvs:
 
     def __init__(
         self,
-        daemon: Daemon,
+        daemon: DaemonControl,
         prefix: str,
         *,
         port: int,
@@ -321,7 +323,7 @@ class StatusPvs:
                 paused = value == "paused" if isinstance(value, str) else bool(value)
                 try:
                     paused = status._daemon.set_paused(self.rule or "", paused, by=self.client)
-                except KeyError:
+                except RuleNotFound:
                     raise ValueError(f"rule {self.rule!r} is gone (reloaded)") from None
                 return PAUSE_STATES[paused]
 
@@ -339,7 +341,7 @@ class StatusPvs:
 
         client = f"{username}@{hostname}"
         why = "not listed in [status_pvs] writers" if rule is not None else "read-only"
-        self._daemon.notify(
+        self._daemon.record_event(
             "daemon.status_pv_refused",
             f"write to {pvname} by Channel Access client {client} refused: {why}",
             level="warning",
@@ -350,7 +352,7 @@ class StatusPvs:
 
     def _server_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            self._daemon.notify(
+            self._daemon.record_event(
                 "daemon.status_pvs_failed",
                 f"status PVs under {self._prefix} stopped: {task.exception()}",
                 level="error",

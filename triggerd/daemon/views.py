@@ -1,7 +1,7 @@
 """What the control API shows: status, rules, runs, dry runs and explanations, as plain data.
 
-Read-only views of a running :class:`~triggerd.daemon.service.Daemon`; the API turns
-them into JSON and triggerctl into tables.
+Read-only views of a running daemon (:class:`~triggerd.daemon.control.DaemonView`); the
+API turns them into JSON and triggerctl into tables.
 """
 
 from __future__ import annotations
@@ -10,22 +10,27 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from triggerd.errors import NotReady
 from triggerd.sources.events import FileEvent
 
 from .rules import Rule
-from .status_pvs import status_view
 
 if TYPE_CHECKING:
-    from .service import Daemon
+    from .control import DaemonView
+    from .dispatcher import Dispatcher
 
 __all__ = ["explain", "rules_view", "status", "test_trigger"]
 
 
-def status(daemon: Daemon) -> dict[str, Any]:
-    d = daemon.dispatcher
-    assert d is not None
+def _dispatcher(daemon: DaemonView) -> Dispatcher:
+    if daemon.dispatcher is None:
+        raise NotReady()
+    return daemon.dispatcher
+
+
+def status(daemon: DaemonView) -> dict[str, Any]:
+    d = _dispatcher(daemon)
     counts = daemon.state.counts()
-    health = daemon._source.health() if daemon._source else []
     return {
         "pid": os.getpid(),
         "uptime": time.time() - daemon.started,
@@ -37,7 +42,7 @@ def status(daemon: Daemon) -> dict[str, Any]:
         "last_reload": daemon.last_reload,
         "draining": d.draining,
         "summary": daemon.summary(),
-        "sources": health,
+        "sources": daemon.file_health(),
         "pvs": daemon.pv.health() if daemon.pv else [],
         "pv_backlog": daemon.pv.backlog() if daemon.pv else 0,
         "waiting_for_files": daemon.pv.waiting() if daemon.pv else 0,
@@ -57,13 +62,12 @@ def status(daemon: Daemon) -> dict[str, Any]:
         "eventlog": daemon.eventlog.status() if daemon.eventlog is not None else None,
         "dependencies": [r.to_dict() for r in daemon.readings()],
         "state_writes_waiting": daemon.writes.waiting() if daemon.writes is not None else 0,
-        "status_pvs": status_view(daemon),
+        "status_pvs": daemon.status_pvs_status(),
     }
 
 
-def rules_view(daemon: Daemon) -> list[dict[str, Any]]:
-    d = daemon.dispatcher
-    assert d is not None
+def rules_view(daemon: DaemonView) -> list[dict[str, Any]]:
+    d = _dispatcher(daemon)
     stats = daemon.state.rule_stats()
     out = []
     for rule in d.rules.rules:
@@ -88,10 +92,10 @@ def rules_view(daemon: Daemon) -> list[dict[str, Any]]:
     return out
 
 
-def _skipped(daemon: Daemon, rule: str | None) -> dict[str, Any]:
+def _skipped(daemon: DaemonView, rule: str | None) -> dict[str, Any]:
     """Triggers of ``rule`` (None: of every rule) that did not become a run, by reason,
     counted since the daemon started (``since``)."""
-    by_reason = daemon.metrics.skipped_by_reason(rule)
+    by_reason = daemon.skipped_by_reason(rule)
     return {"total": sum(by_reason.values()), "by_reason": by_reason, "since": daemon.started}
 
 
@@ -122,10 +126,9 @@ def _candidate(rule: Rule, path: str) -> FileEvent | None:
         return FileEvent(path, root, 0, 0, 0, "closed", time.time(), link_to=link_to)
 
 
-def test_trigger(daemon: Daemon, path: str) -> dict[str, Any]:
+def test_trigger(daemon: DaemonView, path: str) -> dict[str, Any]:
     """A dry run: which rules match this file and what parameters they would render."""
-    d = daemon.dispatcher
-    assert d is not None
+    d = _dispatcher(daemon)
     path = os.path.abspath(path)
     own = daemon.own_file(path)
     results = []
@@ -153,7 +156,7 @@ def test_trigger(daemon: Daemon, path: str) -> dict[str, Any]:
     return {"path": path, "exists": os.path.exists(path), "rules": results}
 
 
-def explain(daemon: Daemon, path: str) -> dict[str, Any]:
+def explain(daemon: DaemonView, path: str) -> dict[str, Any]:
     """Why this file did or did not trigger: rules, what the source saw, ledger, runs."""
     path = os.path.abspath(path)
     dry = test_trigger(daemon, path)

@@ -38,6 +38,7 @@ from datetime import datetime
 from typing import Any
 
 from triggerd.eventlog.schema import LogEvent, format_time, parse_time
+from triggerd.runstate import ENDED, FAILED
 
 __all__ = [
     "DAG_STATES",
@@ -58,7 +59,7 @@ RUN_STATES: dict[str, tuple[str, int]] = {
     "trigger.fired": ("queued", 1),
     "run.queued": ("queued", 1),
     "run.started": ("running", 2),
-    **{f"run.{s}": (s, 3) for s in ("succeeded", "failed", "stopped", "aborted", "rejected")},
+    **{state.event_kind: (state.value, 3) for state in ENDED},
 }
 DAG_STATES: dict[str, tuple[str, int]] = {
     "dag.started": ("running", 1),
@@ -72,7 +73,7 @@ TASK_STATES: dict[str, tuple[str, int]] = {
         for s in ("succeeded", "failed", "skipped", "stopped", "cancelled", "aborted")
     },
 }
-FAILED_STATUSES = ("failed", "aborted", "rejected")  # what ``runs(failed=True)`` lists
+FAILED_STATUSES = tuple(state.value for state in FAILED)  # what ``runs(failed=True)`` lists
 TRACEBACK_TAIL = 4000
 ERROR_LIMIT = 2000
 _INTERNAL = ("_id", "last_ts")

@@ -1,0 +1,79 @@
+"""The FastAPI app: the groups of routes, the optional bearer token, and the one place
+where an error becomes a status code."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+
+from triggerd import __version__
+from triggerd.errors import (
+    BackendUnavailable,
+    Conflict,
+    NotFound,
+    NotReady,
+    TriggerdError,
+)
+
+from ..control import DaemonControl
+from .base import JSONResponse
+from .events import routes as event_routes
+from .paths import routes as path_routes
+from .rules import routes as rule_routes
+from .runs import routes as run_routes
+from .service import routes as service_routes
+
+__all__ = ["create_app", "status_code"]
+
+# The first class an error is an instance of gives its status; any other TriggerdError is
+# the request's fault (400).
+_STATUS: tuple[tuple[type[TriggerdError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (NotReady, 503),  # ask again shortly
+    (BackendUnavailable, 503),  # a service the daemon needs is away: ask again later
+)
+
+
+def status_code(error: TriggerdError) -> int:
+    return next((code for cls, code in _STATUS if isinstance(error, cls)), 400)
+
+
+def create_app(control: DaemonControl, *, token: str | None = None) -> FastAPI:
+    """The API of ``control``; with ``token``, every request must bear it."""
+    app = FastAPI(title="triggerd control API", version=__version__, docs_url=None, redoc_url=None)
+    app.state.control = control
+    for routes in (service_routes, rule_routes, run_routes, path_routes, event_routes):
+        app.include_router(routes)
+    app.add_exception_handler(TriggerdError, _refused_by_daemon)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _refused)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
+    if token is not None:
+        expected = f"Bearer {token}".encode()
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Any) -> Any:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+            return await call_next(request)
+
+    return app
+
+
+async def _refused_by_daemon(request: Request, exc: TriggerdError) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=status_code(exc))
+
+
+async def _refused(request: Request, exc: HTTPException) -> JSONResponse:
+    """As FastAPI's own handler, but its message may name any file."""
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A query value or body field out of range or of the wrong type: the caller's fault."""
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return JSONResponse({"error": f"bad request: {problems}"}, status_code=400)

@@ -1,0 +1,53 @@
+"""What every group of routes shares: the JSON they answer with, the daemon they ask
+(a FastAPI dependency), and the bound on how many rows one answer holds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, responses
+from fastapi.datastructures import DefaultPlaceholder
+from fastapi.routing import APIRoute
+
+from triggerd.text import dumps
+
+from ..control import DaemonControl
+
+__all__ = ["MAX_LIMIT", "Control", "JSONResponse", "Limit", "router"]
+
+MAX_LIMIT = 100_000  # the most rows or events one query returns
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+class JSONResponse(responses.JSONResponse):
+    """JSON as :mod:`triggerd.text` defines it: a file name that is not UTF-8 is sent
+    with its bytes as ``\\udcXX`` escapes (starlette's own would fail to encode it: 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode()
+
+
+class _Route(APIRoute):
+    """A route that answers through :class:`JSONResponse`: FastAPI's fast path (pydantic
+    writing JSON itself) is taken for routes without a response class of their own, and
+    it cannot write such a name either."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any):
+        if isinstance(kwargs.get("response_class"), DefaultPlaceholder):
+            kwargs["response_class"] = JSONResponse
+        super().__init__(path, endpoint, **kwargs)
+
+
+def router() -> APIRouter:
+    """A group of routes that answer through :class:`JSONResponse`."""
+    return APIRouter(route_class=_Route)
+
+
+def _control(request: Request) -> DaemonControl:
+    control: DaemonControl = request.app.state.control
+    return control
+
+
+#: A handler's parameter of this type is the daemon it serves.
+Control = Annotated[DaemonControl, Depends(_control)]

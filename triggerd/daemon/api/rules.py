@@ -1,0 +1,27 @@
+"""``/rules``: the rules with what they fired and skipped; pause and resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import views
+from .base import Control, router
+
+__all__ = ["routes"]
+
+routes = router()
+
+
+@routes.get("/rules")
+async def get_rules(control: Control) -> list[dict[str, Any]]:
+    return views.rules_view(control)
+
+
+@routes.post("/rules/{name}/pause")
+async def pause(control: Control, name: str) -> dict[str, Any]:
+    return {"rule": name, "paused": control.set_paused(name, True, by="an operator")}
+
+
+@routes.post("/rules/{name}/resume")
+async def resume(control: Control, name: str) -> dict[str, Any]:
+    return {"rule": name, "paused": control.set_paused(name, False, by="an operator")}
