@@ -337,16 +337,7 @@ class Dispatcher:
             )
             return None
         if waiting:
-            file = trigger[0]["wait_for_file"]
-            self._record_event(
-                "trigger.waiting",
-                f"{rule.name}: {what}: run {run_id} waits for {file} to be complete",
-                rule=rule.name,
-                run=run_id,
-                workflow=rule.workflow,
-                data={"key": key, "file": file},
-                source=source,
-            )
+            self._record_waiting(rule, run_id, key, trigger[0]["wait_for_file"], what, source)
             return run_id
         self._queue(run_id)
         self._record_event(
@@ -360,6 +351,19 @@ class Dispatcher:
         )
         self.pump(now)
         return run_id
+
+    def _record_waiting(
+        self, rule: Rule, run_id: str, key: str, file: str, what: str, source: dict[str, Any]
+    ) -> None:
+        self._record_event(
+            "trigger.waiting",
+            f"{rule.name}: {what}: run {run_id} waits for {file} to be complete",
+            rule=rule.name,
+            run=run_id,
+            workflow=rule.workflow,
+            data={"key": key, "file": file},
+            source=source,
+        )
 
     # -- PV events ------------------------------------------------------------------------
 

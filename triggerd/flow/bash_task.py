@@ -106,33 +106,17 @@ class BashTask(BaseTask):
 
     def run(self, data: Any, store: Any, signal: Any, context: Any, **kwargs: Any) -> Action:
         params = self.params.eval(data, store)
-        command = params.command
-        if not isinstance(command, str):
-            if not isinstance(command, (list, tuple)) or not command:
-                raise TypeError(f"task '{self.name}': command must be a str or a non-empty list")
-            command = list(command)
-        env = params.env
-        if env is not None:
-            bad = [key for key, value in env.items() if not isinstance(value, str)]
-            if bad:
-                raise TypeError(f"task '{self.name}': env values must be str, not for {bad}")
-        stdin = params.stdin
-        if isinstance(stdin, str):
-            stdin = stdin.encode()
-        elif stdin is not None and not isinstance(stdin, (bytes, bytearray, memoryview)):
-            raise TypeError(f"task '{self.name}': stdin must be str or bytes")
+        command, stdin = self._checked(params)
         refresh = max(float(params.refresh_time or 0.1), 0.01)
         args = (data, store, signal, context)
-
         out_file = tempfile.TemporaryFile() if params.capture_stdout else None
         err_file = tempfile.TemporaryFile() if params.capture_stderr else None
         opener = current_output()  # here: the task's thread holds its context
-        asked_out = out_file is not None or self._callback_stdout is not None
-        asked_err = err_file is not None or self._callback_stderr is not None
-        want_out = asked_out or opener is not None
-        want_err = asked_err or opener is not None
+        asked = (
+            out_file is not None or self._callback_stdout is not None,
+            err_file is not None or self._callback_stderr is not None,
+        )
         failures: list[BaseException] = []
-        lock = threading.Lock()  # the callbacks share data and the signal channel
         readers: list[threading.Thread] = []  # the task waits for these: callbacks, captures
         extra: list[threading.Thread] = []  # read for events only
         proc: subprocess.Popen | None = None
@@ -141,33 +125,17 @@ class BashTask(BaseTask):
                 command,
                 shell=isinstance(command, str),
                 cwd=params.cwd,
-                env=env,
+                env=params.env,
                 user=params.user,
                 group=params.group,
                 stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-                stdout=subprocess.PIPE if want_out else None,
-                stderr=subprocess.PIPE if want_err else None,
+                stdout=subprocess.PIPE if asked[0] or opener is not None else None,
+                stderr=subprocess.PIPE if asked[1] or opener is not None else None,
                 start_new_session=True,
             )
-            with lock:  # callback_process comes before any line callback
-                for pipe, callback, sink, name, asked, fd in (
-                    (proc.stdout, self._callback_stdout, out_file, "stdout", asked_out, 1),
-                    (proc.stderr, self._callback_stderr, err_file, "stderr", asked_err, 2),
-                ):
-                    if pipe is not None:
-                        events = opener(name, proc.pid) if opener is not None else None
-                        echo = None if asked else fd  # where the command wrote before we read it
-                        reader = _start(
-                            _pump, pipe, callback, sink, args, failures, lock, events, echo
-                        )
-                        (readers if asked else extra).append(reader)
-                if proc.stdin is not None:
-                    _start(_feed, proc.stdin, bytes(stdin))
-                if self._callback_process is not None:
-                    try:
-                        self._callback_process(proc.pid, *args)
-                    except BaseException as exc:
-                        failures.append(exc)
+            self._start_readers(
+                proc, stdin, (out_file, err_file), asked, opener, args, failures, (readers, extra)
+            )
             returncode = _supervise(proc, readers, signal, failures, refresh)
             if failures:
                 raise failures[0]
@@ -177,20 +145,83 @@ class BashTask(BaseTask):
                         file.seek(0)
                 self._callback_end(returncode, out_file, err_file, *args)
         finally:
-            if proc is not None and proc.poll() is None:  # we are leaving on an error
-                _signal_group(proc, _signals.SIGTERM)
-                try:
-                    proc.wait(timeout=_KILL_AFTER)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc, _signals.SIGKILL)
-                    proc.wait()
-            for reader in readers:
-                reader.join(timeout=_KILL_AFTER)
-            _join(extra, _EVENTS_GRACE)
-            for file in (out_file, err_file):
-                if file is not None:
-                    file.close()
+            _clean_up(proc, readers, extra, (out_file, err_file))
         return Action(data)
+
+    def _checked(self, params: Any) -> tuple[str | list[Any], bytes | None]:
+        """The command and the bytes for its stdin; TypeError naming what is wrong."""
+        command = params.command
+        if not isinstance(command, str):
+            if not isinstance(command, (list, tuple)) or not command:
+                raise TypeError(f"task '{self.name}': command must be a str or a non-empty list")
+            command = list(command)
+        if params.env is not None:
+            bad = [key for key, value in params.env.items() if not isinstance(value, str)]
+            if bad:
+                raise TypeError(f"task '{self.name}': env values must be str, not for {bad}")
+        stdin = params.stdin
+        if isinstance(stdin, str):
+            return command, stdin.encode()
+        if stdin is not None and not isinstance(stdin, (bytes, bytearray, memoryview)):
+            raise TypeError(f"task '{self.name}': stdin must be str or bytes")
+        return command, None if stdin is None else bytes(stdin)
+
+    def _start_readers(
+        self,
+        proc: subprocess.Popen,
+        stdin: bytes | None,
+        sinks: tuple[Any, Any],
+        asked: tuple[bool, bool],
+        opener: Any,
+        args: tuple[Any, ...],
+        failures: list[BaseException],
+        started: tuple[list[threading.Thread], list[threading.Thread]],
+    ) -> None:
+        """Threads reading stdout and stderr, into ``started``: those the task waits for
+        (callbacks, captures), and those that only make output events; then stdin fed,
+        and callback_process called, before any line callback."""
+        readers, extra = started
+        lock = threading.Lock()  # the callbacks share data and the signal channel
+        with lock:
+            for pipe, callback, sink, name, wanted, fd in (
+                (proc.stdout, self._callback_stdout, sinks[0], "stdout", asked[0], 1),
+                (proc.stderr, self._callback_stderr, sinks[1], "stderr", asked[1], 2),
+            ):
+                if pipe is not None:
+                    events = opener(name, proc.pid) if opener is not None else None
+                    echo = None if wanted else fd  # where the command wrote before we read it
+                    reader = _start(_pump, pipe, callback, sink, args, failures, lock, events, echo)
+                    (readers if wanted else extra).append(reader)
+            if proc.stdin is not None:
+                _start(_feed, proc.stdin, stdin)
+            if self._callback_process is not None:
+                try:
+                    self._callback_process(proc.pid, *args)
+                except BaseException as exc:
+                    failures.append(exc)
+
+
+def _clean_up(
+    proc: subprocess.Popen | None,
+    readers: list[threading.Thread],
+    extra: list[threading.Thread],
+    files: tuple[Any, Any],
+) -> None:
+    """The process ended (terminated, then killed, if we leave on an error), its readers
+    joined, the capture files closed."""
+    if proc is not None and proc.poll() is None:  # we are leaving on an error
+        _signal_group(proc, _signals.SIGTERM)
+        try:
+            proc.wait(timeout=_KILL_AFTER)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, _signals.SIGKILL)
+            proc.wait()
+    for reader in readers:
+        reader.join(timeout=_KILL_AFTER)
+    _join(extra, _EVENTS_GRACE)
+    for file in files:
+        if file is not None:
+            file.close()
 
 
 def _start(target: Callable[..., None], *args: Any) -> threading.Thread:
