@@ -34,7 +34,7 @@ from watchdog.events import (
 from watchdog.observers.inotify import InotifyObserver
 
 from triggerd.flow import Action, BaseTask, TaskParameters
-from triggerd.sources.files import FileSource, FileWatch
+from triggerd.sources import FileSource, FileWatch
 
 from .fileops import LightflowFilesystemConfigError, LightflowFilesystemPathError, _path
 
