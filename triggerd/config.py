@@ -162,10 +162,12 @@ class CelerySettings(_Section):
                 "triggerd_url_port", "the port is not a number (e.g. \"redis://host:6379/0\")"
             ) from None
         if any(name.lower() == "password" for name, _ in parse_qsl(parts.query)):
-            # kombu (Celery's transport) fails on it: "got multiple values for keyword argument 'password'"
+            # kombu (Celery's transport) fails on it:
+            # "got multiple values for keyword argument 'password'"
             raise PydanticCustomError(
                 "triggerd_url_password",
-                "a password in the query (?password=...) is not understood by Celery's Redis transport: "
+                "a password in the query (?password=...) is not understood by "
+                "Celery's Redis transport: "
                 "write it in the URL, as redis://:PASSWORD@host:6379/0",
             )
         return url
@@ -271,7 +273,8 @@ class EventLogSettings(_Section):
 
 
 class StatusPvSettings(_Section):
-    """The daemon's own status as EPICS PVs (Channel Access, served by caproto); off unless a prefix is set."""
+    """The daemon's own status as EPICS PVs (Channel Access, served by caproto); off unless a
+    prefix is set."""
 
     prefix: str | None = None
     """PV name prefix, e.g. "BL13:TRIGGERD:"; None: no status PVs."""
@@ -324,7 +327,8 @@ class DaemonSettings(_Section):
     tcp: str | None = None
     """Also serve the API on TCP, e.g. "127.0.0.1:8765"; requires ``token_file``."""
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
-    """On SIGTERM, seconds to let running runs finish; unfinished ones run again at the next start."""
+    """On SIGTERM, seconds to let running runs finish; unfinished ones run again at the next
+    start."""
 
     @field_validator("tcp")
     @classmethod

@@ -150,8 +150,8 @@ def compile_template(
     ``{match[x]}`` must name a group of ``pattern`` (by name, or by number up to its group
     count, 0 being the whole match) unless ``check_groups`` is false (the pattern itself
     is broken and already reported); ``{pv[NAME]}`` must name one of ``pvs`` (the PV that
-    fires and the snapshot PVs) unless ``pvs`` is None (the PV table is broken). ``nothing_allowed`` explains why, when ``allowed`` is
-    empty. Raises :class:`TemplateError`.
+    fires and the snapshot PVs) unless ``pvs`` is None (the PV table is broken).
+    ``nothing_allowed`` explains why, when ``allowed`` is empty. Raises :class:`TemplateError`.
     """
     try:
         parsed = list(string.Formatter().parse(text))
@@ -335,7 +335,8 @@ def pv_values(
 
 
 def iso_utc(mtime_ns: int) -> str:
-    """ISO 8601 in UTC with microseconds, as the event log writes times: ``...T18:55:17.123456Z``."""
+    """ISO 8601 in UTC with microseconds, as the event log writes times:
+    ``...T18:55:17.123456Z``."""
     moment = _EPOCH + timedelta(microseconds=mtime_ns // 1000)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

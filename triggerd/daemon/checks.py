@@ -56,8 +56,9 @@ def setup_warnings(settings: Settings, rules: RuleSet | None) -> list[str]:
     warnings = []
     if settings.source == BUILTIN_SOURCE:
         warnings.append(
-            "no config file found (--config, $TRIGGERD_CONFIG, ./triggerd.toml, ./config/triggerd.toml, "
-            f"/etc/triggerd/triggerd.toml): built-in defaults, paths relative to {settings.base_dir}"
+            "no config file found (--config, $TRIGGERD_CONFIG, ./triggerd.toml, "
+            "./config/triggerd.toml, /etc/triggerd/triggerd.toml): built-in defaults, "
+            f"paths relative to {settings.base_dir}"
         )
     for key, dirs in (
         ("paths.workflows", settings.paths.workflows),

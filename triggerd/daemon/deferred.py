@@ -57,8 +57,8 @@ class StateWrites:
     def _down(self, exc: StateUnavailable, what: str) -> None:
         if self.health.ok is not False:
             _log.error(
-                "the state file cannot be written: triggers and run states wait in memory, in order, "
-                "until it can (nothing is dropped; a crash meanwhile loses them)",
+                "the state file cannot be written: triggers and run states wait in memory, "
+                "in order, until it can (nothing is dropped; a crash meanwhile loses them)",
                 error=str(exc),
                 doing=what,
             )

@@ -91,7 +91,8 @@ class DependencyWatch:
             elif self._unconsumed.setdefault(queue, 0) >= 1:
                 # twice in a row: not a worker reconnecting
                 health.down(
-                    f"no worker consumes queue '{queue}' ({count} jobs wait): start one with `triggerd worker -Q {queue}`"
+                    f"no worker consumes queue '{queue}' ({count} jobs wait): "
+                    f"start one with `triggerd worker -Q {queue}`"
                 )
             else:
                 self._unconsumed[queue] += 1

@@ -137,9 +137,10 @@ class DaemonEventLog:
         caller for the driver's server-selection timeout."""
         reading = self.writer.health.reading
         if reading.ok is False:
+            since = datetime.fromtimestamp(reading.since).isoformat(timespec="seconds")
             raise BackendUnavailable(
                 f"the event log ({reading.target}) has been unreachable since "
-                f"{datetime.fromtimestamp(reading.since).isoformat(timespec='seconds')}: {reading.error}; "
+                f"{since}: {reading.error}; "
                 "events wait in the daemon and are stored when it is back"
             )
 
@@ -177,8 +178,9 @@ class DaemonEventLog:
 
 
 def handover_dir(settings: Settings) -> Path:
-    """Where ``triggerctl run`` leaves events it could not store (see :mod:`triggerd.eventlog.handover`):
-    the state directory itself, whose files are all the daemon's own (none triggers a rule)."""
+    """Where ``triggerctl run`` leaves events it could not store (see
+    :mod:`triggerd.eventlog.handover`): the state directory itself, whose files are all the
+    daemon's own (none triggers a rule)."""
     return settings.paths.state_dir
 
 
@@ -247,9 +249,9 @@ class RunEventLog:
             return None
         why = self.writer.last_error or "it did not answer in time"
         return (
-            f"the event log ({self.target}) could not take the events of run {self.run_id} ({why}): "
-            f"{left} wait in {self.handover.directory} and are stored when the daemon starts, "
-            "or at the next `triggerctl run`"
+            f"the event log ({self.target}) could not take the events of run {self.run_id} "
+            f"({why}): {left} wait in {self.handover.directory} and are stored when the "
+            "daemon starts, or at the next `triggerctl run`"
         )
 
 

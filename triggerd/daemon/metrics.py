@@ -109,7 +109,8 @@ class Metrics:
         out.metric(
             "triggerd_runs_running",
             "gauge",
-            "Runs handed to the executor and not ended: running, or waiting for a worker (triggerd_runs by state tells them apart).",
+            "Runs handed to the executor and not ended: running, or waiting for a worker "
+            "(triggerd_runs by state tells them apart).",
             [({}, d.running())],
         )
         out.metric(
@@ -263,11 +264,13 @@ class _Writer:
 def _labels(labels: dict[str, Any]) -> str:
     if not labels:
         return ""
-    escaped = (
-        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), chr(92) + "n")}"'
-        for k, v in labels.items()
-    )
-    return "{" + ",".join(escaped) + "}"
+    return "{" + ",".join(f'{k}="{_escaped(v)}"' for k, v in labels.items()) + "}"
+
+
+def _escaped(value: Any) -> str:
+    """A label value as the Prometheus text format writes it: backslash, double quote
+    and newline escaped."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _number(value: float) -> str:

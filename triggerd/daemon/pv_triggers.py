@@ -142,7 +142,10 @@ class PvTriggers:
             return
         empty = match.rule.empty_inputs(match)
         if empty:  # an IOC restarted, a detector that wrote no file: no run on an empty name
-            why = f"snapshot PV {', '.join(empty)} is empty (give it a default in snapshot_defaults to start the run anyway)"
+            why = (
+                f"snapshot PV {', '.join(empty)} is empty "
+                "(give it a default in snapshot_defaults to start the run anyway)"
+            )
             self._dispatcher.skip(
                 match.rule.name,
                 "snapshot-empty",

@@ -153,7 +153,8 @@ class FileRule:
                 return f"'{relative}' is a symbolic link (follow_symlinks = false)", None
             if not any(_under(event.link_to, os.path.realpath(r)) is not None for r in self.roots):
                 return (
-                    f"'{relative}' is a symbolic link to {event.link_to!r}, outside the rule's roots",
+                    f"'{relative}' is a symbolic link to {event.link_to!r}, "
+                    "outside the rule's roots",
                     None,
                 )
         parts = relative.split("/")
@@ -242,9 +243,8 @@ class PvRule:
                     "missing": True,
                 }
             else:
-                missing.append(
-                    f"{name} ({'disconnected' if seen.get('timestamp') is not None else 'no value yet'})"
-                )
+                why = "disconnected" if seen.get("timestamp") is not None else "no value yet"
+                missing.append(f"{name} ({why})")
         if missing:
             raise TriggerFailed(
                 "snapshot PV without a value and without a default: "

@@ -530,7 +530,8 @@ class Daemon:
     # -- status PVs ---------------------------------------------------------------------------
 
     async def _start_status_pvs(self) -> None:
-        """Serve the status PVs when ``status_pvs.prefix`` is set; a failure is logged, not fatal."""
+        """Serve the status PVs when ``status_pvs.prefix`` is set; a failure is logged, not
+        fatal."""
         cfg = self.settings.status_pvs
         if cfg.prefix is None:
             return

@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS runs (
     workflow    TEXT NOT NULL,
     params      TEXT NOT NULL,             -- JSON
     trigger     TEXT NOT NULL,             -- JSON: the source events
-    state       TEXT NOT NULL,             -- waiting | queued | submitted | running | succeeded | ...
+    state       TEXT NOT NULL,             -- triggerd.runstate.RunState: waiting | queued | ...
     error       TEXT,
     attempts    INTEGER NOT NULL DEFAULT 0,
     queued_at   REAL NOT NULL,
@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE INDEX IF NOT EXISTS ledger_path ON ledger(path);
 CREATE TABLE IF NOT EXISTS watermarks (
     rule        TEXT PRIMARY KEY,
-    since       REAL NOT NULL              -- when the rule first watched: catch_up='missed' looks back to here
+    -- when the rule first watched: catch_up='missed' looks back to here
+    since       REAL NOT NULL
 );
 """
 _DISPATCHED = (
@@ -205,7 +206,8 @@ class StateDB:
         try:
             with self._tx() as conn:
                 conn.execute(
-                    "INSERT INTO runs (run_id, key, rule, workflow, params, trigger, state, queued_at, replay_of)"
+                    "INSERT INTO runs (run_id, key, rule, workflow, params, trigger, state,"
+                    " queued_at, replay_of)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run_id,
@@ -239,7 +241,8 @@ class StateDB:
             conn.execute(
                 "UPDATE runs SET state = ?, error = COALESCE(?, error),"
                 " attempts = attempts + ?,"
-                " started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?) ELSE started_at END,"
+                " started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?)"
+                " ELSE started_at END,"
                 f" ended_at = CASE WHEN ? IN ({_ENDED_SQL}) THEN ? ELSE ended_at END"
                 " WHERE run_id = ?",
                 (state, error, 1 if attempt else 0, state, now, state, now, run_id),
@@ -250,7 +253,8 @@ class StateDB:
         with self._tx() as conn:
             return (
                 conn.execute(
-                    "UPDATE runs SET state = 'queued', trigger = ? WHERE run_id = ? AND state = 'waiting'",
+                    "UPDATE runs SET state = 'queued', trigger = ?"
+                    " WHERE run_id = ? AND state = 'waiting'",
                     (_dumps(trigger), run_id),
                 ).rowcount
                 == 1
@@ -327,7 +331,10 @@ class StateDB:
         return {rule: {"fired": count, "last_fired": last} for rule, count, last in rows}
 
     def _rows(self, clause: str, args: Sequence[Any] = ()) -> list[RunRow]:
-        cols = "run_id, key, rule, workflow, params, trigger, state, error, attempts, queued_at, started_at, ended_at, replay_of"
+        cols = (
+            "run_id, key, rule, workflow, params, trigger, state, error, attempts, queued_at,"
+            " started_at, ended_at, replay_of"
+        )
         return [
             RunRow(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), *r[6:])
             for r in self._query(f"SELECT {cols} FROM runs {clause}", args)

@@ -133,7 +133,8 @@ _REFUSALS = _HideRefusals()
 
 
 class StatusPvs:
-    """Serve the daemon's status under ``prefix`` on ``port``; ``await start()``, ``await stop()``."""
+    """Serve the daemon's status under ``prefix`` on ``port``; ``await start()``,
+    ``await stop()``."""
 
     def __init__(
         self,
@@ -264,7 +265,10 @@ class StatusPvs:
                 for bound in sockets.values():
                     bound.close()
                 taken = exc.errno == errno.EADDRINUSE
-                hint = "; another triggerd or Channel Access server has it: set [status_pvs] port to a free one"
+                hint = (
+                    "; another triggerd or Channel Access server has it: "
+                    "set [status_pvs] port to a free one"
+                )
                 raise ConfigError(
                     f"port {self._port} on {interface}: {exc.strerror}{hint if taken else ''}",
                     key="status_pvs.port",
@@ -304,7 +308,8 @@ class StatusPvs:
             pass
 
         class Pause(ReadOnly, ChannelEnum):  # type: ignore[misc]
-            """A rule's pause switch: a write from a client ``writers`` allows pauses or resumes it."""
+            """A rule's pause switch: a write from a client ``writers`` allows pauses or
+            resumes it."""
 
             client = "a Channel Access client"
 
@@ -336,7 +341,8 @@ class StatusPvs:
     def _refuse(
         self, pvname: str, rule: str | None, hostname: str | None, username: str | None
     ) -> Exception:
-        """Log and record a refused write; the exception caproto turns into the client's CA error."""
+        """Log and record a refused write; the exception caproto turns into the client's CA
+        error."""
         from caproto import Forbidden
 
         client = f"{username}@{hostname}"

@@ -50,7 +50,8 @@ def status(daemon: DaemonView) -> dict[str, Any]:
         "skipped": _skipped(daemon, None),
         "runs": {
             "queued": d.queued(),
-            # Started on a worker; "submitted": handed to the executor, waiting for a worker or slot.
+            # Started on a worker; "submitted": handed to the executor, waiting for a worker or
+            # slot.
             "running": counts.get("running", 0),
             "submitted": counts.get("submitted", 0),
             "held": d.held(),

@@ -145,7 +145,8 @@ def _clear_socket_path(path: Path) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise ConfigError(
-            f"{path} exists and is not a socket: refusing to replace it (remove it, or set daemon.socket)",
+            f"{path} exists and is not a socket: refusing to replace it "
+            "(remove it, or set daemon.socket)",
             key="daemon.socket",
         )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
