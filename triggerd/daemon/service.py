@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import fcntl
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,6 @@ from triggerd.log import get_logger
 from triggerd.private import make_private_dir
 from triggerd.runstate import END_KINDS, RunState
 from triggerd.sources import FileSource
-from triggerd.sources.events import FileEvent
 
 from .api import ControlServer
 from .catch_up import CatchUp, watches_for
@@ -50,6 +47,7 @@ from .deferred import StateWrites
 from .dependencies import DependencyWatch
 from .dispatcher import Dispatcher
 from .events import DaemonEventLog
+from .intake import FileIntake
 from .metrics import Metrics
 from .notify import SystemdNotifier
 from .pv_triggers import PvTriggers
@@ -61,7 +59,6 @@ __all__ = ["Daemon", "watches_for"]
 
 log = get_logger("triggerd.daemon")
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-_FILES_PER_TURN = 20  # live file events the loop takes before other callbacks get a turn
 # How far before a reload began its rescan looks: past the events watchdog had queued and
 # not yet handed out, and the tick by which a ctime (the kernel's coarse clock) may lag
 # time.time(). Files found that were dispatched already cost a ledger lookup each.
@@ -109,9 +106,6 @@ class Daemon:
         # Every event of every run, so a run resumes where it was after a crash.
         self.journal = Journal(settings.paths.state_dir / "journal.sqlite")
         self.recent: collections.deque[LogEvent] = collections.deque(maxlen=2000)
-        self.observed: collections.OrderedDict[str, list[dict[str, Any]]] = (
-            collections.OrderedDict()
-        )
         self.health: dict[str, dict[str, Any]] = {}
         self.reloads = 0
         self.last_reload: dict[str, Any] | None = None  # {"at", "ok", "error"}: shown by status
@@ -132,9 +126,7 @@ class Daemon:
         self._detached = False
         self._executor_retry: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # set whenever no run is active (for draining)
-        self._incoming: collections.deque[FileEvent] = collections.deque()  # watchdog -> loop
-        self._incoming_lock = threading.Lock()
-        self._drain_scheduled = False
+        self._intake: FileIntake | None = None
         # state writes, in order, waiting while the disk is full
         self.writes: StateWrites | None = None
         celery = settings.celery if settings.executor.kind == "celery" else None
@@ -225,9 +217,12 @@ class Daemon:
         assert self._loop is not None and self.dispatcher is not None
         assert self.writes is not None
         own_dirs, own_files = self.settings.own_files()
+        intake = self._intake = FileIntake(
+            self._loop, self.dispatcher, self.writes, dispatched=self._arm_tick
+        )
         source = self._source = FileSource(
             watches_for(rules),
-            self._from_source,
+            intake.from_source,
             on_health=self._on_health,
             own_dirs=own_dirs,
             own_files=own_files,
@@ -237,7 +232,7 @@ class Daemon:
             self._loop,
             self.state,
             lambda watch, since: source.scan(watch, arrived_since=since),
-            self._on_caught_up,
+            intake.found,
             self.record_event,
         )
         self.pv = PvTriggers(
@@ -424,69 +419,6 @@ class Daemon:
 
     # -- events in ---------------------------------------------------------------------------------
 
-    def _from_source(self, event: FileEvent) -> None:
-        """Called on a watchdog thread: queue for the loop, waking it if it is not yet due.
-
-        The loop takes the queue in slices (:meth:`_drain_files`), so that in a burst of
-        thousands of files the control API and timers still get their turns.
-        """
-        assert self._loop is not None
-        with self._incoming_lock:
-            self._incoming.append(event)
-            if self._drain_scheduled:
-                return
-            self._drain_scheduled = True
-        self._loop.call_soon_threadsafe(self._drain_files)
-
-    def _drain_files(self) -> None:
-        for _ in range(_FILES_PER_TURN):
-            with self._incoming_lock:
-                if not self._incoming:
-                    self._drain_scheduled = False
-                    return
-                event = self._incoming.popleft()
-            self._on_file(event)
-        assert self._loop is not None
-        self._loop.call_soon(self._drain_files)  # behind whatever else is ready
-
-    def _on_file(self, event: FileEvent) -> None:
-        now = time.time()
-        if not event.seen_at:
-            event = dataclasses.replace(event, seen_at=now)
-        self._observe(
-            event.path,
-            {
-                "at": now,
-                "what": f"complete ({event.kind})",
-                "size": event.size,
-                "inode": event.inode,
-                "mtime_ns": event.mtime_ns,
-            },
-        )
-        self._dispatch_file(event, now)
-
-    def _dispatch_file(
-        self, event: FileEvent, now: float, rules: tuple[str, ...] | None = None
-    ) -> None:
-        """To the dispatcher; while the state file cannot be written, in order, later."""
-        assert self.dispatcher is not None and self.writes is not None
-        dispatcher = self.dispatcher
-
-        def dispatch() -> None:
-            for run_id in dispatcher.on_file(event, now, rules=rules):
-                self._observe(event.path, {"at": now, "what": "triggered", "run": run_id})
-            self._arm_tick()
-
-        self.writes.run(f"dispatching {event.path}", dispatch)
-
-    def _observe(self, path: str, entry: dict[str, Any]) -> None:
-        seen = self.observed.setdefault(path, [])
-        seen.append(entry)
-        del seen[:-20]
-        self.observed.move_to_end(path)
-        while len(self.observed) > 10_000:
-            self.observed.popitem(last=False)
-
     def _arm_tick(self) -> None:
         """Wake up exactly when the next debounce/batch group or rate slot is due."""
         assert self.dispatcher is not None and self._loop is not None
@@ -548,21 +480,6 @@ class Daemon:
             )
             return
         self.status_pvs = status
-
-    def _on_caught_up(self, rule: str, events: list[FileEvent], what: str) -> None:
-        now = time.time()
-        for event in events:
-            self._observe(
-                event.path,
-                {
-                    "at": now,
-                    "what": f"found by the {what} of rule {rule}",
-                    "size": event.size,
-                    "inode": event.inode,
-                    "mtime_ns": event.mtime_ns,
-                },
-            )
-            self._dispatch_file(event, now, rules=(rule,))
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -728,6 +645,11 @@ class Daemon:
         return {"draining": True, "running": dispatcher.running(), "queued": dispatcher.queued()}
 
     # -- what readers see (DaemonView) -------------------------------------------------------
+
+    @property
+    def observed(self) -> Mapping[str, list[dict[str, Any]]]:
+        """What the daemon saw of each path lately (``triggerctl explain``)."""
+        return self._intake.observed if self._intake is not None else {}
 
     def file_health(self) -> list[dict[str, Any]]:
         return self._source.health() if self._source is not None else []
