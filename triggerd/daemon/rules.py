@@ -22,6 +22,7 @@ from typing import Any
 from triggerd.config import Settings
 from triggerd.errors import ConfigError, TriggerdError
 from triggerd.flow.workflow import find_workflow_file
+from triggerd.sources import relative as path_under
 from triggerd.sources.events import FileEvent
 from triggerd.sources.pv import PvEvent
 from triggerd.sources.pv_conditions import Condition
@@ -93,13 +94,6 @@ def glob_match(glob: str, parts: Sequence[str]) -> bool:
     return len(pats) in closure(states)
 
 
-def _under(path: str, root: str) -> str | None:
-    prefix = root if root.endswith("/") else root + "/"
-    if path.startswith(prefix) and len(path) > len(prefix):
-        return path[len(prefix) :]
-    return None
-
-
 @dataclass(frozen=True)
 class FileRule:
     """The ``[rule.files]`` table: where to look and which files count.
@@ -136,7 +130,7 @@ class FileRule:
         """
         event_root = event.root.rstrip("/") or "/"
         for root in sorted(self.roots, key=lambda r: (r != event_root, -len(r))):
-            relative = _under(event.path, root)
+            relative = path_under(event.path, root)
             if relative is not None:
                 return root, relative
         return None
@@ -151,7 +145,9 @@ class FileRule:
         if event.link_to is not None:
             if not self.follow_symlinks:
                 return f"'{relative}' is a symbolic link (follow_symlinks = false)", None
-            if not any(_under(event.link_to, os.path.realpath(r)) is not None for r in self.roots):
+            if not any(
+                path_under(event.link_to, os.path.realpath(r)) is not None for r in self.roots
+            ):
                 return (
                     f"'{relative}' is a symbolic link to {event.link_to!r}, "
                     "outside the rule's roots",

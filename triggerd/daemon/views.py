@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from triggerd.errors import NotReady
+from triggerd.sources import inside
 from triggerd.sources.events import FileEvent
 
 from .rules import Rule
@@ -104,9 +105,7 @@ def _candidate(rule: Rule, path: str) -> FileEvent | None:
     """The event the source would emit for ``path`` under one of ``rule``'s roots."""
     if rule.files is None:
         return None
-    root = next(
-        (r for r in rule.files.roots if path == r or path.startswith(r.rstrip("/") + "/")), None
-    )
+    root = next((r for r in rule.files.roots if inside(path, (r,))), None)
     if root is None:
         root = rule.files.roots[0] if rule.files.roots else "/"
     # as the source reports a link
