@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -27,29 +26,16 @@ import time
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 __all__ = ["SoftIoc", "soft_ioc"]
 
 
-def _free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (CA uses both on the server port)."""
-    for _ in range(50):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port for Channel Access")
-
-
-CA_SERVER_PORT = _free_port()
-CA_REPEATER_PORT = _free_port()
+CA_SERVER_PORT = free_port()
+CA_REPEATER_PORT = free_port()
 # A daemon's status PVs ([status_pvs] port): a second server on loopback needs its own
 # port, since a unicast search reaches only one of the sockets sharing a UDP port.
-STATUS_PV_PORT = _free_port()
+STATUS_PV_PORT = free_port()
 LOOPBACK_ENV = {
     "EPICS_CA_ADDR_LIST": f"127.0.0.1 127.0.0.1:{STATUS_PV_PORT}",
     "EPICS_CA_AUTO_ADDR_LIST": "NO",
@@ -78,7 +64,8 @@ _IOC_SCRIPT = textwrap.dedent(
     builder.longOut("ACQ", initial_value=0)
     builder.aOut("VAL", initial_value=0.0, HIHI=100, HHSV="INVALID")
     builder.longStringOut("NAME", initial_value="", length=256)
-    builder.boolOut("CAPTURE", ZNAM="Done", ONAM="Capture", initial_value=0)  # areaDetector's Capture_RBV
+    # areaDetector's Capture_RBV
+    builder.boolOut("CAPTURE", ZNAM="Done", ONAM="Capture", initial_value=0)
     builder.LoadDatabase()
     softioc.iocInit(dispatcher, enable_pva=False)  # PVA would bind every interface
     print("IOC READY", flush=True)

@@ -15,8 +15,7 @@ import time
 
 import pytest
 from daemon_harness import BIN, Daemon
-from redis_fixture import free_port
-from support import rss_kib
+from support import free_port, rss_kib
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,13 +49,15 @@ def test_request_bodies_and_heads_are_bounded(tmp_path):
         rss = rss_kib(d.proc.pid)
         with _connect(d) as conn:  # announced: refused before a byte of the body is read
             conn.sendall(
-                b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000000\r\n\r\n{"
+                b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"content-length: 100000000\r\n\r\n{"
             )
             assert _status_line(_answer(conn)) == "HTTP/1.1 413 Request Entity Too Large"
         # chunked, no length: counted as it arrives, cut off past the limit
         with _connect(d) as conn:
             conn.sendall(
-                b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
             )
             chunk = b"x" * 65536
             sent = 0
@@ -69,7 +70,8 @@ def test_request_bodies_and_heads_are_bounded(tmp_path):
         half_head, stalled = _connect(d), _connect(d)
         half_head.sendall(b"GET /status HTTP/1.1\r\nhost: x\r\n")  # and never the blank line
         stalled.sendall(
-            b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"wo"
+            b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b'content-length: 100\r\n\r\n{"wo'
         )
         started = time.monotonic()
         assert d.ctl("status").returncode == 0  # others are served meanwhile

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_fixture import MAIN_WORKER, CeleryCluster, free_port
-from support import REPO, stop_process, wait_for
+from redis_fixture import MAIN_WORKER, CeleryCluster
+from support import REPO, free_port, stop_process, wait_for
 
 from triggerd.engine.celery_worker import TASK_NAME
 
