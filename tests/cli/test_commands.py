@@ -7,11 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from support import WORKFLOWS
+from support import WORKFLOWS, wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -134,10 +133,12 @@ def test_unknown_workflow_says_where_it_looked(site):
 
 
 def test_workflows_lists_summaries_parameters_and_broken_files(site):
-    """`triggerctl workflows` shows each workflow's summary and options, and a broken file's error."""
+    """`triggerctl workflows` shows each workflow's summary and options, and a broken
+    file's error."""
     draft(site, "broken", "def (:\n")
     (site / "drafts" / "ok.py").write_text(
-        '"""A draft that works."""\nfrom triggerd.flow import *\nd = Dag("d")\nd.define({PythonTask("t"): None})\n'
+        '"""A draft that works."""\nfrom triggerd.flow import *\n'
+        'd = Dag("d")\nd.define({PythonTask("t"): None})\n'
     )
     done = cli(["triggerctl", "workflows", "--workflows", "drafts"], site)
     assert done.returncode == 0, done.stderr
@@ -194,7 +195,8 @@ def test_check_reports_a_rule_naming_an_unknown_workflow_with_file_and_key(site)
     (site / "triggers").mkdir()
     rule_file = site / "triggers" / "bad.toml"
     rule_file.write_text(
-        '[[rule]]\nname = "x"\nworkflow = "no_such_flow"\n[rule.files]\nroots = ["/tmp"]\ncomplete = "eventually"\n'
+        '[[rule]]\nname = "x"\nworkflow = "no_such_flow"\n'
+        '[rule.files]\nroots = ["/tmp"]\ncomplete = "eventually"\n'
     )
     (site / "triggerd.toml").write_text(
         (site / "triggerd.toml")
@@ -298,12 +300,16 @@ def test_sigterm_stops_the_run_and_its_worker_processes(site):
         proc.kill()
     assert proc.returncode == 1, (out, err)
     assert "stopped" in out, out
-    deadline = time.monotonic() + 10
-    while (
-        left := {pid for pid in workers if Path(f"/proc/{pid}").exists()}
-    ) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not left, f"worker processes left running after SIGTERM: {sorted(left)}"
+
+    def left() -> list[int]:
+        return sorted(pid for pid in workers if Path(f"/proc/{pid}").exists())
+
+    wait_for(
+        lambda: not left(),
+        10,
+        "the worker processes to exit after SIGTERM",
+        detail=lambda: f"worker processes left running: {left()}",
+    )
 
 
 def test_run_piped_into_head_ends_and_its_run_succeeds(site):
@@ -338,7 +344,8 @@ def test_check_warns_loudly_of_no_rules_and_missing_directories(tmp_path):
 
 def test_run_on_celery_names_the_queue_no_worker_consumes(site, celery_cluster):
     """`triggerctl run queues` with a worker on the default queues only: light_task runs, and
-    after --hint-after (2 s here) the hint names 'high_memory' (and only it), and the worker that would take it."""
+    after --hint-after (2 s here) the hint names 'high_memory' (and only it), and the worker
+    that would take it."""
     from support import celery_sections
 
     config = site / "triggerd.toml"
