@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from support import wait_for
+import httpx
+from support import stop_process, wait_for
+
+from triggerd.daemon.client import ControlClient
+from triggerd.errors import TriggerdError
 
 BIN = Path(sys.executable).parent
 
@@ -125,19 +129,29 @@ class Daemon:
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        self.wait_for(
-            self._answers, timeout, "the daemon to answer triggerctl status", interval=0.05
-        )
+        try:
+            self.wait_for(self._answers, timeout, "the daemon to answer its API", interval=0.05)
+        except BaseException:  # no daemon left behind: __exit__ does not run for a failed start
+            stop_process(self.proc, sig=signal.SIGKILL)
+            self.proc = None
+            raise
         return self
 
     def _answers(self) -> bool:
-        """Whether triggerctl status gets an answer; fails the test if the daemon exited."""
+        """Whether the control API answers /status; fails the test if the daemon exited."""
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(
                 f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
             )
-        return self.socket.exists() and self.ctl("status", check=False).returncode == 0
+        if not self.socket.exists():
+            return False
+        try:  # what `triggerctl status` asks, without starting a process every time
+            with ControlClient(self.socket, timeout=5.0) as client:
+                client.get("/status")
+        except (TriggerdError, httpx.HTTPError):
+            return False
+        return True
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.proc is not None
