@@ -203,7 +203,7 @@ def test_debounce_and_paused_rules(tmp_path, reset):
         assert len(dropped) == 2 and {e["rule"] for e in dropped} == {"quiet"}
         assert dropped[0]["source"]["pv"] == ACQ and dropped[0]["source"]["value"] == 1
         d.ctl("pause", "quiet")
-        time.sleep(2.0)  # past the hold-off
+        time.sleep(2.0)  # the input: past the 2 s debounce hold-off
         put(ACQ, 1)
         d.wait_for(
             lambda: any(e["data"].get("reason") == "paused" for e in events(d, "trigger.skipped")),
