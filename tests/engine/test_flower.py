@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -190,10 +189,15 @@ d.define({PythonTask("patient", patient): None})
 
 def _shown(flower: Flower, name: str, states: set[str]) -> dict[str, Any]:
     """The task Flower lists as ``name``, once it is in one of ``states``."""
-    deadline = time.monotonic() + 10
-    while (task := flower.task(name)) is None or task["state"] not in states:
-        assert time.monotonic() < deadline, (
-            f"flower shows {name} as {task and task['state']}, not {states}"
-        )
-        time.sleep(0.05)
-    return task
+
+    def in_state() -> dict[str, Any] | None:
+        task = flower.task(name)
+        return task if task is not None and task["state"] in states else None
+
+    return wait_for(
+        in_state,
+        10,
+        f"flower to show {name} in one of {states}",
+        interval=0.05,
+        detail=lambda: f"flower shows {name} as {(flower.task(name) or {}).get('state')}",
+    )
