@@ -22,11 +22,10 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from support import free_port
+from support import free_port, wait_for
 
 __all__ = ["SoftIoc", "soft_ioc"]
 
@@ -117,16 +116,25 @@ class SoftIoc:
                 env={**os.environ, **LOOPBACK_ENV},
                 cwd=self.workdir,
             )
-        deadline = time.monotonic() + timeout
-        for record in self.RECORDS:
-            while epics.caget(self.pv(record), connection_timeout=0.5, timeout=1.0) is None:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(
-                        f"soft IOC did not serve {self.pv(record)} within {timeout:g} s\n"
-                        f"{self.log.read_text()[-3000:]}",
-                        pytrace=False,
-                    )
+        process = self.process
+
+        def serving() -> bool:
+            assert process.poll() is None, f"the soft IOC exited with {process.returncode}"
+            return all(
+                epics.caget(self.pv(record), connection_timeout=0.5, timeout=1.0) is not None
+                for record in self.RECORDS
+            )
+
+        try:
+            wait_for(
+                serving,
+                timeout,
+                "the soft IOC to serve every record",
+                detail=lambda: self.log.read_text(errors="replace")[-3000:],
+            )
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Kill the IOC (like a crash: no goodbye to the clients)."""
