@@ -132,7 +132,8 @@ def wait_for(
         if value:
             return value
         if time.monotonic() >= deadline:
-            message = f"timed out after {timeout:g} s waiting for {what}; last seen: {value!r}"
+            seen = repr(value) if len(repr(value)) <= 500 else repr(value)[:500] + "..."
+            message = f"timed out after {timeout:g} s waiting for {what}; last seen: {seen}"
             if detail is not None:
                 message += "\n" + detail()
             raise AssertionError(message)
