@@ -19,37 +19,22 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from support import free_port, wait_for
 
 __all__ = ["SoftIoc", "soft_ioc"]
 
 
-def _free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (CA uses both on the server port)."""
-    for _ in range(50):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port for Channel Access")
-
-
-CA_SERVER_PORT = _free_port()
-CA_REPEATER_PORT = _free_port()
+CA_SERVER_PORT = free_port()
+CA_REPEATER_PORT = free_port()
 # A daemon's status PVs ([status_pvs] port): a second server on loopback needs its own
 # port, since a unicast search reaches only one of the sockets sharing a UDP port.
-STATUS_PV_PORT = _free_port()
+STATUS_PV_PORT = free_port()
 LOOPBACK_ENV = {
     "EPICS_CA_ADDR_LIST": f"127.0.0.1 127.0.0.1:{STATUS_PV_PORT}",
     "EPICS_CA_AUTO_ADDR_LIST": "NO",
@@ -78,8 +63,8 @@ _IOC_SCRIPT = textwrap.dedent(
     builder.longOut("ACQ", initial_value=0)
     builder.aOut("VAL", initial_value=0.0, HIHI=100, HHSV="INVALID")
     builder.longStringOut("NAME", initial_value="", length=256)
-    builder.boolOut("CAPTURE", ZNAM="Done", ONAM="Capture", initial_value=0)  \
-# areaDetector's Capture_RBV
+    # areaDetector's Capture_RBV
+    builder.boolOut("CAPTURE", ZNAM="Done", ONAM="Capture", initial_value=0)
     builder.LoadDatabase()
     softioc.iocInit(dispatcher, enable_pva=False)  # PVA would bind every interface
     print("IOC READY", flush=True)
@@ -131,16 +116,25 @@ class SoftIoc:
                 env={**os.environ, **LOOPBACK_ENV},
                 cwd=self.workdir,
             )
-        deadline = time.monotonic() + timeout
-        for record in self.RECORDS:
-            while epics.caget(self.pv(record), connection_timeout=0.5, timeout=1.0) is None:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(
-                        f"soft IOC did not serve {self.pv(record)} within {timeout:g} s\n"
-                        f"{self.log.read_text()[-3000:]}",
-                        pytrace=False,
-                    )
+        process = self.process
+
+        def serving() -> bool:
+            assert process.poll() is None, f"the soft IOC exited with {process.returncode}"
+            return all(
+                epics.caget(self.pv(record), connection_timeout=0.5, timeout=1.0) is not None
+                for record in self.RECORDS
+            )
+
+        try:
+            wait_for(
+                serving,
+                timeout,
+                "the soft IOC to serve every record",
+                detail=lambda: self.log.read_text(errors="replace")[-3000:],
+            )
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Kill the IOC (like a crash: no goodbye to the clients)."""

@@ -12,14 +12,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pymongo
 import pytest
 from pymongo.errors import PyMongoError
-from redis_fixture import free_port
-from support import stop_process
+from support import free_port, stop_process, wait_for
 
 __all__ = ["MongoServer", "mongo_server"]
 
@@ -87,19 +85,17 @@ class MongoServer:
             client.close()
 
     def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.answers():
+        def answered() -> bool:
             if self.process is not None and self.process.poll() is not None:
-                pytest.fail(
-                    f"{BINARY} exited with {self.process.returncode}:\n"
-                    f"{self.log.read_text()[-3000:]}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{BINARY} did not answer on port {self.port} within {timeout:g} s\n"
-                    f"{self.log.read_text()[-3000:]}"
-                )
-            time.sleep(0.05)
+                pytest.fail(f"{BINARY} exited with {self.process.returncode}:\n{self._log_tail()}")
+            return self.answers()
+
+        wait_for(
+            answered, timeout, f"{BINARY} to answer on port {self.port}", detail=self._log_tail
+        )
+
+    def _log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
     def stop(self, *, kill: bool = False) -> None:
         """Shut down (SIGTERM, ~3 s), or ``kill=True``: SIGKILL at once, as a crash."""

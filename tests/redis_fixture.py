@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,7 +28,7 @@ from typing import Any
 
 import pytest
 import redis
-from support import TEST_KEY, WORKFLOWS, EventCollector, stop_process
+from support import TEST_KEY, WORKFLOWS, EventCollector, free_port, stop_process, wait_for
 
 from triggerd.config import CelerySettings
 from triggerd.engine.celery_executor import CeleryExecutor
@@ -51,21 +50,6 @@ __all__ = [
 
 MAIN_WORKER = "main@triggerd-test"
 SIGNAL_TIMEOUT = 3.0  # short, so the test of an unanswered signal stays quick
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until(check: Any, timeout: float, what: str, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
-            pytest.fail(f"{what} within {timeout:g} s\n{tail}")
-        time.sleep(0.05)
 
 
 class RedisServer:
@@ -115,7 +99,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        _wait_until(self._up, 10, "redis-server did not accept connections", self.log)
+        wait_for(self._up, 10, "redis-server to accept connections", detail=self._log_tail)
 
     def start(self) -> None:
         """Start it again (after :meth:`stop`) on the same port and directory."""
@@ -130,12 +114,12 @@ class RedisServer:
         time.sleep(down)
         self._start()
 
+    def _log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
     def _up(self) -> bool:
         if self.process.poll() is not None:
-            pytest.fail(
-                f"redis-server exited with {self.process.returncode}:\n"
-                f"{self.log.read_text()[-2000:]}"
-            )
+            pytest.fail(f"redis-server exited with {self.process.returncode}:\n{self._log_tail()}")
         try:
             return bool(self.client.ping())
         except redis.ConnectionError:
@@ -180,11 +164,17 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 pytest.fail(
                     f"worker {self.name} exited with {self.process.returncode}:\n"
-                    f"{self.log.read_text()[-3000:]}"
+                    + self.log.read_text(errors="replace")[-3000:]
                 )
             return bool(app.control.ping(destination=[self.name], timeout=0.5, limit=1))
 
-        _wait_until(answered, timeout, f"worker {self.name} did not answer a ping", self.log)
+        wait_for(
+            answered,
+            timeout,
+            f"worker {self.name} to answer a ping",
+            interval=0.05,
+            detail=lambda: self.log.read_text(errors="replace")[-3000:],
+        )
 
     def stop(self) -> None:
         """Warm shutdown (SIGTERM), then SIGKILL to its whole group if it lingers."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -113,12 +114,45 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    """Until ``predicate()`` is true; fails the test after ``timeout`` seconds."""
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.02,
+    detail: Callable[[], str] | None = None,
+) -> Any:
+    """Call ``predicate()`` every ``interval`` seconds until it returns something true, and
+    return that. After ``timeout`` seconds the test fails, naming ``what`` was waited for,
+    the last value seen and ``detail()`` (a log tail, say). Exceptions are not caught: a
+    predicate raises to fail at once (a process that died is not worth waiting for)."""
     deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
-        time.sleep(0.02)
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            seen = repr(value) if len(repr(value)) <= 500 else repr(value)[:500] + "..."
+            message = f"timed out after {timeout:g} s waiting for {what}; last seen: {seen}"
+            if detail is not None:
+                message += "\n" + detail()
+            raise AssertionError(message)
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on, for TCP and for UDP (Channel Access
+    uses both on its server port; other servers need only TCP)."""
+    for _ in range(50):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port of 127.0.0.1 is free for both TCP and UDP")
 
 
 def overlapping_pair(queue: str) -> str:
@@ -140,7 +174,10 @@ def chat(data, store, signal, context):
         logging.getLogger(me).warning("%s logged %d", me, i)
         time.sleep(0.005)
 d = Dag("d")
-d.define({{PythonTask("left", chat, queue={queue!r}): None, PythonTask("right", chat, queue={queue!r}): None}})
+d.define({{
+    PythonTask("left", chat, queue={queue!r}): None,
+    PythonTask("right", chat, queue={queue!r}): None,
+}})
 '''
 
 

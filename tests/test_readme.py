@@ -16,13 +16,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import tomllib
 from pathlib import Path
 
 import pytest
-from ioc_fixture import _free_port as free_ca_port
-from support import stop_process
+from support import free_port, stop_process, wait_for
 from terminal import Terminal
 
 from triggerd.config import load_settings
@@ -107,9 +105,10 @@ def test_running_workflows_by_hand(clone, tmp_path):
         """A draft taking k."""
         from triggerd.flow import Dag, Option, Parameters, PythonTask
         parameters = Parameters([Option("k")])
+        def show(data, store, signal, context):
+            print(store.get("k"))
         d = Dag("main")
-        d.define({PythonTask("show", lambda data, store, signal, context: \
-print(store.get("k"))): None})
+        d.define({PythonTask("show", show): None})
     ''')
     )
     for command in lines(block):
@@ -161,7 +160,7 @@ def test_try_a_pv_rule(clone):
     env = _env(**dict(e.split("=", 1) for e in exports))
     # Ports of its own: the session's soft IOC may hold the session's CA server port, and a
     # unicast search reaches only one of two servers sharing a UDP port.
-    env.update(EPICS_CA_SERVER_PORT=str(free_ca_port()), EPICS_CA_REPEATER_PORT=str(free_ca_port()))
+    env.update(EPICS_CA_SERVER_PORT=str(free_port()), EPICS_CA_REPEATER_PORT=str(free_port()))
     assert commands[1].endswith("&") and "caproto.ioc_examples.simple" in commands[1]
     ioc_argv = [str(BIN / "python"), *shlex.split(commands[1].rstrip("&"))[1:]]
     # A repeater of the test's own on the session's port, so that neither caproto-put nor
@@ -184,19 +183,24 @@ def test_try_a_pv_rule(clone):
         assert "$(VENV)/bin/triggerd run" in (REPO / "Makefile").read_text()
         daemon = Terminal([str(BIN / "triggerd"), "run"], columns=120, cwd=clone, env=env)
         daemon.expect("triggerd started", timeout=60)
-        deadline = time.monotonic() + 30
-        while '"connected"' not in _sh("triggerctl status --json", clone, env).stdout:
-            assert time.monotonic() < deadline, _sh("triggerctl status", clone, env).stdout
-            time.sleep(0.2)
+        wait_for(
+            lambda: '"connected"' in _sh("triggerctl status --json", clone, env).stdout,
+            30,
+            "the example PV connected",
+            detail=lambda: _sh("triggerctl status", clone, env).stdout,
+        )
         put = _sh(commands[3], clone, env)
         assert put.returncode == 0, put.stderr
-        deadline = time.monotonic() + 30
-        while (
-            "try-pv" not in (runs := _sh(commands[4], clone, env)).stdout
-            or "succeeded" not in runs.stdout
-        ):
-            assert time.monotonic() < deadline, runs.stdout + runs.stderr
-            time.sleep(0.2)
+        runs = wait_for(
+            lambda: (
+                shown
+                if "try-pv" in (shown := _sh(commands[4], clone, env)).stdout
+                and "succeeded" in shown.stdout
+                else None
+            ),
+            30,
+            "a succeeded run of rule try-pv in triggerctl runs",
+        )
         assert "parameters" in runs.stdout
         status = _sh(commands[5], clone, env)
         assert (

@@ -16,10 +16,10 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from support import wait_for
 from terminal import Terminal, run_in_terminal
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,14 +83,12 @@ def _runs(clone: Path) -> list[dict]:
 
 
 def _wait_for_runs(clone: Path, count: int, timeout: float = 60) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def all_ended() -> list[dict] | None:
         runs = _runs(clone)
         ended = [r for r in runs if r["state"] in ("succeeded", "failed")]
-        if len(ended) >= count:
-            return runs
-        assert time.monotonic() < deadline, f"{count} runs did not end within {timeout} s: {runs}"
-        time.sleep(0.2)
+        return runs if len(ended) >= count else None
+
+    return wait_for(all_ended, timeout, f"{count} runs to end", interval=0.2)
 
 
 def test_the_readme_walkthrough_in_terminals(clone, daemon_terminal):
@@ -234,8 +232,10 @@ from triggerd.cli.triggerd_main import cli as triggerd
 def commands(group, prefix):
     found = [prefix]
     for name, command in sorted(group.commands.items()):
-        found += commands(command, (*prefix, name)) if isinstance(command, click.Group) \
-else [(*prefix, name)]
+        if isinstance(command, click.Group):
+            found += commands(command, (*prefix, name))
+        else:
+            found.append((*prefix, name))
     return found
 
 shown = 0

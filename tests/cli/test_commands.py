@@ -7,11 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from support import WORKFLOWS
+from support import WORKFLOWS, wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -134,8 +133,8 @@ def test_unknown_workflow_says_where_it_looked(site):
 
 
 def test_workflows_lists_summaries_parameters_and_broken_files(site):
-    """`triggerctl workflows` shows each workflow's summary and options, and a
-    broken file's error."""
+    """`triggerctl workflows` shows each workflow's summary and options, and a broken
+    file's error."""
     draft(site, "broken", "def (:\n")
     (site / "drafts" / "ok.py").write_text(
         '"""A draft that works."""\nfrom triggerd.flow import *\n'
@@ -301,12 +300,16 @@ def test_sigterm_stops_the_run_and_its_worker_processes(site):
         proc.kill()
     assert proc.returncode == 1, (out, err)
     assert "stopped" in out, out
-    deadline = time.monotonic() + 10
-    while (
-        left := {pid for pid in workers if Path(f"/proc/{pid}").exists()}
-    ) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not left, f"worker processes left running after SIGTERM: {sorted(left)}"
+
+    def left() -> list[int]:
+        return sorted(pid for pid in workers if Path(f"/proc/{pid}").exists())
+
+    wait_for(
+        lambda: not left(),
+        10,
+        "the worker processes to exit after SIGTERM",
+        detail=lambda: f"worker processes left running: {left()}",
+    )
 
 
 def test_run_piped_into_head_ends_and_its_run_succeeds(site):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,10 +10,15 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import httpx
+from support import stop_process, wait_for
+
+from triggerd.daemon.client import ControlClient
+from triggerd.errors import TriggerdError
 
 BIN = Path(sys.executable).parent
 
@@ -123,19 +129,29 @@ class Daemon:
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
-                )
-            if self.socket.exists() and self.ctl("status", check=False).returncode == 0:
-                return self
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"daemon not ready in {timeout} s:\n{self.log.read_text()[-3000:]}"
-                )
-            time.sleep(0.05)
+        try:
+            self.wait_for(self._answers, timeout, "the daemon to answer its API", interval=0.05)
+        except BaseException:  # no daemon left behind: __exit__ does not run for a failed start
+            stop_process(self.proc, sig=signal.SIGKILL)
+            self.proc = None
+            raise
+        return self
+
+    def _answers(self) -> bool:
+        """Whether the control API answers /status; fails the test if the daemon exited."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+            )
+        if not self.socket.exists():
+            return False
+        try:  # what `triggerctl status` asks, without starting a process every time
+            with ControlClient(self.socket, timeout=5.0) as client:
+                client.get("/status")
+        except (TriggerdError, httpx.HTTPError):
+            return False
+        return True
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.proc is not None
@@ -148,11 +164,16 @@ class Daemon:
 
     def kill(self) -> None:
         assert self.proc is not None
+        workers = _children(self.proc.pid)
         self.proc.kill()
         self.proc.wait(10)
         self.proc = None
-        # the worker processes of a killed daemon die with their pipes; give them a moment
-        time.sleep(0.2)
+        # the worker processes of a killed daemon die with their pipes (they hold its store)
+        wait_for(
+            lambda: not any(_alive(pid) for pid in workers),
+            10,
+            f"the killed daemon's worker processes {workers} to exit",
+        )
 
     def __enter__(self) -> Daemon:
         return self.start()
@@ -201,14 +222,53 @@ class Daemon:
             p.name: p.read_bytes().decode("utf-8", "surrogateescape") for p in self.out.iterdir()
         }
 
-    def wait_for(self, predicate, timeout: float = 20, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.log.read_text()[-3000:]}")
+    def wait_for(
+        self, predicate, timeout: float = 20, what: str = "condition", *, interval: float = 0.05
+    ) -> Any:
+        """support.wait_for, with the daemon's log tail when it times out."""
+        return wait_for(
+            predicate,
+            timeout,
+            what,
+            interval=interval,
+            detail=lambda: self.log.read_text(errors="replace")[-3000:],
+        )
+
+    def events(self, *kinds: str) -> list[dict[str, Any]]:
+        """The event log's events of these kinds (or families: "source"), newest first."""
+        args = [a for kind in kinds for a in ("--kind", kind)]
+        return self.ctl_json("events", *args, "--limit", "500")
+
+    def skipped(self, reason: str, path: Path | str | None = None) -> list[dict[str, Any]]:
+        """The trigger.skipped events with ``data.reason`` ``reason`` (of file ``path``)."""
+        return [
+            e
+            for e in self.events("trigger.skipped")
+            if e["data"].get("reason") == reason
+            and (path is None or e["data"].get("event", {}).get("path") == str(path))
+        ]
+
+    def caught_up(self) -> list[dict[str, Any]]:
+        """The source.caught_up events (one per finished catch-up scan), oldest first."""
+        return list(reversed(self.events("source.caught_up")))
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux: /proc/PID/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def write_file(path: Path, data: bytes = b"x") -> None:

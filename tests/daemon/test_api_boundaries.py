@@ -15,8 +15,7 @@ import time
 
 import pytest
 from daemon_harness import BIN, Daemon
-from redis_fixture import free_port
-from support import rss_kib
+from support import free_port, rss_kib
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,7 +71,7 @@ def test_request_bodies_and_heads_are_bounded(tmp_path):
         half_head.sendall(b"GET /status HTTP/1.1\r\nhost: x\r\n")  # and never the blank line
         stalled.sendall(
             b"POST /runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"content-length: 100\r\n\r\n{\"wo"
+            b'content-length: 100\r\n\r\n{"wo'
         )
         started = time.monotonic()
         assert d.ctl("status").returncode == 0  # others are served meanwhile

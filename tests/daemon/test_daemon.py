@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 from daemon_harness import Daemon, write_file
@@ -19,8 +18,14 @@ def succeeded_paths(daemon: Daemon) -> list[str]:
     return sorted(r["trigger"][0]["path"] for r in daemon.runs_db() if r["state"] == "succeeded")
 
 
+def run_paths(daemon: Daemon) -> list[str]:
+    """The path of every run, whatever its state, in the order they were triggered."""
+    return [r["trigger"][0]["path"] for r in daemon.runs_db()]
+
+
 def test_new_file_triggers_one_run_visible_in_triggerctl(tmp_path):
-    """A file closed in the watched directory starts its workflow once; `triggerctl runs` shows it."""
+    """A file closed in the watched directory starts its workflow once; `triggerctl runs`
+    shows it."""
     with Daemon(tmp_path) as d:
         target = d.incoming / "scan_001.h5"
         write_file(target, b"data")
@@ -44,8 +49,9 @@ def test_ignored_temporary_and_hidden_files_do_not_trigger_but_rename_into_place
         write_file(d.incoming / "part.tmp")
         os.rename(d.incoming / "part.tmp", d.incoming / "final.h5")
         d.wait_for(lambda: succeeded_paths(d) == [str(d.incoming / "final.h5")], what="final.h5")
-        time.sleep(0.5)
-        assert succeeded_paths(d) == [str(d.incoming / "final.h5")]
+        # The source reports a directory's files in the order the kernel saw them: a run
+        # of .hidden or part.tmp would have been triggered before final.h5's.
+        assert run_paths(d) == [str(d.incoming / "final.h5")]
 
 
 @pytest.mark.parametrize(
@@ -61,7 +67,8 @@ def test_ignored_temporary_and_hidden_files_do_not_trigger_but_rename_into_place
     ids=["space", "quotes", "semicolon", "subshell", "newline", "non-utf8"],
 )
 def test_hostile_file_names_trigger_verbatim_and_are_never_run_by_a_shell(tmp_path, name):
-    """Names with spaces, quotes, ;, $(), newlines or non-UTF-8 bytes arrive unchanged in the workflow."""
+    """Names with spaces, quotes, ;, $(), newlines or non-UTF-8 bytes arrive unchanged in
+    the workflow."""
     with Daemon(tmp_path) as d:
         target = os.path.join(d.incoming, name)
         write_file(target)
@@ -70,14 +77,23 @@ def test_hostile_file_names_trigger_verbatim_and_are_never_run_by_a_shell(tmp_pa
 
 
 def test_rewritten_file_is_a_new_version_and_triggers_again(tmp_path):
-    """The same path written twice (new size/mtime) triggers twice; a re-close without change does not."""
+    """The same path written twice (new size/mtime) triggers twice; a re-close without
+    change does not."""
     with Daemon(tmp_path) as d:
         target = d.incoming / "again.h5"
         write_file(target, b"one")
         d.wait_for(lambda: len(succeeded_paths(d)) == 1, what="first version")
-        time.sleep(0.02)
         write_file(target, b"two, longer")
         d.wait_for(lambda: len(succeeded_paths(d)) == 2, what="second version")
+        version = target.stat().st_mtime_ns
+        with open(target, "r+b"):  # opened for writing, closed unchanged: IN_CLOSE_WRITE
+            pass
+        assert target.stat().st_mtime_ns == version
+        later = d.incoming / "later.h5"
+        write_file(later)
+        # later.h5 was closed after the re-close: its run means the re-close was handled
+        d.wait_for(lambda: str(later) in succeeded_paths(d), what="the run of later.h5")
+        assert run_paths(d) == [str(target), str(target), str(later)]
 
 
 def test_deleted_before_completion_starts_nothing(tmp_path):
@@ -89,12 +105,13 @@ def test_deleted_before_completion_starts_nothing(tmp_path):
             os.unlink(path)
         write_file(d.incoming / "kept.h5")
         d.wait_for(lambda: succeeded_paths(d) == [str(d.incoming / "kept.h5")], what="kept.h5")
-        time.sleep(0.3)
-        assert succeeded_paths(d) == [str(d.incoming / "kept.h5")]
+        # gone.h5's close came before kept.h5's: a run of it would be the first row
+        assert run_paths(d) == [str(d.incoming / "kept.h5")]
 
 
 def test_catch_up_runs_files_that_arrived_while_down_exactly_once(tmp_path):
-    """Files written while the daemon was stopped trigger at the next start; old ones do not again."""
+    """Files written while the daemon was stopped trigger at the next start; old ones do
+    not again."""
     d = Daemon(tmp_path)
     with d:
         write_file(d.incoming / "before.h5")
@@ -103,9 +120,11 @@ def test_catch_up_runs_files_that_arrived_while_down_exactly_once(tmp_path):
     (d.incoming / "sub").mkdir()
     write_file(d.incoming / "sub" / "while_down_2.h5")
     with d:
+        # the scan hands every file it found to the dispatcher before it reports
+        (scan,) = d.wait_for(d.caught_up, what="the catch-up scan at the second start")
+        assert (scan["data"]["files"], scan["data"]["dispatched_before"]) == (3, 1)
         d.wait_for(lambda: len(succeeded_paths(d)) == 3, what="catch-up")
-        time.sleep(0.5)
-    assert succeeded_paths(d) == sorted(
+    expected = sorted(
         str(p)
         for p in (
             d.incoming / "before.h5",
@@ -113,6 +132,8 @@ def test_catch_up_runs_files_that_arrived_while_down_exactly_once(tmp_path):
             d.incoming / "sub" / "while_down_2.h5",
         )
     )
+    assert sorted(run_paths(d)) == expected  # one run each, none twice
+    assert succeeded_paths(d) == expected
 
 
 def test_first_start_with_missed_policy_ignores_old_files_but_all_policy_takes_them(tmp_path):
@@ -120,11 +141,16 @@ def test_first_start_with_missed_policy_ignores_old_files_but_all_policy_takes_t
     d = Daemon(tmp_path)
     write_file(d.incoming / "ancient.h5")
     with d:
-        time.sleep(1.0)
-        assert succeeded_paths(d) == []
+        # the daemon decides on its catch-up scans as it reports that it started
+        d.wait_for(lambda: d.events("daemon.started"), what="the daemon.started event")
+        assert d.runs_db() == []
         d.write_rules(d.default_rules(name="backfill", catch_up="all"))
         assert d.ctl_json("reload")["ok"]
         d.wait_for(lambda: succeeded_paths(d) == [str(d.incoming / "ancient.h5")], what="backfill")
+        (scan,) = d.wait_for(d.caught_up, what="the backfill's catch-up scan")
+        # the one scan was the new rule's: "record" never scanned, never fired
+        assert scan["data"]["rules"] == ["backfill"]
+        assert {r["rule"] for r in d.runs_db()} == {"backfill"}
 
 
 def test_catch_up_fires_only_the_rules_that_ask_and_summarises_known_files(tmp_path):
@@ -138,15 +164,18 @@ def test_catch_up_fires_only_the_rules_that_ask_and_summarises_known_files(tmp_p
     write_file(d.incoming / "old_1.h5")
     write_file(d.incoming / "old_2.h5")
     with d:
+        (scan,) = d.wait_for(d.caught_up, what="the backfill's catch-up scan")
+        assert scan["data"]["rules"] == ["backfill"]
         d.wait_for(lambda: len(succeeded_paths(d)) == 2, what="the backfill of two files")
-        time.sleep(0.5)
         assert {r["rule"] for r in d.runs_db()} == {"backfill"}
     with d:
+        # the second start's scan: it reports after handing over what it found
+        d.wait_for(lambda: len(d.caught_up()) == 2, what="the catch-up scan at the second start")
         d.wait_for(
             lambda: "catch-up scan found 2 files, 2 of them dispatched before" in d.log.read_text(),
             what="the catch-up summary",
         )
-        time.sleep(0.3)
+        assert len(d.runs_db()) == 2
     assert len(d.runs_db()) == 2
     assert "skipped: this version of the file was dispatched before" not in d.log.read_text()
 
@@ -163,8 +192,9 @@ def test_kill_9_during_a_burst_then_restart_runs_every_file_exactly_once(tmp_pat
             if i == 400:
                 d.kill()
         d.start()
+        # the restart's catch-up scan has handed over every file written while it was down
+        d.wait_for(d.caught_up, what="the catch-up scan after the restart")
         d.wait_for(lambda: len(succeeded_paths(d)) >= 1000, timeout=100, what="all 1000 runs")
-        time.sleep(1.0)
     rows = d.runs_db()
     paths = [r["trigger"][0]["path"] for r in rows]
     assert sorted(paths) == sorted(names)  # one run row per file, no duplicates
@@ -212,7 +242,8 @@ def test_sigterm_drains_and_exits_zero(tmp_path):
 
 
 def test_test_trigger_and_explain_say_which_rules_match_and_why(tmp_path):
-    """test-trigger renders the params without running; explain shows the watcher, ledger and run."""
+    """test-trigger renders the params without running; explain shows the watcher, ledger
+    and run."""
     with Daemon(tmp_path) as d:
         probe = d.incoming / "probe.h5"
         dry = d.ctl_json("test-trigger", str(probe))
@@ -238,7 +269,7 @@ def test_pause_resume_start_stop_replay_and_drain(tmp_path):
     with Daemon(tmp_path, hold=30.0) as d:
         d.ctl("pause", "record")
         write_file(d.incoming / "paused.h5")
-        time.sleep(0.5)
+        d.wait_for(lambda: d.skipped("paused", d.incoming / "paused.h5"), what="the paused skip")
         assert d.runs_db() == []
         d.ctl("resume", "record")
         run_id = d.ctl(
@@ -252,7 +283,8 @@ def test_pause_resume_start_stop_replay_and_drain(tmp_path):
         d.ctl("stop", replayed["run_id"])
         assert d.ctl_json("drain")["draining"]
         write_file(d.incoming / "after_drain.h5")
-        time.sleep(0.5)
+        after_drain = d.incoming / "after_drain.h5"
+        d.wait_for(lambda: d.skipped("draining", after_drain), what="the draining skip")
         assert all("after_drain" not in str(r["trigger"]) for r in d.runs_db())
         bad = d.ctl("start", "no_such_workflow", check=False)
         assert bad.returncode == 2 and "no_such_workflow" in bad.stderr

@@ -12,8 +12,8 @@ import time
 
 import redis
 from daemon_harness import Daemon, write_file
-from redis_fixture import RedisServer, WorkerProcess, free_port
-from support import wait_for
+from redis_fixture import RedisServer, WorkerProcess
+from support import free_port, wait_for
 
 from triggerd.config import CelerySettings
 from triggerd.daemon.client import ControlClient

@@ -18,8 +18,12 @@ CHATTY = '''
 import logging, sys, time
 from triggerd.flow import Dag, Option, Parameters, PythonTask
 
-parameters = Parameters([Option("path"), Option("lines", default=3, type=int), Option("gap", default=0.0, type=float),
-                         Option("fail", default=False, type=bool)])
+parameters = Parameters([
+    Option("path"),
+    Option("lines", default=3, type=int),
+    Option("gap", default=0.0, type=float),
+    Option("fail", default=False, type=bool),
+])
 
 
 def talk(data, store, signal, context):

@@ -54,6 +54,22 @@ def pv_row(d: Daemon, name: str) -> dict:
     return next(p for p in d.ctl_json("status")["pvs"] if p["name"] == name)
 
 
+def updates(d: Daemon, *names: str) -> dict[str, int]:
+    """How many values of each PV the daemon has received (its initial one included)."""
+    return {n: pv_row(d, n)["updates"] for n in names}
+
+
+def received(d: Daemon, counts: dict[str, int]) -> None:
+    """Until the daemon has received at least ``counts[pv]`` values of each PV. Its PV
+    thread decides on a value's rules as it counts it, so a fire from any of those values
+    is on its way to the dispatcher by then."""
+    d.wait_for(
+        lambda: all(n >= counts[pv] for pv, n in updates(d, *counts).items()),
+        20,
+        f"the daemon to receive {counts} values",
+    )
+
+
 def connected(d: Daemon, *names: str) -> None:
     d.wait_for(
         lambda: all(
@@ -82,11 +98,12 @@ def test_falling_edge_starts_the_workflow_with_the_snapshot_and_never_on_connect
     d.write_rules(pv_rule(d, "scan", f'name = "{ACQ}"\nwhen = "falling"\nsnapshot = ["{NAME}"]'))
     with d:
         connected(d, ACQ, NAME)
-        time.sleep(0.3)
         assert fired(d, "scan") == []
         put(NAME, "/data/visit 1/scan_0001.h5")
         put(ACQ, 0)
         d.wait_for(lambda: len(d.markers()) == 1, 20, "one run")
+        # a fire on connect would have come before this one, from the same monitor
+        assert len(fired(d, "scan")) == 1
         assert list(d.markers().values()) == ["/data/visit 1/scan_0001.h5"]
         put(ACQ, 1)
         put(ACQ, 0)
@@ -126,11 +143,17 @@ def test_each_condition_kind_fires_through_the_daemon(tmp_path, reset):
     )
     with d:
         connected(d, ACQ, VAL, NAME)
-        for value in (1, 2, 3, 0):
+        seen = updates(d, ACQ, VAL, NAME)
+        acq, val, name = (
+            (1, 2, 3, 0),
+            (10.5, 11.0, 9.5, 10.5, 25.0, 200.0, 25.0),
+            ("a.h5", "b.txt", "stop", "c.h5"),
+        )
+        for value in acq:
             put(ACQ, value)
-        for value in (10.5, 11.0, 9.5, 10.5, 25.0, 200.0, 25.0):  # 200 is INVALID: ignored
+        for value in val:  # 200 is INVALID: ignored
             put(VAL, value)
-        for value in ("a.h5", "b.txt", "stop", "c.h5"):
+        for value in name:
             put(NAME, value)
         expected = {
             "rising": 1,
@@ -145,7 +168,9 @@ def test_each_condition_kind_fires_through_the_daemon(tmp_path, reset):
         d.wait_for(
             lambda: {n: len(fired(d, n)) for n in expected} == expected, 20, f"runs {expected}"
         )
-        time.sleep(0.5)
+        received(
+            d, {ACQ: seen[ACQ] + len(acq), VAL: seen[VAL] + len(val), NAME: seen[NAME] + len(name)}
+        )
         assert {n: len(fired(d, n)) for n in expected} == expected
         d.wait_for(lambda: len(d.markers()) == sum(expected.values()), 20, "every run done")
         assert sorted(v for v in d.markers().values() if v.startswith(VAL)) == [
@@ -166,13 +191,19 @@ def test_debounce_and_paused_rules(tmp_path, reset):
             put(ACQ, 1)
             put(ACQ, 0)
         d.wait_for(lambda: len(fired(d, "quiet")) == 1, 20, "one run")
-        time.sleep(0.5)
+
+        def debounced() -> list[dict]:
+            return [
+                e for e in events(d, "trigger.skipped") if e["data"].get("reason") == "debounce"
+            ]
+
+        # the last two rising edges were dropped: every edge has been decided on
+        dropped = d.wait_for(lambda: found if len(found := debounced()) >= 2 else [], 20, "skips")
         assert len(fired(d, "quiet")) == 1
-        dropped = [e for e in events(d, "trigger.skipped") if e["data"].get("reason") == "debounce"]
         assert len(dropped) == 2 and {e["rule"] for e in dropped} == {"quiet"}
         assert dropped[0]["source"]["pv"] == ACQ and dropped[0]["source"]["value"] == 1
         d.ctl("pause", "quiet")
-        time.sleep(2.0)  # past the hold-off
+        time.sleep(2.0)  # the input: past the 2 s debounce hold-off
         put(ACQ, 1)
         d.wait_for(
             lambda: any(e["data"].get("reason") == "paused" for e in events(d, "trigger.skipped")),
@@ -207,7 +238,7 @@ def test_pv_and_file_rule_waits_for_the_file_or_fails_clearly(tmp_path, reset):
         put(ACQ, 0)
         d.wait_for(lambda: state_of(d, "ad") == ["waiting"], 10, "a waiting run")
         assert d.ctl_json("status")["waiting_for_files"] == 1
-        time.sleep(0.5)
+        time.sleep(0.5)  # the input: five looks at the missing file (it looks every 0.1 s)
         assert d.markers() == {}
         write_file(data, b"frames")
         d.wait_for(lambda: len(d.markers()) == 1, 20, "the run after the file")
@@ -247,7 +278,7 @@ def test_a_run_waiting_for_its_file_survives_a_daemon_crash(tmp_path, reset):
         d.start()
         d.wait_for(lambda: state_of(d, "ad") == ["succeeded"], 20, "the run after the restart")
         assert list(d.markers().values()) == [str(data)]
-        time.sleep(0.5)
+        connected(d, ACQ, NAME)  # the values found at the restart are decided on
         assert len(fired(d, "ad")) == 1
     finally:
         d.stop()
@@ -255,8 +286,8 @@ def test_a_run_waiting_for_its_file_survives_a_daemon_crash(tmp_path, reset):
 
 def test_snapshot_without_value_fails_or_takes_its_default(tmp_path, reset):
     """A snapshot PV that never connects: without a default the trigger is skipped (at error
-    level, the other rules keep working); with one, the run starts with the default. The PV shows as never
-    connected in status and in the event log."""
+    level, the other rules keep working); with one, the run starts with the default. The PV
+    shows as never connected in status and in the event log."""
     d = Daemon(tmp_path)
     d.write_rules(
         pv_rule(
@@ -268,7 +299,8 @@ def test_snapshot_without_value_fails_or_takes_its_default(tmp_path, reset):
         + pv_rule(
             d,
             "lenient",
-            f'name = "{ACQ}"\nwhen = "rising"\nsnapshot = ["TEST:NOPE"]\nsnapshot_defaults = {{ "TEST:NOPE" = "none" }}',
+            f'name = "{ACQ}"\nwhen = "rising"\nsnapshot = ["TEST:NOPE"]\n'
+            'snapshot_defaults = { "TEST:NOPE" = "none" }',
             path="{pv[TEST:NOPE]}",
         )
     )
@@ -327,7 +359,10 @@ def test_ioc_restart_is_recorded_and_fires_nothing(tmp_path, reset):
     (snapshot-empty), not a run. A rule naming a state the PV lacks is a source.error and a
     warning in triggerctl status."""
     d = Daemon(tmp_path)
-    capture = f'name = "{CAPTURE}"\nwhen = "transition"\nfrom = "Capture"\nto = "Done"\nsnapshot = ["{NAME}"]'
+    capture = (
+        f'name = "{CAPTURE}"\nwhen = "transition"\nfrom = "Capture"\nto = "Done"\n'
+        f'snapshot = ["{NAME}"]'
+    )
     d.write_rules(
         pv_rule(d, "any", f'name = "{ACQ}"\nwhen = "change"', path="{value}")
         + pv_rule(d, "done", capture)
@@ -356,6 +391,7 @@ def test_ioc_restart_is_recorded_and_fires_nothing(tmp_path, reset):
         put(NAME, str(tmp_path / "scan_0001.h5"))
         put(CAPTURE, 1)
         d.wait_for(lambda: pv_row(d, CAPTURE)["last_value"] == "Capture", 10, "capturing")
+        before_restart = updates(d, ACQ, CAPTURE, NAME)
         reset.stop()
         try:
             d.wait_for(lambda: pv_row(d, ACQ)["state"] == "disconnected", 10, "disconnected")
@@ -381,7 +417,7 @@ def test_ioc_restart_is_recorded_and_fires_nothing(tmp_path, reset):
             and empty["data"]["pvs"] == [NAME]
         )
         assert f"snapshot PV {NAME} is empty" in empty["message"]
-        time.sleep(0.5)
+        received(d, {pv: n + 1 for pv, n in before_restart.items()})  # a value since the restart
         assert d.runs_db() == [] and events(d, "trigger.failed") == []
         kinds = [e["kind"] for e in reversed(events(d, "source")) if e["data"].get("pv") == ACQ]
         assert kinds[-2:] == ["source.disconnected", "source.connected"], kinds
@@ -417,6 +453,7 @@ def test_a_counter_fires_once_per_increment_names_what_it_missed_or_runs_each_va
 
     with d:
         connected(d, ACQ)
+        seen = updates(d, ACQ)[ACQ]
         for value in (1, 4, 0, 1):
             put(ACQ, value)
         d.wait_for(
@@ -437,7 +474,7 @@ def test_a_counter_fires_once_per_increment_names_what_it_missed_or_runs_each_va
         assert sorted(d.markers().values()) == sorted(
             ["n1", "n4", "n1", "n1", "n2", "n3", "n4", "n1"]
         )
-        time.sleep(0.3)
+        received(d, {ACQ: seen + 4})
         assert len(d.runs_db()) == 8
 
 
@@ -465,7 +502,9 @@ def test_status_pvs_show_the_daemon_and_pause_a_rule(tmp_path, reset):
     prefix = "TD1:"
     d = Daemon(
         tmp_path,
-        extra_config=f'\n[status_pvs]\nprefix = "{prefix}"\nport = {STATUS_PV_PORT}\ninterval = 0.2\n',
+        extra_config=(
+            f'\n[status_pvs]\nprefix = "{prefix}"\nport = {STATUS_PV_PORT}\ninterval = 0.2\n'
+        ),
     )
     d.write_rules(pv_rule(d, "scan", f'name = "{ACQ}"\nwhen = "falling"', path="{value}"))
 

@@ -26,7 +26,9 @@ def step(data, store, signal, context):
         time.sleep(3)
 
 
-a, b, c = PythonTask("a", step), PythonTask("b", step, idempotent={idempotent}), PythonTask("c", step)
+a = PythonTask("a", step)
+b = PythonTask("b", step, idempotent={idempotent})
+c = PythonTask("c", step)
 main = Dag("main")
 main.define({{a: b, b: c}})
 '''

@@ -14,6 +14,7 @@ import time
 
 import pytest
 from daemon_harness import Daemon, write_file
+from support import wait_for
 
 from triggerd.daemon.client import ControlClient
 
@@ -25,8 +26,8 @@ pytestmark = pytest.mark.timeout(600 if FULL else 120)
 
 
 def rules(d: Daemon, reload: int) -> str:
-    """One rule over two roots, whose ignore list differs at every reload (so
-    its watches change)."""
+    """One rule over two roots, whose ignore list differs at every reload (so its watches
+    change)."""
     return d.default_rules(
         roots=[d.root / "archive", d.incoming],
         glob="**/*.dat",
@@ -34,15 +35,26 @@ def rules(d: Daemon, reload: int) -> str:
     )
 
 
-def settled_runs(d: Daemon, quiet: float = 2.0) -> list[dict]:
-    """The run rows once their number has not changed for ``quiet`` seconds."""
-    runs, since = d.runs_db(), time.monotonic()
-    while time.monotonic() - since < quiet:
-        time.sleep(0.1)
-        now = d.runs_db()
-        if len(now) != len(runs):
-            runs, since = now, time.monotonic()
-    return runs
+def settled_runs(d: Daemon, paths: list[str]) -> list[dict]:
+    """The run rows once every reload's rescan has reported (a rescan hands the files it
+    found to the dispatcher before it reports) and every streamed file has a run: then
+    nothing is left that could add a row."""
+
+    def rescans() -> int:
+        return sum(e["data"].get("scan") == "reload rescan" for e in d.caught_up())
+
+    def without_a_run() -> list[str]:
+        return sorted(set(paths) - {r["trigger"][0]["path"] for r in d.runs_db()})
+
+    d.wait_for(lambda: rescans() >= RELOADS, 60, f"the {RELOADS} reloads' rescans")
+    wait_for(
+        lambda: not without_a_run(),
+        60,
+        "a run of every streamed file",
+        interval=0.2,
+        detail=lambda: f"{len(without_a_run())} files without a run: {without_a_run()[:3]}",
+    )
+    return d.runs_db()
 
 
 def test_watch_changing_reloads_during_a_stream_lose_and_double_no_file(tmp_path):
@@ -72,7 +84,7 @@ def test_watch_changing_reloads_during_a_stream_lose_and_double_no_file(tmp_path
                 answers.append(client.post("/reload"))
         writer.join()
         streamed = time.monotonic() - started
-        runs = settled_runs(d)
+        runs = settled_runs(d, paths)
         reloads = d.ctl_json("status")["reloads"]
     assert all(a["ok"] for a in answers), answers
     assert reloads == RELOADS

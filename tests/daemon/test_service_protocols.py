@@ -8,6 +8,7 @@ import time
 
 import httpx
 from daemon_harness import Daemon
+from support import free_port
 
 
 def _receive_until(sock: socket.socket, wanted: str, timeout: float = 15) -> list[str]:
@@ -27,8 +28,8 @@ def _receive_until(sock: socket.socket, wanted: str, timeout: float = 15) -> lis
 
 
 def test_systemd_notify_ready_status_watchdog_reload_and_stopping(tmp_path):
-    """Under systemd the daemon sends READY with a STATUS line, WATCHDOG pings,
-    RELOADING, STOPPING."""
+    """Under systemd the daemon sends READY with a STATUS line, WATCHDOG pings, RELOADING,
+    STOPPING."""
     address = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(address)
@@ -51,15 +52,9 @@ def test_systemd_notify_ready_status_watchdog_reload_and_stopping(tmp_path):
         sock.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_tcp_control_api_requires_the_bearer_token(tmp_path):
     """With daemon.tcp set, the API answers on loopback TCP only to clients sending the token."""
-    port = _free_port()
+    port = free_port()
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token-for-tests\n")
     # a token others can read is refused (tests/daemon/test_api_boundaries.py)

@@ -18,8 +18,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from redis_fixture import MAIN_WORKER, SIGNAL_TIMEOUT, free_port, refusals
-from support import TEST_KEY, WORKFLOWS, EventCollector, wait_for
+from redis_fixture import MAIN_WORKER, SIGNAL_TIMEOUT, refusals
+from support import TEST_KEY, WORKFLOWS, EventCollector, free_port, wait_for
 
 from triggerd.config import CelerySettings, load_settings
 from triggerd.engine.celery_executor import CeleryExecutor
@@ -154,8 +154,9 @@ def test_stop_run_terminates_a_bash_task_on_the_worker(
         HEADER
         + """
 parameters = Parameters([Option("pidfile")])
-nap = BashTask("nap", lambda data, store: \
-["sh", "-c", 'echo $$ > "$0"; exec sleep 60', store.get("pidfile")])
+nap = BashTask(
+    "nap", lambda data, store: ["sh", "-c", 'echo $$ > "$0"; exec sleep 60', store.get("pidfile")]
+)
 d = Dag("d")
 d.define({nap: PythonTask("after")})
 """,

@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -20,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_fixture import MAIN_WORKER, CeleryCluster, free_port
-from support import REPO, stop_process, wait_for
+from redis_fixture import MAIN_WORKER, CeleryCluster
+from support import REPO, free_port, stop_process, wait_for
 
 from triggerd.engine.protocol import TASK_NAME
 
@@ -190,10 +189,15 @@ d.define({PythonTask("patient", patient): None})
 
 def _shown(flower: Flower, name: str, states: set[str]) -> dict[str, Any]:
     """The task Flower lists as ``name``, once it is in one of ``states``."""
-    deadline = time.monotonic() + 10
-    while (task := flower.task(name)) is None or task["state"] not in states:
-        assert time.monotonic() < deadline, (
-            f"flower shows {name} as {task and task['state']}, not {states}"
-        )
-        time.sleep(0.05)
-    return task
+
+    def in_state() -> dict[str, Any] | None:
+        task = flower.task(name)
+        return task if task is not None and task["state"] in states else None
+
+    return wait_for(
+        in_state,
+        10,
+        f"flower to show {name} in one of {states}",
+        interval=0.05,
+        detail=lambda: f"flower shows {name} as {(flower.task(name) or {}).get('state')}",
+    )

@@ -10,7 +10,7 @@ import textwrap
 import time
 
 import pytest
-from support import EventCollector, make_executor
+from support import EventCollector, make_executor, wait_for
 
 from triggerd.flow.exceptions import (
     DirectedAcyclicGraphInvalid,
@@ -120,8 +120,9 @@ def test_sub_dags_joined_from_a_task_do_not_deadlock_a_one_worker_pool(workdir, 
         HEADER
         + """
 def spawn(data, store, signal, context):
-    names = [signal.start_dag("sub", data=MultiTaskData(dataset=TaskData({"i": i}))) \
-for i in range(3)]
+    names = [
+        signal.start_dag("sub", data=MultiTaskData(dataset=TaskData({"i": i}))) for i in range(3)
+    ]
     assert signal.join_dags(names)
     store.set("names", names)
 def work(data, store, signal, context):
@@ -140,8 +141,8 @@ sub.define({PythonTask("work", work): None})
 
 
 def test_stop_run_terminates_a_running_bash_task(workdir, executor):
-    """stop_run ends a run whose BashTask sleeps: the process is terminated and
-    the run ends stopped."""
+    """stop_run ends a run whose BashTask sleeps: the process is terminated and the run ends
+    stopped."""
     write(
         workdir,
         "sleepy",
@@ -152,10 +153,11 @@ d.define({BashTask("nap", ["sleep", "60"]): PythonTask("after")})
 """,
     )
     handle = executor.submit("sleepy")
-    deadline = time.monotonic() + 10
-    while not any(e.kind == "task.started" for e in executor.collector.of(handle.run_id)):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for(
+        lambda: any(e.kind == "task.started" for e in executor.collector.of(handle.run_id)),
+        10,
+        "the task to start",
+    )
     t0 = time.monotonic()
     executor.stop_run(handle.run_id)
     result = handle.wait(15)

@@ -10,7 +10,7 @@ import pymongo
 import pytest
 from eventlog_cases import Clock, failed_run, successful_run
 from pymongo.errors import BulkWriteError
-from redis_fixture import free_port
+from support import free_port
 
 from triggerd.errors import BackendUnavailable, ConfigError, TriggerdError
 from triggerd.eventlog.mongodb import MongoEventStore, _document
@@ -105,8 +105,8 @@ def test_retention_is_a_ttl_index_that_follows_the_configuration(mongo_db, raw):
 
 
 def test_a_replay_completes_summaries_an_interrupted_insert_left_behind(mongo_db, raw):
-    """Events stored without their summary update (a crash in between) get it when
-    the batch comes again."""
+    """Events stored without their summary update (a crash in between) get it when the
+    batch comes again."""
     url, database = mongo_db
     events = failed_run(Clock())
     raw.events.insert_many([_document(sanitize(event)) for event in events])

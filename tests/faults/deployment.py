@@ -14,6 +14,7 @@ each succeeded, each task executed once, every event in the event log once.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -31,7 +32,7 @@ from typing import Any
 import pymongo
 from mongo_fixture import MongoServer
 from redis_fixture import RedisServer, WorkerProcess
-from support import rss_kib
+from support import rss_kib, wait_for
 
 from triggerd.config import CelerySettings
 from triggerd.daemon.client import ControlClient
@@ -59,16 +60,21 @@ class Load:
 def probe_workflow(tasks: int) -> str:
     chain = ", ".join(f"tasks[{i}]: tasks[{i + 1}]" for i in range(tasks - 1)) or "tasks[0]: None"
     return textwrap.dedent(f'''
-        """A chain of {tasks} tasks; each records that it ran (executions.jsonl) and prints a line."""
+        """A chain of {tasks} tasks; each records that it ran (executions.jsonl) and
+        prints a line."""
         import json, os, time
         from triggerd.flow import Dag, Option, Parameters, PythonTask
 
-        parameters = Parameters([Option("path"), Option("ledger"), Option("hold", default=0.0, type=float)])
+        parameters = Parameters(
+            [Option("path"), Option("ledger"), Option("hold", default=0.0, type=float)]
+        )
 
 
         def step(data, store, signal, context):
-            line = json.dumps({{"run": context.workflow_id, "task": context.task_name, "pid": os.getpid(),
-                               "path": store.get("path"), "at": time.time()}})
+            line = json.dumps({{
+                "run": context.workflow_id, "task": context.task_name, "pid": os.getpid(),
+                "path": store.get("path"), "at": time.time(),
+            }})
             fd = os.open(store.get("ledger"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, line.encode() + b"\\n")
@@ -103,9 +109,9 @@ class Audit:
 
     def summary(self) -> str:
         return (
-            f"{self.files} files, {self.runs} runs ({self.succeeded} succeeded), {self.executions} task "
-            f"executions; lost {len(self.lost)}, duplicated {len(self.duplicated)}, falsely succeeded "
-            f"{len(self.falsely_succeeded)}"
+            f"{self.files} files, {self.runs} runs ({self.succeeded} succeeded), "
+            f"{self.executions} task executions; lost {len(self.lost)}, duplicated "
+            f"{len(self.duplicated)}, falsely succeeded {len(self.falsely_succeeded)}"
         )
 
     def assert_clean(self) -> None:
@@ -197,10 +203,14 @@ class Deployment:
 
     def __enter__(self) -> Deployment:
         # Workers first, as systemd may start them: they wait for the daemon's HMAC key.
-        self.workers = [self._worker(name) for name in self._worker_names]
-        self.start_daemon()
-        for worker in self.workers:
-            worker.wait_ready(self.app, timeout=60)
+        try:
+            self.workers = [self._worker(name) for name in self._worker_names]
+            self.start_daemon()
+            for worker in self.workers:
+                worker.wait_ready(self.app, timeout=60)
+        except BaseException:  # nothing left running: __exit__ does not run for a failed start
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -238,17 +248,19 @@ class Deployment:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while not self.answers():
-            if self.daemon.poll() is not None:
-                raise AssertionError(
-                    f"the daemon exited with {self.daemon.returncode}:\n{self.tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"the daemon did not answer within {timeout} s:\n{self.tail()}"
-                )
-            time.sleep(0.1)
+        wait_for(
+            self._answers_while_running,
+            timeout,
+            "the daemon to answer",
+            interval=0.1,
+            detail=self.tail,
+        )
+
+    def _answers_while_running(self) -> bool:
+        assert self.daemon is not None
+        if self.daemon.poll() is not None:
+            raise AssertionError(f"the daemon exited with {self.daemon.returncode}:\n{self.tail()}")
+        return self.answers()
 
     def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.daemon is not None
@@ -263,15 +275,18 @@ class Deployment:
         self.stop_daemon(signal.SIGKILL)
 
     def close(self) -> None:
+        """Take everything down with SIGKILL: a scenario has read what happened by now, and
+        a graceful stop of the daemon, the workers and MongoDB took ~10 s per scenario."""
         if self.daemon is not None and self.daemon.poll() is None:
-            self.stop_daemon()
+            self.kill_daemon()
         for worker in self.workers:
-            worker.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.process.pid, signal.SIGKILL)
         for worker in self.workers:
-            worker.stop()
+            worker.process.wait()
         self.app.close()
         self.redis.stop()
-        self.mongo.stop()
+        self.mongo.stop(kill=True)
 
     def resources(self) -> tuple[int, int]:
         """The daemon's resident memory (KiB) and open file descriptors now."""
@@ -365,20 +380,30 @@ class Deployment:
         """Until every file has a run and no run is unfinished; returns when (monotonic).
         Cheap to ask (counts) until the counts say so; then it checks the files."""
         wanted = {str(p) for p in paths}
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def seen() -> set[str]:
+            return {t.get("path") for r in self.runs() for t in r["trigger"]}
+
+        def settled() -> bool:
             states = self._states()
-            if sum(states.values()) >= len(wanted) and all(s in FINAL for s in states):
-                seen = {t.get("path") for r in self.runs() for t in r["trigger"]}
-                if wanted <= seen:
-                    return time.monotonic()
-            if time.monotonic() > deadline:
-                seen = {t.get("path") for r in self.runs() for t in r["trigger"]}
-                raise AssertionError(
-                    f"not settled within {timeout} s: {len(wanted - seen)} files without a run, "
-                    f"runs by state {states}\n{self.tail()}"
-                )
-            time.sleep(0.5)
+            if sum(states.values()) < len(wanted) or not all(s in FINAL for s in states):
+                return False
+            return wanted <= seen()
+
+        def detail() -> str:
+            return (
+                f"{len(wanted - seen())} files without a run, runs by state {self._states()}\n"
+                + self.tail()
+            )
+
+        wait_for(
+            settled,
+            timeout,
+            "every file to have a run and every run to end",
+            interval=0.1,
+            detail=detail,
+        )
+        return time.monotonic()
 
     def executions(self) -> collections.Counter[tuple[str, str]]:
         if not self.ledger.exists():
@@ -457,7 +482,7 @@ class Deployment:
             missing = {k: n - logged[k] for k, n in expected.items() if logged[k] < n - may_lack[k]}
             if not missing or time.monotonic() > deadline:
                 break
-            time.sleep(0.5)
+            time.sleep(0.25)
         extra = {k: logged[k] - n for k, n in expected.items() if logged[k] > n}
         audit.lost += [
             f"event {kind} of {run} {task}: {n} missing" for (run, kind, task), n in missing.items()

@@ -53,17 +53,19 @@ def record(
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    head = (
-        "| scenario | load | injected | expected | observed | lost | duplicated | falsely succeeded "
-        "| recovery | API slowest | reproduce |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    columns = (
+        "scenario | load | injected | expected | observed | lost | duplicated | "
+        "falsely succeeded | recovery | API slowest | reproduce"
     )
+    head = f"| {columns} |\n|{'---|' * (columns.count('|') + 1)}\n"
     lines = []
     for r in rows:
         recovery = "-" if r["recovery"] is None else f"{r['recovery']:.1f} s"
         api = "-" if r["api_slowest"] is None else f"{r['api_slowest'] * 1000:.0f} ms"
         lines.append(
-            f"| {r['scenario']} | {r['load']} | {r['injected']} | {r['expected']} | {r['observed']} | {r['lost']} "
-            f"| {r['duplicated']} | {r['falsely_succeeded']} | {recovery} | {api} | `{r['reproduce']}` |"
+            f"| {r['scenario']} | {r['load']} | {r['injected']} | {r['expected']} "
+            f"| {r['observed']} | {r['lost']} | {r['duplicated']} | {r['falsely_succeeded']} "
+            f"| {recovery} | {api} | `{r['reproduce']}` |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -77,7 +79,10 @@ def update(page: Path, rows: list[dict[str, Any]], command: str) -> None:
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     when = time.strftime("%Y-%m-%d", time.gmtime(max((r["at"] for r in rows), default=time.time())))
-    table = f"{BEGIN}\nMeasured {when} by `{command}` on this project's CI machine (2 cores).\n\n{render(rows)}{END}"
+    table = (
+        f"{BEGIN}\nMeasured {when} by `{command}` on this project's CI machine (2 cores).\n\n"
+        f"{render(rows)}{END}"
+    )
     page.write_text(head + table + tail)
 
 

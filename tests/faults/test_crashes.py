@@ -99,6 +99,7 @@ def test_every_worker_gone_for_a_while_then_back(tmp_path):
                 gone.append(time.monotonic())
 
         paths = d.drop(CRASH_LOAD.files, CRASH_LOAD.rate, "nowork", during=during)
+        # the input: no worker at all for CRASH_LOAD.outage seconds
         time.sleep(max(0.0, gone[0] + CRASH_LOAD.outage - time.monotonic()))
         for name in ("w3@faults", "w4@faults"):
             d.start_worker(name, wait=False)

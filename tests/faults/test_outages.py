@@ -57,6 +57,7 @@ def _outage(d: Deployment, name: str, stop, start, *, prefix: str, shows: tuple[
     with ApiProbe(d) as probe:
         paths = d.drop(LOAD.files, LOAD.rate, prefix, during=during_and_watch)
         if not back:  # the stream ended before the outage did
+            # the input: the service stays away LOAD.outage seconds
             time.sleep(max(0.0, timer_started[0] + LOAD.outage - time.monotonic()))
             start()
             back["at"] = time.monotonic()

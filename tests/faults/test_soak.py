@@ -19,8 +19,9 @@ import threading
 
 import pytest
 from deployment import FULL, Deployment
-from ioc_fixture import LOOPBACK_ENV, _free_port
+from ioc_fixture import LOOPBACK_ENV
 from report import record
+from support import free_port
 
 SECONDS, FILE_HZ, PVS = (600, 10.0, 20) if FULL else (12, 10.0, 5)
 pytestmark = pytest.mark.timeout(SECONDS + 900)
@@ -67,7 +68,7 @@ def pv_rules(d: Deployment) -> str:
 
 
 def test_soak_files_and_pvs_keep_memory_and_descriptors_flat(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {
         **LOOPBACK_ENV,
         "EPICS_CA_SERVER_PORT": str(port),
@@ -119,8 +120,14 @@ def test_soak_files_and_pvs_keep_memory_and_descriptors_flat(tmp_path):
     fds_early, fds_late = max(s[1] for s in samples[:third]), max(s[1] for s in samples[-third:])
     record(
         "soak",
-        load=f"{SECONDS} s: files at {FILE_HZ:g} Hz, {PVS} PVs at 10 Hz ({len(pv_runs)} PV runs), 5-task workflows",
-        injected=f"nothing; daemon RSS {rss_early // 1024} -> {rss_late // 1024} MiB, fds {fds_early} -> {fds_late}",
+        load=(
+            f"{SECONDS} s: files at {FILE_HZ:g} Hz, {PVS} PVs at 10 Hz "
+            f"({len(pv_runs)} PV runs), 5-task workflows"
+        ),
+        injected=(
+            f"nothing; daemon RSS {rss_early // 1024} -> {rss_late // 1024} MiB, "
+            f"fds {fds_early} -> {fds_late}"
+        ),
         audit=audit,
         recovery=None,
         expected="one run per file and per PV fire, memory and descriptors flat",

@@ -61,7 +61,8 @@ def small_disk(where: Path, size_mb: int) -> Iterator[Path]:
     )
     if done.returncode != 0:
         pytest.skip(
-            f"cannot mount a small tmpfs for the state directory (needs root): {done.stderr.strip()}"
+            "cannot mount a small tmpfs for the state directory (needs root): "
+            + done.stderr.strip()
         )
     try:
         yield where

@@ -12,8 +12,8 @@ from datetime import datetime
 import numpy as np
 import pytest
 from bson import Binary, ObjectId
-from redis_fixture import free_port
 from store_backends import KEY, MongoBackend, open_store
+from support import free_port
 
 from triggerd.engine.codec import Codec
 from triggerd.errors import BackendUnavailable, ConfigError, TriggerdError

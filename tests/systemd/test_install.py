@@ -20,10 +20,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -93,11 +93,12 @@ def test_the_readme_service_install_in_a_scratch_root(tmp_path):
                 elif "reload" in words:
                     assert daemon is not None
                     daemon.send_signal(signal.SIGHUP)  # the unit's ExecReload
-                    _wait(
+                    wait_for(
                         lambda: (
                             len(json.loads(_ctl(["rules", "--json"], config, elsewhere).stdout))
                             == 1
                         ),
+                        60,
                         "the reload to take the rule",
                     )
                 elif "enable" in words:  # a worker: the instance name the README gives must verify
@@ -129,12 +130,13 @@ def test_the_readme_service_install_in_a_scratch_root(tmp_path):
 
         # The first rule works: a file in the data directory runs file_info.
         (data / "first.dat").write_bytes(b"hello\n")
-        runs = _wait(
+        runs = wait_for(
             lambda: [
                 r
                 for r in json.loads(_ctl(["runs", "--json"], config, elsewhere).stdout)
                 if r["state"] == "succeeded"
             ],
+            60,
             "a run of the first rule",
         )
         assert runs[0]["trigger"][0]["path"] == str(data / "first.dat")
@@ -168,7 +170,9 @@ def _start_like_the_unit(root: Path, config: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    _wait(lambda: _ctl(["status"], config, Path("/")).returncode == 0, "the daemon to answer")
+    wait_for(
+        lambda: _ctl(["status"], config, Path("/")).returncode == 0, 60, "the daemon to answer"
+    )
     return daemon
 
 
@@ -203,11 +207,3 @@ def _ctl(args: list[str], config: Path, cwd: Path) -> subprocess.CompletedProces
         text=True,
         timeout=60,
     )
-
-
-def _wait(check, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.2)
-    return found
