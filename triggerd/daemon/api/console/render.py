@@ -117,7 +117,8 @@ def _when(value: object) -> Markup:
     clock = when.strftime("%H:%M:%S" if when.date() == now.date() else "%Y-%m-%d %H:%M:%S")
     iso = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return Markup(
-        '<time datetime="{iso}" title="{iso}">{clock}</time> <span class="ago">{ago}</span>'
+        '<span class="when"><time datetime="{iso}" title="{iso}">{clock}</time>'
+        ' <span class="ago">{ago}</span></span>'
     ).format(iso=iso, clock=clock, ago=ago(when, now))
 
 
