@@ -23,6 +23,7 @@ from triggerd.runstate import RunState
 
 from ... import views
 from ...events import DaemonEventLog
+from ...state import RunRow
 from ..base import Control
 from .render import environment
 
@@ -169,11 +170,21 @@ async def run(control: Control, run_id: str) -> Response:
         row=row,
         summary=summary or {},
         state=row.state if row is not None else (summary or {}).get("status"),
+        took=_took(row, summary or {}),
         lines=[line.to_dict() for line in lines],
         more_lines=more,
         unavailable=unavailable,
         all_lines=_link("/ui/events", {"run": run_id, "kind": "log,output,task.failed"}),
     )
+
+
+def _took(row: RunRow | None, summary: dict[str, Any]) -> float | None:
+    """How long the run took: the event log's account, else the state file's times."""
+    if summary.get("duration") is not None:
+        return float(summary["duration"])
+    if row is not None and row.started_at is not None and row.ended_at is not None:
+        return row.ended_at - row.started_at
+    return None
 
 
 @routes.get("/events")
