@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_state ON runs(state, seq);
 CREATE INDEX IF NOT EXISTS runs_rule ON runs(rule, seq);
+CREATE INDEX IF NOT EXISTS runs_workflow ON runs(workflow, seq);  -- the console filters by it
 CREATE TABLE IF NOT EXISTS ledger (
     rule        TEXT NOT NULL,
     path        BLOB NOT NULL,             -- os.fsencode: file names need not be UTF-8
@@ -103,6 +104,17 @@ class LedgerEntry:
     mtime_ns: int
     run_id: str
     at: float
+
+
+_RUN_COLUMNS = (
+    "run_id, key, rule, workflow, params, trigger, state, error, attempts, queued_at,"
+    " started_at, ended_at, replay_of"
+)
+
+
+def _run_row(r: Sequence[Any]) -> RunRow:
+    """A row of :data:`_RUN_COLUMNS` as a :class:`RunRow`."""
+    return RunRow(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), *r[6:])
 
 
 def _dumps(value: Any) -> str:
@@ -308,18 +320,42 @@ class StateDB:
         since: float | None = None,
         limit: int = 50,
     ) -> list[RunRow]:
+        return self.runs_page(states=states, rule=rule, since=since, limit=limit)[0]
+
+    def runs_page(
+        self,
+        *,
+        states: Sequence[str] = (),
+        rule: str | None = None,
+        workflow: str | None = None,
+        since: float | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> tuple[list[RunRow], int | None]:
+        """Runs newest first, at most ``limit``, with the cursor of the next older page:
+        ``before`` it gives the runs after these (None: there are none). Keyset paging on
+        ``seq``, so a page deep in 100,000 runs costs what the first one does."""
         where, args = [], []
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             args += list(states)
-        if rule:
-            where.append("rule = ?")
-            args.append(rule)
+        for column, value in (("rule", rule), ("workflow", workflow)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
         if since is not None:
             where.append("queued_at >= ?")
             args.append(since)
+        if before is not None:
+            where.append("seq < ?")
+            args.append(before)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
-        return self._rows(f"{clause} ORDER BY seq DESC LIMIT ?", (*args, limit))
+        found = self._query(
+            f"SELECT seq, {_RUN_COLUMNS} FROM runs {clause} ORDER BY seq DESC LIMIT ?",
+            (*args, limit + 1),
+        )
+        older = found[limit - 1][0] if len(found) > limit else None
+        return [_run_row(r[1:]) for r in found[:limit]], older
 
     def counts(self) -> dict[str, int]:
         return dict(self._query("SELECT state, COUNT(*) FROM runs GROUP BY state"))
@@ -331,14 +367,7 @@ class StateDB:
         return {rule: {"fired": count, "last_fired": last} for rule, count, last in rows}
 
     def _rows(self, clause: str, args: Sequence[Any] = ()) -> list[RunRow]:
-        cols = (
-            "run_id, key, rule, workflow, params, trigger, state, error, attempts, queued_at,"
-            " started_at, ended_at, replay_of"
-        )
-        return [
-            RunRow(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), *r[6:])
-            for r in self._query(f"SELECT {cols} FROM runs {clause}", args)
-        ]
+        return [_run_row(r) for r in self._query(f"SELECT {_RUN_COLUMNS} FROM runs {clause}", args)]
 
     # -- ledger -----------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from triggerd.errors import (
 
 from ..control import DaemonControl
 from .base import JSONResponse
+from .console import STATIC_PATH, static_files
+from .console import routes as console_routes
 from .events import routes as event_routes
 from .paths import routes as path_routes
 from .rules import routes as rule_routes
@@ -48,6 +50,8 @@ def create_app(control: DaemonControl, *, token: str | None = None) -> FastAPI:
     app.state.control = control
     for routes in (service_routes, rule_routes, run_routes, path_routes, event_routes):
         app.include_router(routes)
+    app.include_router(console_routes)  # the operator's console: pages under /ui/
+    app.mount(STATIC_PATH, static_files(), name="console-static")
     app.add_exception_handler(TriggerdError, _refused_by_daemon)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _refused)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]

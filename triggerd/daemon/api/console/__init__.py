@@ -1,0 +1,24 @@
+"""The operator's console: web pages on the control API's own app, under ``/ui/``.
+
+Server-rendered with Jinja2 (:mod:`.pages`, the templates in ``templates/``), one
+stylesheet in ``static/``: everything ships in the package, nothing is fetched from
+elsewhere, and every page reads without JavaScript.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.staticfiles import StaticFiles
+
+from .pages import routes
+
+__all__ = ["STATIC_PATH", "routes", "static_files"]
+
+#: Where the app mounts :func:`static_files`.
+STATIC_PATH = "/ui/static"
+
+
+def static_files() -> StaticFiles:
+    """The console's stylesheet (and, later, its scripts), served from the package."""
+    return StaticFiles(directory=Path(__file__).parent / "static")

@@ -1,0 +1,230 @@
+"""The console's pages: ``/ui/`` (overview), ``/ui/runs``, ``/ui/runs/{id}``, ``/ui/events``.
+
+Read-only and server-rendered: every page is a GET whose filters are a plain form, so it
+reads without JavaScript. The data is what the JSON API serves (``views.status``, the
+state file's runs, the event log), never a second copy of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
+
+from triggerd import __version__
+from triggerd.durations import parse_since
+from triggerd.errors import BackendUnavailable, NotFound, NotReady, TriggerdError
+from triggerd.eventlog.schema import LEVELS
+from triggerd.runstate import RunState
+
+from ... import views
+from ...events import DaemonEventLog
+from ...state import RunRow
+from ..base import Control
+from .render import environment
+
+__all__ = ["routes"]
+
+PAGE_SIZE = 50  # runs on one page of /ui/runs
+EVENTS_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
+LOG_LINES = 2000  # the run page shows the last this many lines; the events page has all
+EVENTS_DEPTH = 100_000  # how far back the events page pages (the event log's largest query)
+PageSize = Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE)]
+
+_templates = environment()
+
+
+class BadFilter(TriggerdError):
+    """A filter of a page's form that cannot be read (a ``since`` that is no time)."""
+
+
+def _status_of(error: TriggerdError) -> int:
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, NotReady | BackendUnavailable):
+        return 503  # ask again shortly
+    return 400
+
+
+class _PageRoute(APIRoute):
+    """A route whose refusals are pages too: an error the daemon raises (the event log
+    away, a run that does not exist) is shown in the layout with its status code."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def page_or_refusal(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except TriggerdError as exc:
+                status = _status_of(exc)
+                return _page("error.html", status=status, error=str(exc), code=status)
+
+        return page_or_refusal
+
+
+routes = APIRouter(prefix="/ui", route_class=_PageRoute, include_in_schema=False)
+
+
+def _page(template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+    html = _templates.get_template(template).render(version=__version__, **context)
+    # shown() escapes every lone surrogate before this; should one slip through, it is
+    # written as its escape rather than failing the page
+    body = html.encode("utf-8", "backslashreplace")
+    return HTMLResponse(body, status_code=status)
+
+
+def _since(text: str | None) -> float | None:
+    try:
+        moment = parse_since(text)
+    except ValueError as exc:
+        raise BadFilter(str(exc)) from None
+    return None if moment is None else moment.timestamp()
+
+
+def _eventlog(control: Control) -> DaemonEventLog:
+    if control.eventlog is None:
+        raise NotReady()
+    return control.eventlog
+
+
+def _link(path: str, query: dict[str, Any]) -> str:
+    """``path`` with the filters that are set, as a query string."""
+    given = {k: v for k, v in query.items() if v not in (None, "")}
+    return f"{path}?{urlencode(given)}" if given else path
+
+
+@routes.get("/")
+async def overview(control: Control) -> Response:
+    return _page("overview.html", nav="overview", status_data=views.status(control))
+
+
+@routes.get("/runs")
+async def runs(
+    control: Control,
+    state: str = "",
+    rule: str = "",
+    workflow: str = "",
+    since: str = "",
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: PageSize = None,
+) -> Response:
+    """The runs in the state file (the outbox and its history), newest first, a page at a
+    time: "older" asks for the runs ``before`` the last one shown."""
+    filters = {"state": state, "rule": rule, "workflow": workflow, "since": since}
+    size = limit or PAGE_SIZE
+    rows, older = control.state.runs_page(
+        states=[state] if state else [],
+        rule=rule or None,
+        workflow=workflow or None,
+        since=_since(since),
+        before=before,
+        limit=size,
+    )
+    paging = {**filters, "limit": limit}
+    rules = control.dispatcher.rules.rules if control.dispatcher is not None else []
+    return _page(
+        "runs.html",
+        nav="runs",
+        rows=rows,
+        filters=filters,
+        states=list(RunState),
+        rule_names=sorted({r.name for r in rules}),
+        workflow_names=sorted({r.workflow for r in rules}),
+        older=_link("/ui/runs", {**paging, "before": older}) if older else None,
+        newest=_link("/ui/runs", paging) if before else None,
+    )
+
+
+@routes.get("/runs/{run_id}")
+async def run(control: Control, run_id: str) -> Response:
+    """One run: its row in the state file, its summary and its log lines from the event
+    log (as ``triggerctl show`` and ``triggerctl logs`` show them)."""
+    row = control.state.run(run_id)
+    summary, lines, more, unavailable = None, [], False, None
+    try:
+        eventlog = _eventlog(control)
+        summary = await eventlog.run(run_id)
+        found = await eventlog.find(
+            run=run_id,
+            kinds=["log", "output", "task.failed"],
+            newest_first=True,
+            limit=LOG_LINES + 1,
+        )
+        more, lines = len(found) > LOG_LINES, found[:LOG_LINES][::-1]
+    except (NotReady, BackendUnavailable) as exc:
+        unavailable = str(exc)  # what the state file knows is still worth showing
+    if row is None and summary is None:
+        if unavailable:
+            raise BackendUnavailable(unavailable)
+        raise NotFound(f"no run {run_id}: neither the state file nor the event log knows it")
+    return _page(
+        "run.html",
+        nav="runs",
+        run_id=run_id,
+        row=row,
+        summary=summary or {},
+        state=row.state if row is not None else (summary or {}).get("status"),
+        took=_took(row, summary or {}),
+        lines=[line.to_dict() for line in lines],
+        more_lines=more,
+        unavailable=unavailable,
+        all_lines=_link("/ui/events", {"run": run_id, "kind": "log,output,task.failed"}),
+    )
+
+
+def _took(row: RunRow | None, summary: dict[str, Any]) -> float | None:
+    """How long the run took: the event log's account, else the state file's times."""
+    if summary.get("duration") is not None:
+        return float(summary["duration"])
+    if row is not None and row.started_at is not None and row.ended_at is not None:
+        return row.ended_at - row.started_at
+    return None
+
+
+@routes.get("/events")
+async def events(
+    control: Control,
+    run: str = "",
+    rule: str = "",
+    kind: str = "",
+    level: str = "",
+    since: str = "",
+    offset: Annotated[int, Query(ge=0, le=EVENTS_DEPTH)] = 0,
+    limit: PageSize = None,
+) -> Response:
+    """The event log, newest first. ``kind``: kinds or families, separated by commas or
+    spaces. The event log is asked for the newest ``offset + limit``; "older" moves
+    ``offset`` on, as deep as the event log's largest query reaches."""
+    filters = {"run": run, "rule": rule, "kind": kind, "level": level, "since": since}
+    size = limit or EVENTS_PAGE_SIZE
+    kinds = [k for k in kind.replace(",", " ").split() if k]
+    try:
+        found = await _eventlog(control).find(
+            run=run or None,
+            rule=rule or None,
+            kinds=kinds or None,
+            level=level or None,
+            since=parse_since(since),
+            newest_first=True,
+            limit=min(offset + size + 1, EVENTS_DEPTH),
+        )
+    except ValueError as exc:  # an unknown level, a since that is no time
+        raise BadFilter(str(exc)) from None
+    shown_events = found[offset : offset + size]
+    paging = {**filters, "limit": limit}
+    has_older = len(found) > offset + size
+    return _page(
+        "events.html",
+        nav="events",
+        events=[e.to_dict() for e in shown_events],
+        filters=filters,
+        levels=LEVELS,
+        older=_link("/ui/events", {**paging, "offset": offset + size}) if has_older else None,
+        newest=_link("/ui/events", paging) if offset else None,
+    )
