@@ -1,5 +1,5 @@
-"""The FastAPI app: the groups of routes, the optional bearer token, and the one place
-where an error becomes a status code."""
+"""The FastAPI app: the groups of routes, the optional bearer token, and the handlers that
+turn an error into an answer (its status code: :func:`.base.status_code`)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
 from triggerd import __version__
-from triggerd.errors import (
-    BackendUnavailable,
-    Conflict,
-    NotFound,
-    NotReady,
-    TriggerdError,
-)
+from triggerd.errors import TriggerdError
 
 from ..control import DaemonControl
-from .base import JSONResponse
+from .base import JSONResponse, status_code
 from .console import STATIC_PATH, static_files
 from .console import routes as console_routes
 from .events import routes as event_routes
@@ -28,20 +22,7 @@ from .rules import routes as rule_routes
 from .runs import routes as run_routes
 from .service import routes as service_routes
 
-__all__ = ["create_app", "status_code"]
-
-# The first class an error is an instance of gives its status; any other TriggerdError is
-# the request's fault (400).
-_STATUS: tuple[tuple[type[TriggerdError], int], ...] = (
-    (NotFound, 404),
-    (Conflict, 409),
-    (NotReady, 503),  # ask again shortly
-    (BackendUnavailable, 503),  # a service the daemon needs is away: ask again later
-)
-
-
-def status_code(error: TriggerdError) -> int:
-    return next((code for cls, code in _STATUS if isinstance(error, cls)), 400)
+__all__ = ["create_app"]
 
 
 def create_app(control: DaemonControl, *, token: str | None = None) -> FastAPI:

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, Query, Request, responses
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.routing import APIRoute
 
+from triggerd.errors import BackendUnavailable, Conflict, NotFound, NotReady, TriggerdError
 from triggerd.text import dumps
 
 from ..control import DaemonControl
 
-__all__ = ["MAX_LIMIT", "Control", "JSONResponse", "Limit", "router"]
+__all__ = ["MAX_LIMIT", "Control", "JSONResponse", "Limit", "router", "status_code"]
 
 MAX_LIMIT = 100_000  # the most rows or events one query returns
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
@@ -37,6 +38,21 @@ class _Route(APIRoute):
         if isinstance(kwargs.get("response_class"), DefaultPlaceholder):
             kwargs["response_class"] = JSONResponse
         super().__init__(path, endpoint, **kwargs)
+
+
+# The first class an error is an instance of gives its status; any other TriggerdError is
+# the request's fault (400).
+_STATUS: tuple[tuple[type[TriggerdError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (NotReady, 503),  # ask again shortly
+    (BackendUnavailable, 503),  # a service the daemon needs is away: ask again later
+)
+
+
+def status_code(error: TriggerdError) -> int:
+    """The HTTP status of an error the daemon raised: one table for the API and the pages."""
+    return next((code for cls, code in _STATUS if isinstance(error, cls)), 400)
 
 
 def router() -> APIRouter:

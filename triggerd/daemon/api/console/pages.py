@@ -24,7 +24,7 @@ from triggerd.runstate import RunState
 from ... import views
 from ...events import DaemonEventLog
 from ...state import RunRow
-from ..base import Control
+from ..base import Control, status_code
 from .render import environment
 
 __all__ = ["routes"]
@@ -43,14 +43,6 @@ class BadFilter(TriggerdError):
     """A filter of a page's form that cannot be read (a ``since`` that is no time)."""
 
 
-def _status_of(error: TriggerdError) -> int:
-    if isinstance(error, NotFound):
-        return 404
-    if isinstance(error, NotReady | BackendUnavailable):
-        return 503  # ask again shortly
-    return 400
-
-
 class _PageRoute(APIRoute):
     """A route whose refusals are pages too: an error the daemon raises (the event log
     away, a run that does not exist) is shown in the layout with its status code."""
@@ -62,7 +54,7 @@ class _PageRoute(APIRoute):
             try:
                 return await handler(request)
             except TriggerdError as exc:
-                status = _status_of(exc)
+                status = status_code(exc)
                 return _page("error.html", status=status, error=str(exc), code=status)
 
         return page_or_refusal
