@@ -323,7 +323,11 @@ class DaemonSettings(_Section):
     socket_mode: Annotated[int, Field(ge=0, le=0o777, strict=True)] = 0o660
     """Permissions of the socket: who may control the daemon (owner and group by default)."""
     token_file: AbsolutePath | None = None
-    """File holding the bearer token TCP clients must send."""
+    """File holding the bearer token TCP clients must send: the operator's, who may do
+    everything (pause, stop, replay, start, drain, reload)."""
+    viewer_token_file: AbsolutePath | None = None
+    """File holding a second bearer token for TCP that may only read (GET and HEAD): the
+    console's pages and the API's answers, no buttons. None: no viewer token."""
     tcp: str | None = None
     """Also serve the API on TCP, e.g. "127.0.0.1:8765"; requires ``token_file``."""
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
@@ -343,6 +347,17 @@ class DaemonSettings(_Section):
                 "triggerd_tcp_token", "a TCP control API needs daemon.token_file (a bearer token)"
             )
         return tcp
+
+    @field_validator("viewer_token_file")
+    @classmethod
+    def _viewer_token_apart(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is not None and path == info.data.get("token_file"):
+            raise PydanticCustomError(
+                "triggerd_viewer_token",
+                "the viewer token must be a file of its own, not daemon.token_file "
+                "(the viewer would be an operator)",
+            )
+        return path
 
 
 class LogSettings(_Section):

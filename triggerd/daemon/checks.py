@@ -1,20 +1,22 @@
 """What ``triggerd check`` validates, and what a reload validates before it applies
 anything: the secrets the config names, every rule, every workflow. One function, so a
-reload refuses exactly what ``check`` reports."""
+reload refuses exactly what ``check`` reports; the daemon reads its API tokens with
+:func:`read_api_tokens`, so it refuses exactly what ``check`` reports too."""
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 
-from triggerd.config import BUILTIN_SOURCE, Settings
+from triggerd.config import BUILTIN_SOURCE, DaemonSettings, Settings
 from triggerd.engine.codec import Codec
-from triggerd.errors import TriggerdError
+from triggerd.errors import ConfigError, TriggerdError
 from triggerd.flow.workflow import discover_workflows
 from triggerd.private import check_private, read_secret
 
 from .rules import RuleSet, load_rules_for
 
-__all__ = ["Checked", "check_everything", "setup_warnings"]
+__all__ = ["Checked", "check_everything", "read_api_tokens", "setup_warnings"]
 
 
 @dataclass
@@ -78,14 +80,36 @@ def setup_warnings(settings: Settings, rules: RuleSet | None) -> list[str]:
     return warnings
 
 
+def read_api_tokens(daemon: DaemonSettings) -> tuple[str, str | None]:
+    """The TCP API's operator token (``daemon.token_file``) and its viewer token
+    (``daemon.viewer_token_file``, None if not set). :class:`ConfigError` naming the key
+    when a file is missing, unreadable, empty or not private, or both tokens are one."""
+    if daemon.token_file is None:
+        raise ConfigError("a TCP control API needs daemon.token_file", key="daemon.token_file")
+    operator = read_secret(daemon.token_file, what="API token", key="daemon.token_file")
+    if daemon.viewer_token_file is None:
+        return operator, None
+    key = "daemon.viewer_token_file"
+    viewer = read_secret(daemon.viewer_token_file, what="viewer token", key=key)
+    if hmac.compare_digest(viewer.encode(), operator.encode()):
+        raise ConfigError(
+            "the viewer token is the operator token (daemon.token_file): "
+            "a viewer could do all an operator does; give it a token of its own",
+            source=str(daemon.viewer_token_file),
+            key=key,
+        )
+    return operator, viewer
+
+
 def _secrets(settings: Settings) -> list[tuple[str, str | None]]:
     results: list[tuple[str, str | None]] = []
     if settings.daemon.tcp and settings.daemon.token_file is not None:
+        subject = "API tokens" if settings.daemon.viewer_token_file else "API token"
         try:
-            read_secret(settings.daemon.token_file, what="API token", key="daemon.token_file")
-            results.append(("API token", None))
+            read_api_tokens(settings.daemon)
+            results.append((subject, None))
         except TriggerdError as exc:
-            results.append(("API token", str(exc)))
+            results.append((subject, str(exc)))
     try:
         if settings.security.hmac_key is not None:
             Codec(settings.security.hmac_key.get_secret_value().encode())

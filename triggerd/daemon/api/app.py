@@ -1,10 +1,9 @@
-"""The FastAPI app: the groups of routes, the optional bearer token, and the handlers that
-turn an error into an answer (its status code: :func:`.base.status_code`)."""
+"""The FastAPI app: the groups of routes, who may do what (:class:`.access.Access`), and
+the handlers that turn an error into an answer (its status code: :func:`.base.status_code`)."""
 
 from __future__ import annotations
 
-import hmac
-from typing import Any
+import secrets
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +12,7 @@ from triggerd import __version__
 from triggerd.errors import TriggerdError
 
 from ..control import DaemonControl
+from .access import OPERATOR, VIEWER, Access
 from .base import JSONResponse, status_code
 from .console import STATIC_PATH, static_files
 from .console import routes as console_routes
@@ -25,10 +25,18 @@ from .service import routes as service_routes
 __all__ = ["create_app"]
 
 
-def create_app(control: DaemonControl, *, token: str | None = None) -> FastAPI:
-    """The API of ``control``; with ``token``, every request must bear it."""
+def create_app(
+    control: DaemonControl, *, token: str | None = None, viewer_token: str | None = None
+) -> FastAPI:
+    """The API of ``control``. Without ``token`` it is the unix socket's: every client is
+    an operator (the socket's file permissions decide who connects). With ``token`` (TCP)
+    every request must bear it (an operator) or ``viewer_token`` (a viewer: reads only)."""
     app = FastAPI(title="triggerd control API", version=__version__, docs_url=None, redoc_url=None)
     app.state.control = control
+    app.state.on_socket = token is None
+    # rendered into the console's forms, checked on their POSTs: a page of another site
+    # cannot read it (see docs/security.md)
+    app.state.form_token = secrets.token_urlsafe(32)
     for routes in (service_routes, rule_routes, run_routes, path_routes, event_routes):
         app.include_router(routes)
     app.include_router(console_routes)  # the operator's console: pages under /ui/
@@ -36,16 +44,10 @@ def create_app(control: DaemonControl, *, token: str | None = None) -> FastAPI:
     app.add_exception_handler(TriggerdError, _refused_by_daemon)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _refused)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _bad_request)  # type: ignore[arg-type]
+    tokens = None
     if token is not None:
-        expected = f"Bearer {token}".encode()
-
-        @app.middleware("http")
-        async def require_token(request: Request, call_next: Any) -> Any:
-            given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
-            return await call_next(request)
-
+        tokens = {OPERATOR: token} | ({VIEWER: viewer_token} if viewer_token else {})
+    app.add_middleware(Access, tokens=tokens)
     return app
 
 

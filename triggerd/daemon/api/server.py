@@ -19,8 +19,8 @@ from fastapi import HTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from triggerd.errors import ConfigError
-from triggerd.private import read_secret
 
+from ..checks import read_api_tokens
 from .app import create_app
 from .base import JSONResponse
 
@@ -181,7 +181,7 @@ class ControlServer:
         self._tasks: list[Any] = []
         self._control = control
         self._tcp = settings.daemon.tcp
-        self._token_file = settings.daemon.token_file
+        self._daemon_settings = settings.daemon
 
     async def start(self) -> None:
         self._socket.parent.mkdir(parents=True, exist_ok=True)
@@ -191,12 +191,12 @@ class ControlServer:
             uvicorn.Config(_Bounded(create_app(self._control)), uds=str(self._socket), **options)
         ]
         if self._tcp:
-            assert self._token_file is not None
-            token = read_secret(self._token_file, what="API token", key="daemon.token_file")
+            token, viewer_token = read_api_tokens(self._daemon_settings)
             host, _, port = self._tcp.rpartition(":")
+            app = create_app(self._control, token=token, viewer_token=viewer_token)
             configs.append(
                 uvicorn.Config(
-                    _Bounded(create_app(self._control, token=token)),
+                    _Bounded(app),
                     host=host,
                     port=int(port),
                     **options,
