@@ -1,18 +1,24 @@
-"""The console's pages: ``/ui/`` (overview), ``/ui/runs``, ``/ui/runs/{id}``, ``/ui/events``.
+"""The console's pages: ``/ui/`` (overview), ``/ui/runs``, ``/ui/runs/{id}``, ``/ui/events``,
+and the buttons an operator presses on them.
 
-Read-only and server-rendered: every page is a GET whose filters are a plain form, so it
-reads without JavaScript. The data is what the JSON API serves (``views.status``, the
-state file's runs, the event log), never a second copy of it.
+Server-rendered: every page is a GET whose filters are a plain form, so it reads without
+JavaScript. The data is what the JSON API serves (``views.status``, the state file's
+runs, the event log), never a second copy of it. A button is a form that POSTs to
+``/ui/rules/{name}/pause`` (``resume``) or ``/ui/runs/{id}/stop`` (``replay``), which does
+what ``triggerctl`` would and answers with a redirect (303) to the page, which then says
+what was done once. Its form must come from the console itself (:func:`_forged`).
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
 from triggerd import __version__
@@ -24,6 +30,7 @@ from triggerd.runstate import RunState
 from ... import views
 from ...events import DaemonEventLog
 from ...state import RunRow
+from ..access import OPERATOR, USER_HEADER, role_of, same_origin
 from ..base import Control, status_code
 from .render import environment
 
@@ -35,6 +42,14 @@ MAX_PAGE_SIZE = 500
 LOG_LINES = 2000  # the run page shows the last this many lines; the events page has all
 EVENTS_DEPTH = 100_000  # how far back the events page pages (the event log's largest query)
 PageSize = Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE)]
+SAID_COOKIE = "triggerd_said"  # what the last button did, shown once by the next page
+FORM_TOKEN = "form_token"  # the hidden field of every form that acts
+MAX_SAID = 400  # characters of what a button did, kept in its cookie
+MAX_USER = 100  # characters of the USER_HEADER kept as who did it
+
+# The request whose page is being rendered (set by _PageRoute): _page reads the viewer's
+# role and what the last button did from it, so that the handlers need not pass it on.
+_rendering: ContextVar[Request] = ContextVar("rendering")
 
 _templates = environment()
 
@@ -51,11 +66,17 @@ class _PageRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def page_or_refusal(request: Request) -> Response:
+            rendering = _rendering.set(request)
             try:
-                return await handler(request)
+                response = await handler(request)
             except TriggerdError as exc:
                 status = status_code(exc)
-                return _page("error.html", status=status, error=str(exc), code=status)
+                response = _page("error.html", status=status, error=str(exc), code=status)
+            finally:
+                _rendering.reset(rendering)
+            if SAID_COOKIE in request.cookies and request.method == "GET":
+                response.delete_cookie(SAID_COOKIE, path="/ui")  # said once: now shown
+            return response
 
         return page_or_refusal
 
@@ -64,7 +85,14 @@ routes = APIRouter(prefix="/ui", route_class=_PageRoute, include_in_schema=False
 
 
 def _page(template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-    html = _templates.get_template(template).render(version=__version__, **context)
+    request = _rendering.get(None)
+    html = _templates.get_template(template).render(
+        version=__version__,
+        said=_said(request) if request is not None else None,
+        # what the page's forms need to act; None: no buttons (a viewer)
+        actions=_actions(request) if request is not None else None,
+        **context,
+    )
     # shown() escapes every lone surrogate before this; should one slip through, it is
     # written as its escape rather than failing the page
     body = html.encode("utf-8", "backslashreplace")
@@ -162,6 +190,7 @@ async def run(control: Control, run_id: str) -> Response:
         row=row,
         summary=summary or {},
         state=row.state if row is not None else (summary or {}).get("status"),
+        stoppable=row is not None and not RunState(row.state).ended,
         took=_took(row, summary or {}),
         lines=[line.to_dict() for line in lines],
         more_lines=more,
@@ -220,3 +249,114 @@ async def events(
         older=_link("/ui/events", {**paging, "offset": offset + size}) if has_older else None,
         newest=_link("/ui/events", paging) if offset else None,
     )
+
+
+# What an operator does: the buttons' forms POST here.
+
+
+def _said(request: Request) -> dict[str, str] | None:
+    """What the last button did (its cookie): ``{"kind": "ok" or "bad", "text": ...}``."""
+    cookie = request.cookies.get(SAID_COOKIE)
+    if not cookie:
+        return None
+    kind, _, text = unquote(cookie).partition(" ")
+    return {"kind": "bad" if kind == "bad" else "ok", "text": text}
+
+
+def _actions(request: Request) -> dict[str, str] | None:
+    """What a page's buttons need (the form token), for an operator; None for a viewer."""
+    if role_of(request) != OPERATOR:
+        return None
+    return {"form_token": request.app.state.form_token}
+
+
+def _who(request: Request) -> str:
+    """Who pressed a button, as the event log records it (``rule.paused``, ``data.by``).
+    The user ``triggerctl ui`` names is believed on the unix socket only."""
+    if not request.app.state.on_socket:
+        return "an operator over TCP (console)"
+    user = request.headers.get(USER_HEADER, "").strip()[:MAX_USER]
+    return f"{user} (console)" if user else "an operator (console)"
+
+
+async def _forged(request: Request) -> str | None:
+    """Why a button's POST is not the console's own form, or None when it is. A page of
+    another site can make a browser POST here, with the browser's access: its ``Origin``
+    (or without one, its ``Referer``) must be this page's own, and its form must hold the
+    token the console renders into each form, which another site cannot read."""
+    if role_of(request) != OPERATOR:
+        return "only an operator may do this"
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin or not same_origin(origin, request.headers.get("host", "")):
+        return f"refused: the form was not sent from this console (origin {origin or 'unknown'})"
+    fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+    given = (fields.get(FORM_TOKEN) or [""])[0]
+    if not hmac.compare_digest(given.encode(), request.app.state.form_token.encode()):
+        return (
+            "refused: the form holds no valid form token "
+            "(the daemon restarted since the page was loaded? reload it)"
+        )
+    return None
+
+
+async def _act(request: Request, back: str, act: Callable[[], tuple[str, str]]) -> Response:
+    """Do what a button asks, when its form is the console's own; then send the browser
+    to ``back`` (or where ``act`` says) with what happened (a cookie: said once)."""
+    refusal = await _forged(request)
+    if refusal is not None:
+        return _page("error.html", status=403, error=refusal, code=403)
+    try:
+        text, where = act()
+        kind = "ok"
+    except TriggerdError as exc:
+        text, where, kind = str(exc), back, "bad"
+    response = RedirectResponse(where, status_code=303)
+    response.set_cookie(
+        SAID_COOKIE,
+        quote(f"{kind} {text}"[:MAX_SAID], safe=""),
+        path="/ui",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+def _run_page(run_id: str) -> str:
+    return f"/ui/runs/{quote(run_id, safe='')}"
+
+
+@routes.post("/rules/{name}/pause")
+async def pause_rule(request: Request, control: Control, name: str) -> Response:
+    def pause() -> tuple[str, str]:
+        control.set_paused(name, True, by=_who(request))
+        return f"rule {name} paused: its triggers are skipped until it is resumed", "/ui/"
+
+    return await _act(request, "/ui/", pause)
+
+
+@routes.post("/rules/{name}/resume")
+async def resume_rule(request: Request, control: Control, name: str) -> Response:
+    def resume() -> tuple[str, str]:
+        control.set_paused(name, False, by=_who(request))
+        return f"rule {name} resumed", "/ui/"
+
+    return await _act(request, "/ui/", resume)
+
+
+@routes.post("/runs/{run_id}/stop")
+async def stop_run(request: Request, control: Control, run_id: str) -> Response:
+    def stop() -> tuple[str, str]:
+        state = control.stop_run(run_id)
+        told = "stopped" if state == "stopped" else "stopping: its tasks are told to stop"
+        return f"run {run_id} {told}", _run_page(run_id)
+
+    return await _act(request, _run_page(run_id), stop)
+
+
+@routes.post("/runs/{run_id}/replay")
+async def replay_run(request: Request, control: Control, run_id: str) -> Response:
+    def replay() -> tuple[str, str]:
+        new_run = control.replay(run_id)
+        return f"this run replays run {run_id}", _run_page(new_run)
+
+    return await _act(request, _run_page(run_id), replay)
