@@ -14,6 +14,7 @@ from .rules import pause, resume, rules
 from .run import run
 from .runs import replay, runs, start, stop
 from .status import status
+from .ui import ui
 from .workers import workers
 from .workflows import workflows
 
@@ -46,6 +47,7 @@ for command in (
     events,
     logs,
     show,
+    ui,
 ):
     cli.add_command(command)
 
