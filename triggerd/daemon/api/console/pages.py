@@ -255,9 +255,10 @@ async def events(
 
 
 def _said(request: Request) -> dict[str, str] | None:
-    """What the last button did (its cookie): ``{"kind": "ok" or "bad", "text": ...}``."""
+    """What the last button did (its cookie), for the page shown next (a GET):
+    ``{"kind": "ok" or "bad", "text": ...}``."""
     cookie = request.cookies.get(SAID_COOKIE)
-    if not cookie:
+    if not cookie or request.method != "GET":
         return None
     kind, _, text = unquote(cookie).partition(" ")
     return {"kind": "bad" if kind == "bad" else "ok", "text": text}
