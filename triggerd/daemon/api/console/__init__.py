@@ -12,8 +12,11 @@ from pathlib import Path
 from starlette.staticfiles import StaticFiles
 
 from .pages import routes
+from .stream import routes as stream_routes
 
 __all__ = ["STATIC_PATH", "routes", "static_files"]
+
+routes.include_router(stream_routes)  # /ui/stream: the event log, live (server-sent events)
 
 #: Where the app mounts :func:`static_files`.
 STATIC_PATH = "/ui/static"

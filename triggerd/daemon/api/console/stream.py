@@ -1,0 +1,156 @@
+"""``/ui/stream``: the event log followed live, as server-sent events (text/event-stream).
+
+Each event is one message: ``id:`` its event id (a browser's EventSource sends the last
+one back as ``Last-Event-ID`` when it reconnects, and the stream goes on after it: nothing
+lost, nothing twice), ``data:`` the event as JSON with every text passed through
+:func:`~triggerd.text.shown` (the page sets it with ``textContent``; no control or bidi
+character reaches it). Filters as on ``/ui/events``: ``run``, ``rule``, ``kind``,
+``level``. Without ``after`` or ``Last-Event-ID`` the stream starts with what comes next.
+
+A stream waits on the event log's own wait (it never blocks the loop), takes what is
+stored in one query per wake-up (up to :data:`BATCH` events), sends a comment every
+:data:`HEARTBEAT` seconds, and ends when the client goes away or the API stops
+(:meth:`Streams.close`). At most :data:`MAX_STREAMS` are open at once (503 beyond).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from triggerd.errors import NotReady, TriggerdError
+from triggerd.text import dumps, shown
+
+from ...events import DaemonEventLog
+from ..base import Control
+
+__all__ = ["BATCH", "HEARTBEAT", "MAX_STREAMS", "Streams", "routes", "streams_of"]
+
+MAX_STREAMS = 32  # open streams at once, over every client
+HEARTBEAT = 15.0  # seconds between comments on a quiet stream (proxies close idle ones)
+BATCH = 500  # events one query takes at most; a backlog is sent in batches of this
+RETRY_MS = 2000  # how long a browser waits before it reconnects
+UNAVAILABLE_RETRY = 5.0  # seconds before the event log is asked again after it failed
+
+routes = APIRouter(include_in_schema=False)
+
+
+class Streams:
+    """The open streams of one app: how many, and the signal that ends them all."""
+
+    def __init__(self, limit: int = MAX_STREAMS):
+        self.limit = limit
+        self.open = 0
+        self.closing = asyncio.Event()
+
+    def close(self) -> None:
+        """End every stream (at its next wake-up: at once) and refuse new ones."""
+        self.closing.set()
+
+
+def streams_of(app: Any) -> Streams:
+    """The :class:`Streams` of ``app`` (a FastAPI app), made at the first use."""
+    streams = getattr(app.state, "console_streams", None)
+    if streams is None:
+        streams = app.state.console_streams = Streams()
+    return streams
+
+
+def _displayed(value: Any) -> Any:
+    """``value`` (an event as a dict) with every text, keys too, as :func:`shown` shows it."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {shown(k): _displayed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_displayed(v) for v in value]
+    return value
+
+
+def message(event: dict[str, Any]) -> bytes:
+    """One SSE message: the event's id and the event as one line of JSON."""
+    return f"id: {shown(event['id'])}\ndata: {dumps(_displayed(event))}\n\n".encode()
+
+
+@routes.get("/stream")
+async def stream(
+    request: Request,
+    control: Control,
+    run: str = "",
+    rule: str = "",
+    kind: str = "",
+    level: str = "",
+    after: str = "",
+) -> Response:
+    """Events as they are stored, after ``Last-Event-ID`` (or ``after``), filtered."""
+    streams = streams_of(request.app)
+    if streams.open >= streams.limit or streams.closing.is_set():
+        return PlainTextResponse(
+            f"{streams.open} streams are open, the most there may be; try again later",
+            status_code=503,
+            headers={"retry-after": "10"},
+        )
+    if control.eventlog is None:
+        raise NotReady()
+    eventlog = control.eventlog
+    query: dict[str, Any] = {
+        "run": run or None,
+        "rule": rule or None,
+        "kinds": [k for k in kind.replace(",", " ").split() if k] or None,
+        "level": level or None,
+    }
+    start = request.headers.get("last-event-id") or after or None
+    try:  # a bad filter is refused here, before the stream begins
+        if start is None:  # from now on: after the newest event that matches
+            newest = await eventlog.find(**query, newest_first=True, limit=1)
+            start = newest[0].id if newest else None
+        else:
+            await eventlog.find(**query, after_id=start, limit=1)
+    except ValueError as exc:
+        return PlainTextResponse(str(exc), status_code=400)
+    return StreamingResponse(
+        _follow(request, eventlog, query, start, streams),
+        media_type="text/event-stream; charset=utf-8",
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+    )
+
+
+async def _follow(
+    request: Request,
+    eventlog: DaemonEventLog,
+    query: dict[str, Any],
+    after: str | None,
+    streams: Streams,
+) -> AsyncIterator[bytes]:
+    """The messages of one stream, until the client leaves or the streams close."""
+    streams.open += 1
+    closing = asyncio.ensure_future(streams.closing.wait())
+    finding: asyncio.Future[Any] = closing
+    try:
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        while not await request.is_disconnected():
+            finding = asyncio.ensure_future(
+                eventlog.find(wait=HEARTBEAT, after_id=after, limit=BATCH, **query)
+            )
+            await asyncio.wait((finding, closing), return_when=asyncio.FIRST_COMPLETED)
+            if not finding.done():
+                return
+            try:
+                batch = finding.result()
+            except TriggerdError as exc:  # the event log is away: say so, ask again later
+                yield f": the event log cannot be read now: {shown(exc)}\n\n".encode()
+                await asyncio.wait((closing,), timeout=UNAVAILABLE_RETRY)
+                continue
+            if batch:
+                yield b"".join(message(e.to_dict()) for e in batch)
+                after = batch[-1].id
+            else:
+                yield b": still here\n\n"
+    finally:  # the client left (this is cancelled), the streams close, or it failed
+        streams.open -= 1
+        for waiting in (finding, closing):
+            waiting.cancel()
