@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from triggerd.errors import NotReady, TriggerdError
+from triggerd.eventlog.schema import LogEvent
 from triggerd.text import dumps, shown
 
 from ...events import DaemonEventLog
@@ -35,6 +36,11 @@ HEARTBEAT = 15.0  # seconds between comments on a quiet stream (proxies close id
 BATCH = 500  # events one query takes at most; a backlog is sent in batches of this
 RETRY_MS = 2000  # how long a browser waits before it reconnects
 UNAVAILABLE_RETRY = 5.0  # seconds before the event log is asked again after it failed
+SETTLE = 1.0  # seconds an event may be stored after newer ones and still be sent
+LOOK_BACK = 0.25  # seconds between two look-backs for such events, while events come
+LOOK_BACK_LIMIT = 20_000  # events one look-back reads at most (SETTLE s of them)
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # the digits of an event id (a ULID)
+_FROM_CROCKFORD = str.maketrans(_CROCKFORD, "0123456789abcdefghijklmnopqrstuv")
 
 routes = APIRouter(include_in_schema=False)
 
@@ -71,9 +77,10 @@ def _displayed(value: Any) -> Any:
     return value
 
 
-def message(event: dict[str, Any]) -> bytes:
-    """One SSE message: the event's id and the event as one line of JSON."""
-    return f"id: {shown(event['id'])}\ndata: {dumps(_displayed(event))}\n\n".encode()
+def message(event: dict[str, Any], resume: str) -> bytes:
+    """One SSE message: the id to resume after (the event's own, unless it came late: then
+    the newest sent before it) and the event as one line of JSON."""
+    return f"id: {shown(resume)}\ndata: {dumps(_displayed(event))}\n\n".encode()
 
 
 @routes.get("/stream")
@@ -119,37 +126,86 @@ async def stream(
     )
 
 
+class _Cursor:
+    """Where a stream is: ``after``, the newest id sent (a reconnect resumes after it), and
+    the ids sent in the :data:`SETTLE` seconds before it.
+
+    An id begins with the millisecond it was made, in the process that made it: a
+    worker's output line may be stored after the daemon's own newer events, and a query
+    "after the newest id sent" alone would skip it. :meth:`floor` is where a look-back
+    query starts (SETTLE seconds back, never before where the stream began); what it
+    finds that was not sent is sent then, once."""
+
+    def __init__(self, start: str | None):
+        self.start = self.after = start
+        self._recent: set[str] = set()
+
+    def fresh(self, events: list[LogEvent]) -> list[tuple[str, LogEvent]]:
+        """(the id to resume after, event) for each of ``events`` not sent yet."""
+        new = []
+        for event in events:
+            if event.id not in self._recent:
+                self._recent.add(event.id)
+                self.after = event.id if self.after is None else max(self.after, event.id)
+                new.append((self.after, event))
+        return new
+
+    def floor(self) -> str | None:
+        """The id a look-back asks after; the ids sent before it are forgotten."""
+        if self.after is None:
+            return None
+        try:
+            ms = int(self.after[:10].translate(_FROM_CROCKFORD), 32) - int(SETTLE * 1000)
+        except ValueError:  # an id that is not a ULID: no look-back
+            return self.after
+        floor = "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(45, -1, -5)) + "0" * 16
+        floor = max(floor, self.start or "")
+        self._recent = {i for i in self._recent if i > floor}
+        return floor
+
+
 async def _follow(
     request: Request,
     eventlog: DaemonEventLog,
     query: dict[str, Any],
-    after: str | None,
+    start: str | None,
     streams: Streams,
 ) -> AsyncIterator[bytes]:
     """The messages of one stream, until the client leaves or the streams close."""
     streams.open += 1
+    cursor, loop = _Cursor(start), asyncio.get_running_loop()
     closing = asyncio.ensure_future(streams.closing.wait())
     finding: asyncio.Future[Any] = closing
+    sent_at, said_at, look_back_at = -SETTLE, loop.time(), None
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
         while not await request.is_disconnected():
+            now = loop.time()
+            if look_back_at is not None and now >= look_back_at:  # what was stored late
+                after, wait, limit = cursor.floor(), 0.0, LOOK_BACK_LIMIT
+                look_back_at = now + LOOK_BACK if now - sent_at < SETTLE else None
+            else:  # what is new
+                after, limit = cursor.after, BATCH
+                wait = HEARTBEAT if look_back_at is None else look_back_at - now
             finding = asyncio.ensure_future(
-                eventlog.find(wait=HEARTBEAT, after_id=after, limit=BATCH, **query)
+                eventlog.find(wait=wait, after_id=after, limit=limit, **query)
             )
             await asyncio.wait((finding, closing), return_when=asyncio.FIRST_COMPLETED)
             if not finding.done():
                 return
             try:
-                batch = finding.result()
+                batch = cursor.fresh(finding.result())
             except TriggerdError as exc:  # the event log is away: say so, ask again later
                 yield f": the event log cannot be read now: {shown(exc)}\n\n".encode()
                 await asyncio.wait((closing,), timeout=UNAVAILABLE_RETRY)
                 continue
             if batch:
-                yield b"".join(message(e.to_dict()) for e in batch)
-                after = batch[-1].id
-            else:
+                yield b"".join(message(event.to_dict(), resume) for resume, event in batch)
+                sent_at = said_at = loop.time()
+                look_back_at = look_back_at or sent_at + LOOK_BACK
+            elif loop.time() - said_at >= HEARTBEAT:
                 yield b": still here\n\n"
+                said_at = loop.time()
     finally:  # the client left (this is cancelled), the streams close, or it failed
         streams.open -= 1
         for waiting in (finding, closing):
