@@ -7,8 +7,10 @@ daemon's state file.
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
+import socket
 
 import pytest
 from daemon_harness import Daemon, write_file
@@ -270,6 +272,9 @@ def test_pause_resume_start_stop_replay_and_drain(tmp_path):
         d.ctl("pause", "record")
         write_file(d.incoming / "paused.h5")
         d.wait_for(lambda: d.skipped("paused", d.incoming / "paused.h5"), what="the paused skip")
+        # who paused: triggerctl names its user, which the daemon believes on its socket
+        (paused,) = d.events("rule.paused")
+        assert paused["data"]["by"] == f"{getpass.getuser()}@{socket.gethostname()} (triggerctl)"
         assert d.runs_db() == []
         d.ctl("resume", "record")
         run_id = d.ctl(

@@ -60,7 +60,7 @@ class ConsoleProxy:
     def __init__(self, socket_path: Path, port: int, user: str):
         import httpx
 
-        from triggerd.daemon.api.access import USER_HEADER
+        from triggerd.daemon.client import USER_HEADER
 
         self._socket = socket_path
         self._hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}

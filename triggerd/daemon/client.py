@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket as _socket
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,18 @@ import httpx
 from triggerd.errors import BackendUnavailable, TriggerdError
 from triggerd.text import dumps
 
-__all__ = ["ApiError", "ControlClient", "DaemonNotRunning"]
+__all__ = ["USER_HEADER", "ApiError", "ControlClient", "DaemonNotRunning"]
+
+#: The header in which triggerctl names its user (``user@host``); the daemon records it as
+#: who paused a rule, and believes it on the unix socket only (api/access.py).
+USER_HEADER = "x-triggerd-user"
+
+
+def _user() -> str:
+    try:
+        return f"{getpass.getuser()}@{_socket.gethostname()}"
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return f"uid {os.getuid()}@{_socket.gethostname()}"
 
 
 class DaemonNotRunning(BackendUnavailable):
@@ -38,7 +52,10 @@ class ControlClient:
     ):
         if (socket is None) == (url is None):
             raise ValueError("give either a unix socket path or a URL")
-        headers = {"authorization": f"Bearer {token}"} if token else {}
+        # Who asks: the daemon records it with a pause (believed on the unix socket only).
+        headers = {USER_HEADER: _user()}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
         transport = httpx.HTTPTransport(uds=str(socket)) if socket is not None else None
         self._where = f"unix socket {socket}" if socket is not None else str(url)
         self._http = httpx.Client(

@@ -72,6 +72,7 @@ class DaemonEventLog:
         self._forwarder_thread: threading.Thread | None = None
         self._redis: Any = None
         self._arrived = asyncio.Condition()
+        self._batches = 0  # stored batches announced on the loop, for followers to compare
 
     def start(self) -> None:
         try:
@@ -148,14 +149,18 @@ class DaemonEventLog:
         """``store.find(**query)``; with ``wait``, if nothing matches yet, wait up to that
         many seconds for the next stored batch and ask again (long polling)."""
         self._answers()
+        seen = self._batches
         found = await asyncio.to_thread(self.store.open().find, **query)
         deadline = self._loop.time() + wait
         while not found and wait > 0 and (left := deadline - self._loop.time()) > 0:
             async with self._arrived:
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), left)
+                try:  # a batch stored while the query ran counts: no wake-up is lost
+                    await asyncio.wait_for(
+                        self._arrived.wait_for(lambda seen=seen: self._batches != seen), left
+                    )
                 except TimeoutError:
                     return []
+            seen = self._batches
             found = await asyncio.to_thread(self.store.open().find, **query)
         return found
 
@@ -174,6 +179,7 @@ class DaemonEventLog:
 
     async def _wake(self) -> None:
         async with self._arrived:
+            self._batches += 1
             self._arrived.notify_all()
 
 

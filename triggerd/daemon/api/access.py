@@ -15,17 +15,13 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
+from ..client import USER_HEADER  # who asks: triggerctl and triggerctl ui name their user
 from .base import JSONResponse
 
-__all__ = ["OPERATOR", "USER_HEADER", "VIEWER", "Access", "role_of", "same_origin"]
+__all__ = ["OPERATOR", "USER_HEADER", "VIEWER", "Access", "operator_name", "role_of", "same_origin"]
 
 OPERATOR = "operator"  # may read and act: pause, stop, replay, start, drain, reload
 VIEWER = "viewer"  # may read (GET and HEAD) only
-
-#: Who is behind a request on the unix socket, as ``user@host``: ``triggerctl ui`` sends it
-#: for the browser it serves. Believed on the socket only (whoever may connect there is an
-#: operator already), never on TCP.
-USER_HEADER = "x-triggerd-user"
 
 # On the socket a browser's request must name a local host: a web page whose name an
 # attacker points at 127.0.0.1 (DNS rebinding) reaches a forwarded socket (ssh -L,
@@ -42,6 +38,19 @@ _Send = Callable[[Any], Awaitable[None]]
 def role_of(request: Request) -> str:
     """:data:`OPERATOR` or :data:`VIEWER`, as :class:`Access` found it (a viewer if unknown)."""
     return getattr(request.state, "role", VIEWER)
+
+
+MAX_USER = 100  # characters of the USER_HEADER kept as who did it
+
+
+def operator_name(request: Request, via: str) -> str:
+    """Who asked, as the event log records it (``rule.paused``: ``data.by``). The user
+    triggerctl names (:data:`USER_HEADER`) is believed on the unix socket only, where the
+    file's permissions say who may connect; on TCP anyone with the token could claim it."""
+    if not request.app.state.on_socket:
+        return f"an operator over TCP ({via})"
+    user = request.headers.get(USER_HEADER, "").strip()[:MAX_USER]
+    return f"{user} ({via})" if user else f"an operator ({via})"
 
 
 def same_origin(origin: str, host: str) -> bool:

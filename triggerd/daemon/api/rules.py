@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Request
+
 from .. import views
+from .access import operator_name
 from .base import Control, router
 
 __all__ = ["routes"]
@@ -18,10 +21,12 @@ async def get_rules(control: Control) -> list[dict[str, Any]]:
 
 
 @routes.post("/rules/{name}/pause")
-async def pause(control: Control, name: str) -> dict[str, Any]:
-    return {"rule": name, "paused": control.set_paused(name, True, by="an operator")}
+async def pause(control: Control, name: str, request: Request) -> dict[str, Any]:
+    by = operator_name(request, "triggerctl")
+    return {"rule": name, "paused": control.set_paused(name, True, by=by)}
 
 
 @routes.post("/rules/{name}/resume")
-async def resume(control: Control, name: str) -> dict[str, Any]:
-    return {"rule": name, "paused": control.set_paused(name, False, by="an operator")}
+async def resume(control: Control, name: str, request: Request) -> dict[str, Any]:
+    by = operator_name(request, "triggerctl")
+    return {"rule": name, "paused": control.set_paused(name, False, by=by)}

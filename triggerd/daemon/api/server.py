@@ -23,6 +23,7 @@ from triggerd.errors import ConfigError
 from ..checks import read_api_tokens
 from .app import create_app
 from .base import JSONResponse
+from .console.stream import streams_of
 
 if TYPE_CHECKING:
     from triggerd.config import Settings
@@ -74,9 +75,12 @@ class _Bounded:
             await response(scope, receive, send)
             return
         received = 0
+        body_done = False
 
         async def bounded() -> Any:
-            nonlocal received
+            nonlocal received, body_done
+            if body_done:  # what comes now is the disconnect, whenever the client leaves
+                return await receive()  # (a stream's answer listens for it as long as it runs)
             try:
                 message = await asyncio.wait_for(receive(), BODY_TIMEOUT)
             except TimeoutError:
@@ -87,6 +91,7 @@ class _Bounded:
                 received += len(message.get("body", b""))
                 if received > MAX_BODY:
                     raise _Refused(413, f"request body larger than {MAX_BODY} bytes")
+                body_done = not message.get("more_body", False)
             return message
 
         await self._app(scope, bounded, send)
@@ -178,6 +183,7 @@ class ControlServer:
         self._socket = Path(settings.socket_path)
         self._mode = settings.daemon.socket_mode
         self._servers: list[_QuietServer] = []
+        self._apps: list[Any] = []
         self._tasks: list[Any] = []
         self._control = control
         self._tcp = settings.daemon.tcp
@@ -187,16 +193,15 @@ class ControlServer:
         self._socket.parent.mkdir(parents=True, exist_ok=True)
         _clear_socket_path(self._socket)
         options = {"log_config": None, "access_log": False, "lifespan": "off", "http": _TimedH11}
-        configs = [
-            uvicorn.Config(_Bounded(create_app(self._control)), uds=str(self._socket), **options)
-        ]
+        self._apps = [create_app(self._control)]
+        configs = [uvicorn.Config(_Bounded(self._apps[0]), uds=str(self._socket), **options)]
         if self._tcp:
             token, viewer_token = read_api_tokens(self._daemon_settings)
             host, _, port = self._tcp.rpartition(":")
-            app = create_app(self._control, token=token, viewer_token=viewer_token)
+            self._apps.append(create_app(self._control, token=token, viewer_token=viewer_token))
             configs.append(
                 uvicorn.Config(
-                    _Bounded(app),
+                    _Bounded(self._apps[-1]),
                     host=host,
                     port=int(port),
                     **options,
@@ -216,6 +221,8 @@ class ControlServer:
         os.chmod(self._socket, self._mode)
 
     async def stop(self) -> None:
+        for app in self._apps:  # uvicorn waits for every answer to end, a stream's too
+            streams_of(app).close()
         for server in self._servers:
             server.should_exit = True
         await asyncio.gather(*self._tasks, return_exceptions=True)

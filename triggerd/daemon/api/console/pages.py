@@ -30,7 +30,7 @@ from triggerd.runstate import RunState
 from ... import views
 from ...events import DaemonEventLog
 from ...state import RunRow
-from ..access import OPERATOR, USER_HEADER, role_of, same_origin
+from ..access import OPERATOR, operator_name, role_of, same_origin
 from ..base import Control, status_code
 from .render import environment
 
@@ -45,7 +45,6 @@ PageSize = Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE)]
 SAID_COOKIE = "triggerd_said"  # what the last button did, shown once by the next page
 FORM_TOKEN = "form_token"  # the hidden field of every form that acts
 MAX_SAID = 400  # characters of what a button did, kept in its cookie
-MAX_USER = 100  # characters of the USER_HEADER kept as who did it
 
 # The request whose page is being rendered (set by _PageRoute): _page reads the viewer's
 # role and what the last button did from it, so that the handlers need not pass it on.
@@ -272,12 +271,8 @@ def _actions(request: Request) -> dict[str, str] | None:
 
 
 def _who(request: Request) -> str:
-    """Who pressed a button, as the event log records it (``rule.paused``, ``data.by``).
-    The user ``triggerctl ui`` names is believed on the unix socket only."""
-    if not request.app.state.on_socket:
-        return "an operator over TCP (console)"
-    user = request.headers.get(USER_HEADER, "").strip()[:MAX_USER]
-    return f"{user} (console)" if user else "an operator (console)"
+    """Who pressed a button (``triggerctl ui`` names its user)."""
+    return operator_name(request, "console")
 
 
 async def _forged(request: Request) -> str | None:
