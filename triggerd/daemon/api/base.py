@@ -14,8 +14,9 @@ from triggerd.errors import BackendUnavailable, Conflict, NotFound, NotReady, Tr
 from triggerd.text import dumps
 
 from ..control import DaemonControl
+from ..events import DaemonEventLog
 
-__all__ = ["MAX_LIMIT", "Control", "JSONResponse", "Limit", "router", "status_code"]
+__all__ = ["MAX_LIMIT", "Control", "JSONResponse", "Limit", "eventlog_of", "router", "status_code"]
 
 MAX_LIMIT = 100_000  # the most rows or events one query returns
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
@@ -67,3 +68,10 @@ def _control(request: Request) -> DaemonControl:
 
 #: A handler's parameter of this type is the daemon it serves.
 Control = Annotated[DaemonControl, Depends(_control)]
+
+
+def eventlog_of(control: DaemonControl) -> DaemonEventLog:
+    """The daemon's event log; NotReady (503) while the daemon starts."""
+    if control.eventlog is None:
+        raise NotReady()
+    return control.eventlog

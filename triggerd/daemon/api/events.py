@@ -8,20 +8,12 @@ from typing import Annotated, Any
 from fastapi import HTTPException, Query
 
 from triggerd.durations import parse_since
-from triggerd.errors import NotReady
 
-from ..events import DaemonEventLog
-from .base import Control, Limit, router
+from .base import Control, Limit, eventlog_of, router
 
 __all__ = ["routes"]
 
 routes = router()
-
-
-def _eventlog(control: Control) -> DaemonEventLog:
-    if control.eventlog is None:
-        raise NotReady()
-    return control.eventlog
 
 
 def _since(text: str | None) -> datetime | None:
@@ -47,7 +39,7 @@ async def events(
 ) -> list[dict[str, Any]]:
     """The event log, filtered (see ``EventStore.find``); ``after`` an id and ``wait``
     seconds: long polling, for following (``triggerctl logs -f``)."""
-    eventlog = _eventlog(control)
+    eventlog = eventlog_of(control)
     query = {
         "run": run,
         "workflow": workflow,
@@ -75,7 +67,7 @@ async def event_runs(
     rule: str | None = None,
     limit: Limit = 100,
 ) -> list[dict[str, Any]]:
-    eventlog, since_moment = _eventlog(control), _since(since)
+    eventlog, since_moment = eventlog_of(control), _since(since)
     try:
         return await eventlog.runs(
             failed=failed, since=since_moment, workflow=workflow, rule=rule, limit=limit
@@ -86,7 +78,7 @@ async def event_runs(
 
 @routes.get("/eventlog/runs/{run_id}")
 async def event_run(control: Control, run_id: str) -> dict[str, Any]:
-    found = await _eventlog(control).run(run_id)
+    found = await eventlog_of(control).run(run_id)
     if found is None:
         raise HTTPException(404, f"no events of run {run_id} in the event log")
     return found

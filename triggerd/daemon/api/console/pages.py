@@ -28,10 +28,9 @@ from triggerd.eventlog.schema import LEVELS
 from triggerd.runstate import RunState
 
 from ... import views
-from ...events import DaemonEventLog
 from ...state import RunRow
 from ..access import OPERATOR, operator_name, role_of, same_origin
-from ..base import Control, status_code
+from ..base import Control, eventlog_of, status_code
 from .render import environment
 
 __all__ = ["routes"]
@@ -106,12 +105,6 @@ def _since(text: str | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
-def _eventlog(control: Control) -> DaemonEventLog:
-    if control.eventlog is None:
-        raise NotReady()
-    return control.eventlog
-
-
 def _link(path: str, query: dict[str, Any]) -> str:
     """``path`` with the filters that are set, as a query string."""
     given = {k: v for k, v in query.items() if v not in (None, "")}
@@ -167,7 +160,7 @@ async def run(control: Control, run_id: str) -> Response:
     row = control.state.run(run_id)
     summary, lines, more, unavailable = None, [], False, None
     try:
-        eventlog = _eventlog(control)
+        eventlog = eventlog_of(control)
         summary = await eventlog.run(run_id)
         found = await eventlog.find(
             run=run_id,
@@ -225,7 +218,7 @@ async def events(
     size = limit or EVENTS_PAGE_SIZE
     kinds = [k for k in kind.replace(",", " ").split() if k]
     try:
-        found = await _eventlog(control).find(
+        found = await eventlog_of(control).find(
             run=run or None,
             rule=rule or None,
             kinds=kinds or None,

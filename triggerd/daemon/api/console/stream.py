@@ -25,12 +25,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from triggerd.errors import NotReady, TriggerdError
+from triggerd.errors import TriggerdError
 from triggerd.eventlog.schema import LogEvent
 from triggerd.text import dumps, shown
 
 from ...events import DaemonEventLog
-from ..base import Control
+from ..base import Control, eventlog_of
 
 __all__ = ["BATCH", "HEARTBEAT", "MAX_STREAMS", "Streams", "routes", "streams_of"]
 
@@ -105,9 +105,7 @@ async def stream(
             status_code=503,
             headers={"retry-after": "10"},
         )
-    if control.eventlog is None:
-        raise NotReady()
-    eventlog = control.eventlog
+    eventlog = eventlog_of(control)
     query: dict[str, Any] = {
         "run": run or None,
         "rule": rule or None,
